@@ -1,0 +1,87 @@
+"""The compiled data plane (Rust, PyO3). Checked against the built module by stubtest in CI.
+
+Every method is short and non-blocking: it never waits on the network. Rust threads never call
+into Python; events come back through `Core.wakeup_fd()` + `Core.drain_events()`.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__version__: str
+
+class CoreError(Exception):
+    """Raised by the core. Attributes mirror the Rust error kind."""
+
+    kind: str  # "config" | "downstream" | "upstream" | "internal"
+    retryable: bool
+    status: int | None  # local reply it maps to (400, 431, 502, 503, 504) when it has one
+    path: str | None  # for config errors: where in the snapshot document
+
+class Core:
+    """One data plane: a tokio runtime, its listeners, clusters and stats.
+
+    `workers` is the number of tokio worker threads carrying traffic (1 = current-thread).
+    """
+
+    def __init__(self, workers: int = 1) -> None: ...
+    def apply(self, snapshot: bytes) -> str:
+        """Parse, build and atomically swap in a snapshot document (docs/snapshot.md).
+
+        Binds new listeners and closes removed ones; a listener whose name and address are
+        unchanged keeps its socket. On any error nothing changes and CoreError(kind="config") is
+        raised. Returns the snapshot's version label.
+        """
+    def version(self) -> str | None: ...
+    def listeners(self) -> dict[str, tuple[str, int]]:
+        """Listener name -> bound (host, port), ports read back after binding."""
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
+        """Replace a cluster's endpoints as (\"IP:PORT\", weight) pairs (DNS discovery)."""
+    def set_host_health(self, cluster: str, address: str, healthy: bool) -> None: ...
+    def stats(self) -> dict[str, Any]:
+        """A consistent-enough copy of every counter, gauge and histogram (see docs/stats.md)."""
+    def wakeup_fd(self) -> int:
+        """Readable when events are queued; drain with drain_events()."""
+    def drain_events(self) -> list[tuple[str, Mapping[str, Any]]]: ...
+    def shutdown(self, drain_ms: int = 5000) -> None:
+        """Stop accepting, let in-flight requests finish for up to drain_ms, then stop.
+
+        Returns at once; completion is reported as a ("stopped", {}) event.
+        """
+
+class RouteTable:
+    """A compiled route table (the `routeTables` entry of a snapshot), for tests and tools."""
+
+    def __init__(self, table: str | bytes) -> None: ...
+    def match(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]] = (),
+        authority: str = "",
+        scheme: str = "http",
+        port: int = 0,
+    ) -> str | None:
+        """Name of the first matching route, or None."""
+    def __len__(self) -> int: ...
+
+class Balancer:
+    """A load balancer over hosts 0..n-1 with the given weights.
+
+    policy: "least_request" (Envoy WLR, default), "round_robin" or "random".
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[int],
+        policy: str = "least_request",
+        active_request_bias: float = 1.0,
+        seed: int | None = None,
+    ) -> None: ...
+    def pick(self, exclude: Sequence[int] = ()) -> int | None:
+        """Pick a host not in `exclude` and not marked unhealthy; None if there is none."""
+    def start(self, host: int) -> None:
+        """A request to `host` began (raises its active count)."""
+    def end(self, host: int) -> None: ...
+    def active(self, host: int) -> int: ...
+    def set_healthy(self, host: int, healthy: bool) -> None: ...
+    def __len__(self) -> int: ...

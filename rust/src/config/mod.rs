@@ -1,0 +1,413 @@
+//! The snapshot document: the one versioned description of everything the data plane runs.
+//!
+//! Python (`meshplane.config.compile`) produces it as JSON; [`Snapshot::parse`] reads it. This
+//! module is the schema only (serde types and their checks); it imports nothing else from the
+//! crate. `docs/snapshot.md` is the prose version of the same contract.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Schema version this build understands; a document with another `schema` is refused.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Snapshot {
+    pub schema: u32,
+    /// Opaque label chosen by the control layer (shown in /config_dump and stats).
+    pub version: String,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub route_tables: BTreeMap<String, RouteTableSpec>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), told apart per connection.
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listener {
+    /// Unique; also the stats key. Same name + same address across applies ⇒ socket kept.
+    pub name: String,
+    /// "IP:PORT"; port 0 binds an ephemeral port (read back through `Core.listeners()`).
+    pub address: String,
+    pub protocol: ListenerProtocol,
+    /// For `http`: the route table (key of `Snapshot::route_tables`) requests are matched in.
+    #[serde(default)]
+    pub route_table: Option<String>,
+    /// For `tcp`: weighted clusters to forward connections to.
+    #[serde(default)]
+    pub tcp_clusters: Vec<WeightedCluster>,
+    /// Downstream connection idle timeout (no active request / no bytes for TCP). None = 1 h.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Largest request head accepted (request line + headers); bigger ⇒ 431. Default 60 KiB.
+    #[serde(default)]
+    pub max_request_headers_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTableSpec {
+    pub virtual_hosts: Vec<VirtualHostSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualHostSpec {
+    pub name: String,
+    /// Matched against the request authority, lowercased: exact ("svc.local", "svc.local:8080"),
+    /// suffix wildcard ("*.example.com"), prefix wildcard ("svc.*") or "*". Envoy's order:
+    /// exact, longest suffix wildcard, longest prefix wildcard, "*".
+    pub domains: Vec<String>,
+    /// In evaluation order: the first route whose match holds wins (the compiler sorts them).
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique within the snapshot; the stats key.
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: RouteMatchSpec,
+    pub action: RouteActionSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteMatchSpec {
+    /// None matches every path.
+    #[serde(default)]
+    pub path: Option<PathMatchSpec>,
+    /// Matched against the authority exactly as sent (App Mesh: `host:80` ≠ `host`).
+    #[serde(default)]
+    pub hostname: Option<HostnameMatchSpec>,
+    /// Upper-case method name.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// "http" or "https".
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchSpec>,
+    #[serde(default)]
+    pub query: Vec<QueryMatchSpec>,
+    /// Local port the connection arrived on.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum PathMatchSpec {
+    /// Plain string prefix of the path (query included, as Envoy does).
+    Prefix(String),
+    /// Equality with the path without its query string.
+    Exact(String),
+    /// Full match (anchored) of the path without its query string.
+    Regex(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum HostnameMatchSpec {
+    Exact(String),
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    /// Lower-case header name.
+    pub name: String,
+    #[serde(flatten)]
+    pub rule: HeaderRule,
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// How one header's value is tested. Multi-valued headers are joined with "," first (Envoy).
+/// A missing header fails every rule except `present`, even when inverted (Envoy).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HeaderRule {
+    Exact { value: String },
+    Prefix { value: String },
+    Suffix { value: String },
+    Regex { value: String },
+    /// Half-open [start, end) on the value parsed as a base-10 i64; non-integers never match.
+    Range { start: i64, end: i64 },
+    /// Header present (with `invert`: absent).
+    Present,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueryMatchSpec {
+    pub name: String,
+    /// None ⇒ the parameter must be present. The first value of a repeated key is used.
+    #[serde(default)]
+    pub exact: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteActionSpec {
+    /// Weighted targets. Exactly one of `clusters` / `route_table` is set.
+    #[serde(default)]
+    pub clusters: Vec<WeightedCluster>,
+    /// Continue routing in another route table (a gateway route targeting a virtual service),
+    /// after this route's rewrites.
+    #[serde(default)]
+    pub route_table: Option<String>,
+    #[serde(default)]
+    pub rewrite: Option<RewriteSpec>,
+    /// Whole-request timeout (response complete), 0 = off. Default 15 000 (App Mesh).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Stream idle timeout; None = 300 000.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicySpec>,
+}
+
+fn default_timeout_ms() -> u64 {
+    15_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RewriteSpec {
+    /// Replace the matched prefix (the route's `path.prefix`) with this value.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Replace the whole path (query kept).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// New Host / :authority.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicySpec {
+    pub max_retries: u32,
+    #[serde(default)]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Envoy retry_on names: "5xx", "gateway-error", "reset", "connect-failure",
+    /// "retriable-4xx", "refused-stream", "retriable-status-codes".
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+    #[serde(default)]
+    pub retriable_status_codes: Vec<u16>,
+    /// gRPC status names: "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+    /// "unavailable".
+    #[serde(default)]
+    pub grpc_retry_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    LeastRequest,
+    RoundRobin,
+    Random,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cluster {
+    /// Unique; the stats key. Hosts keep their counters across applies by (cluster, address).
+    pub name: String,
+    pub protocol: UpstreamProtocol,
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// WLR `active_request_bias` (Envoy default 1.0).
+    #[serde(default)]
+    pub active_request_bias: Option<f64>,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Upstream connections with no request for this long are closed. None = 1 h.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakers,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// "IP:PORT" (IPv6 as "[::1]:80"). Discovery (static, DNS) happens in Python.
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// App Mesh `connectionPool` limits; defaults are App Mesh's "effectively unlimited".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakers {
+    #[serde(default = "unlimited")]
+    pub max_connections: u32,
+    #[serde(default = "unlimited")]
+    pub max_pending_requests: u32,
+    #[serde(default = "unlimited")]
+    pub max_requests: u32,
+    #[serde(default = "unlimited")]
+    pub max_retries: u32,
+}
+
+fn unlimited() -> u32 {
+    2_147_483_647
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers {
+            max_connections: unlimited(),
+            max_pending_requests: unlimited(),
+            max_requests: unlimited(),
+            max_retries: unlimited(),
+        }
+    }
+}
+
+/// A snapshot that could not be parsed or is inconsistent; `path` says where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+impl Snapshot {
+    /// Parse and check references. Never partially succeeds.
+    pub fn parse(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| SnapshotError {
+            path: format!("line {} column {}", e.line(), e.column()),
+            message: e.to_string(),
+        })?;
+        snap.check()?;
+        Ok(snap)
+    }
+
+    fn check(&self) -> Result<(), SnapshotError> {
+        let err = |path: String, message: &str| SnapshotError { path, message: message.to_string() };
+        if self.schema != SCHEMA {
+            return Err(err("schema".into(), &format!("unsupported schema {}, this core reads {SCHEMA}", self.schema)));
+        }
+        let clusters: std::collections::HashSet<&str> =
+            self.clusters.iter().map(|c| c.name.as_str()).collect();
+        if clusters.len() != self.clusters.len() {
+            return Err(err("clusters".into(), "duplicate cluster name"));
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            for (j, e) in c.endpoints.iter().enumerate() {
+                if e.address.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(err(format!("clusters[{i}].endpoints[{j}].address"), "expected IP:PORT"));
+                }
+            }
+        }
+        let check_targets = |path: &str, targets: &[WeightedCluster]| -> Result<(), SnapshotError> {
+            for (k, t) in targets.iter().enumerate() {
+                if !clusters.contains(t.cluster.as_str()) {
+                    return Err(err(format!("{path}[{k}].cluster"), &format!("unknown cluster {:?}", t.cluster)));
+                }
+            }
+            if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
+                return Err(err(path.to_string(), "all weights are 0"));
+            }
+            Ok(())
+        };
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !names.insert(l.name.as_str()) {
+                return Err(err(format!("listeners[{i}].name"), "duplicate listener name"));
+            }
+            if l.address.parse::<std::net::SocketAddr>().is_err() {
+                return Err(err(format!("listeners[{i}].address"), "expected IP:PORT"));
+            }
+            match l.protocol {
+                ListenerProtocol::Http => match &l.route_table {
+                    Some(t) if self.route_tables.contains_key(t) => {}
+                    _ => return Err(err(format!("listeners[{i}].routeTable"), "missing or unknown route table")),
+                },
+                ListenerProtocol::Tcp => {
+                    if l.tcp_clusters.is_empty() {
+                        return Err(err(format!("listeners[{i}].tcpClusters"), "a tcp listener needs a cluster"));
+                    }
+                    check_targets(&format!("listeners[{i}].tcpClusters"), &l.tcp_clusters)?;
+                }
+            }
+        }
+        let mut route_names = std::collections::HashSet::new();
+        for (tname, t) in &self.route_tables {
+            for (v, vh) in t.virtual_hosts.iter().enumerate() {
+                for (r, route) in vh.routes.iter().enumerate() {
+                    let path = format!("routeTables.{tname}.virtualHosts[{v}].routes[{r}]");
+                    if !route_names.insert(route.name.as_str()) {
+                        return Err(err(format!("{path}.name"), "duplicate route name"));
+                    }
+                    let a = &route.action;
+                    match (&a.route_table, a.clusters.is_empty()) {
+                        (Some(rt), true) => {
+                            if !self.route_tables.contains_key(rt) {
+                                return Err(err(format!("{path}.action.routeTable"), "unknown route table"));
+                            }
+                        }
+                        (None, false) => check_targets(&format!("{path}.action.clusters"), &a.clusters)?,
+                        _ => return Err(err(format!("{path}.action"), "exactly one of clusters / routeTable")),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

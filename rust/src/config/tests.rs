@@ -1,0 +1,36 @@
+use super::*;
+
+fn doc(extra: &str) -> String {
+    format!(
+        r#"{{"schema": 1, "version": "v1",
+            "listeners": [{{"name": "l", "address": "127.0.0.1:0", "protocol": "http", "routeTable": "t"}}],
+            "routeTables": {{"t": {{"virtualHosts": [{{"name": "vh", "domains": ["*"], "routes": [
+               {{"name": "r", "match": {{"path": {{"kind": "prefix", "value": "/"}},
+                 "headers": [{{"name": "x", "kind": "range", "start": 1, "end": 5}}, {{"name": "y", "kind": "present", "invert": true}}]}},
+                 "action": {{"clusters": [{{"cluster": {extra}, "weight": 1}}]}}}}]}}]}}}},
+            "clusters": [{{"name": "c", "protocol": "http1", "endpoints": [{{"address": "127.0.0.1:1"}}]}}]}}"#
+    )
+}
+
+#[test]
+fn parses_a_full_document_with_defaults() {
+    let s = Snapshot::parse(doc("\"c\"").as_bytes()).unwrap();
+    let r = &s.route_tables["t"].virtual_hosts[0].routes[0];
+    assert_eq!(r.action.timeout_ms, 15_000);
+    assert_eq!(r.matcher.headers[0].rule, HeaderRule::Range { start: 1, end: 5 });
+    assert!(r.matcher.headers[1].invert);
+    assert_eq!(s.clusters[0].endpoints[0].weight, 1);
+    assert_eq!(s.clusters[0].circuit_breakers.max_connections, 2_147_483_647);
+}
+
+#[test]
+fn unknown_cluster_is_named() {
+    let e = Snapshot::parse(doc("\"nope\"").as_bytes()).unwrap_err();
+    assert!(e.path.ends_with("action.clusters[0].cluster"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let e = Snapshot::parse(b"{\"schema\": 1,").unwrap_err();
+    assert!(e.path.starts_with("line 1"), "{e}");
+}
