@@ -1,1 +1,126 @@
-//! (to be written)
+//! One error type for the request path: where it came from, whether a retry may help, and the
+//! local reply it becomes. It turns into a Python exception only in `py/`, with the same fields.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client sent something we refuse (malformed, too large).
+    Downstream,
+    /// The upstream failed: connect, reset, timeout, bad response.
+    Upstream,
+    /// Our own limits or state: no route, no healthy host, a tripped breaker.
+    Internal,
+    /// A snapshot document that cannot be applied.
+    Config,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    NoRoute,
+    NoHealthyUpstream,
+    Overflow,
+    ConnectFailure,
+    ConnectTimeout,
+    /// The upstream reset or closed before a complete response head.
+    Reset,
+    /// HTTP/2 REFUSED_STREAM from the upstream.
+    RefusedStream,
+    Timeout,
+    BadUpstreamResponse,
+    BadRequest,
+    Config,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyError {
+    pub source: Source,
+    pub kind: Kind,
+    pub detail: String,
+}
+
+impl ProxyError {
+    pub fn new(source: Source, kind: Kind, detail: impl Into<String>) -> Self {
+        ProxyError {
+            source,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn upstream(kind: Kind, detail: impl Into<String>) -> Self {
+        Self::new(Source::Upstream, kind, detail)
+    }
+
+    pub fn internal(kind: Kind, detail: impl Into<String>) -> Self {
+        Self::new(Source::Internal, kind, detail)
+    }
+
+    /// Whether another attempt (on another host) could succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::Reset | Kind::RefusedStream
+        )
+    }
+
+    /// The status of the local reply (Envoy's choices: resets and connect failures are 503,
+    /// a response that is not HTTP is 502, the route timeout is 504).
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            Kind::NoRoute => 404,
+            Kind::BadRequest => 400,
+            Kind::NoHealthyUpstream
+            | Kind::Overflow
+            | Kind::ConnectFailure
+            | Kind::ConnectTimeout
+            | Kind::Reset
+            | Kind::RefusedStream => 503,
+            Kind::Timeout => 504,
+            Kind::BadUpstreamResponse => 502,
+            Kind::Config => 500,
+        }
+    }
+
+    /// The body of the local reply, in Envoy's words where Envoy has them.
+    pub fn reply_body(&self) -> String {
+        match self.kind {
+            Kind::NoRoute => "no route\n".into(),
+            Kind::NoHealthyUpstream => "no healthy upstream\n".into(),
+            Kind::Overflow => format!("upstream overflow: {}\n", self.detail),
+            Kind::Timeout => "upstream request timeout\n".into(),
+            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::Reset | Kind::RefusedStream => {
+                format!(
+                    "upstream connect error or disconnect/reset before headers. reset reason: {}\n",
+                    self.detail
+                )
+            }
+            Kind::BadUpstreamResponse => format!("bad upstream response: {}\n", self.detail),
+            Kind::BadRequest => format!("bad request: {}\n", self.detail),
+            Kind::Config => format!("configuration error: {}\n", self.detail),
+        }
+    }
+
+    pub fn source_name(&self) -> &'static str {
+        match self.source {
+            Source::Downstream => "downstream",
+            Source::Upstream => "upstream",
+            Source::Internal => "internal",
+            Source::Config => "config",
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} error ({:?}): {}",
+            self.source_name(),
+            self.kind,
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for ProxyError {}

@@ -1,1 +1,265 @@
-//! (to be written)
+//! The tokio runtime that carries traffic, and the operations the control layer calls:
+//! apply a snapshot, change endpoints or host health, read stats, drain and stop.
+//!
+//! Every method here is short and non-blocking for the caller; long work (draining) runs on
+//! the runtime and reports completion as an event.
+
+use crate::config::{ListenerProtocol, Snapshot, SnapshotError};
+use crate::http::{Compiled, ListenerSlot, ListenerState};
+use crate::listener::{self, Connections, RunningListener};
+use crate::notify::EventQueue;
+use crate::stats::Registry;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct Runtime {
+    handle: tokio::runtime::Handle,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tells the accept loops and connections to stop (shutdown).
+    stop: watch::Sender<bool>,
+    /// Tells the runtime thread to exit (after draining).
+    exit: watch::Sender<bool>,
+    current: Mutex<Option<Arc<Compiled>>>,
+    listeners: Mutex<HashMap<String, RunningListener>>,
+    registry: Registry,
+    events: Arc<EventQueue>,
+    conns: Arc<Connections>,
+}
+
+impl Runtime {
+    /// Start the runtime: `workers` threads carry traffic (1 = a current-thread runtime).
+    pub fn new(workers: usize) -> std::io::Result<Runtime> {
+        let rt = if workers <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("meshplane-worker")
+                .enable_all()
+                .build()?
+        };
+        let handle = rt.handle().clone();
+        let (exit, mut exit_rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("meshplane-main".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let _ = exit_rx.wait_for(|v| *v).await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(Runtime {
+            handle,
+            thread: Mutex::new(Some(thread)),
+            stop: watch::channel(false).0,
+            exit,
+            current: Mutex::new(None),
+            listeners: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+            events: Arc::new(EventQueue::new()?),
+            conns: Arc::new(Connections::default()),
+        })
+    }
+
+    pub fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
+    pub fn version(&self) -> Option<String> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.version.clone())
+    }
+
+    /// Parse, build and swap in a snapshot; bind new listeners, keep unchanged ones, drain
+    /// removed ones. On error nothing has changed.
+    pub fn apply(&self, bytes: &[u8]) -> Result<String, SnapshotError> {
+        let snap = Snapshot::parse(bytes)?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let compiled = Arc::new(Compiled::build(snap, &self.registry, current.as_deref())?);
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+
+        // Bind everything new first, so a bind failure changes nothing.
+        let mut fresh = Vec::new();
+        for (i, l) in compiled.snapshot.listeners.iter().enumerate() {
+            let kept = listeners
+                .get(&l.name)
+                .is_some_and(|r| r.address_spec == l.address && r.protocol == l.protocol);
+            if !kept {
+                let std_listener = listener::bind(&l.address).map_err(|e| SnapshotError {
+                    path: format!("listeners[{i}].address"),
+                    message: format!("cannot bind {}: {e}", l.address),
+                })?;
+                fresh.push((l.name.clone(), l.address.clone(), l.protocol, std_listener));
+            }
+        }
+
+        let state_for = |name: &str| {
+            Arc::new(ListenerState {
+                compiled: compiled.clone(),
+                config: compiled.listeners[name].clone(),
+            })
+        };
+        let _enter = self.handle.enter();
+        for l in &compiled.snapshot.listeners {
+            if let Some(r) = listeners.get(&l.name) {
+                if r.address_spec == l.address && r.protocol == l.protocol {
+                    r.slot.state.store(state_for(&l.name));
+                }
+            }
+        }
+        for (name, address, protocol, std_listener) in fresh {
+            if let Some(old) = listeners.remove(&name) {
+                old.stop();
+            }
+            let slot = Arc::new(ListenerSlot {
+                name: name.as_str().into(),
+                state: ArcSwap::new(state_for(&name)),
+            });
+            let running = listener::start(
+                std_listener,
+                address,
+                protocol,
+                slot,
+                self.conns.clone(),
+                self.stop.subscribe(),
+            )
+            .map_err(|e| SnapshotError {
+                path: format!("listeners.{name}"),
+                message: e.to_string(),
+            })?;
+            listeners.insert(name, running);
+        }
+        listeners.retain(|name, r| {
+            let keep = compiled.listeners.contains_key(name);
+            if !keep {
+                r.stop();
+            }
+            keep
+        });
+        let routes: std::collections::HashSet<&str> = compiled.route_names().collect();
+        self.registry.retain(
+            &|n| compiled.listeners.contains_key(n),
+            &|n| routes.contains(n),
+            &|n| compiled.cluster_index.contains_key(n),
+        );
+        let version = compiled.version.clone();
+        *current = Some(compiled.clone());
+        Ok(version)
+    }
+
+    pub fn listeners(&self) -> Vec<(String, SocketAddr, ListenerProtocol)> {
+        let l = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = l
+            .iter()
+            .map(|(n, r)| (n.clone(), r.bound, r.protocol))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn cluster(&self, name: &str) -> Result<Arc<crate::cluster::Cluster>, String> {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let c = cur.as_ref().ok_or("no snapshot applied")?;
+        let i = c
+            .cluster_index
+            .get(name)
+            .ok_or_else(|| format!("unknown cluster {name:?}"))?;
+        Ok(c.clusters[*i].clone())
+    }
+
+    pub fn set_endpoints(&self, cluster: &str, endpoints: &[(String, u32)]) -> Result<(), String> {
+        let c = self.cluster(cluster)?;
+        let mut parsed = Vec::with_capacity(endpoints.len());
+        for (a, w) in endpoints {
+            parsed.push((
+                a.parse::<SocketAddr>()
+                    .map_err(|_| format!("bad endpoint address {a:?}, expected IP:PORT"))?,
+                *w,
+            ));
+        }
+        c.set_endpoints(&parsed, None);
+        Ok(())
+    }
+
+    pub fn set_host_health(
+        &self,
+        cluster: &str,
+        address: &str,
+        healthy: bool,
+    ) -> Result<(), String> {
+        let c = self.cluster(cluster)?;
+        let addr: SocketAddr = address
+            .parse()
+            .map_err(|_| format!("bad address {address:?}"))?;
+        if c.set_host_health(addr, healthy) {
+            Ok(())
+        } else {
+            Err(format!("{address} is not a host of cluster {cluster:?}"))
+        }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let cur = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let clusters: serde_json::Map<String, serde_json::Value> = cur
+            .as_ref()
+            .map(|c| {
+                c.clusters
+                    .iter()
+                    .map(|cl| (cl.name.to_string(), cl.snapshot()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "version": cur.as_ref().map(|c| c.version.clone()),
+            "listeners": self.registry.listeners_snapshot(),
+            "routes": self.registry.routes_snapshot(),
+            "clusters": clusters,
+            "downstream_cx_open": self.conns.open(),
+        })
+    }
+
+    /// Stop accepting, give connections `drain` to finish, then stop the runtime and emit a
+    /// ("stopped", {}) event. Returns at once.
+    pub fn shutdown(&self, drain: Duration) {
+        let _ = self.stop.send(true);
+        let conns = self.conns.clone();
+        let events = self.events.clone();
+        let exit = self.exit.clone();
+        self.handle.spawn(async move {
+            let clean = tokio::time::timeout(drain, conns.closed()).await.is_ok();
+            events.push(
+                "stopped",
+                format!("{{\"clean\": {clean}, \"open\": {}}}", conns.open()),
+            );
+            let _ = exit.send(true);
+        });
+    }
+
+    /// Wait for the runtime thread to end (after `shutdown`).
+    pub fn join(&self) {
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.exit.send(true);
+        self.join();
+    }
+}

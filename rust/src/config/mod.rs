@@ -140,12 +140,23 @@ pub struct HeaderMatchSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum HeaderRule {
-    Exact { value: String },
-    Prefix { value: String },
-    Suffix { value: String },
-    Regex { value: String },
+    Exact {
+        value: String,
+    },
+    Prefix {
+        value: String,
+    },
+    Suffix {
+        value: String,
+    },
+    Regex {
+        value: String,
+    },
     /// Half-open [start, end) on the value parsed as a base-10 i64; non-integers never match.
-    Range { start: i64, end: i64 },
+    Range {
+        start: i64,
+        end: i64,
+    },
     /// Header present (with `invert`: absent).
     Present,
 }
@@ -336,9 +347,18 @@ impl Snapshot {
     }
 
     fn check(&self) -> Result<(), SnapshotError> {
-        let err = |path: String, message: &str| SnapshotError { path, message: message.to_string() };
+        let err = |path: String, message: &str| SnapshotError {
+            path,
+            message: message.to_string(),
+        };
         if self.schema != SCHEMA {
-            return Err(err("schema".into(), &format!("unsupported schema {}, this core reads {SCHEMA}", self.schema)));
+            return Err(err(
+                "schema".into(),
+                &format!(
+                    "unsupported schema {}, this core reads {SCHEMA}",
+                    self.schema
+                ),
+            ));
         }
         let clusters: std::collections::HashSet<&str> =
             self.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -348,25 +368,35 @@ impl Snapshot {
         for (i, c) in self.clusters.iter().enumerate() {
             for (j, e) in c.endpoints.iter().enumerate() {
                 if e.address.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(err(format!("clusters[{i}].endpoints[{j}].address"), "expected IP:PORT"));
+                    return Err(err(
+                        format!("clusters[{i}].endpoints[{j}].address"),
+                        "expected IP:PORT",
+                    ));
                 }
             }
         }
-        let check_targets = |path: &str, targets: &[WeightedCluster]| -> Result<(), SnapshotError> {
-            for (k, t) in targets.iter().enumerate() {
-                if !clusters.contains(t.cluster.as_str()) {
-                    return Err(err(format!("{path}[{k}].cluster"), &format!("unknown cluster {:?}", t.cluster)));
+        let check_targets =
+            |path: &str, targets: &[WeightedCluster]| -> Result<(), SnapshotError> {
+                for (k, t) in targets.iter().enumerate() {
+                    if !clusters.contains(t.cluster.as_str()) {
+                        return Err(err(
+                            format!("{path}[{k}].cluster"),
+                            &format!("unknown cluster {:?}", t.cluster),
+                        ));
+                    }
                 }
-            }
-            if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
-                return Err(err(path.to_string(), "all weights are 0"));
-            }
-            Ok(())
-        };
+                if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
+                    return Err(err(path.to_string(), "all weights are 0"));
+                }
+                Ok(())
+            };
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !names.insert(l.name.as_str()) {
-                return Err(err(format!("listeners[{i}].name"), "duplicate listener name"));
+                return Err(err(
+                    format!("listeners[{i}].name"),
+                    "duplicate listener name",
+                ));
             }
             if l.address.parse::<std::net::SocketAddr>().is_err() {
                 return Err(err(format!("listeners[{i}].address"), "expected IP:PORT"));
@@ -374,11 +404,19 @@ impl Snapshot {
             match l.protocol {
                 ListenerProtocol::Http => match &l.route_table {
                     Some(t) if self.route_tables.contains_key(t) => {}
-                    _ => return Err(err(format!("listeners[{i}].routeTable"), "missing or unknown route table")),
+                    _ => {
+                        return Err(err(
+                            format!("listeners[{i}].routeTable"),
+                            "missing or unknown route table",
+                        ))
+                    }
                 },
                 ListenerProtocol::Tcp => {
                     if l.tcp_clusters.is_empty() {
-                        return Err(err(format!("listeners[{i}].tcpClusters"), "a tcp listener needs a cluster"));
+                        return Err(err(
+                            format!("listeners[{i}].tcpClusters"),
+                            "a tcp listener needs a cluster",
+                        ));
                     }
                     check_targets(&format!("listeners[{i}].tcpClusters"), &l.tcp_clusters)?;
                 }
@@ -396,11 +434,21 @@ impl Snapshot {
                     match (&a.route_table, a.clusters.is_empty()) {
                         (Some(rt), true) => {
                             if !self.route_tables.contains_key(rt) {
-                                return Err(err(format!("{path}.action.routeTable"), "unknown route table"));
+                                return Err(err(
+                                    format!("{path}.action.routeTable"),
+                                    "unknown route table",
+                                ));
                             }
                         }
-                        (None, false) => check_targets(&format!("{path}.action.clusters"), &a.clusters)?,
-                        _ => return Err(err(format!("{path}.action"), "exactly one of clusters / routeTable")),
+                        (None, false) => {
+                            check_targets(&format!("{path}.action.clusters"), &a.clusters)?
+                        }
+                        _ => {
+                            return Err(err(
+                                format!("{path}.action"),
+                                "exactly one of clusters / routeTable",
+                            ))
+                        }
                     }
                 }
             }

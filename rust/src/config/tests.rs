@@ -17,10 +17,16 @@ fn parses_a_full_document_with_defaults() {
     let s = Snapshot::parse(doc("\"c\"").as_bytes()).unwrap();
     let r = &s.route_tables["t"].virtual_hosts[0].routes[0];
     assert_eq!(r.action.timeout_ms, 15_000);
-    assert_eq!(r.matcher.headers[0].rule, HeaderRule::Range { start: 1, end: 5 });
+    assert_eq!(
+        r.matcher.headers[0].rule,
+        HeaderRule::Range { start: 1, end: 5 }
+    );
     assert!(r.matcher.headers[1].invert);
     assert_eq!(s.clusters[0].endpoints[0].weight, 1);
-    assert_eq!(s.clusters[0].circuit_breakers.max_connections, 2_147_483_647);
+    assert_eq!(
+        s.clusters[0].circuit_breakers.max_connections,
+        2_147_483_647
+    );
 }
 
 #[test]

@@ -1,1 +1,10 @@
-//! (to be written)
+//! The HTTP proxy: compiled snapshot tables, the request path, header hygiene, bodies.
+
+mod body;
+mod compiled;
+mod headers;
+mod proxy;
+
+pub use body::DownBody;
+pub use compiled::{Action, Compiled, ListenerConfig, RetryPolicy};
+pub use proxy::{handle, local_reply, ConnCtx, ListenerSlot, ListenerState};

@@ -1,1 +1,171 @@
-//! (to be written)
+//! Upstream connection pools, one per host: HTTP/1.1 keep-alive connections reused one request
+//! at a time, and one multiplexed HTTP/2 connection. Limits (max connections, pending requests)
+//! are the caller's (cluster-wide circuit breakers); the pool only counts through a guard that
+//! lives exactly as long as the connection.
+
+mod body;
+
+pub use body::UpBody;
+
+use crate::config::UpstreamProtocol;
+use crate::error::{Kind, ProxyError};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub type H1Sender = http1::SendRequest<UpBody>;
+pub type H2Sender = http2::SendRequest<UpBody>;
+
+/// A connection ready to carry one request (HTTP/1.1) or many (HTTP/2).
+pub enum Sender {
+    H1(H1Sender),
+    H2(H2Sender),
+}
+
+struct Idle {
+    sender: H1Sender,
+    since: Instant,
+}
+
+pub struct Pool {
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<H2Sender>>,
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, protocol: UpstreamProtocol, idle_timeout: Duration) -> Self {
+        Pool {
+            addr,
+            protocol,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    /// A reusable connection, if one is open and idle.
+    pub fn take_idle(&self) -> Option<Sender> {
+        match self.protocol {
+            UpstreamProtocol::Http2 => {
+                let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+                h2.as_ref()
+                    .filter(|s| !s.is_closed())
+                    .map(|s| Sender::H2(s.clone()))
+            }
+            _ => {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                // NOTE: LIFO keeps the hottest connection busy and lets the others age out.
+                while let Some(c) = idle.pop() {
+                    if c.sender.is_closed() || c.since.elapsed() > self.idle_timeout {
+                        continue; // dropping the sender closes the connection
+                    }
+                    if c.sender.is_ready() {
+                        return Some(Sender::H1(c.sender));
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Give an HTTP/1.1 connection back after its response completed cleanly.
+    pub fn put_idle(&self, sender: H1Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Close the oldest idle HTTP/1.1 connection; false if there was none.
+    pub fn close_one_idle(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.is_empty() {
+            return false;
+        }
+        idle.remove(0);
+        true
+    }
+
+    /// Drop every idle connection (host removed or unhealthy).
+    pub fn close_idle(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Open a new connection. `guard` is dropped when the connection closes (it carries the
+    /// caller's connection counters).
+    pub async fn connect<G: Send + 'static>(
+        &self,
+        timeout: Duration,
+        guard: G,
+    ) -> Result<Sender, ProxyError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Err(_) => {
+                return Err(ProxyError::upstream(
+                    Kind::ConnectTimeout,
+                    "connection timeout",
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::upstream(
+                    Kind::ConnectFailure,
+                    format!("connection failure: {e}"),
+                ))
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        match self.protocol {
+            UpstreamProtocol::Http2 => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .initial_stream_window_size(16 * 1024 * 1024)
+                    .initial_connection_window_size(24 * 1024 * 1024)
+                    .handshake(io)
+                    .await
+                    .map_err(|e| {
+                        ProxyError::upstream(Kind::ConnectFailure, format!("http2 handshake: {e}"))
+                    })?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(guard);
+                });
+                *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                Ok(Sender::H2(sender))
+            }
+            _ => {
+                let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(|e| {
+                    ProxyError::upstream(Kind::ConnectFailure, format!("http1 handshake: {e}"))
+                })?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(guard);
+                });
+                Ok(Sender::H1(sender))
+            }
+        }
+    }
+}

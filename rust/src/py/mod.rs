@@ -1,1 +1,15 @@
-//! (to be written)
+//! The Python module `meshplane._core`: the only code that uses pyo3. Conversions and
+//! exceptions live here; everything else in the crate is plain Rust.
+
+mod core;
+pub mod route;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    core::register(m)?;
+    route::register(m)?;
+    Ok(())
+}

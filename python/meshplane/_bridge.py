@@ -1,0 +1,105 @@
+"""The Trio side of the wake-up bridge between the Rust core and Python.
+
+Rust threads never call into Python: they queue events and write a byte to a pipe
+(`rust/src/notify.rs`). One Trio task, `EventBridge.run`, waits for that pipe to become readable,
+drains the queue with `Core.drain_events()` and hands each event to the subscribers of its kind.
+This is Trio's own wake-up socketpair pattern (`trio/_core/_wakeup_socketpair.py`).
+
+Layer: above `config` and `policy`, below `drivers`. Imports trio but not the compiled core: the
+core is any object with `wakeup_fd()` and `drain_events()` (see `EventSource`), so tests can feed
+the bridge from a plain pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import trio
+
+__all__ = ["Event", "EventBridge", "EventSource", "TaskStatus"]
+
+log = logging.getLogger("meshplane.bridge")
+
+Event = tuple[str, Mapping[str, Any]]
+"""One event from the core: its kind ("stopped", ...) and its fields."""
+
+
+class TaskStatus(Protocol):
+    """What `nursery.start` passes as `task_status` (trio 0.22 has no public name for it)."""
+
+    def started(self, value: Any = None) -> None: ...
+
+
+class EventSource(Protocol):
+    """The part of `meshplane._core.Core` the bridge uses."""
+
+    def wakeup_fd(self) -> int: ...
+
+    def drain_events(self) -> list[tuple[str, Mapping[str, Any]]]: ...
+
+
+class EventBridge:
+    """Dispatches the core's events to Trio subscribers, by kind.
+
+    Each subscriber gets a bounded channel. The bridge never waits for a subscriber: when one's
+    buffer is full the event is dropped for that subscriber and counted in `dropped[kind]`, so a
+    slow consumer can't stall the others or make the core's queue grow.
+    """
+
+    def __init__(self, source: EventSource, *, buffer: int = 256) -> None:
+        self._source = source
+        self._buffer = buffer
+        self._subscribers: dict[str, list[trio.MemorySendChannel[Event]]] = {}
+        self.dropped: dict[str, int] = {}
+        """Events not delivered because a subscriber's buffer was full, by kind."""
+
+    def subscribe(
+        self, kind: str, *, buffer: int | None = None
+    ) -> trio.MemoryReceiveChannel[Event]:
+        """A channel that receives every later event of `kind` ("*" for every kind).
+
+        Close the returned channel to unsubscribe. `buffer` (default: the bridge's) bounds how
+        many undelivered events it holds; more are dropped and counted.
+        """
+        size = self._buffer if buffer is None else buffer
+        send, receive = trio.open_memory_channel[Event](max(1, size))
+        self._subscribers.setdefault(kind, []).append(send)
+        return receive
+
+    def dispatch(self, events: list[Event]) -> None:
+        """Hand `events` to their subscribers without blocking."""
+        for kind, fields in events:
+            for key in (kind, "*"):
+                subscribers = self._subscribers.get(key)
+                if not subscribers:
+                    continue
+                for send in list(subscribers):
+                    try:
+                        send.send_nowait((kind, fields))
+                    except trio.WouldBlock:
+                        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        subscribers.remove(send)
+
+    async def run(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Wait for the wake-up fd, drain, dispatch; forever.
+
+        Reports readiness once it is waiting. On cancellation it stops waiting and closes
+        every subscriber channel, so subscribers see end-of-channel rather than hang; events
+        queued but not yet drained stay in the core.
+        """
+        fd = self._source.wakeup_fd()
+        try:
+            task_status.started()
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                self.dispatch(self._source.drain_events())
+        finally:
+            for subscribers in self._subscribers.values():
+                for send in subscribers:
+                    send.close()
+            self._subscribers.clear()
+            if self.dropped:
+                log.debug("core events dropped for slow subscribers: %s", self.dropped)

@@ -1,0 +1,305 @@
+"""The admin HTTP/1.1 API on Trio + h11, and the small keep-alive server it runs on.
+
+`serve_http(handler, host, port)` is a robust HTTP/1.1 server: keep-alive, bounded request
+heads and bodies, an idle timeout, and no client can take it down (a malformed request gets
+400 and a close; a handler that raises gets 500). `AdminAPI` is the handler for the admin
+endpoints (docs/admin.md); the demo's upstream services reuse `serve_http` too.
+
+Layer: imports trio, h11, `meshplane._bridge` and `admin.prometheus`; not `meshplane.runtime`.
+It serves any object with the `AdminView` protocol, which `meshplane.Proxy` implements.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+import trio
+
+from meshplane._bridge import TaskStatus
+from meshplane.admin.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from meshplane.admin.prometheus import render as render_prometheus
+
+__all__ = ["AdminAPI", "AdminView", "Request", "Response", "serve_admin", "serve_http"]
+
+log = logging.getLogger("meshplane.admin")
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+IDLE_TIMEOUT_S = 60.0
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as a handler sees it; header names are lower-case."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query)
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def text(cls, status: int, text: str, **kw: Any) -> Response:
+        return cls(status, text.encode(), **kw)
+
+    @classmethod
+    def json(cls, status: int, doc: Any) -> Response:
+        return cls(status, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode(), JSON)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def serve_http(
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `handler` over HTTP/1.1 on host:port until cancelled.
+
+    Reports the bound (host, port) with `task_status.started` once it accepts connections (port
+    0 binds an ephemeral port). On cancellation it stops accepting and closes every connection,
+    including ones mid-request.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_host, bound_port = listeners[0].socket.getsockname()[:2]
+    task_status.started((str(bound_host), int(bound_port)))
+    await trio.serve_listeners(partial(_serve_connection, handler), listeners)
+
+
+async def _receive_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(await stream.receive_some(65536))
+
+
+async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> Request | Response | None:
+    """The next request; a Response to send instead (413); None when the client closed."""
+    event = await _receive_event(stream, conn)
+    if not isinstance(event, h11.Request):
+        return None
+    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers]
+    body = bytearray()
+    while True:
+        part = await _receive_event(stream, conn)
+        if isinstance(part, h11.Data):
+            body += part.data
+            if len(body) > MAX_BODY_BYTES:
+                return Response.text(413, "request body too large\n", headers=[("connection", "close")])
+        elif isinstance(part, h11.EndOfMessage):
+            break
+        else:  # closed mid-body
+            return None
+    return Request(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(body))
+
+
+async def _send(stream: trio.SocketStream, conn: h11.Connection, response: Response, *, head: bool) -> None:
+    headers = [
+        ("content-type", response.content_type),
+        ("content-length", str(len(response.body))),
+        ("server", "meshplane"),
+        *response.headers,
+    ]
+    data = conn.send(h11.Response(status_code=response.status, headers=headers)) or b""
+    if not head and response.body:
+        data += conn.send(h11.Data(data=response.body)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
+
+
+async def _serve_one(handler: Handler, stream: trio.SocketStream, conn: h11.Connection) -> bool:
+    """Read one request, answer it; True when the connection may carry another."""
+    request = await _read_request(stream, conn)
+    if request is None:
+        return False
+    if isinstance(request, Response):  # refused before the handler saw it
+        await _send(stream, conn, request, head=False)
+        return False
+    try:
+        response = await handler(request)
+    except Exception:
+        log.exception("handler failed on %s %s", request.method, request.target)
+        response = Response.text(500, "internal error\n")
+    await _send(stream, conn, response, head=request.method == "HEAD")
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+async def _serve_connection(handler: Handler, stream: trio.SocketStream) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    try:
+        while True:
+            # One deadline per request cycle: an idle keep-alive connection, a slow request and
+            # a client that stops reading are all closed after IDLE_TIMEOUT_S.
+            with trio.move_on_after(IDLE_TIMEOUT_S):
+                if await _serve_one(handler, stream, conn):
+                    conn.start_next_cycle()
+                    continue
+            return
+    except h11.RemoteProtocolError as exc:
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            refusal = Response.text(
+                exc.error_status_hint, f"bad request: {exc}\n", headers=[("connection", "close")]
+            )
+            try:
+                await _send(stream, conn, refusal, head=False)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+                pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        log.exception("HTTP connection failed")
+    finally:
+        await stream.aclose()
+
+
+class AdminView(Protocol):
+    """What the admin API reads from a running proxy."""
+
+    @property
+    def state(self) -> str:
+        """Server state: "LIVE" when serving, else "INITIALIZING" or "DRAINING"."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def listener_addresses(self) -> dict[str, tuple[str, int]]: ...
+
+    def config_dump(self) -> dict[str, Any]: ...
+
+
+ENDPOINTS = {
+    "/": "this list",
+    "/ready": "200 LIVE when serving, else 503 and the state",
+    "/stats": "Prometheus text 0.0.4 (?format=json: the raw stats)",
+    "/stats/prometheus": "the same as /stats (Envoy's path, for existing scrape configs)",
+    "/clusters": "per-host state, cluster::host::stat::value (?format=json)",
+    "/config_dump": "version, source, native config and compiled snapshot (JSON)",
+    "/listeners": "listener names and bound addresses (?format=json)",
+}
+
+
+def _health_flags(host: Mapping[str, Any]) -> str:
+    flags = host.get("health_flags")
+    if isinstance(flags, str) and flags:
+        return flags
+    if isinstance(flags, list | tuple) and flags:
+        return "".join(f"/{f}" for f in flags)
+    # NOTE: the core only knows healthy/unhealthy; active health checks are what mark a host.
+    return "healthy" if host.get("healthy", True) else "/failed_active_hc"
+
+
+def clusters_text(stats: Mapping[str, Any]) -> str:
+    """Envoy's `/clusters` text: `cluster::host::stat::value`, one line each."""
+    lines: list[str] = []
+    for cname, cluster in sorted((stats.get("clusters") or {}).items()):
+        for addr, host in sorted((cluster.get("hosts") or {}).items()):
+            for key, value in sorted(host.items()):
+                if isinstance(value, int) and not isinstance(value, bool) and key != "weight":
+                    lines.append(f"{cname}::{addr}::{key}::{value}")
+            lines.append(f"{cname}::{addr}::health_flags::{_health_flags(host)}")
+            lines.append(f"{cname}::{addr}::weight::{host.get('weight', 1)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def clusters_json(stats: Mapping[str, Any]) -> dict[str, Any]:
+    statuses = []
+    for cname, cluster in sorted((stats.get("clusters") or {}).items()):
+        hosts = []
+        for addr, host in sorted((cluster.get("hosts") or {}).items()):
+            counters = {k: v for k, v in host.items() if isinstance(v, int) and not isinstance(v, bool)}
+            counters.pop("weight", None)
+            hosts.append({
+                "address": addr,
+                "stats": counters,
+                "health_status": {"healthy": bool(host.get("healthy", True)), "flags": _health_flags(host)},
+                "weight": host.get("weight", 1),
+            })
+        statuses.append({"name": cname, "host_statuses": hosts})
+    return {"cluster_statuses": statuses}
+
+
+class AdminAPI:
+    """The admin endpoints (docs/admin.md) over an `AdminView`. Read-only: GET and HEAD."""
+
+    def __init__(self, view: AdminView) -> None:
+        self.view = view
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        if path not in ENDPOINTS:
+            return Response.text(404, f"no such admin endpoint: {path}\n\n{self._help()}")
+        if request.method not in ("GET", "HEAD"):
+            return Response.text(405, f"{request.method} not allowed on {path}; use GET\n",
+                                 headers=[("allow", "GET, HEAD")])
+        as_json = request.query.get("format", [""])[-1] == "json"
+        if path == "/":
+            return Response.text(200, self._help())
+        if path == "/ready":
+            state = self.view.state
+            return Response.text(200 if state == "LIVE" else 503, f"{state}\n")
+        if path in ("/stats", "/stats/prometheus"):
+            stats = self.view.stats()
+            if as_json and path == "/stats":
+                return Response.json(200, stats)
+            return Response(200, render_prometheus(stats).encode(), PROMETHEUS_CONTENT_TYPE)
+        if path == "/clusters":
+            stats = self.view.stats()
+            return Response.json(200, clusters_json(stats)) if as_json else Response.text(200, clusters_text(stats))
+        if path == "/config_dump":
+            return Response.json(200, self.view.config_dump())
+        listeners = sorted(self.view.listener_addresses().items())
+        if as_json:
+            return Response.json(200, {"listener_statuses": [
+                {"name": name, "local_address": {"socket_address": {"address": h, "port_value": p}}}
+                for name, (h, p) in listeners
+            ]})
+        return Response.text(200, "".join(f"{name}::{h}:{p}\n" for name, (h, p) in listeners))
+
+    @staticmethod
+    def _help() -> str:
+        return "admin endpoints:\n" + "".join(f"  {p:<18} {d}\n" for p, d in ENDPOINTS.items())
+
+
+async def serve_admin(
+    view: AdminView,
+    host: str,
+    port: int,
+    *,
+    task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the admin API for `view` on host:port; reports the bound (host, port) when ready.
+
+    Runs until cancelled; cancellation closes the listening socket and every admin connection.
+    """
+    await serve_http(AdminAPI(view), host, port, task_status=task_status)

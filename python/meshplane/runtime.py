@@ -1,0 +1,307 @@
+"""`Proxy` and `serve()`: one nursery that wires the core, the bridge, the drivers and admin.
+
+    async with meshplane.Proxy("mesh.yaml") as proxy:
+        print(proxy.ports, proxy.admin_address)
+        await proxy.apply("mesh-v2.yaml")   # ConfigError ⇒ the running version keeps serving
+
+Entering a `Proxy` loads and compiles the config, creates the core, applies the snapshot, and
+starts (each with `nursery.start`, so readiness is awaited, never slept for) the event bridge,
+the DNS refresh driver and the admin server. Leaving it drains the core and waits for its
+"stopped" event before cancelling the background tasks.
+
+Layer: the top of the library; imports config, `_bridge`, drivers, admin and the compiled core.
+Only the CLI and users import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from meshplane._bridge import Event, EventBridge, TaskStatus
+from meshplane._core import Core, CoreError
+from meshplane.admin.server import serve_admin
+from meshplane.config import (
+    MeshConfig,
+    compile_snapshot,
+    dns_targets,
+    from_dict,
+    listener_names,
+    load_file,
+    load_text,
+)
+from meshplane.config.addresses import parse_address
+from meshplane.drivers.config_watch import ConfigWatch
+from meshplane.drivers.discovery import DnsDiscovery
+from meshplane.errors import ConfigError, Problem
+
+__all__ = ["ConfigInput", "Proxy", "load_config", "serve"]
+
+log = logging.getLogger("meshplane.runtime")
+
+ConfigInput = MeshConfig | str | os.PathLike[str] | Mapping[str, Any]
+"""A loaded `MeshConfig`, a path to a YAML/JSON file, or the file's content as a dict."""
+
+# Time allowed beyond the drain for the core to report "stopped" before we stop waiting.
+STOP_GRACE_S = 2.0
+
+
+def load_config(config: ConfigInput) -> MeshConfig:
+    """Load and validate `config`; raises ConfigError naming every problem."""
+    if isinstance(config, MeshConfig):
+        return config
+    if isinstance(config, Mapping):
+        return from_dict(dict(config), source="<dict>")
+    return load_file(os.fspath(config))
+
+
+def _with_ports(config: MeshConfig, overrides: Mapping[int, int] | None) -> MeshConfig:
+    if not overrides:
+        return config
+    ports = {**config.proxy.ports, **overrides}
+    return dataclasses.replace(config, proxy=dataclasses.replace(config.proxy, ports=ports))
+
+
+class Proxy:
+    """A running data plane for one config, used as `async with Proxy(config) as proxy:`.
+
+    `config` is a `MeshConfig`, a path or a dict. `workers` is the number of core threads
+    carrying traffic. `admin` is the admin API's "HOST:PORT" (port 0 = ephemeral; None = the
+    config's `proxy.admin`, and no admin server if that is unset too). `port_overrides` maps
+    a declared listener port to the port to bind instead (0 = ephemeral), on top of the
+    config's `proxy.ports`. `drain_ms` is how long in-flight requests get on exit.
+
+    Cancellation: if the block is cancelled, or raises, the proxy still drains (shielded,
+    bounded by `drain_ms` plus a short grace) before the exception propagates.
+    """
+
+    def __init__(
+        self,
+        config: ConfigInput,
+        *,
+        workers: int = 1,
+        admin: str | None = "127.0.0.1:0",
+        port_overrides: Mapping[int, int] | None = None,
+        drain_ms: int = 5000,
+        dns_interval: float = 5.0,
+    ) -> None:
+        self._input = config
+        self._workers = workers
+        self._admin = admin
+        self._port_overrides = dict(port_overrides or {})
+        self._drain_ms = drain_ms
+        self._dns_interval = dns_interval
+        self._state = "INITIALIZING"
+        self._core: Core | None = None
+        self._discovery: DnsDiscovery | None = None
+        self._config: MeshConfig | None = None
+        self._snapshot: dict[str, Any] | None = None
+        self._digest: str | None = None
+        self._applied = 0
+        self._lock = trio.Lock()
+        self._admin_address: tuple[str, int] | None = None
+        self._context: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Proxy:
+        if self._context is not None:
+            raise RuntimeError("a Proxy can be entered only once")
+        self._context = self._running()
+        return await self._context.__aenter__()  # type: ignore[no-any-return]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._context.__aexit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[Proxy]:
+        config = _with_ports(load_config(self._input), self._port_overrides)
+        admin = self._admin if self._admin is not None else config.proxy.admin
+        admin_address = parse_address(admin, min_port=0) if admin else None
+        core = self._core = Core(self._workers)
+        self._discovery = DnsDiscovery(core, interval=self._dns_interval)
+        bridge = EventBridge(core)
+        stopped = bridge.subscribe("stopped", buffer=1)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bridge.run)
+            try:
+                async with self._lock:
+                    await self._apply(config)
+                await nursery.start(self._discovery.run)
+                if admin_address is not None:
+                    self._admin_address = await nursery.start(serve_admin, self, *admin_address)
+                self._state = "LIVE"
+                yield self
+            finally:
+                self._state = "DRAINING"
+                await self._stop(core, stopped)
+                self._state = "STOPPED"
+                nursery.cancel_scope.cancel()
+
+    async def _stop(self, core: Core, stopped: trio.MemoryReceiveChannel[Event]) -> None:
+        """Drain the core and wait for its "stopped" event; shielded, and bounded in time."""
+        with trio.move_on_after(self._drain_ms / 1000 + STOP_GRACE_S) as scope:
+            scope.shield = True
+            try:
+                core.shutdown(self._drain_ms)
+            except CoreError as exc:
+                log.warning("core shutdown failed: %s", exc)
+                return
+            async for _ in stopped:
+                return
+        if scope.cancelled_caught:
+            log.warning("the core did not report stopping within %.1f s", scope.deadline - trio.current_time())
+
+    # -- config ------------------------------------------------------------------------------
+
+    async def apply(self, config: ConfigInput) -> str:
+        """Load, validate, compile and apply a new config; returns the version now running.
+
+        Raises ConfigError (every problem named) and keeps the running version if the config
+        is invalid or the core refuses the snapshot: the core never half-applies. Applies are
+        serialized. Applying a config that compiles to the running snapshot changes nothing.
+        The admin address is fixed when the proxy starts and is not changed by `apply`.
+        Cancellation while DNS names are being resolved abandons the apply.
+        """
+        new = _with_ports(load_config(config), self._port_overrides)
+        async with self._lock:
+            return await self._apply(new)
+
+    async def _apply(self, config: MeshConfig) -> str:
+        core, discovery = self._require_core(), self._discovery
+        assert discovery is not None
+        targets = dns_targets(config)
+        endpoints = await discovery.prepare(targets)
+        compiled = compile_snapshot(config, version="", endpoints=endpoints)
+        digest = hashlib.sha256(compiled).hexdigest()[:12]
+        if digest == self._digest and self.version is not None:
+            self._config = config
+            return self.version
+        # Version label: apply counter + content hash, so equal labels mean equal snapshots.
+        snapshot = json.loads(compiled)
+        snapshot["version"] = f"{self._applied + 1}-{digest}"
+        try:
+            version = core.apply(json.dumps(snapshot, separators=(",", ":")).encode())
+        except CoreError as exc:
+            problem = Problem(config.source, "snapshot", exc.path or "", str(exc))
+            raise ConfigError([problem]) from exc
+        self._applied += 1
+        self._config, self._snapshot, self._digest = config, snapshot, digest
+        discovery.commit(targets, endpoints)
+        log.info("applied config %s from %s", version, config.source)
+        return version
+
+    # -- what is running ---------------------------------------------------------------------
+
+    def _require_core(self) -> Core:
+        if self._core is None:
+            raise RuntimeError("the proxy is not running; use `async with Proxy(...) as proxy:`")
+        return self._core
+
+    @property
+    def state(self) -> str:
+        """"INITIALIZING", "LIVE" (serving), "DRAINING" or "STOPPED"."""
+        return self._state
+
+    @property
+    def version(self) -> str | None:
+        """The running snapshot's version label ("<n>-<sha256 prefix>")."""
+        return self._snapshot["version"] if self._snapshot else None
+
+    @property
+    def config(self) -> MeshConfig:
+        """The running config (as validated; after `port_overrides`)."""
+        if self._config is None:
+            raise RuntimeError("the proxy has no config yet")
+        return self._config
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """The admin API's bound (host, port), or None when it is disabled."""
+        return self._admin_address
+
+    def listener_addresses(self) -> dict[str, tuple[str, int]]:
+        """Listener name -> bound (host, port)."""
+        return self._require_core().listeners()
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Listener name -> bound port, e.g. {"gateway/edge/8080": 40123}."""
+        return {name: port for name, (_, port) in self.listener_addresses().items()}
+
+    def port(self, declared: int) -> int:
+        """The bound port of the gateway or inbound listener declared at port `declared`."""
+        bound = self.ports
+        matches = [n for n, p in listener_names(self.config).items() if p == declared and n in bound]
+        matches.sort(key=lambda n: n.startswith("outbound/"))
+        if not matches:
+            raise KeyError(f"no listener declared at port {declared}; listeners: {sorted(bound)}")
+        return bound[matches[0]]
+
+    def stats(self) -> dict[str, Any]:
+        """A copy of every counter, gauge and histogram (see docs/admin.md for the shape)."""
+        return self._require_core().stats()
+
+    def config_dump(self) -> dict[str, Any]:
+        """{"version", "source", "config": the native config, "snapshot": the compiled document}."""
+        config = self.config
+        return {
+            "version": self.version,
+            "source": config.source,
+            "config": config.to_native(),
+            "snapshot": self._snapshot,
+        }
+
+
+async def serve(
+    config: ConfigInput,
+    *,
+    watch: bool = False,
+    workers: int = 1,
+    admin: str | None = None,
+    port_overrides: Mapping[int, int] | None = None,
+    drain_ms: int = 5000,
+    task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a proxy until cancelled; reports the running `Proxy` with `task_status.started`.
+
+    With `watch=True` (`config` must then be a path) the file is polled every 0.5 s and each
+    change applied; a rejected change is logged and the running version keeps serving. `admin`
+    None uses the config's admin address. On cancellation the proxy drains, then returns.
+    """
+    watcher: ConfigWatch | None = None
+    if watch:
+        if isinstance(config, MeshConfig | Mapping):
+            raise TypeError("watch=True needs the config as a file path")
+        path = os.fspath(config)
+        proxy_ref: list[Proxy] = []
+
+        async def reload(text: str) -> str:
+            return await proxy_ref[0].apply(load_text(text, path))
+
+        watcher = ConfigWatch(path, reload)
+        # Before loading: a change made while the proxy starts is then seen, not lost.
+        watcher.mark_current()
+    async with Proxy(
+        config, workers=workers, admin=admin, port_overrides=port_overrides, drain_ms=drain_ms
+    ) as proxy:
+        async with trio.open_nursery() as nursery:
+            if watcher is not None:
+                proxy_ref.append(proxy)
+                await nursery.start(watcher.run)
+            task_status.started(proxy)
+            await trio.sleep_forever()

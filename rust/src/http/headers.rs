@@ -1,0 +1,128 @@
+//! Proxy header hygiene: hop-by-hop removal, x-forwarded-for/-proto, x-request-id.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+static HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
+/// `TE: trailers` survives: gRPC needs it end to end.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        if let Ok(s) = conn.to_str() {
+            let named: Vec<HeaderName> = s
+                .split(',')
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+    }
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for n in HOP_BY_HOP.iter() {
+        h.remove(n);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Append the peer address to `x-forwarded-for` (Envoy with `use_remote_address: true`, which
+/// is what an App Mesh gateway or sidecar ingress does) and set `x-forwarded-proto` if absent.
+pub fn forwarded(h: &mut HeaderMap, peer: IpAddr, scheme: &'static str) {
+    let ip = peer.to_string();
+    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    }
+}
+
+/// Keep a client's `x-request-id`, or generate a UUIDv4 (Envoy `generate_request_id`).
+pub fn request_id(h: &mut HeaderMap) {
+    if h.contains_key(&X_REQUEST_ID) {
+        return;
+    }
+    let r: u128 = rand::random();
+    let b = (r & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        (b >> 96) as u32,
+        (b >> 80) as u16,
+        (b >> 64) as u16,
+        (b >> 48) as u16,
+        b & 0xffff_ffff_ffff
+    );
+    if let Ok(v) = HeaderValue::from_str(&s) {
+        h.insert(X_REQUEST_ID.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_headers_and_keeps_te_trailers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-app", HeaderValue::from_static("ok"));
+        strip_hop_by_hop(&mut h);
+        assert!(
+            !h.contains_key("x-secret")
+                && !h.contains_key("connection")
+                && !h.contains_key("keep-alive")
+        );
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-app"], "ok");
+    }
+
+    #[test]
+    fn xff_appends_and_request_id_is_uuid4() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        request_id(&mut h);
+        let id = h["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+        request_id(&mut h);
+        assert_eq!(h["x-request-id"], id.as_str());
+    }
+}

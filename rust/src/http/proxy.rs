@@ -1,0 +1,436 @@
+//! The request path: route → pick cluster → pick host → pooled connection → forward →
+//! classify → retry → stream the response back. No Python, no locks held across awaits.
+
+use super::body::{DownBody, InFlight};
+use super::compiled::{Action, Compiled, ListenerConfig};
+use super::headers;
+use crate::cluster::{Cluster, Host};
+use crate::error::{Kind, ProxyError, Source};
+use crate::pool::{Sender, UpBody};
+use crate::route;
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a listener's connections read on every request; swapped whole on apply.
+pub struct ListenerState {
+    pub compiled: Arc<Compiled>,
+    pub config: Arc<ListenerConfig>,
+}
+
+pub struct ListenerSlot {
+    pub name: Arc<str>,
+    pub state: ArcSwap<ListenerState>,
+}
+
+/// Per downstream connection.
+pub struct ConnCtx {
+    pub slot: Arc<ListenerSlot>,
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    pub scheme: &'static str,
+}
+
+/// Routing at most this deep (gateway route → service route is 2).
+const MAX_ROUTE_DEPTH: usize = 4;
+const BACKOFF_BASE_MS: u64 = 25;
+
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<DownBody>, Infallible> {
+    let state = ctx.slot.state.load_full();
+    let lstats = &state.config.stats;
+    lstats.rq_total.inc();
+    lstats.rq_active.inc();
+    let resp = proxy(&ctx, &state, req)
+        .await
+        .unwrap_or_else(|e| local_reply(&e));
+    lstats.rq_active.dec();
+    lstats.downstream_rq.record(resp.status().as_u16());
+    Ok(resp)
+}
+
+pub fn local_reply(e: &ProxyError) -> Response<DownBody> {
+    let mut r = Response::new(DownBody::local(e.reply_body()));
+    *r.status_mut() = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if e.kind == Kind::Overflow {
+        r.headers_mut().insert(
+            headers::X_ENVOY_OVERLOADED.clone(),
+            HeaderValue::from_static("true"),
+        );
+    }
+    r
+}
+
+/// Replace the matched prefix; App Mesh's default ("/") turns "/chapter/page" into "/page".
+fn rewrite_prefix(path: &str, prefix: &str, with: &str) -> String {
+    let rest = &path[prefix.len().min(path.len())..];
+    if with.ends_with('/') && rest.starts_with('/') {
+        format!("{with}{}", &rest[1..])
+    } else {
+        format!("{with}{rest}")
+    }
+}
+
+fn replace_path(path: &str, with: &str) -> String {
+    match path.find('?') {
+        Some(q) => format!("{with}{}", &path[q..]),
+        None => with.to_string(),
+    }
+}
+
+async fn proxy(
+    ctx: &ConnCtx,
+    state: &ListenerState,
+    req: Request<Incoming>,
+) -> Result<Response<DownBody>, ProxyError> {
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let compiled = &state.compiled;
+    let Some(mut table) = state.config.route_table else {
+        return Err(ProxyError::internal(
+            Kind::NoRoute,
+            "listener has no route table",
+        ));
+    };
+    let host_header = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let sent_authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or(host_header)
+        .unwrap_or("");
+    let sent_path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    // NOTE: rewrites allocate only when a route asks for one.
+    let mut path: Option<String> = None;
+    let mut authority: Option<String> = None;
+    let mut depth = 0;
+    let action: &Action = loop {
+        let view = route::Request {
+            method: parts.method.as_str(),
+            path: path.as_deref().unwrap_or(sent_path),
+            authority: authority.as_deref().unwrap_or(sent_authority),
+            scheme: ctx.scheme,
+            port: ctx.local_port,
+            headers: &parts.headers,
+        };
+        let Some(r) = compiled.tables[table].find(&view) else {
+            state.config.stats.no_route.inc();
+            return Err(ProxyError::internal(Kind::NoRoute, "no route"));
+        };
+        let a = &r.action;
+        a.stats.rq_total.inc();
+        if let (Some(with), Some(prefix)) = (&a.rewrite_prefix, &r.prefix) {
+            path = Some(rewrite_prefix(view.path, prefix, with));
+        } else if let Some(with) = &a.rewrite_path {
+            path = Some(replace_path(view.path, with));
+        }
+        if let Some(h) = &a.rewrite_host {
+            authority = Some(h.to_string());
+        }
+        match a.next_table {
+            Some(next) if depth < MAX_ROUTE_DEPTH => {
+                table = next;
+                depth += 1;
+            }
+            Some(_) => {
+                return Err(ProxyError::internal(
+                    Kind::NoRoute,
+                    "route tables nest too deep",
+                ))
+            }
+            None => break a,
+        }
+    };
+    let Some(weights) = &action.weights else {
+        return Err(ProxyError::internal(
+            Kind::NoHealthyUpstream,
+            "route has no weighted target",
+        ));
+    };
+    let cluster = compiled.clusters[action.clusters[weights.pick(rand::random())]].clone();
+    cluster.stats.rq_total.inc();
+
+    let authority: String = authority.unwrap_or_else(|| sent_authority.to_string());
+    let path: String = path.unwrap_or_else(|| sent_path.to_string());
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::forwarded(&mut parts.headers, ctx.peer.ip(), ctx.scheme);
+    headers::request_id(&mut parts.headers);
+
+    let replayable = http_body::Body::is_end_stream(&body);
+    let mut body = Some(body);
+    let retry = &action.retry;
+    let max_retries = if replayable { retry.max_retries } else { 0 };
+    let deadline = action.timeout.map(|t| started + t);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut backoff_ceiling = BACKOFF_BASE_MS;
+    let mut attempt = 0;
+    loop {
+        let set = cluster.hosts.load_full();
+        let Some(hi) = set.pick(|i| tried.contains(&i)) else {
+            cluster.stats.cx_none_healthy.inc();
+            let e = ProxyError::internal(Kind::NoHealthyUpstream, "no healthy upstream");
+            cluster.stats.rq.record(e.status());
+            return Err(e);
+        };
+        tried.push(hi);
+        let host = set.hosts[hi].clone();
+        let up_body = match (replayable, body.take()) {
+            (false, Some(b)) => UpBody::Stream(b),
+            _ => UpBody::empty(),
+        };
+        let req = upstream_request(&parts, &authority, &path, &cluster, &host, up_body);
+        let per_try = match (retry.per_try_timeout, deadline) {
+            (Some(t), Some(d)) => Some((Instant::now() + t).min(d)),
+            (Some(t), None) => Some(Instant::now() + t),
+            (None, d) => d,
+        };
+        let mut in_flight = InFlight::start(host.clone(), cluster.clone(), Instant::now());
+        let outcome = match per_try {
+            Some(at) => {
+                match tokio::time::timeout_at(at.into(), send(&cluster, &host, req)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ProxyError::upstream(
+                        Kind::Timeout,
+                        "upstream request timeout",
+                    )),
+                }
+            }
+            None => send(&cluster, &host, req).await,
+        };
+        let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
+        let retries_left = attempt < max_retries && !global_timeout;
+        match outcome {
+            Ok((resp, h1)) => {
+                let status = resp.status().as_u16();
+                let grpc = resp
+                    .headers()
+                    .get(&headers::GRPC_STATUS)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse().ok());
+                host.stats.rq.record(status);
+                if retries_left && retry.retry_on_response(status, grpc) {
+                    // The response is dropped unread; its connection is not reused.
+                    cluster.stats.rq_retry.inc();
+                    drop(resp);
+                    drop(in_flight);
+                    backoff(&mut backoff_ceiling).await;
+                    attempt += 1;
+                    continue;
+                }
+                if attempt > 0 {
+                    cluster.stats.rq_retry_success.inc();
+                }
+                cluster.stats.rq.record(status);
+                action.stats.rq.record(status);
+                in_flight.h1 = h1;
+                return Ok(downstream_response(resp, in_flight, started));
+            }
+            Err(mut e) => {
+                host.stats.rq_error.inc();
+                if e.kind == Kind::Timeout {
+                    host.stats.rq_timeout.inc();
+                    if global_timeout {
+                        cluster.stats.rq_timeout.inc();
+                    } else {
+                        // A per-try timeout is retried like a reset (Envoy).
+                        e.kind = Kind::Reset;
+                        e.detail = "per-try timeout".into();
+                    }
+                }
+                if e.kind == Kind::ConnectFailure || e.kind == Kind::ConnectTimeout {
+                    host.stats.cx_connect_fail.inc();
+                    cluster.stats.cx_connect_fail.inc();
+                }
+                drop(in_flight);
+                if retries_left && retry.retry_on_error(e.kind) {
+                    cluster.stats.rq_retry.inc();
+                    backoff(&mut backoff_ceiling).await;
+                    attempt += 1;
+                    continue;
+                }
+                if attempt >= max_retries && max_retries > 0 && retry.retry_on_error(e.kind) {
+                    cluster.stats.rq_retry_limit_exceeded.inc();
+                }
+                cluster.stats.rq.record(e.status());
+                action.stats.rq.record(e.status());
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Envoy's jittered exponential backoff: wait `rand % ceiling`, then double the ceiling up to
+/// 10 × base.
+async fn backoff(ceiling: &mut u64) {
+    let wait = rand::random::<u64>() % *ceiling;
+    *ceiling = (*ceiling * 2).min(BACKOFF_BASE_MS * 10);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    authority: &str,
+    path: &str,
+    cluster: &Cluster,
+    host: &Host,
+    body: UpBody,
+) -> Request<UpBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.headers_mut() = parts.headers.clone();
+    let authority = if authority.is_empty() {
+        &*host.name
+    } else {
+        authority
+    };
+    match cluster.protocol {
+        crate::config::UpstreamProtocol::Http2 => {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(header::HOST);
+            let uri = format!("http://{authority}{path}");
+            *req.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        _ => {
+            *req.version_mut() = Version::HTTP_11;
+            if let Ok(v) = HeaderValue::from_str(authority) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+            *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+    }
+    req
+}
+
+fn downstream_response(
+    resp: Response<Incoming>,
+    in_flight: InFlight,
+    started: Instant,
+) -> Response<DownBody> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::default();
+    let ms = started.elapsed().as_millis() as u64;
+    parts.headers.insert(
+        headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+        HeaderValue::from(ms),
+    );
+    let in_flight = if http_body::Body::is_end_stream(&body) {
+        in_flight.settle_clean();
+        None
+    } else {
+        Some(in_flight)
+    };
+    Response::from_parts(parts, DownBody::Upstream { body, in_flight })
+}
+
+/// Get a connection (idle, new, or after waiting under max_connections) and send.
+async fn send(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    req: Request<UpBody>,
+) -> Result<(Response<Incoming>, Option<crate::pool::H1Sender>), ProxyError> {
+    let sender = acquire(cluster, host).await?;
+    match sender {
+        Sender::H1(mut s) => {
+            let resp = s.send_request(req).await.map_err(classify)?;
+            Ok((resp, Some(s)))
+        }
+        Sender::H2(mut s) => {
+            let active = cluster.stats.rq_active.get();
+            if active > i64::from(cluster.breakers.max_requests) {
+                cluster.stats.rq_pending_overflow.inc();
+                return Err(ProxyError::internal(Kind::Overflow, "max requests"));
+            }
+            s.ready().await.map_err(classify)?;
+            let resp = s.send_request(req).await.map_err(classify)?;
+            Ok((resp, None))
+        }
+    }
+}
+
+async fn acquire(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
+    if let Some(s) = host.pool.take_idle() {
+        return Ok(s);
+    }
+    if cluster.try_reserve_connection() {
+        return host
+            .pool
+            .connect(cluster.connect_timeout, cluster.connection_guard(host))
+            .await;
+    }
+    cluster.stats.cx_overflow.inc();
+    // At max_connections: wait as a pending request, if the pending limit allows.
+    let pending = cluster.stats.rq_pending_active.get();
+    if pending >= i64::from(cluster.breakers.max_pending_requests) {
+        cluster.stats.rq_pending_overflow.inc();
+        return Err(ProxyError::internal(Kind::Overflow, "max pending requests"));
+    }
+    cluster.stats.rq_pending_active.inc();
+    let _pending = scopeguard(|| cluster.stats.rq_pending_active.dec());
+    loop {
+        let released = cluster.cx_released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if let Some(s) = host.pool.take_idle() {
+            return Ok(s);
+        }
+        if cluster.try_reserve_connection() {
+            return host
+                .pool
+                .connect(cluster.connect_timeout, cluster.connection_guard(host))
+                .await;
+        }
+        // Connections idle on other hosts hold slots this host needs: close one.
+        cluster.reclaim_idle_connection(host);
+        released.await;
+    }
+}
+
+struct ScopeGuard<F: FnMut()>(F);
+impl<F: FnMut()> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
+    ScopeGuard(f)
+}
+
+fn classify(e: hyper::Error) -> ProxyError {
+    use std::error::Error as _;
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return ProxyError::upstream(Kind::RefusedStream, "refused stream");
+            }
+        }
+        src = s.source();
+    }
+    if e.is_parse() || e.is_parse_status() {
+        return ProxyError::new(Source::Upstream, Kind::BadUpstreamResponse, e.to_string());
+    }
+    ProxyError::upstream(
+        Kind::Reset,
+        if e.is_incomplete_message() {
+            "connection termination".into()
+        } else {
+            e.to_string()
+        },
+    )
+}

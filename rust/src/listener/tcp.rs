@@ -1,0 +1,103 @@
+//! TCP proxying for `tcp` listeners: pick a cluster by weight, a host by the balancer, connect,
+//! then copy both ways until either side closes or the connection is idle too long.
+
+use crate::http::{Compiled, ListenerConfig};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+pub async fn proxy(
+    mut down: TcpStream,
+    compiled: &Compiled,
+    config: &ListenerConfig,
+    mut stop: watch::Receiver<bool>,
+    mut global_stop: watch::Receiver<bool>,
+) {
+    let Some(weights) = &config.tcp_weights else {
+        return;
+    };
+    let cluster = compiled.clusters[config.tcp_clusters[weights.pick(rand::random())]].clone();
+    cluster.stats.rq_total.inc();
+    let mut tried = Vec::new();
+    // Connect failures move on to another host, as App Mesh's default connect-failure retry.
+    let up = loop {
+        let set = cluster.hosts.load_full();
+        let Some(i) = set.pick(|i| tried.contains(&i)) else {
+            cluster.stats.cx_none_healthy.inc();
+            let _ = down.shutdown().await;
+            return;
+        };
+        tried.push(i);
+        let host = set.hosts[i].clone();
+        if !cluster.try_reserve_connection() {
+            cluster.stats.cx_overflow.inc();
+            return;
+        }
+        let guard = cluster.connection_guard(&host);
+        match tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(host.addr)).await {
+            Ok(Ok(s)) => break (s, guard, host),
+            _ => {
+                host.stats.cx_connect_fail.inc();
+                cluster.stats.cx_connect_fail.inc();
+                drop(guard);
+                if tried.len() > 3 {
+                    return;
+                }
+            }
+        }
+    };
+    let (mut up, _guard, host) = up;
+    let _ = up.set_nodelay(true);
+    host.active.fetch_add(1, Relaxed);
+    let idle = config.idle_timeout;
+    let epoch = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let (mut dr, mut dw) = down.split();
+    let (mut ur, mut uw) = up.split();
+    let copy = async {
+        tokio::join!(
+            pump(&mut dr, &mut uw, &last, epoch),
+            pump(&mut ur, &mut dw, &last, epoch)
+        );
+    };
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(idle / 4 + Duration::from_millis(1)).await;
+            let quiet = epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.load(Relaxed)));
+            if quiet >= idle {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = copy => {}
+        _ = watchdog => {}
+        _ = stop.changed() => {}
+        _ = global_stop.changed() => {}
+    }
+    host.active.fetch_sub(1, Relaxed);
+}
+
+async fn pump<R, W>(r: &mut R, w: &mut W, last: &AtomicU64, epoch: Instant)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        last.store(epoch.elapsed().as_millis() as u64, Relaxed);
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+}

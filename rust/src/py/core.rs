@@ -1,0 +1,183 @@
+//! `meshplane._core.Core`: one data plane (runtime, listeners, clusters, stats) driven from
+//! Python by short, non-blocking calls. Long work happens on the runtime's own threads; the
+//! GIL is released around anything that could take more than microseconds.
+
+use crate::runtime::Runtime;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::sync::Arc;
+use std::time::Duration;
+
+create_exception!(
+    meshplane._core,
+    CoreError,
+    PyException,
+    "Raised by the core; carries kind, retryable, status and path."
+);
+
+/// Build a CoreError with its attributes set.
+fn core_error(
+    py: Python<'_>,
+    kind: &str,
+    message: String,
+    path: Option<String>,
+    status: Option<u16>,
+) -> PyErr {
+    let err = CoreError::new_err(message);
+    let value = err.value(py);
+    let _ = value.setattr("kind", kind);
+    let _ = value.setattr("retryable", false);
+    let _ = value.setattr("status", status);
+    let _ = value.setattr("path", path);
+    err
+}
+
+#[pyclass(name = "Core", module = "meshplane._core", frozen)]
+pub struct Core {
+    rt: Arc<Runtime>,
+}
+
+fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value::*;
+    Ok(match v {
+        Null => py.None().into_bound(py),
+        Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                n.as_f64().unwrap_or(0.0).into_pyobject(py)?.into_any()
+            }
+        }
+        String(s) => s.into_pyobject(py)?.into_any(),
+        Array(a) => {
+            let items: Vec<Bound<'py, PyAny>> = a
+                .iter()
+                .map(|x| json_to_py(py, x))
+                .collect::<PyResult<_>>()?;
+            PyList::new(py, items)?.into_any()
+        }
+        Object(o) => {
+            let d = PyDict::new(py);
+            for (k, x) in o {
+                d.set_item(k, json_to_py(py, x)?)?;
+            }
+            d.into_any()
+        }
+    })
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    #[pyo3(signature = (workers = 1))]
+    fn new(py: Python<'_>, workers: usize) -> PyResult<Self> {
+        let rt = Runtime::new(workers).map_err(|e| {
+            core_error(
+                py,
+                "internal",
+                format!("cannot start runtime: {e}"),
+                None,
+                None,
+            )
+        })?;
+        Ok(Core { rt: Arc::new(rt) })
+    }
+
+    fn apply(&self, py: Python<'_>, snapshot: Vec<u8>) -> PyResult<String> {
+        let rt = self.rt.clone();
+        py.detach(move || rt.apply(&snapshot)).map_err(|e| {
+            core_error(
+                py,
+                "config",
+                format!("snapshot rejected at {}: {}", e.path, e.message),
+                Some(e.path),
+                None,
+            )
+        })
+    }
+
+    fn version(&self) -> Option<String> {
+        self.rt.version()
+    }
+
+    fn listeners<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, addr, _) in self.rt.listeners() {
+            d.set_item(
+                name,
+                PyTuple::new(
+                    py,
+                    [
+                        addr.ip().to_string().into_pyobject(py)?.into_any(),
+                        addr.port().into_pyobject(py)?.into_any(),
+                    ],
+                )?,
+            )?;
+        }
+        Ok(d)
+    }
+
+    fn set_endpoints(
+        &self,
+        py: Python<'_>,
+        cluster: &str,
+        endpoints: Vec<(String, u32)>,
+    ) -> PyResult<()> {
+        self.rt
+            .set_endpoints(cluster, &endpoints)
+            .map_err(|m| core_error(py, "config", m, None, None))
+    }
+
+    fn set_host_health(
+        &self,
+        py: Python<'_>,
+        cluster: &str,
+        address: &str,
+        healthy: bool,
+    ) -> PyResult<()> {
+        self.rt
+            .set_host_health(cluster, address, healthy)
+            .map_err(|m| core_error(py, "config", m, None, None))
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let rt = self.rt.clone();
+        let v = py.detach(move || rt.stats());
+        json_to_py(py, &v)
+    }
+
+    fn wakeup_fd(&self) -> i32 {
+        self.rt.events().fd()
+    }
+
+    fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = PyList::empty(py);
+        for ev in self.rt.events().drain() {
+            let fields: serde_json::Value = serde_json::from_str(&ev.fields).unwrap_or_default();
+            items.append(PyTuple::new(
+                py,
+                [
+                    ev.kind.into_pyobject(py)?.into_any(),
+                    json_to_py(py, &fields)?,
+                ],
+            )?)?;
+        }
+        Ok(items)
+    }
+
+    #[pyo3(signature = (drain_ms = 5000))]
+    fn shutdown(&self, drain_ms: u64) {
+        self.rt.shutdown(Duration::from_millis(drain_ms));
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    m.add("CoreError", m.py().get_type::<CoreError>())?;
+    Ok(())
+}

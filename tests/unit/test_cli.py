@@ -1,0 +1,149 @@
+"""`meshplane validate`, `version` and `--help`, through `meshplane.cli.main` (no sockets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from meshplane.cli import main
+
+GOOD = """\
+mesh: shop
+proxy:
+  gateway: edge
+  admin: 127.0.0.1:0
+  ports: {8080: 0}
+resources:
+  - kind: VirtualGateway
+    name: edge
+    spec:
+      listeners:
+        - portMapping: {port: 8080, protocol: http}
+  - kind: GatewayRoute
+    name: api
+    virtualGatewayName: edge
+    spec:
+      httpRoute:
+        match: {prefix: /}
+        action:
+          target: {virtualService: {virtualServiceName: api.shop.local}}
+  - kind: VirtualService
+    name: api.shop.local
+    spec:
+      provider: {virtualNode: {virtualNodeName: api-v1}}
+  - kind: VirtualNode
+    name: api-v1
+    spec:
+      listeners:
+        - portMapping: {port: 8080, protocol: http}
+      serviceDiscovery:
+        static: {endpoints: ["127.0.0.1:9001"]}
+"""
+
+# Two problems: a route to a service that does not exist, and a port out of range.
+BAD = GOOD.replace("virtualServiceName: api.shop.local}", "virtualServiceName: nowhere.shop.local}").replace(
+    "portMapping: {port: 8080, protocol: http}\n      serviceDiscovery",
+    "portMapping: {port: 70000, protocol: http}\n      serviceDiscovery",
+)
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    return path
+
+
+@pytest.fixture
+def bad(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    return path
+
+
+def test_validate_a_good_file(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"OK {good}: 4 resources"
+
+
+def test_validate_a_bad_file_prints_every_problem(bad: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(bad)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) >= 2, lines
+    assert all(str(bad) in line for line in lines), lines
+    text = "\n".join(lines)
+    assert "nowhere.shop.local" in text
+    assert "70000" in text or "port" in text
+
+
+def test_validate_several_files_fails_if_any_fails(
+    good: Path, bad: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(good), str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"OK {good}" in out and f"OK {bad}" not in out
+
+
+def test_validate_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.yaml"
+    assert main(["validate", str(missing)]) == 1
+    captured = capsys.readouterr()
+    assert str(missing) in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_run_with_a_bad_config_is_one_paragraph_on_stderr(bad: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("meshplane run: ")
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_run_with_a_bad_admin_address(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(good), "--admin", "nonsense"]) == 1
+    err = capsys.readouterr().err
+    assert "--admin" in err and "Traceback" not in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.startswith("meshplane 0.1.0\n")
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_commands_and_points_to_the_format_doc(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help([], capsys)
+    for command in ("run", "validate", "import", "demo", "version"):
+        assert command in text
+    assert "docs/config.md" in text and "gateway: NAME" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("run", ["--watch", "--workers", "--admin", "SIGINT", "docs/config.md"]),
+        ("validate", ["FILE", "one per line", "docs/config.md"]),
+        ("import", ["--gateway", "--node", "--mesh", "CloudFormation", "docs/config.md"]),
+        ("demo", ["--duration", "--rps-limit", "x-canary"]),
+        ("version", ["core"]),
+    ],
+)
+def test_subcommand_help(command: str, expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help([command], capsys)
+    for fragment in expected:
+        assert fragment in text, f"{command} --help lacks {fragment!r}"
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage: meshplane" in capsys.readouterr().err

@@ -1,0 +1,134 @@
+"""meshplane.admin.prometheus: stats dict -> Prometheus text 0.0.4 (pure, no sockets)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from meshplane.admin.prometheus import escape_label_value, parse, render
+
+BOUNDS = [0.5, 1.0, 5.0, 10.0]
+
+
+def _stats(cluster: str = "api") -> dict[str, Any]:
+    return {
+        "version": "3-0123456789ab",
+        "listeners": {"gateway/edge/8080": {"cx_total": 5, "cx_active": 2, "rq_total": 9, "rq_2xx": 8, "rq_5xx": 1}},
+        "routes": {"split": {"rq_total": 9, "rq_2xx": 8}},
+        "clusters": {
+            cluster: {
+                "rq_total": 9,
+                "rq_active": 1,
+                "rq_2xx": 8,
+                "rq_5xx": 1,
+                "cx_connect_fail": 0,
+                "rq_time_ms": {"bounds": BOUNDS, "counts": [2, 0, 3, 1, 3], "sum": 123.25, "count": 9},
+                "hosts": {
+                    "127.0.0.1:9001": {"rq_total": 6, "rq_active": 1, "rq_2xx": 6, "healthy": True, "weight": 1},
+                    "[::1]:9002": {"rq_total": 3, "rq_active": 0, "rq_5xx": 1, "healthy": False, "weight": 2},
+                },
+            }
+        },
+    }
+
+
+def test_names_labels_and_values() -> None:
+    samples = parse(render(_stats()))
+    c = (("cluster", "api"),)
+    assert samples[("meshplane_cluster_upstream_rq_total", c)] == 9
+    assert samples[("meshplane_cluster_upstream_rq_active", c)] == 1
+    assert samples[("meshplane_cluster_upstream_rq_xx", c + (("response_code_class", "2"),))] == 8
+    assert samples[("meshplane_cluster_upstream_rq_xx", c + (("response_code_class", "5"),))] == 1
+    host = (("cluster", "api"), ("host", "127.0.0.1:9001"))
+    assert samples[("meshplane_host_rq_active", host)] == 1
+    assert samples[("meshplane_host_healthy", host)] == 1
+    assert samples[("meshplane_host_healthy", (("cluster", "api"), ("host", "[::1]:9002")))] == 0
+    assert samples[("meshplane_host_weight", (("cluster", "api"), ("host", "[::1]:9002")))] == 2
+    assert samples[("meshplane_listener_downstream_cx_active", (("listener", "gateway/edge/8080"),))] == 2
+    assert samples[("meshplane_route_rq_total", (("route", "split"),))] == 9
+    assert samples[("meshplane_config_info", (("version", "3-0123456789ab"),))] == 1
+
+
+def test_exact_text_of_a_small_cluster() -> None:
+    text = render({"clusters": {"c": {"rq_total": 2, "rq_active": 0, "hosts": {}}}})
+    assert text == (
+        "# TYPE meshplane_cluster_upstream_rq_total counter\n"
+        'meshplane_cluster_upstream_rq_total{cluster="c"} 2\n'
+        "# TYPE meshplane_cluster_upstream_rq_active gauge\n"
+        'meshplane_cluster_upstream_rq_active{cluster="c"} 0\n'
+    )
+
+
+def test_every_family_has_one_type_line_and_its_samples_together() -> None:
+    text = render(_stats())
+    families: list[str] = []
+    types: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert name not in types, f"second TYPE line for {name}"
+            assert kind in {"counter", "gauge", "histogram"}
+            types[name] = kind
+            families.append(name)
+            continue
+        name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)
+        assert name is not None, line
+        family = families[-1]
+        assert name[0] == family or (
+            types[family] == "histogram" and name[0] in {f"{family}_bucket", f"{family}_sum", f"{family}_count"}
+        ), f"{name[0]} is outside its family block ({family})"
+    assert text.endswith("\n")
+
+
+def test_histogram_buckets_are_cumulative_and_end_in_inf() -> None:
+    samples = parse(render(_stats()))
+    c = (("cluster", "api"),)
+    name = "meshplane_cluster_upstream_rq_time_ms"
+
+    def bucket(le: str) -> float:
+        return samples[(f"{name}_bucket", tuple(sorted(c + (("le", le),))))]
+
+    # per-bucket counts [2, 0, 3, 1] + 3 above the last bound
+    assert [bucket(le) for le in ("0.5", "1", "5", "10", "+Inf")] == [2, 2, 5, 6, 9]
+    assert samples[(f"{name}_count", c)] == 9
+    assert samples[(f"{name}_sum", c)] == 123.25
+    assert "# TYPE meshplane_cluster_upstream_rq_time_ms histogram" in render(_stats())
+
+
+def test_histogram_without_count_sums_its_buckets() -> None:
+    hist = {"bounds": [1.0], "counts": [1, 4], "sum": 9.0}
+    samples = parse(render({"clusters": {"c": {"rq_time_ms": hist}}}))
+    assert samples[("meshplane_cluster_upstream_rq_time_ms_count", (("cluster", "c"),))] == 5
+    assert samples[("meshplane_cluster_upstream_rq_time_ms_bucket", (("cluster", "c"), ("le", "+Inf")))] == 5
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [("plain", "plain"), ('a"b', 'a\\"b'), ("a\\b", "a\\\\b"), ("a\nb", "a\\nb"), ('\\"\n', '\\\\\\"\\n')],
+)
+def test_label_values_are_escaped(raw: str, escaped: str) -> None:
+    assert escape_label_value(raw) == escaped
+    text = render({"clusters": {raw: {"rq_total": 1}}})
+    assert f'{{cluster="{escaped}"}} 1' in text
+    assert parse(text) == {("meshplane_cluster_upstream_rq_total", (("cluster", raw),)): 1}
+
+
+def test_unknown_stats_follow_the_same_rules_and_odd_values_are_skipped() -> None:
+    stats = {"clusters": {"c": {"new_thing_active": 3, "new_counter": 4, "note": "text", "nested": {"a": 1}}}}
+    text = render(stats)
+    assert "# TYPE meshplane_cluster_upstream_new_thing_active gauge" in text
+    assert "# TYPE meshplane_cluster_upstream_new_counter counter" in text
+    assert "note" not in text and "nested" not in text
+
+
+def test_empty_and_missing_sections() -> None:
+    assert render({}) == ""
+    assert render({"version": None, "listeners": {}, "clusters": {"c": {"hosts": {}}}}) == ""
+
+
+def test_parse_rejects_malformed_lines() -> None:
+    with pytest.raises(ValueError):
+        parse("not a sample line at all\n")
+    with pytest.raises(ValueError):
+        parse('m{cluster="unterminated} 1\n')
