@@ -122,6 +122,19 @@ def test_unknown_stats_follow_the_same_rules_and_odd_values_are_skipped() -> Non
     assert "note" not in text and "nested" not in text
 
 
+def test_levels_are_gauges_and_top_level_numbers_are_server_stats() -> None:
+    stats = {
+        "downstream_cx_open": 4,
+        "clusters": {"c": {"protocol": "http1", "circuit_breakers": {"maxConnections": 9},
+                           "hosts": {"127.0.0.1:1": {"idle_connections": 2, "cx_total": 3}}}},
+    }
+    text = render(stats)
+    assert "# TYPE meshplane_server_downstream_cx_open gauge\nmeshplane_server_downstream_cx_open 4\n" in text
+    assert "# TYPE meshplane_host_idle_connections gauge" in text
+    assert "# TYPE meshplane_host_cx_total counter" in text
+    assert "protocol" not in text and "maxConnections" not in text
+
+
 def test_empty_and_missing_sections() -> None:
     assert render({}) == ""
     assert render({"version": None, "listeners": {}, "clusters": {"c": {"hosts": {}}}}) == ""

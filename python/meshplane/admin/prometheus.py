@@ -7,12 +7,14 @@ instead of in the name:
     meshplane_route_<stat>{route="..."}
     meshplane_cluster_upstream_<stat>{cluster="..."}
     meshplane_host_<stat>{cluster="...",host="IP:PORT"}
+    meshplane_server_<stat>                  (top-level numbers, e.g. downstream_cx_open)
 
 `rq_<N>xx` counters become one family `..._rq_xx` with a `response_code_class="<N>"` label;
 histograms (`{"bounds", "counts", "sum", "count"}`, per-bucket counts with a trailing +Inf
 bucket) become cumulative `_bucket{le=...}`, `_sum` and `_count`; booleans become 0/1 gauges.
-A stat whose name ends in `_active`, or is `healthy` or `weight`, is a gauge; other numbers are
-counters. Keys the renderer does not know are rendered by these same rules, so new core stats
+A stat whose name ends in `_active`, `_open` or `_connections`, or is `healthy` or `weight`, is
+a gauge (a level, not a count of events); other numbers are counters. Strings and nested
+settings (a cluster's `protocol`, `circuit_breakers`) are not stats and are left out. Keys the renderer does not know are rendered by these same rules, so new core stats
 appear without a change here.
 """
 
@@ -30,9 +32,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _STATUS_CLASS = re.compile(r"^(?P<stem>.*?)_?(?P<cls>[1-5])xx$")
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
 _GAUGES = {"healthy", "weight"}
+_GAUGE_SUFFIXES = ("_active", "_open", "_connections")
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?[ \t]+(?P<value>\S+)$")
 _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
 _ESCAPE = re.compile(r"\\(.)")
+
+_SECTIONS = {"version", "listeners", "routes", "clusters"}
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -120,7 +125,7 @@ def _add_stats(out: _Families, prefix: str, labels: Labels, stats: Mapping[str, 
             name = f"{prefix}{status['stem']}_xx"
             out.add(name, "counter", name, labels + (("response_code_class", status["cls"]),), value)
             continue
-        kind = "gauge" if key.endswith("_active") or key in _GAUGES else "counter"
+        kind = "gauge" if key.endswith(_GAUGE_SUFFIXES) or key in _GAUGES else "counter"
         out.add(f"{prefix}{key}", kind, f"{prefix}{key}", labels, value)
 
 
@@ -130,6 +135,8 @@ def render(stats: Mapping[str, Any]) -> str:
     version = stats.get("version")
     if version is not None:
         out.add("meshplane_config_info", "gauge", "meshplane_config_info", (("version", str(version)),), 1)
+    server = {k: v for k, v in stats.items() if k not in _SECTIONS}
+    _add_stats(out, "meshplane_server_", (), server, set())
     for name, listener in sorted((stats.get("listeners") or {}).items()):
         _add_stats(out, "meshplane_listener_downstream_", (("listener", name),), listener, set())
     for name, route in sorted((stats.get("routes") or {}).items()):

@@ -164,6 +164,35 @@ class Either(Shape):
         self.mismatch(value, path, out)
 
 
+def port_key(key: Any) -> int | None:
+    """A mapping key naming a port: 8080 (YAML) or "8080" (JSON); None if it is not one."""
+    if isinstance(key, str) and key.isdigit():
+        key = int(key)
+    if isinstance(key, int) and not isinstance(key, bool) and 1 <= key <= 65535:
+        return key
+    return None
+
+
+@dataclass(frozen=True)
+class PortMap(Shape):
+    """A mapping from port numbers to values of one shape (`proxy.ports`, `proxy.app`)."""
+
+    value: Shape
+
+    def describe(self) -> str:
+        return f"a mapping of port -> {self.value.describe()}"
+
+    def check(self, value: Any, path: str, out: list[Issue]) -> None:
+        if not isinstance(value, dict):
+            self.mismatch(value, path, out)
+            return
+        for key, item in value.items():
+            if port_key(key) is None:
+                out.append((join(path, str(key)), f"expected a port 1..65535 as key, got {show(key)}"))
+            else:
+                self.value.check(item, join(path, str(key)), out)
+
+
 class Obj(Shape):
     """A mapping with known keys. `one_of`: exactly one of these keys; `exclusive`: at most one."""
 

@@ -1,0 +1,139 @@
+"""The meshplane file (`mesh`, `proxy`, `resources`): dict -> MeshConfig, and resources -> dict.
+
+`from_dict` checks the file's own structure, builds the model and validates it, raising one
+ConfigError with every problem. `to_native` is its inverse for imported resources (what
+`meshplane import` writes).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from meshplane.config.model import KINDS, PARENT_KEY, MeshConfig, ProxySettings, Resource
+from meshplane.config.schema import Either, Int, Issue, ListOf, Obj, PortMap, Str, check, port_key, suggest
+from meshplane.config.specs import NAME
+from meshplane.config.validate import validate_config, validate_resources
+from meshplane.errors import ConfigError, Problem
+
+_ADDRESS = Str(1, None)
+PROXY = Obj({
+    "gateway": NAME,
+    "node": NAME,
+    "admin": _ADDRESS,
+    "bind": _ADDRESS,
+    "ports": PortMap(Int(0, 65535)),
+    "app": Either((str, _ADDRESS), (dict, PortMap(_ADDRESS))),
+    "outbound": _ADDRESS,
+})
+_ANY_OBJECT = Obj({})
+FILE = Obj({"mesh*": NAME, "proxy*": PROXY, "resources*": ListOf(_ANY_OBJECT)})
+_ENTRY_KEYS = ("kind", "name", "spec", *PARENT_KEY.values())
+
+
+def from_dict(doc: Any, source: str = "<dict>") -> MeshConfig:
+    """Build and validate a MeshConfig from a parsed meshplane file; ConfigError lists every problem."""
+    if not isinstance(doc, dict):
+        raise ConfigError([Problem(source, "", "", "expected a mapping with keys mesh, proxy, resources")])
+    shallow = {**doc, "resources": []} if isinstance(doc.get("resources"), list) else doc
+    issues = check(FILE, shallow, "")  # entries are checked one by one below
+    problems = [Problem(source, "", f, m) for f, m in issues]
+    resources: list[Resource] = []
+    entries = doc.get("resources")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        resource, entry_problems = _resource(entry, i, source)
+        problems += entry_problems
+        if resource is not None:
+            resources.append(resource)
+    if any(f == "mesh" or f.startswith("proxy") for f, _ in issues):
+        # No model without a valid mesh and proxy; the resources are still checked.
+        raise ConfigError(problems + validate_resources(resources, source))
+    cfg = MeshConfig(doc["mesh"], _proxy(doc["proxy"]), tuple(resources), source)
+    problems += validate_config(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _resource(entry: Any, index: int, source: str) -> tuple[Resource | None, list[Problem]]:
+    where = f"resources[{index}]"
+    if not isinstance(entry, dict):
+        return None, [Problem(source, "", where, "expected an object with kind, name and spec")]
+    kind, name = entry.get("kind"), entry.get("name")
+    label = f'{kind} "{name}"' if kind in KINDS and isinstance(name, str) else where
+    issues: list[Issue] = []
+    if kind not in KINDS:
+        hint = suggest(kind, list(KINDS)) if isinstance(kind, str) else ""
+        issues.append(("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}{hint}"))
+    if not isinstance(name, str) or not name:
+        issues.append(("name", f"expected a non-empty string, got {name!r}"))
+    allowed = ("kind", "name", "spec", *([PARENT_KEY[kind]] if kind in PARENT_KEY else []))
+    for key in entry:
+        if key not in allowed:
+            hint = suggest(str(key), list(allowed))
+            issues.append((str(key), f"unknown field{hint or ' (expected one of: ' + ', '.join(allowed) + ')'}"))
+    parent = None
+    if kind in PARENT_KEY:
+        parent = entry.get(PARENT_KEY[kind])
+        if not isinstance(parent, str) or not parent:
+            issues.append((PARENT_KEY[kind], f"required: the name of the {kind}'s parent, got {parent!r}"))
+            parent = None
+    spec = entry.get("spec", {})
+    if not isinstance(spec, dict):
+        issues.append(("spec", "expected an object"))
+    if issues:
+        return None, [Problem(source, label, f, m) for f, m in issues]
+    return Resource(kind, name, copy.deepcopy(spec), parent), []
+
+
+def _proxy(doc: dict[str, Any]) -> ProxySettings:
+    app = doc.get("app")
+    if isinstance(app, dict):
+        app = {port_key(k): v for k, v in app.items()}
+    return ProxySettings(
+        gateway=doc.get("gateway"),
+        node=doc.get("node"),
+        admin=doc.get("admin", ProxySettings.admin),
+        bind=doc.get("bind", ProxySettings.bind),
+        ports={port_key(k): v for k, v in (doc.get("ports") or {}).items()},  # type: ignore[misc]
+        app=app,
+        outbound=doc.get("outbound"),
+    )
+
+
+_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound")
+
+
+def to_native(
+    resources: Sequence[Resource],
+    mesh: str,
+    *,
+    gateway: str | None = None,
+    node: str | None = None,
+    **proxy: Any,
+) -> dict[str, Any]:
+    """A meshplane file (as a dict) serving `gateway` or `node` with these resources.
+
+    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound). A Mesh resource
+    named differently is renamed to `mesh` when it is the only one, else dropped, so the file
+    describes one mesh.
+    """
+    unknown = sorted(set(proxy) - set(_PROXY_KEYS))
+    if unknown:
+        raise TypeError(f"to_native() got unexpected proxy keys: {', '.join(unknown)}")
+    section: dict[str, Any] = {}
+    if gateway is not None:
+        section["gateway"] = gateway
+    if node is not None:
+        section["node"] = node
+    section.update({k: copy.deepcopy(proxy[k]) for k in _PROXY_KEYS if k in proxy})
+    meshes = [r for r in resources if r.kind == "Mesh"]
+    out: list[dict[str, Any]] = []
+    for r in resources:
+        if r.kind == "Mesh" and r.name != mesh:
+            if len(meshes) != 1:
+                continue
+            r = Resource("Mesh", mesh, r.spec)
+        out.append(copy.deepcopy(r.to_native()))
+    return {"mesh": mesh, "proxy": section, "resources": out}
