@@ -46,14 +46,22 @@ fn pick(c: &mut Criterion) {
             }
         }
     }
-    // A retry: the host tried first is skipped.
+    // A retry: the host the previous pick returned is skipped.
     for n in [10, 10_000] {
         let (weights, table) = hosts(n, true);
         let balancer = Balancer::with_seed(LbPolicy::LeastRequest, &weights, 1.0, 1);
+        let mut tried = 0;
         group.bench_with_input(
             BenchmarkId::new("least_request/weighted_retry", n),
             &n,
-            |b, _| b.iter(|| balancer.pick(black_box(&table), |i| i == 0)),
+            |b, _| {
+                b.iter(|| {
+                    tried = balancer
+                        .pick(black_box(&table), |i| i == tried)
+                        .unwrap_or(0);
+                    tried
+                })
+            },
         );
     }
     // The thread-local generator used in production (the others are seeded).

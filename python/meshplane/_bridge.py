@@ -13,12 +13,13 @@ the bridge from a plain pipe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import trio
 
-__all__ = ["Event", "EventBridge", "EventSource", "TaskStatus"]
+__all__ = ["Event", "EventBridge", "EventSource", "TaskStatus", "collapse_groups", "single_error"]
 
 log = logging.getLogger("meshplane.bridge")
 
@@ -103,3 +104,27 @@ class EventBridge:
             self._subscribers.clear()
             if self.dropped:
                 log.debug("core events dropped for slow subscribers: %s", self.dropped)
+
+
+def single_error(exc: BaseException) -> BaseException:
+    """The one error inside a (nested) exception group, or `exc` itself when there are several."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@contextmanager
+def collapse_groups() -> Iterator[None]:
+    """Re-raise a group holding a single error as that error.
+
+    Wrap a nursery that encloses user code with this, so `async with Proxy(...)` raises the
+    `ConfigError` or `ValueError` the body raised, with or without trio's strict exception
+    groups (the default from trio 0.25 on). Groups of several errors pass unchanged.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        error = single_error(group)
+        if error is group:
+            raise
+        raise error from None

@@ -213,16 +213,12 @@ def _version() -> int:
     return 0
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The single underlying error of a (nested) exception group, or `exc` itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def _describe(exc: BaseException) -> str | None:
     """A user-facing paragraph for an error the user can fix; None for a bug."""
-    exc = _leaf(exc)
+    if isinstance(exc, BaseExceptionGroup):  # only trio makes groups, so it is loaded already
+        from meshplane._bridge import single_error
+
+        exc = single_error(exc)
     if isinstance(exc, ConfigError | UserError):
         return str(exc)
     if isinstance(exc, FileNotFoundError):

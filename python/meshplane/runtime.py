@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from meshplane._bridge import Event, EventBridge, TaskStatus
+from meshplane._bridge import Event, EventBridge, TaskStatus, collapse_groups
 from meshplane._core import Core, CoreError
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
@@ -134,23 +134,30 @@ class Proxy:
         admin_address = parse_address(admin, min_port=0) if admin else None
         core = self._core = Core(self._workers)
         self._discovery = DnsDiscovery(core, interval=self._dns_interval)
+        # The first apply runs before the nursery opens, so its ConfigError reaches the caller
+        # as itself; the core has no listener yet and stops at once.
+        try:
+            async with self._lock:
+                await self._apply(config)
+        except BaseException:
+            core.shutdown(0)
+            raise
         bridge = EventBridge(core)
         stopped = bridge.subscribe("stopped", buffer=1)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(bridge.run)
-            try:
-                async with self._lock:
-                    await self._apply(config)
-                await nursery.start(self._discovery.run)
-                if admin_address is not None:
-                    self._admin_address = await nursery.start(serve_admin, self, *admin_address)
-                self._state = "LIVE"
-                yield self
-            finally:
-                self._state = "DRAINING"
-                await self._stop(core, stopped)
-                self._state = "STOPPED"
-                nursery.cancel_scope.cancel()
+        with collapse_groups():
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(bridge.run)
+                    await nursery.start(self._discovery.run)
+                    if admin_address is not None:
+                        self._admin_address = await nursery.start(serve_admin, self, *admin_address)
+                    self._state = "LIVE"
+                    yield self
+                finally:
+                    self._state = "DRAINING"
+                    await self._stop(core, stopped)
+                    self._state = "STOPPED"
+                    nursery.cancel_scope.cancel()
 
     async def _stop(self, core: Core, stopped: trio.MemoryReceiveChannel[Event]) -> None:
         """Drain the core and wait for its "stopped" event; shielded, and bounded in time."""
@@ -299,9 +306,10 @@ async def serve(
     async with Proxy(
         config, workers=workers, admin=admin, port_overrides=port_overrides, drain_ms=drain_ms
     ) as proxy:
-        async with trio.open_nursery() as nursery:
-            if watcher is not None:
-                proxy_ref.append(proxy)
-                await nursery.start(watcher.run)
-            task_status.started(proxy)
-            await trio.sleep_forever()
+        with collapse_groups():
+            async with trio.open_nursery() as nursery:
+                if watcher is not None:
+                    proxy_ref.append(proxy)
+                    await nursery.start(watcher.run)
+                task_status.started(proxy)
+                await trio.sleep_forever()

@@ -4,6 +4,7 @@
 //! Every method here is short and non-blocking for the caller; long work (draining) runs on
 //! the runtime and reports completion as an event.
 
+use crate::cluster::{HealthFlag, OutlierSink};
 use crate::config::{ListenerProtocol, Snapshot, SnapshotError};
 use crate::http::{Compiled, ListenerSlot, ListenerState};
 use crate::listener::{self, Connections, RunningListener};
@@ -84,7 +85,17 @@ impl Runtime {
     pub fn apply(&self, bytes: &[u8]) -> Result<String, SnapshotError> {
         let snap = Snapshot::parse(bytes)?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let compiled = Arc::new(Compiled::build(snap, &self.registry, current.as_deref())?);
+        let events = self.events.clone();
+        let sink: OutlierSink = Arc::new(move |cluster: &str, host: &str, kind: &'static str| {
+            let fields = serde_json::json!({"cluster": cluster, "host": host, "type": kind});
+            events.push("outlier", fields.to_string());
+        });
+        let compiled = Arc::new(Compiled::build(
+            snap,
+            &self.registry,
+            current.as_deref(),
+            &sink,
+        )?);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
 
         // Bind everything new first, so a bind failure changes nothing.
@@ -190,21 +201,48 @@ impl Runtime {
         Ok(())
     }
 
-    pub fn set_host_health(
+    /// Set one health flag of a host (active health checking or outlier ejection).
+    pub fn set_host_flag(
         &self,
         cluster: &str,
         address: &str,
-        healthy: bool,
+        flag: HealthFlag,
+        on: bool,
     ) -> Result<(), String> {
         let c = self.cluster(cluster)?;
         let addr: SocketAddr = address
             .parse()
             .map_err(|_| format!("bad address {address:?}"))?;
-        if c.set_host_health(addr, healthy) {
+        if c.set_host_flag(addr, flag, on) {
             Ok(())
         } else {
             Err(format!("{address} is not a host of cluster {cluster:?}"))
         }
+    }
+
+    /// Per-host outcome totals since the last call, for every cluster with outlier detection.
+    pub fn take_outlier_samples(&self) -> serde_json::Value {
+        let cur = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = serde_json::Map::new();
+        for c in cur.iter().flat_map(|c| c.clusters.iter()) {
+            if c.spec.outlier_detection.is_none() {
+                continue;
+            }
+            let hosts: serde_json::Map<String, serde_json::Value> = c
+                .take_samples()
+                .into_iter()
+                .map(|(h, s)| {
+                    let v = serde_json::json!([s.success, s.total, s.local_success, s.local_total]);
+                    (h.to_string(), v)
+                })
+                .collect();
+            out.insert(c.name.to_string(), hosts.into());
+        }
+        out.into()
     }
 
     pub fn stats(&self) -> serde_json::Value {

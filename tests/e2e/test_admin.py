@@ -21,7 +21,6 @@ import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-
 from meshplane import ConfigError, Proxy, serve
 from meshplane.admin.prometheus import parse
 

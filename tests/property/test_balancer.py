@@ -17,6 +17,14 @@ core = pytest.importorskip(
     reason="the compiled core is not built (run `maturin develop --release`)",
 )
 
+if not hasattr(core, "Balancer"):
+    # stubtest on _core.pyi reports the missing class; these tests need it registered.
+    pytest.skip(
+        "meshplane._core was built without Balancer (rust/src/py/mod.rs must call "
+        "balance::register)",
+        allow_module_level=True,
+    )
+
 POLICIES = ["least_request", "round_robin", "random"]
 # Each example makes thousands of picks through the binding: no per-example deadline.
 relaxed = settings(deadline=None)

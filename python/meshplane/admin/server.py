@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -77,6 +78,8 @@ class Response:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
 
 async def serve_http(
     handler: Handler,
@@ -132,7 +135,8 @@ async def _send(stream: trio.SocketStream, conn: h11.Connection, response: Respo
         ("server", "meshplane"),
         *response.headers,
     ]
-    data = conn.send(h11.Response(status_code=response.status, headers=headers)) or b""
+    reason = _REASONS.get(response.status, b"")
+    data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason)) or b""
     if not head and response.body:
         data += conn.send(h11.Data(data=response.body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""

@@ -236,6 +236,23 @@ class Obj(Shape):
             out.append((path, f"expected at most one of {', '.join(self.exclusive)}, got {' and '.join(present)}"))
 
 
+def coerce(shape: Shape, value: Any) -> Any:
+    """`value` with strings converted where the shape wants an integer or a boolean ("8080" ->
+    8080, "true" -> True), as CloudFormation converts property values. Anything else is kept
+    for `check` to report."""
+    if isinstance(shape, Int) and isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if isinstance(shape, Bool) and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(shape, ListOf) and isinstance(value, list):
+        return [coerce(shape.item, v) for v in value]
+    if isinstance(shape, Obj) and isinstance(value, dict):
+        return {k: coerce(shape.fields[k], v) if k in shape.fields else v for k, v in value.items()}
+    if isinstance(shape, Either):
+        return next((coerce(s, value) for kind, s in shape.shapes if isinstance(value, kind)), value)
+    return value
+
+
 def check(shape: Shape, value: Any, path: str = "") -> list[Issue]:
     out: list[Issue] = []
     shape.check(value, path, out)

@@ -55,7 +55,7 @@ class DemoView:
         head.add_row(
             f"[bold]{'summary' if final else 'live'}[/]", f"{r.elapsed:6.1f} s",
             f"requests [bold]{r.total}[/]", f"{rate:7.1f} req/s", f"errors [bold]{r.error_total}[/]",
-            f"canary-header requests {r.canary_requests}",
+            f"x-canary {r.canary_requests}",
         )
         versions = Table(title="responses by version", title_justify="left")
         for column in ("version", "responses", "share"):

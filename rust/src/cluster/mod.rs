@@ -4,6 +4,10 @@
 //! A `Host` is kept across snapshot applies when its cluster, address and protocol are
 //! unchanged, so its active count, pooled connections and health survive a config change.
 
+mod outlier;
+
+pub use outlier::{Outcome, Outcomes, Sample};
+
 use crate::balance::{Balancer, HostView};
 use crate::config::{self, CircuitBreakers, UpstreamProtocol};
 use crate::pool::Pool;
@@ -19,10 +23,20 @@ pub struct Host {
     pub addr: SocketAddr,
     pub name: Arc<str>,
     pub active: AtomicU32,
-    /// False when the control layer marked it unhealthy (health check or ejection).
-    pub healthy: AtomicBool,
+    /// Set by the control layer's active health checks.
+    pub failed_active_hc: AtomicBool,
+    /// Set by the control layer's outlier detector.
+    pub ejected: AtomicBool,
     pub stats: HostStats,
+    pub outcomes: Outcomes,
     pub pool: Pool,
+}
+
+/// Which health flag a control-layer decision sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthFlag {
+    FailedActiveHealthCheck,
+    Ejected,
 }
 
 impl Host {
@@ -31,10 +45,18 @@ impl Host {
             addr,
             name: addr.to_string().into(),
             active: AtomicU32::new(0),
-            healthy: AtomicBool::new(true),
+            failed_active_hc: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
             stats: HostStats::default(),
+            outcomes: Outcomes::default(),
             pool: Pool::new(addr, protocol, idle_timeout),
         }
+    }
+
+    /// Healthy = neither failed active health checking nor ejected (Envoy's coarse health).
+    #[inline]
+    pub fn healthy(&self) -> bool {
+        !self.failed_active_hc.load(Relaxed) && !self.ejected.load(Relaxed)
     }
 }
 
@@ -48,7 +70,7 @@ pub struct HostSet {
 
 impl HostSet {
     pub fn new(hosts: Vec<Arc<Host>>, weights: Vec<u32>, lb: config::LbPolicy, bias: f64) -> Self {
-        let healthy = hosts.iter().filter(|h| h.healthy.load(Relaxed)).count();
+        let healthy = hosts.iter().filter(|h| h.healthy()).count();
         let balancer = Balancer::new(lb, &weights, bias);
         HostSet {
             hosts,
@@ -78,7 +100,7 @@ impl HostView for HostSet {
     }
     #[inline]
     fn healthy(&self, i: usize) -> bool {
-        self.hosts[i].healthy.load(Relaxed)
+        self.hosts[i].healthy()
     }
     #[inline]
     fn healthy_count(&self) -> usize {
@@ -99,7 +121,13 @@ pub struct Cluster {
     pub cx_open: Arc<AtomicU32>,
     /// Signalled when a connection closes or goes idle, for requests waiting on max_connections.
     pub cx_released: Arc<Notify>,
+    /// Retries in flight (scheduled or running), for the retry budget.
+    pub retries_active: AtomicU32,
+    outlier_sink: Option<OutlierSink>,
 }
+
+/// Receives (cluster, host, detector) when a consecutive-failure threshold is reached.
+pub type OutlierSink = Arc<dyn Fn(&str, &str, &'static str) + Send + Sync>;
 
 /// Lives as long as one upstream connection; keeps the connection counters honest.
 pub struct ConnectionGuard {
@@ -124,6 +152,7 @@ impl Cluster {
         spec: &config::Cluster,
         stats: Arc<ClusterStats>,
         previous: Option<&Cluster>,
+        outlier_sink: Option<OutlierSink>,
     ) -> Cluster {
         let idle_timeout = Duration::from_millis(spec.idle_timeout_ms.unwrap_or(3_600_000));
         let (cx_open, cx_released) = match previous {
@@ -141,6 +170,8 @@ impl Cluster {
             idle_timeout,
             cx_open,
             cx_released,
+            retries_active: AtomicU32::new(0),
+            outlier_sink,
         };
         let endpoints: Vec<(SocketAddr, u32)> = spec
             .endpoints
@@ -182,22 +213,53 @@ impl Cluster {
             .store(Arc::new(HostSet::new(hosts, weights, self.spec.lb, bias)));
     }
 
-    /// Mark a host healthy or not; returns false if the address is not a member.
-    pub fn set_host_health(&self, addr: SocketAddr, healthy: bool) -> bool {
+    /// Set or clear one health flag of a host; returns false if the address is not a member.
+    /// A host that becomes unavailable has its idle connections closed (Envoy).
+    pub fn set_host_flag(&self, addr: SocketAddr, flag: HealthFlag, on: bool) -> bool {
         let set = self.hosts.load();
         let Some(h) = set.hosts.iter().find(|h| h.addr == addr) else {
             return false;
         };
-        let was = h.healthy.swap(healthy, Relaxed);
-        if was != healthy {
-            if healthy {
-                set.healthy.fetch_add(1, Relaxed);
-            } else {
-                set.healthy.fetch_sub(1, Relaxed);
-                h.pool.close_idle();
+        let before = h.healthy();
+        match flag {
+            HealthFlag::FailedActiveHealthCheck => h.failed_active_hc.store(on, Relaxed),
+            HealthFlag::Ejected => {
+                h.ejected.store(on, Relaxed);
+                if !on {
+                    h.outcomes.reset_consecutive();
+                }
             }
         }
+        let after = h.healthy();
+        if before && !after {
+            set.healthy.fetch_sub(1, Relaxed);
+            h.pool.close_idle();
+        } else if !before && after {
+            set.healthy.fetch_add(1, Relaxed);
+        }
         true
+    }
+
+    /// Record an attempt's outcome for outlier detection, reporting reached thresholds.
+    #[inline]
+    pub fn record_outcome(&self, host: &Host, outcome: Outcome) {
+        if let Some(spec) = &self.spec.outlier_detection {
+            host.outcomes.record(outcome, spec, |kind| {
+                if let Some(sink) = &self.outlier_sink {
+                    sink(&self.name, &host.name, kind);
+                }
+            });
+        }
+    }
+
+    /// Interval totals of every host, reset for the next interval.
+    pub fn take_samples(&self) -> Vec<(Arc<str>, Sample)> {
+        self.hosts
+            .load()
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.outcomes.take()))
+            .collect()
     }
 
     /// Count a new connection to `host`; the guard undoes it when the connection ends.
@@ -236,8 +298,23 @@ impl Cluster {
         }
     }
 
+    /// Whether one more retry fits the retry budget (Envoy `retry_budget`): at most
+    /// `budget_percent` of active plus pending requests, never fewer than the floor; and the
+    /// `maxRetries` breaker.
+    pub fn retry_allowed(&self) -> bool {
+        let b = &self.spec.retry_budget;
+        let load = (self.stats.rq_active.get() + self.stats.rq_pending_active.get()).max(0) as f64;
+        let limit = ((b.budget_percent / 100.0 * load) as u32).max(b.min_retry_concurrency);
+        let limit = limit.min(self.breakers.max_retries);
+        self.retries_active.load(Relaxed) < limit
+    }
+
     pub fn snapshot(&self) -> serde_json::Value {
         let mut m = self.stats.snapshot();
+        m.insert(
+            "retries_active".into(),
+            self.retries_active.load(Relaxed).into(),
+        );
         let set = self.hosts.load();
         let hosts: serde_json::Map<String, serde_json::Value> = set
             .hosts
@@ -246,7 +323,12 @@ impl Cluster {
             .map(|(h, w)| {
                 let mut hm = h.stats.snapshot();
                 hm.insert("rq_active".into(), h.active.load(Relaxed).into());
-                hm.insert("healthy".into(), h.healthy.load(Relaxed).into());
+                hm.insert("healthy".into(), h.healthy().into());
+                hm.insert(
+                    "failed_active_hc".into(),
+                    h.failed_active_hc.load(Relaxed).into(),
+                );
+                hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
                 hm.insert("weight".into(), (*w).into());
                 hm.insert("idle_connections".into(), h.pool.idle_count().into());
                 (h.name.to_string(), serde_json::Value::Object(hm))

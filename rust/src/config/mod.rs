@@ -124,8 +124,9 @@ pub enum HostnameMatchSpec {
     Suffix(String),
 }
 
+// NOTE: no `deny_unknown_fields` here: serde cannot combine it with `flatten`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HeaderMatchSpec {
     /// Lower-case header name.
     pub name: String,
@@ -272,6 +273,55 @@ pub struct Cluster {
     pub idle_timeout_ms: Option<u64>,
     #[serde(default)]
     pub circuit_breakers: CircuitBreakers,
+    /// Concurrent retries allowed, as a share of active requests (Envoy `retry_budget`).
+    /// Default: 20% with a floor of 3.
+    #[serde(default)]
+    pub retry_budget: RetryBudget,
+    /// Passive health: report consecutive failures as events (the control layer ejects).
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: f64,
+    #[serde(default = "default_min_retry_concurrency")]
+    pub min_retry_concurrency: u32,
+}
+
+fn default_budget_percent() -> f64 {
+    20.0
+}
+
+fn default_min_retry_concurrency() -> u32 {
+    3
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            budget_percent: default_budget_percent(),
+            min_retry_concurrency: default_min_retry_concurrency(),
+        }
+    }
+}
+
+/// Consecutive-failure thresholds; reaching one emits an `outlier` event at once. `None`
+/// disables that detector. Envoy's classification (spec §2): a local timeout counts as 504,
+/// a connect failure or reset as 503, unless `splitExternalLocalOriginErrors`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierSpec {
+    #[serde(default)]
+    pub consecutive_5xx: Option<u32>,
+    #[serde(default)]
+    pub consecutive_gateway_failure: Option<u32>,
+    #[serde(default)]
+    pub consecutive_local_origin_failure: Option<u32>,
+    #[serde(default)]
+    pub split_external_local_origin_errors: bool,
 }
 
 fn default_connect_timeout_ms() -> u64 {

@@ -1,7 +1,7 @@
 //! A snapshot compiled into the immutable tables the request path reads: route tables with
 //! resolved actions, clusters, per-listener settings. Built off the request path, swapped whole.
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, OutlierSink};
 use crate::config::{self, ListenerProtocol, RetryPolicySpec, Snapshot};
 use crate::route::{RouteTable, WeightedTargets};
 use crate::stats::{ListenerStats, Registry, RouteStats};
@@ -126,6 +126,7 @@ impl Compiled {
         snap: Snapshot,
         registry: &Registry,
         previous: Option<&Compiled>,
+        outlier_sink: &OutlierSink,
     ) -> Result<Compiled, config::SnapshotError> {
         let mut clusters = Vec::with_capacity(snap.clusters.len());
         let mut cluster_index = HashMap::new();
@@ -136,6 +137,7 @@ impl Compiled {
                 spec,
                 registry.cluster(&spec.name),
                 prev,
+                Some(outlier_sink.clone()),
             )));
             cluster_index.insert(spec.name.clone(), i);
         }

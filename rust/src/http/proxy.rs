@@ -4,9 +4,9 @@
 use super::body::{DownBody, InFlight};
 use super::compiled::{Action, Compiled, ListenerConfig};
 use super::headers;
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
-use crate::pool::{Sender, UpBody};
+use crate::pool::{Replay, Sender, UpBody};
 use crate::route;
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -171,68 +171,82 @@ async fn proxy(
     headers::forwarded(&mut parts.headers, ctx.peer.ip(), ctx.scheme);
     headers::request_id(&mut parts.headers);
 
-    let replayable = http_body::Body::is_end_stream(&body);
-    let mut body = Some(body);
+    // The request body: none, streamed once, or teed so a retry can replay it.
+    let mut body = RequestBody::new(body);
     let retry = &action.retry;
-    let max_retries = if replayable { retry.max_retries } else { 0 };
     let deadline = action.timeout.map(|t| started + t);
     let mut tried: Vec<usize> = Vec::new();
     let mut backoff_ceiling = BACKOFF_BASE_MS;
     let mut attempt = 0;
+    let mut retry_slot: Option<RetrySlot> = None;
     loop {
         let set = cluster.hosts.load_full();
         let Some(hi) = set.pick(|i| tried.contains(&i)) else {
             cluster.stats.cx_none_healthy.inc();
             let e = ProxyError::internal(Kind::NoHealthyUpstream, "no healthy upstream");
             cluster.stats.rq.record(e.status());
+            action.stats.rq.record(e.status());
             return Err(e);
         };
         tried.push(hi);
         let host = set.hosts[hi].clone();
-        let up_body = match (replayable, body.take()) {
-            (false, Some(b)) => UpBody::Stream(b),
-            _ => UpBody::empty(),
-        };
-        let req = upstream_request(&parts, &authority, &path, &cluster, &host, up_body);
         let per_try = match (retry.per_try_timeout, deadline) {
             (Some(t), Some(d)) => Some((Instant::now() + t).min(d)),
             (Some(t), None) => Some(Instant::now() + t),
             (None, d) => d,
         };
         let mut in_flight = InFlight::start(host.clone(), cluster.clone(), Instant::now());
-        let outcome = match per_try {
-            Some(at) => {
-                match tokio::time::timeout_at(at.into(), send(&cluster, &host, req)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ProxyError::upstream(
-                        Kind::Timeout,
-                        "upstream request timeout",
-                    )),
-                }
-            }
-            None => send(&cluster, &host, req).await,
+        let may_retry = attempt < retry.max_retries;
+        let try_once = async {
+            let sender = acquire(&cluster, &host).await?;
+            let req = upstream_request(
+                &parts,
+                &authority,
+                &path,
+                &cluster,
+                &host,
+                body.next(may_retry),
+            );
+            send_on(&cluster, sender, req).await
         };
+        let outcome = match per_try {
+            Some(at) => match tokio::time::timeout_at(at.into(), try_once).await {
+                Ok(r) => r,
+                Err(_) => Err(ProxyError::upstream(
+                    Kind::Timeout,
+                    "upstream request timeout",
+                )),
+            },
+            None => try_once.await,
+        };
+        drop(retry_slot.take());
         let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
-        let retries_left = attempt < max_retries && !global_timeout;
+        let can_retry = may_retry && !global_timeout && body.replayable();
         match outcome {
             Ok((resp, h1)) => {
                 let status = resp.status().as_u16();
+                cluster.record_outcome(&host, Outcome::Status(status));
                 let grpc = resp
                     .headers()
                     .get(&headers::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|s| s.parse().ok());
                 host.stats.rq.record(status);
-                if retries_left && retry.retry_on_response(status, grpc) {
-                    // The response is dropped unread; its connection is not reused.
-                    cluster.stats.rq_retry.inc();
-                    drop(resp);
-                    drop(in_flight);
-                    backoff(&mut backoff_ceiling).await;
-                    attempt += 1;
-                    continue;
-                }
-                if attempt > 0 {
+                if retry.retry_on_response(status, grpc) {
+                    if can_retry {
+                        if let Some(slot) = RetrySlot::take(&cluster) {
+                            // The response is dropped unread; its connection is not reused.
+                            drop(resp);
+                            drop(in_flight);
+                            retry_slot = Some(slot);
+                            backoff(&mut backoff_ceiling).await;
+                            attempt += 1;
+                            continue;
+                        }
+                    } else if attempt >= retry.max_retries && retry.max_retries > 0 {
+                        cluster.stats.rq_retry_limit_exceeded.inc();
+                    }
+                } else if attempt > 0 {
                     cluster.stats.rq_retry_success.inc();
                 }
                 cluster.stats.rq.record(status);
@@ -241,6 +255,9 @@ async fn proxy(
                 return Ok(downstream_response(resp, in_flight, started));
             }
             Err(mut e) => {
+                if let Some(o) = outcome_of(&e) {
+                    cluster.record_outcome(&host, o);
+                }
                 host.stats.rq_error.inc();
                 if e.kind == Kind::Timeout {
                     host.stats.rq_timeout.inc();
@@ -252,25 +269,111 @@ async fn proxy(
                         e.detail = "per-try timeout".into();
                     }
                 }
-                if e.kind == Kind::ConnectFailure || e.kind == Kind::ConnectTimeout {
+                if matches!(e.kind, Kind::ConnectFailure | Kind::ConnectTimeout) {
                     host.stats.cx_connect_fail.inc();
                     cluster.stats.cx_connect_fail.inc();
                 }
                 drop(in_flight);
-                if retries_left && retry.retry_on_error(e.kind) {
-                    cluster.stats.rq_retry.inc();
-                    backoff(&mut backoff_ceiling).await;
-                    attempt += 1;
-                    continue;
-                }
-                if attempt >= max_retries && max_retries > 0 && retry.retry_on_error(e.kind) {
-                    cluster.stats.rq_retry_limit_exceeded.inc();
+                if retry.retry_on_error(e.kind) {
+                    if can_retry {
+                        if let Some(slot) = RetrySlot::take(&cluster) {
+                            retry_slot = Some(slot);
+                            backoff(&mut backoff_ceiling).await;
+                            attempt += 1;
+                            continue;
+                        }
+                    } else if attempt >= retry.max_retries && retry.max_retries > 0 {
+                        cluster.stats.rq_retry_limit_exceeded.inc();
+                    }
                 }
                 cluster.stats.rq.record(e.status());
                 action.stats.rq.record(e.status());
                 return Err(e);
             }
         }
+    }
+}
+
+/// Largest request body kept for a retry (Envoy's default buffer limit, 1 MiB); a larger
+/// body is streamed without a copy and the request is not retried.
+const RETRY_BUFFER_LIMIT: usize = 1024 * 1024;
+
+/// Where the request body is across attempts.
+struct RequestBody {
+    /// Not yet handed to any attempt.
+    pending: Option<Incoming>,
+    /// The copy a teed attempt left.
+    replay: Option<Arc<Replay>>,
+    empty: bool,
+}
+
+impl RequestBody {
+    fn new(body: Incoming) -> Self {
+        let empty = http_body::Body::is_end_stream(&body);
+        RequestBody {
+            pending: (!empty).then_some(body),
+            replay: None,
+            empty,
+        }
+    }
+
+    /// The body for the next attempt; tee it when another attempt may follow.
+    fn next(&mut self, may_retry: bool) -> UpBody {
+        if self.empty {
+            return UpBody::empty();
+        }
+        if let Some(b) = self.pending.take() {
+            if may_retry {
+                let replay = Replay::new(RETRY_BUFFER_LIMIT);
+                self.replay = Some(replay.clone());
+                return UpBody::Tee(b, replay);
+            }
+            return UpBody::Stream(b);
+        }
+        UpBody::Full(self.replay.as_ref().and_then(|r| r.body()))
+    }
+
+    /// Whether another attempt can send the same body.
+    fn replayable(&self) -> bool {
+        self.empty
+            || self.pending.is_some()
+            || self.replay.as_ref().is_some_and(|r| r.body().is_some())
+    }
+}
+
+/// A retry counted against the cluster's retry budget while it is scheduled or running.
+struct RetrySlot(Arc<Cluster>);
+
+impl RetrySlot {
+    fn take(cluster: &Arc<Cluster>) -> Option<RetrySlot> {
+        if !cluster.retry_allowed() {
+            cluster.stats.rq_retry_overflow.inc();
+            return None;
+        }
+        cluster.stats.rq_retry.inc();
+        cluster
+            .retries_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(RetrySlot(cluster.clone()))
+    }
+}
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        self.0
+            .retries_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How a failed attempt counts for outlier detection.
+fn outcome_of(e: &ProxyError) -> Option<Outcome> {
+    match e.kind {
+        Kind::ConnectFailure | Kind::ConnectTimeout => Some(Outcome::ConnectFailure),
+        Kind::Reset | Kind::RefusedStream => Some(Outcome::Reset),
+        Kind::Timeout => Some(Outcome::LocalTimeout),
+        Kind::BadUpstreamResponse => Some(Outcome::Status(502)),
+        _ => None,
     }
 }
 
@@ -338,13 +441,12 @@ fn downstream_response(
     Response::from_parts(parts, DownBody::Upstream { body, in_flight })
 }
 
-/// Get a connection (idle, new, or after waiting under max_connections) and send.
-async fn send(
-    cluster: &Arc<Cluster>,
-    host: &Arc<Host>,
+/// Send on a connection we hold.
+async fn send_on(
+    cluster: &Cluster,
+    sender: Sender,
     req: Request<UpBody>,
 ) -> Result<(Response<Incoming>, Option<crate::pool::H1Sender>), ProxyError> {
-    let sender = acquire(cluster, host).await?;
     match sender {
         Sender::H1(mut s) => {
             let resp = s.send_request(req).await.map_err(classify)?;
@@ -363,15 +465,13 @@ async fn send(
     }
 }
 
+/// Get a connection: idle, new, or after waiting under max_connections.
 async fn acquire(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
     if let Some(s) = host.pool.take_idle() {
         return Ok(s);
     }
     if cluster.try_reserve_connection() {
-        return host
-            .pool
-            .connect(cluster.connect_timeout, cluster.connection_guard(host))
-            .await;
+        return connect(cluster, host).await;
     }
     cluster.stats.cx_overflow.inc();
     // At max_connections: wait as a pending request, if the pending limit allows.
@@ -390,15 +490,21 @@ async fn acquire(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, Pro
             return Ok(s);
         }
         if cluster.try_reserve_connection() {
-            return host
-                .pool
-                .connect(cluster.connect_timeout, cluster.connection_guard(host))
-                .await;
+            return connect(cluster, host).await;
         }
         // Connections idle on other hosts hold slots this host needs: close one.
         cluster.reclaim_idle_connection(host);
         released.await;
     }
+}
+
+async fn connect(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
+    let s = host
+        .pool
+        .connect(cluster.connect_timeout, cluster.connection_guard(host))
+        .await?;
+    cluster.record_outcome(host, Outcome::ConnectSuccess);
+    Ok(s)
 }
 
 struct ScopeGuard<F: FnMut()>(F);

@@ -5,7 +5,7 @@
 
 mod body;
 
-pub use body::UpBody;
+pub use body::{Replay, UpBody};
 
 use crate::config::UpstreamProtocol;
 use crate::error::{Kind, ProxyError};

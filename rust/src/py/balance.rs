@@ -20,7 +20,9 @@ impl Balancer {
         usize::try_from(host)
             .ok()
             .filter(|&i| i < self.hosts.len())
-            .ok_or_else(|| PyIndexError::new_err(format!("host {host} out of range 0..{}", self.hosts.len())))
+            .ok_or_else(|| {
+                PyIndexError::new_err(format!("host {host} out of range 0..{}", self.hosts.len()))
+            })
     }
 }
 
@@ -28,7 +30,12 @@ impl Balancer {
 impl Balancer {
     #[new]
     #[pyo3(signature = (weights, policy = "least_request", active_request_bias = 1.0, seed = None))]
-    fn new(weights: Vec<i64>, policy: &str, active_request_bias: f64, seed: Option<u64>) -> PyResult<Self> {
+    fn new(
+        weights: Vec<i64>,
+        policy: &str,
+        active_request_bias: f64,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
         // The snapshot's own names for policies, so the two cannot drift apart.
         let policy: LbPolicy = serde_json::from_value(serde_json::Value::from(policy)).map_err(|_| {
             PyValueError::new_err(format!(
@@ -49,7 +56,10 @@ impl Balancer {
             Some(seed) => Inner::with_seed(policy, &weights, active_request_bias, seed),
             None => Inner::new(policy, &weights, active_request_bias),
         };
-        Ok(Balancer { inner, hosts: HostTable::new(&weights) })
+        Ok(Balancer {
+            inner,
+            hosts: HostTable::new(&weights),
+        })
     }
 
     /// Pick a host not in `exclude` and not marked unhealthy; None if there is none.

@@ -2,6 +2,7 @@
 //! Python by short, non-blocking calls. Long work happens on the runtime's own threads; the
 //! GIL is released around anything that could take more than microseconds.
 
+use crate::cluster::HealthFlag;
 use crate::runtime::Runtime;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -141,8 +142,29 @@ impl Core {
         healthy: bool,
     ) -> PyResult<()> {
         self.rt
-            .set_host_health(cluster, address, healthy)
+            .set_host_flag(
+                cluster,
+                address,
+                HealthFlag::FailedActiveHealthCheck,
+                !healthy,
+            )
             .map_err(|m| core_error(py, "config", m, None, None))
+    }
+
+    fn set_host_ejected(
+        &self,
+        py: Python<'_>,
+        cluster: &str,
+        address: &str,
+        ejected: bool,
+    ) -> PyResult<()> {
+        self.rt
+            .set_host_flag(cluster, address, HealthFlag::Ejected, ejected)
+            .map_err(|m| core_error(py, "config", m, None, None))
+    }
+
+    fn take_outlier_samples<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.rt.take_outlier_samples())
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -30,7 +30,13 @@ impl RouteTable {
             ));
         };
         let spec: RouteTableSpec = serde_json::from_slice(json).map_err(|e| {
-            PyValueError::new_err(format!("line {} column {}: {e}", e.line(), e.column()))
+            // serde_json ends its message with the position, which is the path here.
+            let position = format!("line {} column {}", e.line(), e.column());
+            let message = e.to_string();
+            let message = message
+                .strip_suffix(&format!(" at {position}"))
+                .unwrap_or(&message);
+            PyValueError::new_err(format!("{position}: {message}"))
         })?;
         let table =
             Table::build(&spec, |_| Ok(())).map_err(|e| PyValueError::new_err(e.to_string()))?;

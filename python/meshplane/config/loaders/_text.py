@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import yaml
-
 from meshplane.errors import ConfigError, Problem
 
 

@@ -12,7 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshplane.config.model import KINDS, PARENT_KEY, MeshConfig, ProxySettings, Resource
-from meshplane.config.schema import Either, Int, Issue, ListOf, Obj, PortMap, Str, check, port_key, suggest
+from meshplane.config.schema import (
+    Either,
+    Int,
+    Issue,
+    ListOf,
+    Obj,
+    PortMap,
+    Str,
+    check,
+    port_key,
+    suggest,
+)
 from meshplane.config.specs import NAME
 from meshplane.config.validate import validate_config, validate_resources
 from meshplane.errors import ConfigError, Problem
@@ -42,7 +53,7 @@ def from_dict(doc: Any, source: str = "<dict>") -> MeshConfig:
     resources: list[Resource] = []
     entries = doc.get("resources")
     for i, entry in enumerate(entries if isinstance(entries, list) else []):
-        resource, entry_problems = _resource(entry, i, source)
+        resource, entry_problems = parse_entry(entry, i, source)
         problems += entry_problems
         if resource is not None:
             resources.append(resource)
@@ -56,7 +67,7 @@ def from_dict(doc: Any, source: str = "<dict>") -> MeshConfig:
     return cfg
 
 
-def _resource(entry: Any, index: int, source: str) -> tuple[Resource | None, list[Problem]]:
+def parse_entry(entry: Any, index: int, source: str) -> tuple[Resource | None, list[Problem]]:
     where = f"resources[{index}]"
     if not isinstance(entry, dict):
         return None, [Problem(source, "", where, "expected an object with kind, name and spec")]

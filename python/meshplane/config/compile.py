@@ -1,0 +1,309 @@
+"""Compilation: a validated MeshConfig -> the snapshot document the core applies.
+
+The schema is `rust/src/config/mod.rs` (serde camelCase, unknown fields refused). Names are
+stable so that versions diff cleanly:
+- cluster `<node>` (`<node>:<port>` when the node has several listeners); `local/<node>/<port>`
+  for a sidecar's own application;
+- route table `service/<vs>` (`service/<vs>:<port>` when the provider has several listeners),
+  `gateway/<gw>/<port>`, `inbound/<node>/<port>`, `outbound/<node>`;
+- route `<router>/<route>` (`<router>:<port>/<route>` for multi-listener routers; prefixed with
+  the table when one router backs several services), `service/<vs>/default` for a node
+  provider, `gateway/<gw>/<route>`, and `outbound/` + the service route name in a sidecar.
+Output is JSON with sorted keys. Imports only siblings; never validates (callers load through
+`from_dict`/`load_*`, which do).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from meshplane.config.addresses import format_address, parse_address
+from meshplane.config.model import DnsTarget, MeshConfig, Resource
+from meshplane.config.routes import (
+    DEFAULT_TIMEOUT_MS,
+    grpc_match,
+    gateway_rewrite,
+    http_match,
+    ordered,
+    retry_policy,
+    route_action,
+)
+from meshplane.config.specs import ROUTE_PROTOCOL
+from meshplane.config.topology import (
+    backends,
+    duration_ms,
+    gateway_route_type,
+    listener_spec,
+    listeners,
+    provider,
+    provider_listeners,
+    proxy_listeners,
+    route_type,
+    upstream_protocol,
+)
+
+SCHEMA = 1
+CONNECT_TIMEOUT_MS = 5_000
+UNLIMITED = 2_147_483_647  # App Mesh's circuit breakers: effectively off unless connectionPool
+Endpoints = Mapping[str, Sequence[tuple[str, int]]]
+
+
+def compile_snapshot(cfg: MeshConfig, *, version: str, endpoints: Endpoints | None = None) -> bytes:
+    """The snapshot document for `cfg` labelled `version`, as UTF-8 JSON with sorted keys.
+
+    `endpoints` maps a cluster name to ("IP:PORT", weight) pairs for clusters discovered outside
+    the file (DNS, Cloud Map); such a cluster without an entry has no endpoints.
+    """
+    snapshot = _Snapshot(cfg, endpoints or {})
+    doc = {
+        "schema": SCHEMA,
+        "version": version,
+        "listeners": snapshot.listeners,
+        "routeTables": snapshot.tables,
+        "clusters": [snapshot.clusters[name] for name in sorted(snapshot.clusters)],
+    }
+    return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def dns_targets(cfg: MeshConfig) -> list[DnsTarget]:
+    """The clusters of `cfg`'s snapshot whose endpoints come from DNS, and what to resolve."""
+    return _Snapshot(cfg, {}).dns
+
+
+def listener_names(cfg: MeshConfig) -> dict[str, int]:
+    """Listener name -> declared port (App Mesh listener port, TCP backend port, outbound port)."""
+    return dict(_Snapshot(cfg, {}).declared)
+
+
+def circuit_breakers(pool: dict[str, Any] | None) -> dict[str, int]:
+    limits = {"maxConnections": UNLIMITED, "maxPendingRequests": UNLIMITED, "maxRequests": UNLIMITED,
+              "maxRetries": UNLIMITED}
+    for values in (pool or {}).values():  # exactly one of http / http2 / grpc / tcp
+        limits.update({k: v for k, v in values.items() if k in limits})
+    return limits
+
+
+class _Snapshot:
+    """Builds the snapshot's parts; clusters and service route tables are added on first use."""
+
+    def __init__(self, cfg: MeshConfig, endpoints: Endpoints) -> None:
+        self.cfg = cfg
+        self.endpoints = endpoints
+        self.listeners: list[dict[str, Any]] = []
+        self.tables: dict[str, dict[str, Any]] = {}
+        self.clusters: dict[str, dict[str, Any]] = {}
+        self.dns: list[DnsTarget] = []
+        self.declared: dict[str, int] = {}
+        mesh = next(iter(cfg.of_kind("Mesh")), None)
+        self.ip_preference = ((mesh.spec if mesh else {}).get("serviceDiscovery") or {}).get("ipPreference")
+        if cfg.proxy.gateway is not None:
+            self._gateway(cfg.get("VirtualGateway", cfg.proxy.gateway))
+        else:
+            self._sidecar(cfg.get("VirtualNode", cfg.proxy.node or ""))
+
+    # --- clusters -------------------------------------------------------------------------
+
+    def node_cluster(self, node_name: str, port: int | None) -> str:
+        node = self.cfg.get("VirtualNode", node_name)
+        assert node is not None, f"validated config refers to unknown node {node_name}"
+        owned = listeners(node)
+        port = owned[0][0] if port is None else port
+        name = node_name if len(owned) == 1 else f"{node_name}:{port}"
+        if name not in self.clusters:
+            lst = listener_spec(node, port)
+            balancing = node.spec.get("loadBalancing") or {}
+            policy = balancing.get("policy", "least_request")
+            cluster: dict[str, Any] = {
+                "name": name,
+                "protocol": upstream_protocol(lst["portMapping"]["protocol"]),
+                "lb": policy,
+                "endpoints": self._endpoints(node, port, name),
+                "connectTimeoutMs": CONNECT_TIMEOUT_MS,
+                "circuitBreakers": circuit_breakers(lst.get("connectionPool")),
+            }
+            if policy == "least_request":
+                cluster["activeRequestBias"] = float(balancing.get("activeRequestBias", 1.0))
+            self.clusters[name] = cluster
+        return name
+
+    def _endpoints(self, node: Resource, port: int, cluster: str) -> list[dict[str, Any]]:
+        discovery = node.spec.get("serviceDiscovery") or {}
+        if "static" in discovery:
+            out = []
+            for ep in discovery["static"]["endpoints"]:
+                if isinstance(ep, str):
+                    ip, ep_port = parse_address(ep, default_port=port)
+                    weight = 1
+                else:
+                    ip, ep_port = parse_address(ep["address"], default_port=ep.get("port", port))
+                    weight = ep.get("weight", 1)
+                out.append({"address": format_address(ip, ep_port), "weight": weight})
+            return out
+        if "dns" in discovery:
+            dns = discovery["dns"]
+            self.dns.append(DnsTarget(
+                cluster, dns["hostname"], port, dns.get("responseType", "LOADBALANCER"),
+                dns.get("ipPreference", self.ip_preference),
+            ))
+        resolved = []
+        for address, weight in sorted(self.endpoints.get(cluster, [])):
+            try:
+                ip, ep_port = parse_address(address)
+            except ValueError as exc:
+                raise ValueError(f"endpoints[{cluster!r}]: {exc}") from None
+            resolved.append({"address": format_address(ip, ep_port), "weight": int(weight)})
+        return resolved
+
+    # --- services -------------------------------------------------------------------------
+
+    def service_table(self, vs_name: str, port: int | None) -> str:
+        """The route table `service/<vs>[:port]` for callers of a virtual service."""
+        vs = self.cfg.get("VirtualService", vs_name)
+        owned = provider_listeners(self.cfg.index, vs) if vs else []
+        port = owned[0][0] if port is None and owned else port
+        table = f"service/{vs_name}" if len(owned) <= 1 else f"service/{vs_name}:{port}"
+        if table not in self.tables:
+            routes = self.service_routes(vs, port, table) if vs and owned else []
+            self.tables[table] = {"virtualHosts": [{"name": vs_name, "domains": ["*"], "routes": routes}]}
+        return table
+
+    def service_routes(self, vs: Resource, port: int | None, table: str) -> list[dict[str, Any]]:
+        """The routes callers of `vs` evaluate on the provider listener `port`."""
+        kind, name = provider(vs) or ("", "")
+        if kind == "VirtualNode":
+            cluster = self.node_cluster(name, port)
+            action = {"clusters": [{"cluster": cluster, "weight": 1}], "timeoutMs": DEFAULT_TIMEOUT_MS,
+                      "retry": retry_policy(None)}
+            return [{"name": f"{table}/default", "match": {}, "action": action}]
+        router = self.cfg.get("VirtualRouter", name)
+        owned = dict(listeners(router))
+        protocol = owned.get(port or 0)
+        prefix = name if len(owned) == 1 else f"{name}:{port}"
+        sharing = [s for s in self.cfg.of_kind("VirtualService") if provider(s) == ("VirtualRouter", name)]
+        if len(sharing) > 1:
+            prefix = f"{table}/{prefix}"
+        entries = []
+        for route in self.cfg.children("Route", name):
+            rtype = route_type(route.spec) or ""
+            body = route.spec[rtype]
+            if ROUTE_PROTOCOL[rtype] != protocol or (body.get("match") or {}).get("port") not in (None, port):
+                continue
+            clusters = [
+                {"cluster": self.node_cluster(t["virtualNode"], t.get("port")), "weight": t["weight"]}
+                for t in body["action"]["weightedTargets"]
+            ]
+            match = grpc_match(body["match"]) if rtype == "grpcRoute" else http_match(body["match"])
+            entry = {"name": f"{prefix}/{route.name}", "match": match, "action": route_action(body, clusters)}
+            entries.append((route.spec.get("priority"), entry))
+        return ordered(entries)
+
+    def tcp_targets(self, vs: Resource, port: int) -> tuple[list[dict[str, Any]], int | None]:
+        """Weighted clusters and idle timeout of the first TCP route of `vs` on `port`."""
+        kind, name = provider(vs) or ("", "")
+        if kind == "VirtualNode":
+            return [{"cluster": self.node_cluster(name, port), "weight": 1}], None
+        candidates = [
+            (route.spec.get("priority") is None, route.spec.get("priority") or 0, route.name, route.spec["tcpRoute"])
+            for route in self.cfg.children("Route", name)
+            if "tcpRoute" in route.spec
+            and (route.spec["tcpRoute"].get("match") or {}).get("port") in (None, port)
+        ]
+        if not candidates:
+            return [], None
+        body = min(candidates, key=lambda c: c[:3])[3]  # TCP matches only a port: priority, then name
+        clusters = [
+            {"cluster": self.node_cluster(t["virtualNode"], t.get("port")), "weight": t["weight"]}
+            for t in body["action"]["weightedTargets"]
+        ]
+        idle = (body.get("timeout") or {}).get("idle")
+        return clusters, duration_ms(idle) if idle else None
+
+    # --- gateway mode ---------------------------------------------------------------------
+
+    def _gateway(self, gw: Resource | None) -> None:
+        assert gw is not None, "validated config names an unknown gateway"
+        protocols = dict(listeners(gw))
+        several = len(protocols) > 1
+        for planned in proxy_listeners(self.cfg):
+            port, protocol = planned.port, protocols[planned.port]
+            entries = []
+            for route in self.cfg.children("GatewayRoute", gw.name):
+                rtype = gateway_route_type(route.spec) or ""
+                body = route.spec[rtype]
+                if ROUTE_PROTOCOL[rtype] != protocol or body["match"].get("port") not in (None, port):
+                    continue
+                target = body["action"]["target"]
+                service = target["virtualService"]["virtualServiceName"]
+                action: dict[str, Any] = {"routeTable": self.service_table(service, target.get("port"))}
+                rewrite = gateway_rewrite(rtype, body, service)
+                if rewrite:
+                    action["rewrite"] = rewrite
+                match = grpc_match(body["match"]) if rtype == "grpcRoute" else http_match(body["match"])
+                name = f"gateway/{gw.name}:{port}/{route.name}" if several else f"gateway/{gw.name}/{route.name}"
+                entries.append((route.spec.get("priority"), {"name": name, "match": match, "action": action}))
+            table = f"gateway/{gw.name}/{port}"
+            self.tables[table] = {"virtualHosts": [{"name": gw.name, "domains": ["*"], "routes": ordered(entries)}]}
+            self._listener(planned.name, planned.address, port, protocol="http", routeTable=table)
+
+    # --- sidecar mode ---------------------------------------------------------------------
+
+    def _sidecar(self, node: Resource | None) -> None:
+        assert node is not None, "validated config names an unknown node"
+        for planned in proxy_listeners(self.cfg):
+            if planned.role == "inbound":
+                self._inbound(node, planned.name, planned.address, planned.port)
+            elif planned.role == "outbound":
+                self._outbound(node, planned.name, planned.address, planned.port)
+            else:
+                vs = self.cfg.get("VirtualService", planned.services[0])
+                clusters, idle = self.tcp_targets(vs, planned.port) if vs else ([], None)
+                if clusters:  # a TCP backend whose router has no tcp route carries nothing
+                    extra = {"idleTimeoutMs": idle} if idle is not None else {}
+                    self._listener(planned.name, planned.address, planned.port, protocol="tcp",
+                                   tcpClusters=clusters, **extra)
+
+    def _inbound(self, node: Resource, name: str, address: str, port: int) -> None:
+        lst = listener_spec(node, port)
+        protocol = lst["portMapping"]["protocol"]
+        cluster = f"local/{node.name}/{port}"
+        ip, app_port = parse_address(self.cfg.proxy.app_address(port))
+        self.clusters[cluster] = {
+            "name": cluster,
+            "protocol": upstream_protocol(protocol),
+            "lb": "least_request",
+            "endpoints": [{"address": format_address(ip, app_port), "weight": 1}],
+            "connectTimeoutMs": CONNECT_TIMEOUT_MS,
+            "circuitBreakers": circuit_breakers(lst.get("connectionPool")),
+        }
+        timeout = (lst.get("timeout") or {}).get(protocol) or {}
+        targets = [{"cluster": cluster, "weight": 1}]
+        if protocol == "tcp":
+            extra = {"idleTimeoutMs": duration_ms(timeout["idle"])} if "idle" in timeout else {}
+            self._listener(name, address, port, protocol="tcp", tcpClusters=targets, **extra)
+            return
+        route = {"name": name, "match": {}, "action": route_action({"timeout": timeout}, targets, retry=False)}
+        self.tables[name] = {"virtualHosts": [{"name": name, "domains": ["*"], "routes": [route]}]}
+        self._listener(name, address, port, protocol="http", routeTable=name)
+
+    def _outbound(self, node: Resource, name: str, address: str, port: int) -> None:
+        hosts = []
+        for vs_name in dict.fromkeys(backends(node)):
+            vs = self.cfg.get("VirtualService", vs_name)
+            owned = provider_listeners(self.cfg.index, vs) if vs else []
+            for svc_port, protocol in owned:
+                if protocol == "tcp":
+                    continue
+                table = f"service/{vs_name}" if len(owned) == 1 else f"service/{vs_name}:{svc_port}"
+                routes = [{**r, "name": f"outbound/{r['name']}"} for r in self.service_routes(vs, svc_port, table)]  # type: ignore[arg-type]
+                single = len(owned) == 1
+                domains = [vs_name, f"{vs_name}:{svc_port}"] if single else [f"{vs_name}:{svc_port}"]
+                hosts.append({"name": vs_name if single else f"{vs_name}:{svc_port}", "domains": domains,
+                              "routes": routes})
+        self.tables[name] = {"virtualHosts": hosts}
+        self._listener(name, address, port, protocol="http", routeTable=name)
+
+    def _listener(self, name: str, address: str, declared: int, **fields: Any) -> None:
+        self.listeners.append({"name": name, "address": address, **fields})
+        self.declared[name] = declared

@@ -1,0 +1,208 @@
+"""Kubernetes custom resources of the App Mesh controller (`appmesh.k8s.aws/v1beta2`, and the
+legacy `v1beta1` best-effort), usually mixed with other Kubernetes objects, which are ignored.
+
+v1beta2 names follow the controller: `spec.awsName`, else `<name>_<namespace>` (VirtualService:
+`<name>.<namespace>`, Mesh: `<name>`). References (`virtualNodeRef: {name, namespace}`, default
+namespace = the referring object's) resolve to the same names; `*ARN` references to the ARN's
+last segment. Routes come out of `VirtualRouter.spec.routes[]`. A GatewayRoute joins the
+VirtualGateway whose selectors match it, or the only gateway of the file. Controller-only keys
+(podSelector, meshRef, ...) are dropped and k8s spellings renamed (hostName, certificateARN).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from meshplane.config.model import Resource
+from meshplane.errors import Problem
+
+GROUP = "appmesh.k8s.aws/"
+KINDS = ("Mesh", "VirtualNode", "VirtualService", "VirtualRouter", "VirtualGateway", "GatewayRoute")
+DROPPED = (
+    "awsName", "podSelector", "meshRef", "namespaceSelector", "gatewayRouteSelector",
+    "virtualGatewayRef", "serviceAccountName", "meshName", "routes",
+)
+RENAMED = {
+    "hostName": "hostname",
+    "certificateARN": "certificateArn",
+    "certificateAuthorityARNs": "certificateAuthorityArns",
+}
+# reference key -> (referenced kind, key it becomes)
+REFS = {
+    "virtualServiceRef": ("VirtualService", "virtualServiceName"),
+    "virtualServiceARN": ("VirtualService", "virtualServiceName"),
+    "virtualRouterRef": ("VirtualRouter", "virtualRouterName"),
+    "virtualRouterARN": ("VirtualRouter", "virtualRouterName"),
+    "virtualNodeRef": ("VirtualNode", "virtualNodeName"),
+    "virtualNodeARN": ("VirtualNode", "virtualNodeName"),
+}
+
+
+def is_k8s(docs: list[Any]) -> bool:
+    return any(isinstance(d, dict) and "apiVersion" in d and "kind" in d for d in docs)
+
+
+class _Objects:
+    """The App Mesh objects of the file and the names App Mesh knows them by."""
+
+    def __init__(self, docs: list[Any]) -> None:
+        self.objects = [d for d in docs if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(GROUP)]
+        self.namespace_labels = {
+            _meta(d, "name"): (d.get("metadata") or {}).get("labels") or {}
+            for d in docs
+            if isinstance(d, dict) and d.get("kind") == "Namespace"
+        }
+        self.by_key = {(d.get("kind"), _namespace(d), _meta(d, "name")): d for d in self.objects}
+
+    def aws_name(self, obj: dict[str, Any]) -> str:
+        spec = obj.get("spec") or {}
+        if spec.get("awsName"):
+            return str(spec["awsName"])
+        return default_name(str(obj.get("kind")), _meta(obj, "name"), _namespace(obj))
+
+    def ref(self, kind: str, ref: Any, namespace: str) -> str:
+        if isinstance(ref, str):  # an ARN: arn:aws:appmesh:...:mesh/m/virtualNode/name
+            return ref.rsplit("/", 1)[-1]
+        name = str((ref or {}).get("name", ""))
+        ns = str((ref or {}).get("namespace") or namespace)
+        obj = self.by_key.get((kind, ns, name))
+        return self.aws_name(obj) if obj is not None else default_name(kind, name, ns)
+
+
+def default_name(kind: str, name: str, namespace: str) -> str:
+    if kind == "Mesh":
+        return name
+    return f"{name}.{namespace}" if kind == "VirtualService" else f"{name}_{namespace}"
+
+
+def _meta(obj: dict[str, Any], key: str) -> str:
+    return str((obj.get("metadata") or {}).get(key, ""))
+
+
+def _namespace(obj: dict[str, Any]) -> str:
+    return _meta(obj, "namespace") or "default"
+
+
+def load(docs: list[Any], source: str) -> tuple[list[Resource], list[Problem]]:
+    objs = _Objects(docs)
+    resources: list[Resource] = []
+    problems: list[Problem] = []
+    for obj in objs.objects:
+        kind, version = obj.get("kind"), str(obj.get("apiVersion"))[len(GROUP):]
+        if kind not in KINDS:
+            continue  # BackendGroup and other controller-only kinds have no App Mesh resource
+        if not isinstance(obj.get("spec", {}), dict):
+            problems.append(Problem(source, f'{kind} "{_meta(obj, "name")}"', "spec", "expected an object"))
+            continue
+        if version == "v1beta1":
+            resources += _legacy(obj)
+        else:
+            resources += _current(obj, objs)
+    return resources, problems
+
+
+def _current(obj: dict[str, Any], objs: _Objects) -> list[Resource]:
+    kind, ns, spec = str(obj["kind"]), _namespace(obj), obj.get("spec") or {}
+    name = objs.aws_name(obj)
+    out = [Resource(kind, name, _convert(spec, objs, ns), _gateway_of(obj, objs) if kind == "GatewayRoute" else None)]
+    if kind == "VirtualRouter":
+        for route in spec.get("routes") or []:
+            if isinstance(route, dict):
+                body = {k: v for k, v in route.items() if k != "name"}
+                out.append(Resource("Route", str(route.get("name", "")), _convert(body, objs, ns), name))
+    return out
+
+
+def _convert(value: Any, objs: _Objects, ns: str, in_targets: bool = False) -> Any:
+    """A CRD spec in App Mesh's shape: refs resolved, controller keys dropped, keys renamed."""
+    if isinstance(value, list):
+        return [_convert(v, objs, ns, in_targets) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in DROPPED:
+            continue
+        if key in REFS:
+            kind, new_key = REFS[key]
+            if in_targets and kind == "VirtualNode":
+                new_key = "virtualNode"  # weightedTargets[] name the node as `virtualNode`
+            out[new_key] = objs.ref(kind, item, ns)
+        else:
+            out[RENAMED.get(key, key)] = _convert(item, objs, ns, key == "weightedTargets")
+    return out
+
+
+def _gateway_of(route: dict[str, Any], objs: _Objects) -> str | None:
+    spec = route.get("spec") or {}
+    if spec.get("virtualGatewayRef"):
+        return objs.ref("VirtualGateway", spec["virtualGatewayRef"], _namespace(route))
+    gateways = [o for o in objs.objects if o.get("kind") == "VirtualGateway"]
+    ns_labels = objs.namespace_labels.get(_namespace(route))
+    route_labels = (route.get("metadata") or {}).get("labels") or {}
+    matching = [
+        g for g in gateways
+        if ns_labels is not None
+        and _selects((g.get("spec") or {}).get("namespaceSelector"), ns_labels)
+        and _selects((g.get("spec") or {}).get("gatewayRouteSelector", {}), route_labels)
+    ]
+    chosen = matching if matching else gateways
+    return objs.aws_name(chosen[0]) if len(chosen) == 1 else None
+
+
+def _selects(selector: Any, labels: dict[str, Any]) -> bool:
+    """Label-selector semantics: absent selects nothing, empty selects all (matchLabels only)."""
+    if selector is None:
+        return False
+    wanted = (selector or {}).get("matchLabels") or {}
+    return all(str(labels.get(k)) == str(v) for k, v in wanted.items())
+
+
+# --- v1beta1 (legacy controller) ------------------------------------------------------------
+
+def _legacy_name(name: str, namespace: str) -> str:
+    """The legacy controller's names for nodes, routers and routes: "foo" -> "foo-<ns>",
+    "foo.other" -> "foo-other"."""
+    return name.replace(".", "-") if "." in name else f"{name}-{namespace}"
+
+
+def _legacy(obj: dict[str, Any]) -> list[Resource]:
+    kind, ns, name = str(obj["kind"]), _namespace(obj), _meta(obj, "name")
+    spec = {k: v for k, v in (obj.get("spec") or {}).items() if k != "meshName"}
+    if kind == "Mesh":
+        return [Resource("Mesh", name, {k: v for k, v in spec.items() if k == "egressFilter"})]
+    if kind == "VirtualNode":
+        discovery = spec.get("serviceDiscovery")
+        if isinstance(discovery, dict):
+            discovery = {("awsCloudMap" if k == "cloudMap" else k): v for k, v in discovery.items()}
+            spec["serviceDiscovery"] = discovery
+        return [Resource("VirtualNode", _legacy_name(name, ns), _convert_legacy(spec))]
+    if kind != "VirtualService":
+        return []
+    router_spec = spec.get("virtualRouter") or {}
+    router = _legacy_name(str(router_spec.get("name") or name), ns)
+    out = [
+        Resource("VirtualService", name, {"provider": {"virtualRouter": {"virtualRouterName": router}}}),
+        Resource("VirtualRouter", router, {k: v for k, v in router_spec.items() if k != "name"}),
+    ]
+    types = {"http": "httpRoute", "http2": "http2Route", "grpc": "grpcRoute", "tcp": "tcpRoute"}
+    for route in spec.get("routes") or []:
+        body: dict[str, Any] = {types.get(k, k): copy.deepcopy(v) for k, v in route.items() if k != "name"}
+        for rtype in types.values():
+            for target in ((body.get(rtype) or {}).get("action") or {}).get("weightedTargets") or []:
+                if "virtualNodeName" in target:
+                    node = str(target.pop("virtualNodeName"))
+                    # The legacy controller namespaced http and tcp targets only; http2 and grpc
+                    # manifests spell the App Mesh name out ("red-<ns>").
+                    target["virtualNode"] = _legacy_name(node, ns) if rtype in ("httpRoute", "tcpRoute") else node
+        out.append(Resource("Route", _legacy_name(str(route.get("name", "")), ns), body, router))
+    return out
+
+
+def _convert_legacy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_convert_legacy(v) for v in value]
+    if isinstance(value, dict):
+        return {RENAMED.get(k, k): _convert_legacy(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,1 @@
+"""End-to-end tests of the data plane (`meshplane._core`) through real sockets."""
