@@ -142,11 +142,23 @@ def _validate(files: Sequence[str]) -> int:
 def _import(args: argparse.Namespace) -> int:
     import yaml
 
-    from meshplane.config import import_resources, to_native
+    from meshplane.config import from_dict, import_resources, to_native
 
     resources = import_resources(args.file)
-    doc = to_native(resources, args.mesh, gateway=args.gateway, node=args.node)
+    mesh = args.mesh
+    if mesh is None:
+        meshes = sorted({r.name for r in resources if r.kind == "Mesh"})
+        if len(meshes) != 1:
+            found = f"it defines {', '.join(meshes)}" if meshes else "it defines no Mesh resource"
+            raise UserError(f"{args.file}: give the mesh name with --mesh ({found})")
+        mesh = meshes[0]
+    doc = to_native(resources, mesh, gateway=args.gateway, node=args.node)
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    try:
+        from_dict(doc, args.output or "<output>")
+    except ConfigError as exc:
+        # Still written: imported definitions often need editing (placeholders, names).
+        print(f"meshplane import: note: the result does not validate yet; {exc}", file=sys.stderr)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)

@@ -22,6 +22,8 @@ pub enum Kind {
     Overflow,
     ConnectFailure,
     ConnectTimeout,
+    /// The TLS handshake with the upstream failed (certificate not trusted, SAN mismatch...).
+    TlsFailure,
     /// The upstream reset or closed before a complete response head.
     Reset,
     /// HTTP/2 REFUSED_STREAM from the upstream.
@@ -60,7 +62,11 @@ impl ProxyError {
     pub fn retryable(&self) -> bool {
         matches!(
             self.kind,
-            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::Reset | Kind::RefusedStream
+            Kind::ConnectFailure
+                | Kind::ConnectTimeout
+                | Kind::TlsFailure
+                | Kind::Reset
+                | Kind::RefusedStream
         )
     }
 
@@ -74,6 +80,7 @@ impl ProxyError {
             | Kind::Overflow
             | Kind::ConnectFailure
             | Kind::ConnectTimeout
+            | Kind::TlsFailure
             | Kind::Reset
             | Kind::RefusedStream => 503,
             Kind::Timeout => 504,
@@ -89,7 +96,11 @@ impl ProxyError {
             Kind::NoHealthyUpstream => "no healthy upstream\n".into(),
             Kind::Overflow => format!("upstream overflow: {}\n", self.detail),
             Kind::Timeout => "upstream request timeout\n".into(),
-            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::Reset | Kind::RefusedStream => {
+            Kind::ConnectFailure
+            | Kind::ConnectTimeout
+            | Kind::TlsFailure
+            | Kind::Reset
+            | Kind::RefusedStream => {
                 format!(
                     "upstream connect error or disconnect/reset before headers. reset reason: {}\n",
                     self.detail

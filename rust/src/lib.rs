@@ -13,6 +13,7 @@ pub mod pool;
 pub mod route;
 pub mod runtime;
 pub mod stats;
+pub mod tls;
 
 #[cfg(feature = "python")]
 mod py;

@@ -32,8 +32,14 @@ GATEWAY_PORT = 8080
 async def upstream_app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
     """A tiny ASGI service that names itself and echoes the path and Host it received."""
-    if scope["type"] != "http":
-        return
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
     headers = {k.decode(): v.decode() for k, v in scope["headers"]}
     body = json.dumps({"service": "api", "path": scope["path"], "host": headers.get("host")}).encode()
     await send({"type": "http.response.start", "status": 200,
@@ -46,7 +52,8 @@ async def upstream_port(nursery: trio.Nursery) -> int:
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
-    binds = await nursery.start(partial(hypercorn_serve, upstream_app, config))
+    app: Any = upstream_app  # hypercorn's ASGI types are narrower than this plain-dict app's
+    binds = await nursery.start(partial(hypercorn_serve, app, config))
     return int(binds[0].rsplit(":", 1)[1])
 
 
@@ -66,7 +73,7 @@ def mesh(upstream: int, *, weight_v2: int = 0, discovery: dict[str, Any] | None 
     ]
     return {
         "mesh": "shop",
-        "proxy": {"gateway": "edge", "admin": "127.0.0.1:0", "ports": {GATEWAY_PORT: 0}},
+        "proxy": {"gateway": "edge", "admin": "127.0.0.1:0", "bind": "127.0.0.1", "ports": {GATEWAY_PORT: 0}},
         "resources": [
             {"kind": "VirtualGateway", "name": "edge", "spec": {
                 "listeners": [{"portMapping": {"port": GATEWAY_PORT, "protocol": "http"}}]}},

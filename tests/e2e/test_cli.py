@@ -34,7 +34,7 @@ async def hello(request: Request) -> Response:
 def config(upstream: int) -> dict[str, object]:
     return {
         "mesh": "shop",
-        "proxy": {"gateway": "edge", "admin": "127.0.0.1:0", "ports": {8080: 0}},
+        "proxy": {"gateway": "edge", "admin": "127.0.0.1:0", "bind": "127.0.0.1", "ports": {8080: 0}},
         "resources": [
             {"kind": "VirtualGateway", "name": "edge",
              "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}},

@@ -208,7 +208,9 @@ def _match(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 4)) == 0:
         m["hostname"] = {
             "kind": draw(st.sampled_from(["exact", "suffix"])),
-            "value": draw(st.sampled_from(["svc.local", "SVC.local", ".com", "example.com", ":8080"])),
+            "value": draw(
+                st.sampled_from(["svc.local", "SVC.local", ".com", "example.com", ":8080"])
+            ),
         }
     if draw(st.integers(0, 3)) == 0:
         m["method"] = draw(st.sampled_from(["GET", "POST"]))
@@ -231,7 +233,9 @@ def _match(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def route_tables(draw: st.DrawFn) -> dict[str, Any]:
-    domains = draw(st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=len(DOMAINS), unique=True))
+    domains = draw(
+        st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=len(DOMAINS), unique=True)
+    )
     hosts_count = draw(st.integers(1, min(3, len(domains))))
     names = iter(range(10_000))
     vhosts = []
@@ -303,7 +307,9 @@ def test_accepts_str_and_bytes() -> None:
             {
                 "name": "vh",
                 "domains": ["*"],
-                "routes": [{"name": "r", "match": {"path": {"kind": "prefix", "value": "/"}}, "action": {}}],
+                "routes": [
+                    {"name": "r", "match": {"path": {"kind": "prefix", "value": "/"}}, "action": {}}
+                ],
             }
         ]
     }
@@ -320,7 +326,9 @@ def test_build_errors_are_value_errors_naming_the_field() -> None:
             {
                 "name": "vh",
                 "domains": ["*"],
-                "routes": [{"name": "r", "match": {"path": {"kind": "regex", "value": "("}}, "action": {}}],
+                "routes": [
+                    {"name": "r", "match": {"path": {"kind": "regex", "value": "("}}, "action": {}}
+                ],
             }
         ]
     }

@@ -147,3 +147,48 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main([])
     assert exit_info.value.code == 2
     assert "usage: meshplane" in capsys.readouterr().err
+
+
+AWS_JSON = """\
+[
+ {"meshName": "shop", "virtualGatewayName": "edge",
+  "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}},
+ {"meshName": "shop", "virtualGatewayName": "edge", "gatewayRouteName": "api",
+  "spec": {"httpRoute": {"match": {"prefix": "/"},
+    "action": {"target": {"virtualService": {"virtualServiceName": "api.shop.local"}}}}}},
+ {"meshName": "shop", "virtualServiceName": "api.shop.local",
+  "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v1"}}}},
+ {"meshName": "shop", "virtualNodeName": "api-v1",
+  "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+           "serviceDiscovery": {"dns": {"hostname": "api.shop.svc.cluster.local"}}}}
+]
+"""
+
+
+def test_import_writes_a_config_that_validates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "appmesh.json"
+    source.write_text(AWS_JSON)
+    out = tmp_path / "mesh.yaml"
+    assert main(["import", str(source), "--gateway", "edge", "--mesh", "shop", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().err
+    text = out.read_text()
+    assert text.startswith("mesh: shop\n") and "gateway: edge" in text
+    assert main(["validate", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"OK {out}: 4 resources"
+
+
+def test_import_to_stdout_and_a_missing_mesh_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "appmesh.json"
+    source.write_text(AWS_JSON)
+    assert main(["import", str(source), "--gateway", "edge"]) == 1
+    err = capsys.readouterr().err
+    assert "--mesh" in err and "Traceback" not in err
+    assert main(["import", str(source), "--node", "api-v1", "--mesh", "shop"]) == 0
+    assert "node: api-v1" in capsys.readouterr().out
+
+
+def test_import_needs_a_gateway_or_a_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    assert "--gateway" in capsys.readouterr().err

@@ -72,12 +72,12 @@ def test_every_family_has_one_type_line_and_its_samples_together() -> None:
             types[name] = kind
             families.append(name)
             continue
-        name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)
-        assert name is not None, line
-        family = families[-1]
-        assert name[0] == family or (
-            types[family] == "histogram" and name[0] in {f"{family}_bucket", f"{family}_sum", f"{family}_count"}
-        ), f"{name[0]} is outside its family block ({family})"
+        match = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)
+        assert match is not None, line
+        sample, family = match[0], families[-1]
+        assert sample == family or (
+            types[family] == "histogram" and sample in {f"{family}_bucket", f"{family}_sum", f"{family}_count"}
+        ), f"{sample} is outside its family block ({family})"
     assert text.endswith("\n")
 
 

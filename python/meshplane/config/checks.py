@@ -181,8 +181,8 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
                 if isinstance(ep, str):
                     parse_address(ep, default_port=1 if has_ports else None)
                 else:
-                    parse_ip(ep["address"])
                     path += ".address"
+                    parse_ip(ep["address"])
                     if "port" not in ep and not has_ports:
                         raise ValueError("expected a port (the node has no listener port to default to)")
             except ValueError as exc:

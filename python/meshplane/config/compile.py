@@ -23,8 +23,8 @@ from meshplane.config.addresses import format_address, parse_address
 from meshplane.config.model import DnsTarget, MeshConfig, Resource
 from meshplane.config.routes import (
     DEFAULT_TIMEOUT_MS,
-    grpc_match,
     gateway_rewrite,
+    grpc_match,
     http_match,
     ordered,
     retry_policy,

@@ -35,7 +35,7 @@ def _validate(resources: Sequence[Resource], file: str) -> tuple[list[Problem], 
             valid.add(id(r))
         problems += [Problem(file, r.label, f, m) for f, m in issues]
     problems += _duplicates(resources, file)
-    graph = Graph(ResourceIndex(resources), valid)
+    graph = Graph(ResourceIndex(list(resources)), valid)
     for r in resources:
         if id(r) in valid and r.kind in CHECKS:
             problems += [Problem(file, r.label, f, m) for f, m in CHECKS[r.kind](r, graph)]
@@ -156,14 +156,13 @@ def _check_listeners(cfg: MeshConfig, target: Resource) -> list[Problem]:
                                f"TCP virtual services {names} share port {pl.port}; TCP is routed by "
                                f"port only, so they cannot coexist (App Mesh behaves the same)"))
     bound = [(pl.name, pl.address) for pl in planned]
-    if proxy.node is not None:
-        bound += [(f"the application of {pl.name}", proxy.app_address(pl.port)) for pl in planned if pl.role == "inbound"]
-    for i, (name_a, addr_a) in enumerate(bound):
-        for name_b, addr_b in bound[i + 1 :]:
-            if _collide(addr_a, addr_b):
-                out.append(Problem(file, "", "proxy.ports",
-                                   f"{name_a} ({addr_a}) and {name_b} ({addr_b}) use the same address; "
-                                   f"map one port elsewhere with proxy.ports or proxy.app"))
+    apps = [(f"the application of {pl.name}", proxy.app_address(pl.port)) for pl in planned if pl.role == "inbound"]
+    pairs = [(a, b) for i, a in enumerate(bound) for b in bound[i + 1 :] + apps]
+    for (name_a, addr_a), (name_b, addr_b) in pairs:
+        if _collide(addr_a, addr_b):
+            out.append(Problem(file, "", "proxy.ports",
+                               f"{name_a} ({addr_a}) and {name_b} ({addr_b}) use the same address; "
+                               f"map one port elsewhere with proxy.ports or proxy.app"))
     return out
 
 

@@ -44,7 +44,7 @@ class Pacer:
             if self.remaining <= 0:
                 return False
             self.remaining -= 1
-        now = trio.current_time()
+        now = float(trio.current_time())
         # Slots never lie in the past: a client that fell behind does not cause a burst.
         slot = max(self._next, now)
         self._next = slot + self._interval
@@ -66,7 +66,7 @@ class LoadRecorder:
     _rng: random.Random = field(default_factory=lambda: random.Random(7))
 
     def record(self, latency_s: float, version: str | None, error: str | None, canary: bool) -> None:
-        now = trio.current_time()
+        now = float(trio.current_time())
         self.total += 1
         self.canary_requests += canary
         if error is not None:
@@ -85,7 +85,7 @@ class LoadRecorder:
                 self._sample[slot] = latency_s
 
     def recent_rps(self) -> float:
-        now = trio.current_time()
+        now = float(trio.current_time())
         while self._recent and self._recent[0][0] < now - WINDOW_S:
             self._recent.popleft()
         span = min(WINDOW_S, max(now - self.started_at, 1e-9))
@@ -94,7 +94,8 @@ class LoadRecorder:
     def percentiles_ms(self, recent: bool = True) -> tuple[float, float, float]:
         """p50, p90, p99 in milliseconds, of the last seconds or of the whole run."""
         values = sorted(lat for _, lat in self._recent) if recent else sorted(self._sample)
-        return tuple(percentile(values, q) * 1000 for q in (50, 90, 99))  # type: ignore[return-value]
+        p50, p90, p99 = (percentile(values, q) * 1000 for q in (50, 90, 99))
+        return p50, p90, p99
 
     @property
     def error_total(self) -> int:
@@ -102,7 +103,7 @@ class LoadRecorder:
 
     @property
     def elapsed(self) -> float:
-        return trio.current_time() - self.started_at
+        return float(trio.current_time()) - self.started_at
 
 
 async def _exchange(
@@ -145,8 +146,8 @@ class LoadDriver:
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            for i in range(self.clients):
-                nursery.start_soon(self._client, random.Random(i))
+            for _ in range(self.clients):
+                nursery.start_soon(self._client, random.Random())
 
     async def _client(self, rng: random.Random) -> None:
         while True:

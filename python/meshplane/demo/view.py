@@ -46,6 +46,9 @@ class DemoView:
         self.stats = stats
         self.header = header
         self.console = console or Console()
+        if not self.console.is_terminal:
+            # NOTE: rich assumes 80 columns off a terminal, which truncates host addresses.
+            self.console.width = 120
 
     def _tables(self, final: bool) -> Group:
         r = self.recorder
@@ -68,8 +71,10 @@ class DemoView:
             latency.add_column(column, justify="right")
         latency.add_row(*(f"{v:.2f} ms" for v in (p50, p90, p99)))
         hosts = Table(title="upstream hosts (proxy stats)", title_justify="left")
-        for column in ("cluster", "host", "active", "requests", "2xx", "5xx", "errors", "healthy"):
-            hosts.add_column(column, justify="right" if column not in ("cluster", "host") else "left")
+        hosts.add_column("cluster")
+        hosts.add_column("host", no_wrap=True, min_width=15)
+        for column in ("active", "total", "2xx", "5xx", "errors", "healthy"):
+            hosts.add_column(column, justify="right")
         for cluster, host, h in _hosts(self.stats()):
             hosts.add_row(cluster, host, str(h.get("rq_active", 0)), str(h.get("rq_total", 0)),
                           str(h.get("rq_2xx", 0)), str(h.get("rq_5xx", 0)), str(h.get("rq_error", 0)),

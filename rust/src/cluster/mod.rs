@@ -12,7 +12,8 @@ use crate::balance::{Balancer, HostView};
 use crate::config::{self, CircuitBreakers, UpstreamProtocol};
 use crate::pool::Pool;
 use crate::stats::{ClusterStats, HostStats};
-use arc_swap::ArcSwap;
+use crate::tls::ClientTls;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -123,6 +124,8 @@ pub struct Cluster {
     pub cx_released: Arc<Notify>,
     /// Retries in flight (scheduled or running), for the retry budget.
     pub retries_active: AtomicU32,
+    /// TLS origination; swapped in place when certificates are reloaded.
+    pub tls: ArcSwapOption<ClientTls>,
     outlier_sink: Option<OutlierSink>,
 }
 
@@ -153,7 +156,8 @@ impl Cluster {
         stats: Arc<ClusterStats>,
         previous: Option<&Cluster>,
         outlier_sink: Option<OutlierSink>,
-    ) -> Cluster {
+    ) -> Result<Cluster, crate::tls::TlsError> {
+        let tls = Self::build_tls(spec)?;
         let idle_timeout = Duration::from_millis(spec.idle_timeout_ms.unwrap_or(3_600_000));
         let (cx_open, cx_released) = match previous {
             Some(p) => (p.cx_open.clone(), p.cx_released.clone()),
@@ -172,6 +176,7 @@ impl Cluster {
             cx_released,
             retries_active: AtomicU32::new(0),
             outlier_sink,
+            tls: ArcSwapOption::new(tls),
         };
         let endpoints: Vec<(SocketAddr, u32)> = spec
             .endpoints
@@ -179,7 +184,20 @@ impl Cluster {
             .filter_map(|e| e.address.parse().ok().map(|a| (a, e.weight)))
             .collect();
         cluster.set_endpoints(&endpoints, previous);
-        cluster
+        Ok(cluster)
+    }
+
+    /// TLS origination from the spec (files read now).
+    pub fn build_tls(
+        spec: &config::Cluster,
+    ) -> Result<Option<Arc<ClientTls>>, crate::tls::TlsError> {
+        match &spec.tls {
+            Some(t) => Ok(Some(Arc::new(ClientTls::build(
+                t,
+                spec.protocol == UpstreamProtocol::Http2,
+            )?))),
+            None => Ok(None),
+        }
     }
 
     /// Replace the membership (static config or discovery); hosts that stay keep their state.

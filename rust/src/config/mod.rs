@@ -52,6 +52,68 @@ pub struct Listener {
     /// Largest request head accepted (request line + headers); bigger ⇒ 431. Default 60 KiB.
     #[serde(default)]
     pub max_request_headers_bytes: Option<usize>,
+    /// TLS termination (App Mesh listener `tls`). None = plaintext only.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS only.
+    Strict,
+    /// TLS or plaintext on the same port, told apart per connection by the first byte.
+    Permissive,
+    /// Plaintext only (the TLS block is kept but not used).
+    Disabled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTls {
+    pub mode: TlsMode,
+    /// The first is the default; others are chosen by SNI against their `serverNames`.
+    pub certificates: Vec<CertificateSpec>,
+    /// Mutual TLS: client certificates required, chained to `trust`, SANs checked if listed.
+    #[serde(default)]
+    pub validation: Option<ValidationSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateSpec {
+    /// PEM file: the certificate chain, leaf first.
+    pub certificate_chain: String,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: String,
+    /// SNI names this certificate serves ("*.example.com" allowed). Empty = default only.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// PEM file of trusted CA certificates.
+    pub trust: String,
+    /// Exact SANs accepted (DNS names or URIs such as SPIFFE IDs). Empty: for a listener,
+    /// any SAN; for an upstream, the certificate must match `UpstreamTls::server_name`.
+    #[serde(default)]
+    pub subject_alternative_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// SNI sent, and the name checked when no SANs are listed (App Mesh: the discovery name).
+    pub server_name: String,
+    /// Client certificate for mutual TLS.
+    #[serde(default)]
+    pub certificate: Option<CertificateSpec>,
+    /// None: the server certificate is not verified (App Mesh, file certificate without a
+    /// client policy).
+    #[serde(default)]
+    pub validation: Option<ValidationSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -280,6 +342,9 @@ pub struct Cluster {
     /// Passive health: report consecutive failures as events (the control layer ejects).
     #[serde(default)]
     pub outlier_detection: Option<OutlierSpec>,
+    /// Originate TLS to the endpoints (App Mesh client policy).
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

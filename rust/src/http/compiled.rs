@@ -5,6 +5,8 @@ use crate::cluster::{Cluster, OutlierSink};
 use crate::config::{self, ListenerProtocol, RetryPolicySpec, Snapshot};
 use crate::route::{RouteTable, WeightedTargets};
 use crate::stats::{ListenerStats, Registry, RouteStats};
+use crate::tls::ServerTls;
+use arc_swap::ArcSwapOption;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +90,7 @@ impl RetryPolicy {
         use crate::error::Kind::*;
         let any_reset = self.on_5xx || self.on_gateway_error || self.on_reset;
         match kind {
-            ConnectFailure | ConnectTimeout => any_reset || self.on_connect_failure,
+            ConnectFailure | ConnectTimeout | TlsFailure => any_reset || self.on_connect_failure,
             Reset => any_reset,
             RefusedStream => any_reset || self.on_refused_stream,
             _ => false,
@@ -104,6 +106,24 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
     pub max_request_headers: usize,
     pub stats: Arc<ListenerStats>,
+    /// TLS termination; swapped in place when certificates are reloaded.
+    pub tls: ArcSwapOption<ServerTls>,
+}
+
+/// Build a listener's TLS from its spec (None when absent or DISABLED).
+pub fn listener_tls(
+    i: usize,
+    spec: &config::Listener,
+) -> Result<Option<Arc<ServerTls>>, config::SnapshotError> {
+    match &spec.tls {
+        Some(t) if t.mode != config::TlsMode::Disabled => ServerTls::build(t)
+            .map(|t| Some(Arc::new(t)))
+            .map_err(|e| config::SnapshotError {
+                path: format!("listeners[{i}].tls"),
+                message: e.to_string(),
+            }),
+        _ => Ok(None),
+    }
 }
 
 pub struct Compiled {
@@ -133,12 +153,17 @@ impl Compiled {
         for (i, spec) in snap.clusters.iter().enumerate() {
             let prev =
                 previous.and_then(|p| p.cluster_index.get(&spec.name).map(|&j| &*p.clusters[j]));
-            clusters.push(Arc::new(Cluster::build(
+            let cluster = Cluster::build(
                 spec,
                 registry.cluster(&spec.name),
                 prev,
                 Some(outlier_sink.clone()),
-            )));
+            )
+            .map_err(|e| config::SnapshotError {
+                path: format!("clusters[{i}].tls"),
+                message: e.to_string(),
+            })?;
+            clusters.push(Arc::new(cluster));
             cluster_index.insert(spec.name.clone(), i);
         }
         let table_index: HashMap<&str, usize> = snap
@@ -183,7 +208,8 @@ impl Compiled {
             tables.push(Arc::new(table));
         }
         let mut listeners = HashMap::new();
-        for l in &snap.listeners {
+        for (i, l) in snap.listeners.iter().enumerate() {
+            let tls = listener_tls(i, l)?;
             listeners.insert(
                 l.name.clone(),
                 Arc::new(ListenerConfig {
@@ -198,6 +224,7 @@ impl Compiled {
                     idle_timeout: Duration::from_millis(l.idle_timeout_ms.unwrap_or(3_600_000)),
                     max_request_headers: l.max_request_headers_bytes.unwrap_or(60 * 1024),
                     stats: registry.listener(&l.name),
+                    tls: ArcSwapOption::new(tls),
                 }),
             );
         }

@@ -6,5 +6,5 @@ mod headers;
 mod proxy;
 
 pub use body::DownBody;
-pub use compiled::{Action, Compiled, ListenerConfig, RetryPolicy};
+pub use compiled::{listener_tls, Action, Compiled, ListenerConfig, RetryPolicy};
 pub use proxy::{handle, local_reply, ConnCtx, ListenerSlot, ListenerState};

@@ -33,6 +33,8 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     pub local_port: u16,
     pub scheme: &'static str,
+    /// The verified client certificate (mutual TLS), as `x-forwarded-client-cert` sends it.
+    pub client_cert: Option<HeaderValue>,
 }
 
 /// Routing at most this deep (gateway route → service route is 2).
@@ -170,6 +172,13 @@ async fn proxy(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::forwarded(&mut parts.headers, ctx.peer.ip(), ctx.scheme);
     headers::request_id(&mut parts.headers);
+    // Envoy's SANITIZE_SET: a client cannot assert a certificate it did not present.
+    match &ctx.client_cert {
+        Some(v) => parts
+            .headers
+            .insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
+        None => parts.headers.remove(&headers::X_FORWARDED_CLIENT_CERT),
+    };
 
     // The request body: none, streamed once, or teed so a retry can replay it.
     let mut body = RequestBody::new(body);
@@ -269,9 +278,15 @@ async fn proxy(
                         e.detail = "per-try timeout".into();
                     }
                 }
-                if matches!(e.kind, Kind::ConnectFailure | Kind::ConnectTimeout) {
+                if matches!(
+                    e.kind,
+                    Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure
+                ) {
                     host.stats.cx_connect_fail.inc();
                     cluster.stats.cx_connect_fail.inc();
+                }
+                if e.kind == Kind::TlsFailure {
+                    cluster.stats.cx_tls_fail.inc();
                 }
                 drop(in_flight);
                 if retry.retry_on_error(e.kind) {
@@ -369,7 +384,9 @@ impl Drop for RetrySlot {
 /// How a failed attempt counts for outlier detection.
 fn outcome_of(e: &ProxyError) -> Option<Outcome> {
     match e.kind {
-        Kind::ConnectFailure | Kind::ConnectTimeout => Some(Outcome::ConnectFailure),
+        Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure => {
+            Some(Outcome::ConnectFailure)
+        }
         Kind::Reset | Kind::RefusedStream => Some(Outcome::Reset),
         Kind::Timeout => Some(Outcome::LocalTimeout),
         Kind::BadUpstreamResponse => Some(Outcome::Status(502)),
@@ -501,7 +518,11 @@ async fn acquire(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, Pro
 async fn connect(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
     let s = host
         .pool
-        .connect(cluster.connect_timeout, cluster.connection_guard(host))
+        .connect(
+            cluster.connect_timeout,
+            cluster.connection_guard(host),
+            cluster.tls.load_full(),
+        )
         .await?;
     cluster.record_outcome(host, Outcome::ConnectSuccess);
     Ok(s)

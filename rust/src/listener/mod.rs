@@ -5,7 +5,8 @@
 
 mod tcp;
 
-use crate::config::ListenerProtocol;
+use crate::config::{ListenerProtocol, TlsMode};
+use crate::http::ListenerConfig;
 use crate::http::{handle, ConnCtx, ListenerSlot};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -13,6 +14,7 @@ use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 /// Open downstream connections across all listeners, for draining.
@@ -147,43 +149,115 @@ async fn accept_loop(
         stats.cx_total.inc();
         stats.cx_active.inc();
         let (stop, global_stop) = (stop.clone(), global_stop.clone());
-        match protocol {
-            ListenerProtocol::Http => {
-                let max_headers = state.config.max_request_headers;
-                let ctx = Arc::new(ConnCtx {
+        let config = state.config.clone();
+        let compiled = state.compiled.clone();
+        let http = http.clone();
+        let slot = slot.clone();
+        tokio::spawn(async move {
+            let ctx = |scheme, client_cert| {
+                Arc::new(ConnCtx {
                     slot: slot.clone(),
                     peer,
                     local_port: port,
-                    scheme: "http",
-                });
-                let http = http.clone();
-                tokio::spawn(async move {
-                    serve_http(&http, stream, ctx, max_headers, stop, global_stop).await;
-                    stats.cx_active.dec();
-                    drop(token);
-                });
+                    scheme,
+                    client_cert,
+                })
+            };
+            match accept_tls(stream, &config).await {
+                Accepted::Refused => {}
+                Accepted::Plain(s) => match protocol {
+                    ListenerProtocol::Http => {
+                        serve_http(&http, s, ctx("http", None), &config, stop, global_stop).await
+                    }
+                    ListenerProtocol::Tcp => {
+                        tcp::proxy(s, &compiled, &config, stop, global_stop).await
+                    }
+                },
+                Accepted::Tls(s) => {
+                    let sans = crate::tls::peer_identity(s.get_ref().1.peer_certificates());
+                    let xfcc = client_cert_header(&sans);
+                    match protocol {
+                        ListenerProtocol::Http => {
+                            serve_http(&http, s, ctx("https", xfcc), &config, stop, global_stop)
+                                .await
+                        }
+                        ListenerProtocol::Tcp => {
+                            tcp::proxy(s, &compiled, &config, stop, global_stop).await
+                        }
+                    }
+                }
             }
-            ListenerProtocol::Tcp => {
-                let compiled = state.compiled.clone();
-                let config = state.config.clone();
-                tokio::spawn(async move {
-                    tcp::proxy(stream, &compiled, &config, stop, global_stop).await;
-                    stats.cx_active.dec();
-                    drop(token);
-                });
+            stats.cx_active.dec();
+            drop(token);
+        });
+    }
+}
+
+/// How long a client has to complete the TLS handshake (or, on a PERMISSIVE listener, to send
+/// its first byte).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+enum Accepted {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Refused,
+}
+
+/// Terminate TLS as the listener's mode says. PERMISSIVE tells TLS from plaintext by the first
+/// byte: a TLS handshake record starts with 0x16.
+async fn accept_tls(stream: TcpStream, config: &ListenerConfig) -> Accepted {
+    let Some(tls) = config.tls.load_full() else {
+        return Accepted::Plain(stream);
+    };
+    if tls.mode == TlsMode::Permissive {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] != 0x16 => {
+                config.stats.plaintext_cx.inc();
+                return Accepted::Plain(stream);
             }
+            Ok(Ok(1)) => {}
+            _ => return Accepted::Refused,
+        }
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            config.stats.tls_handshakes.inc();
+            Accepted::Tls(Box::new(s))
+        }
+        _ => {
+            config.stats.tls_handshake_error.inc();
+            Accepted::Refused
         }
     }
 }
 
-async fn serve_http(
+/// The verified client certificate's SANs in Envoy's `x-forwarded-client-cert` form.
+fn client_cert_header(sans: &[String]) -> Option<http::HeaderValue> {
+    if sans.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = sans
+        .iter()
+        .map(|s| match s.split_once(':') {
+            Some((kind, value)) => format!("{kind}={value}"),
+            None => s.clone(),
+        })
+        .collect();
+    http::HeaderValue::from_str(&parts.join(";")).ok()
+}
+
+async fn serve_http<I>(
     builder: &auto::Builder<TokioExecutor>,
-    stream: tokio::net::TcpStream,
+    stream: I,
     ctx: Arc<ConnCtx>,
-    max_headers: usize,
+    config: &ListenerConfig,
     mut stop: watch::Receiver<bool>,
     mut global_stop: watch::Receiver<bool>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let max_headers = config.max_request_headers;
     let mut builder = builder.clone();
     // NOTE: hyper answers 431 itself when the request head outgrows this buffer.
     builder.http1().max_buf_size(max_headers.max(8192));

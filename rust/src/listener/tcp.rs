@@ -9,13 +9,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-pub async fn proxy(
-    mut down: TcpStream,
+pub async fn proxy<D>(
+    mut down: D,
     compiled: &Compiled,
     config: &ListenerConfig,
     mut stop: watch::Receiver<bool>,
     mut global_stop: watch::Receiver<bool>,
-) {
+) where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Some(weights) = &config.tcp_weights else {
         return;
     };
@@ -55,7 +57,7 @@ pub async fn proxy(
     let idle = config.idle_timeout;
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let (mut dr, mut dw) = down.split();
+    let (mut dr, mut dw) = tokio::io::split(down);
     let (mut ur, mut uw) = up.split();
     let copy = async {
         tokio::join!(

@@ -9,10 +9,11 @@ pub use body::{Replay, UpBody};
 
 use crate::config::UpstreamProtocol;
 use crate::error::{Kind, ProxyError};
+use crate::tls::ClientTls;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -114,14 +115,16 @@ impl Pool {
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Open a new connection. `guard` is dropped when the connection closes (it carries the
-    /// caller's connection counters).
+    /// Open a new connection (TLS when `tls` is given). `guard` is dropped when the connection
+    /// closes (it carries the caller's connection counters).
     pub async fn connect<G: Send + 'static>(
         &self,
         timeout: Duration,
         guard: G,
+        tls: Option<Arc<ClientTls>>,
     ) -> Result<Sender, ProxyError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
             Err(_) => {
                 return Err(ProxyError::upstream(
                     Kind::ConnectTimeout,
@@ -137,7 +140,31 @@ impl Pool {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+        match tls {
+            None => self.handshake(stream, guard).await,
+            Some(tls) => {
+                let handshake = tls.connector.connect(tls.server_name.clone(), stream);
+                match tokio::time::timeout_at(deadline, handshake).await {
+                    Err(_) => Err(ProxyError::upstream(
+                        Kind::ConnectTimeout,
+                        "TLS handshake timeout",
+                    )),
+                    Ok(Err(e)) => Err(ProxyError::upstream(
+                        Kind::TlsFailure,
+                        format!("TLS error: {e}"),
+                    )),
+                    Ok(Ok(s)) => self.handshake(s, guard).await,
+                }
+            }
+        }
+    }
+
+    async fn handshake<I, G>(&self, io: I, guard: G) -> Result<Sender, ProxyError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+        G: Send + 'static,
+    {
+        let io = TokioIo::new(io);
         match self.protocol {
             UpstreamProtocol::Http2 => {
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())

@@ -173,6 +173,23 @@ impl Core {
         json_to_py(py, &v)
     }
 
+    fn reload_tls(&self, py: Python<'_>) -> PyResult<usize> {
+        let rt = self.rt.clone();
+        py.detach(move || rt.reload_tls()).map_err(|e| {
+            core_error(
+                py,
+                "config",
+                format!("TLS reload rejected at {}: {}", e.path, e.message),
+                Some(e.path),
+                None,
+            )
+        })
+    }
+
+    fn tls_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.rt.tls_info())
+    }
+
     fn wakeup_fd(&self) -> i32 {
         self.rt.events().fd()
     }

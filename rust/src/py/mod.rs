@@ -1,8 +1,9 @@
 //! The Python module `meshplane._core`: the only code that uses pyo3. Conversions and
 //! exceptions live here; everything else in the crate is plain Rust.
 
+mod balance;
 mod core;
-pub mod route;
+mod route;
 
 use pyo3::prelude::*;
 
@@ -11,5 +12,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     core::register(m)?;
     route::register(m)?;
+    balance::register(m)?;
     Ok(())
 }

@@ -44,7 +44,12 @@ impl RouteTable {
     }
 
     /// Name of the first matching route, or None.
-    #[pyo3(name = "match", signature = (method, path, headers = Vec::new(), authority = "", scheme = "http", port = 0))]
+    // `text_signature` spells the `headers` default as the stub does (`()`, not `...`).
+    #[pyo3(
+        name = "match",
+        signature = (method, path, headers = Vec::new(), authority = "", scheme = "http", port = 0),
+        text_signature = "($self, /, method, path, headers=(), authority='', scheme='http', port=0)"
+    )]
     fn find(
         &self,
         method: &str,

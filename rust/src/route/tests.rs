@@ -6,39 +6,8 @@ use super::*;
 
 // ---- helpers -------------------------------------------------------------------------------
 
-/// Parse a table written as JSON. Header matchers are converted by hand: `HeaderMatchSpec`
-/// combines `deny_unknown_fields` with `flatten`, which serde rejects (config owns the fix), and
-/// these tests are about matching, not parsing.
-fn spec(mut v: Value) -> RouteTableSpec {
-    let mut headers = Vec::new();
-    for vh in v["virtualHosts"].as_array_mut().into_iter().flatten() {
-        for r in vh["routes"].as_array_mut().into_iter().flatten() {
-            let hs = r["match"].as_object_mut().and_then(|m| m.remove("headers"));
-            headers.push(hs.map(header_specs).unwrap_or_default());
-        }
-    }
-    let mut table: RouteTableSpec = serde_json::from_value(v).expect("valid RouteTableSpec");
-    let mut headers = headers.into_iter();
-    for vh in &mut table.virtual_hosts {
-        for r in &mut vh.routes {
-            r.matcher.headers = headers.next().unwrap();
-        }
-    }
-    table
-}
-
-fn header_specs(v: Value) -> Vec<crate::config::HeaderMatchSpec> {
-    let Value::Array(rules) = v else {
-        panic!("headers must be a list")
-    };
-    rules
-        .into_iter()
-        .map(|rule| crate::config::HeaderMatchSpec {
-            name: rule["name"].as_str().unwrap().to_string(),
-            invert: rule["invert"].as_bool().unwrap_or(false),
-            rule: serde_json::from_value(rule).expect("valid HeaderRule"),
-        })
-        .collect()
+fn spec(v: Value) -> RouteTableSpec {
+    serde_json::from_value(v).expect("valid RouteTableSpec")
 }
 
 fn route(name: &str, matcher: Value) -> Value {

@@ -118,6 +118,11 @@ pub struct ListenerStats {
     /// Requests refused before routing (malformed, headers too large).
     pub rq_rejected: Counter,
     pub no_route: Counter,
+    /// Downstream TLS handshakes that failed (no client certificate, untrusted, SAN refused).
+    pub tls_handshake_error: Counter,
+    pub tls_handshakes: Counter,
+    /// Connections a PERMISSIVE listener served in plaintext.
+    pub plaintext_cx: Counter,
 }
 
 impl ListenerStats {
@@ -129,6 +134,12 @@ impl ListenerStats {
         m.insert("rq_active".into(), json!(self.rq_active.get()));
         m.insert("rq_rejected".into(), json!(self.rq_rejected.get()));
         m.insert("no_route".into(), json!(self.no_route.get()));
+        m.insert(
+            "tls_handshake_error".into(),
+            json!(self.tls_handshake_error.get()),
+        );
+        m.insert("tls_handshakes".into(), json!(self.tls_handshakes.get()));
+        m.insert("plaintext_cx".into(), json!(self.plaintext_cx.get()));
         self.downstream_rq.write(&mut m);
         Value::Object(m)
     }
@@ -165,6 +176,8 @@ pub struct ClusterStats {
     pub cx_total: Counter,
     pub cx_active: Gauge,
     pub cx_connect_fail: Counter,
+    /// TLS handshakes with an upstream that failed (untrusted chain, SAN mismatch...).
+    pub cx_tls_fail: Counter,
     pub cx_overflow: Counter,
     pub cx_none_healthy: Counter,
     pub rq_time: Histogram,
@@ -187,6 +200,7 @@ impl ClusterStats {
             ("rq_reset", self.rq_reset.get()),
             ("cx_total", self.cx_total.get()),
             ("cx_connect_fail", self.cx_connect_fail.get()),
+            ("cx_tls_fail", self.cx_tls_fail.get()),
             ("cx_overflow", self.cx_overflow.get()),
             ("cx_none_healthy", self.cx_none_healthy.get()),
         ] {

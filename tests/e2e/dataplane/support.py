@@ -570,3 +570,70 @@ class Upstreams:
     async def tcp_echo(self, greeting: bytes = b"", name: str | None = None) -> TcpEcho:
         up = TcpEcho(self._name(name), greeting)
         return await self._nursery.start(up.run)
+
+
+# ---------------------------------------------------------------------------------------------
+# A raw HTTP/2 client (h2 state machine over a Trio stream)
+# ---------------------------------------------------------------------------------------------
+
+
+class RawH2:
+    """Cleartext HTTP/2 with prior knowledge, driven frame by frame: for bursts written in one
+    TCP segment and for malformed input. Use as `async with await RawH2.connect(port) as c`."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        import h2.config
+        import h2.connection
+
+        self.stream = stream
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.status: dict[int, int] = {}
+        self.ended: set[int] = set()
+        self.terminated: Any = None  # h2.events.ConnectionTerminated, once received
+
+    @classmethod
+    async def connect(cls, port: int) -> RawH2:
+        return cls(await trio.open_tcp_stream(LOCALHOST, port))
+
+    async def __aenter__(self) -> RawH2:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stream.aclose()
+
+    def request(self, path: str, port: int, method: str = "GET") -> int:
+        """Queue a body-less request; returns its stream id (nothing is sent yet)."""
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"),
+                                     (":authority", f"{LOCALHOST}:{port}")], end_stream=True)
+        return sid
+
+    async def flush(self, extra: bytes = b"") -> None:
+        """Send everything queued (plus raw `extra` bytes) in one write."""
+        await self.stream.send_all(self.conn.data_to_send() + extra)
+
+    async def pump(self) -> bool:
+        """Read once and process the events; False at EOF."""
+        import h2.events
+
+        data = await self.stream.receive_some(65536)
+        if not data:
+            return False
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                self.status[ev.stream_id] = int(dict(ev.headers)[":status"])
+            elif isinstance(ev, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                self.ended.add(ev.stream_id)
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.terminated = ev
+        await self.flush()
+        return True
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            if not await self.pump():
+                return

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import yaml
+
 from meshplane.errors import ConfigError, Problem
 
 

@@ -58,7 +58,7 @@ def load(docs: list[Any], source: str) -> tuple[list[Resource], list[Problem]]:
         where = f"[{i}]" if len(items) > 1 else ""
         default_name = stem if len(items) == 1 else f"{stem}-{i}"
         resource, issues = _resource(item, default_name, stem)
-        label = resource.label if resource else where
+        label = resource.label if resource else ""
         problems += [Problem(source, label, ".".join(filter(None, (where, f))), m) for f, m in issues]
         if resource is not None:
             resources.append(resource)

@@ -121,7 +121,8 @@ def _convert(value: Any, objs: _Objects, ns: str, in_targets: bool = False) -> A
     if not isinstance(value, dict):
         return value
     out: dict[str, Any] = {}
-    for key, item in value.items():
+    for raw_key, item in value.items():
+        key = str(raw_key)
         if key in DROPPED:
             continue
         if key in REFS:

@@ -57,10 +57,11 @@ def from_dict(doc: Any, source: str = "<dict>") -> MeshConfig:
         problems += entry_problems
         if resource is not None:
             resources.append(resource)
-    if any(f == "mesh" or f.startswith("proxy") for f, _ in issues):
-        # No model without a valid mesh and proxy; the resources are still checked.
+    if any(f in ("mesh", "proxy", "proxy.gateway", "proxy.node") for f, _ in issues):
+        # No model without a mesh and a proxy target; the resources are still checked.
         raise ConfigError(problems + validate_resources(resources, source))
-    cfg = MeshConfig(doc["mesh"], _proxy(doc["proxy"]), tuple(resources), source)
+    bad = {f for f, _ in issues}
+    cfg = MeshConfig(doc["mesh"], _proxy(doc["proxy"], bad), tuple(resources), source)
     problems += validate_config(cfg)
     if problems:
         raise ConfigError(problems)
@@ -95,21 +96,28 @@ def parse_entry(entry: Any, index: int, source: str) -> tuple[Resource | None, l
         issues.append(("spec", "expected an object"))
     if issues:
         return None, [Problem(source, label, f, m) for f, m in issues]
-    return Resource(kind, name, copy.deepcopy(spec), parent), []
+    return Resource(str(kind), str(name), copy.deepcopy(spec), parent), []
 
 
-def _proxy(doc: dict[str, Any]) -> ProxySettings:
-    app = doc.get("app")
+def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
+    """ProxySettings from a `proxy` section; values already reported (`bad`) fall back to their
+    defaults so that the rest is still checked."""
+
+    def ok(key: str) -> bool:
+        return key in doc and not any(f == f"proxy.{key}" or f.startswith(f"proxy.{key}.") for f in bad)
+
+    app = doc["app"] if ok("app") else None
     if isinstance(app, dict):
         app = {port_key(k): v for k, v in app.items()}
+    ports = {port_key(k): v for k, v in doc["ports"].items()} if ok("ports") else {}
     return ProxySettings(
         gateway=doc.get("gateway"),
         node=doc.get("node"),
-        admin=doc.get("admin", ProxySettings.admin),
-        bind=doc.get("bind", ProxySettings.bind),
-        ports={port_key(k): v for k, v in (doc.get("ports") or {}).items()},  # type: ignore[misc]
+        admin=doc["admin"] if ok("admin") else ProxySettings.admin,
+        bind=doc["bind"] if ok("bind") else ProxySettings.bind,
+        ports=ports,  # type: ignore[arg-type]
         app=app,
-        outbound=doc.get("outbound"),
+        outbound=doc["outbound"] if ok("outbound") else None,
     )
 
 

@@ -1,0 +1,200 @@
+"""Configuration of the benchmark's upstream and of each proxy, as text or documents.
+
+Pure: every function takes ports and returns a config (nginx.conf text, haproxy.cfg text, an
+Envoy bootstrap dict, a meshplane snapshot dict or a `meshplane run` config dict). One worker or
+thread each, keep-alive on both sides, and only 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BODY = "meshplane-bench-ok\n"  # the upstream's fixed 200 body (19 bytes)
+HOST = "127.0.0.1"
+
+
+def nginx_common(prefix: Path) -> str:
+    return f"""
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 10000; }}
+"""
+
+
+def nginx_http_common(prefix: Path) -> str:
+    temps = "\n".join(f"    {d}_temp_path {prefix}/{d};"
+                      for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""
+    access_log off;
+{temps}
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+"""
+
+
+def upstream_nginx_conf(prefix: Path, h1: int, h2: int) -> str:
+    body = BODY.replace("\n", "\\n")
+    return nginx_common(prefix) + f"""
+http {{
+{nginx_http_common(prefix)}
+    server {{
+        listen {HOST}:{h1};
+        location / {{ return 200 "{body}"; }}
+    }}
+    server {{
+        listen {HOST}:{h2} http2;   # cleartext: HTTP/2 with prior knowledge only
+        location / {{ return 200 "{body}"; }}
+    }}
+}}
+"""
+
+
+def proxy_nginx_conf(prefix: Path, h1: int, h2: int, up_h1: int) -> str:
+    return nginx_common(prefix) + f"""
+http {{
+{nginx_http_common(prefix)}
+    upstream up_h1 {{
+        server {HOST}:{up_h1};
+        keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen {HOST}:{h1};
+        listen {HOST}:{h2} http2;
+        location / {{
+            proxy_pass http://up_h1;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def haproxy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int) -> str:
+    # A clear-text bind detects the HTTP/2 preface itself, so h1 also serves h2 prior knowledge.
+    return f"""
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    option http-keep-alive
+    http-reuse always
+
+frontend fe_h1
+    bind {HOST}:{h1}
+    default_backend be_h1
+
+frontend fe_h2h2
+    bind {HOST}:{h2h2}
+    default_backend be_h2
+
+backend be_h1
+    server up {HOST}:{up_h1}
+
+backend be_h2
+    server up {HOST}:{up_h2} proto h2
+"""
+
+
+def envoy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int) -> dict[str, Any]:
+    def listener(name: str, port: int, cluster: str) -> dict[str, Any]:
+        hcm = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                     "http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "codec_type": "AUTO",  # HTTP/1.1 or h2c prior knowledge, per connection
+            "route_config": {"virtual_hosts": [{
+                "name": "vh", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+            }]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        }
+        return {
+            "name": name,
+            "address": {"socket_address": {"address": HOST, "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        }
+
+    def cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
+        c: dict[str, Any] = {
+            "name": name, "type": "STATIC", "connect_timeout": "5s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+                "endpoint": {"address": {"socket_address": {"address": HOST,
+                                                            "port_value": port}}}}]}]},
+        }
+        if h2:
+            c["typed_extension_protocol_options"] = {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                             "HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }}
+        return c
+
+    return {"static_resources": {
+        "listeners": [listener("h1", h1, "up_h1"), listener("h2h2", h2h2, "up_h2")],
+        "clusters": [cluster("up_h1", up_h1, False), cluster("up_h2", up_h2, True)],
+    }}
+
+
+def meshplane_snapshot(up_h1: int, up_h2: int | None, *, two_listeners: bool = True,
+                       version: str = "bench") -> dict[str, Any]:
+    def table(route: str, clus: str) -> dict[str, Any]:
+        return {"virtualHosts": [{"name": "vh", "domains": ["*"], "routes": [{
+            "name": route, "match": {"path": {"kind": "prefix", "value": "/"}},
+            "action": {"clusters": [{"cluster": clus, "weight": 1}]}}]}]}
+
+    snap: dict[str, Any] = {
+        "schema": 1, "version": version,
+        "listeners": [{"name": "h1", "address": f"{HOST}:0", "protocol": "http",
+                       "routeTable": "t1"}],
+        "routeTables": {"t1": table("r1", "c1")},
+        "clusters": [{"name": "c1", "protocol": "http1",
+                      "endpoints": [{"address": f"{HOST}:{up_h1}"}]}],
+    }
+    if two_listeners and up_h2 is not None:
+        snap["listeners"].append({"name": "h2h2", "address": f"{HOST}:0", "protocol": "http",
+                                  "routeTable": "t2"})
+        snap["routeTables"]["t2"] = table("r2", "c2")
+        snap["clusters"].append({"name": "c2", "protocol": "http2",
+                                 "endpoints": [{"address": f"{HOST}:{up_h2}"}]})
+    return snap
+
+
+def meshplane_run_config(up_h1: int) -> dict[str, Any]:
+    """A one-listener `meshplane run` config (gateway → one virtual node), on 127.0.0.1 only.
+
+    The admin API stays on (ephemeral port), as an operator would run it.
+    """
+    return {
+        "mesh": "bench",
+        "proxy": {"gateway": "edge", "bind": HOST, "admin": f"{HOST}:0", "ports": {8080: 0}},
+        "resources": [
+            {"kind": "VirtualGateway", "name": "edge",
+             "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}},
+            {"kind": "GatewayRoute", "name": "all", "virtualGatewayName": "edge",
+             "spec": {"httpRoute": {"match": {"prefix": "/"}, "action": {
+                 "target": {"virtualService": {"virtualServiceName": "up.bench.local"}}}}}},
+            {"kind": "VirtualService", "name": "up.bench.local",
+             "spec": {"provider": {"virtualNode": {"virtualNodeName": "up"}}}},
+            {"kind": "VirtualNode", "name": "up", "spec": {
+                "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+                "serviceDiscovery": {"static": {"endpoints": [f"{HOST}:{up_h1}"]}}}},
+        ],
+    }
+

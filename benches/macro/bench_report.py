@@ -1,0 +1,110 @@
+"""Summaries and the Markdown report of a macro benchmark run (see run.py for the JSON shape)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+PEERS = ("nginx", "haproxy", "envoy")
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [r for r in runs if r.get("rps") is not None]
+
+    def med(key: str) -> float | None:
+        values = [r[key] for r in good if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+        "rps_min": min((r["rps"] for r in good), default=None),
+        "rps_max": max((r["rps"] for r in good), default=None),
+        "errors": sum(r.get("errors", 0) for r in runs),
+        "failed_runs": sum(1 for r in runs if r.get("error")),
+        "runs": len(runs),
+    }
+
+
+def fmt_rps(v: float | None) -> str:
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def fmt_ratio(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    lines = [
+        f"### meshplane macro benchmark, {result['started']}",
+        "",
+        f"`{result['command']}`  ",
+        f"{result['machine']['cpus']} CPUs ({result['machine']['processor']}), load average "
+        f"{result['machine']['loadavg_before']} before / {result['machine']['loadavg_after']} "
+        f"after; each figure is the median of {cfg['repeat']} interleaved runs of "
+        f"{cfg['duration']:g} s; wrk -t{cfg['threads']} -c{cfg['connections']}, h2load -t1 "
+        f"-c{cfg['h2_clients']} -m{cfg['h2_streams']}"
+        + ("; load generator pinned to CPU 0, servers to the rest" if cfg["pin"] else "") + ".",
+        "",
+        "| scenario | target | req/s | p50 ms | p99 ms | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for sc_name, per_target in result["scenarios"].items():
+        for tname, s in per_target["targets"].items():
+            if "skipped" in s:
+                lines.append(f"| {sc_name} | {tname} | n/a | | | {s['skipped']} |")
+                continue
+            err = str(s["errors"]) + (f" ({s['failed_runs']} failed runs)" if s["failed_runs"]
+                                      else "")
+            lines.append(f"| {sc_name} | {tname} | {fmt_rps(s['rps'])} | {fmt_ms(s['p50_ms'])} "
+                         f"| {fmt_ms(s['p99_ms'])} | {err} |")
+    others = ("direct", *PEERS)
+    lines += ["", "Throughput ratios, meshplane req/s ÷ other req/s (> 1: meshplane faster; "
+              "p99 ratio meshplane ÷ other in brackets, < 1: meshplane lower):", "",
+              "| scenario | " + " | ".join(f"meshplane/{o}" for o in others) + " |",
+              "| --- | " + " | ".join("---:" for _ in others) + " |"]
+    for sc_name, per_target in result["scenarios"].items():
+        cells = []
+        for o in others:
+            r = per_target["ratios"].get(o, {})
+            if r.get("rps") is None:
+                cells.append("–")
+            else:
+                p99 = r.get("p99")
+                cells.append(fmt_ratio(r["rps"]) + (f" ({fmt_ratio(p99)})" if p99 else ""))
+        lines.append(f"| {sc_name} | " + " | ".join(cells) + " |")
+    mem = result["memory"]
+    lines += ["", "Resident memory (VmRSS):", "", "| process | RSS MiB | notes |",
+              "| --- | ---: | --- |"]
+    core = mem.get("meshplane_idle", {}).get("core", {})
+    if "rss_kb" in core:
+        lines.append(f"| meshplane bare Core, idle (1 listener) | {core['rss_kb'] / 1024:.1f} | "
+                     f"python alone {core['interpreter_only_kb'] / 1024:.1f}, after import "
+                     f"{core['after_import_kb'] / 1024:.1f} |")
+    elif core:
+        lines.append(f"| meshplane bare Core, idle | – | {core.get('error')} |")
+    run = mem.get("meshplane_idle", {}).get("run", {})
+    if "rss_kb" in run:
+        lines.append(f"| `meshplane run`, idle (1 listener) | {run['rss_kb'] / 1024:.1f} | "
+                     "Trio control layer + Core |")
+    elif run:
+        lines.append(f"| `meshplane run`, idle | – | {run.get('error')} |")
+    for tname, rss in mem.get("targets", {}).items():
+        if "idle_after_start_kb" not in rss:
+            continue
+        after = rss.get("after_load_kb")
+        lines.append(f"| {tname} as benchmarked (idle after start → after the load) | "
+                     f"{rss['idle_after_start_kb'] / 1024:.1f} → "
+                     f"{(after or 0) / 1024:.1f} | {rss.get('processes', '?')} process(es)"
+                     + (" incl. Python" if tname == "meshplane" else "") + " |")
+    lines += ["", "Versions: " + "; ".join(f"{k} {v}" for k, v in result["versions"].items())]
+    if result["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,511 @@
+"""Active health checking as sans-I/O decisions (envoy-semantics §3, appmesh §3.1 and §5).
+
+Owns: `HealthCheckPolicy` (what to probe and how often), `HostHealth` (Envoy's per-host state
+machine, its transitions in `_TRANSITIONS`), `HealthChecker` (the state of every host of a
+cluster plus a due-time heap that says whom to probe next) and the classifiers that turn a probe
+response into a `ProbeResult`. A Trio driver sends the probes and feeds the results in; the
+decisions (`Transition`) go to the core as host-health flags. Nothing here does I/O or reads a
+clock: every method takes `now`, and every random draw comes from an injected `random.Random`.
+Must not import trio, `meshplane._core` or `meshplane.config`.
+
+Deliberate differences from Envoy / App Mesh (the reason follows each):
+
+- `interval_jitter_percent` defaults to 10 (Envoy: 0; App Mesh has no jitter field). Thousands
+  of hosts probed on one interval would otherwise march in step and load the upstreams in bursts.
+- `initial_jitter` defaults to one interval (Envoy: 0, first probe at once). A new host set of
+  5,000 hosts has its first probes spread over an interval instead of fired in one burst.
+- No `no_traffic_interval`: probes run at `interval` whether or not the cluster has carried
+  traffic (Envoy slows an idle cluster to 60 s). App Mesh users set `intervalMillis` and expect
+  it honoured, and a sidecar should know its upstreams' health before the first request.
+- A host's first result moves it out of "unknown" even when it fails, and that is reported as a
+  `Transition` (`first_check=True`). In Envoy the host already carries FAILED_ACTIVE_HC, so
+  nothing changes; the driver needs the event for cluster warming and the admin API.
+- HTTP `retriable_statuses` (statuses that count like network failures) are not modelled.
+- `path` defaults to "/" (App Mesh leaves it optional; Envoy requires one; CDK uses "/").
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from meshplane.policy._appmesh import as_int, as_str, check_keys, count, millis, require
+from meshplane.policy._errors import PolicyError
+
+K = TypeVar("K", bound=Hashable)
+HealthProtocol = Literal["http", "http2", "grpc", "tcp"]
+StatusRange = tuple[int, int]
+"""A half-open range of HTTP statuses `[start, end)`, as Envoy's `expected_statuses`."""
+
+PROTOCOLS: Final = ("http", "http2", "grpc", "tcp")
+ONLY_200: Final[tuple[StatusRange, ...]] = ((200, 201),)
+"""Envoy's and App Mesh's default: only HTTP 200 is healthy (appmesh §5, roadmap #396)."""
+
+
+def _positive(value: float, field: str) -> None:
+    if not value > 0:
+        raise PolicyError("out_of_range", field, f"expected > 0 seconds, got {value!r}")
+
+
+def _non_negative(value: float, field: str) -> None:
+    if not value >= 0:
+        raise PolicyError("out_of_range", field, f"expected >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class HealthCheckPolicy:
+    """How one cluster's hosts are probed. Times are seconds; `None` means "Envoy's default".
+
+    `interval_jitter_percent` and `initial_jitter` are meshplane extensions with non-Envoy
+    defaults (see the module docstring). `unhealthy_interval` defaults to `interval`,
+    `unhealthy_edge_interval` to `unhealthy_interval`, `healthy_edge_interval` to `interval`,
+    `initial_jitter` to `interval`. `port` None probes the endpoint's own port.
+    """
+
+    protocol: HealthProtocol
+    interval: float
+    timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    path: str = "/"
+    port: int | None = None
+    interval_jitter_percent: int = 10
+    interval_jitter: float = 0.0
+    initial_jitter: float | None = None
+    unhealthy_interval: float | None = None
+    unhealthy_edge_interval: float | None = None
+    healthy_edge_interval: float | None = None
+    expected_statuses: tuple[StatusRange, ...] = ONLY_200
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise PolicyError("out_of_range", "protocol", f"expected one of {PROTOCOLS}, got {self.protocol!r}")
+        _positive(self.interval, "interval")
+        _positive(self.timeout, "timeout")
+        as_int(self.healthy_threshold, "healthy_threshold", lo=1)
+        as_int(self.unhealthy_threshold, "unhealthy_threshold", lo=1)
+        as_int(self.interval_jitter_percent, "interval_jitter_percent", lo=0)
+        if self.port is not None:
+            as_int(self.port, "port", lo=1, hi=65535)
+        _non_negative(self.interval_jitter, "interval_jitter")
+        if self.initial_jitter is not None:
+            _non_negative(self.initial_jitter, "initial_jitter")
+        for name in ("unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(value, name)
+        if not self.expected_statuses:
+            raise PolicyError("out_of_range", "expected_statuses", "expected at least one range")
+        for start, end in self.expected_statuses:
+            if not 100 <= start < end <= 600:
+                raise PolicyError(
+                    "out_of_range", "expected_statuses",
+                    f"expected half-open ranges inside [100, 600), got [{start}, {end})",
+                )
+
+    def base_interval(self, last_ok: bool, change_pending: bool) -> float:
+        """Envoy's next interval before jitter, for a cluster that has carried traffic.
+
+        A failed probe waits `unhealthy_edge_interval` while a change to unhealthy is pending,
+        else `unhealthy_interval`; a passed probe waits `healthy_edge_interval` while a change to
+        healthy is pending, else `interval`.
+        """
+        unhealthy = _given(self.unhealthy_interval, self.interval)
+        table = {
+            (True, False): self.interval,
+            (True, True): _given(self.healthy_edge_interval, self.interval),
+            (False, False): unhealthy,
+            (False, True): _given(self.unhealthy_edge_interval, unhealthy),
+        }
+        return table[last_ok, change_pending]
+
+    @classmethod
+    def from_appmesh(
+        cls, health_check: Mapping[str, Any], extension: Mapping[str, Any] | None = None
+    ) -> HealthCheckPolicy:
+        """Build a policy from an App Mesh `healthCheck` dict and meshplane's extension dict.
+
+        App Mesh keys (all of `protocol`, `intervalMillis`, `timeoutMillis`, `healthyThreshold`,
+        `unhealthyThreshold` required; `path`, `port` optional). Extension keys, all optional:
+        `intervalJitterPercent` (int, default 10), `intervalJitterMillis` (default 0),
+        `initialJitterMillis` (default one interval), `unhealthyIntervalMillis`,
+        `unhealthyEdgeIntervalMillis`, `healthyEdgeIntervalMillis`, and `expectedStatuses`: a
+        list of status codes or Envoy ranges `{"start": 200, "end": 300}` (end exclusive).
+        Raises `PolicyError` on a missing, mistyped or unknown key.
+        """
+        hc, where = health_check, "healthCheck"
+        check_keys(hc, _APPMESH_HC_KEYS, where)
+        protocol = as_str(require(hc, "protocol", where), f"{where}.protocol")
+        if protocol not in PROTOCOLS:
+            raise PolicyError("out_of_range", f"{where}.protocol", f"expected one of {PROTOCOLS}, got {protocol!r}")
+        ext = extension or {}
+        check_keys(ext, _EXTENSION_KEYS, "extension")
+        kwargs: dict[str, Any] = {
+            "protocol": protocol,
+            "interval": millis(require(hc, "intervalMillis", where), f"{where}.intervalMillis"),
+            "timeout": millis(require(hc, "timeoutMillis", where), f"{where}.timeoutMillis"),
+            "healthy_threshold": as_int(require(hc, "healthyThreshold", where), f"{where}.healthyThreshold"),
+            "unhealthy_threshold": as_int(
+                require(hc, "unhealthyThreshold", where), f"{where}.unhealthyThreshold"
+            ),
+        }
+        if "path" in hc:
+            kwargs["path"] = as_str(hc["path"], f"{where}.path")
+        if "port" in hc:
+            kwargs["port"] = as_int(hc["port"], f"{where}.port", lo=1, hi=65535)
+        for key, (name, convert) in _EXTENSION_FIELDS.items():
+            if key in ext:
+                kwargs[name] = convert(ext[key], f"extension.{key}")
+        if "expectedStatuses" in ext:
+            kwargs["expected_statuses"] = _status_ranges(ext["expectedStatuses"], "extension.expectedStatuses")
+        return cls(**kwargs)
+
+
+_APPMESH_HC_KEYS: Final = frozenset(
+    {"protocol", "intervalMillis", "timeoutMillis", "healthyThreshold", "unhealthyThreshold", "path", "port"}
+)
+_EXTENSION_FIELDS: Final = {
+    "intervalJitterPercent": ("interval_jitter_percent", count),
+    "intervalJitterMillis": ("interval_jitter", millis),
+    "initialJitterMillis": ("initial_jitter", millis),
+    "unhealthyIntervalMillis": ("unhealthy_interval", millis),
+    "unhealthyEdgeIntervalMillis": ("unhealthy_edge_interval", millis),
+    "healthyEdgeIntervalMillis": ("healthy_edge_interval", millis),
+}
+_EXTENSION_KEYS: Final = frozenset({*_EXTENSION_FIELDS, "expectedStatuses"})
+
+
+def _status_ranges(value: Any, field: str) -> tuple[StatusRange, ...]:
+    if not isinstance(value, list | tuple):
+        raise PolicyError("invalid_type", field, f"expected a list, got {value!r}")
+    out: list[StatusRange] = []
+    for i, item in enumerate(value):
+        here = f"{field}[{i}]"
+        if isinstance(item, Mapping):
+            out.append((as_int(require(item, "start", here), f"{here}.start"),
+                        as_int(require(item, "end", here), f"{here}.end")))
+        else:
+            code = as_int(item, here)
+            out.append((code, code + 1))
+    return tuple(out)
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+# --- results and classification -------------------------------------------------------------
+
+
+class ProbeResult(StrEnum):
+    """The outcome of one probe, as Envoy's health-check failure types.
+
+    ACTIVE_FAILURE: the host answered, wrongly (unexpected HTTP status, gRPC not SERVING).
+    NETWORK_FAILURE: connect failure, reset, GOAWAY, TCP connect refused.
+    TIMEOUT: no answer within `timeout` (Envoy's NETWORK_TIMEOUT).
+    """
+
+    SUCCESS = "success"
+    ACTIVE_FAILURE = "active_failure"
+    NETWORK_FAILURE = "network_failure"
+    TIMEOUT = "timeout"
+
+
+def classify_http_status(status: int, expected: Sequence[StatusRange] = ONLY_200) -> ProbeResult:
+    """SUCCESS if `status` lies in one of the half-open `expected` ranges, else ACTIVE_FAILURE."""
+    ok = any(start <= status < end for start, end in expected)
+    return ProbeResult.SUCCESS if ok else ProbeResult.ACTIVE_FAILURE
+
+
+GRPC_OK: Final = 0
+SERVING: Final = 1
+"""`grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING`."""
+
+
+def classify_grpc_health(status_code: int, serving_status: int | str | None) -> ProbeResult:
+    """SUCCESS iff grpc-status is OK (0) and the response says SERVING (1 or "SERVING").
+
+    Anything else the server answered (NOT_SERVING, SERVICE_UNKNOWN, a non-OK grpc-status, no
+    response message) is an ACTIVE_FAILURE; transport errors are the driver's NETWORK_FAILURE.
+    """
+    serving = serving_status in (SERVING, "SERVING")
+    return ProbeResult.SUCCESS if status_code == GRPC_OK and serving else ProbeResult.ACTIVE_FAILURE
+
+
+# --- the per-host state machine ---------------------------------------------------------------
+
+
+class HealthState(StrEnum):
+    """UNKNOWN until the first result (Envoy: FAILED_ACTIVE_HC set, never checked)."""
+
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class _Gate(Enum):
+    NOW = "now"  # move to the target state on this result
+    COUNT_HEALTHY = "count_healthy"  # ++num_healthy; move when it reaches healthy_threshold
+    COUNT_UNHEALTHY = "count_unhealthy"  # ++num_unhealthy; move at unhealthy_threshold
+    STAY = "stay"
+
+
+_H, _U, _X = HealthState.HEALTHY, HealthState.UNHEALTHY, HealthState.UNKNOWN
+_OK, _ACTIVE = ProbeResult.SUCCESS, ProbeResult.ACTIVE_FAILURE
+_NET, _TIMEOUT = ProbeResult.NETWORK_FAILURE, ProbeResult.TIMEOUT
+
+_TRANSITIONS: Final[Mapping[tuple[HealthState, ProbeResult], tuple[HealthState, _Gate]]] = {
+    # First check ever: one success is enough (Envoy's first-check rule); a failure settles
+    # "unknown" as unhealthy, after which recovery needs healthy_threshold successes.
+    (_X, _OK): (_H, _Gate.NOW),
+    (_X, _ACTIVE): (_U, _Gate.NOW),
+    (_X, _NET): (_U, _Gate.NOW),
+    (_X, _TIMEOUT): (_U, _Gate.NOW),
+    (_U, _OK): (_H, _Gate.COUNT_HEALTHY),
+    (_U, _ACTIVE): (_U, _Gate.STAY),
+    (_U, _NET): (_U, _Gate.STAY),
+    (_U, _TIMEOUT): (_U, _Gate.STAY),
+    (_H, _OK): (_H, _Gate.STAY),
+    # The host answered and said no: believe it at once. Network trouble may be ours or
+    # transient, so it needs unhealthy_threshold in a row.
+    (_H, _ACTIVE): (_U, _Gate.NOW),
+    (_H, _NET): (_U, _Gate.COUNT_UNHEALTHY),
+    (_H, _TIMEOUT): (_U, _Gate.COUNT_UNHEALTHY),
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A host's health changed at `at`. `first_check`: this was the host's first result."""
+
+    previous: HealthState
+    current: HealthState
+    at: float
+    first_check: bool
+
+    @property
+    def became_healthy(self) -> bool:
+        return self.current is HealthState.HEALTHY
+
+    @property
+    def became_unhealthy(self) -> bool:
+        return self.current is HealthState.UNHEALTHY
+
+
+class HostHealth:
+    """Envoy's active-health-check session state for one host (envoy-semantics §3).
+
+    Attributes are read-only to callers; only `on_result` changes them. `num_healthy` counts
+    successes toward `healthy_threshold` while unhealthy, `num_unhealthy` network failures and
+    timeouts toward `unhealthy_threshold` while healthy; a success zeroes `num_unhealthy`, any
+    failure zeroes `num_healthy`. `change_pending` is Envoy's ChangePending for the last result.
+    `active_hc_timeout` is Envoy's ACTIVE_HC_TIMEOUT: set by a timeout while unhealthy, cleared
+    on recovery.
+    """
+
+    __slots__ = (
+        "active_hc_timeout", "change_pending", "last_change", "last_check", "last_result",
+        "num_healthy", "num_unhealthy", "policy", "state",
+    )
+
+    def __init__(self, policy: HealthCheckPolicy) -> None:
+        self.policy = policy
+        self.state = HealthState.UNKNOWN
+        self.num_healthy = 0
+        self.num_unhealthy = 0
+        self.change_pending = False
+        self.active_hc_timeout = False
+        self.last_result: ProbeResult | None = None
+        self.last_check: float | None = None
+        self.last_change: float | None = None
+
+    @property
+    def failed_active_hc(self) -> bool:
+        """Envoy's FAILED_ACTIVE_HC: set from creation until the host first passes."""
+        return self.state is not HealthState.HEALTHY
+
+    def on_result(self, result: ProbeResult, now: float) -> Transition | None:
+        """Apply one probe result; return the state change it caused, if any."""
+        previous = self.state
+        target, gate = _TRANSITIONS[previous, result]
+        if result is ProbeResult.SUCCESS:
+            self.num_unhealthy = 0
+        else:
+            self.num_healthy = 0
+        move = gate is _Gate.NOW
+        if gate is _Gate.COUNT_HEALTHY:
+            self.num_healthy += 1
+            move = self.num_healthy >= self.policy.healthy_threshold
+        elif gate is _Gate.COUNT_UNHEALTHY:
+            self.num_unhealthy += 1
+            move = self.num_unhealthy >= self.policy.unhealthy_threshold
+        self.change_pending = not move and gate is not _Gate.STAY
+        if move:
+            self.state = target
+        if self.state is HealthState.HEALTHY:
+            self.active_hc_timeout = False
+        elif result is ProbeResult.TIMEOUT:
+            self.active_hc_timeout = True
+        self.last_result = result
+        self.last_check = now
+        if not move:
+            return None
+        self.last_change = now
+        return Transition(previous, target, now, first_check=previous is HealthState.UNKNOWN)
+
+    def next_delay(self, rng: random.Random) -> float:
+        """Seconds until this host's next probe, counted from the result just recorded.
+
+        Before the first result: `rand % initial_jitter` (Envoy's initial jitter). After: the
+        base interval for the last result (`HealthCheckPolicy.base_interval`), plus
+        `rand % (interval_jitter_percent * base / 100)` and `rand % interval_jitter`, in whole
+        milliseconds as Envoy computes them, and never less than 1 ms.
+        """
+        p = self.policy
+        if self.last_result is None:
+            spread = _ms(_given(p.initial_jitter, p.interval))
+            return (_draw(rng) % spread) / 1000 if spread > 0 else 0.0
+        base = _ms(p.base_interval(self.last_result is ProbeResult.SUCCESS, self.change_pending))
+        delay = base
+        percent_mod = p.interval_jitter_percent * base // 100
+        if percent_mod > 0:
+            delay += _draw(rng) % percent_mod
+        absolute = _ms(p.interval_jitter)
+        if absolute > 0:
+            delay += _draw(rng) % absolute
+        return max(1, delay) / 1000
+
+    def flags(self) -> str:
+        """Envoy's `/clusters` health_flags spelling: `healthy` or `/failed_active_hc/...`."""
+        if not self.failed_active_hc:
+            return "healthy"
+        return "/failed_active_hc" + ("/active_hc_timeout" if self.active_hc_timeout else "")
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _draw(rng: random.Random) -> int:
+    # Envoy draws a uint64 and takes it modulo the range; keep the same arithmetic.
+    return rng.getrandbits(64)
+
+
+# --- many hosts -----------------------------------------------------------------------------
+
+
+class HealthChecker(Generic[K]):
+    """The health of every host of one cluster, and when each is next due for a probe.
+
+    Scheduling is a heap of (due time, sequence, key) with lazy deletion: `due` pops only what
+    is due, so a 5,000-host cluster at 1 s intervals costs O(log n) per probe, not a scan.
+    A host returned by `due` is in flight and is not returned again until its result is
+    `record`ed (the driver turns a missing answer into TIMEOUT after `policy.timeout`).
+    """
+
+    def __init__(self, policy: HealthCheckPolicy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._rng = rng if rng is not None else random.Random()
+        self._hosts: dict[K, HostHealth] = {}
+        self._scheduled: dict[K, tuple[float, int]] = {}  # absent: probe in flight
+        self._heap: list[tuple[float, int, K]] = []
+        self._seq = itertools.count()
+
+    def set_hosts(self, keys: Iterable[K], now: float) -> None:
+        """Make the host set exactly `keys`. New hosts start unknown; their first probe is due
+        within `initial_jitter` of `now`. Removed hosts are forgotten, with their state."""
+        wanted = dict.fromkeys(keys)
+        for key in [k for k in self._hosts if k not in wanted]:
+            del self._hosts[key]
+            self._scheduled.pop(key, None)
+        for key in wanted:
+            if key not in self._hosts:
+                host = self._hosts[key] = HostHealth(self.policy)
+                self._schedule(key, now + host.next_delay(self._rng))
+        self._compact()
+
+    def due(self, now: float) -> list[K]:
+        """The hosts whose probe is due at `now`, earliest first; they are now in flight."""
+        out: list[K] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, seq, key = heapq.heappop(heap)
+            entry = self._scheduled.get(key)
+            if entry is not None and entry[1] == seq:
+                del self._scheduled[key]
+                out.append(key)
+        return out
+
+    def next_due(self) -> float | None:
+        """When the earliest scheduled probe is due (for the driver's sleep), or None."""
+        heap = self._heap
+        while heap:
+            due_at, seq, key = heap[0]
+            entry = self._scheduled.get(key)
+            if entry is not None and entry[1] == seq:
+                return due_at
+            heapq.heappop(heap)
+        return None
+
+    def record(self, key: K, result: ProbeResult, now: float) -> Transition | None:
+        """Apply `key`'s probe result at `now` and schedule its next probe. A result for a host
+        no longer in the set is dropped (returns None), as Envoy drops a removed host's session."""
+        host = self._hosts.get(key)
+        if host is None:
+            return None
+        transition = host.on_result(result, now)
+        self._schedule(key, now + host.next_delay(self._rng))
+        self._compact()
+        return transition
+
+    def healthy(self, key: K) -> bool | None:
+        """True/False once `key` has a result, None while unknown. KeyError if not a host."""
+        state = self._hosts[key].state
+        return None if state is HealthState.UNKNOWN else state is HealthState.HEALTHY
+
+    def host(self, key: K) -> HostHealth:
+        """The state machine of `key` (read-only use). KeyError if not a host."""
+        return self._hosts[key]
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._hosts
+
+    def snapshot(self) -> dict[K, dict[str, Any]]:
+        """Per host, for the admin API: state, Envoy health flags, last result and check time,
+        last change time, the consecutive counters, change pending, next due time (None while a
+        probe is in flight)."""
+        out: dict[K, dict[str, Any]] = {}
+        for key, h in self._hosts.items():
+            entry = self._scheduled.get(key)
+            out[key] = {
+                "state": h.state.value,
+                "health_flags": h.flags(),
+                "last_result": None if h.last_result is None else h.last_result.value,
+                "last_check": h.last_check,
+                "last_change": h.last_change,
+                "num_healthy": h.num_healthy,
+                "num_unhealthy": h.num_unhealthy,
+                "change_pending": h.change_pending,
+                "next_check": None if entry is None else entry[0],
+            }
+        return out
+
+    def _schedule(self, key: K, at: float) -> None:
+        seq = next(self._seq)
+        self._scheduled[key] = (at, seq)
+        heapq.heappush(self._heap, (at, seq, key))
+
+    def _compact(self) -> None:
+        # Results recorded while a host was still queued, and removed hosts, leave stale heap
+        # entries; rebuild once they outnumber the live ones so the heap stays O(hosts).
+        if len(self._heap) > 2 * len(self._scheduled) + 64:
+            self._heap = [(at, seq, key) for key, (at, seq) in self._scheduled.items()]
+            heapq.heapify(self._heap)

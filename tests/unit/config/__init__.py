@@ -1,0 +1,1 @@
+"""Tests of meshplane.config (pure: no sockets, no compiled core)."""
