@@ -77,26 +77,54 @@ class Processes:
         return "\n".join(text[-lines:])
 
     def stop(self, proc: subprocess.Popen[bytes], first: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            for sig, wait_s in ((first, 5.0), (signal.SIGKILL, 5.0)):
+        """Signal the process group, escalate to SIGKILL, then reap the leader.
+
+        The group is signalled only while its leader is unreaped (its pid, the group id, cannot
+        be reused then) or while members of the group are still alive.
+        """
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, first)
+            if not _exited(proc, 5.0):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(wait_s)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        # the group may outlive its leader (an nginx worker): make sure it is gone
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                _exited(proc, 5.0)
+            # stragglers (an nginx worker) while the leader is still an unreaped zombie
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5.0)
+        elif group_rss_kb(proc.pid)[1]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if proc.stdout is not None:
-            proc.stdout.close()
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        """Drop a process that has exited (and was waited for) from the registry."""
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
 
     def stop_all(self) -> None:
         while self.procs:
             _, proc = self.procs.pop()
             with contextlib.suppress(Exception):
                 self.stop(proc)
+
+
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to `timeout` for `proc` to exit, without reaping it (WNOWAIT)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if info is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def raise_interrupt(signum: int, _frame: object) -> None:

@@ -35,6 +35,14 @@ def fmt_ms(v: float | None) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
+def fmt_spread(s: dict[str, Any]) -> str:
+    """(max - min) / median of the runs' req/s, as ±%: how noisy this row was."""
+    lo, hi, mid = s.get("rps_min"), s.get("rps_max"), s.get("rps")
+    if lo is None or hi is None or not mid or s.get("runs", 0) < 2:
+        return "–"
+    return f"±{50 * (hi - lo) / mid:.0f}%"
+
+
 def fmt_ratio(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
@@ -52,18 +60,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"-c{cfg['h2_clients']} -m{cfg['h2_streams']}"
         + ("; load generator pinned to CPU 0, servers to the rest" if cfg["pin"] else "") + ".",
         "",
-        "| scenario | target | req/s | p50 ms | p99 ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| scenario | target | req/s | spread | p50 ms | p99 ms | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for sc_name, per_target in result["scenarios"].items():
         for tname, s in per_target["targets"].items():
             if "skipped" in s:
-                lines.append(f"| {sc_name} | {tname} | n/a | | | {s['skipped']} |")
+                lines.append(f"| {sc_name} | {tname} | n/a | | | | {s['skipped']} |")
                 continue
             err = str(s["errors"]) + (f" ({s['failed_runs']} failed runs)" if s["failed_runs"]
                                       else "")
-            lines.append(f"| {sc_name} | {tname} | {fmt_rps(s['rps'])} | {fmt_ms(s['p50_ms'])} "
-                         f"| {fmt_ms(s['p99_ms'])} | {err} |")
+            lines.append(f"| {sc_name} | {tname} | {fmt_rps(s['rps'])} | {fmt_spread(s)} "
+                         f"| {fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {err} |")
     others = ("direct", *PEERS)
     lines += ["", "Throughput ratios, meshplane req/s ÷ other req/s (> 1: meshplane faster; "
               "p99 ratio meshplane ÷ other in brackets, < 1: meshplane lower):", "",
@@ -103,7 +111,11 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{rss['idle_after_start_kb'] / 1024:.1f} → "
                      f"{(after or 0) / 1024:.1f} | {rss.get('processes', '?')} process(es)"
                      + (" incl. Python" if tname == "meshplane" else "") + " |")
-    lines += ["", "Versions: " + "; ".join(f"{k} {v}" for k, v in result["versions"].items())]
+    if "upstream_kb" in mem:
+        lines.append(f"| upstream nginx (after the load) | {mem['upstream_kb'] / 1024:.1f} | "
+                     "master + 1 worker |")
+    lines += ["", "Versions: " + "; ".join(f"{k} {v}" for k, v in result["versions"].items())
+              + f"; meshplane commit {result.get('git_commit') or '?'}"]
     if result["notes"]:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"

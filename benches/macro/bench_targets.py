@@ -61,6 +61,11 @@ class Target:
         return None if kind in self.unsupported else self.ports.get(kind)
 
 
+def _word_after(text: str, word: str) -> str:
+    m = re.search(rf"{word}:?\s+(\S+)", text)
+    return m[1] if m else text
+
+
 class Starter:
     """Starts targets with the binaries in `bins` (None = not installed)."""
 
@@ -105,7 +110,7 @@ class Starter:
         h1, h2 = free_port(), free_port()
         (prefix / "nginx.conf").write_text(upstream_nginx_conf(prefix, h1, h2))
         t = self.upstream
-        t.version = tool_version([nginx, "-v"])
+        t.version = _word_after(tool_version([nginx, "-v"]), "version")
         t.proc = self.procs.start("upstream", [nginx, "-p", str(prefix), "-e",
                                                str(prefix / "error.log"), "-c",
                                                str(prefix / "nginx.conf")],
@@ -160,7 +165,7 @@ class Starter:
         except ImportError as exc:
             t.error = f"meshplane._core is not importable ({exc})"
             return
-        t.version = f"meshplane._core {getattr(mc, '__version__', '?')}"
+        t.version = str(getattr(mc, "__version__", "?"))
         path = self.work / "meshplane-snapshot.json"
         path.write_text(json.dumps(meshplane_snapshot(up1, up2)))
         t.proc = self.procs.start("meshplane", [sys.executable, CORE_CHILD, str(path)],
@@ -185,13 +190,13 @@ class Starter:
         prefix.mkdir()
         h1, h2 = free_port(), free_port()
         (prefix / "nginx.conf").write_text(proxy_nginx_conf(prefix, h1, h2, up1))
-        t.version = tool_version([nginx, "-v"])
+        t.version = _word_after(tool_version([nginx, "-v"]), "version")
         t.proc = self.procs.start("nginx", [nginx, "-p", str(prefix), "-e",
                                             str(prefix / "error.log"), "-c",
                                             str(prefix / "nginx.conf")], cpus=self.server_cpus)
         t.ports = {KIND_H1: h1, KIND_H2: h2}
-        t.unsupported[KIND_H2H2] = ("nginx proxy_pass speaks only HTTP/1.x to upstreams "
-                                    "(grpc_pass is for gRPC)")
+        t.unsupported[KIND_H2H2] = ("nginx proxy_pass speaks only HTTP/1.x to upstreams; "
+                                    "grpc_pass is for gRPC only")
 
     def _start_haproxy(self, t: Target, up1: int, up2: int | None) -> None:
         if self._missing(t, "haproxy", "apt-get install -y haproxy"):
@@ -201,7 +206,7 @@ class Starter:
         h1, h2h2 = free_port(), free_port()
         path = self.work / "haproxy.cfg"
         path.write_text(haproxy_conf(h1, h2h2, up1, up2 or up1))
-        t.version = tool_version([haproxy, "-v"])
+        t.version = _word_after(tool_version([haproxy, "-v"]), "version")
         t.proc = self.procs.start("haproxy", [haproxy, "-db", "-f", str(path)],
                                   cpus=self.server_cpus)
         t.ports = {KIND_H1: h1, KIND_H2: h1, KIND_H2H2: h2h2}
@@ -214,7 +219,9 @@ class Starter:
         h1, h2h2 = free_port(), free_port()
         path = self.work / "envoy.json"
         path.write_text(json.dumps(envoy_conf(h1, h2h2, up1, up2 or up1), indent=1))
-        t.version = tool_version([envoy, "--version"]).split("version:")[-1].strip()
+        # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+        full = tool_version([envoy, "--version"]).split("version:")[-1].strip()
+        t.version = full.split("/")[1] if full.count("/") >= 2 else full
         t.proc = self.procs.start("envoy", [envoy, "-c", str(path), "--concurrency", "1",
                                             "--disable-hot-restart", "-l", "warning"],
                                   cpus=self.server_cpus)

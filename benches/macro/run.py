@@ -96,10 +96,10 @@ class Driver:
             out, _ = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             self.procs.stop(proc)
+            self.procs.forget(proc)
             return "", f"{name} did not finish within {limit} s"
-        finally:
-            with contextlib.suppress(ValueError):
-                self.procs.procs.remove((name, proc))
+        # (on Ctrl-C it stays registered, and stop_all() ends it)
+        self.procs.forget(proc)
         text = out.decode(errors="replace")
         if proc.returncode != 0:
             return text, f"{name} exited {proc.returncode}: {self.procs.stderr_tail(name, 3)}"
@@ -186,8 +186,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         s for s in args.scenario_list if s not in {sc.name for sc in SCENARIOS}]
     if bad:
         p.error(f"unknown target or scenario: {', '.join(bad)}")
-    if "meshplane" not in args.target_list:
-        args.target_list.insert(0, "meshplane")
+    # meshplane always; the canonical order (the rounds rotate it anyway)
+    args.target_list = [t for t in ALL_TARGETS if t in args.target_list or t == "meshplane"]
     return args
 
 
@@ -229,7 +229,8 @@ def progress(msg: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell without job control starts background commands with it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_interrupt)
     with workdir(args.keep_workdir) as work:
         procs = Processes(work)
@@ -323,8 +324,10 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
                 if t.port(sc.kind) is None:
                     continue
                 progress(f"{sc.name} run {rep + 1}/{args.repeat}: {t.name}")
+                load_before = loadavg()
                 r = driver.measure(sc, t, args.duration)
                 r["round"] = rep
+                r["loadavg_before"] = load_before
                 runs[t.name].append(r)
                 progress(f"  {fmt_rps(r.get('rps'))} req/s, p50 {fmt_ms(r.get('p50_ms'))} ms, "
                          f"p99 {fmt_ms(r.get('p99_ms'))} ms, errors {r.get('errors')}"

@@ -171,7 +171,8 @@ class Proxy:
             async for _ in stopped:
                 return
         if scope.cancelled_caught:
-            log.warning("the core did not report stopping within %.1f s", scope.deadline - trio.current_time())
+            log.warning("the core did not report stopping within %d ms; stopping anyway",
+                        self._drain_ms + int(STOP_GRACE_S * 1000))
 
     # -- config ------------------------------------------------------------------------------
 
@@ -294,13 +295,7 @@ async def serve(
     if watch:
         if isinstance(config, MeshConfig | Mapping):
             raise TypeError("watch=True needs the config as a file path")
-        path = os.fspath(config)
-        proxy_ref: list[Proxy] = []
-
-        async def reload(text: str) -> str:
-            return await proxy_ref[0].apply(load_text(text, path))
-
-        watcher = ConfigWatch(path, reload)
+        watcher = ConfigWatch(config)
         # Before loading: a change made while the proxy starts is then seen, not lost.
         watcher.mark_current()
     async with Proxy(
@@ -309,7 +304,11 @@ async def serve(
         with collapse_groups():
             async with trio.open_nursery() as nursery:
                 if watcher is not None:
-                    proxy_ref.append(proxy)
-                    await nursery.start(watcher.run)
+                    path = watcher.path
+
+                    async def reload(text: str) -> str:
+                        return await proxy.apply(load_text(text, path))
+
+                    await nursery.start(watcher.run, reload)
                 task_status.started(proxy)
                 await trio.sleep_forever()

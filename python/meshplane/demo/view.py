@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -60,20 +61,20 @@ class DemoView:
             f"requests [bold]{r.total}[/]", f"{rate:7.1f} req/s", f"errors [bold]{r.error_total}[/]",
             f"x-canary {r.canary_requests}",
         )
-        versions = Table(title="responses by version", title_justify="left")
+        versions = Table(title="responses by version", title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("version", "responses", "share"):
             versions.add_column(column, justify="right")
         for version, count, share in _split(r):
             versions.add_row(version, str(count), f"{share:5.1f} %")
         latency = Table(title=f"latency (client side, {'whole run' if final else 'last 2 s'})",
-                        title_justify="left")
+                        title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("p50", "p90", "p99"):
             latency.add_column(column, justify="right")
         latency.add_row(*(f"{v:.2f} ms" for v in (p50, p90, p99)))
-        hosts = Table(title="upstream hosts (proxy stats)", title_justify="left")
-        hosts.add_column("cluster")
+        hosts = Table(title="upstream hosts (proxy stats)", title_justify="left", box=box.SIMPLE_HEAD)
+        hosts.add_column("cluster", no_wrap=True, min_width=11)
         hosts.add_column("host", no_wrap=True, min_width=15)
-        for column in ("active", "total", "2xx", "5xx", "errors", "healthy"):
+        for column in ("active", "total", "2xx", "5xx", "err", "healthy"):
             hosts.add_column(column, justify="right")
         for cluster, host, h in _hosts(self.stats()):
             hosts.add_row(cluster, host, str(h.get("rq_active", 0)), str(h.get("rq_total", 0)),
@@ -81,7 +82,7 @@ class DemoView:
                           "yes" if h.get("healthy", True) else "[red]no[/]")
         parts: list[Any] = [self.header, head, versions, latency, hosts]
         if r.errors:
-            errors = Table(title="errors", title_justify="left")
+            errors = Table(title="errors", title_justify="left", box=box.SIMPLE_HEAD)
             errors.add_column("kind")
             errors.add_column("count", justify="right")
             for kind, count in r.errors.most_common():

@@ -34,9 +34,8 @@ Reload = Callable[[str], Awaitable[str]]
 class ConfigWatch:
     """Polls one file and calls `reload(text)` when its content changes."""
 
-    def __init__(self, path: str | os.PathLike[str], reload: Reload, *, interval: float = 0.5) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, interval: float = 0.5) -> None:
         self.path = os.fspath(path)
-        self._reload = reload
         self.interval = interval
         self._stamp: tuple[int, int] | None = None
         self._digest: str | None = None
@@ -63,8 +62,8 @@ class ConfigWatch:
         read = self._read()
         self._digest = read[1] if read else None
 
-    async def check(self) -> str | None:
-        """Look once; reload if the content changed. Returns the new version, or None."""
+    async def check(self, reload: Reload) -> str | None:
+        """Look once; `reload` if the content changed. Returns the new version, or None."""
         stamp = self._stat()
         if stamp is None or stamp == self._stamp:
             return None
@@ -77,15 +76,15 @@ class ConfigWatch:
             return None
         self._digest = digest
         try:
-            version = await self._reload(text)
+            version = await reload(text)
         except ConfigError as exc:
             log.error("%s changed but was rejected; the running version keeps serving.\n%s", self.path, exc)
             return None
         log.info("%s changed: now running version %s", self.path, version)
         return version
 
-    async def run(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll every `interval` seconds until cancelled.
+    async def run(self, reload: Reload, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Poll every `interval` seconds and `reload` each change, until cancelled.
 
         Cancellation during a reload cancels that reload; the core never half-applies, so the
         previous version keeps serving.
@@ -95,4 +94,4 @@ class ConfigWatch:
         task_status.started()
         while True:
             await trio.sleep(self.interval)
-            await self.check()
+            await self.check(reload)

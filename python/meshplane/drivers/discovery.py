@@ -101,11 +101,6 @@ class DnsDiscovery:
         self._targets: dict[str, DnsTargetLike] = {}
         self._endpoints: dict[str, Endpoints] = {}
 
-    @property
-    def endpoints(self) -> dict[str, Endpoints]:
-        """Cluster -> endpoints last resolved for the running config."""
-        return dict(self._endpoints)
-
     async def prepare(self, targets: Sequence[DnsTargetLike]) -> dict[str, Endpoints]:
         """Endpoints for `targets`, concurrently resolved; last known ones where a lookup fails.
 

@@ -290,10 +290,12 @@ class Transition:
 
     @property
     def became_healthy(self) -> bool:
+        """The host is healthy now (tell the core to clear FAILED_ACTIVE_HC)."""
         return self.current is HealthState.HEALTHY
 
     @property
     def became_unhealthy(self) -> bool:
+        """The host is unhealthy now (tell the core to set FAILED_ACTIVE_HC)."""
         return self.current is HealthState.UNHEALTHY
 
 

@@ -245,19 +245,20 @@ Decision: TypeAlias = Eject[K] | Uneject[K]
 
 @dataclass(frozen=True)
 class Sample:
-    """One host's outcomes over the interval just finished: `success`/`total` for externally
-    caused outcomes (all outcomes unless the policy splits local-origin errors), and the
-    `local_origin_*` pair (connect failures, timeouts, resets) in split mode."""
+    """One host's outcomes over the interval just finished, as the core's `Sample` reports
+    them: `success`/`total` for externally caused outcomes (all outcomes unless the policy
+    splits local-origin errors), `local_success`/`local_total` for locally originated ones
+    (connect failures, timeouts, resets) in split mode."""
 
     success: int
     total: int
-    local_origin_success: int = 0
-    local_origin_total: int = 0
+    local_success: int = 0
+    local_total: int = 0
 
     def __post_init__(self) -> None:
         for ok, total, name in (
             (self.success, self.total, "success"),
-            (self.local_origin_success, self.local_origin_total, "local_origin_success"),
+            (self.local_success, self.local_total, "local_success"),
         ):
             if not 0 <= ok <= total:
                 raise PolicyError("out_of_range", name, f"expected 0 <= {ok} <= total {total}")
@@ -475,10 +476,7 @@ class OutlierDetector(Generic[K]):
             sample = samples.get(key)
             if monitor.reason is not None or sample is None:
                 continue
-            ok, total = (
-                (sample.local_origin_success, sample.local_origin_total)
-                if local_origin else (sample.success, sample.total)
-            )
+            ok, total = _counts(sample, local_origin)
             if total == 0:
                 continue
             rate = 100.0 * ok / total
@@ -502,9 +500,17 @@ class OutlierDetector(Generic[K]):
                     out += self._eject(key, self._hosts[key], sr_reason, now)
         fp_reason = R.LOCAL_ORIGIN_FAILURE_PERCENTAGE if local_origin else R.FAILURE_PERCENTAGE
         if fp_hosts and len(fp_hosts) >= p.failure_percentage_minimum_hosts:
-            for key, rate in fp_hosts:
+            for key, _ in fp_hosts:
                 monitor = self._hosts[key]
-                if monitor.reason is None and 100.0 - rate >= p.failure_percentage_threshold:
+                ok, total = _counts(samples[key], local_origin)
+                # `100 - sr >= threshold` in integers: exact, no rounding at the boundary.
+                if monitor.reason is None and 100 * (total - ok) >= p.failure_percentage_threshold * total:
                     self._detected[fp_reason] += 1
                     out += self._eject(key, monitor, fp_reason, now)
         return out
+
+
+def _counts(sample: Sample, local_origin: bool) -> tuple[int, int]:
+    if local_origin:
+        return sample.local_success, sample.local_total
+    return sample.success, sample.total

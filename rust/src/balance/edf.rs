@@ -1,10 +1,9 @@
 //! Earliest-deadline-first scheduler (envoy-semantics §1.2): weighted round robin, and weighted
 //! least request when the weight depends on the host's active requests.
 
+use super::deadline_heap::{DeadlineHeap, Entry};
 use super::rng::Entropy;
 use super::{HostView, Outcome};
-use std::cmp::Ordering;
-use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::sync::{Mutex, MutexGuard};
 
 /// How a host's effective weight follows its active requests:
@@ -30,39 +29,17 @@ impl Bias {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    deadline: f64,
-    /// Insertion order: equal deadlines are served first in, first out (Envoy).
-    seq: u64,
-    host: u32,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    /// Reversed, so that `BinaryHeap` (a max-heap) yields the earliest deadline.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .deadline
-            .total_cmp(&self.deadline)
-            .then(other.seq.cmp(&self.seq))
-    }
-}
-
 #[derive(Debug)]
 struct Schedule {
-    heap: BinaryHeap<Entry>,
-    next_seq: u64,
+    heap: DeadlineHeap,
+    next_seq: u32,
+}
+
+impl Schedule {
+    fn next_seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
 }
 
 /// Skipped hosts set aside during one pick, then re-queued with their own deadline so that a
@@ -91,27 +68,19 @@ impl Edf {
             .collect();
         // Envoy starts each scheduler with a random number of pre-picks so that workers are
         // not in lock-step; a random phase in (0, 1] of each host's period does the same in O(n).
-        let mut next_seq = 0;
-        let heap = weights
-            .iter()
-            .enumerate()
-            .filter(|&(_, &w)| w > 0)
-            .map(|(i, _)| {
-                next_seq += 1;
-                Entry {
-                    deadline: entropy.unit() * inv_weight[i],
-                    seq: next_seq,
-                    host: i as u32,
-                }
-            })
+        let entries = (0..weights.len())
+            .filter(|&i| weights[i] > 0)
+            .map(|i| Entry::new(entropy.unit() * inv_weight[i], i as u32, i as u32))
             .collect();
+        let heap = DeadlineHeap::from_entries(entries);
+        let schedule = Schedule {
+            heap,
+            next_seq: weights.len() as u32,
+        };
         Edf {
             inv_weight,
             bias,
-            schedule: Mutex::new(Schedule {
-                heap,
-                next_seq: next_seq + 1,
-            }),
+            schedule: Mutex::new(schedule),
         }
     }
 
@@ -131,9 +100,9 @@ impl Edf {
         self.schedule.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pop in deadline order until an `eligible` candidate. A host that is not a `candidate`
-    /// (unhealthy, or weight 0 in `hosts`) has its turn pass, as if Envoy's healthy-host
-    /// schedule had not contained it; a skipped candidate keeps its place.
+    /// Take entries in deadline order until an eligible candidate. A host that is not a
+    /// `candidate` (unhealthy, or weight 0 in `hosts`) has its turn pass, as if Envoy's
+    /// healthy-host schedule had not contained it; a skipped candidate keeps its place.
     pub(crate) fn pick(
         &self,
         hosts: &impl HostView,
@@ -143,25 +112,22 @@ impl Edf {
         let mut guard = self.lock();
         let s = &mut *guard;
         let n = hosts.len();
-        let mut parked = [Entry {
-            deadline: 0.0,
-            seq: 0,
-            host: 0,
-        }; PARKED];
+        let mut parked = [Entry::new(1.0, 0, 0); PARKED];
         let mut n_parked = 0;
         let mut outcome = Outcome::GaveUp;
         for _ in 0..MAX_POPS {
-            let Some(mut top) = s.heap.peek_mut() else {
+            let Some(first) = s.heap.first() else {
                 outcome = Outcome::NoneEligible;
                 break;
             };
-            let h = top.host as usize;
+            let h = first.host();
             let picked = h < n && candidate(h);
             if picked && skip(h) {
                 if n_parked == PARKED {
                     break;
                 }
-                parked[n_parked] = PeekMut::pop(top);
+                parked[n_parked] = first;
+                s.heap.pop();
                 n_parked += 1;
                 continue;
             }
@@ -172,17 +138,18 @@ impl Edf {
             } else {
                 self.inv_weight[h]
             };
-            top.deadline += period;
-            top.seq = s.next_seq;
-            s.next_seq += 1;
-            // NOTE: dropping `top` sifts it down once: O(log n), cheaper than pop + push.
-            drop(top);
+            let seq = s.next_seq();
+            // NOTE: re-queued in place with one sift-down: O(log n), cheaper than pop + push.
+            s.heap
+                .postpone(0, Entry::new(first.deadline() + period, seq, h as u32));
             if picked {
                 outcome = Outcome::Picked(h);
                 break;
             }
         }
-        s.heap.extend(parked[..n_parked].iter().copied());
+        for &e in &parked[..n_parked] {
+            s.heap.push(e);
+        }
         outcome
     }
 
@@ -193,27 +160,22 @@ impl Edf {
         hosts: &impl HostView,
         eligible: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         let n = hosts.len();
-        let best = s
+        let (i, e) = s
             .heap
+            .entries()
             .iter()
-            .filter(|e| (e.host as usize) < n && eligible(e.host as usize))
-            .max()
-            .copied()?;
-        let h = best.host as usize;
-        let period = self.period(h, hosts);
-        let next_seq = s.next_seq;
-        s.next_seq += 1;
-        let mut entries = std::mem::take(&mut s.heap).into_vec();
-        for e in entries
-            .iter_mut()
-            .filter(|e| e.seq == best.seq && e.host == best.host)
-        {
-            e.deadline += period;
-            e.seq = next_seq;
-        }
-        s.heap = BinaryHeap::from(entries);
-        Some(h)
+            .copied()
+            .enumerate()
+            .filter(|&(_, e)| e.host() < n && eligible(e.host()))
+            .min_by_key(|&(_, e)| e)?;
+        let host = e.host();
+        let period = self.period(host, hosts);
+        let seq = s.next_seq();
+        s.heap
+            .postpone(i, Entry::new(e.deadline() + period, seq, host as u32));
+        Some(host)
     }
 }

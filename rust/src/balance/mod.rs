@@ -18,6 +18,7 @@
 //! built with; the caller builds a new balancer when the host set changes.
 
 mod choice;
+mod deadline_heap;
 mod edf;
 mod host_table;
 mod rng;

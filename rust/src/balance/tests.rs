@@ -478,3 +478,29 @@ fn host_table_end_saturates_at_zero() {
     hosts.set_healthy(0, true);
     assert_eq!(hosts.healthy_count(), 1);
 }
+
+#[test]
+fn deadline_heap_orders_by_deadline_then_insertion() {
+    use super::deadline_heap::{DeadlineHeap, Entry};
+    let mut rng = Lcg(3);
+    let entry = |rng: &mut Lcg, seq: u32| Entry::new((1 + rng.next() % 50) as f64, seq, seq);
+    let mut heap = DeadlineHeap::from_entries((0..300).map(|s| entry(&mut rng, s)).collect());
+    for s in 300..600 {
+        heap.push(entry(&mut rng, s));
+    }
+    for k in 0..200 {
+        let i = (rng.next() % 600) as usize;
+        let e = heap.entries()[i];
+        let later = e.deadline() + (rng.next() % 20) as f64;
+        heap.postpone(i, Entry::new(later, 600 + k, e.host() as u32));
+    }
+    let mut popped = Vec::new();
+    while let Some(e) = heap.pop() {
+        popped.push((e.deadline(), e.seq()));
+    }
+    assert_eq!(popped.len(), 600);
+    assert!(
+        popped.windows(2).all(|w| w[0] < w[1]),
+        "not in (deadline, seq) order"
+    );
+}

@@ -17,7 +17,6 @@ pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run
 
 import httpx
 import trio
-
 from meshplane._core import Core
 
 from .support import GrpcUpstream, Proxy, Upstreams, stop_core

@@ -31,7 +31,6 @@ import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-
 from meshplane._core import Core
 
 LOCALHOST = "127.0.0.1"
@@ -224,7 +223,6 @@ class Exchange:
         self.seen = Seen(request.method.decode(), request.target.decode(),
                          [(k.decode().lower(), v.decode("latin-1")) for k, v in request.headers],
                          conn_id)
-        self.reset_done = False
 
     @property
     def path(self) -> str:
@@ -278,7 +276,6 @@ class Exchange:
     def reset(self) -> None:
         """Abort the connection with a TCP RST."""
         rst_close(self._stream.socket)
-        self.reset_done = True
         raise _Reset
 
 
@@ -506,16 +503,21 @@ class TcpEcho:
 class GrpcUpstream:
     """`/test.Echo/Unary`: b"echo:" + request, trailing metadata x-trailer=kept; the request
     b"missing" aborts with NOT_FOUND "no such widget". `/test.Echo/Stream`: request is a count
-    N, answers N messages b"msg-i" then trailing metadata x-count=N."""
+    N, answers N messages b"msg-i" then trailing metadata x-count=N. `/test.Echo/Flaky`: fails
+    UNAVAILABLE (trailers-only) while `flaky[0] > 0`, decrementing it; `flaky` may be shared
+    by several servers. Each server counts its calls in `calls`."""
 
-    def __init__(self) -> None:
+    def __init__(self, flaky: list[int] | None = None) -> None:
         import grpc
 
         self._grpc = grpc
+        self.flaky = flaky if flaky is not None else [0]
+        self.calls = 0
         self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
         handler = grpc.method_handlers_generic_handler("test.Echo", {
             "Unary": grpc.unary_unary_rpc_method_handler(self._unary),
             "Stream": grpc.unary_stream_rpc_method_handler(self._stream),
+            "Flaky": grpc.unary_unary_rpc_method_handler(self._flaky),
         })
         self.server.add_generic_rpc_handlers((handler,))
         self.port = self.server.add_insecure_port(f"{LOCALHOST}:0")
@@ -530,6 +532,13 @@ class GrpcUpstream:
         if request == b"missing":
             context.abort(self._grpc.StatusCode.NOT_FOUND, "no such widget")
         return b"echo:" + request
+
+    def _flaky(self, request: bytes, context: Any) -> bytes:
+        self.calls += 1
+        if self.flaky[0] > 0:
+            self.flaky[0] -= 1
+            context.abort(self._grpc.StatusCode.UNAVAILABLE, "try another")
+        return b"ok:" + request
 
     def _stream(self, request: bytes, context: Any) -> Iterable[bytes]:
         n = int(request)

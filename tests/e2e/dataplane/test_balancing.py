@@ -99,3 +99,12 @@ async def test_set_endpoints_swaps_membership_live(make_core, upstreams, client)
     assert abs(seen["u3"] - 30) <= 2 and seen["u1"] + seen["u3"] == 40, seen
     assert proxy.host_stats("c", u3.address)["rq_total"] == 20 + seen["u3"]
     assert proxy.host_stats("c", u1.address)["rq_total"] == seen["u1"]
+
+
+async def test_exactly_half_healthy_is_not_panic(make_core, upstreams, client):
+    # Panic is 2·healthy < total (balance/mod.rs): 1 healthy of 2 is 50%, not panic.
+    ups = [await upstreams.h1(name=f"h{i}") for i in range(2)]
+    proxy = make_core(one_route([u.address for u in ups], cluster_extra={"lb": "least_request"}))
+    proxy.core.set_host_health("c", ups[0].address, False)
+    assert await sequential(client, proxy.url("/"), 40) == {"h1": 40}
+    assert ups[0].requests == 0

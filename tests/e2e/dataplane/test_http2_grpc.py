@@ -157,3 +157,29 @@ async def test_large_bodies_both_ways(make_core, upstreams, downstream, upstream
             assert r.status_code == 200
             assert len(r.content) == BIG
             assert sha256(r.content) == sha256(pattern(BIG, seed=2))
+
+
+async def test_grpc_retry_on_unavailable_moves_to_another_host(make_core):
+    flaky = [1]  # the first call, on whichever server, fails UNAVAILABLE
+    ups = [GrpcUpstream(flaky), GrpcUpstream(flaky)]
+    try:
+        proxy = make_core(one_route([u.address for u in ups], "http2",
+                                    retry={"maxRetries": 1, "grpcRetryOn": ["unavailable"]}))
+
+        def call(ch: grpc.Channel) -> bytes:
+            return ch.unary_unary("/test.Echo/Flaky")(b"x", timeout=10)
+
+        assert await in_channel(proxy, call) == b"ok:x"
+        assert sorted(u.calls for u in ups) == [1, 1]
+        assert proxy.cluster_stats()["rq_retry"] == 1
+    finally:
+        for u in ups:
+            u.stop()
+
+
+async def test_host_rewrite_becomes_the_h2_authority(make_core, upstreams, client):
+    app = await upstreams.asgi()
+    proxy = make_core(one_route([app.address], "http2", rewrite={"host": "svc.local"}))
+    r = await client.get(proxy.url("/"))
+    hosts = [v for k, v in r.json()["headers"] if k == "host"]
+    assert hosts == ["svc.local"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import trio
 
 from .support import (
     H1Upstream,
@@ -274,3 +275,16 @@ async def test_no_route_is_404(make_core, upstreams, client):
     assert up.requests == 0
     assert proxy.stats()["listeners"]["l"]["no_route"] == 1
     assert await which(client, proxy.url("/api/x")) == "only-api"
+
+
+async def test_route_table_cycle_ends_in_a_local_reply(make_core, upstreams, client):
+    up = await upstreams.h1()
+    proxy = make_core(snapshot(
+        [http_listener()],
+        {"t": table(vhost("vh", [route("loop", next_table="t", match=prefix("/"))]))},
+        [cluster("c", [up.address])],
+    ))
+    with trio.fail_after(5):
+        r = await client.get(proxy.url("/"))
+    assert r.status_code == 404
+    assert up.requests == 0

@@ -22,6 +22,7 @@ from meshplane.config.schema import (
     Str,
     check,
     port_key,
+    show,
     suggest,
 )
 from meshplane.config.specs import NAME
@@ -72,14 +73,15 @@ def parse_entry(entry: Any, index: int, source: str) -> tuple[Resource | None, l
     where = f"resources[{index}]"
     if not isinstance(entry, dict):
         return None, [Problem(source, "", where, "expected an object with kind, name and spec")]
-    kind, name = entry.get("kind"), entry.get("name")
-    label = f'{kind} "{name}"' if kind in KINDS and isinstance(name, str) else where
+    raw_kind, name = entry.get("kind"), entry.get("name")
+    kind = raw_kind if isinstance(raw_kind, str) and raw_kind in KINDS else None
+    label = f'{kind} "{name}"' if kind and isinstance(name, str) else where
     issues: list[Issue] = []
-    if kind not in KINDS:
-        hint = suggest(kind, list(KINDS)) if isinstance(kind, str) else ""
-        issues.append(("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}{hint}"))
+    if kind is None:
+        hint = suggest(raw_kind, list(KINDS)) if isinstance(raw_kind, str) else ""
+        issues.append(("kind", f"expected one of {', '.join(KINDS)}, got {show(raw_kind)}{hint}"))
     if not isinstance(name, str) or not name:
-        issues.append(("name", f"expected a non-empty string, got {name!r}"))
+        issues.append(("name", f"expected a non-empty string, got {show(name)}"))
     allowed = ("kind", "name", "spec", *([PARENT_KEY[kind]] if kind in PARENT_KEY else []))
     for key in entry:
         if key not in allowed:
@@ -89,7 +91,7 @@ def parse_entry(entry: Any, index: int, source: str) -> tuple[Resource | None, l
     if kind in PARENT_KEY:
         parent = entry.get(PARENT_KEY[kind])
         if not isinstance(parent, str) or not parent:
-            issues.append((PARENT_KEY[kind], f"required: the name of the {kind}'s parent, got {parent!r}"))
+            issues.append((PARENT_KEY[kind], f"required: the name of the {kind}'s parent, got {show(parent)}"))
             parent = None
     spec = entry.get("spec", {})
     if not isinstance(spec, dict):
