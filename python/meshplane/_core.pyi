@@ -4,26 +4,35 @@ Every method is short and non-blocking: it never waits on the network. Rust thre
 into Python; events come back through `Core.wakeup_fd()` + `Core.drain_events()`.
 """
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, final
 
+from typing_extensions import Self
+
+__all__ = ["Balancer", "Core", "CoreError", "RouteTable", "__version__"]
 __version__: str
 
 class CoreError(Exception):
-    """Raised by the core. Attributes mirror the Rust error kind."""
+    """Raised by the core. Attributes mirror the Rust error kind.
 
-    kind: str  # "config" | "downstream" | "upstream" | "internal"
+    kind: "config" | "downstream" | "upstream" | "internal"; retryable: whether another
+    attempt could succeed; status: the local reply it maps to (400, 431, 502, 503, 504) when it
+    has one; path: for config errors, where in the snapshot document.
+    """
+
+    kind: str
     retryable: bool
-    status: int | None  # local reply it maps to (400, 431, 502, 503, 504) when it has one
-    path: str | None  # for config errors: where in the snapshot document
+    status: int | None
+    path: str | None
 
+@final
 class Core:
     """One data plane: a tokio runtime, its listeners, clusters and stats.
 
     `workers` is the number of tokio worker threads carrying traffic (1 = current-thread).
     """
 
-    def __init__(self, workers: int = 1) -> None: ...
+    def __new__(cls, workers: int = 1) -> Self: ...
     def apply(self, snapshot: bytes) -> str:
         """Parse, build and atomically swap in a snapshot document (docs/snapshot.md).
 
@@ -35,23 +44,42 @@ class Core:
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port), ports read back after binding."""
     def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
-        """Replace a cluster's endpoints as (\"IP:PORT\", weight) pairs (DNS discovery)."""
-    def set_host_health(self, cluster: str, address: str, healthy: bool) -> None: ...
+        """Replace a cluster's endpoints as ("IP:PORT", weight) pairs (DNS discovery)."""
+    def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
+        """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC)."""
+    def set_host_ejected(self, cluster: str, address: str, ejected: bool) -> None:
+        """The outlier detector's verdict (True sets FAILED_OUTLIER_CHECK)."""
+    def take_outlier_samples(self) -> dict[str, dict[str, list[int]]]:
+        """cluster -> host -> [success, total, local_success, local_total] since the last call.
+
+        Only clusters with outlier detection appear; counters restart at zero.
+        """
+    def reload_tls(self) -> int:
+        """Re-read every certificate, key and trust file in use and swap them in.
+
+        New handshakes use the new material; established connections keep theirs. If any file
+        is bad nothing changes and CoreError(kind="config") names it. Returns how many TLS
+        contexts were rebuilt.
+        """
+    def tls_info(self) -> dict[str, Any]:
+        """Certificates in use per listener and cluster: path, subject, SANs, not_after."""
     def stats(self) -> dict[str, Any]:
-        """A consistent-enough copy of every counter, gauge and histogram (see docs/stats.md)."""
+        """A copy of every counter, gauge and histogram (see docs/stats.md)."""
     def wakeup_fd(self) -> int:
         """Readable when events are queued; drain with drain_events()."""
-    def drain_events(self) -> list[tuple[str, Mapping[str, Any]]]: ...
+    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """Queued events: ("outlier", {cluster, host, type}), ("stopped", {clean, open})."""
     def shutdown(self, drain_ms: int = 5000) -> None:
         """Stop accepting, let in-flight requests finish for up to drain_ms, then stop.
 
-        Returns at once; completion is reported as a ("stopped", {}) event.
+        Returns at once; completion is reported as a ("stopped", {...}) event.
         """
 
+@final
 class RouteTable:
     """A compiled route table (the `routeTables` entry of a snapshot), for tests and tools."""
 
-    def __init__(self, table: str | bytes) -> None: ...
+    def __new__(cls, table: str | bytes) -> Self: ...
     def match(
         self,
         method: str,
@@ -64,20 +92,21 @@ class RouteTable:
         """Name of the first matching route, or None."""
     def __len__(self) -> int: ...
 
+@final
 class Balancer:
     """A load balancer over hosts 0..n-1 with the given weights.
 
     policy: "least_request" (Envoy WLR, default), "round_robin" or "random".
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         weights: Sequence[int],
         policy: str = "least_request",
         active_request_bias: float = 1.0,
         seed: int | None = None,
-    ) -> None: ...
-    def pick(self, exclude: Sequence[int] = ()) -> int | None:
+    ) -> Self: ...
+    def pick(self, exclude: Sequence[int] = ...) -> int | None:
         """Pick a host not in `exclude` and not marked unhealthy; None if there is none."""
     def start(self, host: int) -> None:
         """A request to `host` began (raises its active count)."""
