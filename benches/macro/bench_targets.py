@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +86,14 @@ class Starter:
             port = t.port(kind)
             if port is None:
                 continue
+            h2load = self.bins["h2load"]
             if kind == KIND_H1:
-                ok = await_ready(lambda p=port: http_get_ok(p), t.proc)
-            elif self.bins["h2load"] is None:
+                ok = await_ready(partial(http_get_ok, port), t.proc)
+            elif h2load is None:
                 t.unsupported[kind] = "h2load not installed"
                 continue
             else:
-                ok = await_ready(lambda p=port, h=self.bins["h2load"]: h2_get_ok(h, p),
-                                 t.proc, timeout=15)
+                ok = await_ready(partial(h2_get_ok, h2load, port), t.proc, timeout=15)
             if not ok:
                 if kind == KIND_H1:
                     tail = self.procs.stderr_tail(t.name)
