@@ -1,13 +1,17 @@
 //! `Balancer::pick` for 10 and 10,000 hosts: least request (power of two choices with equal
 //! weights, EDF with unequal ones), round robin (counter / EDF) and random.
 //!
-//! Run: `cargo bench --bench balance_pick`. Hosts carry 0–7 requests in flight and one in
-//! eight is unhealthy, so the picks pay for rejected draws and passed-over EDF entries as in
-//! a live cluster; the panic check uses `HostTable`'s O(1) healthy count.
+//! Run: `cargo bench --bench balance_pick` (group `pick`, wall clock), or with
+//! `BENCH_CLOCK=cpu` (group `pick_cpu`: the benchmark thread's CPU time, which other processes
+//! on a busy 2-core machine do not inflate). Hosts carry 0–7 requests in flight and one in
+//! eight is unhealthy, so picks pay for rejected draws and passed-over EDF entries as in a live
+//! cluster; the panic check uses `HostTable`'s O(1) healthy count.
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use meshplane::balance::{Balancer, HostTable};
 use meshplane::config::LbPolicy;
+use std::hint::black_box;
 use std::time::Duration;
 
 fn hosts(n: usize, weighted: bool) -> (Vec<u32>, HostTable) {
@@ -24,8 +28,8 @@ fn hosts(n: usize, weighted: bool) -> (Vec<u32>, HostTable) {
     (weights, table)
 }
 
-fn pick(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pick");
+fn pick<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
+    let mut group = c.benchmark_group(group_name);
     group
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
@@ -73,5 +77,73 @@ fn pick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pick);
-criterion_main!(benches);
+/// CPU time consumed by the calling thread, in nanoseconds.
+struct ThreadCpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &Nanoseconds
+    }
+}
+
+/// Values stay in ns: every pick here takes nanoseconds.
+struct Nanoseconds;
+
+impl ValueFormatter for Nanoseconds {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "ns (cpu)"
+    }
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        _throughput: &Throughput,
+        _values: &mut [f64],
+    ) -> &'static str {
+        "ns (cpu)"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+fn main() {
+    if std::env::var("BENCH_CLOCK").as_deref() == Ok("cpu") {
+        let mut c = Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args();
+        pick(&mut c, "pick_cpu");
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        pick(&mut c, "pick");
+        c.final_summary();
+    }
+}

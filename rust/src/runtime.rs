@@ -10,7 +10,7 @@ use crate::http::{Compiled, ListenerSlot, ListenerState};
 use crate::listener::{self, Connections, RunningListener};
 use crate::notify::EventQueue;
 use crate::stats::Registry;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,10 @@ pub struct Runtime {
     /// Tells the runtime thread to exit (after draining).
     exit: watch::Sender<bool>,
     current: Mutex<Option<Arc<Compiled>>>,
+    /// The same snapshot, readable without the apply lock (the idle-connection sweeper).
+    published: Arc<ArcSwapOption<Compiled>>,
+    /// Wakes the sweeper after an apply, so a shorter idle timeout takes effect at once.
+    sweeper: Arc<tokio::sync::Notify>,
     listeners: Mutex<HashMap<String, RunningListener>>,
     registry: Registry,
     events: Arc<EventQueue>,
@@ -46,6 +50,9 @@ impl Runtime {
                 .build()?
         };
         let handle = rt.handle().clone();
+        let published: Arc<ArcSwapOption<Compiled>> = Arc::new(ArcSwapOption::empty());
+        let sweeper = Arc::new(tokio::sync::Notify::new());
+        handle.spawn(sweep_idle_connections(published.clone(), sweeper.clone()));
         let (exit, mut exit_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("meshplane-main".into())
@@ -61,6 +68,8 @@ impl Runtime {
             stop: watch::channel(false).0,
             exit,
             current: Mutex::new(None),
+            published,
+            sweeper,
             listeners: Mutex::new(HashMap::new()),
             registry: Registry::default(),
             events: Arc::new(EventQueue::new()?),
@@ -85,6 +94,30 @@ impl Runtime {
     pub fn apply(&self, bytes: &[u8]) -> Result<String, SnapshotError> {
         let snap = Snapshot::parse(bytes)?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.apply_locked(snap, &mut current);
+        if result.is_err() {
+            // Building registered stats for names that never went live: forget them again.
+            if let Some(c) = current.as_deref() {
+                Self::retain_stats(&self.registry, c);
+            }
+        }
+        result
+    }
+
+    fn retain_stats(registry: &Registry, compiled: &Compiled) {
+        let routes: std::collections::HashSet<&str> = compiled.route_names().collect();
+        registry.retain(
+            &|n| compiled.listeners.contains_key(n),
+            &|n| routes.contains(n),
+            &|n| compiled.cluster_index.contains_key(n),
+        );
+    }
+
+    fn apply_locked(
+        &self,
+        snap: Snapshot,
+        current: &mut Option<Arc<Compiled>>,
+    ) -> Result<String, SnapshotError> {
         let events = self.events.clone();
         let sink: OutlierSink = Arc::new(move |cluster: &str, host: &str, kind: &'static str| {
             let fields = serde_json::json!({"cluster": cluster, "host": host, "type": kind});
@@ -156,14 +189,11 @@ impl Runtime {
             }
             keep
         });
-        let routes: std::collections::HashSet<&str> = compiled.route_names().collect();
-        self.registry.retain(
-            &|n| compiled.listeners.contains_key(n),
-            &|n| routes.contains(n),
-            &|n| compiled.cluster_index.contains_key(n),
-        );
+        Self::retain_stats(&self.registry, &compiled);
         let version = compiled.version.clone();
-        *current = Some(compiled.clone());
+        self.published.store(Some(compiled.clone()));
+        self.sweeper.notify_one();
+        *current = Some(compiled);
         Ok(version)
     }
 
@@ -365,6 +395,36 @@ impl Runtime {
     pub fn join(&self) {
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Close upstream connections idle longer than their cluster's idle timeout. Runs for the life
+/// of the runtime, waking at half the shortest idle timeout (between 100 ms and 5 s).
+async fn sweep_idle_connections(
+    published: Arc<ArcSwapOption<Compiled>>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let period = match published.load_full() {
+            Some(c) => {
+                for cl in &c.clusters {
+                    for h in cl.hosts.load().hosts.iter() {
+                        h.pool.evict_idle();
+                    }
+                }
+                c.clusters
+                    .iter()
+                    .map(|cl| cl.idle_timeout / 2)
+                    .min()
+                    .unwrap_or(Duration::from_secs(5))
+            }
+            None => Duration::from_secs(5),
+        };
+        let period = period.clamp(Duration::from_millis(100), Duration::from_secs(5));
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = wake.notified() => {}
         }
     }
 }

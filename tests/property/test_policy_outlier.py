@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import assume, given, settings
@@ -55,21 +56,28 @@ def policies(draw: st.DrawFn, jitter: bool = False, statistical: bool = False) -
     return OutlierPolicy(**kw)
 
 
+@dataclass
+class RefHost:
+    ejected: bool = False
+    backoff: int = 0
+    last_ejection: float = 0.0
+    last_unejection: float | None = None
+
+
 class RefDetector:
     """envoy-semantics §2, consecutive ejections and the sweep's uneject and decay steps."""
 
     def __init__(self, p: OutlierPolicy, hosts: list[str]) -> None:
         self.p = p
         self.max = max(300.0, p.base_ejection_time) if p.max_ejection_time is None else p.max_ejection_time
-        self.hosts = {h: {"ejected": False, "backoff": 0, "last_ejection": 0.0, "last_unejection": None}
-                      for h in hosts}
+        self.hosts = {h: RefHost() for h in hosts}
 
     def active(self) -> int:
-        return sum(1 for m in self.hosts.values() if m["ejected"])
+        return sum(1 for m in self.hosts.values() if m.ejected)
 
     def consecutive(self, host: str, kind: str, now: float) -> list[Any]:
         m = self.hosts[host]
-        if m["ejected"] or (kind == KINDS[2] and not self.p.split_external_local_origin_errors):
+        if m.ejected or (kind == KINDS[2] and not self.p.split_external_local_origin_errors):
             return []
         ejected_percent = 100.0 * (self.active() + 1) / len(self.hosts)
         if not (ejected_percent <= self.p.max_ejection_percent
@@ -80,30 +88,29 @@ class RefDetector:
                      KINDS[2]: self.p.enforcing_consecutive_local_origin_failure}[kind]
         if enforcing == 0:
             return []
-        m.update(ejected=True, last_ejection=now)
+        m.ejected, m.last_ejection = True, now
         base = self.p.base_ejection_time
-        if m["backoff"] * base < self.max + base:
-            m["backoff"] += 1
-        return [Eject(host, EjectionReason(kind), now + min(base * m["backoff"], self.max))]
+        if m.backoff * base < self.max + base:
+            m.backoff += 1
+        return [Eject(host, EjectionReason(kind), now + min(base * m.backoff, self.max))]
 
     def sweep(self, now: float) -> list[Any]:
         out: list[Any] = []
         base = self.p.base_ejection_time
         for host, m in self.hosts.items():
-            if m["ejected"] and min(base * m["backoff"], self.max) <= now - m["last_ejection"]:
-                m.update(ejected=False, last_unejection=now)
+            if m.ejected and min(base * m.backoff, self.max) <= now - m.last_ejection:
+                m.ejected, m.last_unejection = False, now
                 out.append(Uneject(host))
         for m in self.hosts.values():
-            if (not m["ejected"] and m["last_unejection"] is not None
-                    and now - m["last_unejection"] >= self.p.interval):
-                m["backoff"] = max(0, m["backoff"] - 1)
+            if not m.ejected and m.last_unejection is not None and now - m.last_unejection >= self.p.interval:
+                m.backoff = max(0, m.backoff - 1)
         return out
 
     def health_check_passed(self, host: str, now: float) -> list[Any]:
         m = self.hosts[host]
-        if not m["ejected"] or not self.p.successful_active_health_check_uneject_host:
+        if not m.ejected or not self.p.successful_active_health_check_uneject_host:
             return []
-        m.update(ejected=False, last_unejection=now)
+        m.ejected, m.last_unejection = False, now
         return [Uneject(host)]
 
 
@@ -143,8 +150,8 @@ def test_detector_matches_the_reference_model(p: OutlierPolicy, n: int, script: 
             got, want = det.on_active_health_success(host, now), ref.health_check_passed(host, now)
         assert got == want
         for h in hosts:
-            assert det.state(h).ejected == ref.hosts[h]["ejected"]
-            assert det.state(h).backoff == ref.hosts[h]["backoff"]
+            assert det.state(h).ejected == ref.hosts[h].ejected
+            assert det.state(h).backoff == ref.hosts[h].backoff
         assert det.stats()["ejections_active"] == ref.active()
 
 

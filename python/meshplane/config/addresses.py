@@ -14,28 +14,30 @@ def parse_ip(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise ValueError(f"expected an IP address, got \"{text}\"") from None
+        raise ValueError(f'expected an IP address, got "{text}"') from None
 
 
-def parse_address(text: str, *, default_port: int | None = None, min_port: int = 1) -> tuple[str, int]:
+def parse_address(
+    text: str, *, default_port: int | None = None, min_port: int = 1
+) -> tuple[str, int]:
     """Split "IP:PORT" (IPv6 as "[::1]:80"); a bare IP takes `default_port` when one is given."""
     if not isinstance(text, str) or not text:
-        raise ValueError(f"expected \"IP:PORT\", got \"{text}\"")
+        raise ValueError(f'expected "IP:PORT", got "{text}"')
     host, sep, port_text = text.rpartition(":")
     if text.startswith("["):
         host, sep, port_text = text[1:].partition("]")
         if not sep or (port_text and not port_text.startswith(":")):
-            raise ValueError(f"expected \"[IPv6]:PORT\", got \"{text}\"")
+            raise ValueError(f'expected "[IPv6]:PORT", got "{text}"')
         port_text = port_text[1:]
         sep = ":" if port_text else ""
     elif text.count(":") > 1 or not sep:
         host, port_text = text, ""  # a bare IPv4 or IPv6 address
     if not port_text:
         if default_port is None:
-            raise ValueError(f"expected \"IP:PORT\" (a port is required), got \"{text}\"")
+            raise ValueError(f'expected "IP:PORT" (a port is required), got "{text}"')
         return parse_ip(host), default_port
     if not port_text.isdigit() or not min_port <= int(port_text) <= 65535:
-        raise ValueError(f"expected a port {min_port}..65535 in \"{text}\"")
+        raise ValueError(f'expected a port {min_port}..65535 in "{text}"')
     return parse_ip(host), int(port_text)
 
 

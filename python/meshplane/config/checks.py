@@ -15,6 +15,7 @@ from typing import Any
 
 from meshplane.config.addresses import parse_address, parse_ip
 from meshplane.config.model import PARENT_KEY, Resource, ResourceIndex
+from meshplane.config.schema import suggest
 from meshplane.config.specs import ROUTE_PROTOCOL
 from meshplane.config.topology import (
     gateway_route_type,
@@ -30,8 +31,9 @@ RESERVED_PREFIXES = ("/aws-appmesh", "/aws-app-mesh")
 TYPE_OF_PROTOCOL = {v: k for k, v in ROUTE_PROTOCOL.items()}
 
 
-def unresolved(kind: str, name: str) -> str:
-    return f'{UNRESOLVED}: no {kind} named "{name}" is defined'
+def unresolved(kind: str, name: str, known: list[str] | None = None) -> str:
+    hint = suggest(name, known) if known else ""
+    return f'{UNRESOLVED}: no {kind} named "{name}" is defined{hint}'
 
 
 class Graph:
@@ -43,6 +45,9 @@ class Graph:
 
     def get(self, kind: str, name: str, parent: str | None = None) -> Resource | None:
         return self.index.get(kind, name, parent)
+
+    def unresolved(self, kind: str, name: str) -> str:
+        return unresolved(kind, name, [r.name for r in self.index.of_kind(kind)])
 
     def valid(self, resource: Resource | None) -> bool:
         return resource is not None and id(resource) in self._valid
@@ -87,7 +92,9 @@ def _check_path_match(match: dict[str, Any], base: str, out: list[Issue]) -> Non
         out.append((f"{base}.prefix", f'expected a prefix starting with "/", got "{prefix}"'))
     path = match.get("path") or {}
     if "exact" in path and not path["exact"].startswith("/"):
-        out.append((f"{base}.path.exact", f'expected a path starting with "/", got "{path["exact"]}"'))
+        out.append(
+            (f"{base}.path.exact", f'expected a path starting with "/", got "{path["exact"]}"')
+        )
     if "regex" in path and (why := regex_problem(path["regex"])):
         out.append((f"{base}.path.regex", why))
 
@@ -99,20 +106,24 @@ def _check_headers(headers: list[dict[str, Any]], base: str, out: list[Issue]) -
             out.append((f"{base}[{i}].match.regex", why))
         rng = m.get("range")
         if rng and rng["start"] >= rng["end"]:
-            out.append((
-                f"{base}[{i}].match.range",
-                f"expected start < end (half-open range), got start {rng['start']}, end {rng['end']}",
-            ))
+            out.append(
+                (
+                    f"{base}[{i}].match.range",
+                    f"expected start < end (half-open range), got start {rng['start']}, end {rng['end']}",
+                )
+            )
 
 
 def _check_listener_ports(resource: Resource, out: list[Issue]) -> None:
     seen: dict[int, int] = {}
     for i, (port, _) in enumerate(listeners(resource)):
         if port in seen:
-            out.append((
-                f"spec.listeners[{i}].portMapping.port",
-                f"duplicate listener port {port} (also spec.listeners[{seen[port]}])",
-            ))
+            out.append(
+                (
+                    f"spec.listeners[{i}].portMapping.port",
+                    f"duplicate listener port {port} (also spec.listeners[{seen[port]}])",
+                )
+            )
         seen.setdefault(port, i)
 
 
@@ -125,7 +136,7 @@ def _check_parent(r: Resource, g: Graph, out: list[Issue]) -> Resource | None:
         return None
     parent = g.get(parent_kind, r.parent)
     if parent is None:
-        out.append((key, unresolved(parent_kind, r.parent)))
+        out.append((key, g.unresolved(parent_kind, r.parent)))
     return parent if g.valid(parent) else None
 
 
@@ -142,36 +153,58 @@ def _check_listener_protocol(
         by_port = dict(owned)
         if port not in by_port:
             ports = ", ".join(str(p) for p, _ in owned)
-            out.append((f"{base}.match.port", f"expected a listener port of {what} ({ports}), got {port}"))
+            out.append(
+                (f"{base}.match.port", f"expected a listener port of {what} ({ports}), got {port}")
+            )
         elif by_port[port] != protocol:
-            out.append((base, f"expected {TYPE_OF_PROTOCOL[by_port[port]]} to match the {by_port[port]} "
-                              f"listener {port} of {what}, got {rtype}"))
+            out.append(
+                (
+                    base,
+                    f"expected {TYPE_OF_PROTOCOL[by_port[port]]} to match the {by_port[port]} "
+                    f"listener {port} of {what}, got {rtype}",
+                )
+            )
         return
     if protocol not in {p for _, p in owned}:
         expected = " or ".join(sorted({TYPE_OF_PROTOCOL[p] for _, p in owned}))
-        out.append((base, f"expected {expected} to match the listener protocol of {what}, got {rtype}"))
+        out.append(
+            (base, f"expected {expected} to match the listener protocol of {what}, got {rtype}")
+        )
 
 
 # --- per kind -------------------------------------------------------------------------------
+
 
 def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
     out: list[Issue] = []
     spec = r.spec
     _check_listener_ports(r, out)
     if spec.get("listeners") and "serviceDiscovery" not in spec:
-        out.append(("spec.serviceDiscovery",
-                    "required when the node has listeners: expected one of dns, awsCloudMap, static"))
+        out.append(
+            (
+                "spec.serviceDiscovery",
+                "required when the node has listeners: expected one of dns, awsCloudMap, static",
+            )
+        )
     for i, lst in enumerate(spec.get("listeners") or []):
         port, protocol = lst["portMapping"]["port"], lst["portMapping"]["protocol"]
         for key in ("connectionPool", "timeout"):
             if key in lst and protocol not in lst[key]:
                 given = next(iter(lst[key]))
-                out.append((f"spec.listeners[{i}].{key}.{given}",
-                            f"expected {key}.{protocol} to match the listener protocol {protocol}"))
+                out.append(
+                    (
+                        f"spec.listeners[{i}].{key}.{given}",
+                        f"expected {key}.{protocol} to match the listener protocol {protocol}",
+                    )
+                )
         hc_port = (lst.get("healthCheck") or {}).get("port")
         if hc_port is not None and hc_port != port:
-            out.append((f"spec.listeners[{i}].healthCheck.port",
-                        f"expected the listener port {port}, got {hc_port}"))
+            out.append(
+                (
+                    f"spec.listeners[{i}].healthCheck.port",
+                    f"expected the listener port {port}, got {hc_port}",
+                )
+            )
     static = (spec.get("serviceDiscovery") or {}).get("static")
     if static:
         has_ports = bool(listeners(r))
@@ -184,7 +217,9 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
                     path += ".address"
                     parse_ip(ep["address"])
                     if "port" not in ep and not has_ports:
-                        raise ValueError("expected a port (the node has no listener port to default to)")
+                        raise ValueError(
+                            "expected a port (the node has no listener port to default to)"
+                        )
             except ValueError as exc:
                 out.append((path, str(exc)))
     return out
@@ -203,12 +238,20 @@ def check_virtual_gateway(r: Resource, g: Graph) -> list[Issue]:
         port, protocol = lst["portMapping"]["port"], lst["portMapping"]["protocol"]
         pool = lst.get("connectionPool")
         if pool and protocol not in pool:
-            out.append((f"spec.listeners[{i}].connectionPool.{next(iter(pool))}",
-                        f"expected connectionPool.{protocol} to match the listener protocol {protocol}"))
+            out.append(
+                (
+                    f"spec.listeners[{i}].connectionPool.{next(iter(pool))}",
+                    f"expected connectionPool.{protocol} to match the listener protocol {protocol}",
+                )
+            )
         hc_port = (lst.get("healthCheck") or {}).get("port")
         if hc_port is not None and hc_port != port:
-            out.append((f"spec.listeners[{i}].healthCheck.port",
-                        f"expected the listener port {port}, got {hc_port}"))
+            out.append(
+                (
+                    f"spec.listeners[{i}].healthCheck.port",
+                    f"expected the listener port {port}, got {hc_port}",
+                )
+            )
     return out
 
 
@@ -216,7 +259,7 @@ def check_virtual_service(r: Resource, g: Graph) -> list[Issue]:
     prov = provider(r)
     if prov and g.get(*prov) is None:
         key = "virtualNode" if prov[0] == "VirtualNode" else "virtualRouter"
-        return [(f"spec.provider.{key}.{key}Name", unresolved(*prov))]
+        return [(f"spec.provider.{key}.{key}Name", g.unresolved(*prov))]
     return []
 
 
@@ -233,24 +276,35 @@ def check_route(r: Resource, g: Graph) -> list[Issue]:
         _check_headers(match.get("headers") or [], f"{base}.match.headers", out)
     if rtype == "grpcRoute":
         if "methodName" in match and "serviceName" not in match:
-            out.append((f"{base}.match.methodName", "expected serviceName too: a method belongs to a service"))
+            out.append(
+                (
+                    f"{base}.match.methodName",
+                    "expected serviceName too: a method belongs to a service",
+                )
+            )
         _check_headers(match.get("metadata") or [], f"{base}.match.metadata", out)
     retry = body.get("retryPolicy")
-    events = ("httpRetryEvents", "tcpRetryEvents") + (("grpcRetryEvents",) if rtype == "grpcRoute" else ())
+    events = ("httpRetryEvents", "tcpRetryEvents") + (
+        ("grpcRetryEvents",) if rtype == "grpcRoute" else ()
+    )
     if retry is not None and not any(retry.get(e) for e in events):
         out.append((f"{base}.retryPolicy", f"expected at least one of {', '.join(events)}"))
     targets = body["action"]["weightedTargets"]
     if all(t["weight"] == 0 for t in targets):
-        out.append((f"{base}.action.weightedTargets", "expected at least one target with weight > 0"))
+        out.append(
+            (f"{base}.action.weightedTargets", "expected at least one target with weight > 0")
+        )
     for j, target in enumerate(targets):
         _check_target(target, protocol, rtype, f"{base}.action.weightedTargets[{j}]", g, out)
     return out
 
 
-def _check_target(t: dict[str, Any], protocol: str, rtype: str, path: str, g: Graph, out: list[Issue]) -> None:
+def _check_target(
+    t: dict[str, Any], protocol: str, rtype: str, path: str, g: Graph, out: list[Issue]
+) -> None:
     node = g.get("VirtualNode", t["virtualNode"])
     if node is None:
-        out.append((f"{path}.virtualNode", unresolved("VirtualNode", t["virtualNode"])))
+        out.append((f"{path}.virtualNode", g.unresolved("VirtualNode", t["virtualNode"])))
         return
     if not g.valid(node):
         return
@@ -269,7 +323,12 @@ def _check_target(t: dict[str, Any], protocol: str, rtype: str, path: str, g: Gr
     if port not in by_port:
         out.append((f"{path}.port", f"expected a listener port of {what} ({ports}), got {port}"))
     elif by_port[port] != protocol:
-        out.append((path, f"{what} listens with {by_port[port]} on port {port}; a {rtype} needs a {protocol} listener"))
+        out.append(
+            (
+                path,
+                f"{what} listens with {by_port[port]} on port {port}; a {rtype} needs a {protocol} listener",
+            )
+        )
 
 
 def check_gateway_route(r: Resource, g: Graph) -> list[Issue]:
@@ -283,17 +342,32 @@ def check_gateway_route(r: Resource, g: Graph) -> list[Issue]:
     if rtype == "grpcRoute":
         svc = match.get("serviceName", "")
         if svc.startswith(("aws.app-mesh", "aws.appmesh")):
-            out.append((f"{base}.match.serviceName", f'service names starting "aws.appmesh" are reserved, got "{svc}"'))
+            out.append(
+                (
+                    f"{base}.match.serviceName",
+                    f'service names starting "aws.appmesh" are reserved, got "{svc}"',
+                )
+            )
         _check_headers(match.get("metadata") or [], f"{base}.match.metadata", out)
     else:
         _check_path_match(match, f"{base}.match", out)
         _check_headers(match.get("headers") or [], f"{base}.match.headers", out)
         prefix = match.get("prefix", "")
         if prefix.startswith(RESERVED_PREFIXES):
-            out.append((f"{base}.match.prefix", f'prefixes starting "/aws-appmesh" are reserved, got "{prefix}"'))
+            out.append(
+                (
+                    f"{base}.match.prefix",
+                    f'prefixes starting "/aws-appmesh" are reserved, got "{prefix}"',
+                )
+            )
         rewrite = body["action"].get("rewrite") or {}
         if "prefix" in rewrite and "prefix" not in match:
-            out.append((f"{base}.action.rewrite.prefix", "expected match.prefix: a prefix rewrite replaces the matched prefix"))
+            out.append(
+                (
+                    f"{base}.action.rewrite.prefix",
+                    "expected match.prefix: a prefix rewrite replaces the matched prefix",
+                )
+            )
     target = body["action"]["target"]
     _check_gateway_target(target, f"{base}.action.target", g, out)
     return out
@@ -303,7 +377,9 @@ def _check_gateway_target(target: dict[str, Any], path: str, g: Graph, out: list
     name = target["virtualService"]["virtualServiceName"]
     vs = g.get("VirtualService", name)
     if vs is None:
-        out.append((f"{path}.virtualService.virtualServiceName", unresolved("VirtualService", name)))
+        out.append(
+            (f"{path}.virtualService.virtualServiceName", g.unresolved("VirtualService", name))
+        )
         return
     prov = provider(vs) if g.valid(vs) else None
     if prov is None or not g.valid(g.get(*prov)):

@@ -31,6 +31,7 @@ from meshplane.config.routes import (
     route_action,
 )
 from meshplane.config.specs import ROUTE_PROTOCOL
+from meshplane.config.tls import listener_tls, upstream_tls
 from meshplane.config.topology import (
     backends,
     duration_ms,
@@ -46,6 +47,7 @@ from meshplane.config.topology import (
 
 SCHEMA = 1
 CONNECT_TIMEOUT_MS = 5_000
+U32_MAX = 2**32 - 1
 UNLIMITED = 2_147_483_647  # App Mesh's circuit breakers: effectively off unless connectionPool
 Endpoints = Mapping[str, Sequence[tuple[str, int]]]
 
@@ -78,8 +80,12 @@ def listener_names(cfg: MeshConfig) -> dict[str, int]:
 
 
 def circuit_breakers(pool: dict[str, Any] | None) -> dict[str, int]:
-    limits = {"maxConnections": UNLIMITED, "maxPendingRequests": UNLIMITED, "maxRequests": UNLIMITED,
-              "maxRetries": UNLIMITED}
+    limits = {
+        "maxConnections": UNLIMITED,
+        "maxPendingRequests": UNLIMITED,
+        "maxRequests": UNLIMITED,
+        "maxRetries": UNLIMITED,
+    }
     for values in (pool or {}).values():  # exactly one of http / http2 / grpc / tcp
         limits.update({k: v for k, v in values.items() if k in limits})
     return limits
@@ -96,8 +102,13 @@ class _Snapshot:
         self.clusters: dict[str, dict[str, Any]] = {}
         self.dns: list[DnsTarget] = []
         self.declared: dict[str, int] = {}
+        # The client policy of the backend being compiled: clusters take their TLS from the
+        # first backend that reaches them (App Mesh: backend clientPolicy, else backendDefaults).
+        self.client_policy: dict[str, Any] | None = None
         mesh = next(iter(cfg.of_kind("Mesh")), None)
-        self.ip_preference = ((mesh.spec if mesh else {}).get("serviceDiscovery") or {}).get("ipPreference")
+        self.ip_preference = ((mesh.spec if mesh else {}).get("serviceDiscovery") or {}).get(
+            "ipPreference"
+        )
         if cfg.proxy.gateway is not None:
             self._gateway(cfg.get("VirtualGateway", cfg.proxy.gateway))
         else:
@@ -125,6 +136,14 @@ class _Snapshot:
             }
             if policy == "least_request":
                 cluster["activeRequestBias"] = float(balancing.get("activeRequestBias", 1.0))
+            outlier = lst.get("outlierDetection")
+            if outlier:  # the core counts; the control layer ejects (interval, duration, percent)
+                cluster["outlierDetection"] = {
+                    "consecutive5xx": min(outlier["maxServerErrors"], U32_MAX)
+                }
+            tls = upstream_tls(node, port, self.client_policy)
+            if tls:
+                cluster["tls"] = tls
             self.clusters[name] = cluster
         return name
 
@@ -143,10 +162,15 @@ class _Snapshot:
             return out
         if "dns" in discovery:
             dns = discovery["dns"]
-            self.dns.append(DnsTarget(
-                cluster, dns["hostname"], port, dns.get("responseType", "LOADBALANCER"),
-                dns.get("ipPreference", self.ip_preference),
-            ))
+            self.dns.append(
+                DnsTarget(
+                    cluster,
+                    dns["hostname"],
+                    port,
+                    dns.get("responseType", "LOADBALANCER"),
+                    dns.get("ipPreference", self.ip_preference),
+                )
+            )
         resolved = []
         for address, weight in sorted(self.endpoints.get(cluster, [])):
             try:
@@ -166,7 +190,9 @@ class _Snapshot:
         table = f"service/{vs_name}" if len(owned) <= 1 else f"service/{vs_name}:{port}"
         if table not in self.tables:
             routes = self.service_routes(vs, port, table) if vs and owned else []
-            self.tables[table] = {"virtualHosts": [{"name": vs_name, "domains": ["*"], "routes": routes}]}
+            self.tables[table] = {
+                "virtualHosts": [{"name": vs_name, "domains": ["*"], "routes": routes}]
+            }
         return table
 
     def service_routes(self, vs: Resource, port: int | None, table: str) -> list[dict[str, Any]]:
@@ -174,28 +200,43 @@ class _Snapshot:
         kind, name = provider(vs) or ("", "")
         if kind == "VirtualNode":
             cluster = self.node_cluster(name, port)
-            action = {"clusters": [{"cluster": cluster, "weight": 1}], "timeoutMs": DEFAULT_TIMEOUT_MS,
-                      "retry": retry_policy(None)}
+            action = {
+                "clusters": [{"cluster": cluster, "weight": 1}],
+                "timeoutMs": DEFAULT_TIMEOUT_MS,
+                "retry": retry_policy(None),
+            }
             return [{"name": f"{table}/default", "match": {}, "action": action}]
         router = self.cfg.get("VirtualRouter", name)
         owned = dict(listeners(router))
         protocol = owned.get(port or 0)
         prefix = name if len(owned) == 1 else f"{name}:{port}"
-        sharing = [s for s in self.cfg.of_kind("VirtualService") if provider(s) == ("VirtualRouter", name)]
+        sharing = [
+            s for s in self.cfg.of_kind("VirtualService") if provider(s) == ("VirtualRouter", name)
+        ]
         if len(sharing) > 1:
             prefix = f"{table}/{prefix}"
         entries = []
         for route in self.cfg.children("Route", name):
             rtype = route_type(route.spec) or ""
             body = route.spec[rtype]
-            if ROUTE_PROTOCOL[rtype] != protocol or (body.get("match") or {}).get("port") not in (None, port):
+            if ROUTE_PROTOCOL[rtype] != protocol or (body.get("match") or {}).get("port") not in (
+                None,
+                port,
+            ):
                 continue
             clusters = [
-                {"cluster": self.node_cluster(t["virtualNode"], t.get("port")), "weight": t["weight"]}
+                {
+                    "cluster": self.node_cluster(t["virtualNode"], t.get("port")),
+                    "weight": t["weight"],
+                }
                 for t in body["action"]["weightedTargets"]
             ]
             match = grpc_match(body["match"]) if rtype == "grpcRoute" else http_match(body["match"])
-            entry = {"name": f"{prefix}/{route.name}", "match": match, "action": route_action(body, clusters)}
+            entry = {
+                "name": f"{prefix}/{route.name}",
+                "match": match,
+                "action": route_action(body, clusters),
+            }
             entries.append((route.spec.get("priority"), entry))
         return ordered(entries)
 
@@ -205,14 +246,21 @@ class _Snapshot:
         if kind == "VirtualNode":
             return [{"cluster": self.node_cluster(name, port), "weight": 1}], None
         candidates = [
-            (route.spec.get("priority") is None, route.spec.get("priority") or 0, route.name, route.spec["tcpRoute"])
+            (
+                route.spec.get("priority") is None,
+                route.spec.get("priority") or 0,
+                route.name,
+                route.spec["tcpRoute"],
+            )
             for route in self.cfg.children("Route", name)
             if "tcpRoute" in route.spec
             and (route.spec["tcpRoute"].get("match") or {}).get("port") in (None, port)
         ]
         if not candidates:
             return [], None
-        body = min(candidates, key=lambda c: c[:3])[3]  # TCP matches only a port: priority, then name
+        body = min(candidates, key=lambda c: c[:3])[
+            3
+        ]  # TCP matches only a port: priority, then name
         clusters = [
             {"cluster": self.node_cluster(t["virtualNode"], t.get("port")), "weight": t["weight"]}
             for t in body["action"]["weightedTargets"]
@@ -226,26 +274,46 @@ class _Snapshot:
         assert gw is not None, "validated config names an unknown gateway"
         protocols = dict(listeners(gw))
         several = len(protocols) > 1
+        self.client_policy = (gw.spec.get("backendDefaults") or {}).get("clientPolicy")
         for planned in proxy_listeners(self.cfg):
             port, protocol = planned.port, protocols[planned.port]
             entries = []
             for route in self.cfg.children("GatewayRoute", gw.name):
                 rtype = gateway_route_type(route.spec) or ""
                 body = route.spec[rtype]
-                if ROUTE_PROTOCOL[rtype] != protocol or body["match"].get("port") not in (None, port):
+                if ROUTE_PROTOCOL[rtype] != protocol or body["match"].get("port") not in (
+                    None,
+                    port,
+                ):
                     continue
                 target = body["action"]["target"]
                 service = target["virtualService"]["virtualServiceName"]
-                action: dict[str, Any] = {"routeTable": self.service_table(service, target.get("port"))}
+                action: dict[str, Any] = {
+                    "routeTable": self.service_table(service, target.get("port"))
+                }
                 rewrite = gateway_rewrite(rtype, body, service)
                 if rewrite:
                     action["rewrite"] = rewrite
-                match = grpc_match(body["match"]) if rtype == "grpcRoute" else http_match(body["match"])
-                name = f"gateway/{gw.name}:{port}/{route.name}" if several else f"gateway/{gw.name}/{route.name}"
-                entries.append((route.spec.get("priority"), {"name": name, "match": match, "action": action}))
+                match = (
+                    grpc_match(body["match"]) if rtype == "grpcRoute" else http_match(body["match"])
+                )
+                name = (
+                    f"gateway/{gw.name}:{port}/{route.name}"
+                    if several
+                    else f"gateway/{gw.name}/{route.name}"
+                )
+                entries.append(
+                    (route.spec.get("priority"), {"name": name, "match": match, "action": action})
+                )
             table = f"gateway/{gw.name}/{port}"
-            self.tables[table] = {"virtualHosts": [{"name": gw.name, "domains": ["*"], "routes": ordered(entries)}]}
-            self._listener(planned.name, planned.address, port, protocol="http", routeTable=table)
+            self.tables[table] = {
+                "virtualHosts": [{"name": gw.name, "domains": ["*"], "routes": ordered(entries)}]
+            }
+            tls = listener_tls(listener_spec(gw, port))
+            extra = {"tls": tls} if tls else {}
+            self._listener(
+                planned.name, planned.address, port, protocol="http", routeTable=table, **extra
+            )
 
     # --- sidecar mode ---------------------------------------------------------------------
 
@@ -258,11 +326,18 @@ class _Snapshot:
                 self._outbound(node, planned.name, planned.address, planned.port)
             else:
                 vs = self.cfg.get("VirtualService", planned.services[0])
+                self.client_policy = self._client_policy(node, planned.services[0])
                 clusters, idle = self.tcp_targets(vs, planned.port) if vs else ([], None)
                 if clusters:  # a TCP backend whose router has no tcp route carries nothing
                     extra = {"idleTimeoutMs": idle} if idle is not None else {}
-                    self._listener(planned.name, planned.address, planned.port, protocol="tcp",
-                                   tcpClusters=clusters, **extra)
+                    self._listener(
+                        planned.name,
+                        planned.address,
+                        planned.port,
+                        protocol="tcp",
+                        tcpClusters=clusters,
+                        **extra,
+                    )
 
     def _inbound(self, node: Resource, name: str, address: str, port: int) -> None:
         lst = listener_spec(node, port)
@@ -279,30 +354,59 @@ class _Snapshot:
         }
         timeout = (lst.get("timeout") or {}).get(protocol) or {}
         targets = [{"cluster": cluster, "weight": 1}]
+        tls = listener_tls(lst)
+        extra: dict[str, Any] = {"tls": tls} if tls else {}
         if protocol == "tcp":
-            extra = {"idleTimeoutMs": duration_ms(timeout["idle"])} if "idle" in timeout else {}
+            if "idle" in timeout:
+                extra["idleTimeoutMs"] = duration_ms(timeout["idle"])
             self._listener(name, address, port, protocol="tcp", tcpClusters=targets, **extra)
             return
-        route = {"name": name, "match": {}, "action": route_action({"timeout": timeout}, targets, retry=False)}
+        route = {
+            "name": name,
+            "match": {},
+            "action": route_action({"timeout": timeout}, targets, retry=False),
+        }
         self.tables[name] = {"virtualHosts": [{"name": name, "domains": ["*"], "routes": [route]}]}
-        self._listener(name, address, port, protocol="http", routeTable=name)
+        self._listener(name, address, port, protocol="http", routeTable=name, **extra)
 
     def _outbound(self, node: Resource, name: str, address: str, port: int) -> None:
         hosts = []
         for vs_name in dict.fromkeys(backends(node)):
             vs = self.cfg.get("VirtualService", vs_name)
-            owned = provider_listeners(self.cfg.index, vs) if vs else []
+            if vs is None:
+                continue
+            self.client_policy = self._client_policy(node, vs_name)
+            owned = provider_listeners(self.cfg.index, vs)
             for svc_port, protocol in owned:
                 if protocol == "tcp":
                     continue
                 table = f"service/{vs_name}" if len(owned) == 1 else f"service/{vs_name}:{svc_port}"
-                routes = [{**r, "name": f"outbound/{r['name']}"} for r in self.service_routes(vs, svc_port, table)]  # type: ignore[arg-type]
+                routes = [
+                    {**r, "name": f"outbound/{r['name']}"}
+                    for r in self.service_routes(vs, svc_port, table)
+                ]
                 single = len(owned) == 1
-                domains = [vs_name, f"{vs_name}:{svc_port}"] if single else [f"{vs_name}:{svc_port}"]
-                hosts.append({"name": vs_name if single else f"{vs_name}:{svc_port}", "domains": domains,
-                              "routes": routes})
+                domains = (
+                    [vs_name, f"{vs_name}:{svc_port}"] if single else [f"{vs_name}:{svc_port}"]
+                )
+                hosts.append(
+                    {
+                        "name": vs_name if single else f"{vs_name}:{svc_port}",
+                        "domains": domains,
+                        "routes": routes,
+                    }
+                )
         self.tables[name] = {"virtualHosts": hosts}
         self._listener(name, address, port, protocol="http", routeTable=name)
+
+    @staticmethod
+    def _client_policy(node: Resource, vs_name: str) -> dict[str, Any] | None:
+        """A backend's own clientPolicy, else the node's backendDefaults (App Mesh)."""
+        for backend in node.spec.get("backends") or []:
+            service = backend["virtualService"]
+            if service["virtualServiceName"] == vs_name and service.get("clientPolicy"):
+                return dict(service["clientPolicy"])
+        return (node.spec.get("backendDefaults") or {}).get("clientPolicy")
 
     def _listener(self, name: str, address: str, declared: int, **fields: Any) -> None:
         self.listeners.append({"name": name, "address": address, **fields})

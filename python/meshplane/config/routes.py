@@ -33,7 +33,10 @@ Route = dict[str, Any]
 
 def header_rule(header: dict[str, Any]) -> dict[str, Any]:
     """An App Mesh header/metadata matcher as a snapshot HeaderMatchSpec (name lowercased)."""
-    rule: dict[str, Any] = {"name": header["name"].lower(), "invert": bool(header.get("invert", False))}
+    rule: dict[str, Any] = {
+        "name": header["name"].lower(),
+        "invert": bool(header.get("invert", False)),
+    }
     match = header.get("match")
     if not match:
         return {**rule, "kind": "present"}
@@ -59,7 +62,10 @@ def http_match(match: dict[str, Any]) -> dict[str, Any]:
         out["scheme"] = match["scheme"]
     if match.get("queryParameters"):
         out["query"] = [
-            {"name": q["name"], **({"exact": q["match"]["exact"]} if "exact" in (q.get("match") or {}) else {})}
+            {
+                "name": q["name"],
+                **({"exact": q["match"]["exact"]} if "exact" in (q.get("match") or {}) else {}),
+            }
             for q in match["queryParameters"]
         ]
     return out
@@ -77,7 +83,9 @@ def grpc_match(match: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _common(match: dict[str, Any], out: dict[str, Any], headers: list[dict[str, Any]] | None) -> None:
+def _common(
+    match: dict[str, Any], out: dict[str, Any], headers: list[dict[str, Any]] | None
+) -> None:
     if "hostname" in match:  # gateway routes only
         kind, value = next(iter(match["hostname"].items()))
         out["hostname"] = {"kind": kind, "value": value}
@@ -103,7 +111,9 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def route_action(body: dict[str, Any], clusters: list[dict[str, Any]], *, retry: bool = True) -> dict[str, Any]:
+def route_action(
+    body: dict[str, Any], clusters: list[dict[str, Any]], *, retry: bool = True
+) -> dict[str, Any]:
     """Clusters plus the timeouts (`timeout.perRequest`, default 15 s; `timeout.idle`) and retry
     policy of a route body (or of a listener's `timeout.<protocol>` with retry=False)."""
     timeout = body.get("timeout") or {}
@@ -127,7 +137,11 @@ def gateway_rewrite(rtype: str, body: dict[str, Any], target_service: str) -> di
         prefix = rewrite.get("prefix") or {}
         if "prefix" in match and "value" in prefix:
             out["prefix"] = prefix["value"]
-        elif "prefix" in match and prefix.get("defaultPrefix") != "DISABLED" and match["prefix"] != "/":
+        elif (
+            "prefix" in match
+            and prefix.get("defaultPrefix") != "DISABLED"
+            and match["prefix"] != "/"
+        ):
             out["prefix"] = "/"
         if "path" in rewrite:
             out["path"] = rewrite["path"]["exact"]

@@ -141,7 +141,9 @@ class ListOf(Shape):
         if not isinstance(value, list):
             self.mismatch(value, path, out)
             return
-        if len(value) < self.min_items or (self.max_items is not None and len(value) > self.max_items):
+        if len(value) < self.min_items or (
+            self.max_items is not None and len(value) > self.max_items
+        ):
             out.append((path, f"expected {self.describe()}, got {len(value)}"))
         for i, item in enumerate(value):
             self.item.check(item, join(path, i), out)
@@ -188,7 +190,9 @@ class PortMap(Shape):
             return
         for key, item in value.items():
             if port_key(key) is None:
-                out.append((join(path, str(key)), f"expected a port 1..65535 as key, got {show(key)}"))
+                out.append(
+                    (join(path, str(key)), f"expected a port 1..65535 as key, got {show(key)}")
+                )
             else:
                 self.value.check(item, join(path, str(key)), out)
 
@@ -225,7 +229,12 @@ class Obj(Shape):
                 shape.check(item, join(path, key), out)
         for key in self.required:
             if key not in value:
-                out.append((join(path, key), f"required field is missing: expected {self.fields[key].describe()}"))
+                out.append(
+                    (
+                        join(path, key),
+                        f"required field is missing: expected {self.fields[key].describe()}",
+                    )
+                )
         if self.one_of:
             present = [k for k in self.one_of if k in value]
             if len(present) != 1:
@@ -233,7 +242,12 @@ class Obj(Shape):
                 out.append((path, f"expected exactly one of {', '.join(self.one_of)}, got {got}"))
         present = [k for k in self.exclusive if k in value]
         if len(present) > 1:
-            out.append((path, f"expected at most one of {', '.join(self.exclusive)}, got {' and '.join(present)}"))
+            out.append(
+                (
+                    path,
+                    f"expected at most one of {', '.join(self.exclusive)}, got {' and '.join(present)}",
+                )
+            )
 
 
 def coerce(shape: Shape, value: Any) -> Any:
@@ -249,7 +263,9 @@ def coerce(shape: Shape, value: Any) -> Any:
     if isinstance(shape, Obj) and isinstance(value, dict):
         return {k: coerce(shape.fields[k], v) if k in shape.fields else v for k, v in value.items()}
     if isinstance(shape, Either):
-        return next((coerce(s, value) for kind, s in shape.shapes if isinstance(value, kind)), value)
+        return next(
+            (coerce(s, value) for kind, s in shape.shapes if isinstance(value, kind)), value
+        )
     return value
 
 

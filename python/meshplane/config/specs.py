@@ -33,28 +33,38 @@ LIMIT = Int(1, 2_147_483_647)
 
 # --- listeners ------------------------------------------------------------------------------
 
+
 def _health_check(protocol: Shape) -> Obj:
-    return Obj({
-        "protocol*": protocol,
-        "intervalMillis*": Int(5000, 300000),
-        "timeoutMillis*": Int(2000, 60000),
-        "healthyThreshold*": Int(2, 10),
-        "unhealthyThreshold*": Int(2, 10),
-        "path": Str(1, None),
-        "port": PORT,
-    })
+    return Obj(
+        {
+            "protocol*": protocol,
+            "intervalMillis*": Int(5000, 300000),
+            "timeoutMillis*": Int(2000, 60000),
+            "healthyThreshold*": Int(2, 10),
+            "unhealthyThreshold*": Int(2, 10),
+            "path": Str(1, None),
+            "port": PORT,
+        }
+    )
 
 
-OUTLIER_DETECTION = Obj({
-    "maxServerErrors*": Int(1, LONG_MAX),
-    "interval*": DURATION,
-    "baseEjectionDuration*": DURATION,
-    "maxEjectionPercent*": Int(0, 100),
-})
+OUTLIER_DETECTION = Obj(
+    {
+        "maxServerErrors*": Int(1, LONG_MAX),
+        "interval*": DURATION,
+        "baseEjectionDuration*": DURATION,
+        "maxEjectionPercent*": Int(0, 100),
+    }
+)
 _HTTP_POOL = Obj({"maxConnections*": LIMIT, "maxPendingRequests": LIMIT})
 _H2_POOL = Obj({"maxRequests*": LIMIT})
 CONNECTION_POOL = Obj(
-    {"http": _HTTP_POOL, "http2": _H2_POOL, "grpc": _H2_POOL, "tcp": Obj({"maxConnections*": LIMIT})},
+    {
+        "http": _HTTP_POOL,
+        "http2": _H2_POOL,
+        "grpc": _H2_POOL,
+        "tcp": Obj({"maxConnections*": LIMIT}),
+    },
     one_of=("http", "http2", "grpc", "tcp"),
 )
 GATEWAY_CONNECTION_POOL = Obj(
@@ -73,47 +83,70 @@ _SDS = Obj({"secretName*": Str(1, None)})
 _FILE_CERT = Obj({"certificateChain*": Str(1, 255), "privateKey*": Str(1, 255)})
 _FILE_TRUST = Obj({"certificateChain*": Str(1, 255)})
 _SANS = Obj({"match*": Obj({"exact*": ListOf(Str(1, 254), 1)})})
-LISTENER_TLS = Obj({
-    "mode*": Enum("STRICT", "PERMISSIVE", "DISABLED"),
-    "certificate*": Obj(
-        {"acm": Obj({"certificateArn*": Str(1, None)}), "file": _FILE_CERT, "sds": _SDS},
-        one_of=("acm", "file", "sds"),
-    ),
-    "validation": Obj({
-        "trust*": Obj({"file": _FILE_TRUST, "sds": _SDS}, one_of=("file", "sds")),
-        "subjectAlternativeNames": _SANS,
-    }),
-})
-CLIENT_POLICY = Obj({
-    "tls": Obj({
-        "enforce": Bool(),
-        "ports": ListOf(PORT),
-        "certificate": Obj({"file": _FILE_CERT, "sds": _SDS}, one_of=("file", "sds")),
-        "validation*": Obj({
-            "trust*": Obj(
-                {
-                    "acm": Obj({"certificateAuthorityArns*": ListOf(Str(1, None), 1, 3)}),
-                    "file": _FILE_TRUST,
-                    "sds": _SDS,
-                },
-                one_of=("acm", "file", "sds"),
-            ),
-            "subjectAlternativeNames": _SANS,
-        }),
-    })
-})
+LISTENER_TLS = Obj(
+    {
+        "mode*": Enum("STRICT", "PERMISSIVE", "DISABLED"),
+        "certificate*": Obj(
+            {"acm": Obj({"certificateArn*": Str(1, None)}), "file": _FILE_CERT, "sds": _SDS},
+            one_of=("acm", "file", "sds"),
+        ),
+        "validation": Obj(
+            {
+                "trust*": Obj({"file": _FILE_TRUST, "sds": _SDS}, one_of=("file", "sds")),
+                "subjectAlternativeNames": _SANS,
+            }
+        ),
+    }
+)
+CLIENT_POLICY = Obj(
+    {
+        "tls": Obj(
+            {
+                "enforce": Bool(),
+                "ports": ListOf(PORT),
+                "certificate": Obj({"file": _FILE_CERT, "sds": _SDS}, one_of=("file", "sds")),
+                "validation*": Obj(
+                    {
+                        "trust*": Obj(
+                            {
+                                "acm": Obj(
+                                    {"certificateAuthorityArns*": ListOf(Str(1, None), 1, 3)}
+                                ),
+                                "file": _FILE_TRUST,
+                                "sds": _SDS,
+                            },
+                            one_of=("acm", "file", "sds"),
+                        ),
+                        "subjectAlternativeNames": _SANS,
+                    }
+                ),
+            }
+        )
+    }
+)
 BACKEND_DEFAULTS = Obj({"clientPolicy": CLIENT_POLICY})
-LOGGING = Obj({
-    "accessLog": Obj({
-        "file*": Obj({
-            "path*": Str(1, 255),
-            "format": Obj(
-                {"json": ListOf(Obj({"key*": Str(1, 100), "value*": Str(1, 100)}), 1), "text": Str(1, 1000)},
-                one_of=("json", "text"),
-            ),
-        })
-    })
-})
+LOGGING = Obj(
+    {
+        "accessLog": Obj(
+            {
+                "file*": Obj(
+                    {
+                        "path*": Str(1, 255),
+                        "format": Obj(
+                            {
+                                "json": ListOf(
+                                    Obj({"key*": Str(1, 100), "value*": Str(1, 100)}), 1
+                                ),
+                                "text": Str(1, 1000),
+                            },
+                            one_of=("json", "text"),
+                        ),
+                    }
+                )
+            }
+        )
+    }
+)
 
 # --- VirtualNode ----------------------------------------------------------------------------
 
@@ -123,59 +156,83 @@ STATIC_ENDPOINT = Either(
 )
 SERVICE_DISCOVERY = Obj(
     {
-        "dns": Obj({
-            "hostname*": Str(1, None),
-            "responseType": Enum("LOADBALANCER", "ENDPOINTS"),
-            "ipPreference": IP_PREFERENCE,
-        }),
-        "awsCloudMap": Obj({
-            "namespaceName*": Str(1, 1024),
-            "serviceName*": Str(1, 1024),
-            "attributes": ListOf(Obj({"key*": Str(1, 255), "value*": Str(1, 1024)})),
-            "ipPreference": IP_PREFERENCE,
-        }),
+        "dns": Obj(
+            {
+                "hostname*": Str(1, None),
+                "responseType": Enum("LOADBALANCER", "ENDPOINTS"),
+                "ipPreference": IP_PREFERENCE,
+            }
+        ),
+        "awsCloudMap": Obj(
+            {
+                "namespaceName*": Str(1, 1024),
+                "serviceName*": Str(1, 1024),
+                "attributes": ListOf(Obj({"key*": Str(1, 255), "value*": Str(1, 1024)})),
+                "ipPreference": IP_PREFERENCE,
+            }
+        ),
         "static": Obj({"endpoints*": ListOf(STATIC_ENDPOINT, 1)}),  # extension
     },
     one_of=("dns", "awsCloudMap", "static"),
 )
-NODE_LISTENER = Obj({
-    "portMapping*": Obj({"port*": PORT, "protocol*": PROTOCOL}),
-    "healthCheck": _health_check(PROTOCOL),
-    "outlierDetection": OUTLIER_DETECTION,
-    "connectionPool": CONNECTION_POOL,
-    "timeout": LISTENER_TIMEOUT,
-    "tls": LISTENER_TLS,
-})
-VIRTUAL_NODE = Obj({
-    "listeners": ListOf(NODE_LISTENER),
-    "serviceDiscovery": SERVICE_DISCOVERY,
-    "backends": ListOf(
-        Obj({"virtualService*": Obj({"virtualServiceName*": NAME, "clientPolicy": CLIENT_POLICY})}), 0, 50
-    ),
-    "backendDefaults": BACKEND_DEFAULTS,
-    "logging": LOGGING,
-    "loadBalancing": Obj({  # extension
-        "policy": Enum("least_request", "round_robin", "random"),
-        "activeRequestBias": Num(0.0, 1000.0),
-    }),
-})
+NODE_LISTENER = Obj(
+    {
+        "portMapping*": Obj({"port*": PORT, "protocol*": PROTOCOL}),
+        "healthCheck": _health_check(PROTOCOL),
+        "outlierDetection": OUTLIER_DETECTION,
+        "connectionPool": CONNECTION_POOL,
+        "timeout": LISTENER_TIMEOUT,
+        "tls": LISTENER_TLS,
+    }
+)
+VIRTUAL_NODE = Obj(
+    {
+        "listeners": ListOf(NODE_LISTENER),
+        "serviceDiscovery": SERVICE_DISCOVERY,
+        "backends": ListOf(
+            Obj(
+                {
+                    "virtualService*": Obj(
+                        {"virtualServiceName*": NAME, "clientPolicy": CLIENT_POLICY}
+                    )
+                }
+            ),
+            0,
+            50,
+        ),
+        "backendDefaults": BACKEND_DEFAULTS,
+        "logging": LOGGING,
+        "loadBalancing": Obj(
+            {  # extension
+                "policy": Enum("least_request", "round_robin", "random"),
+                "activeRequestBias": Num(0.0, 1000.0),
+            }
+        ),
+    }
+)
 
 # --- VirtualService, VirtualRouter, Mesh ----------------------------------------------------
 
-VIRTUAL_SERVICE = Obj({
-    "provider": Obj(
-        {
-            "virtualNode": Obj({"virtualNodeName*": NAME}),
-            "virtualRouter": Obj({"virtualRouterName*": NAME}),
-        },
-        one_of=("virtualNode", "virtualRouter"),
-    )
-})
-VIRTUAL_ROUTER = Obj({"listeners": ListOf(Obj({"portMapping*": Obj({"port*": PORT, "protocol*": PROTOCOL})}), 1)})
-MESH = Obj({
-    "egressFilter": Obj({"type*": Enum("DROP_ALL", "ALLOW_ALL")}),
-    "serviceDiscovery": Obj({"ipPreference": IP_PREFERENCE}),
-})
+VIRTUAL_SERVICE = Obj(
+    {
+        "provider": Obj(
+            {
+                "virtualNode": Obj({"virtualNodeName*": NAME}),
+                "virtualRouter": Obj({"virtualRouterName*": NAME}),
+            },
+            one_of=("virtualNode", "virtualRouter"),
+        )
+    }
+)
+VIRTUAL_ROUTER = Obj(
+    {"listeners": ListOf(Obj({"portMapping*": Obj({"port*": PORT, "protocol*": PROTOCOL})}), 1)}
+)
+MESH = Obj(
+    {
+        "egressFilter": Obj({"type*": Enum("DROP_ALL", "ALLOW_ALL")}),
+        "serviceDiscovery": Obj({"ipPreference": IP_PREFERENCE}),
+    }
+)
 
 # --- Route ----------------------------------------------------------------------------------
 
@@ -205,11 +262,21 @@ HTTP_ROUTE_MATCH = Obj(
     },
     exclusive=("prefix", "path"),
 )
-ROUTE_ACTION = Obj({
-    "weightedTargets*": ListOf(Obj({"virtualNode*": NAME, "weight*": Int(0, 100), "port": PORT}), 1, 10)
-})
+ROUTE_ACTION = Obj(
+    {
+        "weightedTargets*": ListOf(
+            Obj({"virtualNode*": NAME, "weight*": Int(0, 100), "port": PORT}), 1, 10
+        )
+    }
+)
 HTTP_RETRY_EVENTS = ("server-error", "gateway-error", "client-error", "stream-error")
-GRPC_RETRY_EVENTS = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
+GRPC_RETRY_EVENTS = (
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+)
 _RETRY_FIELDS: dict[str, Shape] = {
     "maxRetries*": Int(0, U32_MAX),
     "perRetryTimeout*": DURATION,
@@ -218,18 +285,29 @@ _RETRY_FIELDS: dict[str, Shape] = {
 }
 HTTP_RETRY = Obj(_RETRY_FIELDS)
 GRPC_RETRY = Obj({**_RETRY_FIELDS, "grpcRetryEvents": ListOf(Enum(*GRPC_RETRY_EVENTS), 1, 5)})
-HTTP_ROUTE = Obj({"match*": HTTP_ROUTE_MATCH, "action*": ROUTE_ACTION, "retryPolicy": HTTP_RETRY, "timeout": HTTP_TIMEOUT})
-GRPC_ROUTE = Obj({
-    "match*": Obj({
-        "serviceName": Str(1, None),
-        "methodName": Str(1, 50),
-        "metadata": ListOf(HEADER, 1, 10),
-        "port": PORT,
-    }),
-    "action*": ROUTE_ACTION,
-    "retryPolicy": GRPC_RETRY,
-    "timeout": HTTP_TIMEOUT,
-})
+HTTP_ROUTE = Obj(
+    {
+        "match*": HTTP_ROUTE_MATCH,
+        "action*": ROUTE_ACTION,
+        "retryPolicy": HTTP_RETRY,
+        "timeout": HTTP_TIMEOUT,
+    }
+)
+GRPC_ROUTE = Obj(
+    {
+        "match*": Obj(
+            {
+                "serviceName": Str(1, None),
+                "methodName": Str(1, 50),
+                "metadata": ListOf(HEADER, 1, 10),
+                "port": PORT,
+            }
+        ),
+        "action*": ROUTE_ACTION,
+        "retryPolicy": GRPC_RETRY,
+        "timeout": HTTP_TIMEOUT,
+    }
+)
 TCP_ROUTE = Obj({"match": Obj({"port": PORT}), "action*": ROUTE_ACTION, "timeout": TCP_TIMEOUT})
 ROUTE_TYPES = ("httpRoute", "http2Route", "grpcRoute", "tcpRoute")
 ROUTE = Obj(
@@ -245,53 +323,70 @@ ROUTE = Obj(
 
 # --- VirtualGateway, GatewayRoute -----------------------------------------------------------
 
-VIRTUAL_GATEWAY = Obj({
-    "listeners*": ListOf(
-        Obj({
-            "portMapping*": Obj({"port*": PORT, "protocol*": GATEWAY_PROTOCOL}),
-            "healthCheck": _health_check(GATEWAY_PROTOCOL),
-            "connectionPool": GATEWAY_CONNECTION_POOL,
-            "tls": LISTENER_TLS,
-        }),
-        1,
-    ),
-    "backendDefaults": BACKEND_DEFAULTS,
-    "logging": LOGGING,
-})
+VIRTUAL_GATEWAY = Obj(
+    {
+        "listeners*": ListOf(
+            Obj(
+                {
+                    "portMapping*": Obj({"port*": PORT, "protocol*": GATEWAY_PROTOCOL}),
+                    "healthCheck": _health_check(GATEWAY_PROTOCOL),
+                    "connectionPool": GATEWAY_CONNECTION_POOL,
+                    "tls": LISTENER_TLS,
+                }
+            ),
+            1,
+        ),
+        "backendDefaults": BACKEND_DEFAULTS,
+        "logging": LOGGING,
+    }
+)
 _HOSTNAME_MATCH = Obj({"exact": Str(1, 253), "suffix": Str(1, 253)}, one_of=("exact", "suffix"))
 _TARGET = Obj({"virtualService*": Obj({"virtualServiceName*": NAME}), "port": PORT})
 _HOSTNAME_REWRITE = Obj({"defaultTargetHostname": ENABLED})
-HTTP_GATEWAY_ROUTE = Obj({
-    "match*": Obj(
-        {
-            "prefix": Str(1, None),
-            "path": PATH_MATCH,
-            "hostname": _HOSTNAME_MATCH,
-            "method": METHOD,
-            "headers": ListOf(HEADER, 1, 10),
-            "queryParameters": ListOf(QUERY_PARAMETER, 1, 10),
-            "port": PORT,
-        },
-        exclusive=("prefix", "path"),
-    ),
-    "action*": Obj({
-        "target*": _TARGET,
-        "rewrite": Obj({
-            "prefix": Obj({"defaultPrefix": ENABLED, "value": Str(1, 255)}, exclusive=("defaultPrefix", "value")),
-            "path": Obj({"exact": Str(1, 255)}),
-            "hostname": _HOSTNAME_REWRITE,
-        }),
-    }),
-})
-GRPC_GATEWAY_ROUTE = Obj({
-    "match*": Obj({
-        "serviceName": Str(1, None),
-        "hostname": _HOSTNAME_MATCH,
-        "metadata": ListOf(HEADER, 1, 10),
-        "port": PORT,
-    }),
-    "action*": Obj({"target*": _TARGET, "rewrite": Obj({"hostname": _HOSTNAME_REWRITE})}),
-})
+HTTP_GATEWAY_ROUTE = Obj(
+    {
+        "match*": Obj(
+            {
+                "prefix": Str(1, None),
+                "path": PATH_MATCH,
+                "hostname": _HOSTNAME_MATCH,
+                "method": METHOD,
+                "headers": ListOf(HEADER, 1, 10),
+                "queryParameters": ListOf(QUERY_PARAMETER, 1, 10),
+                "port": PORT,
+            },
+            exclusive=("prefix", "path"),
+        ),
+        "action*": Obj(
+            {
+                "target*": _TARGET,
+                "rewrite": Obj(
+                    {
+                        "prefix": Obj(
+                            {"defaultPrefix": ENABLED, "value": Str(1, 255)},
+                            exclusive=("defaultPrefix", "value"),
+                        ),
+                        "path": Obj({"exact": Str(1, 255)}),
+                        "hostname": _HOSTNAME_REWRITE,
+                    }
+                ),
+            }
+        ),
+    }
+)
+GRPC_GATEWAY_ROUTE = Obj(
+    {
+        "match*": Obj(
+            {
+                "serviceName": Str(1, None),
+                "hostname": _HOSTNAME_MATCH,
+                "metadata": ListOf(HEADER, 1, 10),
+                "port": PORT,
+            }
+        ),
+        "action*": Obj({"target*": _TARGET, "rewrite": Obj({"hostname": _HOSTNAME_REWRITE})}),
+    }
+)
 GATEWAY_ROUTE_TYPES = ("httpRoute", "http2Route", "grpcRoute")
 GATEWAY_ROUTE = Obj(
     {
@@ -313,4 +408,9 @@ SPEC_OF_KIND: dict[str, Shape] = {
     "GatewayRoute": GATEWAY_ROUTE,
 }
 # Route type key -> the listener protocol it serves (route type must equal listener protocol).
-ROUTE_PROTOCOL = {"httpRoute": "http", "http2Route": "http2", "grpcRoute": "grpc", "tcpRoute": "tcp"}
+ROUTE_PROTOCOL = {
+    "httpRoute": "http",
+    "http2Route": "http2",
+    "grpcRoute": "grpc",
+    "tcpRoute": "tcp",
+}

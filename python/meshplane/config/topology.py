@@ -101,7 +101,9 @@ def proxy_listeners(cfg: MeshConfig) -> list[PlannedListener]:
         gw = cfg.get("VirtualGateway", proxy.gateway)
         for port, _ in listeners(gw):
             address = format_address(proxy.bind, proxy.bound_port(port))
-            out.append(PlannedListener(f"gateway/{proxy.gateway}/{port}", address, port, "http", "gateway"))
+            out.append(
+                PlannedListener(f"gateway/{proxy.gateway}/{port}", address, port, "http", "gateway")
+            )
         return out
     node = cfg.get("VirtualNode", proxy.node or "")
     if node is None:
@@ -111,7 +113,9 @@ def proxy_listeners(cfg: MeshConfig) -> list[PlannedListener]:
         kind = "tcp" if protocol == "tcp" else "http"
         out.append(PlannedListener(f"inbound/{node.name}/{port}", address, port, kind, "inbound"))
     outbound = proxy.outbound_address()
-    out.append(PlannedListener(f"outbound/{node.name}", outbound, _port_of(outbound), "http", "outbound"))
+    out.append(
+        PlannedListener(f"outbound/{node.name}", outbound, _port_of(outbound), "http", "outbound")
+    )
     tcp_ports: dict[int, list[str]] = {}
     for name in backends(node):
         vs = cfg.get("VirtualService", name)
@@ -120,9 +124,16 @@ def proxy_listeners(cfg: MeshConfig) -> list[PlannedListener]:
                 tcp_ports[port].append(name)
     for port, services in sorted(tcp_ports.items()):
         address = format_address(proxy.bind, proxy.bound_port(port))
-        out.append(PlannedListener(
-            f"outbound/{node.name}/tcp/{port}", address, port, "tcp", "outbound-tcp", tuple(services)
-        ))
+        out.append(
+            PlannedListener(
+                f"outbound/{node.name}/tcp/{port}",
+                address,
+                port,
+                "tcp",
+                "outbound-tcp",
+                tuple(services),
+            )
+        )
     return out
 
 

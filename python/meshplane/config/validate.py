@@ -16,6 +16,7 @@ from meshplane.config.checks import CHECKS, Graph, unresolved
 from meshplane.config.model import PARENT_KIND, MeshConfig, Resource, ResourceIndex
 from meshplane.config.schema import check
 from meshplane.config.specs import NAME, SPEC_OF_KIND
+from meshplane.config.tls import unsupported
 from meshplane.config.topology import backends, listeners, provider, proxy_listeners
 from meshplane.errors import Problem
 
@@ -48,8 +49,10 @@ def _duplicates(resources: Iterable[Resource], file: str) -> list[Problem]:
     for r in resources:
         key = (r.kind, r.parent, r.name)
         if key in seen:
-            scope = f" in {PARENT_KIND[r.kind]} \"{r.parent}\"" if r.kind in PARENT_KIND else ""
-            out.append(Problem(file, r.label, "name", f"duplicate name: another {r.kind}{scope} has it"))
+            scope = f' in {PARENT_KIND[r.kind]} "{r.parent}"' if r.kind in PARENT_KIND else ""
+            out.append(
+                Problem(file, r.label, "name", f"duplicate name: another {r.kind}{scope} has it")
+            )
         seen.add(key)
     return out
 
@@ -60,27 +63,50 @@ def validate_config(cfg: MeshConfig) -> list[Problem]:
     file, proxy = cfg.source, cfg.proxy
     for mesh in cfg.of_kind("Mesh"):
         if mesh.name != cfg.mesh:
-            problems.append(Problem(file, mesh.label, "name", f'expected the mesh name "{cfg.mesh}" given in `mesh`'))
+            problems.append(
+                Problem(
+                    file, mesh.label, "name", f'expected the mesh name "{cfg.mesh}" given in `mesh`'
+                )
+            )
     if (proxy.gateway is None) == (proxy.node is None):
         got = "both" if proxy.gateway is not None else "neither"
-        problems.append(Problem(file, "", "proxy", f"expected exactly one of gateway, node, got {got}"))
+        problems.append(
+            Problem(file, "", "proxy", f"expected exactly one of gateway, node, got {got}")
+        )
         return problems
     problems += _check_addresses(cfg)
     if proxy.gateway is not None:
         target = cfg.get("VirtualGateway", proxy.gateway)
         if target is None:
-            problems.append(Problem(file, "", "proxy.gateway", unresolved("VirtualGateway", proxy.gateway)))
+            problems.append(
+                Problem(
+                    file,
+                    "",
+                    "proxy.gateway",
+                    unresolved("VirtualGateway", proxy.gateway, _names(cfg, "VirtualGateway")),
+                )
+            )
         for key in ("app", "outbound"):
             if getattr(proxy, key) is not None:
-                problems.append(Problem(file, "", f"proxy.{key}", "applies only to sidecar mode (proxy.node)"))
+                problems.append(
+                    Problem(file, "", f"proxy.{key}", "applies only to sidecar mode (proxy.node)")
+                )
     else:
         target = cfg.get("VirtualNode", proxy.node or "")
         if target is None:
-            problems.append(Problem(file, "", "proxy.node", unresolved("VirtualNode", proxy.node or "")))
+            problems.append(
+                Problem(
+                    file,
+                    "",
+                    "proxy.node",
+                    unresolved("VirtualNode", proxy.node or "", _names(cfg, "VirtualNode")),
+                )
+            )
         elif graph.valid(target):
             problems += _check_sidecar(cfg, target)
     if target is not None and _plannable(cfg, graph, target):
         problems += _check_listeners(cfg, target)
+        problems += [Problem(file, target.label, f, m) for f, m in unsupported(target)]
     return problems
 
 
@@ -128,13 +154,26 @@ def _check_sidecar(cfg: MeshConfig, node: Resource) -> list[Problem]:
     for i, name in enumerate(backends(node)):
         if cfg.get("VirtualService", name) is None:
             field = f"spec.backends[{i}].virtualService.virtualServiceName"
-            out.append(Problem(file, node.label, field, unresolved("VirtualService", name)))
+            out.append(
+                Problem(
+                    file,
+                    node.label,
+                    field,
+                    unresolved("VirtualService", name, _names(cfg, "VirtualService")),
+                )
+            )
     if isinstance(cfg.proxy.app, dict):
         ports = {p for p, _ in listeners(node)}
         for port in cfg.proxy.app:
             if port not in ports:
-                out.append(Problem(file, "", f"proxy.app.{port}",
-                                   f"expected a listener port of {node.label} ({_ports(ports)}), got {port}"))
+                out.append(
+                    Problem(
+                        file,
+                        "",
+                        f"proxy.app.{port}",
+                        f"expected a listener port of {node.label} ({_ports(ports)}), got {port}",
+                    )
+                )
     return out
 
 
@@ -146,23 +185,45 @@ def _check_listeners(cfg: MeshConfig, target: Resource) -> list[Problem]:
     declared = {pl.port for pl in planned if pl.role != "outbound"}
     for port in proxy.ports:
         if port not in declared:
-            out.append(Problem(file, "", f"proxy.ports.{port}",
-                               f"expected a listener port of {target.label} or a TCP backend port "
-                               f"({_ports(declared)}), got {port}"))
+            out.append(
+                Problem(
+                    file,
+                    "",
+                    f"proxy.ports.{port}",
+                    f"expected a listener port of {target.label} or a TCP backend port "
+                    f"({_ports(declared)}), got {port}",
+                )
+            )
     for pl in planned:
         if len(pl.services) > 1:
             names = ", ".join(f'"{s}"' for s in pl.services)
-            out.append(Problem(file, target.label, "spec.backends",
-                               f"TCP virtual services {names} share port {pl.port}; TCP is routed by "
-                               f"port only, so they cannot coexist (App Mesh behaves the same)"))
+            out.append(
+                Problem(
+                    file,
+                    target.label,
+                    "spec.backends",
+                    f"TCP virtual services {names} share port {pl.port}; TCP is routed by "
+                    f"port only, so they cannot coexist (App Mesh behaves the same)",
+                )
+            )
     bound = [(pl.name, pl.address) for pl in planned]
-    apps = [(f"the application of {pl.name}", proxy.app_address(pl.port)) for pl in planned if pl.role == "inbound"]
+    apps = [
+        (f"the application of {pl.name}", proxy.app_address(pl.port))
+        for pl in planned
+        if pl.role == "inbound"
+    ]
     pairs = [(a, b) for i, a in enumerate(bound) for b in bound[i + 1 :] + apps]
     for (name_a, addr_a), (name_b, addr_b) in pairs:
         if _collide(addr_a, addr_b):
-            out.append(Problem(file, "", "proxy.ports",
-                               f"{name_a} ({addr_a}) and {name_b} ({addr_b}) use the same address; "
-                               f"map one port elsewhere with proxy.ports or proxy.app"))
+            out.append(
+                Problem(
+                    file,
+                    "",
+                    "proxy.ports",
+                    f"{name_a} ({addr_a}) and {name_b} ({addr_b}) use the same address; "
+                    f"map one port elsewhere with proxy.ports or proxy.app",
+                )
+            )
     return out
 
 
@@ -176,6 +237,9 @@ def _collide(a: str, b: str) -> bool:
     return ip_a == ip_b or any(ipaddress.ip_address(ip).is_unspecified for ip in (ip_a, ip_b))
 
 
+def _names(cfg: MeshConfig, kind: str) -> list[str]:
+    return [r.name for r in cfg.of_kind(kind)]
+
+
 def _ports(ports: Iterable[int]) -> str:
     return ", ".join(str(p) for p in sorted(ports)) or "none"
-

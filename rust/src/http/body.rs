@@ -6,6 +6,7 @@ use crate::pool::H1Sender;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -62,8 +63,63 @@ pub enum DownBody {
     Upstream {
         body: Incoming,
         in_flight: Option<InFlight>,
+        timer: Option<Box<BodyTimer>>,
     },
 }
+
+/// The route timeout (until the response is complete) and the stream idle timeout (no frame
+/// for this long), applied while the response body streams. Either ends the stream with an
+/// error, which resets it downstream (HTTP/2 RST_STREAM; HTTP/1.1 connection closed).
+pub struct BodyTimer {
+    deadline: Option<tokio::time::Instant>,
+    idle: Option<std::time::Duration>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BodyTimer {
+    pub fn new(deadline: Option<Instant>, idle: Option<std::time::Duration>) -> Option<Box<Self>> {
+        let deadline = deadline.map(tokio::time::Instant::from_std);
+        let first = Self::next_wake(deadline, idle)?;
+        Some(Box::new(BodyTimer {
+            deadline,
+            idle,
+            sleep: Box::pin(tokio::time::sleep_until(first)),
+        }))
+    }
+
+    fn next_wake(
+        deadline: Option<tokio::time::Instant>,
+        idle: Option<std::time::Duration>,
+    ) -> Option<tokio::time::Instant> {
+        let idle_at = idle.map(|d| tokio::time::Instant::now() + d);
+        match (deadline, idle_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A frame arrived: push the idle wake-up back.
+    fn activity(&mut self) {
+        if self.idle.is_some() {
+            if let Some(at) = Self::next_wake(self.deadline, self.idle) {
+                self.sleep.as_mut().reset(at);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StreamTimeout(&'static str);
+
+impl std::fmt::Display for StreamTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for StreamTimeout {}
+
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl DownBody {
     pub fn local(text: impl Into<Bytes>) -> Self {
@@ -73,15 +129,19 @@ impl DownBody {
 
 impl Body for DownBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             DownBody::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            DownBody::Upstream { body, in_flight } => {
+            DownBody::Upstream {
+                body,
+                in_flight,
+                timer,
+            } => {
                 let r = Pin::new(&mut *body).poll_frame(cx);
                 match &r {
                     Poll::Ready(None) => {
@@ -95,16 +155,38 @@ impl Body for DownBody {
                             f.cluster.stats.rq_reset.inc();
                         }
                     }
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
-                        // NOTE: hyper stops polling once `is_end_stream` is true, so settle here
-                        // too, or the connection would never go back to the pool.
-                        if let Some(mut f) = in_flight.take() {
-                            f.clean = true;
+                    Poll::Ready(Some(Ok(_))) => {
+                        if body.is_end_stream() {
+                            // NOTE: hyper stops polling once `is_end_stream` is true, so settle
+                            // here too, or the connection would never go back to the pool.
+                            if let Some(mut f) = in_flight.take() {
+                                f.clean = true;
+                            }
+                        } else if let Some(t) = timer {
+                            t.activity();
                         }
                     }
-                    _ => {}
+                    Poll::Pending => {
+                        if let Some(t) = timer {
+                            if t.sleep.as_mut().poll(cx).is_ready() {
+                                let total =
+                                    t.deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+                                if let Some(f) = in_flight.take() {
+                                    f.host.stats.rq_timeout.inc();
+                                    f.cluster.stats.rq_timeout.inc();
+                                }
+                                *timer = None;
+                                let why = if total {
+                                    "upstream request timeout"
+                                } else {
+                                    "stream idle timeout"
+                                };
+                                return Poll::Ready(Some(Err(Box::new(StreamTimeout(why)))));
+                            }
+                        }
+                    }
                 }
-                r
+                r.map(|o| o.map(|x| x.map_err(Into::into)))
             }
         }
     }

@@ -7,4 +7,4 @@ mod proxy;
 
 pub use body::DownBody;
 pub use compiled::{listener_tls, Action, Compiled, ListenerConfig, RetryPolicy};
-pub use proxy::{handle, local_reply, ConnCtx, ListenerSlot, ListenerState};
+pub use proxy::{handle, local_reply, ConnActivity, ConnCtx, ListenerSlot, ListenerState};

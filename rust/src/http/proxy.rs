@@ -1,18 +1,20 @@
 //! The request path: route → pick cluster → pick host → pooled connection → forward →
 //! classify → retry → stream the response back. No Python, no locks held across awaits.
 
-use super::body::{DownBody, InFlight};
+use super::body::{BodyTimer, DownBody, InFlight};
 use super::compiled::{Action, Compiled, ListenerConfig};
 use super::headers;
 use crate::cluster::{Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
 use crate::pool::{Replay, Sender, UpBody};
 use crate::route;
+use crate::stats::ListenerStats;
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,11 +37,74 @@ pub struct ConnCtx {
     pub scheme: &'static str,
     /// The verified client certificate (mutual TLS), as `x-forwarded-client-cert` sends it.
     pub client_cert: Option<HeaderValue>,
+    pub activity: ConnActivity,
+}
+
+/// Requests in flight on one downstream connection and when it last became idle, for the
+/// listener idle timeout.
+pub struct ConnActivity {
+    opened: Instant,
+    active: AtomicU32,
+    /// Milliseconds after `opened` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+impl Default for ConnActivity {
+    fn default() -> Self {
+        ConnActivity {
+            opened: Instant::now(),
+            active: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ConnActivity {
+    fn begin(&self) {
+        self.active.fetch_add(1, Relaxed);
+    }
+
+    fn end(&self) {
+        self.idle_since_ms
+            .store(self.opened.elapsed().as_millis() as u64, Relaxed);
+        self.active.fetch_sub(1, Relaxed);
+    }
+
+    /// When the connection will have been idle for `idle`, if nothing happens before.
+    pub fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.opened + Duration::from_millis(self.idle_since_ms.load(Relaxed)) + idle
+    }
+
+    pub fn is_idle_for(&self, idle: Duration) -> bool {
+        self.active.load(Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle)
+    }
+}
+
+struct ActiveRequest<'a> {
+    ctx: &'a ConnCtx,
+    stats: &'a ListenerStats,
+}
+
+impl<'a> ActiveRequest<'a> {
+    fn begin(ctx: &'a ConnCtx, stats: &'a ListenerStats) -> Self {
+        stats.rq_active.inc();
+        ctx.activity.begin();
+        ActiveRequest { ctx, stats }
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.stats.rq_active.dec();
+        self.ctx.activity.end();
+    }
 }
 
 /// Routing at most this deep (gateway route → service route is 2).
 const MAX_ROUTE_DEPTH: usize = 4;
 const BACKOFF_BASE_MS: u64 = 25;
+/// Envoy's stream idle timeout default, when the route sets none.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
@@ -48,11 +113,11 @@ pub async fn handle(
     let state = ctx.slot.state.load_full();
     let lstats = &state.config.stats;
     lstats.rq_total.inc();
-    lstats.rq_active.inc();
+    // Undone on drop: hyper drops this future when the client goes away mid-request.
+    let _active = ActiveRequest::begin(&ctx, lstats);
     let resp = proxy(&ctx, &state, req)
         .await
         .unwrap_or_else(|e| local_reply(&e));
-    lstats.rq_active.dec();
     lstats.downstream_rq.record(resp.status().as_u16());
     Ok(resp)
 }
@@ -190,7 +255,15 @@ async fn proxy(
     let mut retry_slot: Option<RetrySlot> = None;
     loop {
         let set = cluster.hosts.load_full();
-        let Some(hi) = set.pick(|i| tried.contains(&i)) else {
+        // A retry avoids hosts already tried; when none is left it re-picks among all (Envoy
+        // keeps its last pick once the predicate's attempts run out).
+        let pick = set.pick(|i| tried.contains(&i));
+        let pick = if pick.is_none() && attempt > 0 {
+            set.pick(|_| false)
+        } else {
+            pick
+        };
+        let Some(hi) = pick else {
             cluster.stats.cx_none_healthy.inc();
             let e = ProxyError::internal(Kind::NoHealthyUpstream, "no healthy upstream");
             cluster.stats.rq.record(e.status());
@@ -261,7 +334,9 @@ async fn proxy(
                 cluster.stats.rq.record(status);
                 action.stats.rq.record(status);
                 in_flight.h1 = h1;
-                return Ok(downstream_response(resp, in_flight, started));
+                let timer =
+                    BodyTimer::new(deadline, action.idle_timeout.or(Some(STREAM_IDLE_TIMEOUT)));
+                return Ok(downstream_response(resp, in_flight, started, timer));
             }
             Err(mut e) => {
                 if let Some(o) = outcome_of(&e) {
@@ -440,6 +515,7 @@ fn downstream_response(
     resp: Response<Incoming>,
     in_flight: InFlight,
     started: Instant,
+    timer: Option<Box<BodyTimer>>,
 ) -> Response<DownBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -455,7 +531,14 @@ fn downstream_response(
     } else {
         Some(in_flight)
     };
-    Response::from_parts(parts, DownBody::Upstream { body, in_flight })
+    Response::from_parts(
+        parts,
+        DownBody::Upstream {
+            body,
+            in_flight,
+            timer,
+        },
+    )
 }
 
 /// Send on a connection we hold.
@@ -487,6 +570,15 @@ async fn acquire(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, Pro
     if let Some(s) = host.pool.take_idle() {
         return Ok(s);
     }
+    let _h2_connecting = if host.pool.protocol() == crate::config::UpstreamProtocol::Http2 {
+        let g = host.pool.h2_connecting().lock().await;
+        if let Some(s) = host.pool.take_idle() {
+            return Ok(s);
+        }
+        Some(g)
+    } else {
+        None
+    };
     if cluster.try_reserve_connection() {
         return connect(cluster, host).await;
     }

@@ -161,6 +161,7 @@ async fn accept_loop(
                     local_port: port,
                     scheme,
                     client_cert,
+                    activity: Default::default(),
                 })
             };
             match accept_tls(stream, &config).await {
@@ -190,6 +191,25 @@ async fn accept_loop(
             stats.cx_active.dec();
             drop(token);
         });
+    }
+}
+
+/// Requests hyper refused before they reached the proxy (malformed, head too large): hyper
+/// answered them itself (400 / 431) and ended the connection with a parse error.
+fn count_rejected(
+    r: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    config: &ListenerConfig,
+) {
+    let Err(e) = r else { return };
+    let Some(e) = e.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    if e.is_parse_too_large() {
+        config.stats.rq_rejected.inc();
+        config.stats.downstream_rq.record(431);
+    } else if e.is_parse() {
+        config.stats.rq_rejected.inc();
+        config.stats.downstream_rq.record(400);
     }
 }
 
@@ -262,13 +282,28 @@ async fn serve_http<I>(
     // NOTE: hyper answers 431 itself when the request head outgrows this buffer.
     builder.http1().max_buf_size(max_headers.max(8192));
     builder.http2().max_header_list_size(max_headers as u32);
+    let activity = ctx.clone();
     let service = service_fn(move |req| handle(ctx.clone(), req));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.changed() => {}
-        _ = global_stop.changed() => {}
+    // The listener idle timeout: no request in flight for this long ⇒ close (gracefully, so a
+    // response still streaming is never cut).
+    let idle = config.idle_timeout;
+    loop {
+        let wake = activity.activity.idle_deadline(idle);
+        tokio::select! {
+            r = conn.as_mut() => {
+                count_rejected(r, config);
+                return;
+            }
+            _ = stop.changed() => break,
+            _ = global_stop.changed() => break,
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if activity.activity.is_idle_for(idle) {
+                    break;
+                }
+            }
+        }
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;

@@ -37,6 +37,7 @@ pub struct Pool {
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<H2Sender>>,
+    h2_connecting: tokio::sync::Mutex<()>,
 }
 
 impl Pool {
@@ -47,6 +48,7 @@ impl Pool {
             idle_timeout,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -97,6 +99,18 @@ impl Pool {
 
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Close HTTP/1.1 connections idle longer than the idle timeout.
+    pub fn evict_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() <= self.idle_timeout);
+    }
+
+    /// Serializes opening the shared HTTP/2 connection, so a burst of requests on a cold host
+    /// opens one connection, not one each.
+    pub fn h2_connecting(&self) -> &tokio::sync::Mutex<()> {
+        &self.h2_connecting
     }
 
     /// Close the oldest idle HTTP/1.1 connection; false if there was none.

@@ -167,10 +167,6 @@ async def test_invalid_snapshot_changes_nothing(make_core, upstreams, client):
     assert proxy.core.version() == "good"
 
 
-@pytest.mark.xfail(reason="core bug: an apply that fails after building its tables (e.g. a bind "
-                          "failure) leaves the new listener's and routes' stats registered "
-                          "(runtime.rs apply: Compiled::build registers before the bind)",
-                   strict=True)
 async def test_failed_apply_leaves_no_stats_behind(make_core, upstreams):
     ups = await make_upstreams(upstreams)
     proxy = make_core(routing(ups, [("blue", 1)], version="good"))

@@ -125,10 +125,6 @@ async def test_differing_duplicate_content_length_is_400(make_core, upstreams, c
     await still_serves(client, proxy, up)
 
 
-@pytest.mark.xfail(reason="core bug: requests refused by the HTTP/1.1 parser are not counted: "
-                          "listener rq_rejected never moves and rq_4xx misses them "
-                          "(stats/mod.rs ListenerStats.rq_rejected has no increment)",
-                   strict=True)
 async def test_rejected_requests_are_counted(make_core, upstreams):
     up = await upstreams.h1()
     proxy = make_core(one_route([up.address]))

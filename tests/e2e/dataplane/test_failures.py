@@ -65,9 +65,6 @@ async def test_route_timeout_is_504(make_core, upstreams, client):
     assert proxy.cluster_stats()["rq_timeout"] == 1
 
 
-@pytest.mark.xfail(reason="core bug: the route timeout stops at the response head; a body that "
-                          "stalls afterwards is never timed out (http/proxy.rs timeout_at)",
-                   strict=True)
 async def test_route_timeout_covers_the_response_body(make_core, upstreams, client):
     async def head_then_stall(ex: Exchange) -> None:
         await ex.start(200, [("content-type", "text/plain")])
@@ -117,9 +114,6 @@ async def test_retry_on_5xx_moves_to_another_host(make_core, upstreams, client):
     assert stats["rq_retry"] == 1 and stats["rq_retry_success"] == 1
 
 
-@pytest.mark.xfail(reason="core bug: a retry on a single-host cluster finds every host tried and "
-                          "answers 503 'no healthy upstream' instead of retrying that host "
-                          "(http/proxy.rs pick with the tried-hosts skip)", strict=True)
 async def test_retry_on_5xx_single_host(make_core, upstreams, client):
     up = await upstreams.h1(fail_first())
     proxy = make_core(one_route([up.address], retry={"maxRetries": 2, "retryOn": ["5xx"]}))

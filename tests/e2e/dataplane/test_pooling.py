@@ -122,9 +122,6 @@ async def test_h2_upstream_multiplexes_one_connection(make_core, upstreams, clie
     assert proxy.cluster_stats()["cx_total"] == 1
 
 
-@pytest.mark.xfail(reason="core bug: a burst on a cold HTTP/2 cluster opens one upstream "
-                          "connection per request (pool/mod.rs take_idle/connect race)",
-                   strict=True)
 async def test_h2_upstream_cold_burst_shares_one_connection(make_core, upstreams):
     app = await upstreams.asgi()
     # One worker thread: the burst's stream tasks all run before any connect completes, so
@@ -191,9 +188,6 @@ async def test_abandoned_response_does_not_return_its_connection(make_core, upst
                      what="the abandoned upstream connection to close")
 
 
-@pytest.mark.xfail(reason="core bug: cluster idleTimeoutMs only discards a stale connection when "
-                          "it is next taken from the pool; an idle upstream connection is never "
-                          "closed (pool/mod.rs take_idle)", strict=True)
 async def test_idle_upstream_connection_is_closed(make_core, upstreams, client):
     up = await upstreams.h1()
     proxy = make_core(one_route([up.address], cluster_extra={"idleTimeoutMs": 200}))
@@ -202,9 +196,6 @@ async def test_idle_upstream_connection_is_closed(make_core, upstreams, client):
     await eventually(lambda: up.open == 0, timeout=2, what="the idle upstream connection to close")
 
 
-@pytest.mark.xfail(reason="core bug: listener idleTimeoutMs is ignored for HTTP listeners "
-                          "(listener/mod.rs serve_http never reads ListenerConfig.idle_timeout)",
-                   strict=True)
 async def test_idle_downstream_http_connection_is_closed(make_core, upstreams):
     up = await upstreams.h1()
     doc = one_route([up.address])

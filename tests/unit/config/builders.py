@@ -9,8 +9,13 @@ from meshplane.config import from_dict
 from meshplane.errors import ConfigError, Problem
 
 
-def node(name: str, port: int = 8080, protocol: str = "http", endpoints: list[Any] | None = None,
-         **spec: Any) -> dict[str, Any]:
+def node(
+    name: str,
+    port: int = 8080,
+    protocol: str = "http",
+    endpoints: list[Any] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
     return {
         "kind": "VirtualNode",
         "name": name,
@@ -22,25 +27,41 @@ def node(name: str, port: int = 8080, protocol: str = "http", endpoints: list[An
     }
 
 
-def service(name: str, *, router: str | None = None, node_name: str | None = None) -> dict[str, Any]:
-    provider = {"virtualRouter": {"virtualRouterName": router}} if router else {"virtualNode": {"virtualNodeName": node_name}}
+def service(
+    name: str, *, router: str | None = None, node_name: str | None = None
+) -> dict[str, Any]:
+    provider = (
+        {"virtualRouter": {"virtualRouterName": router}}
+        if router
+        else {"virtualNode": {"virtualNodeName": node_name}}
+    )
     return {"kind": "VirtualService", "name": name, "spec": {"provider": provider}}
 
 
 def router(name: str, port: int = 8080, protocol: str = "http") -> dict[str, Any]:
-    return {"kind": "VirtualRouter", "name": name,
-            "spec": {"listeners": [{"portMapping": {"port": port, "protocol": protocol}}]}}
+    return {
+        "kind": "VirtualRouter",
+        "name": name,
+        "spec": {"listeners": [{"portMapping": {"port": port, "protocol": protocol}}]},
+    }
 
 
-def route(name: str, router_name: str, body: dict[str, Any], rtype: str = "httpRoute",
-          priority: int | None = None) -> dict[str, Any]:
+def route(
+    name: str,
+    router_name: str,
+    body: dict[str, Any],
+    rtype: str = "httpRoute",
+    priority: int | None = None,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {rtype: body}
     if priority is not None:
         spec["priority"] = priority
     return {"kind": "Route", "name": name, "virtualRouterName": router_name, "spec": spec}
 
 
-def http_route(prefix: str = "/", targets: list[tuple[str, int]] | None = None, **extra: Any) -> dict[str, Any]:
+def http_route(
+    prefix: str = "/", targets: list[tuple[str, int]] | None = None, **extra: Any
+) -> dict[str, Any]:
     targets = targets or [("v1", 1)]
     return {
         "match": {"prefix": prefix},
@@ -49,13 +70,21 @@ def http_route(prefix: str = "/", targets: list[tuple[str, int]] | None = None, 
     }
 
 
-def gateway_route(name: str, target: str, match: dict[str, Any] | None = None, rtype: str = "httpRoute",
-                  rewrite: dict[str, Any] | None = None, priority: int | None = None,
-                  gateway: str = "edge") -> dict[str, Any]:
+def gateway_route(
+    name: str,
+    target: str,
+    match: dict[str, Any] | None = None,
+    rtype: str = "httpRoute",
+    rewrite: dict[str, Any] | None = None,
+    priority: int | None = None,
+    gateway: str = "edge",
+) -> dict[str, Any]:
     action: dict[str, Any] = {"target": {"virtualService": {"virtualServiceName": target}}}
     if rewrite is not None:
         action["rewrite"] = rewrite
-    spec: dict[str, Any] = {rtype: {"match": match if match is not None else {"prefix": "/"}, "action": action}}
+    spec: dict[str, Any] = {
+        rtype: {"match": match if match is not None else {"prefix": "/"}, "action": action}
+    }
     if priority is not None:
         spec["priority"] = priority
     return {"kind": "GatewayRoute", "name": name, "virtualGatewayName": gateway, "spec": spec}
@@ -67,8 +96,11 @@ def gateway_doc() -> dict[str, Any]:
         "mesh": "demo",
         "proxy": {"gateway": "edge", "bind": "127.0.0.1"},
         "resources": [
-            {"kind": "VirtualGateway", "name": "edge",
-             "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}},
+            {
+                "kind": "VirtualGateway",
+                "name": "edge",
+                "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]},
+            },
             gateway_route("all", "svc.local"),
             service("svc.local", router="r"),
             router("r"),

@@ -79,9 +79,15 @@ def tagged(value: Any, path: str, kinds: set[str]) -> None:
 
 
 def header(h: Any, path: str) -> None:
-    kind = h.get("kind") if isinstance(h, dict) else None
-    extra = {"exact": {"value"}, "prefix": {"value"}, "suffix": {"value"}, "regex": {"value"},
-             "range": {"start", "end"}, "present": set()}
+    kind = str(h.get("kind")) if isinstance(h, dict) else ""
+    extra = {
+        "exact": {"value"},
+        "prefix": {"value"},
+        "suffix": {"value"},
+        "regex": {"value"},
+        "range": {"start", "end"},
+        "present": set(),
+    }
     if kind not in extra:
         fail(f"{path}.kind", f"unknown header rule {kind!r}")
     fields(h, path, {"name", "kind", *extra[kind]}, {"invert"})
@@ -114,25 +120,99 @@ def match(m: Any, path: str) -> None:
 
 
 def retry(r: Any, path: str) -> None:
-    fields(r, path, {"maxRetries"}, {"perTryTimeoutMs", "retryOn", "retriableStatusCodes", "grpcRetryOn"})
+    fields(
+        r,
+        path,
+        {"maxRetries"},
+        {"perTryTimeoutMs", "retryOn", "retriableStatusCodes", "grpcRetryOn"},
+    )
     uint(r["maxRetries"], f"{path}.maxRetries", U32)
     if "perTryTimeoutMs" in r:
         uint(r["perTryTimeoutMs"], f"{path}.perTryTimeoutMs", U64)
-    allowed = {"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream",
-               "retriable-status-codes"}
+    allowed = {
+        "5xx",
+        "gateway-error",
+        "reset",
+        "connect-failure",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+    }
     for name in r.get("retryOn", []):
         if name not in allowed:
             fail(f"{path}.retryOn", f"unknown retry_on {name!r}")
     for name in r.get("grpcRetryOn", []):
-        if name not in {"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}:
+        if name not in {
+            "cancelled",
+            "deadline-exceeded",
+            "internal",
+            "resource-exhausted",
+            "unavailable",
+        }:
             fail(f"{path}.grpcRetryOn", f"unknown gRPC status {name!r}")
     for code in r.get("retriableStatusCodes", []):
         uint(code, f"{path}.retriableStatusCodes", U16)
 
 
+def certificate(c: Any, path: str) -> None:
+    fields(c, path, {"certificateChain", "privateKey"}, {"serverNames"})
+    string(c["certificateChain"], f"{path}.certificateChain")
+    string(c["privateKey"], f"{path}.privateKey")
+
+
+def validation(v: Any, path: str) -> None:
+    fields(v, path, {"trust"}, {"subjectAlternativeNames"})
+    string(v["trust"], f"{path}.trust")
+    for san in v.get("subjectAlternativeNames", []):
+        string(san, f"{path}.subjectAlternativeNames")
+
+
+def listener_tls(t: Any, path: str) -> None:
+    fields(t, path, {"mode", "certificates"}, {"validation"})
+    if t["mode"] not in ("strict", "permissive", "disabled"):
+        fail(f"{path}.mode", "expected strict, permissive or disabled")
+    for i, c in enumerate(t["certificates"]):
+        certificate(c, f"{path}.certificates[{i}]")
+    if t.get("validation") is not None:
+        validation(t["validation"], f"{path}.validation")
+
+
+def upstream_tls(t: Any, path: str) -> None:
+    fields(t, path, {"serverName"}, {"certificate", "validation"})
+    string(t["serverName"], f"{path}.serverName")
+    if t.get("certificate") is not None:
+        certificate(t["certificate"], f"{path}.certificate")
+    if t.get("validation") is not None:
+        validation(t["validation"], f"{path}.validation")
+
+
 def cluster(c: Any, path: str) -> None:
-    fields(c, path, {"name", "protocol"},
-           {"lb", "activeRequestBias", "endpoints", "connectTimeoutMs", "idleTimeoutMs", "circuitBreakers"})
+    fields(
+        c,
+        path,
+        {"name", "protocol"},
+        {
+            "lb",
+            "activeRequestBias",
+            "endpoints",
+            "connectTimeoutMs",
+            "idleTimeoutMs",
+            "circuitBreakers",
+            "retryBudget",
+            "outlierDetection",
+            "tls",
+        },
+    )
+    if c.get("tls") is not None:
+        upstream_tls(c["tls"], f"{path}.tls")
+    if "retryBudget" in c:
+        fields(c["retryBudget"], f"{path}.retryBudget", set(), {"budgetPercent", "minRetryConcurrency"})
+    if c.get("outlierDetection") is not None:
+        keys = {"consecutive5xx", "consecutiveGatewayFailure", "consecutiveLocalOriginFailure"}
+        od = fields(c["outlierDetection"], f"{path}.outlierDetection", set(), keys | {"splitExternalLocalOriginErrors"})
+        for key in keys & set(od):
+            if od[key] is not None:
+                uint(od[key], f"{path}.outlierDetection.{key}", U32)
     if c["protocol"] not in ("http1", "http2", "tcp"):
         fail(f"{path}.protocol", "expected http1, http2 or tcp")
     if c.get("lb", "least_request") not in ("least_request", "round_robin", "random"):
@@ -147,7 +227,12 @@ def cluster(c: Any, path: str) -> None:
         if key in c:
             uint(c[key], f"{path}.{key}", U64)
     limits = c.get("circuitBreakers", {})
-    fields(limits, f"{path}.circuitBreakers", set(), {"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries"})
+    fields(
+        limits,
+        f"{path}.circuitBreakers",
+        set(),
+        {"maxConnections", "maxPendingRequests", "maxRequests", "maxRetries"},
+    )
     for key, value in limits.items():
         uint(value, f"{path}.circuitBreakers.{key}", U32)
 
@@ -168,8 +253,14 @@ def assert_valid_snapshot(doc: Any) -> None:
     listener_names: set[str] = set()
     for i, lst in enumerate(doc.get("listeners", [])):
         path = f"listeners[{i}]"
-        fields(lst, path, {"name", "address", "protocol"},
-               {"routeTable", "tcpClusters", "idleTimeoutMs", "maxRequestHeadersBytes"})
+        fields(
+            lst,
+            path,
+            {"name", "address", "protocol"},
+            {"routeTable", "tcpClusters", "idleTimeoutMs", "maxRequestHeadersBytes", "tls"},
+        )
+        if lst.get("tls") is not None:
+            listener_tls(lst["tls"], f"{path}.tls")
         if lst["name"] in listener_names:
             fail(f"{path}.name", "duplicate listener name")
         listener_names.add(lst["name"])
@@ -200,15 +291,24 @@ def assert_valid_snapshot(doc: Any) -> None:
                     fail(f"{path}.name", "duplicate route name")
                 route_names.add(route["name"])
                 match(route.get("match", {}), f"{path}.match")
-                action = fields(route["action"], f"{path}.action", set(),
-                                {"clusters", "routeTable", "rewrite", "timeoutMs", "idleTimeoutMs", "retry"})
+                action = fields(
+                    route["action"],
+                    f"{path}.action",
+                    set(),
+                    {"clusters", "routeTable", "rewrite", "timeoutMs", "idleTimeoutMs", "retry"},
+                )
                 if ("routeTable" in action) == bool(action.get("clusters")):
                     fail(f"{path}.action", "exactly one of clusters / routeTable")
                 if "routeTable" in action and action["routeTable"] not in tables:
                     fail(f"{path}.action.routeTable", "unknown route table")
                 weighted(action.get("clusters", []), f"{path}.action.clusters", names)
                 if "rewrite" in action:
-                    fields(action["rewrite"], f"{path}.action.rewrite", set(), {"prefix", "path", "host"})
+                    fields(
+                        action["rewrite"],
+                        f"{path}.action.rewrite",
+                        set(),
+                        {"prefix", "path", "host"},
+                    )
                 for key in ("timeoutMs", "idleTimeoutMs"):
                     if key in action:
                         uint(action[key], f"{path}.action.{key}", U64)

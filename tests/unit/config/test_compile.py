@@ -8,8 +8,14 @@ import json
 from typing import Any
 
 import pytest
-
-from meshplane.config import DnsTarget, MeshConfig, compile_snapshot, dns_targets, from_dict, listener_names
+from meshplane.config import (
+    DnsTarget,
+    MeshConfig,
+    compile_snapshot,
+    dns_targets,
+    from_dict,
+    listener_names,
+)
 from meshplane.config.routes import DEFAULT_RETRY
 
 from .builders import (
@@ -49,7 +55,9 @@ def test_schema_mirror_refuses_what_the_core_refuses() -> None:
         lambda s: s["clusters"].append(copy.deepcopy(s["clusters"][0])),
         lambda s: s["listeners"][0].update(routeTable="nope"),
         lambda s: s["clusters"][0]["endpoints"].append({"address": "localhost:1"}),
-        lambda s: routes_of(s, "service/svc.local")[0]["action"].update(routeTable="gateway/edge/8080"),
+        lambda s: routes_of(s, "service/svc.local")[0]["action"].update(
+            routeTable="gateway/edge/8080"
+        ),
     ):
         bad = copy.deepcopy(good)
         breakage(bad)
@@ -69,16 +77,28 @@ def test_document_header_and_determinism() -> None:
 
 # --- gateway mode ------------------------------------------------------------------------------
 
+
 def test_gateway_listener_route_table_and_service_table() -> None:
     doc = gateway_doc()
     doc["proxy"]["ports"] = {8080: 18080}
     snap = compiled(doc)
-    assert snap["listeners"] == [{"name": "gateway/edge/8080", "address": "127.0.0.1:18080",
-                                  "protocol": "http", "routeTable": "gateway/edge/8080"}]
+    assert snap["listeners"] == [
+        {
+            "name": "gateway/edge/8080",
+            "address": "127.0.0.1:18080",
+            "protocol": "http",
+            "routeTable": "gateway/edge/8080",
+        }
+    ]
     (host,) = snap["routeTables"]["gateway/edge/8080"]["virtualHosts"]
     assert host["name"] == "edge" and host["domains"] == ["*"]
-    assert host["routes"] == [{"name": "gateway/edge/all", "match": {"path": {"kind": "prefix", "value": "/"}},
-                               "action": {"routeTable": "service/svc.local", "rewrite": {"host": "svc.local"}}}]
+    assert host["routes"] == [
+        {
+            "name": "gateway/edge/all",
+            "match": {"path": {"kind": "prefix", "value": "/"}},
+            "action": {"routeTable": "service/svc.local", "rewrite": {"host": "svc.local"}},
+        }
+    ]
     assert routes_of(snap, "service/svc.local")[0]["name"] == "r/default"
     assert [c["name"] for c in snap["clusters"]] == ["v1"]
     assert listener_names(from_dict(doc)) == {"gateway/edge/8080": 8080}
@@ -88,17 +108,30 @@ def test_gateway_listener_route_table_and_service_table() -> None:
     ("match", "rewrite", "expected"),
     [
         ({"prefix": "/shop/"}, None, {"prefix": "/", "host": "svc.local"}),
-        ({"prefix": "/shop/"}, {"prefix": {"value": "/api/"}}, {"prefix": "/api/", "host": "svc.local"}),
+        (
+            {"prefix": "/shop/"},
+            {"prefix": {"value": "/api/"}},
+            {"prefix": "/api/", "host": "svc.local"},
+        ),
         ({"prefix": "/shop/"}, {"prefix": {"defaultPrefix": "DISABLED"}}, {"host": "svc.local"}),
         ({"prefix": "/"}, None, {"host": "svc.local"}),
         ({"path": {"exact": "/a"}}, None, {"host": "svc.local"}),
-        ({"path": {"regex": "/a.*"}}, {"path": {"exact": "/b"}}, {"path": "/b", "host": "svc.local"}),
+        (
+            {"path": {"regex": "/a.*"}},
+            {"path": {"exact": "/b"}},
+            {"path": "/b", "host": "svc.local"},
+        ),
         ({"prefix": "/x/"}, {"hostname": {"defaultTargetHostname": "DISABLED"}}, {"prefix": "/"}),
-        ({"prefix": "/x/"}, {"hostname": {"defaultTargetHostname": "ENABLED"}}, {"prefix": "/", "host": "svc.local"}),
+        (
+            {"prefix": "/x/"},
+            {"hostname": {"defaultTargetHostname": "ENABLED"}},
+            {"prefix": "/", "host": "svc.local"},
+        ),
     ],
 )
-def test_gateway_default_rewrites(match: dict[str, Any], rewrite: dict[str, Any] | None,
-                                  expected: dict[str, str]) -> None:
+def test_gateway_default_rewrites(
+    match: dict[str, Any], rewrite: dict[str, Any] | None, expected: dict[str, str]
+) -> None:
     doc = gateway_doc()
     doc["resources"][1] = gateway_route("all", "svc.local", match, rewrite=rewrite)
     (r,) = routes_of(compiled(doc), "gateway/edge/8080")
@@ -112,23 +145,49 @@ def test_gateway_route_order_and_hostname_match() -> None:
         gateway_route("long", "svc.local", {"prefix": "/chapter/"}),
         gateway_route("b-short", "svc.local", {"prefix": "/ch"}),
         gateway_route("a-short", "svc.local", {"prefix": "/ch"}),
-        gateway_route("exact", "svc.local", {"path": {"exact": "/x"}, "hostname": {"exact": "shop.example.com"}}),
-        gateway_route("first", "svc.local", {"prefix": "/", "hostname": {"suffix": ".example.com"}}, priority=5),
+        gateway_route(
+            "exact",
+            "svc.local",
+            {"path": {"exact": "/x"}, "hostname": {"exact": "shop.example.com"}},
+        ),
+        gateway_route(
+            "first",
+            "svc.local",
+            {"prefix": "/", "hostname": {"suffix": ".example.com"}},
+            priority=5,
+        ),
         gateway_route("zero", "svc.local", {"prefix": "/z"}, priority=0),
     ]
     routes = routes_of(compiled(doc), "gateway/edge/8080")
-    assert [r["name"].rsplit("/", 1)[1] for r in routes] == ["zero", "first", "exact", "long", "a-short", "b-short", "root"]
+    assert [r["name"].rsplit("/", 1)[1] for r in routes] == [
+        "zero",
+        "first",
+        "exact",
+        "long",
+        "a-short",
+        "b-short",
+        "root",
+    ]
     assert routes[1]["match"]["hostname"] == {"kind": "suffix", "value": ".example.com"}
-    assert routes[2]["match"] == {"path": {"kind": "exact", "value": "/x"},
-                                  "hostname": {"kind": "exact", "value": "shop.example.com"}}
+    assert routes[2]["match"] == {
+        "path": {"kind": "exact", "value": "/x"},
+        "hostname": {"kind": "exact", "value": "shop.example.com"},
+    }
 
 
 def test_gateway_multiple_listeners_and_target_ports() -> None:
     doc = gateway_doc()
-    find(doc, "VirtualGateway", "edge")["spec"]["listeners"].append({"portMapping": {"port": 9090, "protocol": "http"}})
-    find(doc, "VirtualRouter", "r")["spec"]["listeners"].append({"portMapping": {"port": 3333, "protocol": "http"}})
+    find(doc, "VirtualGateway", "edge")["spec"]["listeners"].append(
+        {"portMapping": {"port": 9090, "protocol": "http"}}
+    )
+    find(doc, "VirtualRouter", "r")["spec"]["listeners"].append(
+        {"portMapping": {"port": 3333, "protocol": "http"}}
+    )
     find(doc, "Route", "default")["spec"]["httpRoute"]["match"]["port"] = 8080
-    doc["resources"] += [route("other", "r", http_route("/", [("v2", 1)], match={"port": 3333})), node("v2")]
+    doc["resources"] += [
+        route("other", "r", http_route("/", [("v2", 1)], match={"port": 3333})),
+        node("v2"),
+    ]
     doc["resources"][1] = gateway_route("all", "svc.local", {"prefix": "/", "port": 8080})
     route_9090 = gateway_route("nine", "svc.local", {"prefix": "/"})
     route_9090["spec"]["httpRoute"]["action"]["target"]["port"] = 3333
@@ -137,11 +196,15 @@ def test_gateway_multiple_listeners_and_target_ports() -> None:
     doc["proxy"]["ports"] = {9090: 0}
     snap = compiled(doc)
     assert [(lst["name"], lst["address"]) for lst in snap["listeners"]] == [
-        ("gateway/edge/8080", "127.0.0.1:8080"), ("gateway/edge/9090", "127.0.0.1:0")]
+        ("gateway/edge/8080", "127.0.0.1:8080"),
+        ("gateway/edge/9090", "127.0.0.1:0"),
+    ]
     on_8080 = routes_of(snap, "gateway/edge/8080")
     on_9090 = routes_of(snap, "gateway/edge/9090")
     assert [(r["name"], r["action"]["routeTable"]) for r in on_8080] == [
-        ("gateway/edge:8080/all", "service/svc.local:8080"), ("gateway/edge:8080/nine", "service/svc.local:3333")]
+        ("gateway/edge:8080/all", "service/svc.local:8080"),
+        ("gateway/edge:8080/nine", "service/svc.local:3333"),
+    ]
     assert [r["name"] for r in on_9090] == ["gateway/edge:9090/nine"]
     assert [r["name"] for r in routes_of(snap, "service/svc.local:8080")] == ["r:8080/default"]
     assert [r["name"] for r in routes_of(snap, "service/svc.local:3333")] == ["r:3333/other"]
@@ -151,8 +214,12 @@ def test_gateway_multiple_listeners_and_target_ports() -> None:
 def test_gateway_grpc_route() -> None:
     doc = gateway_doc()
     find(doc, "VirtualGateway", "edge")["spec"]["listeners"][0]["portMapping"]["protocol"] = "grpc"
-    doc["resources"][1] = gateway_route("g", "svc.local", {"serviceName": "pkg.Color", "metadata": [{"name": "X-Tenant"}]},
-                                        rtype="grpcRoute")
+    doc["resources"][1] = gateway_route(
+        "g",
+        "svc.local",
+        {"serviceName": "pkg.Color", "metadata": [{"name": "X-Tenant"}]},
+        rtype="grpcRoute",
+    )
     find(doc, "VirtualRouter", "r")["spec"]["listeners"][0]["portMapping"]["protocol"] = "grpc"
     find(doc, "VirtualNode", "v1")["spec"]["listeners"][0]["portMapping"]["protocol"] = "grpc"
     body = http_route()
@@ -160,8 +227,10 @@ def test_gateway_grpc_route() -> None:
     find(doc, "Route", "default")["spec"] = {"grpcRoute": body}
     snap = compiled(doc)
     (g,) = routes_of(snap, "gateway/edge/8080")
-    assert g["match"] == {"path": {"kind": "prefix", "value": "/pkg.Color/"},
-                          "headers": [{"name": "x-tenant", "kind": "present", "invert": False}]}
+    assert g["match"] == {
+        "path": {"kind": "prefix", "value": "/pkg.Color/"},
+        "headers": [{"name": "x-tenant", "kind": "present", "invert": False}],
+    }
     assert g["action"]["rewrite"] == {"host": "svc.local"}
     (r,) = routes_of(snap, "service/svc.local")
     assert r["match"] == {"path": {"kind": "exact", "value": "/pkg.Color/Get"}}
@@ -169,6 +238,7 @@ def test_gateway_grpc_route() -> None:
 
 
 # --- service routes ----------------------------------------------------------------------------
+
 
 def test_route_order_priorities_first_then_specificity_then_name() -> None:
     doc = gateway_doc()
@@ -184,7 +254,17 @@ def test_route_order_priorities_first_then_specificity_then_name() -> None:
         route("headers-only", "r", {**http_route(), "match": {"headers": [{"name": "x"}]}}),
     ]
     names = [r["name"] for r in routes_of(compiled(doc), "service/svc.local")]
-    assert names == ["r/p1", "r/p100", "r/exact", "r/regex", "r/long", "r/a", "r/b", "r/catch", "r/headers-only"]
+    assert names == [
+        "r/p1",
+        "r/p100",
+        "r/exact",
+        "r/regex",
+        "r/long",
+        "r/a",
+        "r/b",
+        "r/catch",
+        "r/headers-only",
+    ]
 
 
 def test_match_translation() -> None:
@@ -219,22 +299,36 @@ def test_match_translation() -> None:
 
 def test_default_retry_and_timeout() -> None:
     (r,) = routes_of(compiled(gateway_doc()), "service/svc.local")
-    assert r["action"] == {"clusters": [{"cluster": "v1", "weight": 1}], "timeoutMs": 15000, "retry": DEFAULT_RETRY}
-    assert DEFAULT_RETRY == {"maxRetries": 2, "retryOn": ["connect-failure", "refused-stream", "retriable-status-codes", "reset"],
-                             "retriableStatusCodes": [503], "grpcRetryOn": ["unavailable"]}
+    assert r["action"] == {
+        "clusters": [{"cluster": "v1", "weight": 1}],
+        "timeoutMs": 15000,
+        "retry": DEFAULT_RETRY,
+    }
+    assert DEFAULT_RETRY == {
+        "maxRetries": 2,
+        "retryOn": ["connect-failure", "refused-stream", "retriable-status-codes", "reset"],
+        "retriableStatusCodes": [503],
+        "grpcRetryOn": ["unavailable"],
+    }
 
 
 def test_retry_policy_and_timeouts_translation() -> None:
     doc = gateway_doc()
     body = find(doc, "Route", "default")["spec"]["httpRoute"]
-    body["retryPolicy"] = {"maxRetries": 4, "perRetryTimeout": {"unit": "s", "value": 2},
-                           "httpRetryEvents": ["server-error", "gateway-error", "client-error", "stream-error"],
-                           "tcpRetryEvents": ["connection-error"]}
+    body["retryPolicy"] = {
+        "maxRetries": 4,
+        "perRetryTimeout": {"unit": "s", "value": 2},
+        "httpRetryEvents": ["server-error", "gateway-error", "client-error", "stream-error"],
+        "tcpRetryEvents": ["connection-error"],
+    }
     body["timeout"] = {"perRequest": {"unit": "ms", "value": 0}, "idle": {"unit": "s", "value": 60}}
     (r,) = routes_of(compiled(doc), "service/svc.local")
     assert r["action"]["timeoutMs"] == 0 and r["action"]["idleTimeoutMs"] == 60000
-    assert r["action"]["retry"] == {"maxRetries": 4, "perTryTimeoutMs": 2000,
-                                    "retryOn": ["5xx", "gateway-error", "retriable-4xx", "refused-stream", "connect-failure"]}
+    assert r["action"]["retry"] == {
+        "maxRetries": 4,
+        "perTryTimeoutMs": 2000,
+        "retryOn": ["5xx", "gateway-error", "retriable-4xx", "refused-stream", "connect-failure"],
+    }
 
 
 def test_grpc_retry_events() -> None:
@@ -243,29 +337,50 @@ def test_grpc_retry_events() -> None:
         find(doc, kind, name)["spec"]["listeners"][0]["portMapping"]["protocol"] = "grpc"
     body = http_route()
     body["match"] = {"serviceName": "pkg.S"}
-    body["retryPolicy"] = {"maxRetries": 1, "perRetryTimeout": {"unit": "ms", "value": 250},
-                           "grpcRetryEvents": ["cancelled", "unavailable"]}
+    body["retryPolicy"] = {
+        "maxRetries": 1,
+        "perRetryTimeout": {"unit": "ms", "value": 250},
+        "grpcRetryEvents": ["cancelled", "unavailable"],
+    }
     find(doc, "Route", "default")["spec"] = {"grpcRoute": body}
     find(doc, "VirtualGateway", "edge")["spec"]["listeners"][0]["portMapping"]["protocol"] = "grpc"
-    doc["resources"][1] = gateway_route("all", "svc.local", {"serviceName": "pkg.S"}, rtype="grpcRoute")
+    doc["resources"][1] = gateway_route(
+        "all", "svc.local", {"serviceName": "pkg.S"}, rtype="grpcRoute"
+    )
     (r,) = routes_of(compiled(doc), "service/svc.local")
-    assert r["action"]["retry"] == {"maxRetries": 1, "perTryTimeoutMs": 250, "retryOn": [],
-                                    "grpcRetryOn": ["cancelled", "unavailable"]}
+    assert r["action"]["retry"] == {
+        "maxRetries": 1,
+        "perTryTimeoutMs": 250,
+        "retryOn": [],
+        "grpcRetryOn": ["cancelled", "unavailable"],
+    }
 
 
 def test_node_provider_gets_one_default_route() -> None:
     doc = gateway_doc()
-    find(doc, "VirtualService", "svc.local")["spec"] = {"provider": {"virtualNode": {"virtualNodeName": "v1"}}}
+    find(doc, "VirtualService", "svc.local")["spec"] = {
+        "provider": {"virtualNode": {"virtualNodeName": "v1"}}
+    }
     snap = compiled(doc)
-    assert routes_of(snap, "service/svc.local") == [{
-        "name": "service/svc.local/default", "match": {},
-        "action": {"clusters": [{"cluster": "v1", "weight": 1}], "timeoutMs": 15000, "retry": DEFAULT_RETRY},
-    }]
+    assert routes_of(snap, "service/svc.local") == [
+        {
+            "name": "service/svc.local/default",
+            "match": {},
+            "action": {
+                "clusters": [{"cluster": "v1", "weight": 1}],
+                "timeoutMs": 15000,
+                "retry": DEFAULT_RETRY,
+            },
+        }
+    ]
 
 
 def test_router_shared_by_two_services_keeps_route_names_unique() -> None:
     doc = gateway_doc()
-    doc["resources"] += [service("alias.local", router="r"), gateway_route("alias", "alias.local", {"prefix": "/a/"})]
+    doc["resources"] += [
+        service("alias.local", router="r"),
+        gateway_route("alias", "alias.local", {"prefix": "/a/"}),
+    ]
     snap = compiled(doc)
     assert routes_of(snap, "service/svc.local")[0]["name"] == "service/svc.local/r/default"
     assert routes_of(snap, "service/alias.local")[0]["name"] == "service/alias.local/r/default"
@@ -280,21 +395,39 @@ def test_service_without_provider_compiles_to_an_empty_table() -> None:
 
 # --- clusters ----------------------------------------------------------------------------------
 
+
 def test_clusters_from_nodes() -> None:
     doc = gateway_doc()
     v1 = find(doc, "VirtualNode", "v1")
-    v1["spec"]["listeners"][0]["connectionPool"] = {"http": {"maxConnections": 10, "maxPendingRequests": 5}}
+    v1["spec"]["listeners"][0]["connectionPool"] = {
+        "http": {"maxConnections": 10, "maxPendingRequests": 5}
+    }
     v1["spec"]["serviceDiscovery"]["static"]["endpoints"] = [
-        "127.0.0.1", "127.0.0.2:9000", {"address": "::1", "weight": 3}, {"address": "127.0.0.3", "port": 1, "weight": 2}]
+        "127.0.0.1",
+        "127.0.0.2:9000",
+        {"address": "::1", "weight": 3},
+        {"address": "127.0.0.3", "port": 1, "weight": 2},
+    ]
     v1["spec"]["loadBalancing"] = {"activeRequestBias": 0.5}
     c = cluster(compiled(doc), "v1")
     assert c == {
-        "name": "v1", "protocol": "http1", "lb": "least_request", "activeRequestBias": 0.5,
-        "endpoints": [{"address": "127.0.0.1:8080", "weight": 1}, {"address": "127.0.0.2:9000", "weight": 1},
-                      {"address": "[::1]:8080", "weight": 3}, {"address": "127.0.0.3:1", "weight": 2}],
+        "name": "v1",
+        "protocol": "http1",
+        "lb": "least_request",
+        "activeRequestBias": 0.5,
+        "endpoints": [
+            {"address": "127.0.0.1:8080", "weight": 1},
+            {"address": "127.0.0.2:9000", "weight": 1},
+            {"address": "[::1]:8080", "weight": 3},
+            {"address": "127.0.0.3:1", "weight": 2},
+        ],
         "connectTimeoutMs": 5000,
-        "circuitBreakers": {"maxConnections": 10, "maxPendingRequests": 5, "maxRequests": 2147483647,
-                            "maxRetries": 2147483647},
+        "circuitBreakers": {
+            "maxConnections": 10,
+            "maxPendingRequests": 5,
+            "maxRequests": 2147483647,
+            "maxRetries": 2147483647,
+        },
     }
 
 
@@ -306,13 +439,19 @@ def test_clusters_from_nodes() -> None:
         ("tcp", {"tcp": {"maxConnections": 9}}, "tcp", {"maxConnections": 9}),
     ],
 )
-def test_cluster_protocol_and_circuit_breakers(protocol: str, pool: dict[str, Any], expected_protocol: str,
-                                               limits: dict[str, int]) -> None:
+def test_cluster_protocol_and_circuit_breakers(
+    protocol: str, pool: dict[str, Any], expected_protocol: str, limits: dict[str, int]
+) -> None:
     doc = sidecar_doc()
-    doc["resources"] += [service("x.local", node_name="x"), node("x", 7000, protocol, connectionPool=None)]
+    doc["resources"] += [
+        service("x.local", node_name="x"),
+        node("x", 7000, protocol, connectionPool=None),
+    ]
     find(doc, "VirtualNode", "x")["spec"]["listeners"][0]["connectionPool"] = pool
     del find(doc, "VirtualNode", "x")["spec"]["connectionPool"]
-    find(doc, "VirtualNode", "web")["spec"]["backends"].append({"virtualService": {"virtualServiceName": "x.local"}})
+    find(doc, "VirtualNode", "web")["spec"]["backends"].append(
+        {"virtualService": {"virtualServiceName": "x.local"}}
+    )
     c = cluster(compiled(doc), "x")
     assert c["protocol"] == expected_protocol
     assert {k: v for k, v in c["circuitBreakers"].items() if v != 2147483647} == limits
@@ -320,7 +459,9 @@ def test_cluster_protocol_and_circuit_breakers(protocol: str, pool: dict[str, An
 
 def test_multi_listener_node_clusters_are_named_by_port() -> None:
     doc = gateway_doc()
-    find(doc, "VirtualNode", "v1")["spec"]["listeners"].append({"portMapping": {"port": 9090, "protocol": "http"}})
+    find(doc, "VirtualNode", "v1")["spec"]["listeners"].append(
+        {"portMapping": {"port": 9090, "protocol": "http"}}
+    )
     targets = find(doc, "Route", "default")["spec"]["httpRoute"]["action"]["weightedTargets"]
     targets[0]["port"] = 9090
     snap = compiled(doc)
@@ -337,18 +478,40 @@ def test_load_balancing_extension() -> None:
 
 def test_dns_discovery_targets_and_resolved_endpoints() -> None:
     doc = gateway_doc()
-    doc["resources"].append({"kind": "Mesh", "name": "demo", "spec": {"serviceDiscovery": {"ipPreference": "IPv4_ONLY"}}})
-    find(doc, "VirtualNode", "v1")["spec"]["serviceDiscovery"] = {"dns": {"hostname": "v1.apps.local", "responseType": "ENDPOINTS"}}
-    doc["resources"] += [node("v2"), service("two.local", node_name="v2"), gateway_route("two", "two.local", {"prefix": "/2/"})]
-    find(doc, "VirtualNode", "v2")["spec"]["serviceDiscovery"] = {"dns": {"hostname": "v2.apps.local", "ipPreference": "IPv6_ONLY"}}
+    doc["resources"].append(
+        {
+            "kind": "Mesh",
+            "name": "demo",
+            "spec": {"serviceDiscovery": {"ipPreference": "IPv4_ONLY"}},
+        }
+    )
+    find(doc, "VirtualNode", "v1")["spec"]["serviceDiscovery"] = {
+        "dns": {"hostname": "v1.apps.local", "responseType": "ENDPOINTS"}
+    }
+    doc["resources"] += [
+        node("v2"),
+        service("two.local", node_name="v2"),
+        gateway_route("two", "two.local", {"prefix": "/2/"}),
+    ]
+    find(doc, "VirtualNode", "v2")["spec"]["serviceDiscovery"] = {
+        "dns": {"hostname": "v2.apps.local", "ipPreference": "IPv6_ONLY"}
+    }
     cfg = from_dict(doc)
     assert sorted(dns_targets(cfg)) == [
         DnsTarget("v1", "v1.apps.local", 8080, "ENDPOINTS", "IPv4_ONLY"),
         DnsTarget("v2", "v2.apps.local", 8080, "LOADBALANCER", "IPv6_ONLY"),
     ]
-    snap = compiled(cfg, endpoints={"v1": [("10.0.0.2:8080", 1), ("10.0.0.1:8080", 2)], "ghost": [("10.9.9.9:1", 1)]})
-    assert cluster(snap, "v1")["endpoints"] == [{"address": "10.0.0.1:8080", "weight": 2},
-                                                {"address": "10.0.0.2:8080", "weight": 1}]
+    snap = compiled(
+        cfg,
+        endpoints={
+            "v1": [("10.0.0.2:8080", 1), ("10.0.0.1:8080", 2)],
+            "ghost": [("10.9.9.9:1", 1)],
+        },
+    )
+    assert cluster(snap, "v1")["endpoints"] == [
+        {"address": "10.0.0.1:8080", "weight": 2},
+        {"address": "10.0.0.2:8080", "weight": 1},
+    ]
     assert cluster(snap, "v2")["endpoints"] == []
     with pytest.raises(ValueError, match="endpoints\\['v1'\\]"):
         compile_snapshot(cfg, version="v", endpoints={"v1": [("v1.apps.local:80", 1)]})
@@ -356,20 +519,40 @@ def test_dns_discovery_targets_and_resolved_endpoints() -> None:
 
 # --- sidecar mode ------------------------------------------------------------------------------
 
+
 def test_sidecar_inbound_and_outbound() -> None:
     doc = sidecar_doc()
     web = find(doc, "VirtualNode", "web")["spec"]
     web["listeners"][0]["connectionPool"] = {"http": {"maxConnections": 3}}
-    web["listeners"][0]["timeout"] = {"http": {"perRequest": {"unit": "s", "value": 30}, "idle": {"unit": "s", "value": 5}}}
+    web["listeners"][0]["timeout"] = {
+        "http": {"perRequest": {"unit": "s", "value": 30}, "idle": {"unit": "s", "value": 5}}
+    }
     snap = compiled(doc)
     assert snap["listeners"] == [
-        {"name": "inbound/web/8080", "address": "127.0.0.1:8080", "protocol": "http", "routeTable": "inbound/web/8080"},
-        {"name": "outbound/web", "address": "127.0.0.1:15001", "protocol": "http", "routeTable": "outbound/web"},
+        {
+            "name": "inbound/web/8080",
+            "address": "127.0.0.1:8080",
+            "protocol": "http",
+            "routeTable": "inbound/web/8080",
+        },
+        {
+            "name": "outbound/web",
+            "address": "127.0.0.1:15001",
+            "protocol": "http",
+            "routeTable": "outbound/web",
+        },
     ]
-    assert routes_of(snap, "inbound/web/8080") == [{
-        "name": "inbound/web/8080", "match": {},
-        "action": {"clusters": [{"cluster": "local/web/8080", "weight": 1}], "timeoutMs": 30000, "idleTimeoutMs": 5000},
-    }]
+    assert routes_of(snap, "inbound/web/8080") == [
+        {
+            "name": "inbound/web/8080",
+            "match": {},
+            "action": {
+                "clusters": [{"cluster": "local/web/8080", "weight": 1}],
+                "timeoutMs": 30000,
+                "idleTimeoutMs": 5000,
+            },
+        }
+    ]
     local = cluster(snap, "local/web/8080")
     assert local["endpoints"] == [{"address": "127.0.0.1:9080", "weight": 1}]
     assert local["circuitBreakers"]["maxConnections"] == 3
@@ -383,13 +566,24 @@ def test_sidecar_inbound_and_outbound() -> None:
 
 def test_sidecar_app_mapping_ports_and_outbound_address() -> None:
     doc = sidecar_doc()
-    find(doc, "VirtualNode", "web")["spec"]["listeners"].append({"portMapping": {"port": 9000, "protocol": "tcp"},
-                                                                 "timeout": {"tcp": {"idle": {"unit": "s", "value": 9}}}})
-    doc["proxy"].update(app={8080: "127.0.0.1:18080", 9000: "[::1]:19000"}, ports={8080: 0, 9000: 29000},
-                        outbound="127.0.0.1:0", bind="0.0.0.0")
+    find(doc, "VirtualNode", "web")["spec"]["listeners"].append(
+        {
+            "portMapping": {"port": 9000, "protocol": "tcp"},
+            "timeout": {"tcp": {"idle": {"unit": "s", "value": 9}}},
+        }
+    )
+    doc["proxy"].update(
+        app={8080: "127.0.0.1:18080", 9000: "[::1]:19000"},
+        ports={8080: 0, 9000: 29000},
+        outbound="127.0.0.1:0",
+        bind="0.0.0.0",
+    )
     snap = compiled(doc)
     assert [(lst["name"], lst["address"]) for lst in snap["listeners"]] == [
-        ("inbound/web/8080", "0.0.0.0:0"), ("inbound/web/9000", "0.0.0.0:29000"), ("outbound/web", "127.0.0.1:0")]
+        ("inbound/web/8080", "0.0.0.0:0"),
+        ("inbound/web/9000", "0.0.0.0:29000"),
+        ("outbound/web", "127.0.0.1:0"),
+    ]
     tcp = snap["listeners"][1]
     assert tcp["protocol"] == "tcp" and tcp["idleTimeoutMs"] == 9000
     assert tcp["tcpClusters"] == [{"cluster": "local/web/9000", "weight": 1}]
@@ -400,22 +594,48 @@ def test_sidecar_app_mapping_ports_and_outbound_address() -> None:
 def test_sidecar_tcp_and_grpc_backends() -> None:
     doc = sidecar_doc()
     find(doc, "VirtualNode", "web")["spec"]["backends"] += [
-        {"virtualService": {"virtualServiceName": "db.local"}}, {"virtualService": {"virtualServiceName": "pay.local"}}]
+        {"virtualService": {"virtualServiceName": "db.local"}},
+        {"virtualService": {"virtualServiceName": "pay.local"}},
+    ]
     doc["resources"] += [
-        service("db.local", router="dbr"), router("dbr", 5432, "tcp"),
-        route("primary", "dbr", {"action": {"weightedTargets": [{"virtualNode": "db1", "weight": 3},
-                                                                {"virtualNode": "db2", "weight": 1}]},
-                                 "timeout": {"idle": {"unit": "s", "value": 600}}}, rtype="tcpRoute", priority=1),
-        route("fallback", "dbr", {"action": {"weightedTargets": [{"virtualNode": "db2", "weight": 1}]}}, rtype="tcpRoute"),
-        node("db1", 5432, "tcp"), node("db2", 5432, "tcp"),
-        service("pay.local", node_name="pay"), node("pay", 50051, "grpc"),
+        service("db.local", router="dbr"),
+        router("dbr", 5432, "tcp"),
+        route(
+            "primary",
+            "dbr",
+            {
+                "action": {
+                    "weightedTargets": [
+                        {"virtualNode": "db1", "weight": 3},
+                        {"virtualNode": "db2", "weight": 1},
+                    ]
+                },
+                "timeout": {"idle": {"unit": "s", "value": 600}},
+            },
+            rtype="tcpRoute",
+            priority=1,
+        ),
+        route(
+            "fallback",
+            "dbr",
+            {"action": {"weightedTargets": [{"virtualNode": "db2", "weight": 1}]}},
+            rtype="tcpRoute",
+        ),
+        node("db1", 5432, "tcp"),
+        node("db2", 5432, "tcp"),
+        service("pay.local", node_name="pay"),
+        node("pay", 50051, "grpc"),
     ]
     doc["proxy"]["ports"] = {5432: 15432}
     snap = compiled(doc)
     tcp = snap["listeners"][-1]
-    assert tcp == {"name": "outbound/web/tcp/5432", "address": "127.0.0.1:15432", "protocol": "tcp",
-                   "tcpClusters": [{"cluster": "db1", "weight": 3}, {"cluster": "db2", "weight": 1}],
-                   "idleTimeoutMs": 600000}
+    assert tcp == {
+        "name": "outbound/web/tcp/5432",
+        "address": "127.0.0.1:15432",
+        "protocol": "tcp",
+        "tcpClusters": [{"cluster": "db1", "weight": 3}, {"cluster": "db2", "weight": 1}],
+        "idleTimeoutMs": 600000,
+    }
     hosts = snap["routeTables"]["outbound/web"]["virtualHosts"]
     assert [h["name"] for h in hosts] == ["svc.local", "pay.local"]
     assert hosts[1]["domains"] == ["pay.local", "pay.local:50051"]

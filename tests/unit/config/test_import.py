@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from meshplane.config import Resource, from_dict, import_resources, to_native, validate_resources
 from meshplane.config.loaders import import_text
 from meshplane.config.loaders.cfn import camel
@@ -21,40 +20,89 @@ def kinds(resources: list[Resource]) -> list[tuple[str, str, str | None]]:
 
 # --- AWS CLI / API JSON ------------------------------------------------------------------------
 
+
 def test_describe_envelope_create_input_and_list(tmp_path: Path) -> None:
     items = [
-        {"virtualNode": {"meshName": "m", "virtualNodeName": "n1", "metadata": {"version": 1},
-                         "status": {"status": "ACTIVE"},
-                         "spec": {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}],
-                                  "serviceDiscovery": {"dns": {"hostname": "n1.local"}}}}},
-        {"meshName": "m", "virtualRouterName": "r", "routeName": "rt",
-         "spec": {"httpRoute": {"match": {"prefix": "/"}, "action": {"weightedTargets": [{"virtualNode": "n1", "weight": 1}]}}}},
-        {"virtualRouterName": "r", "spec": {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]}},
+        {
+            "virtualNode": {
+                "meshName": "m",
+                "virtualNodeName": "n1",
+                "metadata": {"version": 1},
+                "status": {"status": "ACTIVE"},
+                "spec": {
+                    "listeners": [{"portMapping": {"port": 80, "protocol": "http"}}],
+                    "serviceDiscovery": {"dns": {"hostname": "n1.local"}},
+                },
+            }
+        },
+        {
+            "meshName": "m",
+            "virtualRouterName": "r",
+            "routeName": "rt",
+            "spec": {
+                "httpRoute": {
+                    "match": {"prefix": "/"},
+                    "action": {"weightedTargets": [{"virtualNode": "n1", "weight": 1}]},
+                }
+            },
+        },
+        {
+            "virtualRouterName": "r",
+            "spec": {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]},
+        },
         {"gatewayRoute": {"gatewayRouteName": "g", "virtualGatewayName": "gw", "spec": {}}},
         {"meshName": "m", "spec": {"egressFilter": {"type": "ALLOW_ALL"}}},
     ]
     path = tmp_path / "all.json"
     path.write_text(json.dumps(items))
     assert kinds(import_resources(path)) == [
-        ("VirtualNode", "n1", None), ("Route", "rt", "r"), ("VirtualRouter", "r", None),
-        ("GatewayRoute", "g", "gw"), ("Mesh", "m", None),
+        ("VirtualNode", "n1", None),
+        ("Route", "rt", "r"),
+        ("VirtualRouter", "r", None),
+        ("GatewayRoute", "g", "gw"),
+        ("Mesh", "m", None),
     ]
 
 
 @pytest.mark.parametrize(
     ("filename", "spec", "kind"),
     [
-        ("colorgateway-vg.json", {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]}, "VirtualGateway"),
-        ("colorteller-vr.json", {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]}, "VirtualRouter"),
-        ("x.json", {"listeners": [{"portMapping": {"port": 80, "protocol": "http"},
-                                   "timeout": {"http": {}}}]}, "VirtualNode"),
-        ("colorgateway-vn.json", {"serviceDiscovery": {"dns": {"hostname": "a"}}, "backends": []}, "VirtualNode"),
-        ("colorteller-vs.json", {"provider": {"virtualNode": {"virtualNodeName": "n"}}}, "VirtualService"),
+        (
+            "colorgateway-vg.json",
+            {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]},
+            "VirtualGateway",
+        ),
+        (
+            "colorteller-vr.json",
+            {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]},
+            "VirtualRouter",
+        ),
+        (
+            "x.json",
+            {
+                "listeners": [
+                    {"portMapping": {"port": 80, "protocol": "http"}, "timeout": {"http": {}}}
+                ]
+            },
+            "VirtualNode",
+        ),
+        (
+            "colorgateway-vn.json",
+            {"serviceDiscovery": {"dns": {"hostname": "a"}}, "backends": []},
+            "VirtualNode",
+        ),
+        (
+            "colorteller-vs.json",
+            {"provider": {"virtualNode": {"virtualNodeName": "n"}}},
+            "VirtualService",
+        ),
         ("route-red.json", {"http2Route": {"action": {"weightedTargets": []}}}, "Route"),
         ("colorgateway-route-1.json", {"httpRoute": {"action": {"target": {}}}}, "GatewayRoute"),
     ],
 )
-def test_bare_spec_kind_from_shape_then_file_name(filename: str, spec: dict[str, Any], kind: str) -> None:
+def test_bare_spec_kind_from_shape_then_file_name(
+    filename: str, spec: dict[str, Any], kind: str
+) -> None:
     (resource,) = import_text(json.dumps({"spec": spec}), f"mesh/{filename}")
     assert (resource.kind, resource.name) == (kind, filename.removesuffix(".json"))
 
@@ -162,17 +210,29 @@ def test_k8s_names_refs_routes_and_renames() -> None:
         ("Route", "blue", "color_shop"),
         ("VirtualGateway", "edge_shop", None),
         ("VirtualGateway", "other_shop", None),
-        ("GatewayRoute", "to-color_shop", "edge_shop"),  # the gateway whose namespaceSelector matches
+        (
+            "GatewayRoute",
+            "to-color_shop",
+            "edge_shop",
+        ),  # the gateway whose namespaceSelector matches
     ]
     by_name = {r.name: r for r in resources}
     web = by_name["web_shop"].spec
     assert "podSelector" not in web
     assert web["serviceDiscovery"] == {"dns": {"hostname": "web.shop.svc.cluster.local"}}
     assert web["listeners"][0]["tls"]["certificate"] == {"acm": {"certificateArn": "arn:aws:acm:x"}}
-    assert [b["virtualService"]["virtualServiceName"] for b in web["backends"]] == ["color.shop", "ext.example.com"]
-    assert by_name["color.shop"].spec == {"provider": {"virtualRouter": {"virtualRouterName": "color_shop"}}}
+    assert [b["virtualService"]["virtualServiceName"] for b in web["backends"]] == [
+        "color.shop",
+        "ext.example.com",
+    ]
+    assert by_name["color.shop"].spec == {
+        "provider": {"virtualRouter": {"virtualRouterName": "color_shop"}}
+    }
     targets = by_name["blue"].spec["httpRoute"]["action"]["weightedTargets"]
-    assert targets == [{"virtualNode": "blue-node", "weight": 1}, {"virtualNode": "web_shop", "weight": 1}]
+    assert targets == [
+        {"virtualNode": "blue-node", "weight": 1},
+        {"virtualNode": "web_shop", "weight": 1},
+    ]
     assert by_name["m"].spec == {"egressFilter": {"type": "DROP_ALL"}}
     problems = validate_resources(resources, "app.yaml")
     assert problems == []
@@ -209,18 +269,32 @@ def test_k8s_legacy_v1beta1() -> None:
         ("VirtualRouter", "color-router-ns", None),
         ("Route", "r-ns", "color-router-ns"),
     ]
-    assert resources[0].spec["serviceDiscovery"] == {"awsCloudMap": {"namespaceName": "ns.local", "serviceName": "blue"}}
-    assert resources[3].spec["httpRoute"]["action"]["weightedTargets"] == [{"virtualNode": "blue-ns", "weight": 1}]
+    assert resources[0].spec["serviceDiscovery"] == {
+        "awsCloudMap": {"namespaceName": "ns.local", "serviceName": "blue"}
+    }
+    assert resources[3].spec["httpRoute"]["action"]["weightedTargets"] == [
+        {"virtualNode": "blue-ns", "weight": 1}
+    ]
     assert validate_resources(resources, "legacy.yaml") == []
 
 
 # --- CloudFormation ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("key", "expected"),
-    [("AWSCloudMap", "awsCloudMap"), ("TLS", "tls"), ("HTTP2", "http2"), ("HttpRoute", "httpRoute"),
-     ("Port", "port"), ("IpPreference", "ipPreference"), ("GRPCRetryEvents", "grpcRetryEvents"),
-     ("DNS", "dns"), ("ACM", "acm"), ("maxRetries", "maxRetries")],
+    [
+        ("AWSCloudMap", "awsCloudMap"),
+        ("TLS", "tls"),
+        ("HTTP2", "http2"),
+        ("HttpRoute", "httpRoute"),
+        ("Port", "port"),
+        ("IpPreference", "ipPreference"),
+        ("GRPCRetryEvents", "grpcRetryEvents"),
+        ("DNS", "dns"),
+        ("ACM", "acm"),
+        ("maxRetries", "maxRetries"),
+    ],
 )
 def test_camel_case(key: str, expected: str) -> None:
     assert camel(key) == expected
@@ -297,19 +371,40 @@ def test_cloudformation_yaml() -> None:
         "connectionPool": {"http": {"maxConnections": 10}},
     }
     assert node["serviceDiscovery"]["awsCloudMap"]["attributes"] == [
-        {"key": "ECS_TASK_DEFINITION_FAMILY", "value": "ProjectName-color"}]
-    assert resources[2].spec == {"provider": {"virtualNode": {"virtualNodeName": "ProjectName-color"}}}
-    assert resources[3].spec["httpRoute"]["retryPolicy"]["perRetryTimeout"] == {"unit": "s", "value": 1}
+        {"key": "ECS_TASK_DEFINITION_FAMILY", "value": "ProjectName-color"}
+    ]
+    assert resources[2].spec == {
+        "provider": {"virtualNode": {"virtualNodeName": "ProjectName-color"}}
+    }
+    assert resources[3].spec["httpRoute"]["retryPolicy"]["perRetryTimeout"] == {
+        "unit": "s",
+        "value": 1,
+    }
 
 
 def test_cloudformation_json_and_no_value() -> None:
     template = {
         "Parameters": {"Flag": {"Type": "String", "Default": "off"}},
         "Conditions": {"On": {"Fn::Equals": [{"Ref": "Flag"}, "on"]}},
-        "Resources": {"Gw": {"Type": "AWS::AppMesh::VirtualGateway", "Properties": {
-            "MeshName": "m", "VirtualGatewayName": "gw",
-            "Spec": {"Listeners": [{"PortMapping": {"Port": 80, "Protocol": "http"},
-                                    "TLS": {"Fn::If": ["On", {"Mode": "STRICT"}, {"Ref": "AWS::NoValue"}]}}]}}}},
+        "Resources": {
+            "Gw": {
+                "Type": "AWS::AppMesh::VirtualGateway",
+                "Properties": {
+                    "MeshName": "m",
+                    "VirtualGatewayName": "gw",
+                    "Spec": {
+                        "Listeners": [
+                            {
+                                "PortMapping": {"Port": 80, "Protocol": "http"},
+                                "TLS": {
+                                    "Fn::If": ["On", {"Mode": "STRICT"}, {"Ref": "AWS::NoValue"}]
+                                },
+                            }
+                        ]
+                    },
+                },
+            }
+        },
     }
     (gw,) = import_text(json.dumps(template), "stack.json")
     assert gw.spec == {"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]}

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from meshplane.config import (
     MeshConfig,
     ProxySettings,
@@ -94,9 +93,16 @@ def test_to_native_round_trip(tmp_path: Path) -> None:
 
 
 def test_to_native_keeps_one_mesh_and_refuses_unknown_proxy_keys() -> None:
-    resources = [Resource("Mesh", "old", {"egressFilter": {"type": "ALLOW_ALL"}}), Resource("VirtualNode", "n", {})]
+    resources = [
+        Resource("Mesh", "old", {"egressFilter": {"type": "ALLOW_ALL"}}),
+        Resource("VirtualNode", "n", {}),
+    ]
     doc = to_native(resources, "new", node="n")
-    assert doc["resources"][0] == {"kind": "Mesh", "name": "new", "spec": {"egressFilter": {"type": "ALLOW_ALL"}}}
+    assert doc["resources"][0] == {
+        "kind": "Mesh",
+        "name": "new",
+        "spec": {"egressFilter": {"type": "ALLOW_ALL"}},
+    }
     two = to_native([*resources, Resource("Mesh", "other", {})], "other", node="n")
     assert [r["name"] for r in two["resources"] if r["kind"] == "Mesh"] == ["other"]
     with pytest.raises(TypeError):

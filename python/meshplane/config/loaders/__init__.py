@@ -30,7 +30,7 @@ SHAPES = {
 
 
 def detect(docs: list[Any]) -> str:
-    """"native", "cfn", "k8s" or "aws" for the parsed documents of one file."""
+    """ "native", "cfn", "k8s" or "aws" for the parsed documents of one file."""
     first = docs[0]
     if len(docs) == 1 and isinstance(first, dict) and ("proxy" in first or "resources" in first):
         return "native"
@@ -46,10 +46,19 @@ def load_text(text: str, source: str = "<string>") -> MeshConfig:
     docs = parse_documents(text, source)
     shape = detect(docs)
     if shape != "native":
-        raise ConfigError([Problem(source, "", "", (
-            f"this is {SHAPES[shape]}, not a meshplane file (it has no proxy section); "
-            "convert it with `meshplane import FILE --gateway NAME` or `--node NAME`"
-        ))])
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    "",
+                    "",
+                    (
+                        f"this is {SHAPES[shape]}, not a meshplane file (it has no proxy section); "
+                        "convert it with `meshplane import FILE --gateway NAME` or `--node NAME`"
+                    ),
+                )
+            ]
+        )
     if len(docs) > 1:
         raise ConfigError([Problem(source, "", "", "expected one document, got several")])
     return from_dict(docs[0], source)
@@ -97,4 +106,12 @@ def _read(path: str | os.PathLike[str]) -> str:
         raise ConfigError([Problem(str(path), "", "", f"cannot read the file: {reason}")]) from None
 
 
-__all__ = ["detect", "from_dict", "import_resources", "import_text", "load_file", "load_text", "to_native"]
+__all__ = [
+    "detect",
+    "from_dict",
+    "import_resources",
+    "import_text",
+    "load_file",
+    "load_text",
+    "to_native",
+]

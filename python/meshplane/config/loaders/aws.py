@@ -39,11 +39,19 @@ NAME_KEY_OF = {kind: key for key, kind in NAME_KEYS}
 # describe-* output and create-* input keys that carry nothing the data plane needs.
 IGNORED = ("meshName", "meshOwner", "resourceOwner", "metadata", "status", "clientToken", "tags")
 FILE_HINTS = {
-    "vn": "VirtualNode", "node": "VirtualNode",
-    "vr": "VirtualRouter", "router": "VirtualRouter",
-    "vs": "VirtualService", "service": "VirtualService",
-    "vg": "VirtualGateway", "vgw": "VirtualGateway", "gw": "VirtualGateway", "gateway": "VirtualGateway",
-    "route": "Route", "gwroute": "GatewayRoute", "gatewayroute": "GatewayRoute",
+    "vn": "VirtualNode",
+    "node": "VirtualNode",
+    "vr": "VirtualRouter",
+    "router": "VirtualRouter",
+    "vs": "VirtualService",
+    "service": "VirtualService",
+    "vg": "VirtualGateway",
+    "vgw": "VirtualGateway",
+    "gw": "VirtualGateway",
+    "gateway": "VirtualGateway",
+    "route": "Route",
+    "gwroute": "GatewayRoute",
+    "gatewayroute": "GatewayRoute",
 }
 
 
@@ -59,25 +67,47 @@ def load(docs: list[Any], source: str) -> tuple[list[Resource], list[Problem]]:
         default_name = stem if len(items) == 1 else f"{stem}-{i}"
         resource, issues = _resource(item, default_name, stem)
         label = resource.label if resource else ""
-        problems += [Problem(source, label, ".".join(filter(None, (where, f))), m) for f, m in issues]
+        problems += [
+            Problem(source, label, ".".join(filter(None, (where, f))), m) for f, m in issues
+        ]
         if resource is not None:
             resources.append(resource)
     return resources, problems
 
 
-def _resource(item: Any, default_name: str, stem: str) -> tuple[Resource | None, list[tuple[str, str]]]:
+def _resource(
+    item: Any, default_name: str, stem: str
+) -> tuple[Resource | None, list[tuple[str, str]]]:
     if not isinstance(item, dict):
         return None, [("", "expected an App Mesh resource object")]
     kind: str | None = None
-    if len(item) == 1 and next(iter(item)) in ENVELOPE and isinstance(next(iter(item.values())), dict):
+    if (
+        len(item) == 1
+        and next(iter(item)) in ENVELOPE
+        and isinstance(next(iter(item.values())), dict)
+    ):
         key = next(iter(item))
         kind, item = ENVELOPE[key], item[key]
-    kind = kind or next((k for key, k in NAME_KEYS if key in item), None) or infer_kind(item.get("spec"), stem)
+    kind = (
+        kind
+        or next((k for key, k in NAME_KEYS if key in item), None)
+        or infer_kind(item.get("spec"), stem)
+    )
     if kind is None:
-        return None, [("", "cannot tell which App Mesh resource this is: expected a describe-* envelope "
-                           '(e.g. {"virtualNode": {...}}), a *Name key (e.g. "virtualNodeName") or a spec')]
+        return None, [
+            (
+                "",
+                "cannot tell which App Mesh resource this is: expected a describe-* envelope "
+                '(e.g. {"virtualNode": {...}}), a *Name key (e.g. "virtualNodeName") or a spec',
+            )
+        ]
     issues: list[tuple[str, str]] = []
-    allowed = {"spec", NAME_KEY_OF[kind], *IGNORED, *([PARENT_KEY[kind]] if kind in PARENT_KEY else [])}
+    allowed = {
+        "spec",
+        NAME_KEY_OF[kind],
+        *IGNORED,
+        *([PARENT_KEY[kind]] if kind in PARENT_KEY else []),
+    }
     for key in item:
         if key not in allowed:
             issues.append((str(key), f"unknown field{suggest(str(key), sorted(allowed))}"))
@@ -85,7 +115,13 @@ def _resource(item: Any, default_name: str, stem: str) -> tuple[Resource | None,
     parent = item.get(PARENT_KEY[kind]) if kind in PARENT_KEY else None
     spec = item.get("spec", {})
     if not isinstance(name, str) or not isinstance(spec, dict):
-        return None, [*issues, ("spec" if isinstance(name, str) else NAME_KEY_OF[kind], "expected a string name and an object spec")]
+        return None, [
+            *issues,
+            (
+                "spec" if isinstance(name, str) else NAME_KEY_OF[kind],
+                "expected a string name and an object spec",
+            ),
+        ]
     return Resource(kind, name, spec, parent if isinstance(parent, str) else None), issues
 
 
@@ -94,14 +130,20 @@ def infer_kind(spec: Any, stem: str) -> str | None:
     if not isinstance(spec, dict):
         return None
     hint = next((FILE_HINTS[t] for t in re.split(r"[-_.]", stem.lower()) if t in FILE_HINTS), None)
-    routes = [spec[k] for k in ("httpRoute", "http2Route", "grpcRoute", "tcpRoute") if isinstance(spec.get(k), dict)]
+    routes = [
+        spec[k]
+        for k in ("httpRoute", "http2Route", "grpcRoute", "tcpRoute")
+        if isinstance(spec.get(k), dict)
+    ]
     if routes:
         gateway = any(isinstance(r.get("action"), dict) and "target" in r["action"] for r in routes)
         return "GatewayRoute" if gateway else "Route"
     if "provider" in spec:
         return "VirtualService"
     discovery = spec.get("serviceDiscovery")
-    if "backends" in spec or (isinstance(discovery, dict) and set(discovery) & {"dns", "awsCloudMap", "static"}):
+    if "backends" in spec or (
+        isinstance(discovery, dict) and set(discovery) & {"dns", "awsCloudMap", "static"}
+    ):
         return "VirtualNode"
     if "egressFilter" in spec or ("serviceDiscovery" in spec and not spec.get("listeners")):
         return "Mesh"

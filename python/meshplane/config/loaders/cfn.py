@@ -77,7 +77,11 @@ class Template:
     def parameter(self, name: str) -> Any:
         param = self.parameters.get(name) or {}
         value = param.get("Default", (param.get("AllowedValues") or [name])[0])
-        if param.get("Type") == "Number" and isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        if (
+            param.get("Type") == "Number"
+            and isinstance(value, str)
+            and re.fullmatch(r"-?\d+", value)
+        ):
             return int(value)
         return value
 
@@ -110,7 +114,7 @@ class Template:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self.ref(str(arg))
             if key == "Condition" and isinstance(arg, str):
@@ -186,5 +190,7 @@ def load(doc: dict[str, Any], source: str) -> tuple[list[Resource], list[Problem
         if not isinstance(spec, dict):
             problems.append(Problem(source, label, "Properties.Spec", "expected an object"))
             continue
-        resources.append(Resource(kind, str(name), spec, str(parent) if parent is not None else None))
+        resources.append(
+            Resource(kind, str(name), spec, str(parent) if parent is not None else None)
+        )
     return resources, problems

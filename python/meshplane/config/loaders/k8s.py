@@ -20,8 +20,15 @@ from meshplane.errors import Problem
 GROUP = "appmesh.k8s.aws/"
 KINDS = ("Mesh", "VirtualNode", "VirtualService", "VirtualRouter", "VirtualGateway", "GatewayRoute")
 DROPPED = (
-    "awsName", "podSelector", "meshRef", "namespaceSelector", "gatewayRouteSelector",
-    "virtualGatewayRef", "serviceAccountName", "meshName", "routes",
+    "awsName",
+    "podSelector",
+    "meshRef",
+    "namespaceSelector",
+    "gatewayRouteSelector",
+    "virtualGatewayRef",
+    "serviceAccountName",
+    "meshName",
+    "routes",
 )
 RENAMED = {
     "hostName": "hostname",
@@ -47,7 +54,11 @@ class _Objects:
     """The App Mesh objects of the file and the names App Mesh knows them by."""
 
     def __init__(self, docs: list[Any]) -> None:
-        self.objects = [d for d in docs if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(GROUP)]
+        self.objects = [
+            d
+            for d in docs
+            if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(GROUP)
+        ]
         self.namespace_labels = {
             _meta(d, "name"): (d.get("metadata") or {}).get("labels") or {}
             for d in docs
@@ -89,11 +100,13 @@ def load(docs: list[Any], source: str) -> tuple[list[Resource], list[Problem]]:
     resources: list[Resource] = []
     problems: list[Problem] = []
     for obj in objs.objects:
-        kind, version = obj.get("kind"), str(obj.get("apiVersion"))[len(GROUP):]
+        kind, version = obj.get("kind"), str(obj.get("apiVersion"))[len(GROUP) :]
         if kind not in KINDS:
             continue  # BackendGroup and other controller-only kinds have no App Mesh resource
         if not isinstance(obj.get("spec", {}), dict):
-            problems.append(Problem(source, f'{kind} "{_meta(obj, "name")}"', "spec", "expected an object"))
+            problems.append(
+                Problem(source, f'{kind} "{_meta(obj, "name")}"', "spec", "expected an object")
+            )
             continue
         if version == "v1beta1":
             resources += _legacy(obj)
@@ -105,12 +118,21 @@ def load(docs: list[Any], source: str) -> tuple[list[Resource], list[Problem]]:
 def _current(obj: dict[str, Any], objs: _Objects) -> list[Resource]:
     kind, ns, spec = str(obj["kind"]), _namespace(obj), obj.get("spec") or {}
     name = objs.aws_name(obj)
-    out = [Resource(kind, name, _convert(spec, objs, ns), _gateway_of(obj, objs) if kind == "GatewayRoute" else None)]
+    out = [
+        Resource(
+            kind,
+            name,
+            _convert(spec, objs, ns),
+            _gateway_of(obj, objs) if kind == "GatewayRoute" else None,
+        )
+    ]
     if kind == "VirtualRouter":
         for route in spec.get("routes") or []:
             if isinstance(route, dict):
                 body = {k: v for k, v in route.items() if k != "name"}
-                out.append(Resource("Route", str(route.get("name", "")), _convert(body, objs, ns), name))
+                out.append(
+                    Resource("Route", str(route.get("name", "")), _convert(body, objs, ns), name)
+                )
     return out
 
 
@@ -143,7 +165,8 @@ def _gateway_of(route: dict[str, Any], objs: _Objects) -> str | None:
     ns_labels = objs.namespace_labels.get(_namespace(route))
     route_labels = (route.get("metadata") or {}).get("labels") or {}
     matching = [
-        g for g in gateways
+        g
+        for g in gateways
         if ns_labels is not None
         and _selects((g.get("spec") or {}).get("namespaceSelector"), ns_labels)
         and _selects((g.get("spec") or {}).get("gatewayRouteSelector", {}), route_labels)
@@ -161,6 +184,7 @@ def _selects(selector: Any, labels: dict[str, Any]) -> bool:
 
 
 # --- v1beta1 (legacy controller) ------------------------------------------------------------
+
 
 def _legacy_name(name: str, namespace: str) -> str:
     """The legacy controller's names for nodes, routers and routes: "foo" -> "foo-<ns>",
@@ -184,19 +208,27 @@ def _legacy(obj: dict[str, Any]) -> list[Resource]:
     router_spec = spec.get("virtualRouter") or {}
     router = _legacy_name(str(router_spec.get("name") or name), ns)
     out = [
-        Resource("VirtualService", name, {"provider": {"virtualRouter": {"virtualRouterName": router}}}),
+        Resource(
+            "VirtualService", name, {"provider": {"virtualRouter": {"virtualRouterName": router}}}
+        ),
         Resource("VirtualRouter", router, {k: v for k, v in router_spec.items() if k != "name"}),
     ]
     types = {"http": "httpRoute", "http2": "http2Route", "grpc": "grpcRoute", "tcp": "tcpRoute"}
     for route in spec.get("routes") or []:
-        body: dict[str, Any] = {types.get(k, k): copy.deepcopy(v) for k, v in route.items() if k != "name"}
+        body: dict[str, Any] = {
+            types.get(k, k): copy.deepcopy(v) for k, v in route.items() if k != "name"
+        }
         for rtype in types.values():
-            for target in ((body.get(rtype) or {}).get("action") or {}).get("weightedTargets") or []:
+            for target in ((body.get(rtype) or {}).get("action") or {}).get(
+                "weightedTargets"
+            ) or []:
                 if "virtualNodeName" in target:
                     node = str(target.pop("virtualNodeName"))
                     # The legacy controller namespaced http and tcp targets only; http2 and grpc
                     # manifests spell the App Mesh name out ("red-<ns>").
-                    target["virtualNode"] = _legacy_name(node, ns) if rtype in ("httpRoute", "tcpRoute") else node
+                    target["virtualNode"] = (
+                        _legacy_name(node, ns) if rtype in ("httpRoute", "tcpRoute") else node
+                    )
         out.append(Resource("Route", _legacy_name(str(route.get("name", "")), ns), body, router))
     return out
 

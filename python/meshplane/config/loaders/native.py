@@ -30,15 +30,17 @@ from meshplane.config.validate import validate_config, validate_resources
 from meshplane.errors import ConfigError, Problem
 
 _ADDRESS = Str(1, None)
-PROXY = Obj({
-    "gateway": NAME,
-    "node": NAME,
-    "admin": _ADDRESS,
-    "bind": _ADDRESS,
-    "ports": PortMap(Int(0, 65535)),
-    "app": Either((str, _ADDRESS), (dict, PortMap(_ADDRESS))),
-    "outbound": _ADDRESS,
-})
+PROXY = Obj(
+    {
+        "gateway": NAME,
+        "node": NAME,
+        "admin": _ADDRESS,
+        "bind": _ADDRESS,
+        "ports": PortMap(Int(0, 65535)),
+        "app": Either((str, _ADDRESS), (dict, PortMap(_ADDRESS))),
+        "outbound": _ADDRESS,
+    }
+)
 _ANY_OBJECT = Obj({})
 FILE = Obj({"mesh*": NAME, "proxy*": PROXY, "resources*": ListOf(_ANY_OBJECT)})
 _ENTRY_KEYS = ("kind", "name", "spec", *PARENT_KEY.values())
@@ -47,7 +49,9 @@ _ENTRY_KEYS = ("kind", "name", "spec", *PARENT_KEY.values())
 def from_dict(doc: Any, source: str = "<dict>") -> MeshConfig:
     """Build and validate a MeshConfig from a parsed meshplane file; ConfigError lists every problem."""
     if not isinstance(doc, dict):
-        raise ConfigError([Problem(source, "", "", "expected a mapping with keys mesh, proxy, resources")])
+        raise ConfigError(
+            [Problem(source, "", "", "expected a mapping with keys mesh, proxy, resources")]
+        )
     shallow = {**doc, "resources": []} if isinstance(doc.get("resources"), list) else doc
     issues = check(FILE, shallow, "")  # entries are checked one by one below
     problems = [Problem(source, "", f, m) for f, m in issues]
@@ -86,12 +90,19 @@ def parse_entry(entry: Any, index: int, source: str) -> tuple[Resource | None, l
     for key in entry:
         if key not in allowed:
             hint = suggest(str(key), list(allowed))
-            issues.append((str(key), f"unknown field{hint or ' (expected one of: ' + ', '.join(allowed) + ')'}"))
+            issues.append(
+                (
+                    str(key),
+                    f"unknown field{hint or ' (expected one of: ' + ', '.join(allowed) + ')'}",
+                )
+            )
     parent = None
     if kind in PARENT_KEY:
         parent = entry.get(PARENT_KEY[kind])
         if not isinstance(parent, str) or not parent:
-            issues.append((PARENT_KEY[kind], f"required: the name of the {kind}'s parent, got {show(parent)}"))
+            issues.append(
+                (PARENT_KEY[kind], f"required: the name of the {kind}'s parent, got {show(parent)}")
+            )
             parent = None
     spec = entry.get("spec", {})
     if not isinstance(spec, dict):
@@ -106,7 +117,9 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
     defaults so that the rest is still checked."""
 
     def ok(key: str) -> bool:
-        return key in doc and not any(f == f"proxy.{key}" or f.startswith(f"proxy.{key}.") for f in bad)
+        return key in doc and not any(
+            f == f"proxy.{key}" or f.startswith(f"proxy.{key}.") for f in bad
+        )
 
     app = doc["app"] if ok("app") else None
     if isinstance(app, dict):
