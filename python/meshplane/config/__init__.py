@@ -7,8 +7,8 @@ config into the snapshot document the core applies (schema: rust/src/config/mod.
 
 Layering: imports `meshplane.errors` and the standard library (plus PyYAML) only, never trio
 nor the compiled core; no I/O except reading the file the caller names. Inside the package:
-model, addresses -> schema -> specs -> topology -> checks -> validate -> loaders;
-routes -> compile. docs/config.md documents the file format.
+model, addresses -> schema -> specs -> topology -> checks, tls -> validate -> loaders;
+routes, tls -> compile. docs/config.md documents the file format.
 """
 
 from __future__ import annotations

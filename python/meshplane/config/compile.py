@@ -9,8 +9,9 @@ stable so that versions diff cleanly:
 - route `<router>/<route>` (`<router>:<port>/<route>` for multi-listener routers; prefixed with
   the table when one router backs several services), `service/<vs>/default` for a node
   provider, `gateway/<gw>/<route>`, and `outbound/` + the service route name in a sidecar.
-Output is JSON with sorted keys. Imports only siblings; never validates (callers load through
-`from_dict`/`load_*`, which do).
+TLS settings come from `tls`; docs/config.md lists the whole mapping. Output is JSON with
+sorted keys. Imports only siblings; never validates (callers load through `from_dict` /
+`load_*`, which do).
 """
 
 from __future__ import annotations

@@ -80,6 +80,9 @@ class ProxySettings:
     ports: Mapping[int, int] = field(default_factory=dict)
     app: str | Mapping[int, str] | None = None
     outbound: str | None = None
+    # TLS secrets for `certificate.sds` / `trust.sds`: {"secretsDir": DIR, "secrets": {name:
+    # {certificateChain, privateKey} | {trust}}}, as validated (config/tls.py resolves them).
+    sds: Mapping[str, Any] | None = None
 
     def bound_port(self, declared: int) -> int:
         """The port a listener declared on `declared` actually binds (0 = ephemeral)."""
@@ -110,6 +113,8 @@ class ProxySettings:
             out["app"] = self.app if isinstance(self.app, str) else dict(self.app)
         if self.outbound is not None:
             out["outbound"] = self.outbound
+        if self.sds is not None:
+            out["sds"] = dict(self.sds)
         return out
 
 

@@ -197,6 +197,26 @@ class PortMap(Shape):
                 self.value.check(item, join(path, str(key)), out)
 
 
+@dataclass(frozen=True)
+class NameMap(Shape):
+    """A mapping from names (non-empty strings) to values of one shape (`proxy.sds.secrets`)."""
+
+    value: Shape
+
+    def describe(self) -> str:
+        return f"a mapping of name -> {self.value.describe()}"
+
+    def check(self, value: Any, path: str, out: list[Issue]) -> None:
+        if not isinstance(value, dict):
+            self.mismatch(value, path, out)
+            return
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                out.append((join(path, str(key)), f"expected a non-empty name as key, got {show(key)}"))
+            else:
+                self.value.check(item, join(path, key), out)
+
+
 class Obj(Shape):
     """A mapping with known keys. `one_of`: exactly one of these keys; `exclusive`: at most one."""
 

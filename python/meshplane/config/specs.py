@@ -83,18 +83,33 @@ _SDS = Obj({"secretName*": Str(1, None)})
 _FILE_CERT = Obj({"certificateChain*": Str(1, 255), "privateKey*": Str(1, 255)})
 _FILE_TRUST = Obj({"certificateChain*": Str(1, 255)})
 _SANS = Obj({"match*": Obj({"exact*": ListOf(Str(1, 254), 1)})})
-LISTENER_TLS = Obj(
+_LISTENER_TLS_FIELDS: dict[str, Shape] = {
+    "mode*": Enum("STRICT", "PERMISSIVE", "DISABLED"),
+    "certificate*": Obj(
+        {"acm": Obj({"certificateArn*": Str(1, None)}), "file": _FILE_CERT, "sds": _SDS},
+        one_of=("acm", "file", "sds"),
+    ),
+    "validation": Obj(
+        {
+            "trust*": Obj({"file": _FILE_TRUST, "sds": _SDS}, one_of=("file", "sds")),
+            "subjectAlternativeNames": _SANS,
+        }
+    ),
+}
+LISTENER_TLS = Obj(_LISTENER_TLS_FIELDS)
+# App Mesh serves one certificate per gateway listener; meshplane may add certificates chosen by
+# the client's SNI (`certificate` stays the default).
+GATEWAY_LISTENER_TLS = Obj(
     {
-        "mode*": Enum("STRICT", "PERMISSIVE", "DISABLED"),
-        "certificate*": Obj(
-            {"acm": Obj({"certificateArn*": Str(1, None)}), "file": _FILE_CERT, "sds": _SDS},
-            one_of=("acm", "file", "sds"),
-        ),
-        "validation": Obj(
-            {
-                "trust*": Obj({"file": _FILE_TRUST, "sds": _SDS}, one_of=("file", "sds")),
-                "subjectAlternativeNames": _SANS,
-            }
+        **_LISTENER_TLS_FIELDS,
+        "sniCertificates": ListOf(  # extension
+            Obj(
+                {
+                    "serverNames*": ListOf(Str(1, 253), 1),
+                    "certificate*": Obj({"file": _FILE_CERT, "sds": _SDS}, one_of=("file", "sds")),
+                }
+            ),
+            1,
         ),
     }
 )
@@ -331,7 +346,7 @@ VIRTUAL_GATEWAY = Obj(
                     "portMapping*": Obj({"port*": PORT, "protocol*": GATEWAY_PROTOCOL}),
                     "healthCheck": _health_check(GATEWAY_PROTOCOL),
                     "connectionPool": GATEWAY_CONNECTION_POOL,
-                    "tls": LISTENER_TLS,
+                    "tls": GATEWAY_LISTENER_TLS,
                 }
             ),
             1,

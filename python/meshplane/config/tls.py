@@ -132,9 +132,7 @@ def unsupported(resource: Resource) -> list[tuple[str, str]]:
             continue
         for k in tls.get("certificate") or {}:
             if k != "file":
-                out.append(
-                    (f"{base}.tls.certificate.{k}", f"{NOT_SERVABLE}; use certificate.file")
-                )
+                out.append((f"{base}.tls.certificate.{k}", f"{NOT_SERVABLE}; use certificate.file"))
         for k in tls["validation"]["trust"]:
             if k != "file":
                 out.append((f"{base}.tls.validation.trust.{k}", f"{NOT_SERVABLE}; use trust.file"))

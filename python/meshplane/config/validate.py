@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from meshplane.config.addresses import parse_address, parse_ip
 from meshplane.config.checks import CHECKS, Graph, unresolved
-from meshplane.config.model import PARENT_KIND, MeshConfig, Resource, ResourceIndex
+from meshplane.config.model import KINDS, PARENT_KIND, MeshConfig, Resource, ResourceIndex
 from meshplane.config.schema import check
 from meshplane.config.specs import NAME, SPEC_OF_KIND
 from meshplane.config.tls import unsupported
@@ -30,6 +30,9 @@ def _validate(resources: Sequence[Resource], file: str) -> tuple[list[Problem], 
     problems: list[Problem] = []
     valid: set[int] = set()
     for r in resources:
+        if r.kind not in SPEC_OF_KIND:
+            problems.append(Problem(file, r.label, "kind", f"expected one of {', '.join(KINDS)}"))
+            continue
         issues = check(NAME, r.name, "name") if r.kind != "VirtualService" else []
         issues += check(SPEC_OF_KIND[r.kind], r.spec, "spec")
         if not issues:

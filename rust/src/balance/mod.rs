@@ -11,8 +11,8 @@
 //! - Retries: `skip` marks hosts already tried. Hosts are re-drawn instead of returned (Envoy's
 //!   `previous_hosts` predicate), and a skipped host is never returned. Deliberate difference:
 //!   where Envoy keeps the last pick once its re-pick attempts run out, meshplane scans for a
-//!   host that is not skipped; if every candidate is skipped it widens to all hosts with a
-//!   weight (as panic would), and returns None only when every such host is skipped.
+//!   candidate that is not skipped, and returns None when every candidate is skipped (the
+//!   proxy then re-picks without `skip`: a healthy host already tried, never an unhealthy one).
 //!
 //! The host count seen through [`HostView`] must equal the number of weights the balancer was
 //! built with; the caller builds a new balancer when the host set changes.
@@ -169,6 +169,8 @@ impl Balancer {
             return None;
         }
         // Panic: 100·healthy/total < 50 (integer percent, as Envoy), i.e. 2·healthy < total.
+        // NOTE: O(1) with a view that keeps its healthy count (the proxy's host set,
+        // `HostTable`); the trait's default scans, fine for small clusters only.
         let panic = hosts.healthy_count() * 2 < n;
         let candidate = |i: usize| hosts.weight(i) != 0 && (panic || hosts.healthy(i));
         let eligible = |i: usize| candidate(i) && !skip(i);
@@ -188,12 +190,13 @@ impl Balancer {
             }
             Outcome::NoneEligible => {}
         }
-        if panic {
-            // The candidates were already every host with a weight.
+        if panic || (0..n).any(candidate) {
+            // Every candidate is skipped. Unhealthy hosts are not widened to: the caller
+            // re-picks without `skip` (a healthy host already tried, as Envoy keeps its last
+            // pick) rather than send a retry to a host health checking or ejection took out.
             return None;
         }
-        // Every healthy host is skipped (or has weight 0 in the view): rather than fail the
-        // retry, widen to the unhealthy hosts, as panic would.
+        // No candidate at all (the healthy hosts all have weight 0): spread as panic would.
         self.scan(hosts, |i| hosts.weight(i) != 0 && !skip(i))
     }
 

@@ -106,19 +106,19 @@ impl Conditions {
     /// Whether every condition holds. `path_only` / `query` are `req.path` split at the first
     /// '?'. Cheap scalar tests run first; the regex path, the costliest, runs last.
     pub(super) fn hold(&self, req: &Request<'_>, path_only: &str, query: &str) -> bool {
-        self.port.map_or(true, |p| p == req.port)
-            && self.method.as_deref().map_or(true, |m| m == req.method)
-            && self.scheme.as_deref().map_or(true, |s| s == req.scheme)
+        self.port.is_none_or(|p| p == req.port)
+            && self.method.as_deref().is_none_or(|m| m == req.method)
+            && self.scheme.as_deref().is_none_or(|s| s == req.scheme)
             && self
                 .hostname
                 .as_ref()
-                .map_or(true, |h| h.matches(req.authority.as_bytes()))
+                .is_none_or(|h| h.matches(req.authority.as_bytes()))
             && self.headers.iter().all(|h| h.holds(req.headers))
             && self.query.iter().all(|q| q.holds(query.as_bytes()))
             && self
                 .path_regex
                 .as_ref()
-                .map_or(true, |r| r.is_match(path_only.as_bytes()))
+                .is_none_or(|r| r.is_match(path_only.as_bytes()))
     }
 }
 
@@ -229,7 +229,7 @@ impl QueryCondition {
                 return self
                     .exact
                     .as_deref()
-                    .map_or(true, |want| decoded_eq(value, want));
+                    .is_none_or(|want| decoded_eq(value, want));
             }
         }
         false

@@ -206,10 +206,17 @@ def cluster(c: Any, path: str) -> None:
     if c.get("tls") is not None:
         upstream_tls(c["tls"], f"{path}.tls")
     if "retryBudget" in c:
-        fields(c["retryBudget"], f"{path}.retryBudget", set(), {"budgetPercent", "minRetryConcurrency"})
+        fields(
+            c["retryBudget"], f"{path}.retryBudget", set(), {"budgetPercent", "minRetryConcurrency"}
+        )
     if c.get("outlierDetection") is not None:
         keys = {"consecutive5xx", "consecutiveGatewayFailure", "consecutiveLocalOriginFailure"}
-        od = fields(c["outlierDetection"], f"{path}.outlierDetection", set(), keys | {"splitExternalLocalOriginErrors"})
+        od = fields(
+            c["outlierDetection"],
+            f"{path}.outlierDetection",
+            set(),
+            keys | {"splitExternalLocalOriginErrors"},
+        )
         for key in keys & set(od):
             if od[key] is not None:
                 uint(od[key], f"{path}.outlierDetection.{key}", U32)

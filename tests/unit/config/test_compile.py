@@ -643,3 +643,128 @@ def test_sidecar_tcp_and_grpc_backends() -> None:
     assert hosts[1]["routes"][0]["action"]["retry"] == DEFAULT_RETRY
     assert cluster(snap, "pay")["protocol"] == "http2"
     assert listener_names(from_dict(doc))["outbound/web/tcp/5432"] == 5432
+
+
+# --- TLS and outlier detection -----------------------------------------------------------------
+
+FILE_CERT = {"file": {"certificateChain": "/certs/chain.pem", "privateKey": "/certs/key.pem"}}
+SNAPSHOT_CERT = {"certificateChain": "/certs/chain.pem", "privateKey": "/certs/key.pem"}
+
+
+def test_listener_tls_termination() -> None:
+    doc = gateway_doc()
+    find(doc, "VirtualGateway", "edge")["spec"]["listeners"][0]["tls"] = {
+        "mode": "STRICT",
+        "certificate": FILE_CERT,
+        "validation": {
+            "trust": {"file": {"certificateChain": "/certs/ca.pem"}},
+            "subjectAlternativeNames": {"match": {"exact": ["client.local"]}},
+        },
+    }
+    (listener,) = compiled(doc)["listeners"]
+    assert listener["tls"] == {
+        "mode": "strict",
+        "certificates": [SNAPSHOT_CERT],
+        "validation": {"trust": "/certs/ca.pem", "subjectAlternativeNames": ["client.local"]},
+    }
+    find(doc, "VirtualGateway", "edge")["spec"]["listeners"][0]["tls"] = {
+        "mode": "DISABLED",
+        "certificate": {"acm": {"certificateArn": "arn:x"}},
+    }
+    assert "tls" not in compiled(doc)["listeners"][0]
+
+
+def test_inbound_listener_tls() -> None:
+    doc = sidecar_doc()
+    find(doc, "VirtualNode", "web")["spec"]["listeners"][0]["tls"] = {
+        "mode": "PERMISSIVE",
+        "certificate": FILE_CERT,
+    }
+    inbound = compiled(doc)["listeners"][0]
+    assert inbound["tls"] == {"mode": "permissive", "certificates": [SNAPSHOT_CERT]}
+
+
+CLIENT_POLICY = {
+    "tls": {
+        "certificate": FILE_CERT,
+        "validation": {
+            "trust": {"file": {"certificateChain": "/certs/ca.pem"}},
+            "subjectAlternativeNames": {"match": {"exact": ["v1.apps.local"]}},
+        },
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("policy_change", "callee_mode", "expected"),
+    [
+        (
+            {},
+            None,
+            {
+                "serverName": "v1",
+                "certificate": SNAPSHOT_CERT,
+                "validation": {
+                    "trust": "/certs/ca.pem",
+                    "subjectAlternativeNames": ["v1.apps.local"],
+                },
+            },
+        ),
+        ({"ports": [9999]}, None, None),  # the policy does not cover port 8080
+        ({"enforce": False}, None, None),
+        ({"enforce": False}, "STRICT", {"serverName": "v1"}),  # App Mesh: TLS, not verified
+        ({"ports": [9999]}, "PERMISSIVE", {"serverName": "v1"}),
+        ({"enforce": False}, "DISABLED", None),
+    ],
+)
+def test_upstream_tls_follows_app_mesh_rules(
+    policy_change: dict[str, Any], callee_mode: str | None, expected: dict[str, Any] | None
+) -> None:
+    doc = gateway_doc()
+    policy = copy.deepcopy(CLIENT_POLICY)
+    policy["tls"].update(policy_change)
+    find(doc, "VirtualGateway", "edge")["spec"]["backendDefaults"] = {"clientPolicy": policy}
+    if callee_mode:
+        find(doc, "VirtualNode", "v1")["spec"]["listeners"][0]["tls"] = {
+            "mode": callee_mode,
+            "certificate": {"acm": {"certificateArn": "arn:aws:acm:x"}},
+        }
+    assert cluster(compiled(doc), "v1").get("tls") == expected
+
+
+def test_upstream_server_name_is_the_discovery_name() -> None:
+    doc = gateway_doc()
+    find(doc, "VirtualGateway", "edge")["spec"]["backendDefaults"] = {"clientPolicy": CLIENT_POLICY}
+    v1 = find(doc, "VirtualNode", "v1")["spec"]
+    v1["serviceDiscovery"] = {"dns": {"hostname": "v1.svc.cluster.local"}}
+    assert cluster(compiled(doc), "v1")["tls"]["serverName"] == "v1.svc.cluster.local"
+    v1["serviceDiscovery"] = {
+        "awsCloudMap": {"namespaceName": "apps.local", "serviceName": "color"}
+    }
+    assert cluster(compiled(doc), "v1")["tls"]["serverName"] == "color.apps.local"
+    v1["serviceDiscovery"] = {"static": {"endpoints": ["[::1]:9000"]}}
+    find(doc, "Route", "default")["spec"]["httpRoute"]["action"]["weightedTargets"][0][
+        "virtualNode"
+    ] = "v_1"
+    find(doc, "VirtualNode", "v1")["name"] = "v_1"  # not a host name: the first endpoint's IP
+    assert cluster(compiled(doc), "v_1")["tls"]["serverName"] == "::1"
+
+
+def test_sidecar_backend_policy_overrides_backend_defaults() -> None:
+    doc = sidecar_doc()
+    web = find(doc, "VirtualNode", "web")["spec"]
+    web["backendDefaults"] = {"clientPolicy": {"tls": {**CLIENT_POLICY["tls"], "ports": [1]}}}
+    assert "tls" not in cluster(compiled(doc), "v1")
+    web["backends"][0]["virtualService"]["clientPolicy"] = CLIENT_POLICY
+    assert cluster(compiled(doc), "v1")["tls"]["validation"]["trust"] == "/certs/ca.pem"
+
+
+def test_outlier_detection_thresholds_go_to_the_callers_cluster() -> None:
+    doc = gateway_doc()
+    find(doc, "VirtualNode", "v1")["spec"]["listeners"][0]["outlierDetection"] = {
+        "maxServerErrors": 5,
+        "interval": {"unit": "s", "value": 10},
+        "baseEjectionDuration": {"unit": "s", "value": 30},
+        "maxEjectionPercent": 50,
+    }
+    assert cluster(compiled(doc), "v1")["outlierDetection"] == {"consecutive5xx": 5}

@@ -255,7 +255,9 @@ def test_whole_meshes_compile_for_every_gateway_and_node(rel: str) -> None:
                 to_native(resources, "mesh", **{mode: name}, **proxy), f"{rel} as {mode} {name}"
             )
         except ConfigError as exc:
-            allowed = (UNRESOLVED,) if rel in CROSS_FILE else (NOT_SERVABLE,) if rel in USES_ACM else ()
+            allowed = (
+                (UNRESOLVED,) if rel in CROSS_FILE else (NOT_SERVABLE,) if rel in USES_ACM else ()
+            )
             assert allowed and all(p.message.startswith(allowed) for p in exc.problems), str(exc)
             continue
         endpoints = {t.cluster: [(f"10.0.0.1:{t.port}", 1)] for t in dns_targets(cfg)}

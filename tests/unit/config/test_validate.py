@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from meshplane.config import from_dict
+from meshplane.config import Resource, from_dict, validate_resources
 from meshplane.config.checks import UNRESOLVED, regex_problem
 from meshplane.errors import ConfigError, Problem
 
@@ -619,3 +619,56 @@ def test_many_problems_are_reported_together_in_one_error() -> None:
         'mesh.yaml: VirtualService "svc.local": spec.provider.virtualRouter.virtualRouterName'
         in text
     )
+
+
+def test_tls_sources_the_core_cannot_read_are_refused_where_served() -> None:
+    def change(doc: dict[str, Any]) -> None:
+        find(doc, "VirtualGateway", "edge")["spec"]["listeners"][0]["tls"] = {
+            "mode": "STRICT",
+            "certificate": {"acm": {"certificateArn": "arn:aws:acm:x"}},
+            "validation": {"trust": {"sds": {"secretName": "ca"}}},
+        }
+        find(doc, "VirtualGateway", "edge")["spec"]["backendDefaults"] = {
+            "clientPolicy": {
+                "tls": {"validation": {"trust": {"acm": {"certificateAuthorityArns": ["arn:ca"]}}}}
+            }
+        }
+        # a node the gateway does not serve may keep its ACM certificate
+        find(doc, "VirtualNode", "v1")["spec"]["listeners"][0]["tls"] = {
+            "mode": "STRICT",
+            "certificate": {"acm": {"certificateArn": "arn:aws:acm:y"}},
+        }
+
+    problems = problems_of(changed(change))
+    gw = 'VirtualGateway "edge"'
+    expect(
+        problems,
+        gw,
+        "spec.listeners[0].tls.certificate.acm",
+        "not supported by meshplane",
+        "certificate.file",
+    )
+    expect(problems, gw, "spec.listeners[0].tls.validation.trust.sds", "trust.file")
+    expect(problems, gw, "spec.backendDefaults.clientPolicy.tls.validation.trust.acm", "trust.file")
+    assert not [p for p in problems if p.resource == GW_NODE]
+
+
+def test_validate_resources_on_imported_resources() -> None:
+    resources = [
+        Resource(
+            "VirtualNode", "n", {"listeners": [{"portMapping": {"port": 1, "protocol": "tcp"}}]}
+        ),
+        Resource(
+            "Route",
+            "r",
+            {"tcpRoute": {"action": {"weightedTargets": [{"virtualNode": "n", "weight": 1}]}}},
+        ),
+        Resource("Bogus", "b", {}),
+    ]
+    problems = validate_resources(resources, "import.json")
+    assert {(p.resource, p.field) for p in problems} == {
+        ('VirtualNode "n"', "spec.serviceDiscovery"),
+        ('Route "r"', "virtualRouterName"),
+        ('Bogus "b"', "kind"),
+    }
+    assert all(p.file == "import.json" for p in problems)

@@ -17,6 +17,7 @@ from meshplane.config.schema import (
     Int,
     Issue,
     ListOf,
+    NameMap,
     Obj,
     PortMap,
     Str,
@@ -30,6 +31,15 @@ from meshplane.config.validate import validate_config, validate_resources
 from meshplane.errors import ConfigError, Problem
 
 _ADDRESS = Str(1, None)
+_PATH = Str(1, None)
+# Where SDS secret names resolve to PEM files (docs/tls.md): a directory of <name>/cert.pem,
+# key.pem, ca.pem, and/or explicit files per name.
+SDS_MAPPING = Obj(
+    {
+        "secretsDir": _PATH,
+        "secrets": NameMap(Obj({"certificateChain": _PATH, "privateKey": _PATH, "trust": _PATH})),
+    }
+)
 PROXY = Obj(
     {
         "gateway": NAME,
@@ -39,6 +49,7 @@ PROXY = Obj(
         "ports": PortMap(Int(0, 65535)),
         "app": Either((str, _ADDRESS), (dict, PortMap(_ADDRESS))),
         "outbound": _ADDRESS,
+        "sds": SDS_MAPPING,
     }
 )
 _ANY_OBJECT = Obj({})
@@ -133,10 +144,11 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
         ports=ports,  # type: ignore[arg-type]
         app=app,
         outbound=doc["outbound"] if ok("outbound") else None,
+        sds=doc["sds"] if ok("sds") else None,
     )
 
 
-_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound")
+_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound", "sds")
 
 
 def to_native(
@@ -149,7 +161,7 @@ def to_native(
 ) -> dict[str, Any]:
     """A meshplane file (as a dict) serving `gateway` or `node` with these resources.
 
-    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound). A Mesh resource
+    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds). A Mesh resource
     named differently is renamed to `mesh` when it is the only one, else dropped, so the file
     describes one mesh.
     """
