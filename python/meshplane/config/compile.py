@@ -106,6 +106,8 @@ class _Snapshot:
         # The client policy of the backend being compiled: clusters take their TLS from the
         # first backend that reaches them (App Mesh: backend clientPolicy, else backendDefaults).
         self.client_policy: dict[str, Any] | None = None
+        # The virtual service being compiled: the TLS name of a static-endpoint node (tls.py).
+        self.service: str | None = None
         mesh = next(iter(cfg.of_kind("Mesh")), None)
         self.ip_preference = ((mesh.spec if mesh else {}).get("serviceDiscovery") or {}).get(
             "ipPreference"
@@ -142,7 +144,7 @@ class _Snapshot:
                 cluster["outlierDetection"] = {
                     "consecutive5xx": min(outlier["maxServerErrors"], U32_MAX)
                 }
-            tls = upstream_tls(node, port, self.client_policy)
+            tls = upstream_tls(node, port, self.client_policy, self.cfg.proxy.sds, self.service)
             if tls:
                 cluster["tls"] = tls
             self.clusters[name] = cluster
@@ -198,6 +200,7 @@ class _Snapshot:
 
     def service_routes(self, vs: Resource, port: int | None, table: str) -> list[dict[str, Any]]:
         """The routes callers of `vs` evaluate on the provider listener `port`."""
+        self.service = vs.name
         kind, name = provider(vs) or ("", "")
         if kind == "VirtualNode":
             cluster = self.node_cluster(name, port)
@@ -243,6 +246,7 @@ class _Snapshot:
 
     def tcp_targets(self, vs: Resource, port: int) -> tuple[list[dict[str, Any]], int | None]:
         """Weighted clusters and idle timeout of the first TCP route of `vs` on `port`."""
+        self.service = vs.name
         kind, name = provider(vs) or ("", "")
         if kind == "VirtualNode":
             return [{"cluster": self.node_cluster(name, port), "weight": 1}], None
@@ -310,7 +314,7 @@ class _Snapshot:
             self.tables[table] = {
                 "virtualHosts": [{"name": gw.name, "domains": ["*"], "routes": ordered(entries)}]
             }
-            tls = listener_tls(listener_spec(gw, port))
+            tls = listener_tls(listener_spec(gw, port), self.cfg.proxy.sds)
             extra = {"tls": tls} if tls else {}
             self._listener(
                 planned.name, planned.address, port, protocol="http", routeTable=table, **extra
@@ -355,7 +359,7 @@ class _Snapshot:
         }
         timeout = (lst.get("timeout") or {}).get(protocol) or {}
         targets = [{"cluster": cluster, "weight": 1}]
-        tls = listener_tls(lst)
+        tls = listener_tls(lst, self.cfg.proxy.sds)
         extra: dict[str, Any] = {"tls": tls} if tls else {}
         if protocol == "tcp":
             if "idle" in timeout:

@@ -190,6 +190,59 @@ SERVICE_DISCOVERY = Obj(
     },
     one_of=("dns", "awsCloudMap", "static"),
 )
+# meshplane extension on a node listener: what App Mesh's resilience fields cannot say
+# (docs/resilience.md). Keys mirror `HealthCheckPolicy.from_appmesh` and
+# `OutlierPolicy.from_appmesh` extension keys (a unit test holds them equal).
+_PERCENT = Int(0, 100)
+_COUNT = Int(0, U32_MAX)
+_STATUS_RANGE = Obj({"start*": Int(100, 599), "end*": Int(101, 600)})
+RESILIENCE = Obj(
+    {
+        "healthCheck": Obj(
+            {
+                "intervalMillis": Int(1, 300000),  # overrides App Mesh's 5000 minimum
+                "timeoutMillis": Int(1, 60000),  # overrides App Mesh's 2000 minimum
+                "port": PORT,
+                "host": Str(1, 255),
+                "intervalJitterPercent": _PERCENT,
+                "intervalJitterMillis": Int(0, 300000),
+                "initialJitterMillis": Int(0, 300000),
+                "unhealthyIntervalMillis": Int(1, 300000),
+                "unhealthyEdgeIntervalMillis": Int(1, 300000),
+                "healthyEdgeIntervalMillis": Int(1, 300000),
+                "expectedStatuses": ListOf(
+                    Either((int, Int(100, 599)), (dict, _STATUS_RANGE)), 1, 32
+                ),
+            }
+        ),
+        "outlierDetection": Obj(
+            {
+                "maxEjectionDuration": DURATION,
+                "maxEjectionJitter": DURATION,
+                "alwaysEjectOneHost": Bool(),
+                "splitExternalLocalOriginErrors": Bool(),
+                "successfulActiveHealthCheckUnejectHost": Bool(),
+                "consecutiveGatewayFailure": Int(1, U32_MAX),
+                "consecutiveLocalOriginFailure": Int(1, U32_MAX),
+                "successRateMinimumHosts": _COUNT,
+                "successRateRequestVolume": _COUNT,
+                "successRateStdevFactor": _COUNT,
+                "failurePercentageThreshold": _PERCENT,
+                "failurePercentageMinimumHosts": _COUNT,
+                "failurePercentageRequestVolume": _COUNT,
+                "enforcingConsecutive5xx": _PERCENT,
+                "enforcingConsecutiveGatewayFailure": _PERCENT,
+                "enforcingConsecutiveLocalOriginFailure": _PERCENT,
+                "enforcingSuccessRate": _PERCENT,
+                "enforcingLocalOriginSuccessRate": _PERCENT,
+                "enforcingFailurePercentage": _PERCENT,
+                "enforcingFailurePercentageLocalOrigin": _PERCENT,
+            }
+        ),
+        "retryBudget": Obj({"budgetPercent": Num(0.0, 100.0), "minRetryConcurrency": _COUNT}),
+        "circuitBreakers": Obj({"maxRetries": LIMIT}),
+    }
+)
 NODE_LISTENER = Obj(
     {
         "portMapping*": Obj({"port*": PORT, "protocol*": PROTOCOL}),
@@ -198,6 +251,7 @@ NODE_LISTENER = Obj(
         "connectionPool": CONNECTION_POOL,
         "timeout": LISTENER_TIMEOUT,
         "tls": LISTENER_TLS,
+        "resilience": RESILIENCE,  # extension
     }
 )
 VIRTUAL_NODE = Obj(

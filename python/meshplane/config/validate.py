@@ -109,7 +109,7 @@ def validate_config(cfg: MeshConfig) -> list[Problem]:
             problems += _check_sidecar(cfg, target)
     if target is not None and _plannable(cfg, graph, target):
         problems += _check_listeners(cfg, target)
-        problems += [Problem(file, target.label, f, m) for f, m in unsupported(target)]
+        problems += [Problem(file, target.label, f, m) for f, m in unsupported(target, proxy.sds)]
     return problems
 
 

@@ -702,7 +702,7 @@ CLIENT_POLICY = {
             {},
             None,
             {
-                "serverName": "v1",
+                "serverName": "svc.local",  # static endpoints: the virtual service's name
                 "certificate": SNAPSHOT_CERT,
                 "validation": {
                     "trust": "/certs/ca.pem",
@@ -712,8 +712,8 @@ CLIENT_POLICY = {
         ),
         ({"ports": [9999]}, None, None),  # the policy does not cover port 8080
         ({"enforce": False}, None, None),
-        ({"enforce": False}, "STRICT", {"serverName": "v1"}),  # App Mesh: TLS, not verified
-        ({"ports": [9999]}, "PERMISSIVE", {"serverName": "v1"}),
+        ({"enforce": False}, "STRICT", {"serverName": "svc.local"}),  # TLS, not verified
+        ({"ports": [9999]}, "PERMISSIVE", {"serverName": "svc.local"}),
         ({"enforce": False}, "DISABLED", None),
     ],
 )
@@ -743,10 +743,18 @@ def test_upstream_server_name_is_the_discovery_name() -> None:
     }
     assert cluster(compiled(doc), "v1")["tls"]["serverName"] == "color.apps.local"
     v1["serviceDiscovery"] = {"static": {"endpoints": ["[::1]:9000"]}}
+    assert cluster(compiled(doc), "v1")["tls"]["serverName"] == "svc.local"  # the service
     find(doc, "Route", "default")["spec"]["httpRoute"]["action"]["weightedTargets"][0][
         "virtualNode"
     ] = "v_1"
-    find(doc, "VirtualNode", "v1")["name"] = "v_1"  # not a host name: the first endpoint's IP
+    find(doc, "VirtualNode", "v1")["name"] = "v_1"
+    for r in doc["resources"]:  # neither the service nor the node is a host name: the IP
+        if r["kind"] == "VirtualService":
+            r["name"] = "svc_local"
+        if r["kind"] == "GatewayRoute":
+            r["spec"]["httpRoute"]["action"]["target"]["virtualService"]["virtualServiceName"] = (
+                "svc_local"
+            )
     assert cluster(compiled(doc), "v_1")["tls"]["serverName"] == "::1"
 
 
