@@ -6,8 +6,8 @@
 
 Entering a `Proxy` loads and compiles the config, creates the core, applies the snapshot, and
 starts (each with `nursery.start`, so readiness is awaited, never slept for) the event bridge,
-the DNS refresh driver and the admin server. Leaving it drains the core and waits for its
-"stopped" event before cancelling the background tasks.
+the DNS refresh driver, the certificate watcher and the admin server. Leaving it drains the
+core and waits for its "stopped" event before cancelling the background tasks.
 
 Layer: the top of the library; imports config, `_bridge`, drivers, admin and the compiled core.
 Only the CLI and users import it.
@@ -40,6 +40,8 @@ from meshplane.config import (
     load_text,
 )
 from meshplane.config.addresses import parse_address
+from meshplane.config.tls import tls_files
+from meshplane.drivers.cert_watch import CertWatch, observe
 from meshplane.drivers.config_watch import ConfigWatch
 from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.errors import ConfigError, Problem
@@ -103,6 +105,7 @@ class Proxy:
         self._state = "INITIALIZING"
         self._core: Core | None = None
         self._discovery: DnsDiscovery | None = None
+        self._cert_watch: CertWatch | None = None
         self._config: MeshConfig | None = None
         self._snapshot: dict[str, Any] | None = None
         self._digest: str | None = None
@@ -134,6 +137,7 @@ class Proxy:
         admin_address = parse_address(admin, min_port=0) if admin else None
         core = self._core = Core(self._workers)
         self._discovery = DnsDiscovery(core, interval=self._dns_interval)
+        self._cert_watch = CertWatch(core.reload_tls)
         # The first apply runs before the nursery opens, so its ConfigError reaches the caller
         # as itself; the core has no listener yet and stops at once.
         try:
@@ -149,6 +153,7 @@ class Proxy:
                 try:
                     await nursery.start(bridge.run)
                     await nursery.start(self._discovery.run)
+                    await nursery.start(self._cert_watch.run)
                     if admin_address is not None:
                         self._admin_address = await nursery.start(serve_admin, self, *admin_address)
                     self._state = "LIVE"
@@ -202,12 +207,15 @@ class Proxy:
         # Version label: apply counter + content hash, so equal labels mean equal snapshots.
         snapshot = json.loads(compiled)
         snapshot["version"] = f"{self._applied + 1}-{digest}"
+        tls_seen = observe(tls_files(snapshot))  # before the core reads them: no change is lost
         try:
             version = core.apply(json.dumps(snapshot, separators=(",", ":")).encode())
         except CoreError as exc:
             problem = Problem(config.source, "snapshot", exc.path or "", str(exc))
             raise ConfigError([problem]) from exc
         self._applied += 1
+        if self._cert_watch is not None:
+            self._cert_watch.retarget(tls_seen)
         self._config, self._snapshot, self._digest = config, snapshot, digest
         discovery.commit(targets, endpoints)
         log.info("applied config %s from %s", version, config.source)
@@ -263,6 +271,20 @@ class Proxy:
     def stats(self) -> dict[str, Any]:
         """A copy of every counter, gauge and histogram (see docs/admin.md for the shape)."""
         return self._require_core().stats()
+
+    def tls_info(self) -> dict[str, Any]:
+        """Certificates in use (`Core.tls_info()`: per listener and cluster, path, subject,
+        SANs, not_after) and how certificate reloads went (docs/tls.md)."""
+        info = self._require_core().tls_info()
+        watch = self._cert_watch
+        info["reload"] = {
+            "files": watch.paths if watch else [],
+            "reloads": watch.reloads if watch else 0,
+            "failures": watch.failures if watch else 0,
+            "last_error": watch.last_error if watch else None,
+            "last_reload": watch.last_reload if watch else None,
+        }
+        return info
 
     def config_dump(self) -> dict[str, Any]:
         """{"version", "source", "config": the native config, "snapshot": the compiled document}."""

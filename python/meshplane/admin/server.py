@@ -5,7 +5,8 @@ heads and bodies, an idle timeout, and no client can take it down (a malformed r
 400 and a close; a handler that raises gets 500). `AdminAPI` is the handler for the admin
 endpoints (docs/admin.md); the demo's upstream services reuse `serve_http` too.
 
-Layer: imports trio, h11, `meshplane._bridge` and `admin.prometheus`; not `meshplane.runtime`.
+Layer: imports trio, h11, `meshplane._bridge`, `admin.prometheus`, `admin.certs` and
+`config.tls`; not `meshplane.runtime`.
 It serves any object with the `AdminView` protocol, which `meshplane.Proxy` implements.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,8 +26,10 @@ import h11
 import trio
 
 from meshplane._bridge import TaskStatus
+from meshplane.admin.certs import certs_document, tls_metrics
 from meshplane.admin.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from meshplane.admin.prometheus import render as render_prometheus
+from meshplane.config.tls import trust_files
 
 __all__ = ["AdminAPI", "AdminView", "Request", "Response", "serve_admin", "serve_http"]
 
@@ -201,6 +205,8 @@ class AdminView(Protocol):
 
     def config_dump(self) -> dict[str, Any]: ...
 
+    def tls_info(self) -> dict[str, Any]: ...
+
 
 ENDPOINTS = {
     "/": "this list",
@@ -210,6 +216,7 @@ ENDPOINTS = {
     "/clusters": "per-host state, cluster::host::stat::value (?format=json)",
     "/config_dump": "version, source, native config and compiled snapshot (JSON)",
     "/listeners": "listener names and bound addresses (?format=json)",
+    "/certs": "certificates in use: subject, SANs, expiry, reloads (JSON, like Envoy's /certs)",
 }
 
 
@@ -276,12 +283,16 @@ class AdminAPI:
             stats = self.view.stats()
             if as_json and path == "/stats":
                 return Response.json(200, stats)
-            return Response(200, render_prometheus(stats).encode(), PROMETHEUS_CONTENT_TYPE)
+            text = render_prometheus(stats) + tls_metrics(self.view.tls_info(), time.time())
+            return Response(200, text.encode(), PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
             stats = self.view.stats()
             return Response.json(200, clusters_json(stats)) if as_json else Response.text(200, clusters_text(stats))
         if path == "/config_dump":
             return Response.json(200, self.view.config_dump())
+        if path == "/certs":
+            trust = trust_files(self.view.config_dump().get("snapshot") or {})
+            return Response.json(200, certs_document(self.view.tls_info(), trust, time.time()))
         listeners = sorted(self.view.listener_addresses().items())
         if as_json:
             return Response.json(200, {"listener_statuses": [

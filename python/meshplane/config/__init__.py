@@ -8,20 +8,27 @@ config into the snapshot document the core applies (schema: rust/src/config/mod.
 Layering: imports `meshplane.errors` and the standard library (plus PyYAML) only, never trio
 nor the compiled core; no I/O except reading the file the caller names. Inside the package:
 model, addresses -> schema -> specs -> topology -> checks, tls -> validate -> loaders;
-routes, tls -> compile. docs/config.md documents the file format.
+routes, tls, resilience -> compile (checks also reads resilience). docs/config.md documents the file format.
 """
 
 from __future__ import annotations
 
-from meshplane.config.compile import compile_snapshot, dns_targets, listener_names
+from meshplane.config.compile import (
+    compile_snapshot,
+    dns_targets,
+    listener_names,
+    resilience_targets,
+)
 from meshplane.config.loaders import from_dict, import_resources, load_file, load_text, to_native
 from meshplane.config.model import DnsTarget, MeshConfig, ProxySettings, Resource
+from meshplane.config.resilience import ResilienceTarget
 from meshplane.config.validate import validate_resources
 
 __all__ = [
     "DnsTarget",
     "MeshConfig",
     "ProxySettings",
+    "ResilienceTarget",
     "Resource",
     "compile_snapshot",
     "dns_targets",
@@ -30,6 +37,7 @@ __all__ = [
     "listener_names",
     "load_file",
     "load_text",
+    "resilience_targets",
     "to_native",
     "validate_resources",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from meshplane.config.addresses import parse_address, parse_ip
 from meshplane.config.model import PARENT_KEY, Resource, ResourceIndex
+from meshplane.config.resilience import listener_issues
 from meshplane.config.schema import suggest
 from meshplane.config.specs import ROUTE_PROTOCOL
 from meshplane.config.topology import (
@@ -205,6 +206,7 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
                     f"expected the listener port {port}, got {hc_port}",
                 )
             )
+    out += listener_issues(r)
     static = (spec.get("serviceDiscovery") or {}).get("static")
     if static:
         has_ports = bool(listeners(r))

@@ -31,6 +31,13 @@ from meshplane.config.routes import (
     retry_policy,
     route_action,
 )
+from meshplane.config.resilience import (
+    ResilienceTarget,
+    apply_gateway_limits,
+    circuit_breakers,
+    cluster_fields,
+)
+from meshplane.config.resilience import targets as _resilience_targets
 from meshplane.config.specs import ROUTE_PROTOCOL
 from meshplane.config.tls import listener_tls, upstream_tls
 from meshplane.config.topology import (
@@ -48,8 +55,6 @@ from meshplane.config.topology import (
 
 SCHEMA = 1
 CONNECT_TIMEOUT_MS = 5_000
-U32_MAX = 2**32 - 1
-UNLIMITED = 2_147_483_647  # App Mesh's circuit breakers: effectively off unless connectionPool
 Endpoints = Mapping[str, Sequence[tuple[str, int]]]
 
 
@@ -67,7 +72,21 @@ def compile_snapshot(cfg: MeshConfig, *, version: str, endpoints: Endpoints | No
         "routeTables": snapshot.tables,
         "clusters": [snapshot.clusters[name] for name in sorted(snapshot.clusters)],
     }
+    apply_gateway_limits(cfg, doc)
     return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def resilience_targets(
+    cfg: MeshConfig, endpoints: Endpoints | None = None
+) -> list[ResilienceTarget]:
+    """The clusters of `cfg`'s snapshot the control layer health-checks or watches for
+    outliers, with their endpoints ("IP:PORT"; `endpoints` as for `compile_snapshot`)."""
+    snapshot = _Snapshot(cfg, endpoints or {})
+    addresses = {
+        name: [e["address"] for e in cluster["endpoints"]]
+        for name, cluster in snapshot.clusters.items()
+    }
+    return _resilience_targets(cfg, snapshot.origins, addresses)
 
 
 def dns_targets(cfg: MeshConfig) -> list[DnsTarget]:
@@ -80,18 +99,6 @@ def listener_names(cfg: MeshConfig) -> dict[str, int]:
     return dict(_Snapshot(cfg, {}).declared)
 
 
-def circuit_breakers(pool: dict[str, Any] | None) -> dict[str, int]:
-    limits = {
-        "maxConnections": UNLIMITED,
-        "maxPendingRequests": UNLIMITED,
-        "maxRequests": UNLIMITED,
-        "maxRetries": UNLIMITED,
-    }
-    for values in (pool or {}).values():  # exactly one of http / http2 / grpc / tcp
-        limits.update({k: v for k, v in values.items() if k in limits})
-    return limits
-
-
 class _Snapshot:
     """Builds the snapshot's parts; clusters and service route tables are added on first use."""
 
@@ -102,6 +109,7 @@ class _Snapshot:
         self.tables: dict[str, dict[str, Any]] = {}
         self.clusters: dict[str, dict[str, Any]] = {}
         self.dns: list[DnsTarget] = []
+        self.origins: dict[str, tuple[str, int]] = {}  # node cluster -> (node, listener port)
         self.declared: dict[str, int] = {}
         # The client policy of the backend being compiled: clusters take their TLS from the
         # first backend that reaches them (App Mesh: backend clientPolicy, else backendDefaults).
@@ -135,19 +143,15 @@ class _Snapshot:
                 "lb": policy,
                 "endpoints": self._endpoints(node, port, name),
                 "connectTimeoutMs": CONNECT_TIMEOUT_MS,
-                "circuitBreakers": circuit_breakers(lst.get("connectionPool")),
+                **cluster_fields(lst),
             }
             if policy == "least_request":
                 cluster["activeRequestBias"] = float(balancing.get("activeRequestBias", 1.0))
-            outlier = lst.get("outlierDetection")
-            if outlier:  # the core counts; the control layer ejects (interval, duration, percent)
-                cluster["outlierDetection"] = {
-                    "consecutive5xx": min(outlier["maxServerErrors"], U32_MAX)
-                }
             tls = upstream_tls(node, port, self.client_policy, self.cfg.proxy.sds, self.service)
             if tls:
                 cluster["tls"] = tls
             self.clusters[name] = cluster
+            self.origins[name] = (node_name, port)
         return name
 
     def _endpoints(self, node: Resource, port: int, cluster: str) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ covering the port decides (its trust, SANs and client certificate); without one,
 listener in STRICT or PERMISSIVE mode still gets TLS, unverified. The name the callee's
 certificate must carry when the policy lists no SANs (also sent as SNI) is its discovery name.
 
-`tls_files` lists every file a compiled snapshot reads, for the certificate watcher.
+`tls_files` lists every file a compiled snapshot reads, for the certificate watcher;
+`trust_files` the trust bundles among them, for the admin API.
 Pure: no I/O (paths are joined, never opened). Imports only `addresses`, `model`, `topology`.
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "secret_files",
     "server_name",
     "tls_files",
+    "trust_files",
     "unsupported",
     "upstream_tls",
 ]
@@ -206,6 +208,16 @@ def tls_files(snapshot: Mapping[str, Any]) -> list[str]:
     return sorted(paths)
 
 
+def trust_files(snapshot: Mapping[str, Any]) -> list[str]:
+    """The trust bundles (CA certificates) among `tls_files(snapshot)`, sorted."""
+    paths = {
+        tls["validation"]["trust"]
+        for item in [*(snapshot.get("listeners") or []), *(snapshot.get("clusters") or [])]
+        if (tls := item.get("tls")) and tls.get("validation")
+    }
+    return sorted(paths)
+
+
 # --- validation ---------------------------------------------------------------------------------
 
 
@@ -219,10 +231,10 @@ def _unmapped(sds: Sds, name: str, needs: tuple[str, ...], instead: str) -> str 
             f'SDS secret "{name}" in proxy.sds.secrets has no {wanted}; add them, or use '
             f"{instead}"
         )
+    files = " and ".join(f"<secretsDir>/{secret_dir(name)}/{SECRET_FILES[k]}" for k in needs)
     return (
-        f'SDS secret "{name}" is not mapped to files: set proxy.sds.secretsDir (read as '
-        f"<secretsDir>/{secret_dir(name)}/{{cert,key,ca}}.pem) or list it in proxy.sds.secrets "
-        f"with {wanted}, or use {instead}"
+        f'SDS secret "{name}" is not mapped to files: set proxy.sds.secretsDir (then read from '
+        f"{files}) or list it in proxy.sds.secrets with {wanted}, or use {instead}"
     )
 
 

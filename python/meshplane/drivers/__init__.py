@@ -1,11 +1,12 @@
-"""Trio tasks that drive the core from Python: discovery and config watching.
+"""Trio tasks that drive the core from Python: discovery, config and certificate watching.
 
 Each driver is a thin Trio loop around plain logic, started in the runtime's nursery with
 `nursery.start` and reporting readiness with `task_status.started()`. Drivers import trio,
 `meshplane.errors`, `meshplane.config` and `meshplane._bridge`, never `meshplane.runtime`.
 """
 
+from meshplane.drivers.cert_watch import CertWatch
 from meshplane.drivers.config_watch import ConfigWatch
 from meshplane.drivers.discovery import DnsDiscovery
 
-__all__ = ["ConfigWatch", "DnsDiscovery"]
+__all__ = ["CertWatch", "ConfigWatch", "DnsDiscovery"]

@@ -167,21 +167,17 @@ async fn proxy(
             "listener has no route table",
         ));
     };
-    let host_header = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
-    let sent_authority = parts
-        .uri
+    // NOTE: HeaderValue and Uri clones share their bytes (a refcount), and free `parts` for
+    // the header edits below.
+    let host_value = parts.headers.get(header::HOST).cloned();
+    let sent_uri = parts.uri.clone();
+    let host_header = host_value.as_ref().and_then(|v| v.to_str().ok());
+    let sent_authority = sent_uri
         .authority()
         .map(|a| a.as_str())
         .or(host_header)
         .unwrap_or("");
-    let sent_path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let sent_path = sent_uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     // NOTE: rewrites allocate only when a route asks for one.
     let mut path: Option<String> = None;
     let mut authority: Option<String> = None;
@@ -232,8 +228,34 @@ async fn proxy(
     let cluster = compiled.clusters[action.clusters[weights.pick(rand::random())]].clone();
     cluster.stats.rq_total.inc();
 
-    let authority: String = authority.unwrap_or_else(|| sent_authority.to_string());
-    let path: String = path.unwrap_or_else(|| sent_path.to_string());
+    // The target URI and Host the upstream sees, built once for every attempt.
+    let authority: &str = match authority.as_deref() {
+        Some(a) => a,
+        None if sent_authority.is_empty() => "localhost",
+        None => sent_authority,
+    };
+    let (uri, version) = match cluster.protocol {
+        crate::config::UpstreamProtocol::Http2 => {
+            parts.headers.remove(header::HOST);
+            let p = path.as_deref().unwrap_or(sent_path);
+            let uri = format!("http://{authority}{p}")
+                .parse()
+                .map_err(|_| bad_target())?;
+            (uri, Version::HTTP_2)
+        }
+        _ => {
+            let uri = match &path {
+                Some(p) => p.parse().map_err(|_| bad_target())?,
+                // NOTE: no rewrite: reuse the parsed path (a refcount, no parse, no copy).
+                None => Uri::from(parts.uri.path_and_query().cloned().ok_or_else(bad_target)?),
+            };
+            if host_header != Some(authority) {
+                let v = HeaderValue::from_str(authority).map_err(|_| bad_target())?;
+                parts.headers.insert(header::HOST, v);
+            }
+            (uri, Version::HTTP_11)
+        }
+    };
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::forwarded(&mut parts.headers, ctx.peer.ip(), ctx.scheme);
     headers::request_id(&mut parts.headers);
@@ -281,14 +303,7 @@ async fn proxy(
         let may_retry = attempt < retry.max_retries;
         let try_once = async {
             let sender = acquire(&cluster, &host).await?;
-            let req = upstream_request(
-                &parts,
-                &authority,
-                &path,
-                &cluster,
-                &host,
-                body.next(may_retry),
-            );
+            let req = upstream_request(&parts, &uri, version, body.next(may_retry));
             send_on(&cluster, sender, req).await
         };
         let outcome = match per_try {
@@ -479,36 +494,24 @@ async fn backoff(ceiling: &mut u64) {
 
 fn upstream_request(
     parts: &http::request::Parts,
-    authority: &str,
-    path: &str,
-    cluster: &Cluster,
-    host: &Host,
+    uri: &Uri,
+    version: Version,
     body: UpBody,
 ) -> Request<UpBody> {
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.headers_mut() = parts.headers.clone();
-    let authority = if authority.is_empty() {
-        &*host.name
-    } else {
-        authority
-    };
-    match cluster.protocol {
-        crate::config::UpstreamProtocol::Http2 => {
-            *req.version_mut() = Version::HTTP_2;
-            req.headers_mut().remove(header::HOST);
-            let uri = format!("http://{authority}{path}");
-            *req.uri_mut() = uri.parse().unwrap_or_else(|_| Uri::from_static("/"));
-        }
-        _ => {
-            *req.version_mut() = Version::HTTP_11;
-            if let Ok(v) = HeaderValue::from_str(authority) {
-                req.headers_mut().insert(header::HOST, v);
-            }
-            *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
-        }
-    }
+    *req.uri_mut() = uri.clone();
+    *req.version_mut() = version;
     req
+}
+
+fn bad_target() -> ProxyError {
+    ProxyError::new(
+        Source::Downstream,
+        Kind::BadRequest,
+        "request target or host cannot be forwarded",
+    )
 }
 
 fn downstream_response(

@@ -648,7 +648,15 @@ def test_tls_sources_the_core_cannot_read_are_refused_where_served() -> None:
         "not supported by meshplane",
         "certificate.file",
     )
-    expect(problems, gw, "spec.listeners[0].tls.validation.trust.sds", "trust.file")
+    expect(
+        problems,
+        gw,
+        "spec.listeners[0].tls.validation.trust.sds.secretName",
+        'SDS secret "ca" is not mapped',
+        "proxy.sds.secretsDir",
+        "<secretsDir>/ca/ca.pem",
+        "trust.file",
+    )
     expect(problems, gw, "spec.backendDefaults.clientPolicy.tls.validation.trust.acm", "trust.file")
     assert not [p for p in problems if p.resource == GW_NODE]
 
