@@ -151,7 +151,7 @@ def server_name(node: Resource, service: str | None = None) -> str:
 def client_policy_applies(client_policy: Mapping[str, Any] | None, port: int) -> bool:
     """Whether a client policy's TLS governs calls to `port` (enforced; `ports` empty or
     listing it)."""
-    tls = (client_policy or {}).get("tls")
+    tls = (client_policy or {}).get("tls") or {}
     return bool(tls) and tls.get("enforce", True) and (not tls.get("ports") or port in tls["ports"])
 
 
@@ -231,10 +231,10 @@ def _unmapped(sds: Sds, name: str, needs: tuple[str, ...], instead: str) -> str 
             f'SDS secret "{name}" in proxy.sds.secrets has no {wanted}; add them, or use '
             f"{instead}"
         )
-    files = " and ".join(f"<secretsDir>/{secret_dir(name)}/{SECRET_FILES[k]}" for k in needs)
+    where = " and ".join(f"<secretsDir>/{secret_dir(name)}/{SECRET_FILES[k]}" for k in needs)
     return (
         f'SDS secret "{name}" is not mapped to files: set proxy.sds.secretsDir (then read from '
-        f"{files}) or list it in proxy.sds.secrets with {wanted}, or use {instead}"
+        f"{where}) or list it in proxy.sds.secrets with {wanted}, or use {instead}"
     )
 
 

@@ -231,6 +231,10 @@ class OutlierDetector(Generic[K]):
             local_origin_success_rate=m.success_rates[True],
         )
 
+    def hosts(self) -> list[K]:
+        """Every host of the set, in the order they were added."""
+        return list(self._hosts)
+
     def ejected(self) -> list[K]:
         """The hosts ejected now."""
         return [k for k, m in self._hosts.items() if m.reason is not None]

@@ -1,0 +1,262 @@
+"""Outlier detection in Trio: ejects hosts the moment the core reports a consecutive-failure
+run, sweeps every interval for success-rate / failure-percentage outliers and for ejections
+whose time is up, and tells the core each decision (`set_host_ejected`).
+
+`OutlierEjections` owns one `OutlierDetector` (sans-I/O, `meshplane.policy.outlier`) per
+cluster whose node listener has `outlierDetection`. Its `run` task has two parts:
+
+- events: the core pushes ("outlier", {cluster, host, type}) through the wake-up bridge when a
+  counter reaches its threshold; `on_consecutive` decides at once, so a consecutive-5xx
+  ejection lands within milliseconds of the failing response, not at the next sweep;
+- sweeps: per cluster every `policy.interval`, `core.take_outlier_samples()` (which resets
+  the core's interval counters of every cluster, so samples are accumulated here per cluster
+  until that cluster's own sweep) -> `on_interval` -> unejections and statistical ejections.
+
+`retarget(targets)` / `set_endpoints(cluster, keys)` may be called at any time. A cluster
+whose policy changes, or that loses outlier detection, has its ejected hosts returned first.
+`hosts()` and `stats()` feed the admin API. Imports trio, `meshplane.policy`,
+`meshplane.config` types and `meshplane._bridge`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from meshplane._bridge import Event, TaskStatus
+from meshplane.config.resilience import ResilienceTarget
+from meshplane.policy import (
+    Decision,
+    Eject,
+    OutlierDetector,
+    OutlierPolicy,
+    PolicyError,
+    Sample,
+)
+
+__all__ = ["ClusterOutliers", "OutlierCore", "OutlierEjections"]
+
+log = logging.getLogger("meshplane.outlier")
+
+
+class OutlierCore(Protocol):
+    """The part of `meshplane._core.Core` this driver uses."""
+
+    def set_host_ejected(self, cluster: str, address: str, ejected: bool) -> None: ...
+
+    def take_outlier_samples(self) -> dict[str, dict[str, list[int]]]: ...
+
+
+@dataclass
+class ClusterOutliers:
+    """One cluster's detector, next sweep time and the samples gathered since its last sweep."""
+
+    name: str
+    policy: OutlierPolicy
+    detector: OutlierDetector[str]
+    next_sweep: float
+    samples: dict[str, list[int]] = field(default_factory=dict)
+
+    def add_samples(self, hosts: Mapping[str, Sequence[int]]) -> None:
+        for host, counts in hosts.items():
+            acc = self.samples.setdefault(host, [0, 0, 0, 0])
+            for i, n in enumerate(counts[:4]):
+                acc[i] += int(n)
+
+    def take_samples(self) -> dict[str, Sample]:
+        out = {}
+        for host, (ok, total, local_ok, local_total) in self.samples.items():
+            try:
+                out[host] = Sample(ok, total, local_ok, local_total)
+            except PolicyError:  # counters read mid-update can be off by one; skip that host
+                continue
+        self.samples = {}
+        return out
+
+
+def _policy(target: ResilienceTarget) -> OutlierPolicy:
+    assert target.outlier_detection is not None
+    return OutlierPolicy.from_appmesh(target.outlier_detection, target.outlier_extension)
+
+
+class OutlierEjections:
+    """Passive health for every cluster with outlier detection; see the module docstring."""
+
+    def __init__(
+        self,
+        core: OutlierCore,
+        *,
+        clock: Callable[[], float] = trio.current_time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._core = core
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._clusters: dict[str, ClusterOutliers] = {}
+        self._wake = trio.Event()
+        self.events_handled = 0
+
+    # --- what to watch -------------------------------------------------------------------
+
+    def retarget(self, targets: Sequence[ResilienceTarget]) -> None:
+        """Watch exactly the clusters of `targets` that have outlier detection."""
+        now = self._clock()
+        wanted = {t.cluster: t for t in targets if t.outlier_detection}
+        for name in [n for n in self._clusters if n not in wanted]:
+            self._release(self._clusters.pop(name))
+        for name, target in wanted.items():
+            try:
+                policy = _policy(target)
+            except PolicyError as exc:  # validation refuses these; be safe anyway
+                log.error("cluster %s: outlier detection not started: %s", name, exc)
+                continue
+            current = self._clusters.get(name)
+            if current is not None and current.policy == policy:
+                current.detector.set_hosts(target.endpoints)
+                continue
+            if current is not None:
+                self._release(current)
+            detector: OutlierDetector[str] = OutlierDetector(policy, random.Random(self._rng.random()))
+            detector.set_hosts(target.endpoints)
+            self._clusters[name] = ClusterOutliers(name, policy, detector, now + policy.interval)
+        self._wake.set()
+
+    def set_endpoints(self, cluster: str, keys: Iterable[str]) -> None:
+        state = self._clusters.get(cluster)
+        if state is not None:
+            state.detector.set_hosts(list(dict.fromkeys(keys)))
+
+    def _release(self, cluster: ClusterOutliers) -> None:
+        for key in cluster.detector.ejected():
+            self._tell_core(cluster.name, key, False)
+
+    # --- decisions -----------------------------------------------------------------------
+
+    def on_event(self, fields: Mapping[str, Any]) -> None:
+        """One ("outlier", fields) event from the core: eject now if the detector agrees."""
+        self.events_handled += 1
+        cluster = self._clusters.get(str(fields.get("cluster")))
+        if cluster is None:
+            return
+        try:
+            decisions = cluster.detector.on_consecutive(
+                str(fields.get("host")), str(fields.get("type")), self._clock()
+            )
+        except PolicyError as exc:
+            log.warning("ignoring outlier event %s: %s", dict(fields), exc)
+            return
+        self._apply(cluster, decisions)
+
+    def on_active_health_success(self, cluster: str, key: str) -> None:
+        """An active health check of a healthy host passed: uneject it now (Envoy)."""
+        state = self._clusters.get(cluster)
+        if state is not None and key in state.detector.ejected():
+            self._apply(state, state.detector.on_active_health_success(key, self._clock()))
+
+    def sweep(self, now: float | None = None) -> None:
+        """Sweep every cluster whose interval is up (gathering the core's samples first)."""
+        now = self._clock() if now is None else now
+        due = [c for c in self._clusters.values() if c.next_sweep <= now]
+        if not due:
+            return
+        self._gather()
+        for cluster in due:
+            self._apply(cluster, cluster.detector.on_interval(cluster.take_samples(), now))
+            cluster.next_sweep = max(cluster.next_sweep + cluster.policy.interval, now)
+
+    def _gather(self) -> None:
+        try:
+            samples = self._core.take_outlier_samples()
+        except Exception as exc:
+            log.warning("take_outlier_samples failed: %s", exc)
+            return
+        for name, hosts in samples.items():
+            cluster = self._clusters.get(name)
+            if cluster is not None:
+                cluster.add_samples(hosts)
+
+    def _apply(self, cluster: ClusterOutliers, decisions: Sequence[Decision[str]]) -> None:
+        for decision in decisions:
+            ejected = isinstance(decision, Eject)
+            self._tell_core(cluster.name, decision.key, ejected)
+            if isinstance(decision, Eject):
+                log.info("cluster %s host %s ejected (%s) for %.1f s", cluster.name, decision.key,
+                         decision.reason.value, decision.until - self._clock())
+            else:
+                log.info("cluster %s host %s returned from ejection", cluster.name, decision.key)
+
+    def _tell_core(self, cluster: str, key: str, ejected: bool) -> None:
+        try:
+            self._core.set_host_ejected(cluster, key, ejected)
+        except Exception as exc:  # a host removed by a concurrent apply is not an error
+            log.debug("set_host_ejected(%s, %s, %s) failed: %s", cluster, key, ejected, exc)
+
+    # --- running -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        events: trio.MemoryReceiveChannel[Event],
+        *,
+        task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Handle `events` (the bridge's "outlier" subscription) and sweep, until cancelled or
+        the channel closes. Reports readiness once both parts run. Cancellation leaves hosts as
+        last reported to the core (ejections in force stay in force)."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._sweeper)
+            task_status.started()
+            async with events:
+                async for kind, fields in events:
+                    if kind == "outlier":
+                        self.on_event(fields)
+            nursery.cancel_scope.cancel()
+
+    async def _sweeper(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            self.sweep()
+            nexts = [c.next_sweep for c in self._clusters.values()]
+            with trio.move_on_at(min(nexts) if nexts else math.inf):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    # --- what is known -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per cluster, Envoy's `outlier_detection.*` counters and the `ejections_active` gauge."""
+        return {name: c.detector.stats() for name, c in self._clusters.items()}
+
+    def hosts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per cluster, per host: ejected, reason, until (Unix time) and the seconds left,
+        num_ejections, backoff and the last interval's success rates."""
+        now = self._clock()
+        to_unix = time.time() - now
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, cluster in self._clusters.items():
+            hosts: dict[str, dict[str, Any]] = {}
+            for key in cluster.detector.hosts():
+                st = cluster.detector.state(key)
+                until = st.ejected_until
+                hosts[key] = {
+                    "ejected": st.ejected,
+                    "reason": None if st.reason is None else st.reason.value,
+                    "ejected_until": None if until is None else round(until + to_unix, 3),
+                    "ejected_for_s": None if until is None else round(max(0.0, until - now), 3),
+                    "num_ejections": st.num_ejections,
+                    "backoff": st.backoff,
+                    "success_rate": st.success_rate,
+                    "local_origin_success_rate": st.local_origin_success_rate,
+                }
+            out[name] = hosts
+        return out
+
+    def policy(self, cluster: str) -> OutlierPolicy | None:
+        state = self._clusters.get(cluster)
+        return None if state is None else state.policy
