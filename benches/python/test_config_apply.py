@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 import pytest
-
 from meshplane.config import compile_snapshot, from_dict
 
 core = pytest.importorskip("meshplane._core", reason="the compiled core is not built")

@@ -5,9 +5,7 @@ into Python; events come back through `Core.wakeup_fd()` + `Core.drain_events()`
 """
 
 from collections.abc import Sequence
-from typing import Any, final
-
-from typing_extensions import Self
+from typing import Any, Self, final
 
 __all__ = ["Balancer", "Core", "CoreError", "RouteTable", "__version__"]
 __version__: str

@@ -6,8 +6,10 @@
 
 Entering a `Proxy` loads and compiles the config, creates the core, applies the snapshot, and
 starts (each with `nursery.start`, so readiness is awaited, never slept for) the event bridge,
-the DNS refresh driver, the certificate watcher and the admin server. Leaving it drains the
-core and waits for its "stopped" event before cancelling the background tasks.
+the DNS refresh driver, the certificate watcher, active health checking and outlier
+ejection (`drivers.resilience`, retargeted on each apply and DNS change) and the admin
+server. Leaving it drains the core and waits for its "stopped" event before cancelling the
+background tasks.
 
 Layer: the top of the library; imports config, `_bridge`, drivers, admin and the compiled core.
 Only the CLI and users import it.
@@ -38,12 +40,14 @@ from meshplane.config import (
     listener_names,
     load_file,
     load_text,
+    resilience_targets,
 )
 from meshplane.config.addresses import parse_address
 from meshplane.config.tls import tls_files
 from meshplane.drivers.cert_watch import CertWatch, observe
 from meshplane.drivers.config_watch import ConfigWatch
 from meshplane.drivers.discovery import DnsDiscovery
+from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
 
 __all__ = ["ConfigInput", "Proxy", "load_config", "serve"]
@@ -105,6 +109,7 @@ class Proxy:
         self._state = "INITIALIZING"
         self._core: Core | None = None
         self._discovery: DnsDiscovery | None = None
+        self._resilience: Resilience | None = None
         self._cert_watch: CertWatch | None = None
         self._config: MeshConfig | None = None
         self._snapshot: dict[str, Any] | None = None
@@ -136,7 +141,8 @@ class Proxy:
         admin = self._admin if self._admin is not None else config.proxy.admin
         admin_address = parse_address(admin, min_port=0) if admin else None
         core = self._core = Core(self._workers)
-        self._discovery = DnsDiscovery(core, interval=self._dns_interval)
+        resilience = self._resilience = Resilience(core)
+        self._discovery = DnsDiscovery(EndpointFanout(core, resilience), interval=self._dns_interval)
         self._cert_watch = CertWatch(core.reload_tls)
         # The first apply runs before the nursery opens, so its ConfigError reaches the caller
         # as itself; the core has no listener yet and stops at once.
@@ -148,11 +154,13 @@ class Proxy:
             raise
         bridge = EventBridge(core)
         stopped = bridge.subscribe("stopped", buffer=1)
+        outlier_events = bridge.subscribe("outlier", buffer=4096)
         with collapse_groups():
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(bridge.run)
                     await nursery.start(self._discovery.run)
+                    await nursery.start(resilience.run, outlier_events)
                     await nursery.start(self._cert_watch.run)
                     if admin_address is not None:
                         self._admin_address = await nursery.start(serve_admin, self, *admin_address)
@@ -203,6 +211,9 @@ class Proxy:
         digest = hashlib.sha256(compiled).hexdigest()[:12]
         if digest == self._digest and self.version is not None:
             self._config = config
+            # Health-check and outlier timing are not in the snapshot: they may still change.
+            if self._resilience is not None:
+                self._resilience.retarget(resilience_targets(config, endpoints))
             return self.version
         # Version label: apply counter + content hash, so equal labels mean equal snapshots.
         snapshot = json.loads(compiled)
@@ -218,6 +229,8 @@ class Proxy:
             self._cert_watch.retarget(tls_seen)
         self._config, self._snapshot, self._digest = config, snapshot, digest
         discovery.commit(targets, endpoints)
+        if self._resilience is not None:
+            self._resilience.retarget(resilience_targets(config, endpoints))
         log.info("applied config %s from %s", version, config.source)
         return version
 
@@ -269,8 +282,10 @@ class Proxy:
         return bound[matches[0]]
 
     def stats(self) -> dict[str, Any]:
-        """A copy of every counter, gauge and histogram (see docs/admin.md for the shape)."""
-        return self._require_core().stats()
+        """A copy of every counter, gauge and histogram (see docs/admin.md for the shape),
+        with the health checker's and outlier detector's view of each cluster and host."""
+        stats = self._require_core().stats()
+        return self._resilience.annotate(stats) if self._resilience is not None else stats
 
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use (`Core.tls_info()`: per listener and cluster, path, subject,

@@ -7,6 +7,8 @@ instead of in the name:
     meshplane_route_<stat>{route="..."}
     meshplane_cluster_upstream_<stat>{cluster="..."}
     meshplane_host_<stat>{cluster="...",host="IP:PORT"}
+    meshplane_cluster_health_check_<stat>{cluster="..."}      (active health checking)
+    meshplane_cluster_outlier_detection_<stat>{cluster="..."} (outlier detection)
     meshplane_server_<stat>                  (top-level numbers, e.g. downstream_cx_open)
 
 `rq_<N>xx` counters become one family `..._rq_xx` with a `response_code_class="<N>"` label;
@@ -38,6 +40,9 @@ _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]
 _ESCAPE = re.compile(r"\\(.)")
 
 _SECTIONS = {"version", "listeners", "routes", "clusters"}
+# Nested per-cluster stats of the control layer (health checker, outlier detector), rendered as
+# `meshplane_cluster_<section>_<stat>{cluster=...}` like Envoy's `cluster.<c>.<section>.<stat>`.
+_CLUSTER_SECTIONS = ("health_check", "outlier_detection")
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -144,6 +149,10 @@ def render(stats: Mapping[str, Any]) -> str:
     clusters = sorted((stats.get("clusters") or {}).items())
     for name, cluster in clusters:
         _add_stats(out, "meshplane_cluster_upstream_", (("cluster", name),), cluster, {"hosts"})
+    for section in _CLUSTER_SECTIONS:  # the control layer's health_check / outlier_detection
+        for name, cluster in clusters:
+            if isinstance(cluster.get(section), Mapping):
+                _add_stats(out, f"meshplane_cluster_{section}_", (("cluster", name),), cluster[section], set())
     for name, cluster in clusters:
         for host, host_stats in sorted((cluster.get("hosts") or {}).items()):
             _add_stats(out, "meshplane_host_", (("cluster", name), ("host", host)), host_stats, set())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -226,8 +227,36 @@ def _health_flags(host: Mapping[str, Any]) -> str:
         return flags
     if isinstance(flags, list | tuple) and flags:
         return "".join(f"/{f}" for f in flags)
+    if host.get("failed_active_hc") or host.get("ejected"):
+        return ("/failed_active_hc" if host.get("failed_active_hc") else "") + (
+            "/failed_outlier_check" if host.get("ejected") else ""
+        )
     # NOTE: the core only knows healthy/unhealthy; active health checks are what mark a host.
     return "healthy" if host.get("healthy", True) else "/failed_active_hc"
+
+
+def _unix_to_iso(value: Any) -> str:
+    return datetime.fromtimestamp(float(value), tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _resilience_lines(prefix: str, host: Mapping[str, Any]) -> list[str]:
+    """`/clusters` lines for what the health checker and outlier detector know of a host."""
+    lines: list[str] = []
+    hc = host.get("active_hc")
+    if isinstance(hc, Mapping):
+        lines.append(f"{prefix}::active_hc_state::{hc.get('state')}")
+        if hc.get("last_result"):
+            lines.append(f"{prefix}::active_hc_last_result::{hc['last_result']}")
+    od = host.get("outlier")
+    if isinstance(od, Mapping):
+        lines.append(f"{prefix}::outlier_num_ejections::{od.get('num_ejections', 0)}")
+        if od.get("ejected"):
+            lines.append(f"{prefix}::outlier_ejection_reason::{od.get('reason')}")
+            if od.get("ejected_until") is not None:
+                lines.append(f"{prefix}::outlier_ejected_until::{_unix_to_iso(od['ejected_until'])}")
+        if od.get("success_rate") is not None:
+            lines.append(f"{prefix}::success_rate::{od['success_rate']:.1f}")
+    return lines
 
 
 def clusters_text(stats: Mapping[str, Any]) -> str:
@@ -239,6 +268,7 @@ def clusters_text(stats: Mapping[str, Any]) -> str:
                 if isinstance(value, int) and not isinstance(value, bool) and key != "weight":
                     lines.append(f"{cname}::{addr}::{key}::{value}")
             lines.append(f"{cname}::{addr}::health_flags::{_health_flags(host)}")
+            lines += _resilience_lines(f"{cname}::{addr}", host)
             lines.append(f"{cname}::{addr}::weight::{host.get('weight', 1)}")
     return "\n".join(lines) + "\n" if lines else ""
 
@@ -250,13 +280,28 @@ def clusters_json(stats: Mapping[str, Any]) -> dict[str, Any]:
         for addr, host in sorted((cluster.get("hosts") or {}).items()):
             counters = {k: v for k, v in host.items() if isinstance(v, int) and not isinstance(v, bool)}
             counters.pop("weight", None)
-            hosts.append({
+            entry: dict[str, Any] = {
                 "address": addr,
                 "stats": counters,
-                "health_status": {"healthy": bool(host.get("healthy", True)), "flags": _health_flags(host)},
+                "health_status": {
+                    "healthy": bool(host.get("healthy", True)),
+                    "failed_active_hc": bool(host.get("failed_active_hc", False)),
+                    "ejected": bool(host.get("ejected", False)),
+                    "flags": _health_flags(host),
+                },
                 "weight": host.get("weight", 1),
-            })
-        statuses.append({"name": cname, "host_statuses": hosts})
+            }
+            for key in ("active_hc", "outlier"):
+                if isinstance(host.get(key), Mapping):
+                    entry[key] = dict(host[key])
+            if entry.get("outlier", {}).get("ejected_until") is not None:
+                entry["outlier"]["ejected_until_iso"] = _unix_to_iso(entry["outlier"]["ejected_until"])
+            hosts.append(entry)
+        status: dict[str, Any] = {"name": cname, "host_statuses": hosts}
+        for key in ("health_check", "outlier_detection"):
+            if isinstance(cluster.get(key), Mapping):
+                status[key] = dict(cluster[key])
+        statuses.append(status)
     return {"cluster_statuses": statuses}
 
 

@@ -81,6 +81,13 @@ def resilience_targets(
 ) -> list[ResilienceTarget]:
     """The clusters of `cfg`'s snapshot the control layer health-checks or watches for
     outliers, with their endpoints ("IP:PORT"; `endpoints` as for `compile_snapshot`)."""
+    watched = any(
+        lst.get("healthCheck") or lst.get("outlierDetection")
+        for node in cfg.of_kind("VirtualNode")
+        for lst in node.spec.get("listeners") or []
+    )
+    if not watched:  # skip compiling a second time: nothing to probe or eject
+        return []
     snapshot = _Snapshot(cfg, endpoints or {})
     addresses = {
         name: [e["address"] for e in cluster["endpoints"]]

@@ -46,9 +46,7 @@ _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _SNI_NAME = re.compile(rf"^(\*\.)?(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 NOT_SERVABLE = "not supported by meshplane"
-_ACM = (
-    f"{NOT_SERVABLE}: ACM (AWS Certificate Manager) is an AWS service, not available outside AWS"
-)
+_ACM = f"{NOT_SERVABLE}: ACM (AWS Certificate Manager) is an AWS service, not available outside AWS"
 # The files of a secret under `proxy.sds.secretsDir/<name>/`.
 SECRET_FILES = {"certificateChain": "cert.pem", "privateKey": "key.pem", "trust": "ca.pem"}
 
@@ -228,8 +226,7 @@ def _unmapped(sds: Sds, name: str, needs: tuple[str, ...], instead: str) -> str 
     wanted = " and ".join(needs)
     if ((sds or {}).get("secrets") or {}).get(name) is not None:
         return (
-            f'SDS secret "{name}" in proxy.sds.secrets has no {wanted}; add them, or use '
-            f"{instead}"
+            f'SDS secret "{name}" in proxy.sds.secrets has no {wanted}; add them, or use {instead}'
         )
     where = " and ".join(f"<secretsDir>/{secret_dir(name)}/{SECRET_FILES[k]}" for k in needs)
     return (
@@ -238,9 +235,7 @@ def _unmapped(sds: Sds, name: str, needs: tuple[str, ...], instead: str) -> str 
     )
 
 
-def _certificate_problems(
-    source: Mapping[str, Any], base: str, sds: Sds
-) -> list[tuple[str, str]]:
+def _certificate_problems(source: Mapping[str, Any], base: str, sds: Sds) -> list[tuple[str, str]]:
     if "acm" in source:
         return [
             (
@@ -314,7 +309,5 @@ def unsupported(resource: Resource, sds: Sds = None) -> list[tuple[str, str]]:
             continue
         if tls.get("certificate"):
             out += _certificate_problems(tls["certificate"], f"{base}.tls.certificate", sds)
-        out += _trust_problems(
-            tls["validation"]["trust"], f"{base}.tls.validation.trust", sds
-        )
+        out += _trust_problems(tls["validation"]["trust"], f"{base}.tls.validation.trust", sds)
     return out

@@ -120,6 +120,7 @@ class ActiveHealthChecks:
         self._in_flight = 0
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
+        self._sleep_until = math.inf  # when the scheduler wakes next unless woken earlier
 
     # --- what to check -------------------------------------------------------------------
 
@@ -195,9 +196,10 @@ class ActiveHealthChecks:
                             self._queue.append((cluster, key))
                     self._start_queued()
                     wake_at = self._next_due()
-                    if wake_at is not None:
-                        wake_at = max(wake_at, last + SCHEDULING_QUANTUM)
-                    with trio.move_on_at(math.inf if wake_at is None else wake_at):
+                    self._sleep_until = (
+                        math.inf if wake_at is None else max(wake_at, last + SCHEDULING_QUANTUM)
+                    )
+                    with trio.move_on_at(self._sleep_until):
                         await self._wake.wait()
                     self._wake = trio.Event()
         finally:
@@ -250,6 +252,9 @@ class ActiveHealthChecks:
             cluster.close_probes([key])  # retargeted or removed while the probe ran: stale
             return
         transition = cluster.checker.record(key, result, self._clock())
+        due = cluster.checker.next_due()
+        if due is not None and due < self._sleep_until:
+            self._wake.set()  # this host is now the earliest: the scheduler must not oversleep
         if transition is not None:
             self._tell_core(cluster.name, key, transition.became_healthy)
             log.info("cluster %s host %s is now %s (%s)", cluster.name, key,

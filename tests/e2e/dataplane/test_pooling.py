@@ -8,7 +8,6 @@ has observed the state it wants (so many requests in flight, so many pending), t
 from __future__ import annotations
 
 import httpx
-import pytest
 import trio
 
 from .support import AsgiEcho, Exchange, Proxy, RawH2, echo, eventually, one_route

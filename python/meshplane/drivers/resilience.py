@@ -1,0 +1,116 @@
+"""Active health checking and outlier ejection of one proxy, wired together.
+
+`Resilience` holds the two drivers (`ActiveHealthChecks`, `OutlierEjections`), routes an
+active-health success to the outlier detector (Envoy unejects such a host), retargets both on
+each apply and on each discovered endpoint change, runs both in one task, and annotates the
+core's stats with what they know for the admin API (`annotate`). `EndpointFanout` is the
+discovery driver's sink: the core first, then both drivers. Imports trio, the two drivers and
+`meshplane._bridge`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import trio
+
+from meshplane._bridge import Event, TaskStatus
+from meshplane.config.resilience import ResilienceTarget
+from meshplane.drivers.health import ActiveHealthChecks, HealthSink
+from meshplane.drivers.outlier import OutlierCore, OutlierEjections
+
+__all__ = ["EndpointFanout", "Resilience", "health_flags"]
+
+
+class ResilienceCore(HealthSink, OutlierCore, Protocol):
+    pass
+
+
+class EndpointSink(Protocol):
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None: ...
+
+
+class Resilience:
+    """Both drivers for `core`; see the module docstring."""
+
+    def __init__(self, core: ResilienceCore, *, max_concurrent_probes: int = 512) -> None:
+        self.outliers = OutlierEjections(core)
+        self.health = ActiveHealthChecks(
+            core,
+            max_concurrent=max_concurrent_probes,
+            on_success=self.outliers.on_active_health_success,
+        )
+
+    def retarget(self, targets: Sequence[ResilienceTarget]) -> None:
+        self.outliers.retarget(targets)
+        self.health.retarget(targets)
+
+    def set_endpoints(self, cluster: str, keys: Sequence[str]) -> None:
+        self.outliers.set_endpoints(cluster, keys)
+        self.health.set_endpoints(cluster, keys)
+
+    async def run(
+        self,
+        outlier_events: trio.MemoryReceiveChannel[Event],
+        *,
+        task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run both drivers until cancelled; ready once both are."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.outliers.run, outlier_events)
+            await nursery.start(self.health.run)
+            task_status.started()
+
+    def annotate(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Add to a `Core.stats()` copy, in place: per cluster `health_check` and
+        `outlier_detection` counters; per host `health_flags` (Envoy's spelling), `active_hc`
+        (state, last result, consecutive counts) and `outlier` (ejected, reason, until)."""
+        hc_stats, od_stats = self.health.stats(), self.outliers.stats()
+        hc_hosts, od_hosts = self.health.hosts(), self.outliers.hosts()
+        for name, cluster in (stats.get("clusters") or {}).items():
+            if name in hc_stats:
+                cluster["health_check"] = hc_stats[name]
+            if name in od_stats:
+                cluster["outlier_detection"] = od_stats[name]
+            for key, host in (cluster.get("hosts") or {}).items():
+                hc = hc_hosts.get(name, {}).get(key)
+                od = od_hosts.get(name, {}).get(key)
+                if hc is not None:
+                    host["active_hc"] = {
+                        "state": hc["state"],
+                        "last_result": hc["last_result"],
+                        "consecutive_healthy": hc["num_healthy"],
+                        "consecutive_unhealthy": hc["num_unhealthy"],
+                    }
+                if od is not None:
+                    host["outlier"] = od
+                host["health_flags"] = health_flags(host, hc)
+        return stats
+
+
+def health_flags(host: dict[str, Any], hc: dict[str, Any] | None = None) -> str:
+    """Envoy's `/clusters` health_flags: `healthy`, or `/failed_active_hc`,
+    `/active_hc_timeout`, `/failed_outlier_check` as they apply (the core's flags decide)."""
+    flags = ""
+    if host.get("failed_active_hc"):
+        flags += "/failed_active_hc"
+        if hc is not None and "active_hc_timeout" in hc.get("health_flags", ""):
+            flags += "/active_hc_timeout"
+    if host.get("ejected"):
+        flags += "/failed_outlier_check"
+    if not flags and not host.get("healthy", True):
+        flags = "/failed_active_hc"
+    return flags or "healthy"
+
+
+class EndpointFanout:
+    """A discovery sink: endpoints go to the core, then to the resilience drivers."""
+
+    def __init__(self, core: EndpointSink, resilience: Resilience) -> None:
+        self._core = core
+        self._resilience = resilience
+
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
+        self._core.set_endpoints(cluster, endpoints)
+        self._resilience.set_endpoints(cluster, [address for address, _ in endpoints])

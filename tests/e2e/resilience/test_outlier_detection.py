@@ -1,0 +1,108 @@
+"""Outlier detection end to end: a host answering 5xx is ejected the moment its
+`maxServerErrors`-th consecutive failure is counted (an event through the wake-up bridge, not
+the next sweep), comes back after `baseEjectionDuration`, `maxEjectionPercent` is never
+exceeded, and the admin API says who is ejected, why and until when."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import trio
+from meshplane import Proxy
+
+from .support import Upstream, eventually, mesh, outlier
+
+NO_RETRY = {"maxRetries": 0, "perRetryTimeout": {"unit": "ms", "value": 1000},
+            "httpRetryEvents": ["server-error"]}
+
+
+def host(proxy: Proxy, up: Upstream) -> dict[str, object]:
+    return proxy.stats()["clusters"]["app"]["hosts"][up.address]  # type: ignore[no-any-return]
+
+
+async def test_consecutive_5xx_ejects_at_once_and_the_host_returns(upstream, client) -> None:
+    ups = [await upstream("bad", mode="fail"), await upstream("good1"), await upstream("good2")]
+    # A long sweep interval: an ejection that happened at a sweep would take ~10 s.
+    cfg = mesh([u.address for u in ups], retry=NO_RETRY,
+               listener={"outlierDetection": outlier(5, interval_ms=10_000, ejection_ms=300)})
+    async with Proxy(cfg) as proxy:
+        port = proxy.port(8080)
+        url = f"http://127.0.0.1:{port}/work"
+        # Least-request on idle hosts spreads requests, so drive until the bad host has
+        # answered exactly maxServerErrors times, checking after each response.
+        while ups[0].requests < 5:
+            await client.get(url)
+            if ups[0].requests < 5:
+                assert not host(proxy, ups[0])["ejected"], "ejected before the threshold"
+        took = await eventually(lambda: host(proxy, ups[0])["ejected"], timeout=1.0,
+                                what="ejection after the 5th 5xx")
+        assert took < 0.1, f"ejection took {took:.3f} s after the threshold"
+        od = proxy.stats()["clusters"]["app"]["outlier_detection"]
+        assert od["ejections_active"] == 1 and od["ejections_enforced_consecutive_5xx"] == 1
+        seen = ups[0].requests
+        for _ in range(20):
+            assert (await client.get(url)).status_code == 200
+        assert ups[0].requests == seen
+
+        # baseEjectionDuration (300 ms) is rounded up to the sweep grid, so use a fast sweep.
+    cfg = mesh([u.address for u in ups], retry=NO_RETRY,
+               listener={"outlierDetection": outlier(3, interval_ms=50, ejection_ms=300)})
+    async with Proxy(cfg) as proxy:
+        url = f"http://127.0.0.1:{proxy.port(8080)}/work"
+        while not host(proxy, ups[0])["ejected"]:
+            await client.get(url)
+        ejected_at = trio.current_time()
+        ups[0].mode = "ok"
+        back = await eventually(lambda: not host(proxy, ups[0])["ejected"], timeout=3.0,
+                                what="return after the ejection time")
+        assert 0.3 - 0.02 <= back <= 0.3 + 0.05 + 0.1, back
+        before = ups[0].requests
+        for _ in range(30):
+            await client.get(url)
+        assert ups[0].requests > before, "the returned host gets traffic again"
+        assert trio.current_time() - ejected_at < 3
+
+
+async def test_max_ejection_percent_is_never_exceeded(upstream, client) -> None:
+    ups = [await upstream(f"u{i}", mode="fail") for i in range(4)]
+    cfg = mesh([u.address for u in ups], retry=NO_RETRY,
+               listener={"outlierDetection": outlier(2, interval_ms=50, ejection_ms=5000,
+                                                      percent=50)})
+    async with Proxy(cfg) as proxy:
+        url = f"http://127.0.0.1:{proxy.port(8080)}/work"
+        most = 0
+        for _ in range(200):
+            await client.get(url)
+            stats = proxy.stats()["clusters"]["app"]
+            ejected = sum(1 for h in stats["hosts"].values() if h["ejected"])
+            most = max(most, ejected)
+            assert ejected * 100 <= 50 * len(ups)
+        assert most == 2
+        assert stats["outlier_detection"]["ejections_overflow"] >= 1
+
+
+async def test_admin_clusters_shows_why_and_until_when(upstream, client) -> None:
+    ups = [await upstream("bad", mode="fail"), await upstream("good")]
+    cfg = mesh([u.address for u in ups], retry=NO_RETRY,
+               listener={"outlierDetection": outlier(2, interval_ms=100, ejection_ms=30_000)})
+    async with Proxy(cfg) as proxy:
+        url = f"http://127.0.0.1:{proxy.port(8080)}/work"
+        while not host(proxy, ups[0])["ejected"]:
+            await client.get(url)
+        admin = "http://{}:{}".format(*proxy.admin_address)
+        async with httpx.AsyncClient(trust_env=False) as c:
+            text = (await c.get(f"{admin}/clusters")).text
+            doc = json.loads((await c.get(f"{admin}/clusters?format=json")).text)
+            prom = (await c.get(f"{admin}/stats")).text
+        bad = ups[0].address
+        assert f"app::{bad}::health_flags::/failed_outlier_check" in text
+        assert f"app::{bad}::outlier_ejection_reason::consecutive_5xx" in text
+        assert f"app::{bad}::outlier_ejected_until::" in text
+        entry = next(h for c in doc["cluster_statuses"] if c["name"] == "app"
+                     for h in c["host_statuses"] if h["address"] == bad)
+        assert entry["health_status"]["flags"] == "/failed_outlier_check"
+        assert entry["outlier"]["reason"] == "consecutive_5xx"
+        assert 25 < entry["outlier"]["ejected_for_s"] <= 30
+        assert 'meshplane_cluster_outlier_detection_ejections_active{cluster="app"} 1' in prom
+        assert 'meshplane_cluster_outlier_detection_ejections_enforced_total{cluster="app"} 1' in prom

@@ -1,0 +1,210 @@
+"""Certificates that rotate without a restart: the Trio certificate watcher sees the files change
+and the core swaps the new material in. Under load nothing fails, new handshakes get the new
+certificate, established connections keep theirs; a broken file keeps the old material and the
+error is reported (log, `/certs`, `meshplane_tls_reload_total`)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from meshplane import Proxy
+
+from ..dataplane.support import H1Upstream
+from .support import (
+    GATEWAY_PORT,
+    SERVICE,
+    Issued,
+    Pki,
+    TlsUpstream,
+    client_policy,
+    gateway_config,
+    handshake,
+    listener_tls,
+    serial_of,
+)
+
+LOAD_SECONDS_AFTER_ROTATION = 1.5
+
+
+async def served_serial(port: int, context: ssl.SSLContext) -> int:
+    return serial_of((await handshake(port, context)).peer_cert)
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> None:
+    """Poll an async or sync predicate (bounded) until it holds."""
+    with trio.move_on_after(timeout):
+        while True:
+            result = predicate()
+            if hasattr(result, "__await__"):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def peer_serial(response: httpx.Response) -> tuple[int, int]:
+    """(id of the connection's stream, serial of the certificate it was opened with)."""
+    stream = response.extensions["network_stream"]
+    ssl_object = stream.get_extra_info("ssl_object")
+    return id(stream), serial_of(ssl_object.getpeercert(binary_form=True))
+
+
+async def test_rotation_under_load_fails_no_request(
+    pki: Pki, server_cert: Issued, echo: H1Upstream
+) -> None:
+    config = gateway_config(echo.address, listener_tls("STRICT", server_cert))
+    async with Proxy(config, drain_ms=500) as proxy:
+        port = proxy.port(GATEWAY_PORT)
+        url = f"https://127.0.0.1:{port}/load"
+        context = pki.client_context()
+        stop = trio.Event()
+        failures: list[str] = []
+        ok = 0
+        keepalive_seen: list[set[tuple[int, int]]] = []
+        fresh_serials: list[int] = []
+
+        async def keepalive_client() -> None:
+            nonlocal ok
+            seen: set[tuple[int, int]] = set()
+            keepalive_seen.append(seen)
+            limits = httpx.Limits(max_connections=1)
+            async with httpx.AsyncClient(verify=context, trust_env=False, timeout=5,
+                                         limits=limits) as client:
+                while not stop.is_set():
+                    try:
+                        response = await client.get(url)
+                    except httpx.HTTPError as exc:
+                        failures.append(f"keep-alive: {exc!r}")
+                        continue
+                    if response.status_code != 200:
+                        failures.append(f"keep-alive: {response.status_code}")
+                    ok += 1
+                    seen.add(peer_serial(response))
+
+        async def new_connection_client() -> None:
+            nonlocal ok
+            while not stop.is_set():
+                try:
+                    async with httpx.AsyncClient(verify=context, trust_env=False,
+                                                 timeout=5) as client:
+                        response = await client.get(url)
+                        fresh_serials.append(peer_serial(response)[1])
+                except httpx.HTTPError as exc:
+                    failures.append(f"new connection: {exc!r}")
+                    continue
+                if response.status_code != 200:
+                    failures.append(f"new connection: {response.status_code}")
+                ok += 1
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(keepalive_client)
+                for _ in range(2):
+                    nursery.start_soon(new_connection_client)
+                await until(lambda: len(fresh_serials) >= 5 and ok >= 50, "load to start")
+                old = server_cert.serial
+                new = pki.issue("edge", "127.0.0.1", "localhost", into=server_cert).serial
+                assert new != old
+                await until(lambda: _is(served_serial(port, context), new),
+                            "new handshakes to get the new certificate")
+                rotated_at = len(fresh_serials)
+                await trio.sleep(LOAD_SECONDS_AFTER_ROTATION)
+                stop.set()
+
+        assert failures == []
+        assert ok > 100
+        # every keep-alive client kept its one connection, opened with the old certificate
+        assert [len(seen) for seen in keepalive_seen] == [1, 1, 1, 1]
+        assert {serial for seen in keepalive_seen for _, serial in seen} == {old}
+        # new connections: the old certificate, then (once reloaded) only the new one
+        assert fresh_serials[0] == old
+        assert set(fresh_serials[rotated_at:]) == {new}
+        assert len(fresh_serials) > rotated_at
+        info = proxy.tls_info()
+        assert info["reload"]["reloads"] >= 1
+        assert info["reload"]["last_error"] is None
+        assert proxy.stats()["listeners"][f"gateway/edge/{GATEWAY_PORT}"]["tls_handshake_error"] == 0
+
+
+async def _is(awaitable: Any, expected: int) -> bool:
+    return await awaitable == expected  # type: ignore[no-any-return]
+
+
+async def test_a_broken_certificate_keeps_the_old_one_and_says_why(
+    pki: Pki, server_cert: Issued, echo: H1Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshplane.cert_watch")
+    config = gateway_config(echo.address, listener_tls("STRICT", server_cert))
+    async with Proxy(config, drain_ms=200) as proxy:
+        port = proxy.port(GATEWAY_PORT)
+        context = pki.client_context()
+        old = server_cert.serial
+        server_cert.key.write_text("-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
+        await until(lambda: proxy.tls_info()["reload"]["failures"] >= 1, "the reload to fail")
+        error = proxy.tls_info()["reload"]["last_error"]
+        assert str(server_cert.key) in error
+        assert await served_serial(port, context) == old  # still the old certificate
+        async with httpx.AsyncClient(verify=context, trust_env=False, timeout=5) as client:
+            assert (await client.get(f"https://127.0.0.1:{port}/")).status_code == 200
+        logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert logged and str(server_cert.key) in logged[-1].getMessage()
+        assert "previous certificates keep serving" in logged[-1].getMessage()
+
+        # fixing the files is picked up at the next change
+        new = pki.issue("edge", "127.0.0.1", "localhost", into=server_cert).serial
+        await until(lambda: _is(served_serial(port, context), new), "the fixed certificate")
+        assert proxy.tls_info()["reload"]["last_error"] is None
+
+
+async def test_trust_bundle_rotation_admits_a_new_ca(
+    pki: Pki, other_pki: Pki, server_cert: Issued, echo: H1Upstream
+) -> None:
+    bundle = pki.root / "bundle.pem"
+    bundle.write_bytes(pki.ca_path.read_bytes())
+    newcomer = other_pki.issue("newcomer", "client.shop.local")
+    tls = listener_tls("STRICT", server_cert, trust=bundle)
+    async with Proxy(gateway_config(echo.address, tls), drain_ms=200) as proxy:
+        port = proxy.port(GATEWAY_PORT)
+
+        async def status() -> int | None:
+            try:
+                async with httpx.AsyncClient(verify=pki.client_context(newcomer),
+                                             trust_env=False, timeout=5) as client:
+                    return (await client.get(f"https://127.0.0.1:{port}/")).status_code
+            except httpx.TransportError:
+                return None
+
+        assert await status() is None  # refused: its CA is not trusted yet
+        bundle.write_bytes(pki.ca_path.read_bytes() + other_pki.ca_path.read_bytes())
+        await until(lambda: _is(status(), 200), "the new CA to be trusted")
+    assert echo.seen[-1].header("x-forwarded-client-cert") == "DNS=client.shop.local"
+
+
+async def test_client_certificate_rotation_reaches_the_upstream(
+    nursery: trio.Nursery, pki: Pki
+) -> None:
+    upstream = TlsUpstream("tls-app", context=pki.server_context(pki.issue("api", SERVICE),
+                                                                  require_client=True))
+    await nursery.start(upstream.run)
+    client_cert = pki.issue("edge-client", "edge.shop.local")
+    config = gateway_config(upstream.address, policy=client_policy(pki.ca_path, cert=client_cert))
+    async with Proxy(config, drain_ms=200) as proxy:
+        url = f"http://127.0.0.1:{proxy.port(GATEWAY_PORT)}/"
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+            assert (await client.get(url)).status_code == 200
+            new = pki.issue("edge-client", "edge.shop.local", into=client_cert).serial
+
+            async def upstream_sees_new() -> bool:
+                assert (await client.get(url)).status_code == 200
+                return serial_of(upstream.peer_certs[-1]) == new
+
+            await until(upstream_sees_new, "the upstream to see the new client certificate")
+    assert serial_of(upstream.peer_certs[0]) == client_cert.serial
