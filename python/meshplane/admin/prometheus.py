@@ -33,7 +33,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _STATUS_CLASS = re.compile(r"^(?P<stem>.*?)_?(?P<cls>[1-5])xx$")
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
-_GAUGES = {"healthy", "weight"}
+_GAUGES = {"healthy", "weight", "failed_active_hc", "ejected"}
 _GAUGE_SUFFIXES = ("_active", "_open", "_connections")
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?[ \t]+(?P<value>\S+)$")
 _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -236,7 +236,7 @@ def _health_flags(host: Mapping[str, Any]) -> str:
 
 
 def _unix_to_iso(value: Any) -> str:
-    return datetime.fromtimestamp(float(value), tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(float(value), tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _resilience_lines(prefix: str, host: Mapping[str, Any]) -> list[str]:

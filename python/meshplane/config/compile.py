@@ -22,6 +22,13 @@ from typing import Any
 
 from meshplane.config.addresses import format_address, parse_address
 from meshplane.config.model import DnsTarget, MeshConfig, Resource
+from meshplane.config.resilience import (
+    ResilienceTarget,
+    apply_gateway_limits,
+    circuit_breakers,
+    cluster_fields,
+)
+from meshplane.config.resilience import targets as _resilience_targets
 from meshplane.config.routes import (
     DEFAULT_TIMEOUT_MS,
     gateway_rewrite,
@@ -31,13 +38,6 @@ from meshplane.config.routes import (
     retry_policy,
     route_action,
 )
-from meshplane.config.resilience import (
-    ResilienceTarget,
-    apply_gateway_limits,
-    circuit_breakers,
-    cluster_fields,
-)
-from meshplane.config.resilience import targets as _resilience_targets
 from meshplane.config.specs import ROUTE_PROTOCOL
 from meshplane.config.tls import listener_tls, upstream_tls
 from meshplane.config.topology import (

@@ -182,6 +182,14 @@ async fn proxy(
     let mut path: Option<String> = None;
     let mut authority: Option<String> = None;
     let mut depth = 0;
+    // Envoy's SANITIZE_SET, before routing so routes match only the verified identity: a
+    // client cannot assert a certificate it did not present.
+    match &ctx.client_cert {
+        Some(v) => parts
+            .headers
+            .insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
+        None => parts.headers.remove(&headers::X_FORWARDED_CLIENT_CERT),
+    };
     let action: &Action = loop {
         let view = route::Request {
             method: parts.method.as_str(),
@@ -259,13 +267,6 @@ async fn proxy(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::forwarded(&mut parts.headers, ctx.peer.ip(), ctx.scheme);
     headers::request_id(&mut parts.headers);
-    // Envoy's SANITIZE_SET: a client cannot assert a certificate it did not present.
-    match &ctx.client_cert {
-        Some(v) => parts
-            .headers
-            .insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
-        None => parts.headers.remove(&headers::X_FORWARDED_CLIENT_CERT),
-    };
 
     // The request body: none, streamed once, or teed so a retry can replay it.
     let mut body = RequestBody::new(body);

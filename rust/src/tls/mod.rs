@@ -239,6 +239,24 @@ impl ServerTls {
     }
 }
 
+/// The one client certificate a cluster presents (mutual TLS towards its upstreams).
+#[derive(Debug)]
+struct ClientCertificate(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 pub struct ClientTls {
     pub connector: tokio_rustls::TlsConnector,
     pub server_name: ServerName<'static>,
@@ -276,15 +294,11 @@ impl ClientTls {
             .with_custom_certificate_verifier(verifier);
         let mut config = match &spec.certificate {
             Some(c) => {
-                let chain = load_certs(&c.certificate_chain)?;
-                certs.push(cert_info(&c.certificate_chain, &chain[0]));
-                let key = load_key(&c.private_key)?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| TlsError {
-                        file: c.private_key.clone(),
-                        message: format!("client certificate unusable: {e}"),
-                    })?
+                // Loaded and checked like a listener certificate (key matches the leaf), so a
+                // half-written rotation is refused at reload, not at the next handshake.
+                let (key, info) = certified_key(c, &provider)?;
+                certs.push(info);
+                builder.with_client_cert_resolver(Arc::new(ClientCertificate(key)))
             }
             None => builder.with_no_client_auth(),
         };

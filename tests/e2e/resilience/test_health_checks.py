@@ -9,7 +9,6 @@ documented `resilience.healthCheck` extension to run probes every 100 ms (docs/r
 from __future__ import annotations
 
 import httpx
-import pytest
 from meshplane import Proxy
 
 from .support import Upstream, eventually, health_check, mesh
@@ -30,7 +29,8 @@ async def spread(client: httpx.AsyncClient, port: int, n: int) -> dict[str, int]
     seen: dict[str, int] = {}
     for _ in range(n):
         r = await client.get(f"http://127.0.0.1:{port}/work")
-        seen[r.text if r.status_code == 200 else str(r.status_code)] = seen.get(r.text, 0) + 1
+        key = r.text if r.status_code == 200 else str(r.status_code)
+        seen[key] = seen.get(key, 0) + 1
     return seen
 
 

@@ -11,7 +11,7 @@ import httpx
 import trio
 from meshplane import Proxy
 
-from .support import Upstream, closed_port, eventually, mesh
+from .support import closed_port, eventually, mesh
 
 RETRY = {"maxRetries": 2, "perRetryTimeout": {"unit": "ms", "value": 2000},
          "httpRetryEvents": ["server-error", "gateway-error"],

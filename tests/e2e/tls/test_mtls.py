@@ -129,12 +129,6 @@ async def test_plaintext_clients_cannot_forge_an_identity_upstream(
     assert echo.seen[-1].header("x-forwarded-client-cert") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: routes are matched before x-forwarded-client-cert is sanitized and set "
-    "(rust/src/http/proxy.rs proxy(): the SANITIZE_SET block runs after the route loop), so "
-    "a route matching XFCC sees a client-forged value and never the verified identity",
-)
 async def test_routes_match_the_verified_identity_and_plaintext_cannot_forge_it(
     pki: Pki, server_cert: Issued, echo: H1Upstream
 ) -> None:

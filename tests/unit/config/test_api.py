@@ -24,6 +24,8 @@ PUBLIC = {
     "dns_targets",
     "listener_names",
     "validate_resources",
+    "ResilienceTarget",
+    "resilience_targets",
 }
 
 
