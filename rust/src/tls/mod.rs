@@ -272,18 +272,19 @@ impl ClientTls {
             message: format!("bad server name {:?}: {e}", spec.server_name),
         })?;
         let mut certs = Vec::new();
-        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &spec.validation {
-            None => Arc::new(verify::AcceptAnyServer::new(provider.clone())),
+        let verifier = match &spec.validation {
+            None => verify::SanServerVerifier::new(None, Vec::new(), provider.clone()),
             Some(v) => {
                 let roots = load_roots(&v.trust)?;
                 certs.extend(load_certs(&v.trust)?.iter().map(|c| cert_info(&v.trust, c)));
-                Arc::new(verify::SanServerVerifier::new(
-                    roots,
+                verify::SanServerVerifier::new(
+                    Some(roots),
                     v.subject_alternative_names.clone(),
                     provider.clone(),
-                ))
+                )
             }
         };
+        let verifier = Arc::new(verifier);
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError {

@@ -129,17 +129,19 @@ impl ClientCertVerifier for SanClientVerifier {
 }
 
 /// Server certificates: chain to the trust bundle; then the listed SANs, or (none listed)
-/// the server name we dialled (App Mesh's default SAN rule).
+/// the server name we dialled (App Mesh's default SAN rule). Without a trust bundle the
+/// certificate is not verified at all (App Mesh: a file certificate on the server and no
+/// client policy); handshake signatures are checked either way.
 #[derive(Debug)]
 pub struct SanServerVerifier {
-    roots: Arc<RootCertStore>,
+    roots: Option<Arc<RootCertStore>>,
     sans: Vec<String>,
     provider: Arc<CryptoProvider>,
 }
 
 impl SanServerVerifier {
     pub fn new(
-        roots: Arc<RootCertStore>,
+        roots: Option<Arc<RootCertStore>>,
         sans: Vec<String>,
         provider: Arc<CryptoProvider>,
     ) -> Self {
@@ -160,10 +162,13 @@ impl ServerCertVerifier for SanServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let parsed = ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &self.roots,
+            roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
@@ -173,66 +178,6 @@ impl ServerCertVerifier for SanServerVerifier {
         } else if !has_san(end_entity, &self.sans) {
             return Err(Error::InvalidCertificate(CertificateError::NotValidForName));
         }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// No verification of the server's certificate (App Mesh: a file certificate on the server and
-/// no client policy). Handshake signatures are still checked.
-#[derive(Debug)]
-pub struct AcceptAnyServer {
-    provider: Arc<CryptoProvider>,
-}
-
-impl AcceptAnyServer {
-    pub fn new(provider: Arc<CryptoProvider>) -> Self {
-        AcceptAnyServer { provider }
-    }
-}
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
         Ok(ServerCertVerified::assertion())
     }
 
