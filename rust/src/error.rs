@@ -112,6 +112,44 @@ impl ProxyError {
         }
     }
 
+    /// Envoy's response flag for the access log.
+    pub fn response_flag(&self) -> &'static str {
+        match self.kind {
+            Kind::NoRoute => "NR",
+            Kind::NoHealthyUpstream => "UH",
+            Kind::Overflow => "UO",
+            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure => "UF",
+            Kind::Timeout => "UT",
+            Kind::Reset | Kind::RefusedStream => "UC",
+            Kind::BadUpstreamResponse => "UPE",
+            Kind::BadRequest => "DPE",
+            Kind::Config => "-",
+        }
+    }
+
+    /// Envoy's response code details for the access log.
+    pub fn details(&self) -> &'static str {
+        match self.kind {
+            Kind::NoRoute => "route_not_found",
+            Kind::NoHealthyUpstream => "no_healthy_upstream",
+            Kind::Overflow => "overflow",
+            Kind::ConnectFailure | Kind::ConnectTimeout => {
+                "upstream_reset_before_response_started{connection_failure}"
+            }
+            Kind::TlsFailure => {
+                "upstream_reset_before_response_started{connection_failure,TLS_error}"
+            }
+            Kind::Timeout => "upstream_response_timeout",
+            Kind::Reset => "upstream_reset_before_response_started{connection_termination}",
+            Kind::RefusedStream => {
+                "upstream_reset_before_response_started{remote_refused_stream_reset}"
+            }
+            Kind::BadUpstreamResponse => "upstream_reset_before_response_started{protocol_error}",
+            Kind::BadRequest => "downstream_protocol_error",
+            Kind::Config => "internal",
+        }
+    }
+
     pub fn source_name(&self) -> &'static str {
         match self.source {
             Source::Downstream => "downstream",

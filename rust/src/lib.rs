@@ -2,6 +2,7 @@
 //! `config` → `route`, `balance`, `stats` → `cluster`, `pool` → `http` → `listener` →
 //! `runtime`, `notify` → `py`. Only `py` uses pyo3.
 
+pub mod accesslog;
 pub mod balance;
 pub mod cluster;
 pub mod config;

@@ -4,6 +4,7 @@
 //! Every method here is short and non-blocking for the caller; long work (draining) runs on
 //! the runtime and reports completion as an event.
 
+use crate::accesslog::Sinks;
 use crate::cluster::{HealthFlag, OutlierSink};
 use crate::config::{ListenerProtocol, Snapshot, SnapshotError};
 use crate::http::{Compiled, ListenerSlot, ListenerState};
@@ -31,6 +32,8 @@ pub struct Runtime {
     sweeper: Arc<tokio::sync::Notify>,
     listeners: Mutex<HashMap<String, RunningListener>>,
     registry: Registry,
+    /// Access-log files and their writer threads, shared by listeners logging to one path.
+    log_sinks: Sinks,
     events: Arc<EventQueue>,
     conns: Arc<Connections>,
 }
@@ -72,6 +75,7 @@ impl Runtime {
             sweeper,
             listeners: Mutex::new(HashMap::new()),
             registry: Registry::default(),
+            log_sinks: Sinks::default(),
             events: Arc::new(EventQueue::new()?),
             conns: Arc::new(Connections::default()),
         })
@@ -128,6 +132,7 @@ impl Runtime {
             &self.registry,
             current.as_deref(),
             &sink,
+            &self.log_sinks,
         )?);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
 
@@ -190,6 +195,13 @@ impl Runtime {
             keep
         });
         Self::retain_stats(&self.registry, &compiled);
+        let paths: std::collections::HashSet<&str> = compiled
+            .snapshot
+            .listeners
+            .iter()
+            .filter_map(|l| l.access_log.as_ref().map(|a| a.path.as_str()))
+            .collect();
+        self.log_sinks.retain(&|p| paths.contains(p));
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
         self.sweeper.notify_one();
@@ -371,6 +383,7 @@ impl Runtime {
             "routes": self.registry.routes_snapshot(),
             "clusters": clusters,
             "downstream_cx_open": self.conns.open(),
+            "access_logs": self.log_sinks.snapshot(),
         })
     }
 

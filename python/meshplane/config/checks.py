@@ -4,7 +4,7 @@ resources (targets, providers, parents, protocols and ports that must agree).
 Each `check_*` takes a resource whose spec already passed its shape check and returns
 (field path, message) issues. A reference to a missing resource is reported with a message that
 starts with `UNRESOLVED`, so tools can tell "defined elsewhere" apart from "wrong". Imports only
-`model`, `specs`, `topology`, `addresses`.
+`model`, `specs`, `topology`, `addresses`, `logging`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meshplane.config.addresses import parse_address, parse_ip
+from meshplane.config.logging import access_log_issues
 from meshplane.config.model import PARENT_KEY, Resource, ResourceIndex
 from meshplane.config.resilience import listener_issues
 from meshplane.config.schema import suggest
@@ -207,6 +208,7 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
                 )
             )
     out += listener_issues(r)
+    out += access_log_issues(r)
     static = (spec.get("serviceDiscovery") or {}).get("static")
     if static:
         has_ports = bool(listeners(r))
@@ -254,6 +256,7 @@ def check_virtual_gateway(r: Resource, g: Graph) -> list[Issue]:
                     f"expected the listener port {port}, got {hc_port}",
                 )
             )
+    out += access_log_issues(r)
     return out
 
 

@@ -9,7 +9,8 @@ stable so that versions diff cleanly:
 - route `<router>/<route>` (`<router>:<port>/<route>` for multi-listener routers; prefixed with
   the table when one router backs several services), `service/<vs>/default` for a node
   provider, `gateway/<gw>/<route>`, and `outbound/` + the service route name in a sidecar.
-TLS settings come from `tls`; docs/config.md lists the whole mapping. Output is JSON with
+TLS settings come from `tls`; every listener carries the served node's or gateway's access log
+(`logging`). docs/config.md lists the whole mapping. Output is JSON with
 sorted keys. Imports only siblings; never validates (callers load through `from_dict` /
 `load_*`, which do).
 """
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meshplane.config.addresses import format_address, parse_address
+from meshplane.config.logging import access_log
 from meshplane.config.model import DnsTarget, MeshConfig, Resource
 from meshplane.config.resilience import (
     ResilienceTarget,
@@ -127,10 +129,17 @@ class _Snapshot:
         self.ip_preference = ((mesh.spec if mesh else {}).get("serviceDiscovery") or {}).get(
             "ipPreference"
         )
+        served = (
+            cfg.get("VirtualGateway", cfg.proxy.gateway)
+            if cfg.proxy.gateway is not None
+            else cfg.get("VirtualNode", cfg.proxy.node or "")
+        )
+        # App Mesh: one access log for all of the proxy's listeners (ingress and egress).
+        self.access_log = access_log(served)
         if cfg.proxy.gateway is not None:
-            self._gateway(cfg.get("VirtualGateway", cfg.proxy.gateway))
+            self._gateway(served)
         else:
-            self._sidecar(cfg.get("VirtualNode", cfg.proxy.node or ""))
+            self._sidecar(served)
 
     # --- clusters -------------------------------------------------------------------------
 
@@ -425,5 +434,7 @@ class _Snapshot:
         return (node.spec.get("backendDefaults") or {}).get("clientPolicy")
 
     def _listener(self, name: str, address: str, declared: int, **fields: Any) -> None:
+        if self.access_log is not None:
+            fields["accessLog"] = dict(self.access_log)
         self.listeners.append({"name": name, "address": address, **fields})
         self.declared[name] = declared

@@ -55,6 +55,34 @@ pub struct Listener {
     /// TLS termination (App Mesh listener `tls`). None = plaintext only.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Access log (App Mesh `logging.accessLog.file`). None = no access log.
+    #[serde(default)]
+    pub access_log: Option<AccessLogSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// File appended to; "/dev/stdout" and "/dev/stderr" work.
+    pub path: String,
+    /// None = Envoy's default line format.
+    #[serde(default)]
+    pub format: Option<AccessLogFormat>,
+}
+
+/// App Mesh's two shapes, with Envoy command operators (`%RESPONSE_CODE%`, `%REQ(:PATH)%`...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    Text(String),
+    Json(Vec<JsonLogField>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JsonLogField {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

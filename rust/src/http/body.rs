@@ -1,6 +1,7 @@
 //! The response body sent downstream: a local reply, or the upstream's body streamed through.
 //! The upstream variant carries the attempt's bookkeeping, settled when the body ends.
 
+use crate::accesslog::{AccessLog, Record};
 use crate::cluster::{Cluster, Host};
 use crate::pool::H1Sender;
 use bytes::Bytes;
@@ -58,13 +59,27 @@ impl Drop for InFlight {
     }
 }
 
-pub enum DownBody {
+pub struct DownBody {
+    kind: BodyKind,
+    /// The access-log record, written when the stream ends (when this body is dropped).
+    log: Option<Box<(Arc<AccessLog>, Record)>>,
+}
+
+enum BodyKind {
     Local(Option<Bytes>),
     Upstream {
         body: Incoming,
         in_flight: Option<InFlight>,
         timer: Option<Box<BodyTimer>>,
     },
+}
+
+impl Drop for DownBody {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.0.finish(&log.1);
+        }
+    }
 }
 
 /// The route timeout (until the response is complete) and the stream idle timeout (no frame
@@ -123,7 +138,30 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl DownBody {
     pub fn local(text: impl Into<Bytes>) -> Self {
-        DownBody::Local(Some(text.into()))
+        DownBody {
+            kind: BodyKind::Local(Some(text.into())),
+            log: None,
+        }
+    }
+
+    pub fn upstream(
+        body: Incoming,
+        in_flight: Option<InFlight>,
+        timer: Option<Box<BodyTimer>>,
+    ) -> Self {
+        DownBody {
+            kind: BodyKind::Upstream {
+                body,
+                in_flight,
+                timer,
+            },
+            log: None,
+        }
+    }
+
+    /// Write `record` to `log` when this response's stream ends.
+    pub fn log_to(&mut self, log: Arc<AccessLog>, record: Record) {
+        self.log = Some(Box::new((log, record)));
     }
 }
 
@@ -135,9 +173,36 @@ impl Body for DownBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            DownBody::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            DownBody::Upstream {
+        let this = self.get_mut();
+        let r = this.poll_kind(cx);
+        if let (Some(log), Poll::Ready(Some(Ok(f)))) = (&mut this.log, &r) {
+            if let Some(d) = f.data_ref() {
+                log.1.bytes_sent += d.len() as u64;
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Local(b) => b.is_none(),
+            BodyKind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
+            BodyKind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl DownBody {
+    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.kind {
+            BodyKind::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            BodyKind::Upstream {
                 body,
                 in_flight,
                 timer,
@@ -188,20 +253,6 @@ impl Body for DownBody {
                 }
                 r.map(|o| o.map(|x| x.map_err(Into::into)))
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            DownBody::Local(b) => b.is_none(),
-            DownBody::Upstream { body, .. } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            DownBody::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
-            DownBody::Upstream { body, .. } => body.size_hint(),
         }
     }
 }

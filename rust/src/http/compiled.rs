@@ -1,6 +1,7 @@
 //! A snapshot compiled into the immutable tables the request path reads: route tables with
 //! resolved actions, clusters, per-listener settings. Built off the request path, swapped whole.
 
+use crate::accesslog::{AccessLog, Sinks};
 use crate::cluster::{Cluster, OutlierSink};
 use crate::config::{self, ListenerProtocol, RetryPolicySpec, Snapshot};
 use crate::route::{RouteTable, WeightedTargets};
@@ -108,6 +109,7 @@ pub struct ListenerConfig {
     pub stats: Arc<ListenerStats>,
     /// TLS termination; swapped in place when certificates are reloaded.
     pub tls: ArcSwapOption<ServerTls>,
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// Build a listener's TLS from its spec (None when absent or DISABLED).
@@ -147,6 +149,7 @@ impl Compiled {
         registry: &Registry,
         previous: Option<&Compiled>,
         outlier_sink: &OutlierSink,
+        log_sinks: &Sinks,
     ) -> Result<Compiled, config::SnapshotError> {
         let mut clusters = Vec::with_capacity(snap.clusters.len());
         let mut cluster_index = HashMap::new();
@@ -210,6 +213,15 @@ impl Compiled {
         let mut listeners = HashMap::new();
         for (i, l) in snap.listeners.iter().enumerate() {
             let tls = listener_tls(i, l)?;
+            let access_log = match &l.access_log {
+                Some(spec) => Some(Arc::new(AccessLog::build(spec, log_sinks).map_err(
+                    |message| config::SnapshotError {
+                        path: format!("listeners[{i}].accessLog"),
+                        message,
+                    },
+                )?)),
+                None => None,
+            };
             listeners.insert(
                 l.name.clone(),
                 Arc::new(ListenerConfig {
@@ -225,6 +237,7 @@ impl Compiled {
                     max_request_headers: l.max_request_headers_bytes.unwrap_or(60 * 1024),
                     stats: registry.listener(&l.name),
                     tls: ArcSwapOption::new(tls),
+                    access_log,
                 }),
             );
         }

@@ -37,7 +37,19 @@ pub struct ConnCtx {
     pub scheme: &'static str,
     /// The verified client certificate (mutual TLS), as `x-forwarded-client-cert` sends it.
     pub client_cert: Option<HeaderValue>,
+    /// The listener's bound address.
+    pub local: Option<SocketAddr>,
     pub activity: ConnActivity,
+}
+
+impl ConnCtx {
+    /// The first URI SAN of the verified client certificate (SPIFFE ID), for access logs.
+    pub fn client_uri_san(&self) -> Option<String> {
+        let v = self.client_cert.as_ref()?.to_str().ok()?;
+        v.split(';')
+            .find_map(|p| p.strip_prefix("URI="))
+            .map(String::from)
+    }
 }
 
 /// Requests in flight on one downstream connection and when it last became idle, for the
@@ -115,11 +127,52 @@ pub async fn handle(
     lstats.rq_total.inc();
     // Undone on drop: hyper drops this future when the client goes away mid-request.
     let _active = ActiveRequest::begin(&ctx, lstats);
-    let resp = proxy(&ctx, &state, req)
-        .await
-        .unwrap_or_else(|e| local_reply(&e));
-    lstats.downstream_rq.record(resp.status().as_u16());
+    let log = state.config.access_log.as_ref();
+    let mut record = log.map(|l| l.begin(&req, ctx.peer, ctx.local, ctx.client_uri_san()));
+    let mut info = RequestInfo::default();
+    let mut resp = match proxy(&ctx, &state, req, &mut info).await {
+        Ok(r) => r,
+        Err(e) => {
+            if info.flags == "-" {
+                info.flags = e.response_flag();
+            }
+            info.details = e.details();
+            local_reply(&e)
+        }
+    };
+    let status = resp.status().as_u16();
+    lstats.downstream_rq.record(status);
+    if let (Some(log), Some(mut rec)) = (log, record.take()) {
+        log.response(&mut rec, status, resp.headers());
+        rec.flags = info.flags;
+        rec.details = info.details;
+        rec.route = info.route;
+        rec.cluster = info.cluster;
+        rec.upstream_host = info.upstream_host;
+        resp.body_mut().log_to(log.clone(), rec);
+    }
     Ok(resp)
+}
+
+/// What the request path learned, for the access log.
+pub struct RequestInfo {
+    pub route: Option<Arc<str>>,
+    pub cluster: Option<Arc<str>>,
+    pub upstream_host: Option<Arc<str>>,
+    pub flags: &'static str,
+    pub details: &'static str,
+}
+
+impl Default for RequestInfo {
+    fn default() -> Self {
+        RequestInfo {
+            route: None,
+            cluster: None,
+            upstream_host: None,
+            flags: "-",
+            details: "via_upstream",
+        }
+    }
 }
 
 pub fn local_reply(e: &ProxyError) -> Response<DownBody> {
@@ -157,6 +210,7 @@ async fn proxy(
     ctx: &ConnCtx,
     state: &ListenerState,
     req: Request<Incoming>,
+    info: &mut RequestInfo,
 ) -> Result<Response<DownBody>, ProxyError> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
@@ -205,6 +259,7 @@ async fn proxy(
         };
         let a = &r.action;
         a.stats.rq_total.inc();
+        info.route = Some(r.name.clone());
         if let (Some(with), Some(prefix)) = (&a.rewrite_prefix, &r.prefix) {
             path = Some(rewrite_prefix(view.path, prefix, with));
         } else if let Some(with) = &a.rewrite_path {
@@ -234,6 +289,7 @@ async fn proxy(
         ));
     };
     let cluster = compiled.clusters[action.clusters[weights.pick(rand::random())]].clone();
+    info.cluster = Some(cluster.name.clone());
     cluster.stats.rq_total.inc();
 
     // The target URI and Host the upstream sees, built once for every attempt.
@@ -295,6 +351,7 @@ async fn proxy(
         };
         tried.push(hi);
         let host = set.hosts[hi].clone();
+        info.upstream_host = Some(host.name.clone());
         let per_try = match (retry.per_try_timeout, deadline) {
             (Some(t), Some(d)) => Some((Instant::now() + t).min(d)),
             (Some(t), None) => Some(Instant::now() + t),
@@ -343,6 +400,7 @@ async fn proxy(
                         }
                     } else if attempt >= retry.max_retries && retry.max_retries > 0 {
                         cluster.stats.rq_retry_limit_exceeded.inc();
+                        info.flags = "URX";
                     }
                 } else if attempt > 0 {
                     cluster.stats.rq_retry_success.inc();
@@ -390,6 +448,7 @@ async fn proxy(
                         }
                     } else if attempt >= retry.max_retries && retry.max_retries > 0 {
                         cluster.stats.rq_retry_limit_exceeded.inc();
+                        info.flags = "URX";
                     }
                 }
                 cluster.stats.rq.record(e.status());
@@ -535,14 +594,7 @@ fn downstream_response(
     } else {
         Some(in_flight)
     };
-    Response::from_parts(
-        parts,
-        DownBody::Upstream {
-            body,
-            in_flight,
-            timer,
-        },
-    )
+    Response::from_parts(parts, DownBody::upstream(body, in_flight, timer))
 }
 
 /// Send on a connection we hold.

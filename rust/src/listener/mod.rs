@@ -122,6 +122,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     mut global_stop: watch::Receiver<bool>,
 ) {
+    let bound = listener.local_addr().ok();
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1().timer(TokioTimer::new()).keep_alive(true);
     http.http2()
@@ -161,6 +162,7 @@ async fn accept_loop(
                     local_port: port,
                     scheme,
                     client_cert,
+                    local: bound,
                     activity: Default::default(),
                 })
             };

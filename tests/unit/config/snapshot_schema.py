@@ -177,6 +177,23 @@ def listener_tls(t: Any, path: str) -> None:
         validation(t["validation"], f"{path}.validation")
 
 
+def access_log(a: Any, path: str) -> None:
+    fields(a, path, {"path"}, {"format"})
+    string(a["path"], f"{path}.path")
+    fmt = a.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or len(fmt) != 1 or next(iter(fmt)) not in ("text", "json"):
+        fail(f"{path}.format", "expected {text: str} or {json: [{key, value}]}")
+    if "text" in fmt:
+        string(fmt["text"], f"{path}.format.text")
+    else:
+        for i, item in enumerate(fmt["json"]):
+            fields(item, f"{path}.format.json[{i}]", {"key", "value"}, set())
+            string(item["key"], f"{path}.format.json[{i}].key")
+            string(item["value"], f"{path}.format.json[{i}].value")
+
+
 def upstream_tls(t: Any, path: str) -> None:
     fields(t, path, {"serverName"}, {"certificate", "validation"})
     string(t["serverName"], f"{path}.serverName")
@@ -264,10 +281,19 @@ def assert_valid_snapshot(doc: Any) -> None:
             lst,
             path,
             {"name", "address", "protocol"},
-            {"routeTable", "tcpClusters", "idleTimeoutMs", "maxRequestHeadersBytes", "tls"},
+            {
+                "routeTable",
+                "tcpClusters",
+                "idleTimeoutMs",
+                "maxRequestHeadersBytes",
+                "tls",
+                "accessLog",
+            },
         )
         if lst.get("tls") is not None:
             listener_tls(lst["tls"], f"{path}.tls")
+        if lst.get("accessLog") is not None:
+            access_log(lst["accessLog"], f"{path}.accessLog")
         if lst["name"] in listener_names:
             fail(f"{path}.name", "duplicate listener name")
         listener_names.add(lst["name"])
