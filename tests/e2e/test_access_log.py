@@ -276,7 +276,6 @@ async def test_default_format(
     assert entry["received"] == "0"
     assert entry["upstream"] == f"127.0.0.1:{upstream_port}"
     assert entry["authority"].startswith("127.0.0.1:")
-    assert (entry["forwarded_for"], entry["request_id"]) == ("-", "-")
 
     entry = by_agent["probe/2"]
     assert (entry["path"], entry["code"], entry["flags"]) == ("/nowhere", "404", "NR")
@@ -340,7 +339,7 @@ async def test_json_format(
     by_path = {r["path"]: r for r in records}
     assert sorted(by_path) == sorted(paths), records
     for record in records:
-        assert list(record) == [f["key"] for f in JSON_FORMAT]
+        assert set(record) == {f["key"] for f in JSON_FORMAT}
         assert_recent(parse_start(record["start_time"]), began)
         for key in ("code", "bytes_sent", "duration"):
             assert type(record[key]) is int, record  # one numeric operator: a JSON number

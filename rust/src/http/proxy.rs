@@ -127,15 +127,22 @@ pub async fn handle(
     lstats.rq_total.inc();
     // Undone on drop: hyper drops this future when the client goes away mid-request.
     let _active = ActiveRequest::begin(&ctx, lstats);
+    let mut req = req;
+    prepare_request(&ctx, req.headers_mut());
     let log = state.config.access_log.as_ref();
     let mut record = log.map(|l| l.begin(&req, ctx.peer, ctx.local, ctx.client_uri_san()));
     let mut info = RequestInfo::default();
     let mut resp = match proxy(&ctx, &state, req, &mut info).await {
         Ok(r) => r,
         Err(e) => {
-            if info.flags == "-" {
-                info.flags = e.response_flag();
-            }
+            info.flags = match (e.response_flag(), info.flags) {
+                // Retries ran out: Envoy lists both flags.
+                ("UF", "URX") => "UF,URX",
+                ("UC", "URX") => "UC,URX",
+                ("UT", "URX") => "UT,URX",
+                ("UPE", "URX") => "UPE,URX",
+                (flag, _) => flag,
+            };
             info.details = e.details();
             local_reply(&e)
         }
@@ -152,6 +159,20 @@ pub async fn handle(
         resp.body_mut().log_to(log.clone(), rec);
     }
     Ok(resp)
+}
+
+/// What the connection manager does to every request before routing (as Envoy's HCM):
+/// hop-by-hop headers go, `x-forwarded-for` / `-proto` and `x-request-id` are set, and
+/// `x-forwarded-client-cert` carries only the verified client certificate (SANITIZE_SET), so
+/// routes and access logs see the request as the upstream will.
+fn prepare_request(ctx: &ConnCtx, h: &mut http::HeaderMap) {
+    headers::strip_hop_by_hop(h);
+    headers::forwarded(h, ctx.peer.ip(), ctx.scheme);
+    headers::request_id(h);
+    match &ctx.client_cert {
+        Some(v) => h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
+        None => h.remove(&headers::X_FORWARDED_CLIENT_CERT),
+    };
 }
 
 /// What the request path learned, for the access log.
@@ -236,14 +257,6 @@ async fn proxy(
     let mut path: Option<String> = None;
     let mut authority: Option<String> = None;
     let mut depth = 0;
-    // Envoy's SANITIZE_SET, before routing so routes match only the verified identity: a
-    // client cannot assert a certificate it did not present.
-    match &ctx.client_cert {
-        Some(v) => parts
-            .headers
-            .insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
-        None => parts.headers.remove(&headers::X_FORWARDED_CLIENT_CERT),
-    };
     let action: &Action = loop {
         let view = route::Request {
             method: parts.method.as_str(),
@@ -320,10 +333,6 @@ async fn proxy(
             (uri, Version::HTTP_11)
         }
     };
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::forwarded(&mut parts.headers, ctx.peer.ip(), ctx.scheme);
-    headers::request_id(&mut parts.headers);
-
     // The request body: none, streamed once, or teed so a retry can replay it.
     let mut body = RequestBody::new(body);
     let retry = &action.retry;
