@@ -145,3 +145,13 @@ def test_parse_rejects_malformed_lines() -> None:
         parse("not a sample line at all\n")
     with pytest.raises(ValueError):
         parse('m{cluster="unterminated} 1\n')
+
+
+def test_access_log_lines_written_and_dropped() -> None:
+    text = render({"access_logs": {"/var/log/a.log": {"written": 7, "dropped": 2}}})
+    samples = parse(text)
+    key = ("meshplane_access_log_lines_total", (("path", "/var/log/a.log"), ("result", "written")))
+    assert samples[key] == 7
+    key = ("meshplane_access_log_lines_total", (("path", "/var/log/a.log"), ("result", "dropped")))
+    assert samples[key] == 2
+    assert "# TYPE meshplane_access_log_lines_total counter" in text

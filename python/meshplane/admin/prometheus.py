@@ -39,7 +39,7 @@ _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})
 _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
 _ESCAPE = re.compile(r"\\(.)")
 
-_SECTIONS = {"version", "listeners", "routes", "clusters"}
+_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs"}
 # Nested per-cluster stats of the control layer (health checker, outlier detector), rendered as
 # `meshplane_cluster_<section>_<stat>{cluster=...}` like Envoy's `cluster.<c>.<section>.<stat>`.
 _CLUSTER_SECTIONS = ("health_check", "outlier_detection")
@@ -156,6 +156,10 @@ def render(stats: Mapping[str, Any]) -> str:
     for name, cluster in clusters:
         for host, host_stats in sorted((cluster.get("hosts") or {}).items()):
             _add_stats(out, "meshplane_host_", (("cluster", name), ("host", host)), host_stats, set())
+    for path, counts in sorted((stats.get("access_logs") or {}).items()):
+        for result in ("written", "dropped"):
+            out.add("meshplane_access_log_lines_total", "counter", "meshplane_access_log_lines_total",
+                    (("path", path), ("result", result)), counts.get(result, 0))
     return out.text()
 
 

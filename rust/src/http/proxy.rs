@@ -4,6 +4,7 @@
 use super::body::{BodyTimer, DownBody, InFlight};
 use super::compiled::{Action, Compiled, ListenerConfig};
 use super::headers;
+use crate::accesslog::{AccessLog, Record};
 use crate::cluster::{Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
 use crate::pool::{Replay, Sender, UpBody};
@@ -130,7 +131,11 @@ pub async fn handle(
     let mut req = req;
     prepare_request(&ctx, req.headers_mut());
     let log = state.config.access_log.as_ref();
-    let mut record = log.map(|l| l.begin(&req, ctx.peer, ctx.local, ctx.client_uri_san()));
+    // A client that goes away before the response still gets its line (flag DC, code 0).
+    let mut record = log.map(|l| PendingLog {
+        log: l,
+        record: Some(l.begin(&req, ctx.peer, ctx.local, ctx.client_uri_san())),
+    });
     let mut info = RequestInfo::default();
     let mut resp = match proxy(&ctx, &state, req, &mut info).await {
         Ok(r) => r,
@@ -149,7 +154,10 @@ pub async fn handle(
     };
     let status = resp.status().as_u16();
     lstats.downstream_rq.record(status);
-    if let (Some(log), Some(mut rec)) = (log, record.take()) {
+    if let Some((log, mut rec)) = record
+        .as_mut()
+        .and_then(|p| p.record.take().map(|r| (p.log, r)))
+    {
         log.response(&mut rec, status, resp.headers());
         rec.flags = info.flags;
         rec.details = info.details;
@@ -173,6 +181,21 @@ fn prepare_request(ctx: &ConnCtx, h: &mut http::HeaderMap) {
         Some(v) => h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
         None => h.remove(&headers::X_FORWARDED_CLIENT_CERT),
     };
+}
+
+struct PendingLog<'a> {
+    log: &'a Arc<AccessLog>,
+    record: Option<Record>,
+}
+
+impl Drop for PendingLog<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.record.take() {
+            rec.flags = "DC";
+            rec.details = "downstream_remote_disconnect";
+            self.log.finish(&rec);
+        }
+    }
 }
 
 /// What the request path learned, for the access log.
