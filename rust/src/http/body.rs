@@ -70,7 +70,7 @@ enum BodyKind {
     Upstream {
         body: Incoming,
         in_flight: Option<InFlight>,
-        timer: Option<Box<BodyTimer>>,
+        timer: Option<BodyTimer>,
     },
 }
 
@@ -88,26 +88,27 @@ impl Drop for DownBody {
 pub struct BodyTimer {
     deadline: Option<tokio::time::Instant>,
     idle: Option<std::time::Duration>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Armed the first time the body has to wait: most responses are complete by their first
+    /// poll and never need a timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl BodyTimer {
-    pub fn new(deadline: Option<Instant>, idle: Option<std::time::Duration>) -> Option<Box<Self>> {
+    pub fn new(deadline: Option<Instant>, idle: Option<std::time::Duration>) -> Option<Self> {
+        if deadline.is_none() && idle.is_none() {
+            return None;
+        }
         let deadline = deadline.map(tokio::time::Instant::from_std);
-        let first = Self::next_wake(deadline, idle)?;
-        Some(Box::new(BodyTimer {
+        Some(BodyTimer {
             deadline,
             idle,
-            sleep: Box::pin(tokio::time::sleep_until(first)),
-        }))
+            sleep: None,
+        })
     }
 
-    fn next_wake(
-        deadline: Option<tokio::time::Instant>,
-        idle: Option<std::time::Duration>,
-    ) -> Option<tokio::time::Instant> {
-        let idle_at = idle.map(|d| tokio::time::Instant::now() + d);
-        match (deadline, idle_at) {
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let idle_at = self.idle.map(|d| tokio::time::Instant::now() + d);
+        match (self.deadline, idle_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -116,10 +117,23 @@ impl BodyTimer {
     /// A frame arrived: push the idle wake-up back.
     fn activity(&mut self) {
         if self.idle.is_some() {
-            if let Some(at) = Self::next_wake(self.deadline, self.idle) {
-                self.sleep.as_mut().reset(at);
+            if let (Some(at), Some(sleep)) = (self.next_wake(), self.sleep.as_mut()) {
+                sleep.as_mut().reset(at);
             }
         }
+    }
+
+    /// The body is waiting: arm the timer if needed and report whether it fired.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.sleep.is_none() {
+            match self.next_wake() {
+                Some(at) => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                None => return false,
+            }
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -144,11 +158,7 @@ impl DownBody {
         }
     }
 
-    pub fn upstream(
-        body: Incoming,
-        in_flight: Option<InFlight>,
-        timer: Option<Box<BodyTimer>>,
-    ) -> Self {
+    pub fn upstream(body: Incoming, in_flight: Option<InFlight>, timer: Option<BodyTimer>) -> Self {
         DownBody {
             kind: BodyKind::Upstream {
                 body,
@@ -233,7 +243,7 @@ impl DownBody {
                     }
                     Poll::Pending => {
                         if let Some(t) = timer {
-                            if t.sleep.as_mut().poll(cx).is_ready() {
+                            if t.expired(cx) {
                                 let total =
                                     t.deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
                                 if let Some(f) = in_flight.take() {

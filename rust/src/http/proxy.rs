@@ -40,6 +40,8 @@ pub struct ConnCtx {
     pub client_cert: Option<HeaderValue>,
     /// The listener's bound address.
     pub local: Option<SocketAddr>,
+    /// `peer`'s IP as a header value (for `x-forwarded-for`), made once per connection.
+    pub peer_ip: HeaderValue,
     pub activity: ConnActivity,
 }
 
@@ -175,7 +177,7 @@ pub async fn handle(
 /// routes and access logs see the request as the upstream will.
 fn prepare_request(ctx: &ConnCtx, h: &mut http::HeaderMap) {
     headers::strip_hop_by_hop(h);
-    headers::forwarded(h, ctx.peer.ip(), ctx.scheme);
+    headers::forwarded(h, &ctx.peer_ip, ctx.scheme);
     headers::request_id(h);
     match &ctx.client_cert {
         Some(v) => h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
@@ -324,7 +326,7 @@ async fn proxy(
             "route has no weighted target",
         ));
     };
-    let cluster = compiled.clusters[action.clusters[weights.pick(rand::random())]].clone();
+    let cluster = compiled.clusters[action.clusters[weights.pick_random()]].clone();
     info.cluster = Some(cluster.name.clone());
     cluster.stats.rq_total.inc();
 
@@ -610,7 +612,7 @@ fn downstream_response(
     resp: Response<Incoming>,
     in_flight: InFlight,
     started: Instant,
-    timer: Option<Box<BodyTimer>>,
+    timer: Option<BodyTimer>,
 ) -> Response<DownBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

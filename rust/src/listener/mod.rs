@@ -163,6 +163,8 @@ async fn accept_loop(
                     scheme,
                     client_cert,
                     local: bound,
+                    peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+                        .unwrap_or(http::HeaderValue::from_static("unknown")),
                     activity: Default::default(),
                 })
             };

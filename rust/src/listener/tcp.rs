@@ -21,7 +21,7 @@ pub async fn proxy<D>(
     let Some(weights) = &config.tcp_weights else {
         return;
     };
-    let cluster = compiled.clusters[config.tcp_clusters[weights.pick(rand::random())]].clone();
+    let cluster = compiled.clusters[config.tcp_clusters[weights.pick_random()]].clone();
     cluster.stats.rq_total.inc();
     let mut tried = Vec::new();
     // Connect failures move on to another host, as App Mesh's default connect-failure retry.

@@ -31,6 +31,15 @@ impl WeightedTargets {
         self.ends.partition_point(|&end| end <= v)
     }
 
+    /// Pick with a fresh random draw; a single target needs no draw at all.
+    pub fn pick_random(&self) -> usize {
+        if self.ends.len() == 1 {
+            0
+        } else {
+            self.pick(rand::random())
+        }
+    }
+
     /// Σw.
     pub fn total(&self) -> u64 {
         *self.ends.last().expect("WeightedTargets is never empty")
