@@ -422,19 +422,15 @@ async fn proxy(
                     .and_then(|s| s.parse().ok());
                 host.stats.rq.record(status);
                 if retry.retry_on_response(status, grpc) {
-                    if can_retry {
-                        if let Some(slot) = RetrySlot::take(&cluster) {
-                            // The response is dropped unread; its connection is not reused.
-                            drop(resp);
-                            drop(in_flight);
-                            retry_slot = Some(slot);
-                            backoff(&mut backoff_ceiling).await;
-                            attempt += 1;
-                            continue;
-                        }
-                    } else if attempt >= retry.max_retries && retry.max_retries > 0 {
-                        cluster.stats.rq_retry_limit_exceeded.inc();
-                        info.flags = "URX";
+                    if let Some(slot) = retry_or_give_up(&cluster, can_retry, attempt, retry, info)
+                    {
+                        // The response is dropped unread; its connection is not reused.
+                        drop(resp);
+                        drop(in_flight);
+                        retry_slot = Some(slot);
+                        backoff(&mut backoff_ceiling).await;
+                        attempt += 1;
+                        continue;
                     }
                 } else if attempt > 0 {
                     cluster.stats.rq_retry_success.inc();
@@ -473,16 +469,12 @@ async fn proxy(
                 }
                 drop(in_flight);
                 if retry.retry_on_error(e.kind) {
-                    if can_retry {
-                        if let Some(slot) = RetrySlot::take(&cluster) {
-                            retry_slot = Some(slot);
-                            backoff(&mut backoff_ceiling).await;
-                            attempt += 1;
-                            continue;
-                        }
-                    } else if attempt >= retry.max_retries && retry.max_retries > 0 {
-                        cluster.stats.rq_retry_limit_exceeded.inc();
-                        info.flags = "URX";
+                    if let Some(slot) = retry_or_give_up(&cluster, can_retry, attempt, retry, info)
+                    {
+                        retry_slot = Some(slot);
+                        backoff(&mut backoff_ceiling).await;
+                        attempt += 1;
+                        continue;
                     }
                 }
                 cluster.stats.rq.record(e.status());
@@ -538,6 +530,25 @@ impl RequestBody {
             || self.pending.is_some()
             || self.replay.as_ref().is_some_and(|r| r.body().is_some())
     }
+}
+
+/// A retriable outcome: a budget slot to retry with, or None to give up (counting a spent
+/// `maxRetries`, Envoy's URX).
+fn retry_or_give_up(
+    cluster: &Arc<Cluster>,
+    can_retry: bool,
+    attempt: u32,
+    retry: &super::RetryPolicy,
+    info: &mut RequestInfo,
+) -> Option<RetrySlot> {
+    if can_retry {
+        return RetrySlot::take(cluster);
+    }
+    if attempt >= retry.max_retries && retry.max_retries > 0 {
+        cluster.stats.rq_retry_limit_exceeded.inc();
+        info.flags = "URX";
+    }
+    None
 }
 
 /// A retry counted against the cluster's retry budget while it is scheduled or running.
