@@ -8,6 +8,7 @@ are in `specs`. Imports only the standard library.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import json
 from collections.abc import Mapping
@@ -44,14 +45,14 @@ def suggest(word: str, choices: list[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-class Shape:
+class Shape(abc.ABC):
     """Base of all shapes."""
 
-    def check(self, value: Any, path: str, out: list[Issue]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def check(self, value: Any, path: str, out: list[Issue]) -> None: ...
 
-    def describe(self) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def describe(self) -> str: ...
 
     def mismatch(self, value: Any, path: str, out: list[Issue]) -> None:
         out.append((path, f"expected {self.describe()}, got {show(value)}"))

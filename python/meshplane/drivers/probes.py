@@ -15,6 +15,7 @@ then calls `close()`). Imports trio, h11, h2 and `meshplane.policy`.
 
 from __future__ import annotations
 
+import abc
 import errno
 import os
 import socket
@@ -83,7 +84,7 @@ async def _connect(ip: str, port: int) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
-class _Connected:
+class _Connected(abc.ABC):
     """A probe that owns at most one connection, retried once when a reused one went stale."""
 
     def __init__(self, ip: str, port: int) -> None:
@@ -98,11 +99,11 @@ class _Connected:
             self._stream = None
         self._reset_protocol()
 
-    def _reset_protocol(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _reset_protocol(self) -> None: ...
 
-    async def _exchange(self, stream: trio.SocketStream, fresh: bool) -> ProbeResult:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _exchange(self, stream: trio.SocketStream, fresh: bool) -> ProbeResult: ...
 
     async def probe(self) -> ProbeResult:
         for attempt in (0, 1):
