@@ -231,6 +231,38 @@ impl AccessLog {
         }
     }
 
+    /// Start a record for a TCP connection: request and response operators have no value.
+    pub fn begin_connection(&self, remote: SocketAddr, local: Option<SocketAddr>) -> Record {
+        let n_req = self
+            .format
+            .ops()
+            .filter(|o| matches!(o, Op::Req(..)))
+            .count();
+        let n_resp = self
+            .format
+            .ops()
+            .filter(|o| matches!(o, Op::Resp(..)))
+            .count();
+        Record {
+            start: SystemTime::now(),
+            started: Instant::now(),
+            req: vec![None; n_req],
+            resp: vec![None; n_resp],
+            protocol: "-",
+            remote,
+            local,
+            peer_uri_san: None,
+            status: 0,
+            flags: "-",
+            details: "-",
+            route: None,
+            cluster: None,
+            upstream_host: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+        }
+    }
+
     /// The response head is known.
     pub fn response(&self, rec: &mut Record, status: u16, headers: &HeaderMap) {
         rec.status = status;

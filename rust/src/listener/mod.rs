@@ -175,7 +175,7 @@ async fn accept_loop(
                         serve_http(&http, s, ctx("http", None), &config, stop, global_stop).await
                     }
                     ListenerProtocol::Tcp => {
-                        tcp::proxy(s, &compiled, &config, stop, global_stop).await
+                        tcp::proxy(s, &compiled, &config, (peer, bound), stop, global_stop).await
                     }
                 },
                 Accepted::Tls(s) => {
@@ -187,7 +187,8 @@ async fn accept_loop(
                                 .await
                         }
                         ListenerProtocol::Tcp => {
-                            tcp::proxy(s, &compiled, &config, stop, global_stop).await
+                            tcp::proxy(s, &compiled, &config, (peer, bound), stop, global_stop)
+                                .await
                         }
                     }
                 }

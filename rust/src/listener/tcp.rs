@@ -1,7 +1,9 @@
 //! TCP proxying for `tcp` listeners: pick a cluster by weight, a host by the balancer, connect,
 //! then copy both ways until either side closes or the connection is idle too long.
 
+use crate::accesslog::{AccessLog, Record};
 use crate::http::{Compiled, ListenerConfig};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,10 +11,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+/// The access-log line of one TCP connection, written when the connection ends (on every
+/// path out of `proxy`, including a connect failure).
+struct ConnectionLog<'a> {
+    log: &'a AccessLog,
+    record: Record,
+    received: &'a AtomicU64,
+    sent: &'a AtomicU64,
+}
+
+impl Drop for ConnectionLog<'_> {
+    fn drop(&mut self) {
+        self.record.bytes_received = self.received.load(Relaxed);
+        self.record.bytes_sent = self.sent.load(Relaxed);
+        self.log.finish(&self.record);
+    }
+}
+
 pub async fn proxy<D>(
     mut down: D,
     compiled: &Compiled,
     config: &ListenerConfig,
+    peers: (SocketAddr, Option<SocketAddr>),
     mut stop: watch::Receiver<bool>,
     mut global_stop: watch::Receiver<bool>,
 ) where
@@ -23,19 +43,38 @@ pub async fn proxy<D>(
     };
     let cluster = compiled.clusters[config.tcp_clusters[weights.pick_random()]].clone();
     cluster.stats.rq_total.inc();
+    let (received, sent) = (AtomicU64::new(0), AtomicU64::new(0));
+    let mut log = config.access_log.as_deref().map(|log| ConnectionLog {
+        log,
+        record: log.begin_connection(peers.0, peers.1),
+        received: &received,
+        sent: &sent,
+    });
+    if let Some(l) = log.as_mut() {
+        l.record.cluster = Some(cluster.name.clone());
+    }
     let mut tried = Vec::new();
     // Connect failures move on to another host, as App Mesh's default connect-failure retry.
     let up = loop {
         let set = cluster.hosts.load_full();
         let Some(i) = set.pick(|i| tried.contains(&i)) else {
             cluster.stats.cx_none_healthy.inc();
+            if let Some(l) = log.as_mut() {
+                l.record.flags = if tried.is_empty() { "UH" } else { "UF" };
+            }
             let _ = down.shutdown().await;
             return;
         };
         tried.push(i);
         let host = set.hosts[i].clone();
+        if let Some(l) = log.as_mut() {
+            l.record.upstream_host = Some(host.name.clone());
+        }
         if !cluster.try_reserve_connection() {
             cluster.stats.cx_overflow.inc();
+            if let Some(l) = log.as_mut() {
+                l.record.flags = "UO";
+            }
             return;
         }
         let guard = cluster.connection_guard(&host);
@@ -46,6 +85,9 @@ pub async fn proxy<D>(
                 cluster.stats.cx_connect_fail.inc();
                 drop(guard);
                 if tried.len() > 3 {
+                    if let Some(l) = log.as_mut() {
+                        l.record.flags = "UF";
+                    }
                     return;
                 }
             }
@@ -61,8 +103,8 @@ pub async fn proxy<D>(
     let (mut ur, mut uw) = up.split();
     let copy = async {
         tokio::join!(
-            pump(&mut dr, &mut uw, &last, epoch),
-            pump(&mut ur, &mut dw, &last, epoch)
+            pump(&mut dr, &mut uw, &last, epoch, &received),
+            pump(&mut ur, &mut dw, &last, epoch, &sent)
         );
     };
     let watchdog = async {
@@ -85,7 +127,7 @@ pub async fn proxy<D>(
     host.active.fetch_sub(1, Relaxed);
 }
 
-async fn pump<R, W>(r: &mut R, w: &mut W, last: &AtomicU64, epoch: Instant)
+async fn pump<R, W>(r: &mut R, w: &mut W, last: &AtomicU64, epoch: Instant, count: &AtomicU64)
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -97,6 +139,7 @@ where
             Ok(n) => n,
         };
         last.store(epoch.elapsed().as_millis() as u64, Relaxed);
+        count.fetch_add(n as u64, Relaxed);
         if w.write_all(&buf[..n]).await.is_err() {
             break;
         }

@@ -3,6 +3,7 @@ weighted TCP clusters."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 
@@ -114,3 +115,38 @@ async def test_idle_tcp_connection_is_closed(make_core, upstreams):
             assert await read_exactly(stream, 4) == b"ping"
             # Nothing more from either side: the proxy closes the connection.
             assert await read_until_eof(stream) == b""
+
+
+async def test_tcp_connections_are_access_logged(make_core, upstreams, tmp_path):
+    echo = await upstreams.tcp_echo()
+    log = tmp_path / "tcp.log"
+    fmt = {"json": [{"key": "up", "value": "%UPSTREAM_HOST%"},
+                    {"key": "cluster", "value": "%UPSTREAM_CLUSTER%"},
+                    {"key": "in", "value": "%BYTES_RECEIVED%"},
+                    {"key": "out", "value": "%BYTES_SENT%"},
+                    {"key": "flags", "value": "%RESPONSE_FLAGS%"},
+                    {"key": "path", "value": "%REQ(:PATH)%"}]}
+    access = {"accessLog": {"path": str(log), "format": fmt}}
+    dead = f"127.0.0.1:{closed_port()}"
+    proxy = make_core(snapshot(
+        [tcp_listener("tcp", "e", **access), tcp_listener("dead", "d", **access)], {},
+        [cluster("e", [echo.address], "tcp"), cluster("d", [dead], "tcp")]))
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port("tcp"))
+        async with stream:
+            await stream.send_all(b"x" * 1000)
+            await stream.send_eof()
+            assert await read_until_eof(stream) == b"x" * 1000
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port("dead"))
+        async with stream:
+            try:
+                await stream.receive_some(10)
+            except trio.BrokenResourceError:
+                pass
+        # The writer thread flushes shortly after each connection ends: poll, bounded.
+        while not log.exists() or len(log.read_text().splitlines()) < 2:
+            await trio.sleep(0.02)
+    entries = {e["cluster"]: e for e in map(json.loads, log.read_text().splitlines())}
+    assert entries["e"] == {"up": echo.address, "cluster": "e", "in": 1000, "out": 1000,
+                            "flags": "-", "path": None}
+    assert entries["d"]["flags"] == "UF" and entries["d"]["in"] == 0
