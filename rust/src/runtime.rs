@@ -100,21 +100,34 @@ impl Runtime {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.apply_locked(snap, &mut current);
         if result.is_err() {
-            // Building registered stats for names that never went live: forget them again.
-            if let Some(c) = current.as_deref() {
-                Self::retain_stats(&self.registry, c);
+            // Building registered stats and opened log files for a snapshot that never went
+            // live: forget them again.
+            match current.as_deref() {
+                Some(c) => self.forget_unused(c),
+                None => {
+                    self.registry.retain(&|_| false, &|_| false, &|_| false);
+                    self.log_sinks.retain(&|_| false);
+                }
             }
         }
         result
     }
 
-    fn retain_stats(registry: &Registry, compiled: &Compiled) {
+    /// Drop stats and access-log files that `compiled` (the running snapshot) does not use.
+    fn forget_unused(&self, compiled: &Compiled) {
         let routes: std::collections::HashSet<&str> = compiled.route_names().collect();
-        registry.retain(
+        self.registry.retain(
             &|n| compiled.listeners.contains_key(n),
             &|n| routes.contains(n),
             &|n| compiled.cluster_index.contains_key(n),
         );
+        let paths: std::collections::HashSet<&str> = compiled
+            .snapshot
+            .listeners
+            .iter()
+            .filter_map(|l| l.access_log.as_ref().map(|a| a.path.as_str()))
+            .collect();
+        self.log_sinks.retain(&|p| paths.contains(p));
     }
 
     fn apply_locked(
@@ -194,14 +207,7 @@ impl Runtime {
             }
             keep
         });
-        Self::retain_stats(&self.registry, &compiled);
-        let paths: std::collections::HashSet<&str> = compiled
-            .snapshot
-            .listeners
-            .iter()
-            .filter_map(|l| l.access_log.as_ref().map(|a| a.path.as_str()))
-            .collect();
-        self.log_sinks.retain(&|p| paths.contains(p));
+        self.forget_unused(&compiled);
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
         self.sweeper.notify_one();
