@@ -188,25 +188,7 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
                 "required when the node has listeners: expected one of dns, awsCloudMap, static",
             )
         )
-    for i, lst in enumerate(spec.get("listeners") or []):
-        port, protocol = lst["portMapping"]["port"], lst["portMapping"]["protocol"]
-        for key in ("connectionPool", "timeout"):
-            if key in lst and protocol not in lst[key]:
-                given = next(iter(lst[key]))
-                out.append(
-                    (
-                        f"spec.listeners[{i}].{key}.{given}",
-                        f"expected {key}.{protocol} to match the listener protocol {protocol}",
-                    )
-                )
-        hc_port = (lst.get("healthCheck") or {}).get("port")
-        if hc_port is not None and hc_port != port:
-            out.append(
-                (
-                    f"spec.listeners[{i}].healthCheck.port",
-                    f"expected the listener port {port}, got {hc_port}",
-                )
-            )
+    _check_listener_blocks(spec.get("listeners") or [], ("connectionPool", "timeout"), out)
     out += listener_issues(r)
     out += access_log_issues(r)
     static = (spec.get("serviceDiscovery") or {}).get("static")
@@ -229,6 +211,32 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
     return out
 
 
+def _check_listener_blocks(
+    listeners: list[dict[str, Any]], keys: tuple[str, ...], out: list[Issue]
+) -> None:
+    """Protocol-keyed blocks (`connectionPool`, `timeout`) match the listener's protocol, and a
+    health check's `port` is the listener's own."""
+    for i, lst in enumerate(listeners):
+        port, protocol = lst["portMapping"]["port"], lst["portMapping"]["protocol"]
+        for key in keys:
+            block = lst.get(key)
+            if block and protocol not in block:
+                out.append(
+                    (
+                        f"spec.listeners[{i}].{key}.{next(iter(block))}",
+                        f"expected {key}.{protocol} to match the listener protocol {protocol}",
+                    )
+                )
+        hc_port = (lst.get("healthCheck") or {}).get("port")
+        if hc_port is not None and hc_port != port:
+            out.append(
+                (
+                    f"spec.listeners[{i}].healthCheck.port",
+                    f"expected the listener port {port}, got {hc_port}",
+                )
+            )
+
+
 def check_virtual_router(r: Resource, g: Graph) -> list[Issue]:
     out: list[Issue] = []
     _check_listener_ports(r, out)
@@ -238,24 +246,7 @@ def check_virtual_router(r: Resource, g: Graph) -> list[Issue]:
 def check_virtual_gateway(r: Resource, g: Graph) -> list[Issue]:
     out: list[Issue] = []
     _check_listener_ports(r, out)
-    for i, lst in enumerate(r.spec["listeners"]):
-        port, protocol = lst["portMapping"]["port"], lst["portMapping"]["protocol"]
-        pool = lst.get("connectionPool")
-        if pool and protocol not in pool:
-            out.append(
-                (
-                    f"spec.listeners[{i}].connectionPool.{next(iter(pool))}",
-                    f"expected connectionPool.{protocol} to match the listener protocol {protocol}",
-                )
-            )
-        hc_port = (lst.get("healthCheck") or {}).get("port")
-        if hc_port is not None and hc_port != port:
-            out.append(
-                (
-                    f"spec.listeners[{i}].healthCheck.port",
-                    f"expected the listener port {port}, got {hc_port}",
-                )
-            )
+    _check_listener_blocks(r.spec["listeners"], ("connectionPool",), out)
     out += access_log_issues(r)
     return out
 
