@@ -14,7 +14,6 @@ import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ pytest.importorskip(
 
 import httpx
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from meshplane import ConfigError, Proxy
+
+from .asgi import lifespan, serve_asgi
 
 pytestmark = pytest.mark.e2e
 
@@ -61,13 +60,7 @@ async def upstream_app(
 ) -> None:
     """Answers every request with 200 and `BODY`."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     await send(
         {
             "type": "http.response.start",
@@ -80,12 +73,7 @@ async def upstream_app(
 
 @pytest.fixture
 async def upstream_port(nursery: trio.Nursery) -> int:
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    app: Any = upstream_app  # hypercorn's ASGI types are narrower than this plain-dict app's
-    binds = await nursery.start(partial(hypercorn_serve, app, config))
-    return int(binds[0].rsplit(":", 1)[1])
+    return await serve_asgi(nursery, upstream_app)
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run
 import h11
 import httpx
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from meshplane import ConfigError, Proxy, serve
 from meshplane.admin.prometheus import parse
+
+from .asgi import lifespan, serve_asgi
 
 pytestmark = pytest.mark.e2e
 
@@ -33,13 +33,7 @@ async def upstream_app(scope: dict[str, Any], receive: Callable[[], Awaitable[An
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
     """A tiny ASGI service that names itself and echoes the path and Host it received."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     headers = {k.decode(): v.decode() for k, v in scope["headers"]}
     body = json.dumps({"service": "api", "path": scope["path"], "host": headers.get("host")}).encode()
     await send({"type": "http.response.start", "status": 200,
@@ -49,12 +43,7 @@ async def upstream_app(scope: dict[str, Any], receive: Callable[[], Awaitable[An
 
 @pytest.fixture
 async def upstream_port(nursery: trio.Nursery) -> int:
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    app: Any = upstream_app  # hypercorn's ASGI types are narrower than this plain-dict app's
-    binds = await nursery.start(partial(hypercorn_serve, app, config))
-    return int(binds[0].rsplit(":", 1)[1])
+    return await serve_asgi(nursery, upstream_app)
 
 
 def mesh(upstream: int, *, weight_v2: int = 0, discovery: dict[str, Any] | None = None) -> dict[str, Any]:

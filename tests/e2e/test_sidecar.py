@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import pytest
@@ -21,9 +20,9 @@ pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run
 
 import httpx
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from meshplane import Proxy
+
+from .asgi import lifespan, serve_asgi
 
 pytestmark = pytest.mark.e2e
 
@@ -32,13 +31,7 @@ def app_named(name: str) -> Any:
     async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                   send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await lifespan(receive, send)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         body = json.dumps({"app": name, "path": scope["path"], "host": headers.get("host"),
                            "xff": headers.get("x-forwarded-for"),
@@ -50,11 +43,7 @@ def app_named(name: str) -> Any:
 
 
 async def start_app(nursery: trio.Nursery, name: str) -> int:
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    binds = await nursery.start(partial(hypercorn_serve, app_named(name), config))
-    return int(binds[0].rsplit(":", 1)[1])
+    return await serve_asgi(nursery, app_named(name))
 
 
 def resources(checkout_inbound: int) -> list[dict[str, Any]]:
