@@ -1,7 +1,7 @@
 """The Trio side of the wake-up bridge between the Rust core and Python.
 
-Rust threads never call into Python: they queue events and write a byte to a pipe
-(`rust/src/notify.rs`). One Trio task, `EventBridge.run`, waits for that pipe to become readable,
+Rust threads never call into Python: they queue events and write a byte to a socket
+(`rust/src/notify.rs`). One Trio task, `EventBridge.run`, waits for that socket to become readable,
 drains the queue with `Core.drain_events()` and hands each event to the subscribers of its kind.
 This is Trio's own wake-up socketpair pattern (`trio/_core/_wakeup_socketpair.py`).
 

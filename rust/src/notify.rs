@@ -1,11 +1,15 @@
 //! Completion/event queue from Rust to Python, with a wake-up file descriptor.
 //!
-//! Rust threads push events and write one byte to a non-blocking pipe; one Trio task waits for
-//! the read end to become readable and drains the queue. Rust never calls into Python. This is
-//! Trio's own wake-up socketpair pattern (`trio/_core/_wakeup_socketpair.py`).
+//! Rust threads push events and write one byte to a non-blocking socket; one Trio task waits
+//! for the other end to become readable and drains the queue. Rust never calls into Python.
+//! This is Trio's own wake-up socketpair pattern (`trio/_core/_wakeup_socketpair.py`): a Unix
+//! socket pair exists on every Unix target (Linux, macOS, the BSDs), unlike `pipe2`.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,27 +21,25 @@ pub struct Event {
 
 pub struct EventQueue {
     queue: Mutex<VecDeque<Event>>,
-    read: OwnedFd,
-    write: OwnedFd,
+    read: UnixStream,
+    write: UnixStream,
+    dropped: AtomicU64,
 }
 
-/// Events beyond this many are dropped (oldest first) if Python stops draining.
+/// Events beyond this many are dropped (oldest first, and counted) if Python stops draining.
 const MAX_QUEUED: usize = 65_536;
 
 impl EventQueue {
     pub fn new() -> std::io::Result<Self> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: fds is a valid two-element array; pipe2 fills it on success.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // std creates both ends close-on-exec on every Unix target.
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
         Ok(EventQueue {
             queue: Mutex::new(VecDeque::new()),
             read,
             write,
+            dropped: AtomicU64::new(0),
         })
     }
 
@@ -46,39 +48,32 @@ impl EventQueue {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.len() >= MAX_QUEUED {
                 q.pop_front();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
             q.push_back(Event { kind, fields });
         }
-        let byte = 1u8;
-        // NOTE: a full pipe (EAGAIN) is fine: the reader is already due to wake up.
-        // SAFETY: writing one byte from a valid buffer to an fd we own.
-        unsafe {
-            libc::write(
-                self.write.as_raw_fd(),
-                &byte as *const u8 as *const libc::c_void,
-                1,
-            )
-        };
+        // NOTE: a full socket buffer (WouldBlock) is fine: the reader is already due to wake up.
+        let _ = (&self.write).write(&[1u8]);
     }
 
     /// Take every queued event and clear the wake-up fd.
     pub fn drain(&self) -> Vec<Event> {
         let mut buf = [0u8; 256];
         loop {
-            // SAFETY: reading into a valid buffer from a non-blocking fd we own.
-            let n = unsafe {
-                libc::read(
-                    self.read.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
-                break;
+            match (&self.read).read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break, // WouldBlock: nothing left to clear
             }
         }
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.drain(..).collect()
+    }
+
+    /// Events dropped so far because the queue was full (Python stopped draining).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn fd(&self) -> RawFd {
@@ -90,22 +85,39 @@ impl EventQueue {
 mod tests {
     use super::*;
 
-    #[test]
-    fn push_wakes_and_drain_empties() {
-        let q = EventQueue::new().unwrap();
-        q.push("stopped", "{}".into());
-        q.push("x", "{\"a\":1}".into());
+    fn readable(q: &EventQueue) -> bool {
         let mut pfd = libc::pollfd {
             fd: q.fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 1);
+        unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn push_wakes_and_drain_empties() {
+        let q = EventQueue::new().unwrap();
+        q.push("stopped", "{}".into());
+        q.push("x", "{\"a\":1}".into());
+        assert!(readable(&q));
         let ev = q.drain();
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].kind, "stopped");
-        // SAFETY: one valid pollfd.
-        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0);
+        assert!(!readable(&q));
+        assert_eq!(q.dropped(), 0);
+    }
+
+    #[test]
+    fn overflow_drops_oldest_and_counts() {
+        let q = EventQueue::new().unwrap();
+        for i in 0..MAX_QUEUED + 10 {
+            q.push("x", format!("{{\"i\":{i}}}"));
+        }
+        assert_eq!(q.dropped(), 10);
+        let ev = q.drain();
+        assert_eq!(ev.len(), MAX_QUEUED);
+        assert_eq!(ev[0].fields, "{\"i\":10}");
+        assert!(!readable(&q));
     }
 }
