@@ -18,6 +18,8 @@ from meshplane import __version__
 from meshplane.errors import ConfigError
 
 if TYPE_CHECKING:
+    from meshplane.config.loaders import Imported
+    from meshplane.config.model import Resource
     from meshplane.runtime import Proxy
 
 __all__ = ["main"]
@@ -85,17 +87,29 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import",
         help="convert App Mesh definitions (AWS JSON, Kubernetes CRDs, CloudFormation) to a config",
-        description="Read App Mesh resources from FILE in any of the three shapes users hold them "
-        "in (AWS CLI/API JSON, appmesh.k8s.aws/v1beta2 custom resources, CloudFormation "
-        "AWS::AppMesh::* templates) and write a meshplane config (YAML) for the proxy of one "
-        "virtual gateway or virtual node.",
-        epilog="See docs/config.md for the output format and what each shape maps to.",
+        description="Read App Mesh resources from each FILE or DIR (directories are walked for "
+        "*.json, *.yaml, *.yml and *.template files holding App Mesh resources) in any of the "
+        "three shapes users hold them in (AWS CLI/API JSON, appmesh.k8s.aws/v1beta2 and v1beta1 "
+        "custom resources, CloudFormation AWS::AppMesh::* templates), as one mesh: references "
+        "resolve across files and a resource defined twice is refused, naming both files. "
+        "Write a meshplane config (YAML) for the proxy of one virtual gateway or virtual node. "
+        "Warnings (fields dropped, files skipped) go to stderr.",
+        epilog="See docs/config.md (Importing App Mesh definitions) for the output format, what "
+        "each shape maps to, and how to replace ACM certificates with PEM files.",
     )
-    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("files", nargs="+", metavar="FILE|DIR")
     who = imp.add_mutually_exclusive_group(required=True)
     who.add_argument("--gateway", metavar="NAME", help="the VirtualGateway this proxy runs")
-    who.add_argument("--node", metavar="NAME", help="the VirtualNode this proxy is the sidecar of")
-    imp.add_argument("--mesh", metavar="NAME", help="mesh name (default: the one in FILE)")
+    who.add_argument("--node", metavar="NAME",
+                     help="the VirtualNode this proxy is the sidecar of; the output keeps the "
+                     "node's listener ports for callers and moves the application to "
+                     "127.0.0.1:<port+10000> (proxy.app: edit it to where the application listens)")
+    imp.add_argument("--mesh", metavar="NAME",
+                     help="mesh name (default: the one the files name, by a Mesh resource, "
+                     "meshName, MeshName or meshRef; needed only if they name none or several)")
+    imp.add_argument("--strict", action="store_true",
+                     help="refuse Kubernetes spec fields the CRD schema does not know instead of "
+                     "dropping them with a warning (the API server prunes them)")
     imp.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
 
     demo = sub.add_parser(
@@ -142,18 +156,34 @@ def _validate(files: Sequence[str]) -> int:
 def _import(args: argparse.Namespace) -> int:
     import yaml
 
-    from meshplane.config import from_dict, import_resources, to_native
+    from meshplane.config.loaders import from_dict, import_paths, to_native
+    from meshplane.config.schema import suggest
 
-    resources = import_resources(args.file)
-    mesh = args.mesh
-    if mesh is None:
-        meshes = sorted({r.name for r in resources if r.kind == "Mesh"})
-        if len(meshes) != 1:
-            found = f"it defines {', '.join(meshes)}" if meshes else "it defines no Mesh resource"
-            raise UserError(f"{args.file}: give the mesh name with --mesh ({found})")
-        mesh = meshes[0]
-    doc = to_native(resources, mesh, gateway=args.gateway, node=args.node)
+    found, skipped = import_paths(args.files, strict=args.strict)
+    for path in skipped:
+        print(f"meshplane import: skipped {path}: no App Mesh resource in it", file=sys.stderr)
+    for warning in found.warnings:
+        print(f"meshplane import: warning: {warning}", file=sys.stderr)
+    if found.problems:
+        raise ConfigError(found.problems)
+    resources = found.resources
+    mesh = args.mesh or _mesh_name(found, args.files)
+    kind, name = ("VirtualGateway", args.gateway) if args.gateway else ("VirtualNode", args.node)
+    names = sorted(r.name for r in resources if r.kind == kind)
+    if name not in names:
+        option = "--gateway" if args.gateway else "--node"
+        hint = suggest(name, names) or (
+            f" (the files define: {', '.join(names)})" if names else f" (the files define no {kind})"
+        )
+        raise UserError(f'{option}: no {kind} named "{name}"{hint}')
+    proxy = _sidecar_proxy(resources, name) if args.node else {}
+    doc = to_native(resources, mesh, gateway=args.gateway, node=args.node, **proxy)
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    if args.node:
+        text = (
+            f"# proxy.app: where the application of {name} listens (moved off the listener "
+            "ports, which the proxy takes); edit it to match.\n" + text
+        )
     try:
         from_dict(doc, args.output or "<output>")
     except ConfigError as exc:
@@ -166,6 +196,49 @@ def _import(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _mesh_name(found: Imported, files: Sequence[str]) -> str:
+    """The one mesh the imported files name; UserError if they name none or several."""
+    meshes = found.mesh_names()
+    if len(meshes) == 1:
+        return meshes[0]
+    if not meshes:
+        raise UserError(
+            f"{', '.join(files)}: give the mesh name with --mesh (the files name no mesh: no Mesh "
+            "resource, meshName, MeshName or meshRef)"
+        )
+    where = "; ".join(
+        f'"{m}" in ' + ", ".join(sorted({loc for n, loc in found.meshes if n == m}))
+        for m in meshes
+    )
+    raise UserError(f"the files name several meshes ({where}); choose one with --mesh")
+
+
+def _sidecar_proxy(resources: Sequence[Resource], node: str) -> dict[str, object]:
+    """`proxy.app` for a sidecar: callers reach the proxy on the node's listener ports, so the
+    application moves to 127.0.0.1:<port+10000> (wrapping below 65536), avoiding every
+    declared port, the outbound port and the admin port."""
+    from meshplane.config.model import OUTBOUND_PORT
+
+    ports = {
+        lst["portMapping"]["port"]
+        for r in resources
+        if r.kind == "VirtualNode" and r.name == node
+        for lst in (r.spec.get("listeners") or [])
+        if isinstance(lst, dict)
+        and isinstance(lst.get("portMapping"), dict)
+        and isinstance(lst["portMapping"].get("port"), int)
+    }
+    taken = set(ports) | {OUTBOUND_PORT, 9901}
+    app: dict[int, str] = {}
+    for port in sorted(ports):
+        moved = port + 10000 if port + 10000 <= 65535 else port - 10000
+        while moved in taken or not 1024 <= moved <= 65535:
+            moved = moved + 1 if moved < 65535 else 1024
+        taken.add(moved)
+        app[port] = f"127.0.0.1:{moved}"
+    return {"app": app} if app else {}
 
 
 def _print_running(proxy: Proxy) -> None:

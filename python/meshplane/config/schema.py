@@ -294,3 +294,38 @@ def check(shape: Shape, value: Any, path: str = "") -> list[Issue]:
     out: list[Issue] = []
     shape.check(value, path, out)
     return out
+
+
+def prune(shape: Shape, value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """`value` without the object keys `shape` does not know, and the path of each dropped key,
+    as the Kubernetes API server prunes a custom resource against its schema. Values of the
+    wrong type are kept for `check` to report."""
+    dropped: list[str] = []
+    if isinstance(shape, Obj) and isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            field = shape.fields.get(key) if isinstance(key, str) else None
+            if field is None:
+                dropped.append(join(path, str(key)))
+                continue
+            out[key], more = prune(field, item, join(path, key))
+            dropped += more
+        return out, dropped
+    if isinstance(shape, ListOf) and isinstance(value, list):
+        items = []
+        for i, item in enumerate(value):
+            pruned, more = prune(shape.item, item, join(path, i))
+            items.append(pruned)
+            dropped += more
+        return items, dropped
+    if isinstance(shape, NameMap | PortMap) and isinstance(value, dict):
+        mapped = {}
+        for key, item in value.items():
+            mapped[key], more = prune(shape.value, item, join(path, str(key)))
+            dropped += more
+        return mapped, dropped
+    if isinstance(shape, Either):
+        for kind, inner in shape.shapes:
+            if isinstance(value, kind):
+                return prune(inner, value, path)
+    return value, dropped

@@ -4,6 +4,9 @@
 - `import_resources` / `import_text`: App Mesh resources from any shape (native, AWS CLI/API
   JSON, Kubernetes CRDs, CloudFormation) -> list[Resource], not yet validated as a mesh (a file
   may hold part of one); `to_native` wraps them into a meshplane file.
+- `import_paths`: the same for several files and directories read as one mesh (references
+  resolve across files, duplicates name both places), with the mesh names the files give and
+  the fields dropped as Kubernetes would drop them.
 
 The shape is told from content, not from the file name. Reading the named file is the only I/O
 of `meshplane.config`.
@@ -17,8 +20,8 @@ from typing import Any
 
 from meshplane.config.loaders import aws, cfn, k8s
 from meshplane.config.loaders._text import parse_documents
-from meshplane.config.loaders.native import from_dict, parse_entry, to_native
-from meshplane.config.model import MeshConfig, Resource
+from meshplane.config.loaders.native import Imported, from_dict, parse_entry, to_native
+from meshplane.config.model import PARENT_KIND, MeshConfig, Resource
 from meshplane.errors import ConfigError, Problem
 
 SHAPES = {
@@ -98,6 +101,135 @@ def import_resources(path: str | os.PathLike[str]) -> list[Resource]:
     return import_text(_read(path), str(path))
 
 
+# What a directory contributes: files of these endings that hold App Mesh resources.
+SUFFIXES = (".json", ".yaml", ".yml", ".json.template", ".yaml.template", ".yml.template")
+
+
+def import_paths(
+    paths: list[str | os.PathLike[str]], *, strict: bool = False
+) -> tuple[Imported, list[str]]:
+    """The App Mesh resources of files and directories (walked recursively, files ending in
+    SUFFIXES), read as one mesh, and the directory files skipped for holding none.
+
+    Kubernetes objects of all files are read together so that references resolve across files.
+    The same resource defined twice is a problem naming both places. Unless `strict`, CRD spec
+    fields Kubernetes would prune are dropped with a warning each. Problems are returned in
+    `Imported.problems`, not raised."""
+    found = Imported()
+    skipped: list[str] = []
+    k8s_docs: list[Any] = []
+    k8s_sources: list[str] = []
+    for path, named in _expand(paths, found):
+        try:
+            docs = parse_documents(_read(path), path)
+        except ConfigError as exc:
+            found.problems += exc.problems
+            continue
+        shape = detect(docs)
+        if not named and not _holds_app_mesh(docs, shape):
+            skipped.append(path)
+            continue
+        if shape == "k8s":
+            k8s_docs += docs
+            k8s_sources += [path] * len(docs)
+        elif shape == "native":
+            _read_native(docs, path, found)
+        else:
+            if shape == "cfn":
+                resources, problems = cfn.load(docs[0], path)
+                names = cfn.mesh_names(docs[0])
+            else:
+                resources, problems = aws.load(docs, path)
+                names = aws.mesh_names(docs)
+            found.problems += problems
+            found.meshes += [(name, path) for name in names]
+            for r in resources:
+                found.add(r, path)
+    if k8s_docs:
+        k8s.read(k8s_docs, k8s_sources, found, strict=strict)
+    found.meshes += [
+        (r.name, origin) for r, origin in zip(found.resources, found.origins, strict=True)
+        if r.kind == "Mesh"
+    ]
+    found.problems += _duplicates(found)
+    return found, skipped
+
+
+def _expand(
+    paths: list[str | os.PathLike[str]], found: Imported
+) -> list[tuple[str, bool]]:
+    """(file, named on the command line) for each path, directories walked in name order."""
+    out: list[tuple[str, bool]] = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(SUFFIXES)
+            )
+            if not files:
+                found.problems.append(
+                    Problem(str(p), "", "", f"no file ending in {', '.join(SUFFIXES)} here")
+                )
+            out += [(str(f), False) for f in files]
+        else:
+            out.append((str(p), True))
+    return out
+
+
+def _holds_app_mesh(docs: list[Any], shape: str) -> bool:
+    if shape == "native":
+        return True
+    if shape == "cfn":
+        return any(
+            isinstance(r, dict) and str(r.get("Type", "")).startswith("AWS::AppMesh::")
+            for r in (docs[0].get("Resources") or {}).values()
+        )
+    if shape == "k8s":
+        return any(
+            isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(k8s.GROUP)
+            for d in docs
+        )
+    items = [i for d in docs for i in (d if isinstance(d, list) else [d])]
+    return any(
+        isinstance(i, dict)
+        and ("spec" in i or (len(i) == 1 and next(iter(i)) in aws.ENVELOPE))
+        for i in items
+    )
+
+
+def _read_native(docs: list[Any], path: str, found: Imported) -> None:
+    doc = docs[0]
+    if isinstance(doc.get("mesh"), str) and doc["mesh"]:
+        found.meshes.append((doc["mesh"], path))
+    entries = doc.get("resources")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        resource, problems = parse_entry(entry, i, path)
+        found.problems += problems
+        if resource is not None:
+            found.add(resource, path)
+
+
+def _duplicates(found: Imported) -> list[Problem]:
+    first: dict[tuple[str, str | None, str], str] = {}
+    out: list[Problem] = []
+    for r, origin in zip(found.resources, found.origins, strict=True):
+        key = (r.kind, r.parent, r.name)
+        if key in first:
+            scope = f' in {PARENT_KIND[r.kind]} "{r.parent}"' if r.kind in PARENT_KIND else ""
+            out.append(
+                Problem(
+                    origin,
+                    r.label,
+                    "name",
+                    f"defined twice: here and in {first[key]} (another {r.kind}{scope} has "
+                    "this name); import only one of the two files",
+                )
+            )
+        else:
+            first[key] = origin
+    return out
+
+
 def _read(path: str | os.PathLike[str]) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -107,8 +239,10 @@ def _read(path: str | os.PathLike[str]) -> str:
 
 
 __all__ = [
+    "Imported",
     "detect",
     "from_dict",
+    "import_paths",
     "import_resources",
     "import_text",
     "load_file",

@@ -156,3 +156,16 @@ def infer_kind(spec: Any, stem: str) -> str | None:
             return hint
         return "VirtualRouter" if keys <= {"portMapping"} else "VirtualGateway"
     return hint
+
+
+def mesh_names(docs: list[Any]) -> list[str]:
+    """The `meshName` values of the items (describe-* output and create-* input carry it)."""
+    names = []
+    for doc in docs:
+        for item in doc if isinstance(doc, list) else [doc]:
+            if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in ENVELOPE:
+                item = next(iter(item.values()))
+            name = item.get("meshName") if isinstance(item, dict) else None
+            if isinstance(name, str) and name:
+                names.append(name)
+    return names

@@ -194,3 +194,15 @@ def load(doc: dict[str, Any], source: str) -> tuple[list[Resource], list[Problem
             Resource(kind, str(name), spec, str(parent) if parent is not None else None)
         )
     return resources, problems
+
+
+def mesh_names(doc: dict[str, Any]) -> list[str]:
+    """The `MeshName` each App Mesh resource of the template gives, resolved offline."""
+    template = Template(doc)
+    names = []
+    for res in (doc.get("Resources") or {}).values():
+        if isinstance(res, dict) and res.get("Type") in TYPES and res["Type"] != "AWS::AppMesh::Mesh":
+            name = template.resolve((res.get("Properties") or {}).get("MeshName"))
+            if isinstance(name, str) and name:
+                names.append(name)
+    return names

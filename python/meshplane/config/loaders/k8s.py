@@ -14,7 +14,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from meshplane.config.loaders.native import Imported
 from meshplane.config.model import Resource
+from meshplane.config.schema import prune, suggest
+from meshplane.config.specs import SPEC_OF_KIND
 from meshplane.errors import Problem
 
 GROUP = "appmesh.k8s.aws/"
@@ -95,29 +98,124 @@ def _namespace(obj: dict[str, Any]) -> str:
     return _meta(obj, "namespace") or "default"
 
 
-def load(docs: list[Any], source: str) -> tuple[list[Resource], list[Problem]]:
+def load(
+    docs: list[Any], source: str, *, sources: list[str] | None = None, strict: bool = True
+) -> tuple[list[Resource], list[Problem]]:
+    """The App Mesh resources of `docs`; see `read` for several files and pruning."""
+    found = Imported()
+    read(docs, sources or [source] * len(docs), found, strict=strict)
+    return found.resources, found.problems
+
+
+def read(docs: list[Any], sources: list[str], found: Imported, *, strict: bool = False) -> None:
+    """Add the App Mesh resources of `docs` (from one or several files: `sources[i]` is where
+    `docs[i]` was read) to `found`. References resolve across all of them. Unless `strict`, spec
+    fields the CRD schema does not know are dropped with a warning each, as the API server
+    prunes them; `strict` keeps them for validation to refuse."""
     objs = _Objects(docs)
-    resources: list[Resource] = []
-    problems: list[Problem] = []
+    where = {id(d): s for d, s in zip(docs, sources, strict=True)}
+    legacy_routers: set[str] = set()
     for obj in objs.objects:
         kind, version = obj.get("kind"), str(obj.get("apiVersion"))[len(GROUP) :]
+        source = where.get(id(obj), sources[0] if sources else "<string>")
+        if kind == "BackendGroup":
+            continue  # expanded into the backends of the nodes that name it
         if kind not in KINDS:
-            continue  # BackendGroup and other controller-only kinds have no App Mesh resource
+            found.problems.append(
+                Problem(
+                    source,
+                    f'{kind} "{_meta(obj, "name")}"',
+                    "kind",
+                    f"not an App Mesh resource kind the importer knows (expected one of "
+                    f"{', '.join((*KINDS, 'BackendGroup'))})",
+                )
+            )
+            continue
         if not isinstance(obj.get("spec", {}), dict):
-            problems.append(
+            found.problems.append(
                 Problem(source, f'{kind} "{_meta(obj, "name")}"', "spec", "expected an object")
             )
             continue
+        mesh = _mesh_of(obj, version)
+        if mesh:
+            found.meshes.append((mesh, f'{source}: {kind} "{_meta(obj, "name")}"'))
         if version == "v1beta1":
-            resources += _legacy(obj)
+            made = _legacy(obj)
+            legacy_routers |= {
+                r.name for r in made if r.kind == "VirtualRouter" and not r.spec.get("listeners")
+            }
+            paths = ["spec"] * len(made)
         else:
-            resources += _current(obj, objs)
-    return resources, problems
+            made, paths = _current(obj, objs, source, found.problems)
+        for resource, path in zip(made, paths, strict=True):
+            if not strict:
+                resource = _pruned(resource, path, source, found)
+            found.add(resource, source)
+    _infer_legacy_listeners(found, legacy_routers)
 
 
-def _current(obj: dict[str, Any], objs: _Objects) -> list[Resource]:
+def _mesh_of(obj: dict[str, Any], version: str) -> str | None:
+    """The mesh an object names: a Mesh its own name, v1beta2 `meshRef`, v1beta1 `meshName`."""
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "Mesh":
+        return str(spec.get("awsName") or _meta(obj, "name")) or None
+    ref = spec.get("meshRef") if version != "v1beta1" else None
+    if isinstance(ref, dict) and ref.get("name"):
+        return str(ref["name"])
+    name = spec.get("meshName")
+    return str(name) if isinstance(name, str) and name else None
+
+
+def _pruned(resource: Resource, path: str, source: str, found: Imported) -> Resource:
+    spec, dropped = prune(SPEC_OF_KIND[resource.kind], resource.spec, path)
+    for field in dropped:
+        found.warnings.append(
+            Problem(
+                source,
+                resource.label,
+                field,
+                "dropped: the CRD schema has no such field, so Kubernetes pruned it "
+                "(--strict refuses it instead)",
+            )
+        )
+    return Resource(resource.kind, resource.name, spec, resource.parent) if dropped else resource
+
+
+def _infer_legacy_listeners(found: Imported, routers: set[str]) -> None:
+    """The v1beta1 controller gave a router without listeners the first listener of the node its
+    first route's first target names."""
+    for i, router in enumerate(found.resources):
+        if router.kind != "VirtualRouter" or router.name not in routers:
+            continue
+        routes = [r for r in found.resources if r.kind == "Route" and r.parent == router.name]
+        target = next(
+            (
+                t.get("virtualNode")
+                for r in routes
+                for rtype in ("httpRoute", "http2Route", "grpcRoute", "tcpRoute")
+                for t in ((r.spec.get(rtype) or {}).get("action") or {}).get("weightedTargets")
+                or []
+                if isinstance(t, dict)
+            ),
+            None,
+        )
+        node = next(
+            (r for r in found.resources if r.kind == "VirtualNode" and r.name == target), None
+        )
+        listeners = (node.spec.get("listeners") or []) if node is not None else []
+        if listeners and isinstance(listeners[0], dict) and "portMapping" in listeners[0]:
+            spec = {**router.spec, "listeners": [{"portMapping": listeners[0]["portMapping"]}]}
+            found.resources[i] = Resource("VirtualRouter", router.name, spec)
+
+
+def _current(
+    obj: dict[str, Any], objs: _Objects, source: str, problems: list[Problem]
+) -> tuple[list[Resource], list[str]]:
+    """The resources of one v1beta2 object and the field path each spec came from."""
     kind, ns, spec = str(obj["kind"]), _namespace(obj), obj.get("spec") or {}
     name = objs.aws_name(obj)
+    if kind == "VirtualNode" and "backendGroups" in spec:
+        spec = _with_backend_groups(obj, objs, source, problems)
     out = [
         Resource(
             kind,
@@ -126,14 +224,83 @@ def _current(obj: dict[str, Any], objs: _Objects) -> list[Resource]:
             _gateway_of(obj, objs) if kind == "GatewayRoute" else None,
         )
     ]
+    paths = ["spec"]
     if kind == "VirtualRouter":
-        for route in spec.get("routes") or []:
+        for i, route in enumerate(spec.get("routes") or []):
             if isinstance(route, dict):
                 body = {k: v for k, v in route.items() if k != "name"}
                 out.append(
                     Resource("Route", str(route.get("name", "")), _convert(body, objs, ns), name)
                 )
-    return out
+                paths.append(f"spec.routes[{i}]")
+    return out, paths
+
+
+def _with_backend_groups(
+    node: dict[str, Any], objs: _Objects, source: str, problems: list[Problem]
+) -> dict[str, Any]:
+    """The node's spec with each BackendGroup it names expanded into `backends`, as the
+    controller did: a group lists virtual services (`virtualservices: [{name, namespace}]`);
+    the group name "*" stands for every VirtualService of its namespace."""
+    spec = {k: v for k, v in (node.get("spec") or {}).items() if k != "backendGroups"}
+    backends = list(spec.get("backends") or [])
+    ns = _namespace(node)
+    seen = {
+        objs.ref("VirtualService", (b.get("virtualService") or {}).get("virtualServiceRef"), ns)
+        for b in backends
+        if isinstance(b, dict) and isinstance(b.get("virtualService"), dict)
+    }
+    groups = (node.get("spec") or {}).get("backendGroups")
+    for i, ref in enumerate(groups if isinstance(groups, list) else []):
+        if not isinstance(ref, dict) or not ref.get("name"):
+            problems.append(
+                Problem(
+                    source,
+                    f'VirtualNode "{objs.aws_name(node)}"',
+                    f"spec.backendGroups[{i}]",
+                    "expected {name, namespace} naming a BackendGroup",
+                )
+            )
+            continue
+        group_ns = str(ref.get("namespace") or ns)
+        if ref["name"] == "*":
+            members = [
+                {"name": _meta(o, "name"), "namespace": group_ns}
+                for o in objs.objects
+                if o.get("kind") == "VirtualService" and _namespace(o) == group_ns
+            ]
+        else:
+            wanted = f"{group_ns}/{ref['name']}"
+            group = objs.by_key.get(("BackendGroup", group_ns, str(ref["name"])))
+            if group is None:
+                known = [
+                    f"{_namespace(o)}/{_meta(o, 'name')}"
+                    for o in objs.objects
+                    if o.get("kind") == "BackendGroup"
+                ]
+                problems.append(
+                    Problem(
+                        source,
+                        f'VirtualNode "{objs.aws_name(node)}"',
+                        f"spec.backendGroups[{i}]",
+                        f'no BackendGroup "{wanted}" in the imported files{suggest(wanted, known)}',
+                    )
+                )
+                continue
+            gspec = group.get("spec") or {}
+            members = gspec.get("virtualservices") or gspec.get("virtualServices") or []
+            members = [
+                {"name": m.get("name"), "namespace": m.get("namespace") or group_ns}
+                for m in members
+                if isinstance(m, dict)
+            ]
+        for member in members:
+            vs = objs.ref("VirtualService", member, group_ns)
+            if vs not in seen:
+                seen.add(vs)
+                backends.append({"virtualService": {"virtualServiceRef": member}})
+    spec["backends"] = backends
+    return spec
 
 
 def _convert(value: Any, objs: _Objects, ns: str, in_targets: bool = False) -> Any:

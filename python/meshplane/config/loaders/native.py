@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshplane.config.model import KINDS, PARENT_KEY, MeshConfig, ProxySettings, Resource
@@ -55,6 +56,28 @@ PROXY = Obj(
 _ANY_OBJECT = Obj({})
 FILE = Obj({"mesh*": NAME, "proxy*": PROXY, "resources*": ListOf(_ANY_OBJECT)})
 _ENTRY_KEYS = ("kind", "name", "spec", *PARENT_KEY.values())
+
+
+@dataclass
+class Imported:
+    """App Mesh resources read from one or more files, with where each came from.
+
+    `origins[i]` is the file `resources[i]` was read from; `meshes` lists each mesh name the
+    files give (a Mesh resource, `meshName`, `MeshName`, `meshRef`) with where; `problems` refuse
+    the import, `warnings` do not (fields dropped as Kubernetes would)."""
+
+    resources: list[Resource] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
+    meshes: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def add(self, resource: Resource, origin: str) -> None:
+        self.resources.append(resource)
+        self.origins.append(origin)
+
+    def mesh_names(self) -> list[str]:
+        return sorted({name for name, _ in self.meshes})
 
 
 def from_dict(doc: Any, source: str = "<dict>") -> MeshConfig:
