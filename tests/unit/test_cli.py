@@ -177,12 +177,18 @@ def test_import_writes_a_config_that_validates(tmp_path: Path, capsys: pytest.Ca
     assert capsys.readouterr().out.strip() == f"OK {out}: 4 resources"
 
 
-def test_import_to_stdout_and_a_missing_mesh_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_to_stdout_takes_the_mesh_name_from_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "appmesh.json"
     source.write_text(AWS_JSON)
+    assert main(["import", str(source), "--gateway", "edge"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mesh: shop\n") and "gateway: edge" in out
+    source.write_text(AWS_JSON.replace('"meshName": "shop", ', ""))
     assert main(["import", str(source), "--gateway", "edge"]) == 1
     err = capsys.readouterr().err
-    assert "--mesh" in err and "Traceback" not in err
+    assert "--mesh" in err and "name no mesh" in err and "Traceback" not in err
     assert main(["import", str(source), "--node", "api-v1", "--mesh", "shop"]) == 0
     assert "node: api-v1" in capsys.readouterr().out
 

@@ -57,6 +57,34 @@ class Graph:
 
 # --- shared pieces --------------------------------------------------------------------------
 
+# Shell and template placeholders left in a definition: `${VAR}`, `$VAR`, `{{ .Values.x }}`.
+PLACEHOLDER = re.compile(r"\$\{[^}]*\}|\$[A-Za-z_]\w*|\{\{[^}]*\}\}")
+_DNS_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"^(?=.{{1,253}}\.?$){_DNS_LABEL}(\.{_DNS_LABEL})*\.?$")
+
+
+def placeholder_issue(value: str) -> str | None:
+    """A message when `value` still holds a placeholder that envsubst or a template engine was
+    meant to fill; None otherwise."""
+    found = PLACEHOLDER.search(value)
+    if found is None:
+        return None
+    return (
+        f'unsubstituted placeholder "{found.group(0)}" in "{value}": fill it in (envsubst, '
+        "helm, your deploy tool) before loading"
+    )
+
+
+def host_name_issue(value: str) -> str | None:
+    """A message when `value` is not a DNS host name (or holds a placeholder); None if it is."""
+    problem = placeholder_issue(value)
+    if problem is None and not _DNS_NAME.match(value):
+        try:
+            parse_ip(value)
+        except ValueError:
+            problem = f'expected a DNS host name (labels of letters, digits, "-", "_"), got "{value}"'
+    return problem
+
 _LOOKAROUND = ("(?=", "(?!", "(?<=", "(?<!", "(?>", "(?P=")
 
 
@@ -191,7 +219,16 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
     _check_listener_blocks(spec.get("listeners") or [], ("connectionPool", "timeout"), out)
     out += listener_issues(r)
     out += access_log_issues(r)
-    static = (spec.get("serviceDiscovery") or {}).get("static")
+    discovery = spec.get("serviceDiscovery") or {}
+    if "dns" in discovery:
+        problem = host_name_issue(discovery["dns"]["hostname"])
+        if problem:
+            out.append(("spec.serviceDiscovery.dns.hostname", problem))
+    for key in ("namespaceName", "serviceName"):
+        problem = placeholder_issue((discovery.get("awsCloudMap") or {}).get(key, ""))
+        if problem:
+            out.append((f"spec.serviceDiscovery.awsCloudMap.{key}", problem))
+    static = discovery.get("static")
     if static:
         has_ports = bool(listeners(r))
         for j, ep in enumerate(static["endpoints"]):
@@ -252,11 +289,14 @@ def check_virtual_gateway(r: Resource, g: Graph) -> list[Issue]:
 
 
 def check_virtual_service(r: Resource, g: Graph) -> list[Issue]:
+    # Callers send the service name as Host, so a placeholder in it can never match.
+    problem = placeholder_issue(r.name)
+    out = [("name", problem)] if problem else []
     prov = provider(r)
     if prov and g.get(*prov) is None:
         key = "virtualNode" if prov[0] == "VirtualNode" else "virtualRouter"
-        return [(f"spec.provider.{key}.{key}Name", g.unresolved(*prov))]
-    return []
+        out.append((f"spec.provider.{key}.{key}Name", g.unresolved(*prov)))
+    return out
 
 
 def check_route(r: Resource, g: Graph) -> list[Issue]:
@@ -364,6 +404,10 @@ def check_gateway_route(r: Resource, g: Graph) -> list[Issue]:
                     "expected match.prefix: a prefix rewrite replaces the matched prefix",
                 )
             )
+    for key in ("exact", "suffix"):
+        problem = placeholder_issue((match.get("hostname") or {}).get(key, ""))
+        if problem:
+            out.append((f"{base}.match.hostname.{key}", problem))
     target = body["action"]["target"]
     _check_gateway_target(target, f"{base}.action.target", g, out)
     return out
