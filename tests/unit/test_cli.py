@@ -155,7 +155,7 @@ AWS_JSON = """\
   "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}},
  {"meshName": "shop", "virtualGatewayName": "edge", "gatewayRouteName": "api",
   "spec": {"httpRoute": {"match": {"prefix": "/"},
-    "action": {"target": {"virtualService": {"virtualServiceName": "api.shop.local"}}}}}},
+    "action": {"target": {"virtualService": {"virtualServiceName": "api.shop.local"}, "port": 8080}}}}},
  {"meshName": "shop", "virtualServiceName": "api.shop.local",
   "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v1"}}}},
  {"meshName": "shop", "virtualNodeName": "api-v1",
@@ -198,3 +198,109 @@ def test_import_needs_a_gateway_or_a_node(tmp_path: Path, capsys: pytest.Capture
         main(["import", str(tmp_path / "x.json")])
     assert exit_info.value.code == 2
     assert "--gateway" in capsys.readouterr().err
+
+
+SPLIT = {
+    "gw.json": {"meshName": "shop", "virtualGatewayName": "edge",
+                "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}},
+    "routes/api-gwroute.json": {"meshName": "shop", "virtualGatewayName": "edge", "gatewayRouteName": "api",
+                                "spec": {"httpRoute": {"match": {"prefix": "/"}, "action": {
+                                    "target": {"virtualService": {"virtualServiceName": "api.shop.local"}, "port": 8080}}}}},
+    "api-vs.json": {"meshName": "shop", "virtualServiceName": "api.shop.local",
+                    "spec": {"provider": {"virtualNode": {"virtualNodeName": "api-v1"}}}},
+    "api-v1-vn.json": {"meshName": "shop", "virtualNodeName": "api-v1",
+                       "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}},
+                                              {"portMapping": {"port": 5001, "protocol": "http"}}],
+                                "serviceDiscovery": {"dns": {"hostname": "api.shop.svc.cluster.local"}},
+                                "backends": [{"virtualService": {"virtualServiceName": "api.shop.local"}}]}},
+}
+
+
+def _split_mesh(root: Path) -> Path:
+    import json
+
+    for name, item in SPLIT.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(item))
+    return root
+
+
+def test_import_a_directory_as_one_mesh(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "edge.yaml"
+    assert main(["import", str(_split_mesh(tmp_path / "mesh")), "--gateway", "edge", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "does not validate" not in err and "wrote" in err
+    assert main(["validate", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"OK {out}: 4 resources"
+
+
+def test_import_node_output_validates_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "api.yaml"
+    assert main(["import", str(_split_mesh(tmp_path / "mesh")), "--node", "api-v1", "-o", str(out)]) == 0
+    assert "does not validate" not in capsys.readouterr().err
+    text = out.read_text()
+    assert text.startswith("# proxy.app: ")
+    # 5001 + 10000 would be the outbound port 15001: the next free port is taken instead.
+    assert "8080: 127.0.0.1:18080" in text and "5001: 127.0.0.1:15002" in text
+    assert main(["validate", str(out)]) == 0
+
+
+def test_import_wrong_target_names_suggest_the_nearest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mesh = str(_split_mesh(tmp_path / "mesh"))
+    assert main(["import", mesh, "--node", "api-1"]) == 1
+    err = capsys.readouterr().err
+    assert 'no VirtualNode named "api-1" (did you mean "api-v1"?)' in err
+    assert main(["import", mesh, "--gateway", "zzz"]) == 1
+    assert 'no VirtualGateway named "zzz" (the files define: edge)' in capsys.readouterr().err
+
+
+def test_import_refuses_duplicates_naming_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mesh = _split_mesh(tmp_path / "mesh")
+    (mesh / "copy").mkdir()
+    (mesh / "copy" / "gw.json").write_text((mesh / "gw.json").read_text())
+    assert main(["import", str(mesh), "--gateway", "edge"]) == 1
+    err = capsys.readouterr().err
+    assert f"{mesh / 'gw.json'}: VirtualGateway \"edge\": name: defined twice: here and in {mesh / 'copy' / 'gw.json'}" in err
+
+
+def test_import_several_meshes_need_mesh(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mesh = _split_mesh(tmp_path / "mesh")
+    (mesh / "api-vs.json").write_text((mesh / "api-vs.json").read_text().replace('"shop"', '"other"'))
+    assert main(["import", str(mesh), "--gateway", "edge"]) == 1
+    err = capsys.readouterr().err
+    assert "several meshes" in err and '"other" in' in err and "--mesh" in err
+    assert main(["import", str(mesh), "--gateway", "edge", "--mesh", "shop"]) == 0
+
+
+CRD_WITH_STALE_FIELD = """\
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualGateway
+metadata: {name: edge, namespace: shop}
+spec:
+  meshRef: {name: shop}
+  listeners: [{portMapping: {port: 8080, protocol: http}, timeout: {http: {}}}]
+"""
+
+
+def test_import_prunes_crd_fields_with_warnings_unless_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "gw.yaml"
+    source.write_text(CRD_WITH_STALE_FIELD)
+    assert main(["import", str(source), "--gateway", "edge_shop"]) == 0
+    captured = capsys.readouterr()
+    assert "timeout" not in captured.out and "mesh: shop" in captured.out
+    assert (
+        f'warning: {source}: VirtualGateway "edge_shop": spec.listeners[0].timeout: dropped'
+        in captured.err
+    )
+    assert main(["import", str(source), "--gateway", "edge_shop", "--strict"]) == 0
+    captured = capsys.readouterr()
+    assert "timeout" in captured.out and "warning" not in captured.err
+    assert "does not validate yet" in captured.err and "spec.listeners[0].timeout" in captured.err
+
+
+def test_import_help_describes_directories_and_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(["import"], capsys)
+    for fragment in ("FILE|DIR", "--strict", "v1beta1", "twice", "PEM"):
+        assert fragment in text, fragment
