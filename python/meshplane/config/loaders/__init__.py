@@ -21,7 +21,7 @@ from typing import Any
 from meshplane.config.loaders import aws, cfn, k8s
 from meshplane.config.loaders._text import parse_documents
 from meshplane.config.loaders.native import Imported, from_dict, parse_entry, to_native
-from meshplane.config.model import PARENT_KIND, MeshConfig, Resource
+from meshplane.config.model import PARENT_KEY, PARENT_KIND, MeshConfig, Resource
 from meshplane.errors import ConfigError, Problem
 
 SHAPES = {
@@ -151,8 +151,29 @@ def import_paths(
         (r.name, origin) for r, origin in zip(found.resources, found.origins, strict=True)
         if r.kind == "Mesh"
     ]
+    _adopt_orphans(found)
     found.problems += _duplicates(found)
     return found, skipped
+
+
+def _adopt_orphans(found: Imported) -> None:
+    """A Route (GatewayRoute) that names no parent joins the only VirtualRouter
+    (VirtualGateway) of the import, with a warning: the walkthroughs passed the parent's name on
+    the command line (`--virtual-router-name`)."""
+    for i, r in enumerate(found.resources):
+        if r.kind not in PARENT_KIND or r.parent is not None:
+            continue
+        parents = sorted({p.name for p in found.resources if p.kind == PARENT_KIND[r.kind]})
+        if len(parents) == 1:
+            found.resources[i] = Resource(r.kind, r.name, r.spec, parents[0])
+            found.warnings.append(
+                Problem(
+                    found.origins[i],
+                    found.resources[i].label,
+                    PARENT_KEY[r.kind],
+                    f'missing: taken to be the only {PARENT_KIND[r.kind]} imported, "{parents[0]}"',
+                )
+            )
 
 
 def _expand(

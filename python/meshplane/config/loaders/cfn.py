@@ -203,6 +203,7 @@ def mesh_names(doc: dict[str, Any]) -> list[str]:
     for res in (doc.get("Resources") or {}).values():
         if isinstance(res, dict) and res.get("Type") in TYPES and res["Type"] != "AWS::AppMesh::Mesh":
             name = template.resolve((res.get("Properties") or {}).get("MeshName"))
-            if isinstance(name, str) and name:
+            # An imported stack output is not known offline: it names no mesh.
+            if isinstance(name, str) and name and not name.startswith("imported:"):
                 names.append(name)
     return names
