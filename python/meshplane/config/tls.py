@@ -241,7 +241,8 @@ def _certificate_problems(source: Mapping[str, Any], base: str, sds: Sds) -> lis
             (
                 f"{base}.acm",
                 f"{_ACM}; export the certificate and its key to PEM files and use "
-                "certificate.file (or certificate.sds with proxy.sds)",
+                "certificate.file (or certificate.sds with proxy.sds): see docs/config.md, "
+                '"ACM certificates: export them to PEM files"',
             )
         ]
     if "sds" in source:
@@ -257,7 +258,8 @@ def _trust_problems(source: Mapping[str, Any], base: str, sds: Sds) -> list[tupl
             (
                 f"{base}.acm",
                 f"{_ACM}; put the private CA's certificate in a PEM file and use trust.file "
-                "(or trust.sds with proxy.sds)",
+                "(or trust.sds with proxy.sds): see docs/config.md, "
+                '"ACM certificates: export them to PEM files"',
             )
         ]
     if "sds" in source:
