@@ -10,6 +10,7 @@ from pathlib import Path
 from meshplane.config import from_dict, to_native, validate_resources
 from meshplane.config.loaders import import_paths, import_text
 from meshplane.config.model import Resource
+from meshplane.errors import ConfigError
 
 
 def write(path: Path, text: str) -> Path:
@@ -515,3 +516,60 @@ def test_host_names_without_placeholders_still_validate() -> None:
         gateway="gw",
     )
     assert from_dict(doc, "f").mesh == "m"
+
+
+# --- parents given on the command line ------------------------------------------------------------
+
+
+def test_a_route_without_parent_joins_the_only_router(tmp_path: Path) -> None:
+    bare_route = {"spec": ROUTE_JSON["spec"]}
+    write(tmp_path / "api-vr.json", json.dumps(ROUTER_JSON))
+    write(tmp_path / "all-route.json", json.dumps(bare_route))
+    found, _ = import_paths([tmp_path])
+    route = next(r for r in found.resources if r.kind == "Route")
+    assert (route.name, route.parent) == ("all-route", "api-router")
+    (warning,) = found.warnings
+    assert warning.file == str(tmp_path / "all-route.json")
+    assert warning.field == "virtualRouterName" and '"api-router"' in warning.message
+
+
+def test_a_route_without_parent_stays_unresolved_among_several_routers(tmp_path: Path) -> None:
+    write(tmp_path / "api-vr.json", json.dumps(ROUTER_JSON))
+    write(tmp_path / "b-vr.json", json.dumps({**ROUTER_JSON, "virtualRouterName": "b"}))
+    write(tmp_path / "all-route.json", json.dumps({"spec": ROUTE_JSON["spec"]}))
+    found, _ = import_paths([tmp_path])
+    assert found.warnings == []
+    route = next(r for r in found.resources if r.kind == "Route")
+    assert route.parent is None
+
+
+# --- ACM ------------------------------------------------------------------------------------------
+
+
+def test_acm_is_refused_where_served_with_the_way_out() -> None:
+    node = Resource(
+        "VirtualNode",
+        "n",
+        {
+            "listeners": [
+                {
+                    "portMapping": {"port": 8443, "protocol": "http"},
+                    "tls": {
+                        "mode": "STRICT",
+                        "certificate": {"acm": {"certificateArn": "arn:aws:acm:us-east-1:1:certificate/x"}},
+                    },
+                }
+            ],
+            "serviceDiscovery": {"dns": {"hostname": "n.local"}},
+        },
+    )
+    doc = to_native([node], "m", node="n", app="127.0.0.1:9443")
+    try:
+        from_dict(doc, "f")
+    except ConfigError as exc:
+        (problem,) = exc.problems
+    else:
+        raise AssertionError("ACM was served")
+    assert problem.field == "spec.listeners[0].tls.certificate.acm"
+    assert "ACM (AWS Certificate Manager) is an AWS service" in problem.message
+    assert "PEM" in problem.message and "docs/config.md" in problem.message
