@@ -251,7 +251,17 @@ def _with_backend_groups(
         if isinstance(b, dict) and isinstance(b.get("virtualService"), dict)
     }
     groups = (node.get("spec") or {}).get("backendGroups")
-    for i, ref in enumerate(groups if isinstance(groups, list) else []):
+    if not isinstance(groups, list):
+        problems.append(
+            Problem(
+                source,
+                f'VirtualNode "{objs.aws_name(node)}"',
+                "spec.backendGroups",
+                "expected a list of {name, namespace} naming BackendGroups",
+            )
+        )
+        groups = []
+    for i, ref in enumerate(groups):
         if not isinstance(ref, dict) or not ref.get("name"):
             problems.append(
                 Problem(
@@ -288,10 +298,10 @@ def _with_backend_groups(
                 )
                 continue
             gspec = group.get("spec") or {}
-            members = gspec.get("virtualservices") or gspec.get("virtualServices") or []
+            listed = gspec.get("virtualservices") or gspec.get("virtualServices") or []
             members = [
-                {"name": m.get("name"), "namespace": m.get("namespace") or group_ns}
-                for m in members
+                {"name": str(m.get("name", "")), "namespace": str(m.get("namespace") or group_ns)}
+                for m in listed
                 if isinstance(m, dict)
             ]
         for member in members:
