@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         "import",
         help="convert App Mesh definitions (AWS JSON, Kubernetes CRDs, CloudFormation) to a config",
         description="Read App Mesh resources from each FILE or DIR (directories are walked for "
-        "*.json, *.yaml, *.yml and *.template files holding App Mesh resources) in any of the "
+        "*.json, *.yaml and *.yml files, also ending in .template, holding App Mesh resources) "
+        "in any of the "
         "three shapes users hold them in (AWS CLI/API JSON, appmesh.k8s.aws/v1beta2 and v1beta1 "
         "custom resources, CloudFormation AWS::AppMesh::* templates), as one mesh: references "
         "resolve across files and a resource defined twice is refused, naming both files. "
@@ -97,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="See docs/config.md (Importing App Mesh definitions) for the output format, what "
         "each shape maps to, and how to replace ACM certificates with PEM files.",
     )
-    imp.add_argument("files", nargs="+", metavar="FILE|DIR")
+    imp.add_argument("files", nargs="+", metavar="FILE|DIR",
+                     help="App Mesh definitions: files (several documents each, if YAML) or "
+                     "directories to walk, read together as one mesh")
     who = imp.add_mutually_exclusive_group(required=True)
     who.add_argument("--gateway", metavar="NAME", help="the VirtualGateway this proxy runs")
     who.add_argument("--node", metavar="NAME",
