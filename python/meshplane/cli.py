@@ -162,8 +162,8 @@ def _import(args: argparse.Namespace) -> int:
     from meshplane.config.loaders import from_dict, import_paths, to_native
     from meshplane.config.schema import suggest
 
-    found, skipped = import_paths(args.files, strict=args.strict)
-    for path in skipped:
+    found = import_paths(args.files, strict=args.strict)
+    for path in found.skipped:
         print(f"meshplane import: skipped {path}: no App Mesh resource in it", file=sys.stderr)
     for warning in found.warnings:
         print(f"meshplane import: warning: {warning}", file=sys.stderr)

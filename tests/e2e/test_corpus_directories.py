@@ -221,8 +221,8 @@ def _all_ports(cfg: Any) -> dict[int, int]:
 async def test_example_directory_imports_validates_and_serves(example: str, tmp_path: Path) -> None:
     root = tmp_path / "example"
     filled = filled_copy(CORPUS / example, root)
-    found, skipped = import_paths([root])
-    assert skipped == [], "a corpus file was taken for a non-App Mesh file"
+    found = import_paths([root])
+    assert found.skipped == [], "a corpus file was taken for a non-App Mesh file"
     for p in found.problems:
         rel = str((Path(example) / Path(p.file).relative_to(root)).as_posix())
         if rel in BROKEN_YAML:

@@ -73,7 +73,7 @@ def aws_directory(root: Path) -> Path:
 
 
 def test_a_directory_is_one_mesh_with_references_resolved(tmp_path: Path) -> None:
-    found, skipped = import_paths([aws_directory(tmp_path / "mesh")])
+    found = import_paths([aws_directory(tmp_path / "mesh")])
     assert found.problems == [] and found.warnings == []
     assert kinds(found.resources) == [
         ("Route", "all", "api-router"),
@@ -81,7 +81,7 @@ def test_a_directory_is_one_mesh_with_references_resolved(tmp_path: Path) -> Non
         ("VirtualRouter", "api-router", None),
         ("VirtualService", "api.shop.local", None),
     ]
-    assert skipped == [str(tmp_path / "mesh" / "package.json")]  # no App Mesh resource in it
+    assert found.skipped == [str(tmp_path / "mesh" / "package.json")]  # no App Mesh resource in it
     assert found.mesh_names() == ["shop"]
     assert validate_resources(found.resources, "mesh") == []
     assert dict(zip((r.name for r in found.resources), found.origins, strict=True))[
@@ -103,7 +103,7 @@ def test_files_of_different_shapes_join(tmp_path: Path) -> None:
           provider: {virtualNode: {virtualNodeARN: "arn:aws:appmesh:us-east-1:1:mesh/shop/virtualNode/api-v1"}}
         """,
     )
-    found, _ = import_paths([node, crds])
+    found = import_paths([node, crds])
     assert found.problems == []
     assert kinds(found.resources) == [
         ("VirtualNode", "api-v1", None),
@@ -145,7 +145,7 @@ def test_kubernetes_references_resolve_across_files_and_documents(tmp_path: Path
         metadata: {name: api, namespace: shop}
         """,
     )
-    found, _ = import_paths([tmp_path / "k8s"])
+    found = import_paths([tmp_path / "k8s"])
     assert found.problems == []
     route = next(r for r in found.resources if r.kind == "Route")
     # The node's awsName lives in another file; the reference still finds it.
@@ -157,7 +157,7 @@ def test_kubernetes_references_resolve_across_files_and_documents(tmp_path: Path
 def test_a_duplicate_names_both_files(tmp_path: Path) -> None:
     first = write(tmp_path / "a" / "node.json", json.dumps(NODE_JSON))
     second = write(tmp_path / "b" / "node-copy.json", json.dumps(NODE_JSON))
-    found, _ = import_paths([tmp_path])
+    found = import_paths([tmp_path])
     (problem,) = found.problems
     assert problem.file == str(second)
     assert problem.resource == 'VirtualNode "api-v1"' and problem.field == "name"
@@ -169,14 +169,14 @@ def test_a_file_that_cannot_be_parsed_is_a_problem_and_the_rest_is_still_read(
 ) -> None:
     write(tmp_path / "good.json", json.dumps(NODE_JSON))
     bad = write(tmp_path / "bad.yaml", "a: [1,\n")
-    found, _ = import_paths([tmp_path])
+    found = import_paths([tmp_path])
     assert [p.file for p in found.problems] == [str(bad)]
     assert [r.name for r in found.resources] == ["api-v1"]
 
 
 def test_an_empty_directory_is_a_problem(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    found, _ = import_paths([tmp_path / "empty"])
+    found = import_paths([tmp_path / "empty"])
     assert [p.file for p in found.problems] == [str(tmp_path / "empty")]
     assert "no file ending in" in found.problems[0].message
 
@@ -214,7 +214,7 @@ def test_mesh_names_from_each_shape(tmp_path: Path) -> None:
         spec: {meshName: legacy}
         """,
     )
-    found, _ = import_paths([aws, cfn, k8s])
+    found = import_paths([aws, cfn, k8s])
     assert found.problems == []
     assert found.mesh_names() == ["legacy", "shop"]
     places = {where for name, where in found.meshes if name == "legacy"}
@@ -253,7 +253,7 @@ spec:
 
 def test_unknown_crd_fields_are_dropped_with_one_warning_each(tmp_path: Path) -> None:
     path = write(tmp_path / "m.yaml", PRUNED)
-    found, _ = import_paths([path])
+    found = import_paths([path])
     assert found.problems == []
     assert [(w.file, w.resource, w.field) for w in found.warnings] == [
         (str(path), 'VirtualNode "api-v1_shop"', "spec.listeners[0].healthcheck"),
@@ -270,7 +270,7 @@ def test_unknown_crd_fields_are_dropped_with_one_warning_each(tmp_path: Path) ->
 
 def test_strict_keeps_unknown_crd_fields_for_validation_to_refuse(tmp_path: Path) -> None:
     path = write(tmp_path / "m.yaml", PRUNED)
-    found, _ = import_paths([path], strict=True)
+    found = import_paths([path], strict=True)
     assert found.warnings == []
     fields = {p.field for p in validate_resources(found.resources, str(path))}
     assert fields == {
@@ -283,7 +283,7 @@ def test_strict_keeps_unknown_crd_fields_for_validation_to_refuse(tmp_path: Path
 
 def test_aws_json_is_never_pruned(tmp_path: Path) -> None:
     node = {**NODE_JSON, "spec": {**NODE_JSON["spec"], "backendz": []}}
-    found, _ = import_paths([write(tmp_path / "n.json", json.dumps(node))])
+    found = import_paths([write(tmp_path / "n.json", json.dumps(node))])
     assert found.warnings == []
     (problem,) = validate_resources(found.resources, "n.json")
     assert problem.field == "spec.backendz"
@@ -321,7 +321,7 @@ spec:
 
 
 def test_v1beta1_router_takes_the_listener_of_its_first_target(tmp_path: Path) -> None:
-    found, _ = import_paths([write(tmp_path / "legacy.yaml", LEGACY)])
+    found = import_paths([write(tmp_path / "legacy.yaml", LEGACY)])
     assert found.problems == [] and found.mesh_names() == ["shop"]
     assert kinds(found.resources) == [
         ("Mesh", "shop", None),
@@ -340,7 +340,7 @@ def test_v1beta1_router_listeners_given_are_kept(tmp_path: Path) -> None:
         "virtualRouter: {name: api-router}",
         "virtualRouter: {name: api-router, listeners: [{portMapping: {port: 80, protocol: http}}]}",
     )
-    found, _ = import_paths([write(tmp_path / "legacy.yaml", text)])
+    found = import_paths([write(tmp_path / "legacy.yaml", text)])
     router = next(r for r in found.resources if r.kind == "VirtualRouter")
     assert router.spec["listeners"] == [{"portMapping": {"port": 80, "protocol": "http"}}]
 
@@ -349,7 +349,7 @@ def test_v1beta1_router_whose_target_is_in_another_file(tmp_path: Path) -> None:
     node, rest = LEGACY.split("---\n", 1)[1].split("---\n", 1)
     write(tmp_path / "node.yaml", node)
     write(tmp_path / "service.yaml", rest)
-    found, _ = import_paths([tmp_path])
+    found = import_paths([tmp_path])
     router = next(r for r in found.resources if r.kind == "VirtualRouter")
     assert router.spec["listeners"] == [{"portMapping": {"port": 9080, "protocol": "http"}}]
 
@@ -387,7 +387,7 @@ def test_backend_groups_expand_into_backends(tmp_path: Path) -> None:
     write(tmp_path / "groups.yaml", GROUPS)
     for name in ("red", "blue", "green"):
         write(tmp_path / f"{name}.yaml", SERVICES % name)
-    found, _ = import_paths([tmp_path])
+    found = import_paths([tmp_path])
     assert found.problems == [] and found.warnings == []
     web = next(r for r in found.resources if r.name == "web_front")
     names = [b["virtualService"]["virtualServiceName"] for b in web.spec["backends"]]
@@ -399,7 +399,7 @@ def test_backend_groups_expand_into_backends(tmp_path: Path) -> None:
 def test_an_unknown_backend_group_is_a_problem_with_a_suggestion(tmp_path: Path) -> None:
     text = GROUPS.replace("- {name: colors}", "- {name: colours}")
     path = write(tmp_path / "groups.yaml", text)
-    found, _ = import_paths([path])
+    found = import_paths([path])
     (problem,) = found.problems
     assert (problem.file, problem.resource, problem.field) == (
         str(path),
@@ -415,7 +415,7 @@ def test_an_unknown_app_mesh_kind_is_a_problem_not_silence(tmp_path: Path) -> No
         tmp_path / "x.yaml",
         "apiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualThing\nmetadata: {name: t}\nspec: {}\n",
     )
-    found, _ = import_paths([path])
+    found = import_paths([path])
     (problem,) = found.problems
     assert problem.resource == 'VirtualThing "t"' and problem.field == "kind"
 
@@ -525,7 +525,7 @@ def test_a_route_without_parent_joins_the_only_router(tmp_path: Path) -> None:
     bare_route = {"spec": ROUTE_JSON["spec"]}
     write(tmp_path / "api-vr.json", json.dumps(ROUTER_JSON))
     write(tmp_path / "all-route.json", json.dumps(bare_route))
-    found, _ = import_paths([tmp_path])
+    found = import_paths([tmp_path])
     route = next(r for r in found.resources if r.kind == "Route")
     assert (route.name, route.parent) == ("all-route", "api-router")
     (warning,) = found.warnings
@@ -537,7 +537,7 @@ def test_a_route_without_parent_stays_unresolved_among_several_routers(tmp_path:
     write(tmp_path / "api-vr.json", json.dumps(ROUTER_JSON))
     write(tmp_path / "b-vr.json", json.dumps({**ROUTER_JSON, "virtualRouterName": "b"}))
     write(tmp_path / "all-route.json", json.dumps({"spec": ROUTE_JSON["spec"]}))
-    found, _ = import_paths([tmp_path])
+    found = import_paths([tmp_path])
     assert found.warnings == []
     route = next(r for r in found.resources if r.kind == "Route")
     assert route.parent is None

@@ -105,18 +105,15 @@ def import_resources(path: str | os.PathLike[str]) -> list[Resource]:
 SUFFIXES = (".json", ".yaml", ".yml", ".json.template", ".yaml.template", ".yml.template")
 
 
-def import_paths(
-    paths: list[str | os.PathLike[str]], *, strict: bool = False
-) -> tuple[Imported, list[str]]:
+def import_paths(paths: list[str | os.PathLike[str]], *, strict: bool = False) -> Imported:
     """The App Mesh resources of files and directories (walked recursively, files ending in
-    SUFFIXES), read as one mesh, and the directory files skipped for holding none.
+    SUFFIXES), read as one mesh; directory files that hold none are listed in `skipped`.
 
     Kubernetes objects of all files are read together so that references resolve across files.
     The same resource defined twice is a problem naming both places. Unless `strict`, CRD spec
     fields Kubernetes would prune are dropped with a warning each. Problems are returned in
     `Imported.problems`, not raised."""
     found = Imported()
-    skipped: list[str] = []
     k8s_docs: list[Any] = []
     k8s_sources: list[str] = []
     for path, named in _expand(paths, found):
@@ -127,7 +124,7 @@ def import_paths(
             continue
         shape = detect(docs)
         if not named and not _holds_app_mesh(docs, shape):
-            skipped.append(path)
+            found.skipped.append(path)
             continue
         if shape == "k8s":
             k8s_docs += docs
@@ -153,7 +150,7 @@ def import_paths(
     ]
     _adopt_orphans(found)
     found.problems += _duplicates(found)
-    return found, skipped
+    return found
 
 
 def _adopt_orphans(found: Imported) -> None:

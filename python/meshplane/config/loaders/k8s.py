@@ -5,8 +5,12 @@ v1beta2 names follow the controller: `spec.awsName`, else `<name>_<namespace>` (
 `<name>.<namespace>`, Mesh: `<name>`). References (`virtualNodeRef: {name, namespace}`, default
 namespace = the referring object's) resolve to the same names; `*ARN` references to the ARN's
 last segment. Routes come out of `VirtualRouter.spec.routes[]`. A GatewayRoute joins the
-VirtualGateway whose selectors match it, or the only gateway of the file. Controller-only keys
+VirtualGateway whose selectors match it, or the only gateway read. Controller-only keys
 (podSelector, meshRef, ...) are dropped and k8s spellings renamed (hostName, certificateARN).
+A VirtualNode's `backendGroups` expand into backends from the BackendGroup objects read; a
+v1beta1 router without listeners takes its first target node's first listener. `read` takes
+the documents of several files at once (references resolve across them) and, unless strict,
+prunes spec fields the schema does not know, as the API server does, with a warning each.
 """
 
 from __future__ import annotations
@@ -98,12 +102,10 @@ def _namespace(obj: dict[str, Any]) -> str:
     return _meta(obj, "namespace") or "default"
 
 
-def load(
-    docs: list[Any], source: str, *, sources: list[str] | None = None, strict: bool = True
-) -> tuple[list[Resource], list[Problem]]:
-    """The App Mesh resources of `docs`; see `read` for several files and pruning."""
+def load(docs: list[Any], source: str) -> tuple[list[Resource], list[Problem]]:
+    """The App Mesh resources of one file's documents, unpruned; `read` reads several files."""
     found = Imported()
-    read(docs, sources or [source] * len(docs), found, strict=strict)
+    read(docs, [source] * len(docs), found, strict=True)
     return found.resources, found.problems
 
 

@@ -64,13 +64,15 @@ class Imported:
 
     `origins[i]` is the file `resources[i]` was read from; `meshes` lists each mesh name the
     files give (a Mesh resource, `meshName`, `MeshName`, `meshRef`) with where; `problems` refuse
-    the import, `warnings` do not (fields dropped as Kubernetes would)."""
+    the import, `warnings` do not (fields dropped as Kubernetes would); `skipped` lists the files
+    of a directory that hold no App Mesh resource."""
 
     resources: list[Resource] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)
     meshes: list[tuple[str, str]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def add(self, resource: Resource, origin: str) -> None:
         self.resources.append(resource)
