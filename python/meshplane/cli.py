@@ -184,8 +184,8 @@ def _import(args: argparse.Namespace) -> int:
     text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
     if args.node:
         text = (
-            f"# proxy.app: where the application of {name} listens (moved off the listener "
-            "ports, which the proxy takes); edit it to match.\n" + text
+            f"# proxy.app: where the application of {name} listens. It was moved off the\n"
+            "# listener ports, which the proxy takes; edit it to match.\n" + text
         )
     try:
         from_dict(doc, args.output or "<output>")
