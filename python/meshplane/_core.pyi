@@ -5,20 +5,24 @@ into Python; events come back through `Core.wakeup_fd()` + `Core.drain_events()`
 """
 
 from collections.abc import Sequence
-from typing import Any, Self, final
+from typing import Any, Literal, Self, final
 
 __all__ = ["Balancer", "Core", "CoreError", "RouteTable", "__version__"]
 __version__: str
 
 class CoreError(Exception):
-    """Raised by the core. Attributes mirror the Rust error kind.
+    """Raised by the core. Every attribute is the Rust error's own (rust/src/error.rs).
 
-    kind: "config" | "downstream" | "upstream" | "internal"; retryable: whether another
-    attempt could succeed; status: the local reply it maps to (400, 431, 502, 503, 504) when it
-    has one; path: for config errors, where in the snapshot document.
+    kind: where the error came from: "config" (a snapshot, host update or TLS reload the core
+    refuses), "downstream", "upstream" or "internal" (the runtime cannot start). retryable:
+    whether another attempt could succeed (True only for upstream connect failures, TLS
+    failures, resets and refused streams). status: the local reply the error maps to (400,
+    404, 502, 503, 504), or None for an error that is never sent to a client, such as every
+    "config" error. path: for a rejected snapshot or TLS reload, where in the document
+    ("listeners[1].address", or "line L column C" for a parse error); otherwise None.
     """
 
-    kind: str
+    kind: Literal["config", "downstream", "upstream", "internal"]
     retryable: bool
     status: int | None
     path: str | None
@@ -32,7 +36,8 @@ class Core:
 
     def __new__(cls, workers: int = 1) -> Self: ...
     def apply(self, snapshot: bytes) -> str:
-        """Parse, build and atomically swap in a snapshot document (docs/snapshot.md).
+        """Parse, build and atomically swap in a snapshot document (docs/snapshot.md; its JSON
+        Schema is docs/snapshot.schema.json).
 
         Binds new listeners and closes removed ones; a listener whose name and address are
         unchanged keeps its socket. On any error nothing changes and CoreError(kind="config") is
