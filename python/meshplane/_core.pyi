@@ -7,7 +7,15 @@ into Python; events come back through `Core.wakeup_fd()` + `Core.drain_events()`
 from collections.abc import Sequence
 from typing import Any, Literal, Self, final
 
-__all__ = ["Balancer", "Core", "CoreError", "RouteTable", "__version__"]
+__all__ = [
+    "Balancer",
+    "Core",
+    "CoreError",
+    "OutlierEvent",
+    "RouteTable",
+    "StoppedEvent",
+    "__version__",
+]
 __version__: str
 
 class CoreError(Exception):
@@ -70,13 +78,44 @@ class Core:
         """A copy of every counter, gauge and histogram (see docs/stats.md)."""
     def wakeup_fd(self) -> int:
         """Readable when events are queued; drain with drain_events()."""
-    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
-        """Queued events: ("outlier", {cluster, host, type}), ("stopped", {clean, open})."""
+    def drain_events(self) -> list[OutlierEvent | StoppedEvent]:
+        """Every queued event, oldest first (rust/src/notify.rs, one class per kind)."""
     def shutdown(self, drain_ms: int = 5000) -> None:
         """Stop accepting, let in-flight requests finish for up to drain_ms, then stop.
 
-        Returns at once; completion is reported as a ("stopped", {...}) event.
+        Returns at once; completion is reported as a StoppedEvent.
         """
+
+@final
+class OutlierEvent:
+    """A host reached one of its cluster's consecutive-failure thresholds (the control layer
+    decides whether to eject it)."""
+
+    def __new__(cls, cluster: str, host: str, type: str) -> Self: ...
+    @property
+    def kind(self) -> Literal["outlier"]: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def host(self) -> str:
+        """The endpoint, "IP:PORT"."""
+    @property
+    def type(self) -> str:
+        """"consecutive_5xx", "consecutive_gateway_failure" or "consecutive_local_origin_failure"."""
+
+@final
+class StoppedEvent:
+    """The runtime stopped after `Core.shutdown`."""
+
+    def __new__(cls, clean: bool, open: int) -> Self: ...
+    @property
+    def kind(self) -> Literal["stopped"]: ...
+    @property
+    def clean(self) -> bool:
+        """Every connection finished within the drain."""
+    @property
+    def open(self) -> int:
+        """Connections still open when the runtime stopped."""
 
 @final
 class RouteTable:

@@ -198,15 +198,8 @@ impl Core {
 
     fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = PyList::empty(py);
-        for ev in self.rt.events().drain() {
-            let fields: serde_json::Value = serde_json::from_str(&ev.fields).unwrap_or_default();
-            items.append(PyTuple::new(
-                py,
-                [
-                    ev.kind.into_pyobject(py)?.into_any(),
-                    json_to_py(py, &fields)?,
-                ],
-            )?)?;
+        for event in self.rt.events().drain() {
+            items.append(super::events::to_py(py, event)?)?;
         }
         Ok(items)
     }
