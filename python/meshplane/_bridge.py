@@ -13,18 +13,41 @@ the bridge from a plain pipe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 import trio
 
-__all__ = ["Event", "EventBridge", "EventSource", "TaskStatus", "collapse_groups", "single_error"]
+__all__ = [
+    "Event",
+    "EventBridge",
+    "EventSource",
+    "OutlierEvent",
+    "TaskStatus",
+    "collapse_groups",
+    "single_error",
+]
 
 log = logging.getLogger("meshplane.bridge")
 
-Event = tuple[str, Mapping[str, Any]]
-"""One event from the core: its kind ("stopped", ...) and its fields."""
+class Event(Protocol):
+    """One event from the core (`meshplane._core.OutlierEvent`, `StoppedEvent`, ...): a typed
+    value whose `kind` ("outlier", "stopped") subscribers select it by."""
+
+    @property
+    def kind(self) -> str: ...
+
+
+class OutlierEvent(Event, Protocol):
+    """`meshplane._core.OutlierEvent`: a host reached a consecutive-failure threshold."""
+
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def type(self) -> str: ...
 
 
 class TaskStatus(Protocol):
@@ -38,8 +61,8 @@ class EventSource(Protocol):
 
     def wakeup_fd(self) -> int: ...
 
-    # Sequence (covariant), so the core's list[tuple[str, dict]] satisfies it.
-    def drain_events(self) -> Sequence[tuple[str, Mapping[str, Any]]]: ...
+    # Sequence (covariant), so the core's list[OutlierEvent | StoppedEvent] satisfies it.
+    def drain_events(self) -> Sequence[Event]: ...
 
 
 class EventBridge:
@@ -72,14 +95,15 @@ class EventBridge:
 
     def dispatch(self, events: Sequence[Event]) -> None:
         """Hand `events` to their subscribers without blocking."""
-        for kind, fields in events:
+        for event in events:
+            kind = event.kind
             for key in (kind, "*"):
                 subscribers = self._subscribers.get(key)
                 if not subscribers:
                     continue
                 for send in list(subscribers):
                     try:
-                        send.send_nowait((kind, fields))
+                        send.send_nowait(event)
                     except trio.WouldBlock:
                         self.dropped[kind] = self.dropped.get(kind, 0) + 1
                     except (trio.BrokenResourceError, trio.ClosedResourceError):

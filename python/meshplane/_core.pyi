@@ -5,20 +5,32 @@ into Python; events come back through `Core.wakeup_fd()` + `Core.drain_events()`
 """
 
 from collections.abc import Sequence
-from typing import Any, Self, final
+from typing import Any, Literal, Self, final
 
-__all__ = ["Balancer", "Core", "CoreError", "RouteTable", "__version__"]
+__all__ = [
+    "Balancer",
+    "Core",
+    "CoreError",
+    "OutlierEvent",
+    "RouteTable",
+    "StoppedEvent",
+    "__version__",
+]
 __version__: str
 
 class CoreError(Exception):
-    """Raised by the core. Attributes mirror the Rust error kind.
+    """Raised by the core. Every attribute is the Rust error's own (rust/src/error.rs).
 
-    kind: "config" | "downstream" | "upstream" | "internal"; retryable: whether another
-    attempt could succeed; status: the local reply it maps to (400, 431, 502, 503, 504) when it
-    has one; path: for config errors, where in the snapshot document.
+    kind: where the error came from: "config" (a snapshot, host update or TLS reload the core
+    refuses), "downstream", "upstream" or "internal" (the runtime cannot start). retryable:
+    whether another attempt could succeed (True only for upstream connect failures, TLS
+    failures, resets and refused streams). status: the local reply the error maps to (400,
+    404, 502, 503, 504), or None for an error that is never sent to a client, such as every
+    "config" error. path: for a rejected snapshot or TLS reload, where in the document
+    ("listeners[1].address", or "line L column C" for a parse error); otherwise None.
     """
 
-    kind: str
+    kind: Literal["config", "downstream", "upstream", "internal"]
     retryable: bool
     status: int | None
     path: str | None
@@ -32,7 +44,8 @@ class Core:
 
     def __new__(cls, workers: int = 1) -> Self: ...
     def apply(self, snapshot: bytes) -> str:
-        """Parse, build and atomically swap in a snapshot document (docs/snapshot.md).
+        """Parse, build and atomically swap in a snapshot document (docs/snapshot.md; its JSON
+        Schema is docs/snapshot.schema.json).
 
         Binds new listeners and closes removed ones; a listener whose name and address are
         unchanged keeps its socket. On any error nothing changes and CoreError(kind="config") is
@@ -65,13 +78,44 @@ class Core:
         """A copy of every counter, gauge and histogram (see docs/stats.md)."""
     def wakeup_fd(self) -> int:
         """Readable when events are queued; drain with drain_events()."""
-    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
-        """Queued events: ("outlier", {cluster, host, type}), ("stopped", {clean, open})."""
+    def drain_events(self) -> list[OutlierEvent | StoppedEvent]:
+        """Every queued event, oldest first (rust/src/notify.rs, one class per kind)."""
     def shutdown(self, drain_ms: int = 5000) -> None:
         """Stop accepting, let in-flight requests finish for up to drain_ms, then stop.
 
-        Returns at once; completion is reported as a ("stopped", {...}) event.
+        Returns at once; completion is reported as a StoppedEvent.
         """
+
+@final
+class OutlierEvent:
+    """A host reached one of its cluster's consecutive-failure thresholds (the control layer
+    decides whether to eject it)."""
+
+    def __new__(cls, cluster: str, host: str, type: str) -> Self: ...
+    @property
+    def kind(self) -> Literal["outlier"]: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def host(self) -> str:
+        """The endpoint, "IP:PORT"."""
+    @property
+    def type(self) -> str:
+        """"consecutive_5xx", "consecutive_gateway_failure" or "consecutive_local_origin_failure"."""
+
+@final
+class StoppedEvent:
+    """The runtime stopped after `Core.shutdown`."""
+
+    def __new__(cls, clean: bool, open: int) -> Self: ...
+    @property
+    def kind(self) -> Literal["stopped"]: ...
+    @property
+    def clean(self) -> bool:
+        """Every connection finished within the drain."""
+    @property
+    def open(self) -> int:
+        """Connections still open when the runtime stopped."""
 
 @final
 class RouteTable:

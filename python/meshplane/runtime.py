@@ -70,6 +70,25 @@ def load_config(config: ConfigInput) -> MeshConfig:
     return load_file(os.fspath(config))
 
 
+def _load(config: ConfigInput, overrides: Mapping[int, int] | None) -> MeshConfig:
+    """`load_config` with `port_overrides` applied. Reads files and validates: run it off the
+    Trio loop."""
+    return _with_ports(load_config(config), overrides)
+
+
+def _compile(
+    config: MeshConfig, endpoints: Mapping[str, Any], apply_number: int
+) -> tuple[str, dict[str, Any], bytes]:
+    """Compile `config` into (content digest, snapshot labelled "<apply_number>-<digest>", the
+    bytes for `Core.apply`). CPU-bound: run it off the Trio loop."""
+    compiled = compile_snapshot(config, version="", endpoints=endpoints)
+    digest = hashlib.sha256(compiled).hexdigest()[:12]
+    snapshot = json.loads(compiled)
+    # Version label: apply counter + content hash, so equal labels mean equal snapshots.
+    snapshot["version"] = f"{apply_number}-{digest}"
+    return digest, snapshot, json.dumps(snapshot, separators=(",", ":")).encode()
+
+
 def _with_ports(config: MeshConfig, overrides: Mapping[int, int] | None) -> MeshConfig:
     if not overrides:
         return config
@@ -137,7 +156,7 @@ class Proxy:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Proxy]:
-        config = _with_ports(load_config(self._input), self._port_overrides)
+        config = await trio.to_thread.run_sync(_load, self._input, self._port_overrides)
         admin = self._admin if self._admin is not None else config.proxy.admin
         admin_address = parse_address(admin, min_port=0) if admin else None
         core = self._core = Core(self._workers)
@@ -197,8 +216,13 @@ class Proxy:
         serialized. Applying a config that compiles to the running snapshot changes nothing.
         The admin address is fixed when the proxy starts and is not changed by `apply`.
         Cancellation while DNS names are being resolved abandons the apply.
+
+        Loading, compiling and the core's apply run in worker threads, so the Trio loop keeps
+        serving meanwhile; an apply is one transaction: cancelled before the core's apply
+        starts, nothing changes; once it has started, it completes and is recorded, and the
+        cancellation is delivered afterwards.
         """
-        new = _with_ports(load_config(config), self._port_overrides)
+        new = await trio.to_thread.run_sync(_load, config, self._port_overrides)
         async with self._lock:
             return await self._apply(new)
 
@@ -207,20 +231,20 @@ class Proxy:
         assert discovery is not None
         targets = dns_targets(config)
         endpoints = await discovery.prepare(targets)
-        compiled = compile_snapshot(config, version="", endpoints=endpoints)
-        digest = hashlib.sha256(compiled).hexdigest()[:12]
+        digest, snapshot, data = await trio.to_thread.run_sync(
+            _compile, config, endpoints, self._applied + 1
+        )
         if digest == self._digest and self.version is not None:
             self._config = config
             # Health-check and outlier timing are not in the snapshot: they may still change.
             if self._resilience is not None:
                 self._resilience.retarget(resilience_targets(config, endpoints))
             return self.version
-        # Version label: apply counter + content hash, so equal labels mean equal snapshots.
-        snapshot = json.loads(compiled)
-        snapshot["version"] = f"{self._applied + 1}-{digest}"
         tls_seen = observe(tls_files(snapshot))  # before the core reads them: no change is lost
         try:
-            version = core.apply(json.dumps(snapshot, separators=(",", ":")).encode())
+            # NOTE: not abandon_on_cancel: a cancelled apply waits for the core's answer, so the
+            # bookkeeping below (no checkpoint in it) always matches what the core runs.
+            version = await trio.to_thread.run_sync(core.apply, data)
         except CoreError as exc:
             problem = Problem(config.source, "snapshot", exc.path or "", str(exc))
             raise ConfigError([problem]) from exc

@@ -31,6 +31,8 @@ pub enum Kind {
     Timeout,
     BadUpstreamResponse,
     BadRequest,
+    /// A call from the control layer that cannot be carried out (a snapshot, a host update,
+    /// starting the runtime); it is refused to the caller, never sent as a local reply.
     Config,
 }
 
@@ -87,6 +89,13 @@ impl ProxyError {
             Kind::BadUpstreamResponse => 502,
             Kind::Config => 500,
         }
+    }
+
+    /// The status of the local reply this error becomes, or None for an error that never
+    /// reaches a client (`Kind::Config`: refused to the control layer, never sent as a reply).
+    /// This is what `CoreError.status` carries.
+    pub fn reply_status(&self) -> Option<u16> {
+        (self.kind != Kind::Config).then(|| self.status())
     }
 
     /// The body of the local reply, in Envoy's words where Envoy has them.
@@ -173,3 +182,96 @@ impl fmt::Display for ProxyError {
 }
 
 impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields `CoreError` carries (kind, retryable, status) for each kind of error.
+    #[test]
+    fn boundary_fields_follow_the_error() {
+        let cases = [
+            (
+                Source::Downstream,
+                Kind::BadRequest,
+                "downstream",
+                false,
+                Some(400),
+            ),
+            (
+                Source::Internal,
+                Kind::NoRoute,
+                "internal",
+                false,
+                Some(404),
+            ),
+            (
+                Source::Internal,
+                Kind::NoHealthyUpstream,
+                "internal",
+                false,
+                Some(503),
+            ),
+            (
+                Source::Internal,
+                Kind::Overflow,
+                "internal",
+                false,
+                Some(503),
+            ),
+            (
+                Source::Upstream,
+                Kind::ConnectFailure,
+                "upstream",
+                true,
+                Some(503),
+            ),
+            (
+                Source::Upstream,
+                Kind::ConnectTimeout,
+                "upstream",
+                true,
+                Some(503),
+            ),
+            (
+                Source::Upstream,
+                Kind::TlsFailure,
+                "upstream",
+                true,
+                Some(503),
+            ),
+            (Source::Upstream, Kind::Reset, "upstream", true, Some(503)),
+            (
+                Source::Upstream,
+                Kind::RefusedStream,
+                "upstream",
+                true,
+                Some(503),
+            ),
+            (
+                Source::Upstream,
+                Kind::Timeout,
+                "upstream",
+                false,
+                Some(504),
+            ),
+            (
+                Source::Upstream,
+                Kind::BadUpstreamResponse,
+                "upstream",
+                false,
+                Some(502),
+            ),
+            (Source::Config, Kind::Config, "config", false, None),
+            (Source::Internal, Kind::Config, "internal", false, None),
+        ];
+        for (source, kind, name, retryable, status) in cases {
+            let e = ProxyError::new(source, kind, "x");
+            assert_eq!(
+                (e.source_name(), e.retryable(), e.reply_status()),
+                (name, retryable, status),
+                "{e}"
+            );
+        }
+    }
+}

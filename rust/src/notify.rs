@@ -12,11 +12,31 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// One event from the core to the control layer. Typed end to end: `py/` turns each variant
+/// into its Python value field by field, with no text in between.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub kind: &'static str,
-    /// JSON object text with the event's fields.
-    pub fields: String,
+pub enum Event {
+    /// A host of `cluster` reached one of the cluster's consecutive-failure thresholds;
+    /// `detector` names it ("consecutive_5xx", "consecutive_gateway_failure",
+    /// "consecutive_local_origin_failure"). The control layer decides whether to eject.
+    Outlier {
+        cluster: String,
+        host: String,
+        detector: &'static str,
+    },
+    /// The runtime stopped after `shutdown`: `clean` when every connection finished within
+    /// the drain; `open` connections were still open.
+    Stopped { clean: bool, open: usize },
+}
+
+impl Event {
+    /// The name subscribers select events by ("outlier", "stopped").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Outlier { .. } => "outlier",
+            Event::Stopped { .. } => "stopped",
+        }
+    }
 }
 
 pub struct EventQueue {
@@ -43,14 +63,14 @@ impl EventQueue {
         })
     }
 
-    pub fn push(&self, kind: &'static str, fields: String) {
+    pub fn push(&self, event: Event) {
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.len() >= MAX_QUEUED {
                 q.pop_front();
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            q.push_back(Event { kind, fields });
+            q.push_back(event);
         }
         // NOTE: a full socket buffer (WouldBlock) is fine: the reader is already due to wake up.
         let _ = (&self.write).write(&[1u8]);
@@ -85,6 +105,14 @@ impl EventQueue {
 mod tests {
     use super::*;
 
+    fn outlier(i: usize) -> Event {
+        Event::Outlier {
+            cluster: "c".into(),
+            host: format!("10.0.0.{i}:80"),
+            detector: "consecutive_5xx",
+        }
+    }
+
     fn readable(q: &EventQueue) -> bool {
         let mut pfd = libc::pollfd {
             fd: q.fd(),
@@ -98,12 +126,16 @@ mod tests {
     #[test]
     fn push_wakes_and_drain_empties() {
         let q = EventQueue::new().unwrap();
-        q.push("stopped", "{}".into());
-        q.push("x", "{\"a\":1}".into());
+        q.push(Event::Stopped {
+            clean: true,
+            open: 0,
+        });
+        q.push(outlier(1));
         assert!(readable(&q));
         let ev = q.drain();
         assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0].kind, "stopped");
+        assert_eq!(ev[0].kind(), "stopped");
+        assert_eq!(ev[1], outlier(1));
         assert!(!readable(&q));
         assert_eq!(q.dropped(), 0);
     }
@@ -112,12 +144,12 @@ mod tests {
     fn overflow_drops_oldest_and_counts() {
         let q = EventQueue::new().unwrap();
         for i in 0..MAX_QUEUED + 10 {
-            q.push("x", format!("{{\"i\":{i}}}"));
+            q.push(outlier(i));
         }
         assert_eq!(q.dropped(), 10);
         let ev = q.drain();
         assert_eq!(ev.len(), MAX_QUEUED);
-        assert_eq!(ev[0].fields, "{\"i\":10}");
+        assert_eq!(ev[0], outlier(10));
         assert!(!readable(&q));
     }
 }

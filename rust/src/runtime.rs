@@ -9,7 +9,7 @@ use crate::cluster::{HealthFlag, OutlierSink};
 use crate::config::{ListenerProtocol, Snapshot, SnapshotError};
 use crate::http::{Compiled, ListenerSlot, ListenerState};
 use crate::listener::{self, Connections, RunningListener};
-use crate::notify::EventQueue;
+use crate::notify::{Event, EventQueue};
 use crate::stats::Registry;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
@@ -137,8 +137,11 @@ impl Runtime {
     ) -> Result<String, SnapshotError> {
         let events = self.events.clone();
         let sink: OutlierSink = Arc::new(move |cluster: &str, host: &str, kind: &'static str| {
-            let fields = serde_json::json!({"cluster": cluster, "host": host, "type": kind});
-            events.push("outlier", fields.to_string());
+            events.push(Event::Outlier {
+                cluster: cluster.to_string(),
+                host: host.to_string(),
+                detector: kind,
+            });
         });
         let compiled = Arc::new(Compiled::build(
             snap,
@@ -394,7 +397,7 @@ impl Runtime {
     }
 
     /// Stop accepting, give connections `drain` to finish, then stop the runtime and emit a
-    /// ("stopped", {}) event. Returns at once.
+    /// `Event::Stopped`. Returns at once.
     pub fn shutdown(&self, drain: Duration) {
         let _ = self.stop.send(true);
         let conns = self.conns.clone();
@@ -402,10 +405,10 @@ impl Runtime {
         let exit = self.exit.clone();
         self.handle.spawn(async move {
             let clean = tokio::time::timeout(drain, conns.closed()).await.is_ok();
-            events.push(
-                "stopped",
-                format!("{{\"clean\": {clean}, \"open\": {}}}", conns.open()),
-            );
+            events.push(Event::Stopped {
+                clean,
+                open: conns.open(),
+            });
             let _ = exit.send(true);
         });
     }

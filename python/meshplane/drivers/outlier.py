@@ -5,7 +5,7 @@ whose time is up, and tells the core each decision (`set_host_ejected`).
 `OutlierEjections` owns one `OutlierDetector` (sans-I/O, `meshplane.policy.outlier`) per
 cluster whose node listener has `outlierDetection`. Its `run` task has two parts:
 
-- events: the core pushes ("outlier", {cluster, host, type}) through the wake-up bridge when a
+- events: the core pushes an OutlierEvent (cluster, host, type) through the wake-up bridge when a
   counter reaches its threshold; `on_consecutive` decides at once, so a consecutive-5xx
   ejection lands within milliseconds of the failing response, not at the next sweep;
 - sweeps: per cluster every `policy.interval`, `core.take_outlier_samples()` (which resets
@@ -26,11 +26,11 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import trio
 
-from meshplane._bridge import Event, TaskStatus
+from meshplane._bridge import Event, OutlierEvent, TaskStatus
 from meshplane.config.resilience import ResilienceTarget
 from meshplane.policy import (
     Decision,
@@ -139,18 +139,16 @@ class OutlierEjections:
 
     # --- decisions -----------------------------------------------------------------------
 
-    def on_event(self, fields: Mapping[str, Any]) -> None:
-        """One ("outlier", fields) event from the core: eject now if the detector agrees."""
+    def on_event(self, event: OutlierEvent) -> None:
+        """One outlier event from the core: eject now if the detector agrees."""
         self.events_handled += 1
-        cluster = self._clusters.get(str(fields.get("cluster")))
+        cluster = self._clusters.get(event.cluster)
         if cluster is None:
             return
         try:
-            decisions = cluster.detector.on_consecutive(
-                str(fields.get("host")), str(fields.get("type")), self._clock()
-            )
+            decisions = cluster.detector.on_consecutive(event.host, event.type, self._clock())
         except PolicyError as exc:
-            log.warning("ignoring outlier event %s: %s", dict(fields), exc)
+            log.warning("ignoring outlier event %r: %s", event, exc)
             return
         self._apply(cluster, decisions)
 
@@ -213,9 +211,9 @@ class OutlierEjections:
             await nursery.start(self._sweeper)
             task_status.started()
             async with events:
-                async for kind, fields in events:
-                    if kind == "outlier":
-                        self.on_event(fields)
+                async for event in events:
+                    if event.kind == "outlier":
+                        self.on_event(cast(OutlierEvent, event))
             nursery.cancel_scope.cancel()
 
     async def _sweeper(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:

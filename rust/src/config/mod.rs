@@ -2,17 +2,21 @@
 //!
 //! Python (`meshplane.config.compile`) produces it as JSON; [`Snapshot::parse`] reads it. This
 //! module is the schema only (serde types and their checks); it imports nothing else from the
-//! crate. `docs/snapshot.md` is the prose version of the same contract.
+//! crate. It is the one definition of the contract: `docs/snapshot.schema.json` is generated from
+//! it ([`json_schema`]) and `docs/snapshot.md` describes it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Schema version this build understands; a document with another `schema` is refused.
 pub const SCHEMA: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Snapshot {
+    /// The schema version; this build reads only 1.
+    #[schemars(extend("const" = SCHEMA))]
     pub schema: u32,
     /// Opaque label chosen by the control layer (shown in /config_dump and stats).
     pub version: String,
@@ -24,7 +28,7 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerProtocol {
     /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), told apart per connection.
@@ -32,7 +36,7 @@ pub enum ListenerProtocol {
     Tcp,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Listener {
     /// Unique; also the stats key. Same name + same address across applies ⇒ socket kept.
@@ -60,7 +64,7 @@ pub struct Listener {
     pub access_log: Option<AccessLogSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogSpec {
     /// File appended to; "/dev/stdout" and "/dev/stderr" work.
@@ -71,21 +75,21 @@ pub struct AccessLogSpec {
 }
 
 /// App Mesh's two shapes, with Envoy command operators (`%RESPONSE_CODE%`, `%REQ(:PATH)%`...).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLogFormat {
     Text(String),
     Json(Vec<JsonLogField>),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JsonLogField {
     pub key: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// TLS only.
@@ -96,7 +100,7 @@ pub enum TlsMode {
     Disabled,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerTls {
     pub mode: TlsMode,
@@ -107,7 +111,7 @@ pub struct ListenerTls {
     pub validation: Option<ValidationSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CertificateSpec {
     /// PEM file: the certificate chain, leaf first.
@@ -119,7 +123,7 @@ pub struct CertificateSpec {
     pub server_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValidationSpec {
     /// PEM file of trusted CA certificates.
@@ -130,7 +134,7 @@ pub struct ValidationSpec {
     pub subject_alternative_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpstreamTls {
     /// SNI sent, and the name checked when no SANs are listed (App Mesh: the discovery name).
@@ -144,13 +148,13 @@ pub struct UpstreamTls {
     pub validation: Option<ValidationSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteTableSpec {
     pub virtual_hosts: Vec<VirtualHostSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualHostSpec {
     pub name: String,
@@ -162,7 +166,7 @@ pub struct VirtualHostSpec {
     pub routes: Vec<RouteSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSpec {
     /// Unique within the snapshot; the stats key.
@@ -172,7 +176,7 @@ pub struct RouteSpec {
     pub action: RouteActionSpec,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteMatchSpec {
     /// None matches every path.
@@ -196,8 +200,13 @@ pub struct RouteMatchSpec {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(
+    tag = "kind",
+    content = "value",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum PathMatchSpec {
     /// Plain string prefix of the path (query included, as Envoy does).
     Prefix(String),
@@ -207,29 +216,34 @@ pub enum PathMatchSpec {
     Regex(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(
+    tag = "kind",
+    content = "value",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum HostnameMatchSpec {
     Exact(String),
     Suffix(String),
 }
 
-// NOTE: no `deny_unknown_fields` here: serde cannot combine it with `flatten`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+/// One header condition. On the wire it is one flat object, `{"name", "kind", ...the kind's
+/// fields, "invert"?}`, read through [`HeaderMatchWire`].
+// NOTE: serde cannot combine `deny_unknown_fields` with `flatten`, so the flat wire shape is a
+// tagged enum of its own; that way unknown fields are refused here as everywhere else.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(from = "HeaderMatchWire", into = "HeaderMatchWire")]
 pub struct HeaderMatchSpec {
     /// Lower-case header name.
     pub name: String,
-    #[serde(flatten)]
     pub rule: HeaderRule,
-    #[serde(default)]
     pub invert: bool,
 }
 
 /// How one header's value is tested. Multi-valued headers are joined with "," first (Envoy).
 /// A missing header fails every rule except `present`, even when inverted (Envoy).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HeaderRule {
     Exact {
         value: String,
@@ -252,7 +266,127 @@ pub enum HeaderRule {
     Present,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The wire shape of [`HeaderMatchSpec`]: a header condition, tagged by `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HeaderMatchWire {
+    /// The value equals `value`.
+    Exact {
+        /// Lower-case header name.
+        name: String,
+        value: String,
+        #[serde(default)]
+        invert: bool,
+    },
+    /// The value starts with `value`.
+    Prefix {
+        name: String,
+        value: String,
+        #[serde(default)]
+        invert: bool,
+    },
+    /// The value ends with `value`.
+    Suffix {
+        name: String,
+        value: String,
+        #[serde(default)]
+        invert: bool,
+    },
+    /// The whole value matches the regular expression `value` (anchored).
+    Regex {
+        name: String,
+        value: String,
+        #[serde(default)]
+        invert: bool,
+    },
+    /// Half-open [start, end) on the value parsed as a base-10 i64; non-integers never match.
+    Range {
+        name: String,
+        start: i64,
+        end: i64,
+        #[serde(default)]
+        invert: bool,
+    },
+    /// Header present (with `invert`: absent).
+    Present {
+        name: String,
+        #[serde(default)]
+        invert: bool,
+    },
+}
+
+impl From<HeaderMatchWire> for HeaderMatchSpec {
+    fn from(wire: HeaderMatchWire) -> Self {
+        use HeaderMatchWire as W;
+        let (name, rule, invert) = match wire {
+            W::Exact {
+                name,
+                value,
+                invert,
+            } => (name, HeaderRule::Exact { value }, invert),
+            W::Prefix {
+                name,
+                value,
+                invert,
+            } => (name, HeaderRule::Prefix { value }, invert),
+            W::Suffix {
+                name,
+                value,
+                invert,
+            } => (name, HeaderRule::Suffix { value }, invert),
+            W::Regex {
+                name,
+                value,
+                invert,
+            } => (name, HeaderRule::Regex { value }, invert),
+            W::Range {
+                name,
+                start,
+                end,
+                invert,
+            } => (name, HeaderRule::Range { start, end }, invert),
+            W::Present { name, invert } => (name, HeaderRule::Present, invert),
+        };
+        HeaderMatchSpec { name, rule, invert }
+    }
+}
+
+impl From<HeaderMatchSpec> for HeaderMatchWire {
+    fn from(spec: HeaderMatchSpec) -> Self {
+        let HeaderMatchSpec { name, rule, invert } = spec;
+        match rule {
+            HeaderRule::Exact { value } => HeaderMatchWire::Exact {
+                name,
+                value,
+                invert,
+            },
+            HeaderRule::Prefix { value } => HeaderMatchWire::Prefix {
+                name,
+                value,
+                invert,
+            },
+            HeaderRule::Suffix { value } => HeaderMatchWire::Suffix {
+                name,
+                value,
+                invert,
+            },
+            HeaderRule::Regex { value } => HeaderMatchWire::Regex {
+                name,
+                value,
+                invert,
+            },
+            HeaderRule::Range { start, end } => HeaderMatchWire::Range {
+                name,
+                start,
+                end,
+                invert,
+            },
+            HeaderRule::Present => HeaderMatchWire::Present { name, invert },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueryMatchSpec {
     pub name: String,
@@ -261,7 +395,7 @@ pub struct QueryMatchSpec {
     pub exact: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteActionSpec {
     /// Weighted targets. Exactly one of `clusters` / `route_table` is set.
@@ -287,14 +421,14 @@ fn default_timeout_ms() -> u64 {
     15_000
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RewriteSpec {
     /// Replace the matched prefix (the route's `path.prefix`) with this value.
@@ -308,7 +442,7 @@ pub struct RewriteSpec {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicySpec {
     pub max_retries: u32,
@@ -326,7 +460,7 @@ pub struct RetryPolicySpec {
     pub grpc_retry_on: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     Http1,
@@ -334,7 +468,7 @@ pub enum UpstreamProtocol {
     Tcp,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     #[default]
@@ -343,7 +477,7 @@ pub enum LbPolicy {
     Random,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Cluster {
     /// Unique; the stats key. Hosts keep their counters across applies by (cluster, address).
@@ -375,7 +509,7 @@ pub struct Cluster {
     pub tls: Option<UpstreamTls>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     #[serde(default = "default_budget_percent")]
@@ -404,7 +538,7 @@ impl Default for RetryBudget {
 /// Consecutive-failure thresholds; reaching one emits an `outlier` event at once. `None`
 /// disables that detector. Envoy's classification (spec §2): a local timeout counts as 504,
 /// a connect failure or reset as 503, unless `splitExternalLocalOriginErrors`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierSpec {
     #[serde(default)]
@@ -421,7 +555,7 @@ fn default_connect_timeout_ms() -> u64 {
     5_000
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
     /// "IP:PORT" (IPv6 as "[::1]:80"). Discovery (static, DNS) happens in Python.
@@ -435,7 +569,7 @@ fn default_weight() -> u32 {
 }
 
 /// App Mesh `connectionPool` limits; defaults are App Mesh's "effectively unlimited".
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakers {
     #[serde(default = "unlimited")]
@@ -461,6 +595,46 @@ impl Default for CircuitBreakers {
             max_retries: unlimited(),
         }
     }
+}
+
+/// Where the generated JSON Schema of the document is checked in, relative to the repository.
+pub const JSON_SCHEMA_PATH: &str = "docs/snapshot.schema.json";
+
+/// The JSON Schema (draft 2020-12) of the document, generated from the serde types above: it
+/// accepts exactly what [`Snapshot::parse`] deserializes (the cross-reference checks of
+/// `Snapshot::check` aside). Checked in at [`JSON_SCHEMA_PATH`]; a test keeps the two equal.
+pub fn json_schema() -> String {
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings
+        .transforms
+        .push(Box::new(schemars::transform::RecursiveTransform(
+            bound_integers,
+        )));
+    let schema = settings.into_generator().into_root_schema_for::<Snapshot>();
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}
+
+/// schemars names an integer's Rust type in `format` only; serde also refuses values out of the
+/// type's range, so the schema states the range.
+fn bound_integers(schema: &mut schemars::Schema) {
+    let (min, max): (i128, i128) = match schema.get("format").and_then(|f| f.as_str()) {
+        Some("uint16") => (0, u16::MAX.into()),
+        Some("uint32") => (0, u32::MAX.into()),
+        Some("uint64") => (0, u64::MAX.into()),
+        Some("uint") => (0, usize::MAX as i128),
+        Some("int64") => (i64::MIN.into(), i64::MAX.into()),
+        _ => return,
+    };
+    let number = |n: i128| -> serde_json::Value {
+        match u64::try_from(n) {
+            Ok(u) => u.into(),
+            Err(_) => (n as i64).into(),
+        }
+    };
+    schema.insert("minimum".into(), number(min));
+    schema.insert("maximum".into(), number(max));
 }
 
 /// A snapshot that could not be parsed or is inconsistent; `path` says where.

@@ -40,3 +40,21 @@ fn syntax_error_has_position() {
     let e = Snapshot::parse(b"{\"schema\": 1,").unwrap_err();
     assert!(e.path.starts_with("line 1"), "{e}");
 }
+
+/// The checked-in schema is the one these types generate. To regenerate after changing a type:
+/// `MESHPLANE_WRITE_SCHEMA=1 cargo test --lib config::tests::checked_in_json_schema_is_current`.
+#[test]
+fn checked_in_json_schema_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(JSON_SCHEMA_PATH);
+    let generated = json_schema();
+    if std::env::var_os("MESHPLANE_WRITE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "{JSON_SCHEMA_PATH} differs from the schema rust/src/config/mod.rs generates; \
+         regenerate it with `MESHPLANE_WRITE_SCHEMA=1 cargo test --lib \
+         config::tests::checked_in_json_schema_is_current` and commit it"
+    );
+}

@@ -3,6 +3,7 @@
 //! GIL is released around anything that could take more than microseconds.
 
 use crate::cluster::HealthFlag;
+use crate::error::{Kind, ProxyError, Source};
 use crate::runtime::Runtime;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -18,21 +19,31 @@ create_exception!(
     "Raised by the core; carries kind, retryable, status and path."
 );
 
-/// Build a CoreError with its attributes set.
-fn core_error(
-    py: Python<'_>,
-    kind: &str,
-    message: String,
-    path: Option<String>,
-    status: Option<u16>,
-) -> PyErr {
-    let err = CoreError::new_err(message);
+/// The one way a Rust error becomes a Python exception: `kind`, `retryable` and `status` are the
+/// error's own (`ProxyError::source_name`, `retryable`, `reply_status`); `path` says where in a
+/// snapshot document a config error is.
+fn core_error(py: Python<'_>, error: &ProxyError, path: Option<String>) -> PyErr {
+    let err = CoreError::new_err(error.detail.clone());
     let value = err.value(py);
-    let _ = value.setattr("kind", kind);
-    let _ = value.setattr("retryable", false);
-    let _ = value.setattr("status", status);
-    let _ = value.setattr("path", path);
-    err
+    let set = || -> PyResult<()> {
+        value.setattr("kind", error.source_name())?;
+        value.setattr("retryable", error.retryable())?;
+        value.setattr("status", error.reply_status())?;
+        value.setattr("path", path)?;
+        Ok(())
+    };
+    match set() {
+        Ok(()) => err,
+        Err(e) => e,
+    }
+}
+
+fn config_error(py: Python<'_>, message: String, path: Option<String>) -> PyErr {
+    core_error(
+        py,
+        &ProxyError::new(Source::Config, Kind::Config, message),
+        path,
+    )
 }
 
 #[pyclass(name = "Core", module = "meshplane._core", frozen)]
@@ -78,13 +89,8 @@ impl Core {
     #[pyo3(signature = (workers = 1))]
     fn new(py: Python<'_>, workers: usize) -> PyResult<Self> {
         let rt = Runtime::new(workers).map_err(|e| {
-            core_error(
-                py,
-                "internal",
-                format!("cannot start runtime: {e}"),
-                None,
-                None,
-            )
+            let error = ProxyError::internal(Kind::Config, format!("cannot start runtime: {e}"));
+            core_error(py, &error, None)
         })?;
         Ok(Core { rt: Arc::new(rt) })
     }
@@ -92,12 +98,10 @@ impl Core {
     fn apply(&self, py: Python<'_>, snapshot: Vec<u8>) -> PyResult<String> {
         let rt = self.rt.clone();
         py.detach(move || rt.apply(&snapshot)).map_err(|e| {
-            core_error(
+            config_error(
                 py,
-                "config",
                 format!("snapshot rejected at {}: {}", e.path, e.message),
                 Some(e.path),
-                None,
             )
         })
     }
@@ -131,7 +135,7 @@ impl Core {
     ) -> PyResult<()> {
         self.rt
             .set_endpoints(cluster, &endpoints)
-            .map_err(|m| core_error(py, "config", m, None, None))
+            .map_err(|m| config_error(py, m, None))
     }
 
     fn set_host_health(
@@ -148,7 +152,7 @@ impl Core {
                 HealthFlag::FailedActiveHealthCheck,
                 !healthy,
             )
-            .map_err(|m| core_error(py, "config", m, None, None))
+            .map_err(|m| config_error(py, m, None))
     }
 
     fn set_host_ejected(
@@ -160,7 +164,7 @@ impl Core {
     ) -> PyResult<()> {
         self.rt
             .set_host_flag(cluster, address, HealthFlag::Ejected, ejected)
-            .map_err(|m| core_error(py, "config", m, None, None))
+            .map_err(|m| config_error(py, m, None))
     }
 
     fn take_outlier_samples<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -176,12 +180,10 @@ impl Core {
     fn reload_tls(&self, py: Python<'_>) -> PyResult<usize> {
         let rt = self.rt.clone();
         py.detach(move || rt.reload_tls()).map_err(|e| {
-            core_error(
+            config_error(
                 py,
-                "config",
                 format!("TLS reload rejected at {}: {}", e.path, e.message),
                 Some(e.path),
-                None,
             )
         })
     }
@@ -196,15 +198,8 @@ impl Core {
 
     fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = PyList::empty(py);
-        for ev in self.rt.events().drain() {
-            let fields: serde_json::Value = serde_json::from_str(&ev.fields).unwrap_or_default();
-            items.append(PyTuple::new(
-                py,
-                [
-                    ev.kind.into_pyobject(py)?.into_any(),
-                    json_to_py(py, &fields)?,
-                ],
-            )?)?;
+        for event in self.rt.events().drain() {
+            items.append(super::events::to_py(py, event)?)?;
         }
         Ok(items)
     }

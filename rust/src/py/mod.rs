@@ -3,6 +3,7 @@
 
 mod balance;
 mod core;
+mod events;
 mod route;
 
 use pyo3::prelude::*;
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     core::register(m)?;
+    events::register(m)?;
     route::register(m)?;
     balance::register(m)?;
     Ok(())

@@ -142,7 +142,7 @@ def stop_core(core: Core, drain_ms: int = 200, wait_s: float = 5.0) -> bool:
     fd = core.wakeup_fd()
     deadline = time.monotonic() + wait_s
     while (left := deadline - time.monotonic()) > 0:
-        if any(kind == "stopped" for kind, _ in core.drain_events()):
+        if any(event.kind == "stopped" for event in core.drain_events()):
             return True
         select.select([fd], [], [], left)
     return False

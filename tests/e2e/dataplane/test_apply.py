@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from meshplane._core import Core, CoreError
+from meshplane._core import Core, CoreError, StoppedEvent
 
 from .support import (
     H1Upstream,
@@ -273,7 +273,7 @@ async def test_shutdown_drains_in_flight_then_reports_stopped(upstreams):
                 await trio.lowlevel.wait_readable(core.wakeup_fd())
                 events = core.drain_events()
         assert results == [200]
-        assert events == [("stopped", {"clean": True, "open": 0})]
+        assert events == [StoppedEvent(clean=True, open=0)]
     finally:
         if not events:
             stop_core(core)

@@ -21,7 +21,7 @@ from meshplane.config.loaders import import_text
 from meshplane.config.tls import NOT_SERVABLE
 from meshplane.errors import ConfigError
 
-from .snapshot_schema import assert_valid_snapshot
+from .snapshot_contract import assert_valid_snapshot
 
 REPO = Path(__file__).resolve().parents[3]
 CORPUS = REPO.parent / "shared" / "appmesh-corpus" / "walkthroughs"

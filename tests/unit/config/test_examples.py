@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from meshplane.config import compile_snapshot, dns_targets, listener_names, load_file
 
-from .snapshot_schema import assert_valid_snapshot
+from .snapshot_contract import assert_valid_snapshot
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = {

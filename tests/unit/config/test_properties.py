@@ -14,7 +14,7 @@ from meshplane.config import compile_snapshot, from_dict, load_text
 from meshplane.errors import ConfigError
 
 from .builders import gateway_doc, node, route, sidecar_doc
-from .snapshot_schema import assert_valid_snapshot
+from .snapshot_contract import assert_valid_snapshot
 
 segment = st.text(alphabet="abcxyz019-", min_size=1, max_size=6)
 prefixes = st.lists(segment, min_size=0, max_size=3).map(lambda parts: "/" + "/".join(parts))

@@ -12,7 +12,7 @@ from meshplane.config import compile_snapshot, from_dict
 from meshplane.config.tls import secret_dir, secret_files, tls_files
 
 from .builders import find, gateway_doc, problems_of, sidecar_doc
-from .snapshot_schema import assert_valid_snapshot
+from .snapshot_contract import assert_valid_snapshot
 
 GW = 'VirtualGateway "edge"'
 FILE_CERT = {"file": {"certificateChain": "/certs/chain.pem", "privateKey": "/certs/key.pem"}}

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from meshplane.config.resilience import ResilienceTarget
 from meshplane.drivers.outlier import OutlierEjections
 
 HOSTS = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """What the core's `OutlierEvent` carries (the `_bridge.OutlierEvent` protocol)."""
+
+    cluster: str
+    host: str
+    type: str
+    kind: str = "outlier"
 
 
 class FakeCore:
@@ -34,7 +45,7 @@ def test_consecutive_event_ejects_and_the_sweep_returns_the_host() -> None:
     core, now = FakeCore(), [100.0]
     ejections = OutlierEjections(core, clock=lambda: now[0])
     ejections.retarget([target()])
-    ejections.on_event({"cluster": "c", "host": HOSTS[0], "type": "consecutive_5xx"})
+    ejections.on_event(Outlier("c", HOSTS[0], "consecutive_5xx"))
     assert core.ejected == {HOSTS[0]: True}
     state = ejections.hosts()["c"][HOSTS[0]]
     assert state["reason"] == "consecutive_5xx" and state["ejected_for_s"] == 30.0
@@ -69,9 +80,9 @@ def test_active_health_success_unejects_and_retarget_releases() -> None:
     core = FakeCore()
     ejections = OutlierEjections(core, clock=lambda: 0.0)
     ejections.retarget([target()])
-    ejections.on_event({"cluster": "c", "host": HOSTS[1], "type": "consecutive_5xx"})
+    ejections.on_event(Outlier("c", HOSTS[1], "consecutive_5xx"))
     ejections.on_active_health_success("c", HOSTS[1])
     assert core.ejected == {HOSTS[1]: False}
-    ejections.on_event({"cluster": "c", "host": HOSTS[2], "type": "consecutive_5xx"})
+    ejections.on_event(Outlier("c", HOSTS[2], "consecutive_5xx"))
     ejections.retarget([])  # outlier detection removed: ejected hosts come back
     assert core.ejected[HOSTS[2]] is False and ejections.stats() == {}
