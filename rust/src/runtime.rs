@@ -389,6 +389,8 @@ impl Runtime {
             "routes": self.registry.routes_snapshot(),
             "clusters": clusters,
             "downstream_cx_open": self.conns.open(),
+            // Events lost because Python stopped draining the queue (a counter).
+            "core_events_dropped": self.events().dropped(),
             "access_logs": self.log_sinks.snapshot(),
         })
     }
@@ -453,5 +455,21 @@ impl Drop for Runtime {
         let _ = self.stop.send(true);
         let _ = self.exit.send(true);
         self.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_count_the_events_the_queue_dropped() {
+        let rt = Runtime::new(1).expect("runtime");
+        assert_eq!(rt.stats()["core_events_dropped"], 0);
+        for _ in 0..crate::notify::MAX_QUEUED + 3 {
+            rt.events().push("outlier", "{}".into());
+        }
+        assert_eq!(rt.stats()["core_events_dropped"], 3);
+        rt.shutdown(Duration::ZERO);
     }
 }
