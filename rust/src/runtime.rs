@@ -156,7 +156,11 @@ impl Runtime {
                 .get(&l.name)
                 .is_some_and(|r| r.address_spec == l.address && r.protocol == l.protocol);
             if !kept {
-                let std_listener = listener::bind(&l.address).map_err(|e| SnapshotError {
+                let std_listener = listener::bind(
+                    &l.address,
+                    l.backlog.unwrap_or(crate::config::DEFAULT_BACKLOG),
+                )
+                .map_err(|e| SnapshotError {
                     path: format!("listeners[{i}].address"),
                     message: format!("cannot bind {}: {e}", l.address),
                 })?;

@@ -106,6 +106,7 @@ pub struct ListenerConfig {
     pub tcp_weights: Option<WeightedTargets>,
     pub idle_timeout: Duration,
     pub max_request_headers: usize,
+    pub request_headers_timeout: Duration,
     pub stats: Arc<ListenerStats>,
     /// TLS termination; swapped in place when certificates are reloaded.
     pub tls: ArcSwapOption<ServerTls>,
@@ -235,6 +236,10 @@ impl Compiled {
                     tcp_weights: weights_of(&l.tcp_clusters),
                     idle_timeout: Duration::from_millis(l.idle_timeout_ms.unwrap_or(3_600_000)),
                     max_request_headers: l.max_request_headers_bytes.unwrap_or(60 * 1024),
+                    request_headers_timeout: Duration::from_millis(
+                        l.request_headers_timeout_ms
+                            .unwrap_or(config::DEFAULT_REQUEST_HEADERS_TIMEOUT_MS),
+                    ),
                     stats: registry.listener(&l.name),
                     tls: ArcSwapOption::new(tls),
                     access_log,
