@@ -213,6 +213,18 @@ impl Compiled {
         }
         let mut listeners = HashMap::new();
         for (i, l) in snap.listeners.iter().enumerate() {
+            // Zero would close every connection at once, or queue none.
+            for (field, value) in [
+                ("requestHeadersTimeoutMs", l.request_headers_timeout_ms),
+                ("backlog", l.backlog.map(u64::from)),
+            ] {
+                if value == Some(0) {
+                    return Err(config::SnapshotError {
+                        path: format!("listeners[{i}].{field}"),
+                        message: "must be at least 1".into(),
+                    });
+                }
+            }
             let tls = listener_tls(i, l)?;
             let access_log = match &l.access_log {
                 Some(spec) => Some(Arc::new(AccessLog::build(spec, log_sinks).map_err(

@@ -286,6 +286,8 @@ def assert_valid_snapshot(doc: Any) -> None:
                 "tcpClusters",
                 "idleTimeoutMs",
                 "maxRequestHeadersBytes",
+                "requestHeadersTimeoutMs",
+                "backlog",
                 "tls",
                 "accessLog",
             },
@@ -309,6 +311,14 @@ def assert_valid_snapshot(doc: Any) -> None:
             fail(f"{path}.protocol", "expected http or tcp")
         if "idleTimeoutMs" in lst:
             uint(lst["idleTimeoutMs"], f"{path}.idleTimeoutMs", U64)
+        if "requestHeadersTimeoutMs" in lst:
+            uint(lst["requestHeadersTimeoutMs"], f"{path}.requestHeadersTimeoutMs", U64)
+            if lst["requestHeadersTimeoutMs"] == 0:
+                fail(f"{path}.requestHeadersTimeoutMs", "must be at least 1")
+        if "backlog" in lst:
+            uint(lst["backlog"], f"{path}.backlog", U32)
+            if lst["backlog"] == 0:
+                fail(f"{path}.backlog", "must be at least 1")
     route_names: set[str] = set()
     for tname, table in tables.items():
         fields(table, f"routeTables.{tname}", {"virtualHosts"}, set())
