@@ -58,9 +58,8 @@ pub struct Listener {
     #[serde(default)]
     pub max_request_headers_bytes: Option<usize>,
     /// How long a new connection has to deliver its first complete request head (HTTP/1.1
-    /// head, or HTTP/2 preface + first HEADERS), and every later HTTP/1.1 head once its first
-    /// byte arrived; then the connection is closed (Envoy's `request_headers_timeout`).
-    /// None = 10 s.
+    /// head, or HTTP/2 preface + first HEADERS), from accept; then it is closed (Envoy's
+    /// `request_headers_timeout`). None = 10 s.
     #[serde(default)]
     pub request_headers_timeout_ms: Option<u64>,
     /// The listen(2) backlog: connections the kernel queues before they are accepted (capped

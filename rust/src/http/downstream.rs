@@ -177,4 +177,57 @@ mod tests {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field_line() -> impl Strategy<Value = String> {
+            let coding = proptest::sample::select(vec![
+                "chunked",
+                "CHUNKED",
+                " chunked ",
+                "gzip",
+                "identity",
+                "",
+                "x-y",
+            ]);
+            proptest::collection::vec(coding, 0..3).prop_map(|v| v.join(","))
+        }
+
+        proptest! {
+            #[test]
+            fn transfer_encoding_passes_only_as_one_chunked(
+                lines in proptest::collection::vec(field_line(), 1..3),
+            ) {
+                let codings: Vec<String> = lines
+                    .iter()
+                    .flat_map(|l| l.split(','))
+                    .map(|c| c.trim().to_ascii_lowercase())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                let values: Vec<HeaderValue> =
+                    lines.iter().map(|l| HeaderValue::from_str(l).unwrap()).collect();
+                prop_assert_eq!(is_lone_chunked(values.iter()), codings == ["chunked"]);
+            }
+
+            #[test]
+            fn check_never_panics(
+                names in proptest::collection::vec("host|transfer-encoding|x-[a-z]{1,3}", 0..120),
+                value in "[ -~]{0,10}",
+                h2 in any::<bool>(),
+            ) {
+                let mut h = HeaderMap::new();
+                for n in &names {
+                    h.append(
+                        http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                        HeaderValue::from_str(&value).unwrap(),
+                    );
+                }
+                let version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+                let r = check(version, &h);
+                prop_assert_eq!(r == Err(Refusal::TooManyHeaders), h.len() > MAX_REQUEST_HEADERS);
+            }
+        }
+    }
 }

@@ -292,10 +292,7 @@ fn count_rejected(
     let Some(e) = e.downcast_ref::<hyper::Error>() else {
         return;
     };
-    if e.is_timeout() {
-        // hyper's HTTP/1.1 header_read_timeout: a later request head came too slowly.
-        config.stats.rq_header_timeout.inc();
-    } else if e.is_parse_too_large() {
+    if e.is_parse_too_large() {
         config.stats.rq_rejected.inc();
         config.stats.downstream_rq.record(431);
     } else if e.is_parse() {
@@ -303,6 +300,10 @@ fn count_rejected(
         config.stats.downstream_rq.record(400);
     }
 }
+
+/// After the first request of an HTTP/1.1 connection: how long the next request head may take,
+/// idle keep-alive time included (hyper's default, set explicitly).
+const HTTP1_NEXT_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a client has to complete the TLS handshake (or, on a PERMISSIVE listener, to send
 /// its first byte).
@@ -373,10 +374,11 @@ async fn serve_http<I>(
     // NOTE: hyper answers 431 itself when the request head outgrows this buffer.
     builder.http1().max_buf_size(max_headers.max(8192));
     builder.http2().max_header_list_size(max_headers as u32);
-    // Every HTTP/1.1 request head, from its first byte; the first request's from accept below.
-    builder
-        .http1()
-        .header_read_timeout(config.request_headers_timeout);
+    // NOTE: hyper starts this timer whenever it waits for a request head, idle keep-alive time
+    // included, so it is also the keep-alive timeout of HTTP/1.1 connections. It stays at
+    // hyper's 30 s rather than following request_headers_timeout, which would close idle
+    // keep-alive connections after 10 s; the first head is bounded from accept below.
+    builder.http1().header_read_timeout(HTTP1_NEXT_HEAD_TIMEOUT);
     let activity = ctx.clone();
     // Set when the first request head is complete (hyper calls the service).
     let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
