@@ -142,7 +142,7 @@ impl AcceptErrors {
             self.logged_at = Some(now);
         }
         self.streak = self.streak.saturating_add(1);
-        std::time::Duration::from_millis(10u64 << self.streak.min(7).saturating_sub(1))
+        std::time::Duration::from_millis(10u64 << self.streak.min(8).saturating_sub(1))
             .min(std::time::Duration::from_secs(1))
     }
 
@@ -426,4 +426,30 @@ async fn serve_http<I>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn accept_errors_are_counted_and_backed_off_up_to_a_second() {
+        let stats = ListenerStats::default();
+        let mut errors = AcceptErrors::new();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let waits: Vec<Duration> = (0..10).map(|_| errors.failed(&e, "l", &stats)).collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(stats.cx_accept_error.get(), 10);
+        errors.succeeded();
+        assert_eq!(errors.failed(&e, "l", &stats), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn bind_uses_the_backlog_and_reads_back_the_port() {
+        let l = bind("127.0.0.1:0", 7).expect("bind");
+        assert_ne!(l.local_addr().unwrap().port(), 0);
+        assert!(bind("not an address", 7).is_err());
+    }
 }
