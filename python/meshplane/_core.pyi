@@ -80,6 +80,11 @@ class Core:
         """Readable when events are queued; drain with drain_events()."""
     def drain_events(self) -> list[OutlierEvent | StoppedEvent]:
         """Every queued event, oldest first (rust/src/notify.rs, one class per kind)."""
+    def events_dropped(self) -> int:
+        """Events dropped so far because 65,536 were queued unread (oldest first).
+
+        The same count is `core_events_dropped` in `stats()`.
+        """
     def shutdown(self, drain_ms: int = 5000) -> None:
         """Stop accepting, let in-flight requests finish for up to drain_ms, then stop.
 
@@ -149,7 +154,12 @@ class Balancer:
         seed: int | None = None,
     ) -> Self: ...
     def pick(self, exclude: Sequence[int] = ...) -> int | None:
-        """Pick a host not in `exclude` and not marked unhealthy; None if there is none."""
+        """Pick a healthy host (any host in panic) not in `exclude`, the hosts a retry tried.
+
+        When every such host is excluded, one of them is picked again (as Envoy's retry host
+        predicate falls back to its last pick); an unhealthy host is never picked outside panic.
+        None only when no host has a weight.
+        """
     def start(self, host: int) -> None:
         """A request to `host` began (raises its active count)."""
     def end(self, host: int) -> None: ...

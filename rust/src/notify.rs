@@ -47,7 +47,7 @@ pub struct EventQueue {
 }
 
 /// Events beyond this many are dropped (oldest first, and counted) if Python stops draining.
-const MAX_QUEUED: usize = 65_536;
+pub(crate) const MAX_QUEUED: usize = 65_536;
 
 impl EventQueue {
     pub fn new() -> std::io::Result<Self> {

@@ -159,7 +159,11 @@ impl Runtime {
                 .get(&l.name)
                 .is_some_and(|r| r.address_spec == l.address && r.protocol == l.protocol);
             if !kept {
-                let std_listener = listener::bind(&l.address).map_err(|e| SnapshotError {
+                let std_listener = listener::bind(
+                    &l.address,
+                    l.backlog.unwrap_or(crate::config::DEFAULT_BACKLOG),
+                )
+                .map_err(|e| SnapshotError {
                     path: format!("listeners[{i}].address"),
                     message: format!("cannot bind {}: {e}", l.address),
                 })?;
@@ -392,6 +396,8 @@ impl Runtime {
             "routes": self.registry.routes_snapshot(),
             "clusters": clusters,
             "downstream_cx_open": self.conns.open(),
+            // Events lost because Python stopped draining the queue (a counter).
+            "core_events_dropped": self.events().dropped(),
             "access_logs": self.log_sinks.snapshot(),
         })
     }
@@ -456,5 +462,24 @@ impl Drop for Runtime {
         let _ = self.stop.send(true);
         let _ = self.exit.send(true);
         self.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_count_the_events_the_queue_dropped() {
+        let rt = Runtime::new(1).expect("runtime");
+        assert_eq!(rt.stats()["core_events_dropped"], 0);
+        for _ in 0..crate::notify::MAX_QUEUED + 3 {
+            rt.events().push(crate::notify::Event::Stopped {
+                clean: true,
+                open: 0,
+            });
+        }
+        assert_eq!(rt.stats()["core_events_dropped"], 3);
+        rt.shutdown(Duration::ZERO);
     }
 }

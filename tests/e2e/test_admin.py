@@ -151,6 +151,15 @@ async def test_stats_is_prometheus_text_that_counts_our_requests(proxy: Proxy) -
     assert sum(c.get("rq_total", 0) for c in raw.json()["clusters"].values()) == 5
 
 
+async def test_stats_count_the_events_the_core_dropped(proxy: Proxy) -> None:
+    # The core's event queue drops events past 65,536 unread ones; the count is a counter.
+    response = await admin_get(proxy, "/stats")
+    assert "# TYPE meshplane_server_core_events_dropped counter\n" in response.text
+    assert parse(response.text)[("meshplane_server_core_events_dropped", ())] == 0
+    raw = (await admin_get(proxy, "/stats?format=json")).json()
+    assert raw["core_events_dropped"] == 0
+
+
 async def test_clusters_shows_the_hosts(proxy: Proxy, upstream_port: int) -> None:
     await get_through(proxy, 2)
     text = (await admin_get(proxy, "/clusters")).text

@@ -436,5 +436,10 @@ class _Snapshot:
     def _listener(self, name: str, address: str, declared: int, **fields: Any) -> None:
         if self.access_log is not None:
             fields["accessLog"] = dict(self.access_log)
+        proxy = self.cfg.proxy
+        if proxy.request_headers_timeout_ms is not None:
+            fields["requestHeadersTimeoutMs"] = proxy.request_headers_timeout_ms
+        if proxy.backlog is not None:
+            fields["backlog"] = proxy.backlog
         self.listeners.append({"name": name, "address": address, **fields})
         self.declared[name] = declared

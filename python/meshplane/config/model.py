@@ -83,6 +83,10 @@ class ProxySettings:
     # TLS secrets for `certificate.sds` / `trust.sds`: {"secretsDir": DIR, "secrets": {name:
     # {certificateChain, privateKey} | {trust}}}, as validated (config/tls.py resolves them).
     sds: Mapping[str, Any] | None = None
+    # Every listener's request-headers timeout and listen(2) backlog; None = the core's
+    # defaults (10 s, 1024).
+    request_headers_timeout_ms: int | None = None
+    backlog: int | None = None
 
     def bound_port(self, declared: int) -> int:
         """The port a listener declared on `declared` actually binds (0 = ephemeral)."""
@@ -115,6 +119,10 @@ class ProxySettings:
             out["outbound"] = self.outbound
         if self.sds is not None:
             out["sds"] = dict(self.sds)
+        if self.request_headers_timeout_ms is not None:
+            out["requestHeadersTimeoutMs"] = self.request_headers_timeout_ms
+        if self.backlog is not None:
+            out["backlog"] = self.backlog
         return out
 
 

@@ -215,4 +215,74 @@ mod tests {
         assert!(parse_template("%NOPE%").unwrap_err().contains("NOPE"));
         assert!(parse_template("%START_TIME").is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Operators with their text, for templates built from parts.
+        fn operators() -> Vec<(&'static str, Op)> {
+            vec![
+                ("START_TIME", Op::StartTime),
+                ("RESPONSE_CODE", Op::ResponseCode),
+                ("UPSTREAM_HOST", Op::UpstreamHost),
+                ("REQ(:PATH)", Op::Req(vec![ReqName::Path], None)),
+                (
+                    "REQ(X-A?:AUTHORITY):7",
+                    Op::Req(
+                        vec![
+                            ReqName::Header(HeaderName::from_static("x-a")),
+                            ReqName::Authority,
+                        ],
+                        Some(7),
+                    ),
+                ),
+                (
+                    "RESP(Server)",
+                    Op::Resp(vec![HeaderName::from_static("server")], None),
+                ),
+            ]
+        }
+
+        /// A part: a literal (any text, '%' included) or an operator by index.
+        fn part() -> impl Strategy<Value = Result<String, usize>> {
+            prop_oneof![
+                "[a-z %\\[\\]\"]{0,6}".prop_map(Ok),
+                (0..operators().len()).prop_map(Err),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(s in "[%A-Z_():?a-z0-9 -]{0,40}|\\PC{0,40}") {
+                let _ = parse_template(&s);
+            }
+
+            #[test]
+            fn templates_round_trip(parts in proptest::collection::vec(part(), 0..8)) {
+                let ops = operators();
+                let mut text = String::new();
+                let mut expected: Template = Vec::new();
+                for p in &parts {
+                    match p {
+                        Ok(lit) => {
+                            text.push_str(&lit.replace('%', "%%"));
+                            match expected.last_mut() {
+                                Some(Piece::Lit(prev)) => prev.push_str(lit),
+                                _ if lit.is_empty() => {}
+                                _ => expected.push(Piece::Lit(lit.clone())),
+                            }
+                        }
+                        Err(i) => {
+                            text.push('%');
+                            text.push_str(ops[*i].0);
+                            text.push('%');
+                            expected.push(Piece::Op(ops[*i].1.clone()));
+                        }
+                    }
+                }
+                prop_assert_eq!(parse_template(&text).unwrap(), expected);
+            }
+        }
+    }
 }

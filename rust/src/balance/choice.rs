@@ -47,12 +47,12 @@ pub(crate) fn power_of_two(
     Outcome::Picked(best)
 }
 
-/// The `k`-th eligible host (0-based) of `count`, by scanning.
-fn nth(n: usize, eligible: &impl Fn(usize) -> bool, k: usize) -> usize {
-    (0..n)
-        .filter(|&i| eligible(i))
-        .nth(k)
-        .expect("fewer eligible hosts than counted")
+/// The eligible hosts, read once. The scans below index into this snapshot rather than
+/// count and then scan again: the control thread flips health flags between any two reads, so
+/// a second scan can find fewer eligible hosts than the first counted.
+// NOTE: an allocation, but only on the cold path (sampling gave up: ≤ 2^-16 of picks).
+fn eligible_hosts(n: usize, eligible: impl Fn(usize) -> bool) -> Vec<usize> {
+    (0..n).filter(|&i| eligible(i)).collect()
 }
 
 /// `uniform` by an O(n) scan: exact, for when sampling gave up.
@@ -61,24 +61,23 @@ pub(crate) fn uniform_scan(
     eligible: impl Fn(usize) -> bool,
     entropy: &Entropy,
 ) -> Option<usize> {
-    let count = (0..n).filter(|&i| eligible(i)).count();
-    (count > 0).then(|| nth(n, &eligible, entropy.below(count)))
+    let found = eligible_hosts(n, eligible);
+    (!found.is_empty()).then(|| found[entropy.below(found.len())])
 }
 
-/// `power_of_two` by O(n) scans: exact, for when sampling gave up.
+/// `power_of_two` by an O(n) scan: exact, for when sampling gave up.
 pub(crate) fn power_of_two_scan(
     hosts: &impl HostView,
     eligible: impl Fn(usize) -> bool,
     entropy: &Entropy,
 ) -> Option<usize> {
-    let n = hosts.len();
-    let count = (0..n).filter(|&i| eligible(i)).count();
-    if count == 0 {
+    let found = eligible_hosts(hosts.len(), eligible);
+    if found.is_empty() {
         return None;
     }
-    let mut best = nth(n, &eligible, entropy.below(count));
+    let mut best = found[entropy.below(found.len())];
     for _ in 1..CHOICES {
-        let i = nth(n, &eligible, entropy.below(count));
+        let i = found[entropy.below(found.len())];
         if hosts.active(i) < hosts.active(best) {
             best = i;
         }

@@ -9,10 +9,11 @@
 //!   `weight / (active + 1)^bias`. ROUND_ROBIN: equal ⇒ a counter; unequal ⇒ EDF over the
 //!   weights. RANDOM: uniform over the candidates, weights ignored.
 //! - Retries: `skip` marks hosts already tried. Hosts are re-drawn instead of returned (Envoy's
-//!   `previous_hosts` predicate), and a skipped host is never returned. Deliberate difference:
-//!   where Envoy keeps the last pick once its re-pick attempts run out, meshplane scans for a
-//!   candidate that is not skipped, and returns None when every candidate is skipped (the
-//!   proxy then re-picks without `skip`: a healthy host already tried, never an unhealthy one).
+//!   `previous_hosts` predicate). When every candidate is skipped, the pick falls back to a
+//!   candidate already tried, as Envoy keeps its last pick once the predicate's attempts run
+//!   out: a retry goes to a healthy host that failed once rather than fail outright, and never
+//!   to an unhealthy host outside panic. So `pick` returns None only when there is no candidate
+//!   at all (no hosts, or every host has weight 0).
 //!
 //! The host count seen through [`HostView`] must equal the number of weights the balancer was
 //! built with; the caller builds a new balancer when the host set changes.
@@ -156,8 +157,8 @@ impl Balancer {
         self.len == 0
     }
 
-    /// Pick a host; `skip(i)` true ⇒ never pick `i` (hosts already tried by a retry). None if no
-    /// host can be picked (see the module docs).
+    /// Pick a host; `skip(i)` true ⇒ avoid `i` (a host already tried by a retry) while another
+    /// candidate is left. None only if no host can be picked at all (see the module docs).
     #[inline]
     pub fn pick(&self, hosts: &impl HostView, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let n = hosts.len();
@@ -190,14 +191,17 @@ impl Balancer {
             }
             Outcome::NoneEligible => {}
         }
-        if panic || (0..n).any(candidate) {
-            // Every candidate is skipped. Unhealthy hosts are not widened to: the caller
-            // re-picks without `skip` (a healthy host already tried, as Envoy keeps its last
-            // pick) rather than send a retry to a host health checking or ejection took out.
-            return None;
+        // Every candidate is skipped. As Envoy keeps its last pick once the retry host
+        // predicate's attempts run out, a retry goes to a candidate already tried rather than
+        // fail; it never widens to a host health checking or ejection took out.
+        if let Some(i) = self.scan(hosts, candidate) {
+            return Some(i);
         }
-        // No candidate at all (the healthy hosts all have weight 0): spread as panic would.
-        self.scan(hosts, |i| hosts.weight(i) != 0 && !skip(i))
+        // No candidate at all (the healthy hosts all have weight 0): spread as panic would,
+        // again preferring a host not yet tried.
+        let weighted = |i: usize| hosts.weight(i) != 0;
+        self.scan(hosts, |i| weighted(i) && !skip(i))
+            .or_else(|| self.scan(hosts, weighted))
     }
 
     /// The algorithm's choice among `eligible` hosts by an exact O(n) scan: off the common path.

@@ -36,6 +36,11 @@ pub enum ListenerProtocol {
     Tcp,
 }
 
+/// `Listener::request_headers_timeout_ms` when unset.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT_MS: u64 = 10_000;
+/// `Listener::backlog` when unset.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Listener {
@@ -56,6 +61,15 @@ pub struct Listener {
     /// Largest request head accepted (request line + headers); bigger ⇒ 431. Default 60 KiB.
     #[serde(default)]
     pub max_request_headers_bytes: Option<usize>,
+    /// How long a new connection has to deliver its first complete request head (HTTP/1.1
+    /// head, or HTTP/2 preface + first HEADERS), from accept; then it is closed (Envoy's
+    /// `request_headers_timeout`). None = 10 s.
+    #[serde(default)]
+    pub request_headers_timeout_ms: Option<u64>,
+    /// The listen(2) backlog: connections the kernel queues before they are accepted (capped
+    /// by `net.core.somaxconn`). Used when the socket is bound. None = 1024.
+    #[serde(default)]
+    pub backlog: Option<u32>,
     /// TLS termination (App Mesh listener `tls`). None = plaintext only.
     #[serde(default)]
     pub tls: Option<ListenerTls>,

@@ -106,6 +106,7 @@ pub struct ListenerConfig {
     pub tcp_weights: Option<WeightedTargets>,
     pub idle_timeout: Duration,
     pub max_request_headers: usize,
+    pub request_headers_timeout: Duration,
     pub stats: Arc<ListenerStats>,
     /// TLS termination; swapped in place when certificates are reloaded.
     pub tls: ArcSwapOption<ServerTls>,
@@ -212,6 +213,18 @@ impl Compiled {
         }
         let mut listeners = HashMap::new();
         for (i, l) in snap.listeners.iter().enumerate() {
+            // Zero would close every connection at once, or queue none.
+            for (field, value) in [
+                ("requestHeadersTimeoutMs", l.request_headers_timeout_ms),
+                ("backlog", l.backlog.map(u64::from)),
+            ] {
+                if value == Some(0) {
+                    return Err(config::SnapshotError {
+                        path: format!("listeners[{i}].{field}"),
+                        message: "must be at least 1".into(),
+                    });
+                }
+            }
             let tls = listener_tls(i, l)?;
             let access_log = match &l.access_log {
                 Some(spec) => Some(Arc::new(AccessLog::build(spec, log_sinks).map_err(
@@ -235,6 +248,10 @@ impl Compiled {
                     tcp_weights: weights_of(&l.tcp_clusters),
                     idle_timeout: Duration::from_millis(l.idle_timeout_ms.unwrap_or(3_600_000)),
                     max_request_headers: l.max_request_headers_bytes.unwrap_or(60 * 1024),
+                    request_headers_timeout: Duration::from_millis(
+                        l.request_headers_timeout_ms
+                            .unwrap_or(config::DEFAULT_REQUEST_HEADERS_TIMEOUT_MS),
+                    ),
                     stats: registry.listener(&l.name),
                     tls: ArcSwapOption::new(tls),
                     access_log,

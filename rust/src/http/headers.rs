@@ -50,7 +50,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Append the peer address to `x-forwarded-for` (Envoy with `use_remote_address: true`, which
-/// is what an App Mesh gateway or sidecar ingress does) and set `x-forwarded-proto` if absent.
+/// is what an App Mesh gateway or sidecar ingress does) and set `x-forwarded-proto` to the
+/// listener's scheme.
 /// `peer` is the client's IP as a header value, made once per connection.
 pub fn forwarded(h: &mut HeaderMap, peer: &HeaderValue, scheme: &'static str) {
     let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -64,9 +65,9 @@ pub fn forwarded(h: &mut HeaderMap, peer: &HeaderValue, scheme: &'static str) {
     if let Some(v) = value {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    }
+    // The listener's real scheme, whatever the client claimed: a plaintext client must not pass
+    // for an HTTPS one (Envoy with `use_remote_address`).
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
 }
 
 /// Keep a client's `x-request-id`, or generate a UUIDv4 (Envoy `generate_request_id`).
@@ -124,6 +125,9 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
         assert_eq!(h["x-forwarded-proto"], "http");
         request_id(&mut h);
         let id = h["x-request-id"].to_str().unwrap().to_string();

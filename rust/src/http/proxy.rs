@@ -128,6 +128,9 @@ pub async fn handle(
     let state = ctx.slot.state.load_full();
     let lstats = &state.config.stats;
     lstats.rq_total.inc();
+    if let Some(reply) = super::downstream::refuse(&req, lstats) {
+        return Ok(reply);
+    }
     // Undone on drop: hyper drops this future when the client goes away mid-request.
     let _active = ActiveRequest::begin(&ctx, lstats);
     let mut req = req;

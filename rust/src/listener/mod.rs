@@ -8,6 +8,7 @@ mod tcp;
 use crate::config::{ListenerProtocol, TlsMode};
 use crate::http::ListenerConfig;
 use crate::http::{handle, ConnCtx, ListenerSlot};
+use crate::stats::ListenerStats;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -75,11 +76,79 @@ impl RunningListener {
     }
 }
 
-/// Bind synchronously (so the caller learns the port, or the error, at once).
-pub fn bind(address: &str) -> std::io::Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind(address)?;
-    l.set_nonblocking(true)?;
-    Ok(l)
+/// Bind synchronously (so the caller learns the port, or the error, at once), with a listen
+/// queue of `backlog` connections (std's `TcpListener::bind` fixes it at 128).
+pub fn bind(address: &str, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let addr = address.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })?;
+    // NOTE: socket2 creates the socket close-on-exec; SO_REUSEADDR as std sets it on Unix, so a
+    // restarted proxy rebinds a port whose old connections are in TIME_WAIT.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Failed accepts of one listener: counted, logged at most once per `LOG_EVERY`, and backed off
+/// so that a listener out of file descriptors does not spin on a queued connection it cannot
+/// take.
+struct AcceptErrors {
+    /// Failures since the last successful accept (sets the backoff).
+    streak: u32,
+    /// Failures not yet logged, and when the last line was written.
+    unlogged: u64,
+    logged_at: Option<std::time::Instant>,
+}
+
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl AcceptErrors {
+    fn new() -> Self {
+        AcceptErrors {
+            streak: 0,
+            unlogged: 0,
+            logged_at: None,
+        }
+    }
+
+    /// Count and maybe log `e`; returns how long to wait before accepting again: 10 ms,
+    /// doubling while failures continue, at most 1 s.
+    fn failed(
+        &mut self,
+        e: &std::io::Error,
+        listener: &str,
+        stats: &ListenerStats,
+    ) -> std::time::Duration {
+        stats.cx_accept_error.inc();
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
+        {
+            // NOTE: stderr, not the event queue: the Trio layer may be what holds the
+            // descriptors, and a line must come out even when Python is not draining.
+            eprintln!(
+                "meshplane: listener {listener}: accept failed ({} time(s) since the last \
+                 report): {e}; retrying",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(now);
+        }
+        self.streak = self.streak.saturating_add(1);
+        std::time::Duration::from_millis(10u64 << self.streak.min(8).saturating_sub(1))
+            .min(std::time::Duration::from_secs(1))
+    }
+
+    fn succeeded(&mut self) {
+        self.streak = 0;
+    }
 }
 
 /// Start serving an already bound socket. Must be called inside the runtime (`Handle::enter`).
@@ -124,11 +193,15 @@ async fn accept_loop(
 ) {
     let bound = listener.local_addr().ok();
     let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1().timer(TokioTimer::new()).keep_alive(true);
+    http.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_headers(crate::http::MAX_REQUEST_HEADERS);
     http.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
     let http = Arc::new(http);
+    let mut errors = AcceptErrors::new();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -136,10 +209,20 @@ async fn accept_loop(
             _ = global_stop.changed() => break,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
-            // Out of file descriptors and the like: the listener stays up.
-            Err(_) => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            Ok(x) => {
+                errors.succeeded();
+                x
+            }
+            // Out of file descriptors and the like: the listener stays up and backs off (the
+            // connection stays queued, so an immediate retry would fail the same way).
+            Err(e) => {
+                let stats = slot.state.load().config.stats.clone();
+                let wait = errors.failed(&e, &slot.name, &stats);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => break,
+                    _ = global_stop.changed() => break,
+                }
                 continue;
             }
         };
@@ -218,6 +301,10 @@ fn count_rejected(
     }
 }
 
+/// After the first request of an HTTP/1.1 connection: how long the next request head may take,
+/// idle keep-alive time included (hyper's default, set explicitly).
+const HTTP1_NEXT_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a client has to complete the TLS handshake (or, on a PERMISSIVE listener, to send
 /// its first byte).
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -287,10 +374,33 @@ async fn serve_http<I>(
     // NOTE: hyper answers 431 itself when the request head outgrows this buffer.
     builder.http1().max_buf_size(max_headers.max(8192));
     builder.http2().max_header_list_size(max_headers as u32);
+    // NOTE: hyper starts this timer whenever it waits for a request head, idle keep-alive time
+    // included, so it is also the keep-alive timeout of HTTP/1.1 connections. It stays at
+    // hyper's 30 s rather than following request_headers_timeout, which would close idle
+    // keep-alive connections after 10 s; the first head is bounded from accept below.
+    builder.http1().header_read_timeout(HTTP1_NEXT_HEAD_TIMEOUT);
     let activity = ctx.clone();
-    let service = service_fn(move |req| handle(ctx.clone(), req));
+    // Set when the first request head is complete (hyper calls the service).
+    let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = first_request.clone();
+    let service = service_fn(move |req| {
+        seen.store(true, SeqCst);
+        handle(ctx.clone(), req)
+    });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    // Envoy's request_headers_timeout, from accept: a connection that sends nothing, or
+    // trickles the HTTP/2 preface or its first request head, is closed instead of holding a
+    // descriptor until the idle timeout.
+    let headers_deadline = tokio::time::Instant::now() + config.request_headers_timeout;
+    let headers_timeout = async {
+        tokio::time::sleep_until(headers_deadline).await;
+        if !first_request.load(SeqCst) {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(headers_timeout);
     // The listener idle timeout: no request in flight for this long ⇒ close (gracefully, so a
     // response still streaming is never cut).
     let idle = config.idle_timeout;
@@ -299,6 +409,10 @@ async fn serve_http<I>(
         tokio::select! {
             r = conn.as_mut() => {
                 count_rejected(r, config);
+                return;
+            }
+            _ = headers_timeout.as_mut() => {
+                config.stats.rq_header_timeout.inc();
                 return;
             }
             _ = stop.changed() => break,
@@ -312,4 +426,30 @@ async fn serve_http<I>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn accept_errors_are_counted_and_backed_off_up_to_a_second() {
+        let stats = ListenerStats::default();
+        let mut errors = AcceptErrors::new();
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let waits: Vec<Duration> = (0..10).map(|_| errors.failed(&e, "l", &stats)).collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(stats.cx_accept_error.get(), 10);
+        errors.succeeded();
+        assert_eq!(errors.failed(&e, "l", &stats), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn bind_uses_the_backlog_and_reads_back_the_port() {
+        let l = bind("127.0.0.1:0", 7).expect("bind");
+        assert_ne!(l.local_addr().unwrap().port(), 0);
+        assert!(bind("not an address", 7).is_err());
+    }
 }

@@ -62,7 +62,9 @@ impl Balancer {
         })
     }
 
-    /// Pick a host not in `exclude` and not marked unhealthy; None if there is none.
+    /// Pick a healthy host (any host in panic) not in `exclude`, the hosts a retry already
+    /// tried; when every such host is excluded, one of them again (as Envoy's retry host
+    /// predicate falls back to its last pick). None only when no host has a weight.
     #[pyo3(signature = (exclude = Vec::new()))]
     fn pick(&self, exclude: Vec<i64>) -> PyResult<Option<usize>> {
         if exclude.is_empty() {

@@ -196,6 +196,11 @@ impl Core {
         self.rt.events().fd()
     }
 
+    /// Events dropped so far because the queue was full (Python stopped draining).
+    fn events_dropped(&self) -> u64 {
+        self.rt.events().dropped()
+    }
+
     fn drain_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let items = PyList::empty(py);
         for event in self.rt.events().drain() {

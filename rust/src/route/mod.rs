@@ -17,6 +17,8 @@ mod prefix_trie;
 mod weighted;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

@@ -123,6 +123,10 @@ pub struct ListenerStats {
     pub tls_handshakes: Counter,
     /// Connections a PERMISSIVE listener served in plaintext.
     pub plaintext_cx: Counter,
+    /// Connections closed because no complete request head arrived in time.
+    pub rq_header_timeout: Counter,
+    /// accept(2) failures (out of file descriptors, ...): the listener backs off and retries.
+    pub cx_accept_error: Counter,
 }
 
 impl ListenerStats {
@@ -140,6 +144,11 @@ impl ListenerStats {
         );
         m.insert("tls_handshakes".into(), json!(self.tls_handshakes.get()));
         m.insert("plaintext_cx".into(), json!(self.plaintext_cx.get()));
+        m.insert(
+            "rq_header_timeout".into(),
+            json!(self.rq_header_timeout.get()),
+        );
+        m.insert("cx_accept_error".into(), json!(self.cx_accept_error.get()));
         self.downstream_rq.write(&mut m);
         Value::Object(m)
     }

@@ -277,3 +277,11 @@ async def test_shutdown_drains_in_flight_then_reports_stopped(upstreams):
     finally:
         if not events:
             stop_core(core)
+
+
+async def test_dropped_events_are_counted_by_the_core(make_core, upstreams, client):
+    # Nothing is dropped while Python drains; the method and the stats key are the same count.
+    up = await upstreams.h1()
+    proxy = make_core(one_route([up.address]))
+    assert (await client.get(proxy.url("/"))).status_code == 200
+    assert proxy.core.events_dropped() == proxy.stats()["core_events_dropped"] == 0

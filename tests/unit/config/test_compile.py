@@ -759,3 +759,16 @@ def test_outlier_detection_thresholds_go_to_the_callers_cluster() -> None:
         "maxEjectionPercent": 50,
     }
     assert cluster(compiled(doc), "v1")["outlierDetection"] == {"consecutive5xx": 5}
+
+
+def test_proxy_request_headers_timeout_and_backlog_reach_every_listener() -> None:
+    plain = compiled(gateway_doc())
+    assert all("requestHeadersTimeoutMs" not in lst and "backlog" not in lst
+               for lst in plain["listeners"])  # the core's defaults: 10 s, 1024
+    doc = gateway_doc()
+    doc["proxy"].update(requestHeadersTimeoutMs=2500, backlog=4096)
+    for lst in compiled(doc)["listeners"]:
+        assert (lst["requestHeadersTimeoutMs"], lst["backlog"]) == (2500, 4096)
+    side = sidecar_doc()
+    side["proxy"]["backlog"] = 64
+    assert {lst["backlog"] for lst in compiled(side)["listeners"]} == {64}

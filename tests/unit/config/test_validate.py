@@ -680,3 +680,12 @@ def test_validate_resources_on_imported_resources() -> None:
         ('Bogus "b"', "kind"),
     }
     assert all(p.file == "import.json" for p in problems)
+
+
+def test_proxy_request_headers_timeout_and_backlog_ranges() -> None:
+    def change(doc: dict[str, Any]) -> None:
+        doc["proxy"].update(requestHeadersTimeoutMs=0, backlog=70_000)
+
+    problems = problems_of(changed(change))
+    expect(problems, "", "proxy.requestHeadersTimeoutMs", "1..3600000")
+    expect(problems, "", "proxy.backlog", "1..65535")

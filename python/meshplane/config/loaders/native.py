@@ -51,6 +51,10 @@ PROXY = Obj(
         "app": Either((str, _ADDRESS), (dict, PortMap(_ADDRESS))),
         "outbound": _ADDRESS,
         "sds": SDS_MAPPING,
+        # Every listener of this proxy (docs/config.md): Envoy's request_headers_timeout, and
+        # the listen(2) backlog.
+        "requestHeadersTimeoutMs": Int(1, 3_600_000),
+        "backlog": Int(1, 65535),
     }
 )
 _ANY_OBJECT = Obj({})
@@ -170,10 +174,16 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
         app=app,
         outbound=doc["outbound"] if ok("outbound") else None,
         sds=doc["sds"] if ok("sds") else None,
+        request_headers_timeout_ms=(
+            doc["requestHeadersTimeoutMs"] if ok("requestHeadersTimeoutMs") else None
+        ),
+        backlog=doc["backlog"] if ok("backlog") else None,
     )
 
 
-_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound", "sds")
+_PROXY_KEYS = (
+    "admin", "bind", "ports", "app", "outbound", "sds", "requestHeadersTimeoutMs", "backlog"
+)
 
 
 def to_native(
