@@ -4,6 +4,8 @@ mod body;
 mod compiled;
 mod headers;
 mod proxy;
+mod retry;
+mod timeouts;
 
 pub use body::DownBody;
 pub use compiled::{listener_tls, Action, Compiled, ListenerConfig, RetryPolicy};
