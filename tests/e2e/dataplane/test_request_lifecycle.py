@@ -13,6 +13,7 @@ Uploads are trickled by a raw socket client in bounded chunks; nothing asserts a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import trio
 
@@ -129,3 +130,48 @@ async def test_a_stale_pooled_connection_is_retried_once_on_a_fresh_one(make_cor
     assert stats["rq_retry"] == 0 and stats["rq_5xx"] == 0
     host = proxy.host_stats("c", up.address)
     assert host["rq_error"] == 0 and host["rq_5xx"] == 0 and host["rq_2xx"] == 3
+
+
+async def wait_for_lines(path: Path, count: int) -> list[str]:
+    """The log's complete lines once there are at least `count` (bounded)."""
+    with trio.fail_after(5):
+        while True:
+            text = path.read_text() if path.exists() else ""
+            lines = text.splitlines()[: text.count("\n")]
+            if len(lines) >= count:
+                return lines
+            await trio.sleep(0.01)  # polling interval, not a wait for readiness
+
+
+async def test_client_faults_are_logged_as_the_clients(make_core, upstreams, tmp_path):
+    """An upload the client aborts is logged `DC` with code 0 (nothing was answered); a
+    malformed chunked body `DPE` with the 400 it got. Neither is charged to the host."""
+    up = await upstreams.h1()
+    log = tmp_path / "access.log"
+    fmt = {"json": [{"key": "path", "value": "%REQ(:PATH)%"},
+                    {"key": "code", "value": "%RESPONSE_CODE%"},
+                    {"key": "flags", "value": "%RESPONSE_FLAGS%"},
+                    {"key": "details", "value": "%RESPONSE_CODE_DETAILS%"}]}
+    doc = one_route([up.address], retry={"maxRetries": 2, "retryOn": ["reset", "5xx"]})
+    doc["listeners"][0]["accessLog"] = {"path": str(log), "format": fmt}
+    proxy = make_core(doc)
+    with trio.fail_after(10):
+        async with await trio.open_tcp_stream("127.0.0.1", proxy.port()) as stream:
+            await stream.send_all(b"POST /aborted HTTP/1.1\r\nHost: svc\r\n"
+                                  b"Content-Length: 2000\r\n\r\n" + b"a" * 1000)
+            await eventually(lambda: len(up.seen) == 1, what="the request head upstream")
+        async with await trio.open_tcp_stream("127.0.0.1", proxy.port()) as stream:
+            await stream.send_all(b"POST /malformed HTTP/1.1\r\nHost: svc\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n"
+                                  b"5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n")
+            status, _ = await read_response(stream)
+    assert status == 400
+    by_path = {r["path"]: r for r in map(json.loads, await wait_for_lines(log, 2))}
+    assert by_path["/aborted"] == {"path": "/aborted", "code": 0, "flags": "DC",
+                                   "details": "downstream_remote_disconnect"}
+    assert by_path["/malformed"] == {"path": "/malformed", "code": 400, "flags": "DPE",
+                                     "details": "downstream_protocol_error"}
+    host = proxy.host_stats("c", up.address)
+    assert host["rq_error"] == 0 and host["rq_5xx"] == 0
+    assert proxy.cluster_stats()["rq_retry"] == 0
+    assert up.requests <= 2 and all(s.target in ("/aborted", "/malformed") for s in up.seen)

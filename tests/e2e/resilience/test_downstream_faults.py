@@ -49,30 +49,45 @@ async def malformed_chunk(port: int) -> bytes:
     return out
 
 
-async def test_client_faults_are_not_charged_to_upstream_hosts(upstream, client) -> None:
-    ups = [await upstream("a"), await upstream("b")]
+def config(ups: list[Upstream]) -> dict[str, object]:
     # No retryPolicy: App Mesh's default retries resets, which a client fault must not trigger.
-    cfg = mesh([u.address for u in ups],
-               listener={"outlierDetection": outlier(2, interval_ms=50, ejection_ms=60_000)})
-    async with Proxy(cfg) as proxy:
+    return mesh([u.address for u in ups],
+                listener={"outlierDetection": outlier(2, interval_ms=50, ejection_ms=60_000)})
+
+
+async def assert_hosts_not_charged(proxy: Proxy, ups: list[Upstream], faults: int) -> None:
+    await eventually(lambda: idle(proxy), what="every request finished")
+    for u in ups:
+        h = host(proxy, u)
+        assert h["rq_5xx"] == 0 and h["rq_error"] == 0, h
+        assert not h["ejected"], h
+    stats = proxy.stats()["clusters"]["app"]
+    assert stats["rq_retry"] == 0 and stats["rq_5xx"] == 0
+    assert stats["outlier_detection"]["ejections_active"] == 0
+    # No upstream ever saw a whole request, so none answered one.
+    assert sum(u.requests for u in ups) == 0
+    assert sum(u.heads for u in ups) <= faults
+
+
+async def test_aborted_uploads_are_not_charged_to_upstream_hosts(upstream, client) -> None:
+    ups = [await upstream("a"), await upstream("b")]
+    async with Proxy(config(ups)) as proxy:
         port = proxy.port(8080)
         for _ in range(ABORTS):
             await abort_upload(port, ups)
+        await assert_hosts_not_charged(proxy, ups, ABORTS)
+        r = await client.get(f"http://127.0.0.1:{port}/after")
+        assert r.status_code == 200
+
+
+async def test_a_malformed_chunked_body_is_400_and_not_charged(upstream, client) -> None:
+    ups = [await upstream("a"), await upstream("b")]
+    async with Proxy(config(ups)) as proxy:
+        port = proxy.port(8080)
         for _ in range(MALFORMED):
             reply = await malformed_chunk(port)
             assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
-        await eventually(lambda: idle(proxy), what="every request finished")
-
-        for u in ups:
-            h = host(proxy, u)
-            assert h["rq_5xx"] == 0 and h["rq_error"] == 0, h
-            assert not h["ejected"], h
-        stats = proxy.stats()["clusters"]["app"]
-        assert stats["rq_retry"] == 0 and stats["rq_5xx"] == 0
-        assert stats["outlier_detection"]["ejections_active"] == 0
-        # Each fault reached an upstream, which never answered it.
-        assert sum(u.heads for u in ups) == ABORTS + MALFORMED
-        assert sum(u.requests for u in ups) == 0
-
+            assert reply.endswith(b"bad request: malformed request body\n"), reply
+        await assert_hosts_not_charged(proxy, ups, MALFORMED)
         r = await client.get(f"http://127.0.0.1:{port}/after")
         assert r.status_code == 200
