@@ -95,8 +95,14 @@ mod tests {
     #[test]
     fn renders_in_envoy_order() {
         assert_eq!(ResponseFlags::NONE.to_string(), "-");
-        assert_eq!((ResponseFlags::URX | ResponseFlags::UF).to_string(), "UF,URX");
-        assert_eq!((ResponseFlags::URX | ResponseFlags::UT).to_string(), "UT,URX");
+        assert_eq!(
+            (ResponseFlags::URX | ResponseFlags::UF).to_string(),
+            "UF,URX"
+        );
+        assert_eq!(
+            (ResponseFlags::URX | ResponseFlags::UT).to_string(),
+            "UT,URX"
+        );
         assert_eq!(ResponseFlags::DC.to_string(), "DC");
         let mut f = ResponseFlags::NONE;
         f.insert(ResponseFlags::UC);

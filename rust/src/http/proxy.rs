@@ -2,102 +2,25 @@
 //! route → upstream target → (pick upstream → upstream request → upstream response or
 //! failure → retry or give up)* → downstream response → log. No Python. The only lock held
 //! across an await is the per-host tokio mutex that serializes opening a shared HTTP/2
-//! connection (`acquire`); std mutexes (pools, replay buffers) are never held across one.
+//! connection (`upstream::acquire`); std mutexes (pools, replay buffers) never are.
 
 use super::body::{BodyTimer, DownBody, InFlight};
-use super::compiled::{Action, Compiled, ListenerConfig};
+use super::compiled::{Action, Compiled};
+use super::conn::{ConnCtx, ListenerState};
 use super::headers;
 use super::retry::{Again, Attempts, Failure, RequestBody};
 use super::timeouts::Timeouts;
+use super::upstream::{acquire, send_on, Sent};
 use crate::accesslog::{AccessLog, Record, ResponseFlags};
 use crate::cluster::{Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
 use crate::pool::{BodyState, Sender, UpBody};
 use crate::route;
 use crate::stats::ListenerStats;
-use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a listener's connections read on every request; swapped whole on apply.
-pub struct ListenerState {
-    pub compiled: Arc<Compiled>,
-    pub config: Arc<ListenerConfig>,
-}
-
-pub struct ListenerSlot {
-    pub name: Arc<str>,
-    pub state: ArcSwap<ListenerState>,
-}
-
-/// Per downstream connection.
-pub struct ConnCtx {
-    pub slot: Arc<ListenerSlot>,
-    pub peer: SocketAddr,
-    pub local_port: u16,
-    pub scheme: &'static str,
-    /// The verified client certificate (mutual TLS), as `x-forwarded-client-cert` sends it.
-    pub client_cert: Option<HeaderValue>,
-    /// The listener's bound address.
-    pub local: Option<SocketAddr>,
-    /// `peer`'s IP as a header value (for `x-forwarded-for`), made once per connection.
-    pub peer_ip: HeaderValue,
-    pub activity: ConnActivity,
-}
-
-impl ConnCtx {
-    /// The first URI SAN of the verified client certificate (SPIFFE ID), for access logs.
-    pub fn client_uri_san(&self) -> Option<String> {
-        let v = self.client_cert.as_ref()?.to_str().ok()?;
-        v.split(';')
-            .find_map(|p| p.strip_prefix("URI="))
-            .map(String::from)
-    }
-}
-
-/// Requests in flight on one downstream connection and when it last became idle, for the
-/// listener idle timeout.
-pub struct ConnActivity {
-    opened: Instant,
-    active: AtomicU32,
-    /// Milliseconds after `opened` when the last request finished.
-    idle_since_ms: AtomicU64,
-}
-
-impl Default for ConnActivity {
-    fn default() -> Self {
-        ConnActivity {
-            opened: Instant::now(),
-            active: AtomicU32::new(0),
-            idle_since_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl ConnActivity {
-    fn begin(&self) {
-        self.active.fetch_add(1, Relaxed);
-    }
-
-    fn end(&self) {
-        self.idle_since_ms
-            .store(self.opened.elapsed().as_millis() as u64, Relaxed);
-        self.active.fetch_sub(1, Relaxed);
-    }
-
-    /// When the connection will have been idle for `idle`, if nothing happens before.
-    pub fn idle_deadline(&self, idle: Duration) -> Instant {
-        self.opened + Duration::from_millis(self.idle_since_ms.load(Relaxed)) + idle
-    }
-
-    pub fn is_idle_for(&self, idle: Duration) -> bool {
-        self.active.load(Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle)
-    }
-}
 
 struct ActiveRequest<'a> {
     ctx: &'a ConnCtx,
@@ -179,7 +102,13 @@ struct Target<'a> {
     version: Version,
 }
 
-type Sent = (Response<Incoming>, Option<crate::pool::H1Sender>);
+/// The upstream side of one request, across its attempts.
+struct Upstream<'a> {
+    target: Target<'a>,
+    body: RequestBody,
+    timeouts: Timeouts,
+    attempts: Attempts<'a>,
+}
 
 impl<'a> Session<'a> {
     /// Phase: the request head arrived. Count it, prepare its headers as the connection
@@ -214,7 +143,7 @@ impl<'a> Session<'a> {
         let routed = self.route(&parts)?;
         let target = self.upstream_target(routed, parts)?;
         let action = target.action;
-        let mut body = RequestBody::new(body);
+        let body = RequestBody::new(body);
         let timeouts = Timeouts::new(
             action.timeout,
             action.retry.per_try_timeout,
@@ -222,43 +151,42 @@ impl<'a> Session<'a> {
             self.started,
             body.progress.clone(),
         );
-        let mut attempts = Attempts::new(&action.retry);
+        let mut up = Upstream {
+            target,
+            body,
+            timeouts,
+            attempts: Attempts::new(&action.retry),
+        };
         let mut reconnect: Option<Arc<Host>> = None;
         loop {
             let (host, fresh) = match reconnect.take() {
                 Some(h) => (h, true),
-                None => (self.pick_upstream(&target, &mut attempts)?, false),
+                None => (self.pick_upstream(&mut up)?, false),
             };
-            let in_flight = InFlight::start(host.clone(), target.cluster.clone(), Instant::now());
-            let sent = self
-                .upstream_request(&target, &host, fresh, &mut body, &mut attempts, &timeouts)
-                .await;
+            let cluster = up.target.cluster.clone();
+            let in_flight = InFlight::start(host.clone(), cluster, Instant::now());
+            let sent = self.upstream_request(&mut up, &host, fresh).await;
             // The retry this attempt was (if any) is over.
-            attempts.slot = None;
+            up.attempts.slot = None;
             let again = match sent {
-                Ok((resp, h1)) => {
-                    match self.upstream_response(&target, &host, resp, &mut attempts, &body, &timeouts)
-                    {
-                        Ok(resp) => {
-                            return Ok(self.forward_response(resp, in_flight, h1, &timeouts));
-                        }
-                        // The response is dropped unread; its connection is not reused.
-                        Err(again) => {
-                            drop(in_flight);
-                            again
-                        }
+                Ok((resp, h1)) => match self.upstream_response(&mut up, &host, resp) {
+                    Ok(resp) => return Ok(self.forward_response(&up, resp, in_flight, h1)),
+                    // The response is dropped unread; its connection is not reused.
+                    Err(again) => {
+                        drop(in_flight);
+                        again
                     }
-                }
+                },
                 Err(e) => {
                     drop(in_flight);
-                    self.upstream_failure(&target, &host, e, &mut attempts, &body, &timeouts)?
+                    self.upstream_failure(&mut up, &host, e)?
                 }
             };
             match again {
                 Again::Reconnect => reconnect = Some(host),
                 Again::Retry(slot) => {
-                    attempts.slot = Some(slot);
-                    attempts.backoff().await;
+                    up.attempts.slot = Some(slot);
+                    up.attempts.backoff().await;
                 }
             }
         }
@@ -276,7 +204,11 @@ impl<'a> Session<'a> {
             ));
         };
         let sent_authority = sent_authority(parts);
-        let sent_path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let sent_path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         // NOTE: rewrites allocate only when a route asks for one.
         let mut path: Option<String> = None;
         let mut authority: Option<String> = None;
@@ -361,7 +293,10 @@ impl<'a> Session<'a> {
                     // NOTE: no rewrite: reuse the parsed path (a refcount, no parse, no copy).
                     None => Uri::from(parts.uri.path_and_query().cloned().ok_or_else(bad_target)?),
                 };
-                let host_header = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+                let host_header = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok());
                 let host = if host_header != Some(authority) {
                     Some(HeaderValue::from_str(authority).map_err(|_| bad_target())?)
                 } else {
@@ -391,11 +326,8 @@ impl<'a> Session<'a> {
     /// Phase: pick the host for the next attempt. A retry avoids hosts already tried; when
     /// none is left it re-picks among all (Envoy keeps its last pick once the predicate's
     /// attempts run out).
-    fn pick_upstream(
-        &mut self,
-        target: &Target<'_>,
-        attempts: &mut Attempts<'_>,
-    ) -> Result<Arc<Host>, ProxyError> {
+    fn pick_upstream(&mut self, up: &mut Upstream<'_>) -> Result<Arc<Host>, ProxyError> {
+        let (target, attempts) = (&up.target, &mut up.attempts);
         let cluster = &target.cluster;
         let set = cluster.hosts.load();
         let pick = set.pick(|i| attempts.tried.contains(&i));
@@ -421,13 +353,16 @@ impl<'a> Session<'a> {
     /// response head awaited, all under the request's timers.
     async fn upstream_request(
         &self,
-        target: &Target<'_>,
+        up: &mut Upstream<'_>,
         host: &Arc<Host>,
         fresh: bool,
-        body: &mut RequestBody,
-        attempts: &mut Attempts<'_>,
-        timeouts: &Timeouts,
     ) -> Result<Sent, ProxyError> {
+        let Upstream {
+            target,
+            body,
+            timeouts,
+            attempts,
+        } = up;
         let started = Instant::now();
         let cluster = &target.cluster;
         let unsent = attempts.unsent.take();
@@ -474,14 +409,11 @@ impl<'a> Session<'a> {
     /// retry it if the policy names it; else it goes downstream.
     fn upstream_response(
         &mut self,
-        target: &Target<'_>,
+        up: &mut Upstream<'_>,
         host: &Host,
         resp: Response<Incoming>,
-        attempts: &mut Attempts<'_>,
-        body: &RequestBody,
-        timeouts: &Timeouts,
     ) -> Result<Response<Incoming>, Again> {
-        let cluster = &target.cluster;
+        let cluster = &up.target.cluster;
         let status = resp.status().as_u16();
         cluster.record_outcome(host, Outcome::Status(status));
         host.stats.rq.record(status);
@@ -490,14 +422,17 @@ impl<'a> Session<'a> {
             .get(&headers::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse().ok());
-        let expired = timeouts.route_expired();
+        let expired = up.timeouts.route_expired();
         let failure = Failure::Response(status, grpc);
-        if let Some(again) = attempts.decide(failure, cluster, body, expired, &mut self.info.flags)
+        let flags = &mut self.info.flags;
+        if let Some(again) = up
+            .attempts
+            .decide(failure, cluster, &up.body, expired, flags)
         {
             return Err(again);
         }
         cluster.stats.rq.record(status);
-        target.action.stats.rq.record(status);
+        up.target.action.stats.rq.record(status);
         Ok(resp)
     }
 
@@ -505,15 +440,12 @@ impl<'a> Session<'a> {
     /// its host (stats, outlier detection); then retry or give up.
     fn upstream_failure(
         &mut self,
-        target: &Target<'_>,
+        up: &mut Upstream<'_>,
         host: &Host,
         mut e: ProxyError,
-        attempts: &mut Attempts<'_>,
-        body: &RequestBody,
-        timeouts: &Timeouts,
     ) -> Result<Again, ProxyError> {
-        let cluster = &target.cluster;
-        let expired = timeouts.route_expired();
+        let cluster = &up.target.cluster;
+        let expired = up.timeouts.route_expired();
         if e.charged_to_upstream() {
             charge(cluster, host, &e);
         }
@@ -526,15 +458,17 @@ impl<'a> Session<'a> {
                 e.detail = "per-try timeout".into();
             }
         }
+        let flags = &mut self.info.flags;
         if let Some(again) =
-            attempts.decide(Failure::Error(&e), cluster, body, expired, &mut self.info.flags)
+            up.attempts
+                .decide(Failure::Error(&e), cluster, &up.body, expired, flags)
         {
             return Ok(again);
         }
         if e.source != Source::Downstream {
             cluster.stats.rq.record(e.status());
         }
-        target.action.stats.rq.record(e.status());
+        up.target.action.stats.rq.record(e.status());
         Err(e)
     }
 
@@ -542,13 +476,13 @@ impl<'a> Session<'a> {
     /// request has ended) and the stream idle timeout.
     fn forward_response(
         &self,
+        up: &Upstream<'_>,
         resp: Response<Incoming>,
         mut in_flight: InFlight,
         h1: Option<crate::pool::H1Sender>,
-        timeouts: &Timeouts,
     ) -> Response<DownBody> {
         in_flight.h1 = h1;
-        let timer = BodyTimer::new(timeouts.route_deadline(), Some(timeouts.idle));
+        let timer = BodyTimer::new(up.timeouts.route_deadline(), Some(up.timeouts.idle));
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::default();
@@ -627,7 +561,12 @@ fn sent_authority(parts: &http::request::Parts) -> &str {
         .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
         .unwrap_or("")
 }
 
@@ -752,149 +691,4 @@ fn bad_target() -> ProxyError {
         Kind::BadRequest,
         "request target or host cannot be forwarded",
     )
-}
-
-/// Send on a connection we hold. On failure, the request comes back if hyper never wrote it.
-async fn send_on(
-    cluster: &Cluster,
-    sender: Sender,
-    req: Request<UpBody>,
-) -> Result<Sent, (ProxyError, Option<Request<UpBody>>)> {
-    match sender {
-        Sender::H1(mut s) => match s.try_send_request(req).await {
-            Ok(resp) => Ok((resp, Some(s))),
-            Err(e) => Err(classify_send(e)),
-        },
-        Sender::H2(mut s) => {
-            let active = cluster.stats.rq_active.get();
-            if active > i64::from(cluster.breakers.max_requests) {
-                cluster.stats.rq_pending_overflow.inc();
-                let e = ProxyError::internal(Kind::Overflow, "max requests");
-                return Err((e, None));
-            }
-            if let Err(e) = s.ready().await {
-                let mut e = classify(e);
-                e.closed_before_response = true;
-                return Err((e, Some(req)));
-            }
-            match s.try_send_request(req).await {
-                Ok(resp) => Ok((resp, None)),
-                Err(e) => Err(classify_send(e)),
-            }
-        }
-    }
-}
-
-fn classify_send(
-    mut e: hyper::client::conn::TrySendError<Request<UpBody>>,
-) -> (ProxyError, Option<Request<UpBody>>) {
-    let unsent = e.take_message();
-    let mut pe = classify(e.into_error());
-    pe.closed_before_response |= unsent.is_some();
-    (pe, unsent)
-}
-
-/// Get a connection: idle (unless `fresh`), new, or after waiting under max_connections.
-/// Also says whether it was reused from the pool.
-async fn acquire(
-    cluster: &Arc<Cluster>,
-    host: &Arc<Host>,
-    fresh: bool,
-) -> Result<(Sender, bool), ProxyError> {
-    let idle = || (!fresh).then(|| host.pool.take_idle()).flatten();
-    if let Some(s) = idle() {
-        return Ok((s, true));
-    }
-    // NOTE: this tokio mutex is held across `connect` on purpose: a burst of requests on a
-    // cold HTTP/2 host waits for the one connection being opened instead of opening its own.
-    let _h2_connecting = if host.pool.protocol() == crate::config::UpstreamProtocol::Http2 {
-        let g = host.pool.h2_connecting().lock().await;
-        if let Some(s) = idle() {
-            return Ok((s, true));
-        }
-        Some(g)
-    } else {
-        None
-    };
-    if cluster.try_reserve_connection() {
-        return Ok((connect(cluster, host).await?, false));
-    }
-    cluster.stats.cx_overflow.inc();
-    // At max_connections: wait as a pending request, if the pending limit allows.
-    let pending = cluster.stats.rq_pending_active.get();
-    if pending >= i64::from(cluster.breakers.max_pending_requests) {
-        cluster.stats.rq_pending_overflow.inc();
-        return Err(ProxyError::internal(Kind::Overflow, "max pending requests"));
-    }
-    cluster.stats.rq_pending_active.inc();
-    let _pending = scopeguard(|| cluster.stats.rq_pending_active.dec());
-    loop {
-        let released = cluster.cx_released.notified();
-        tokio::pin!(released);
-        released.as_mut().enable();
-        if let Some(s) = idle() {
-            return Ok((s, true));
-        }
-        if cluster.try_reserve_connection() {
-            return Ok((connect(cluster, host).await?, false));
-        }
-        // Connections idle on other hosts hold slots this host needs: close one.
-        cluster.reclaim_idle_connection(host);
-        released.await;
-    }
-}
-
-async fn connect(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
-    let s = host
-        .pool
-        .connect(
-            cluster.connect_timeout,
-            cluster.connection_guard(host),
-            cluster.tls.load_full(),
-        )
-        .await?;
-    cluster.record_outcome(host, Outcome::ConnectSuccess);
-    Ok(s)
-}
-
-struct ScopeGuard<F: FnMut()>(F);
-impl<F: FnMut()> Drop for ScopeGuard<F> {
-    fn drop(&mut self) {
-        (self.0)()
-    }
-}
-fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
-    ScopeGuard(f)
-}
-
-/// An upstream failure from hyper, by kind. `closed_before_response` when the connection was
-/// gone before any response byte: EOF on the first read, or the write found it closed.
-fn classify(e: hyper::Error) -> ProxyError {
-    use std::error::Error as _;
-    let mut closed = e.is_incomplete_message() || e.is_canceled();
-    let mut src = e.source();
-    while let Some(s) = src {
-        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return ProxyError::upstream(Kind::RefusedStream, "refused stream");
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            closed |= io.kind() == std::io::ErrorKind::BrokenPipe;
-        }
-        src = s.source();
-    }
-    if e.is_parse() || e.is_parse_status() {
-        return ProxyError::new(Source::Upstream, Kind::BadUpstreamResponse, e.to_string());
-    }
-    let mut pe = ProxyError::upstream(
-        Kind::Reset,
-        if e.is_incomplete_message() {
-            "connection termination".into()
-        } else {
-            e.to_string()
-        },
-    );
-    pe.closed_before_response = closed;
-    pe
 }
