@@ -508,13 +508,14 @@ impl<'a> Session<'a> {
     ) -> Result<Response<DownBody>, DownstreamGone> {
         let mut resp = match result {
             Ok(r) => r,
-            Err(e) if e.kind == Kind::DownstreamDisconnect => {
-                // Logged by `PendingLog` as Envoy does: code 0, flag DC.
-                return Err(DownstreamGone);
-            }
             Err(e) => {
                 self.info.flags.insert(e.response_flag());
                 self.info.details = e.details();
+                if e.kind == Kind::DownstreamDisconnect {
+                    // Nobody to answer; logged as Envoy does: code 0, flag DC.
+                    self.log_unanswered();
+                    return Err(DownstreamGone);
+                }
                 local_reply(&e)
             }
         };
@@ -526,21 +527,32 @@ impl<'a> Session<'a> {
 
     /// Phase: complete the access-log record; it is written when the response stream ends.
     fn log(&mut self, resp: &mut Response<DownBody>, status: u16) {
-        let Some((log, mut rec)) = self
+        if let Some((log, mut rec)) = self.take_record() {
+            log.response(&mut rec, status, resp.headers());
+            resp.body_mut().log_to(log.clone(), rec);
+        }
+    }
+
+    /// The log phase of a request nobody is left to answer: its line is written now.
+    fn log_unanswered(&mut self) {
+        if let Some((log, rec)) = self.take_record() {
+            log.finish(&rec);
+        }
+    }
+
+    /// The access-log record with what the request path learned, if the listener logs.
+    fn take_record(&mut self) -> Option<(&'a Arc<AccessLog>, Record)> {
+        let (log, mut rec) = self
             .log
             .as_mut()
-            .and_then(|p| p.record.take().map(|r| (p.log, r)))
-        else {
-            return;
-        };
-        log.response(&mut rec, status, resp.headers());
+            .and_then(|p| p.record.take().map(|r| (p.log, r)))?;
         let info = std::mem::take(&mut self.info);
         rec.flags = info.flags;
         rec.details = info.details;
         rec.route = info.route;
         rec.cluster = info.cluster;
         rec.upstream_host = info.upstream_host;
-        resp.body_mut().log_to(log.clone(), rec);
+        Some((log, rec))
     }
 }
 

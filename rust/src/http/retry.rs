@@ -194,3 +194,123 @@ impl Drop for RetrySlot {
         self.0.retries_active.fetch_sub(1, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, RetryPolicySpec};
+    use crate::error::{Kind, Source};
+    use crate::stats::ClusterStats;
+
+    fn cluster() -> Arc<Cluster> {
+        let spec: config::Cluster =
+            serde_json::from_value(serde_json::json!({"name": "c", "protocol": "http1"})).unwrap();
+        Arc::new(Cluster::build(&spec, Arc::new(ClusterStats::default()), None, None).unwrap())
+    }
+
+    fn policy(max: u32, on: &[&str]) -> RetryPolicy {
+        let spec: RetryPolicySpec = serde_json::from_value(serde_json::json!({
+            "maxRetries": max, "retryOn": on, "retriableStatusCodes": [503]
+        }))
+        .unwrap();
+        RetryPolicy::from_spec(&spec).unwrap()
+    }
+
+    /// A body-less request: always replayable.
+    fn no_body() -> RequestBody {
+        RequestBody {
+            pending: None,
+            progress: None,
+            replay: None,
+        }
+    }
+
+    fn error(source: Source, kind: Kind) -> ProxyError {
+        ProxyError::new(source, kind, "test")
+    }
+
+    #[test]
+    fn downstream_and_local_failures_are_never_retried() {
+        let (c, p, body) = (
+            cluster(),
+            policy(3, &["5xx", "reset", "connect-failure"]),
+            no_body(),
+        );
+        let mut a = Attempts::new(&p);
+        let mut flags = ResponseFlags::NONE;
+        for e in [
+            error(Source::Downstream, Kind::DownstreamDisconnect),
+            error(Source::Downstream, Kind::BadRequest),
+            error(Source::Internal, Kind::Overflow),
+        ] {
+            assert!(a
+                .decide(Failure::Error(&e), &c, &body, false, &mut flags)
+                .is_none());
+        }
+        assert_eq!((c.stats.rq_retry.get(), flags), (0, ResponseFlags::NONE));
+    }
+
+    #[test]
+    fn a_stale_pooled_connection_is_reconnected_once_outside_the_policy() {
+        let (c, p, body) = (cluster(), policy(0, &[]), no_body());
+        let mut a = Attempts::new(&p);
+        let mut flags = ResponseFlags::NONE;
+        let mut stale = error(Source::Upstream, Kind::Reset);
+        stale.closed_before_response = true;
+        // On a fresh connection the same failure is the host's.
+        assert!(!stale.stale_connection() && stale.charged_to_upstream());
+        stale.reused = true;
+        assert!(stale.stale_connection() && !stale.charged_to_upstream());
+        let first = a.decide(Failure::Error(&stale), &c, &body, false, &mut flags);
+        assert!(matches!(first, Some(Again::Reconnect)));
+        let second = a.decide(Failure::Error(&stale), &c, &body, false, &mut flags);
+        assert!(second.is_none(), "one reconnect per request");
+        assert_eq!(c.stats.rq_retry_stale_connection.get(), 1);
+        assert_eq!(c.stats.rq_retry.get(), 0);
+    }
+
+    #[test]
+    fn policy_retries_until_spent_then_urx() {
+        let (c, p, body) = (cluster(), policy(1, &["reset"]), no_body());
+        let mut a = Attempts::new(&p);
+        let mut flags = ResponseFlags::NONE;
+        let reset = error(Source::Upstream, Kind::Reset);
+        let again = a.decide(Failure::Error(&reset), &c, &body, false, &mut flags);
+        assert!(matches!(again, Some(Again::Retry(_))));
+        drop(again);
+        a.retries += 1;
+        assert!(a
+            .decide(Failure::Error(&reset), &c, &body, false, &mut flags)
+            .is_none());
+        assert_eq!(flags, ResponseFlags::URX);
+        assert_eq!(c.stats.rq_retry_limit_exceeded.get(), 1);
+        // Not named by the policy: given up without URX.
+        let mut flags = ResponseFlags::NONE;
+        let refused = error(Source::Upstream, Kind::TlsFailure);
+        let p = policy(1, &["retriable-4xx"]);
+        let mut a = Attempts::new(&p);
+        assert!(a
+            .decide(Failure::Error(&refused), &c, &body, false, &mut flags)
+            .is_none());
+        assert_eq!(flags, ResponseFlags::NONE);
+    }
+
+    #[test]
+    fn responses_are_retried_when_named_and_a_later_answer_counts_as_success() {
+        let (c, p, body) = (cluster(), policy(2, &["retriable-status-codes"]), no_body());
+        let mut a = Attempts::new(&p);
+        let mut flags = ResponseFlags::NONE;
+        let again = a.decide(Failure::Response(503, None), &c, &body, false, &mut flags);
+        assert!(matches!(again, Some(Again::Retry(_))));
+        a.retries += 1;
+        assert!(a
+            .decide(Failure::Response(200, None), &c, &body, false, &mut flags)
+            .is_none());
+        assert_eq!(c.stats.rq_retry_success.get(), 1);
+        // The route timeout passed: no retry, whatever the policy says.
+        let mut a = Attempts::new(&p);
+        assert!(a
+            .decide(Failure::Response(503, None), &c, &body, true, &mut flags)
+            .is_none());
+    }
+}
