@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from .support import Exchange, H1Upstream, echo, eventually, one_route, pattern, sha256
+from .support import Exchange, Handler, echo, eventually, one_route, pattern, sha256
 
 UPLOAD_CHUNKS = 10
 CHUNK = 1000
@@ -86,7 +86,7 @@ async def test_a_stalled_upload_is_cut_by_the_stream_idle_timeout(make_core, ups
     assert proxy.cluster_stats()["rq_timeout"] == 0
 
 
-def one_answer_per_connection() -> tuple[set[int], object]:
+def one_answer_per_connection() -> tuple[set[int], Handler]:
     """A handler that answers the first request of each connection (keep-alive) and closes the
     connection (FIN, after reading the request) at the next one without answering: what a
     proxy sees when the upstream closed an idle keep-alive connection as it was reused."""
@@ -105,7 +105,7 @@ def one_answer_per_connection() -> tuple[set[int], object]:
 async def test_a_stale_pooled_connection_is_retried_once_on_a_fresh_one(make_core, upstreams,
                                                                        client):
     answered, handler = one_answer_per_connection()
-    up: H1Upstream = await upstreams.h1(handler)  # type: ignore[arg-type]
+    up = await upstreams.h1(handler)
     # No retry policy at all: the reconnect does not depend on one.
     proxy = make_core(one_route([up.address]))
     first = await client.get(proxy.url("/first"))
