@@ -1,15 +1,21 @@
-//! One error type for the request path: where it came from, whether a retry may help, and the
-//! local reply it becomes. It turns into a Python exception only in `py/`, with the same fields.
+//! One error type for the request path: who caused it (downstream, upstream, local), whether a
+//! retry may help, and the local reply and access-log flag it becomes. It never reaches Python:
+//! a proxied request creates no Python object, so the control layer sees these errors only as
+//! counters, outlier outcomes and access-log lines. (`py/` raises `CoreError` for the calls
+//! Python makes: apply, set endpoints, reload certificates.)
 
+use crate::accesslog::ResponseFlags;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// The client sent something we refuse (malformed, too large).
+    /// The client: sent something we refuse (malformed, too large), went away mid-request, or
+    /// stalled its upload. Never charged to an upstream host, never retried.
     Downstream,
     /// The upstream failed: connect, reset, timeout, bad response.
     Upstream,
-    /// Our own limits or state: no route, no healthy host, a tripped breaker.
+    /// Local: our own limits or state (no route, no healthy host, a tripped breaker). Never
+    /// charged to an upstream host, never retried.
     Internal,
     /// A snapshot document that cannot be applied.
     Config,
@@ -30,7 +36,12 @@ pub enum Kind {
     RefusedStream,
     Timeout,
     BadUpstreamResponse,
+    /// The client sent something malformed (a request target we cannot forward, a bad chunk).
     BadRequest,
+    /// The client went away (or reset its stream) before its request body was complete.
+    DownstreamDisconnect,
+    /// No request body arrived for the stream idle timeout while the upstream had not answered.
+    StreamIdleTimeout,
     /// A call from the control layer that cannot be carried out (a snapshot, a host update,
     /// starting the runtime); it is refused to the caller, never sent as a local reply.
     Config,
@@ -41,6 +52,13 @@ pub struct ProxyError {
     pub source: Source,
     pub kind: Kind,
     pub detail: String,
+    /// The attempt ran on a pooled connection that had carried a request before.
+    pub reused: bool,
+    /// The connection was gone under the request before any response byte: hyper handed the
+    /// request back unsent, the write found the peer closed, or the first read was EOF. On a
+    /// reused connection that is the keep-alive race (the upstream closed an idle connection
+    /// as we picked it), not the host failing: pingora's `RetryType::ReusedOnly`.
+    pub closed_before_response: bool,
 }
 
 impl ProxyError {
@@ -49,7 +67,13 @@ impl ProxyError {
             source,
             kind,
             detail: detail.into(),
+            reused: false,
+            closed_before_response: false,
         }
+    }
+
+    pub fn downstream(kind: Kind, detail: impl Into<String>) -> Self {
+        Self::new(Source::Downstream, kind, detail)
     }
 
     pub fn upstream(kind: Kind, detail: impl Into<String>) -> Self {
@@ -60,16 +84,29 @@ impl ProxyError {
         Self::new(Source::Internal, kind, detail)
     }
 
-    /// Whether another attempt (on another host) could succeed.
+    /// Whether another attempt (on another host) could succeed: an upstream failure without a
+    /// response. Whether one is made is the route's retry policy's call.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::ConnectFailure
-                | Kind::ConnectTimeout
-                | Kind::TlsFailure
-                | Kind::Reset
-                | Kind::RefusedStream
-        )
+        self.source == Source::Upstream
+            && matches!(
+                self.kind,
+                Kind::ConnectFailure
+                    | Kind::ConnectTimeout
+                    | Kind::TlsFailure
+                    | Kind::Reset
+                    | Kind::RefusedStream
+            )
+    }
+
+    /// A pooled connection the upstream had already closed: worth one more try on a fresh
+    /// connection to the same host, whatever the retry policy says.
+    pub fn stale_connection(&self) -> bool {
+        self.source == Source::Upstream && self.reused && self.closed_before_response
+    }
+
+    /// Whether the failure counts against the upstream host (outlier detection, host stats).
+    pub fn charged_to_upstream(&self) -> bool {
+        self.source == Source::Upstream && !self.stale_connection()
     }
 
     /// The status of the local reply (Envoy's choices: resets and connect failures are 503,
@@ -77,7 +114,8 @@ impl ProxyError {
     pub fn status(&self) -> u16 {
         match self.kind {
             Kind::NoRoute => 404,
-            Kind::BadRequest => 400,
+            Kind::BadRequest | Kind::DownstreamDisconnect => 400,
+            Kind::StreamIdleTimeout => 408,
             Kind::NoHealthyUpstream
             | Kind::Overflow
             | Kind::ConnectFailure
@@ -116,23 +154,28 @@ impl ProxyError {
                 )
             }
             Kind::BadUpstreamResponse => format!("bad upstream response: {}\n", self.detail),
-            Kind::BadRequest => format!("bad request: {}\n", self.detail),
+            Kind::BadRequest | Kind::DownstreamDisconnect => {
+                format!("bad request: {}\n", self.detail)
+            }
+            Kind::StreamIdleTimeout => "stream timeout\n".into(),
             Kind::Config => format!("configuration error: {}\n", self.detail),
         }
     }
 
     /// Envoy's response flag for the access log.
-    pub fn response_flag(&self) -> &'static str {
+    pub fn response_flag(&self) -> ResponseFlags {
         match self.kind {
-            Kind::NoRoute => "NR",
-            Kind::NoHealthyUpstream => "UH",
-            Kind::Overflow => "UO",
-            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure => "UF",
-            Kind::Timeout => "UT",
-            Kind::Reset | Kind::RefusedStream => "UC",
-            Kind::BadUpstreamResponse => "UPE",
-            Kind::BadRequest => "DPE",
-            Kind::Config => "-",
+            Kind::NoRoute => ResponseFlags::NR,
+            Kind::NoHealthyUpstream => ResponseFlags::UH,
+            Kind::Overflow => ResponseFlags::UO,
+            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure => ResponseFlags::UF,
+            Kind::Timeout => ResponseFlags::UT,
+            Kind::Reset | Kind::RefusedStream => ResponseFlags::UC,
+            Kind::BadUpstreamResponse => ResponseFlags::UPE,
+            Kind::BadRequest => ResponseFlags::DPE,
+            Kind::DownstreamDisconnect => ResponseFlags::DC,
+            Kind::StreamIdleTimeout => ResponseFlags::SI,
+            Kind::Config => ResponseFlags::NONE,
         }
     }
 
@@ -155,6 +198,8 @@ impl ProxyError {
             }
             Kind::BadUpstreamResponse => "upstream_reset_before_response_started{protocol_error}",
             Kind::BadRequest => "downstream_protocol_error",
+            Kind::DownstreamDisconnect => "downstream_remote_disconnect",
+            Kind::StreamIdleTimeout => "stream_idle_timeout",
             Kind::Config => "internal",
         }
     }

@@ -1,8 +1,11 @@
 //! The tokio runtime that carries traffic, and the operations the control layer calls:
 //! apply a snapshot, change endpoints or host health, read stats, drain and stop.
 //!
-//! Every method here is short and non-blocking for the caller; long work (draining) runs on
-//! the runtime and reports completion as an event.
+//! No method waits on the network or on traffic: draining runs on the runtime and reports
+//! completion as an event. Not every method is short, though: `apply` parses and compiles a
+//! snapshot and binds sockets, and `apply` and `reload_tls` read certificate and key files, so
+//! `py/` releases the GIL around them; `join` blocks until the runtime thread has exited (call
+//! it after `shutdown`). The rest take a lock for a copy or an atomic update.
 
 use crate::accesslog::Sinks;
 use crate::cluster::{HealthFlag, OutlierSink};

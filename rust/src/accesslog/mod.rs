@@ -6,8 +6,10 @@
 //! writing happens on one writer thread per file, fed by a bounded channel: if the file can't
 //! keep up, lines are dropped and counted rather than slowing traffic.
 
+mod flags;
 mod format;
 
+pub use flags::ResponseFlags;
 pub use format::{Format, Op, ReqName};
 
 use crate::config::AccessLogSpec;
@@ -134,7 +136,7 @@ pub struct Record {
     local: Option<SocketAddr>,
     peer_uri_san: Option<String>,
     pub status: u16,
-    pub flags: &'static str,
+    pub flags: ResponseFlags,
     pub details: &'static str,
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
@@ -221,7 +223,7 @@ impl AccessLog {
             local,
             peer_uri_san,
             status: 0,
-            flags: "-",
+            flags: ResponseFlags::NONE,
             details: "via_upstream",
             route: None,
             cluster: None,
@@ -253,7 +255,7 @@ impl AccessLog {
             local,
             peer_uri_san: None,
             status: 0,
-            flags: "-",
+            flags: ResponseFlags::NONE,
             details: "-",
             route: None,
             cluster: None,
@@ -412,7 +414,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("server", "up".parse().unwrap());
         log.response(&mut rec, 503, &h);
-        rec.flags = "UF";
+        rec.flags = ResponseFlags::UF;
         rec.bytes_sent = 42;
         rec
     }

@@ -1,99 +1,26 @@
-//! The request path: route → pick cluster → pick host → pooled connection → forward →
-//! classify → retry → stream the response back. No Python, no locks held across awaits.
+//! The request path as named phases over one per-request `Session`: downstream request →
+//! route → upstream target → (pick upstream → upstream request → upstream response or
+//! failure → retry or give up)* → downstream response → log. No Python. The only lock held
+//! across an await is the per-host tokio mutex that serializes opening a shared HTTP/2
+//! connection (`upstream::acquire`); std mutexes (pools, replay buffers) never are.
 
 use super::body::{BodyTimer, DownBody, InFlight};
-use super::compiled::{Action, Compiled, ListenerConfig};
+use super::compiled::{Action, Compiled};
+use super::conn::{ConnCtx, ListenerState};
 use super::headers;
-use crate::accesslog::{AccessLog, Record};
+use super::retry::{Again, Attempts, Failure, RequestBody};
+use super::timeouts::Timeouts;
+use super::upstream::{acquire, send_on, Sent};
+use crate::accesslog::{AccessLog, Record, ResponseFlags};
 use crate::cluster::{Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
-use crate::pool::{Replay, Sender, UpBody};
+use crate::pool::{BodyState, Sender, UpBody};
 use crate::route;
 use crate::stats::ListenerStats;
-use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a listener's connections read on every request; swapped whole on apply.
-pub struct ListenerState {
-    pub compiled: Arc<Compiled>,
-    pub config: Arc<ListenerConfig>,
-}
-
-pub struct ListenerSlot {
-    pub name: Arc<str>,
-    pub state: ArcSwap<ListenerState>,
-}
-
-/// Per downstream connection.
-pub struct ConnCtx {
-    pub slot: Arc<ListenerSlot>,
-    pub peer: SocketAddr,
-    pub local_port: u16,
-    pub scheme: &'static str,
-    /// The verified client certificate (mutual TLS), as `x-forwarded-client-cert` sends it.
-    pub client_cert: Option<HeaderValue>,
-    /// The listener's bound address.
-    pub local: Option<SocketAddr>,
-    /// `peer`'s IP as a header value (for `x-forwarded-for`), made once per connection.
-    pub peer_ip: HeaderValue,
-    pub activity: ConnActivity,
-}
-
-impl ConnCtx {
-    /// The first URI SAN of the verified client certificate (SPIFFE ID), for access logs.
-    pub fn client_uri_san(&self) -> Option<String> {
-        let v = self.client_cert.as_ref()?.to_str().ok()?;
-        v.split(';')
-            .find_map(|p| p.strip_prefix("URI="))
-            .map(String::from)
-    }
-}
-
-/// Requests in flight on one downstream connection and when it last became idle, for the
-/// listener idle timeout.
-pub struct ConnActivity {
-    opened: Instant,
-    active: AtomicU32,
-    /// Milliseconds after `opened` when the last request finished.
-    idle_since_ms: AtomicU64,
-}
-
-impl Default for ConnActivity {
-    fn default() -> Self {
-        ConnActivity {
-            opened: Instant::now(),
-            active: AtomicU32::new(0),
-            idle_since_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl ConnActivity {
-    fn begin(&self) {
-        self.active.fetch_add(1, Relaxed);
-    }
-
-    fn end(&self) {
-        self.idle_since_ms
-            .store(self.opened.elapsed().as_millis() as u64, Relaxed);
-        self.active.fetch_sub(1, Relaxed);
-    }
-
-    /// When the connection will have been idle for `idle`, if nothing happens before.
-    pub fn idle_deadline(&self, idle: Duration) -> Instant {
-        self.opened + Duration::from_millis(self.idle_since_ms.load(Relaxed)) + idle
-    }
-
-    pub fn is_idle_for(&self, idle: Duration) -> bool {
-        self.active.load(Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle)
-    }
-}
 
 struct ActiveRequest<'a> {
     ctx: &'a ConnCtx,
@@ -117,61 +44,569 @@ impl Drop for ActiveRequest<'_> {
 
 /// Routing at most this deep (gateway route → service route is 2).
 const MAX_ROUTE_DEPTH: usize = 4;
-const BACKOFF_BASE_MS: u64 = 25;
 /// Envoy's stream idle timeout default, when the route sets none.
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The client went away mid-request: there is nobody to answer, so hyper closes the
+/// connection (HTTP/1.1) or resets the stream (HTTP/2) instead of sending a response.
+#[derive(Debug)]
+pub struct DownstreamGone;
+
+impl std::fmt::Display for DownstreamGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("downstream went away before its request was complete")
+    }
+}
+
+impl std::error::Error for DownstreamGone {}
+
+/// Serve one request: its phases, in order, over one `Session`.
 pub async fn handle(
     ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
-) -> Result<Response<DownBody>, Infallible> {
+    mut req: Request<Incoming>,
+) -> Result<Response<DownBody>, DownstreamGone> {
     let state = ctx.slot.state.load_full();
-    let lstats = &state.config.stats;
-    lstats.rq_total.inc();
-    if let Some(reply) = super::downstream::refuse(&req, lstats) {
+    // Phase zero: a request the protocol refuses (Host, Transfer-Encoding) is answered here,
+    // counted as rejected, and never routed (`downstream.rs`).
+    if let Some(reply) = super::downstream::refuse(&req, &state.config.stats) {
+        state.config.stats.rq_total.inc();
         return Ok(reply);
     }
-    // Undone on drop: hyper drops this future when the client goes away mid-request.
-    let _active = ActiveRequest::begin(&ctx, lstats);
-    let mut req = req;
-    prepare_request(&ctx, req.headers_mut());
-    let log = state.config.access_log.as_ref();
-    // A client that goes away before the response still gets its line (flag DC, code 0).
-    let mut record = log.map(|l| PendingLog {
-        log: l,
-        record: Some(l.begin(&req, ctx.peer, ctx.local, ctx.client_uri_san())),
-    });
-    let mut info = RequestInfo::default();
-    let mut resp = match proxy(&ctx, &state, req, &mut info).await {
-        Ok(r) => r,
-        Err(e) => {
-            info.flags = match (e.response_flag(), info.flags) {
-                // Retries ran out: Envoy lists both flags.
-                ("UF", "URX") => "UF,URX",
-                ("UC", "URX") => "UC,URX",
-                ("UT", "URX") => "UT,URX",
-                ("UPE", "URX") => "UPE,URX",
-                (flag, _) => flag,
-            };
-            info.details = e.details();
-            local_reply(&e)
+    let mut session = Session::downstream_request(&ctx, &state, &mut req);
+    let result = session.proxy(req).await;
+    session.downstream_response(result)
+}
+
+/// One request's life as named phases over one context (pingora's `ProxyHttp` with its
+/// `CTX`): `downstream_request` → `route` → `upstream_target` → per attempt `pick_upstream`,
+/// `upstream_request`, then `upstream_response` or `upstream_failure` (each ends in the one
+/// retry decision, `Attempts::decide`) → `downstream_response` → `log`. Tracing, filters and
+/// functions hook into these phases.
+struct Session<'a> {
+    conn: &'a ConnCtx,
+    state: &'a ListenerState,
+    /// Undone on drop: hyper drops this future when the client goes away mid-request.
+    _active: ActiveRequest<'a>,
+    log: Option<PendingLog<'a>>,
+    info: RequestInfo,
+    started: Instant,
+}
+
+/// Where routing led: the action, and the path and authority after its rewrites.
+struct Routed<'a> {
+    action: &'a Action,
+    path: Option<String>,
+    authority: Option<String>,
+}
+
+/// What every attempt sends: the cluster, and the request head as the upstream sees it.
+struct Target<'a> {
+    action: &'a Action,
+    cluster: Arc<Cluster>,
+    parts: http::request::Parts,
+    uri: Uri,
+    version: Version,
+}
+
+/// The upstream side of one request, across its attempts.
+struct Upstream<'a> {
+    target: Target<'a>,
+    body: RequestBody,
+    timeouts: Timeouts,
+    attempts: Attempts<'a>,
+}
+
+impl<'a> Session<'a> {
+    /// Phase: the request head arrived. Count it, prepare its headers as the connection
+    /// manager does, start its access-log record.
+    fn downstream_request(
+        conn: &'a ConnCtx,
+        state: &'a ListenerState,
+        req: &mut Request<Incoming>,
+    ) -> Self {
+        let stats = &state.config.stats;
+        stats.rq_total.inc();
+        let active = ActiveRequest::begin(conn, stats);
+        prepare_request(conn, req.headers_mut());
+        // A client that goes away before the response still gets its line (flag DC, code 0).
+        let log = state.config.access_log.as_ref().map(|l| PendingLog {
+            log: l,
+            record: Some(l.begin(req, conn.peer, conn.local, conn.client_uri_san())),
+        });
+        Session {
+            conn,
+            state,
+            _active: active,
+            log,
+            info: RequestInfo::default(),
+            started: Instant::now(),
         }
-    };
-    let status = resp.status().as_u16();
-    lstats.downstream_rq.record(status);
-    if let Some((log, mut rec)) = record
-        .as_mut()
-        .and_then(|p| p.record.take().map(|r| (p.log, r)))
-    {
-        log.response(&mut rec, status, resp.headers());
+    }
+
+    /// The phases between the request head and the response head.
+    async fn proxy(&mut self, req: Request<Incoming>) -> Result<Response<DownBody>, ProxyError> {
+        let (parts, body) = req.into_parts();
+        let routed = self.route(&parts)?;
+        let target = self.upstream_target(routed, parts)?;
+        let action = target.action;
+        let body = RequestBody::new(body);
+        let timeouts = Timeouts::new(
+            action.timeout,
+            action.retry.per_try_timeout,
+            action.idle_timeout.unwrap_or(STREAM_IDLE_TIMEOUT),
+            self.started,
+            body.progress.clone(),
+        );
+        let mut up = Upstream {
+            target,
+            body,
+            timeouts,
+            attempts: Attempts::new(&action.retry),
+        };
+        let mut reconnect: Option<Arc<Host>> = None;
+        loop {
+            let (host, fresh) = match reconnect.take() {
+                Some(h) => (h, true),
+                None => (self.pick_upstream(&mut up)?, false),
+            };
+            let cluster = up.target.cluster.clone();
+            let in_flight = InFlight::start(host.clone(), cluster, Instant::now());
+            let sent = self.upstream_request(&mut up, &host, fresh).await;
+            // The retry this attempt was (if any) is over.
+            up.attempts.slot = None;
+            let again = match sent {
+                Ok((resp, h1)) => match self.upstream_response(&mut up, &host, resp) {
+                    Ok(resp) => return Ok(self.forward_response(&up, resp, in_flight, h1)),
+                    // The response is dropped unread; its connection is not reused.
+                    Err(again) => {
+                        drop(in_flight);
+                        again
+                    }
+                },
+                Err(e) => {
+                    drop(in_flight);
+                    self.upstream_failure(&mut up, &host, e)?
+                }
+            };
+            match again {
+                Again::Reconnect => reconnect = Some(host),
+                Again::Retry(slot) => {
+                    up.attempts.slot = Some(slot);
+                    up.attempts.backoff().await;
+                }
+            }
+        }
+    }
+
+    /// Phase: find the route through the listener's table and any tables it continues into,
+    /// applying each route's rewrites.
+    fn route(&mut self, parts: &http::request::Parts) -> Result<Routed<'a>, ProxyError> {
+        let state: &'a ListenerState = self.state;
+        let compiled: &'a Compiled = &state.compiled;
+        let Some(mut table) = self.state.config.route_table else {
+            return Err(ProxyError::internal(
+                Kind::NoRoute,
+                "listener has no route table",
+            ));
+        };
+        let sent_authority = sent_authority(parts);
+        let sent_path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        // NOTE: rewrites allocate only when a route asks for one.
+        let mut path: Option<String> = None;
+        let mut authority: Option<String> = None;
+        for depth in 0.. {
+            let view = route::Request {
+                method: parts.method.as_str(),
+                path: path.as_deref().unwrap_or(sent_path),
+                authority: authority.as_deref().unwrap_or(sent_authority),
+                scheme: self.conn.scheme,
+                port: self.conn.local_port,
+                headers: &parts.headers,
+            };
+            let Some(r) = compiled.tables[table].find(&view) else {
+                self.state.config.stats.no_route.inc();
+                return Err(ProxyError::internal(Kind::NoRoute, "no route"));
+            };
+            let a = &r.action;
+            a.stats.rq_total.inc();
+            self.info.route = Some(r.name.clone());
+            if let (Some(with), Some(prefix)) = (&a.rewrite_prefix, &r.prefix) {
+                path = Some(rewrite_prefix(view.path, prefix, with));
+            } else if let Some(with) = &a.rewrite_path {
+                path = Some(replace_path(view.path, with));
+            }
+            if let Some(h) = &a.rewrite_host {
+                authority = Some(h.to_string());
+            }
+            match a.next_table {
+                Some(next) if depth < MAX_ROUTE_DEPTH => table = next,
+                Some(_) => break,
+                None => {
+                    return Ok(Routed {
+                        action: a,
+                        path,
+                        authority,
+                    })
+                }
+            }
+        }
+        Err(ProxyError::internal(
+            Kind::NoRoute,
+            "route tables nest too deep",
+        ))
+    }
+
+    /// Phase: pick the cluster among the route's weighted targets and build the request head
+    /// the upstream sees, once for every attempt.
+    fn upstream_target(
+        &mut self,
+        routed: Routed<'a>,
+        mut parts: http::request::Parts,
+    ) -> Result<Target<'a>, ProxyError> {
+        let action = routed.action;
+        let Some(weights) = &action.weights else {
+            return Err(ProxyError::internal(
+                Kind::NoHealthyUpstream,
+                "route has no weighted target",
+            ));
+        };
+        let compiled = &self.state.compiled;
+        let cluster = compiled.clusters[action.clusters[weights.pick_random()]].clone();
+        self.info.cluster = Some(cluster.name.clone());
+        cluster.stats.rq_total.inc();
+        let sent = sent_authority(&parts);
+        let authority: &str = match routed.authority.as_deref() {
+            Some(a) => a,
+            None if sent.is_empty() => "localhost",
+            None => sent,
+        };
+        let (uri, version, host) = match cluster.protocol {
+            crate::config::UpstreamProtocol::Http2 => {
+                let p = routed.path.as_deref();
+                let p = p.unwrap_or(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+                let uri = format!("http://{authority}{p}")
+                    .parse()
+                    .map_err(|_| bad_target())?;
+                (uri, Version::HTTP_2, None)
+            }
+            _ => {
+                let uri = match &routed.path {
+                    Some(p) => p.parse().map_err(|_| bad_target())?,
+                    // NOTE: no rewrite: reuse the parsed path (a refcount, no parse, no copy).
+                    None => Uri::from(parts.uri.path_and_query().cloned().ok_or_else(bad_target)?),
+                };
+                let host_header = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok());
+                let host = if host_header != Some(authority) {
+                    Some(HeaderValue::from_str(authority).map_err(|_| bad_target())?)
+                } else {
+                    None
+                };
+                (uri, Version::HTTP_11, host)
+            }
+        };
+        match (version, host) {
+            (Version::HTTP_2, _) => {
+                parts.headers.remove(header::HOST);
+            }
+            (_, Some(v)) => {
+                parts.headers.insert(header::HOST, v);
+            }
+            _ => {}
+        }
+        Ok(Target {
+            action,
+            cluster,
+            parts,
+            uri,
+            version,
+        })
+    }
+
+    /// Phase: pick the host for the next attempt. A retry avoids hosts already tried; when
+    /// none is left it re-picks among all (Envoy keeps its last pick once the predicate's
+    /// attempts run out).
+    fn pick_upstream(&mut self, up: &mut Upstream<'_>) -> Result<Arc<Host>, ProxyError> {
+        let (target, attempts) = (&up.target, &mut up.attempts);
+        let cluster = &target.cluster;
+        let set = cluster.hosts.load();
+        let pick = set.pick(|i| attempts.tried.contains(&i));
+        let pick = if pick.is_none() && attempts.retries > 0 {
+            set.pick(|_| false)
+        } else {
+            pick
+        };
+        let Some(hi) = pick else {
+            cluster.stats.cx_none_healthy.inc();
+            let e = ProxyError::internal(Kind::NoHealthyUpstream, "no healthy upstream");
+            cluster.stats.rq.record(e.status());
+            target.action.stats.rq.record(e.status());
+            return Err(e);
+        };
+        attempts.tried.push(hi);
+        let host = set.hosts[hi].clone();
+        self.info.upstream_host = Some(host.name.clone());
+        Ok(host)
+    }
+
+    /// Phase: one attempt: a connection (pooled, or `fresh`), the request sent on it, the
+    /// response head awaited, all under the request's timers.
+    async fn upstream_request(
+        &self,
+        up: &mut Upstream<'_>,
+        host: &Arc<Host>,
+        fresh: bool,
+    ) -> Result<Sent, ProxyError> {
+        let Upstream {
+            target,
+            body,
+            timeouts,
+            attempts,
+        } = up;
+        let started = Instant::now();
+        let cluster = &target.cluster;
+        let unsent = attempts.unsent.take();
+        let may_retry = attempts.may_retry();
+        let returned = &mut attempts.unsent;
+        let try_once = async {
+            let (sender, reused) = acquire(cluster, host, fresh).await?;
+            // A reused HTTP/1.1 connection may turn out stale after the body went: keep a copy
+            // then too. (HTTP/2 hands an unsent request back; its streams may be long.)
+            let keep_copy = may_retry || (reused && matches!(sender, Sender::H1(_)));
+            let req = match unsent {
+                Some(r) => r,
+                None => target.request(body.next(keep_copy)),
+            };
+            send_on(cluster, sender, req).await.map_err(|(mut e, req)| {
+                e.reused = reused;
+                *returned = req;
+                e
+            })
+        };
+        let sent = if timeouts.armed() {
+            tokio::select! {
+                biased;
+                r = try_once => r,
+                e = timeouts.expiry(started) => Err(e),
+            }
+        } else {
+            try_once.await
+        };
+        // A body the client broke makes the attempt fail: that failure is the client's.
+        sent.map_err(|e| match body.progress.as_ref().map(|p| p.state()) {
+            Some(BodyState::Disconnected) => ProxyError::downstream(
+                Kind::DownstreamDisconnect,
+                "client closed before the request body was complete",
+            ),
+            Some(BodyState::Malformed) => {
+                ProxyError::downstream(Kind::BadRequest, "malformed request body")
+            }
+            _ => e,
+        })
+    }
+
+    /// Phase: the upstream's response head. Count it for the host and for outlier detection;
+    /// retry it if the policy names it; else it goes downstream.
+    fn upstream_response(
+        &mut self,
+        up: &mut Upstream<'_>,
+        host: &Host,
+        resp: Response<Incoming>,
+    ) -> Result<Response<Incoming>, Again> {
+        let cluster = &up.target.cluster;
+        let status = resp.status().as_u16();
+        cluster.record_outcome(host, Outcome::Status(status));
+        host.stats.rq.record(status);
+        let grpc = resp
+            .headers()
+            .get(&headers::GRPC_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok());
+        let expired = up.timeouts.route_expired();
+        let failure = Failure::Response(status, grpc);
+        let flags = &mut self.info.flags;
+        if let Some(again) = up
+            .attempts
+            .decide(failure, cluster, &up.body, expired, flags)
+        {
+            return Err(again);
+        }
+        cluster.stats.rq.record(status);
+        up.target.action.stats.rq.record(status);
+        Ok(resp)
+    }
+
+    /// Phase: an attempt failed without a response. Only an upstream's failure is charged to
+    /// its host (stats, outlier detection); then retry or give up.
+    fn upstream_failure(
+        &mut self,
+        up: &mut Upstream<'_>,
+        host: &Host,
+        mut e: ProxyError,
+    ) -> Result<Again, ProxyError> {
+        let cluster = &up.target.cluster;
+        let expired = up.timeouts.route_expired();
+        if e.charged_to_upstream() {
+            charge(cluster, host, &e);
+        }
+        if e.kind == Kind::Timeout {
+            if expired {
+                cluster.stats.rq_timeout.inc();
+            } else {
+                // A per-try timeout is retried like a reset (Envoy).
+                e.kind = Kind::Reset;
+                e.detail = "per-try timeout".into();
+            }
+        }
+        let flags = &mut self.info.flags;
+        if let Some(again) =
+            up.attempts
+                .decide(Failure::Error(&e), cluster, &up.body, expired, flags)
+        {
+            return Ok(again);
+        }
+        if e.source != Source::Downstream {
+            cluster.stats.rq.record(e.status());
+        }
+        up.target.action.stats.rq.record(e.status());
+        Err(e)
+    }
+
+    /// The response head goes downstream; its body streams under the route timeout (if the
+    /// request has ended) and the stream idle timeout.
+    fn forward_response(
+        &self,
+        up: &Upstream<'_>,
+        resp: Response<Incoming>,
+        mut in_flight: InFlight,
+        h1: Option<crate::pool::H1Sender>,
+    ) -> Response<DownBody> {
+        in_flight.h1 = h1;
+        let timer = BodyTimer::new(up.timeouts.route_deadline(), Some(up.timeouts.idle));
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::default();
+        let ms = self.started.elapsed().as_millis() as u64;
+        parts.headers.insert(
+            headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+            HeaderValue::from(ms),
+        );
+        let in_flight = if http_body::Body::is_end_stream(&body) {
+            in_flight.settle_clean();
+            None
+        } else {
+            Some(in_flight)
+        };
+        Response::from_parts(parts, DownBody::upstream(body, in_flight, timer))
+    }
+
+    /// Phase: what the client gets: the upstream's response, a local reply, or (the client
+    /// is gone) nothing.
+    fn downstream_response(
+        mut self,
+        result: Result<Response<DownBody>, ProxyError>,
+    ) -> Result<Response<DownBody>, DownstreamGone> {
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.info.flags.insert(e.response_flag());
+                self.info.details = e.details();
+                if e.kind == Kind::DownstreamDisconnect {
+                    // Nobody to answer; logged as Envoy does: code 0, flag DC.
+                    self.log_unanswered();
+                    return Err(DownstreamGone);
+                }
+                local_reply(&e)
+            }
+        };
+        let status = resp.status().as_u16();
+        self.state.config.stats.downstream_rq.record(status);
+        self.log(&mut resp, status);
+        Ok(resp)
+    }
+
+    /// Phase: complete the access-log record; it is written when the response stream ends.
+    fn log(&mut self, resp: &mut Response<DownBody>, status: u16) {
+        if let Some((log, mut rec)) = self.take_record() {
+            log.response(&mut rec, status, resp.headers());
+            resp.body_mut().log_to(log.clone(), rec);
+        }
+    }
+
+    /// The log phase of a request nobody is left to answer: its line is written now.
+    fn log_unanswered(&mut self) {
+        if let Some((log, rec)) = self.take_record() {
+            log.finish(&rec);
+        }
+    }
+
+    /// The access-log record with what the request path learned, if the listener logs.
+    fn take_record(&mut self) -> Option<(&'a Arc<AccessLog>, Record)> {
+        let (log, mut rec) = self
+            .log
+            .as_mut()
+            .and_then(|p| p.record.take().map(|r| (p.log, r)))?;
+        let info = std::mem::take(&mut self.info);
         rec.flags = info.flags;
         rec.details = info.details;
         rec.route = info.route;
         rec.cluster = info.cluster;
         rec.upstream_host = info.upstream_host;
-        resp.body_mut().log_to(log.clone(), rec);
+        Some((log, rec))
     }
-    Ok(resp)
+}
+
+impl Target<'_> {
+    fn request(&self, body: UpBody) -> Request<UpBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.parts.method.clone();
+        *req.headers_mut() = self.parts.headers.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        req
+    }
+}
+
+/// The authority the client addressed: the URI's, else the Host header.
+fn sent_authority(parts: &http::request::Parts) -> &str {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or("")
+}
+
+/// Count an upstream's failure against its host: stats and outlier detection.
+fn charge(cluster: &Cluster, host: &Host, e: &ProxyError) {
+    if let Some(o) = outcome_of(e) {
+        cluster.record_outcome(host, o);
+    }
+    host.stats.rq_error.inc();
+    if e.kind == Kind::Timeout {
+        host.stats.rq_timeout.inc();
+    }
+    if matches!(
+        e.kind,
+        Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure
+    ) {
+        host.stats.cx_connect_fail.inc();
+        cluster.stats.cx_connect_fail.inc();
+    }
+    if e.kind == Kind::TlsFailure {
+        cluster.stats.cx_tls_fail.inc();
+    }
 }
 
 /// What the connection manager does to every request before routing (as Envoy's HCM):
@@ -196,7 +631,7 @@ struct PendingLog<'a> {
 impl Drop for PendingLog<'_> {
     fn drop(&mut self) {
         if let Some(mut rec) = self.record.take() {
-            rec.flags = "DC";
+            rec.flags = ResponseFlags::DC;
             rec.details = "downstream_remote_disconnect";
             self.log.finish(&rec);
         }
@@ -208,7 +643,7 @@ pub struct RequestInfo {
     pub route: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
     pub upstream_host: Option<Arc<str>>,
-    pub flags: &'static str,
+    pub flags: ResponseFlags,
     pub details: &'static str,
 }
 
@@ -218,7 +653,7 @@ impl Default for RequestInfo {
             route: None,
             cluster: None,
             upstream_host: None,
-            flags: "-",
+            flags: ResponseFlags::NONE,
             details: "via_upstream",
         }
     }
@@ -255,330 +690,6 @@ fn replace_path(path: &str, with: &str) -> String {
     }
 }
 
-async fn proxy(
-    ctx: &ConnCtx,
-    state: &ListenerState,
-    req: Request<Incoming>,
-    info: &mut RequestInfo,
-) -> Result<Response<DownBody>, ProxyError> {
-    let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
-    let compiled = &state.compiled;
-    let Some(mut table) = state.config.route_table else {
-        return Err(ProxyError::internal(
-            Kind::NoRoute,
-            "listener has no route table",
-        ));
-    };
-    // NOTE: HeaderValue and Uri clones share their bytes (a refcount), and free `parts` for
-    // the header edits below.
-    let host_value = parts.headers.get(header::HOST).cloned();
-    let sent_uri = parts.uri.clone();
-    let host_header = host_value.as_ref().and_then(|v| v.to_str().ok());
-    let sent_authority = sent_uri
-        .authority()
-        .map(|a| a.as_str())
-        .or(host_header)
-        .unwrap_or("");
-    let sent_path = sent_uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    // NOTE: rewrites allocate only when a route asks for one.
-    let mut path: Option<String> = None;
-    let mut authority: Option<String> = None;
-    let mut depth = 0;
-    let action: &Action = loop {
-        let view = route::Request {
-            method: parts.method.as_str(),
-            path: path.as_deref().unwrap_or(sent_path),
-            authority: authority.as_deref().unwrap_or(sent_authority),
-            scheme: ctx.scheme,
-            port: ctx.local_port,
-            headers: &parts.headers,
-        };
-        let Some(r) = compiled.tables[table].find(&view) else {
-            state.config.stats.no_route.inc();
-            return Err(ProxyError::internal(Kind::NoRoute, "no route"));
-        };
-        let a = &r.action;
-        a.stats.rq_total.inc();
-        info.route = Some(r.name.clone());
-        if let (Some(with), Some(prefix)) = (&a.rewrite_prefix, &r.prefix) {
-            path = Some(rewrite_prefix(view.path, prefix, with));
-        } else if let Some(with) = &a.rewrite_path {
-            path = Some(replace_path(view.path, with));
-        }
-        if let Some(h) = &a.rewrite_host {
-            authority = Some(h.to_string());
-        }
-        match a.next_table {
-            Some(next) if depth < MAX_ROUTE_DEPTH => {
-                table = next;
-                depth += 1;
-            }
-            Some(_) => {
-                return Err(ProxyError::internal(
-                    Kind::NoRoute,
-                    "route tables nest too deep",
-                ))
-            }
-            None => break a,
-        }
-    };
-    let Some(weights) = &action.weights else {
-        return Err(ProxyError::internal(
-            Kind::NoHealthyUpstream,
-            "route has no weighted target",
-        ));
-    };
-    let cluster = compiled.clusters[action.clusters[weights.pick_random()]].clone();
-    info.cluster = Some(cluster.name.clone());
-    cluster.stats.rq_total.inc();
-
-    // The target URI and Host the upstream sees, built once for every attempt.
-    let authority: &str = match authority.as_deref() {
-        Some(a) => a,
-        None if sent_authority.is_empty() => "localhost",
-        None => sent_authority,
-    };
-    let (uri, version) = match cluster.protocol {
-        crate::config::UpstreamProtocol::Http2 => {
-            parts.headers.remove(header::HOST);
-            let p = path.as_deref().unwrap_or(sent_path);
-            let uri = format!("http://{authority}{p}")
-                .parse()
-                .map_err(|_| bad_target())?;
-            (uri, Version::HTTP_2)
-        }
-        _ => {
-            let uri = match &path {
-                Some(p) => p.parse().map_err(|_| bad_target())?,
-                // NOTE: no rewrite: reuse the parsed path (a refcount, no parse, no copy).
-                None => Uri::from(parts.uri.path_and_query().cloned().ok_or_else(bad_target)?),
-            };
-            if host_header != Some(authority) {
-                let v = HeaderValue::from_str(authority).map_err(|_| bad_target())?;
-                parts.headers.insert(header::HOST, v);
-            }
-            (uri, Version::HTTP_11)
-        }
-    };
-    // The request body: none, streamed once, or teed so a retry can replay it.
-    let mut body = RequestBody::new(body);
-    let retry = &action.retry;
-    let deadline = action.timeout.map(|t| started + t);
-    let mut tried: Vec<usize> = Vec::new();
-    let mut backoff_ceiling = BACKOFF_BASE_MS;
-    let mut attempt = 0;
-    let mut retry_slot: Option<RetrySlot> = None;
-    loop {
-        let set = cluster.hosts.load_full();
-        // A retry avoids hosts already tried; when none is left it re-picks among all (Envoy
-        // keeps its last pick once the predicate's attempts run out).
-        let pick = set.pick(|i| tried.contains(&i));
-        let pick = if pick.is_none() && attempt > 0 {
-            set.pick(|_| false)
-        } else {
-            pick
-        };
-        let Some(hi) = pick else {
-            cluster.stats.cx_none_healthy.inc();
-            let e = ProxyError::internal(Kind::NoHealthyUpstream, "no healthy upstream");
-            cluster.stats.rq.record(e.status());
-            action.stats.rq.record(e.status());
-            return Err(e);
-        };
-        tried.push(hi);
-        let host = set.hosts[hi].clone();
-        info.upstream_host = Some(host.name.clone());
-        let per_try = match (retry.per_try_timeout, deadline) {
-            (Some(t), Some(d)) => Some((Instant::now() + t).min(d)),
-            (Some(t), None) => Some(Instant::now() + t),
-            (None, d) => d,
-        };
-        let mut in_flight = InFlight::start(host.clone(), cluster.clone(), Instant::now());
-        let may_retry = attempt < retry.max_retries;
-        let try_once = async {
-            let sender = acquire(&cluster, &host).await?;
-            let req = upstream_request(&parts, &uri, version, body.next(may_retry));
-            send_on(&cluster, sender, req).await
-        };
-        let outcome = match per_try {
-            Some(at) => match tokio::time::timeout_at(at.into(), try_once).await {
-                Ok(r) => r,
-                Err(_) => Err(ProxyError::upstream(
-                    Kind::Timeout,
-                    "upstream request timeout",
-                )),
-            },
-            None => try_once.await,
-        };
-        drop(retry_slot.take());
-        let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
-        let can_retry = may_retry && !global_timeout && body.replayable();
-        match outcome {
-            Ok((resp, h1)) => {
-                let status = resp.status().as_u16();
-                cluster.record_outcome(&host, Outcome::Status(status));
-                let grpc = resp
-                    .headers()
-                    .get(&headers::GRPC_STATUS)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|s| s.parse().ok());
-                host.stats.rq.record(status);
-                if retry.retry_on_response(status, grpc) {
-                    if let Some(slot) = retry_or_give_up(&cluster, can_retry, attempt, retry, info)
-                    {
-                        // The response is dropped unread; its connection is not reused.
-                        drop(resp);
-                        drop(in_flight);
-                        retry_slot = Some(slot);
-                        backoff(&mut backoff_ceiling).await;
-                        attempt += 1;
-                        continue;
-                    }
-                } else if attempt > 0 {
-                    cluster.stats.rq_retry_success.inc();
-                }
-                cluster.stats.rq.record(status);
-                action.stats.rq.record(status);
-                in_flight.h1 = h1;
-                let timer =
-                    BodyTimer::new(deadline, action.idle_timeout.or(Some(STREAM_IDLE_TIMEOUT)));
-                return Ok(downstream_response(resp, in_flight, started, timer));
-            }
-            Err(mut e) => {
-                if let Some(o) = outcome_of(&e) {
-                    cluster.record_outcome(&host, o);
-                }
-                host.stats.rq_error.inc();
-                if e.kind == Kind::Timeout {
-                    host.stats.rq_timeout.inc();
-                    if global_timeout {
-                        cluster.stats.rq_timeout.inc();
-                    } else {
-                        // A per-try timeout is retried like a reset (Envoy).
-                        e.kind = Kind::Reset;
-                        e.detail = "per-try timeout".into();
-                    }
-                }
-                if matches!(
-                    e.kind,
-                    Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure
-                ) {
-                    host.stats.cx_connect_fail.inc();
-                    cluster.stats.cx_connect_fail.inc();
-                }
-                if e.kind == Kind::TlsFailure {
-                    cluster.stats.cx_tls_fail.inc();
-                }
-                drop(in_flight);
-                if retry.retry_on_error(e.kind) {
-                    if let Some(slot) = retry_or_give_up(&cluster, can_retry, attempt, retry, info)
-                    {
-                        retry_slot = Some(slot);
-                        backoff(&mut backoff_ceiling).await;
-                        attempt += 1;
-                        continue;
-                    }
-                }
-                cluster.stats.rq.record(e.status());
-                action.stats.rq.record(e.status());
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// Largest request body kept for a retry (Envoy's default buffer limit, 1 MiB); a larger
-/// body is streamed without a copy and the request is not retried.
-const RETRY_BUFFER_LIMIT: usize = 1024 * 1024;
-
-/// Where the request body is across attempts.
-struct RequestBody {
-    /// Not yet handed to any attempt.
-    pending: Option<Incoming>,
-    /// The copy a teed attempt left.
-    replay: Option<Arc<Replay>>,
-    empty: bool,
-}
-
-impl RequestBody {
-    fn new(body: Incoming) -> Self {
-        let empty = http_body::Body::is_end_stream(&body);
-        RequestBody {
-            pending: (!empty).then_some(body),
-            replay: None,
-            empty,
-        }
-    }
-
-    /// The body for the next attempt; tee it when another attempt may follow.
-    fn next(&mut self, may_retry: bool) -> UpBody {
-        if self.empty {
-            return UpBody::empty();
-        }
-        if let Some(b) = self.pending.take() {
-            if may_retry {
-                let replay = Replay::new(RETRY_BUFFER_LIMIT);
-                self.replay = Some(replay.clone());
-                return UpBody::Tee(b, replay);
-            }
-            return UpBody::Stream(b);
-        }
-        UpBody::Full(self.replay.as_ref().and_then(|r| r.body()))
-    }
-
-    /// Whether another attempt can send the same body.
-    fn replayable(&self) -> bool {
-        self.empty
-            || self.pending.is_some()
-            || self.replay.as_ref().is_some_and(|r| r.body().is_some())
-    }
-}
-
-/// A retriable outcome: a budget slot to retry with, or None to give up (counting a spent
-/// `maxRetries`, Envoy's URX).
-fn retry_or_give_up(
-    cluster: &Arc<Cluster>,
-    can_retry: bool,
-    attempt: u32,
-    retry: &super::RetryPolicy,
-    info: &mut RequestInfo,
-) -> Option<RetrySlot> {
-    if can_retry {
-        return RetrySlot::take(cluster);
-    }
-    if attempt >= retry.max_retries && retry.max_retries > 0 {
-        cluster.stats.rq_retry_limit_exceeded.inc();
-        info.flags = "URX";
-    }
-    None
-}
-
-/// A retry counted against the cluster's retry budget while it is scheduled or running.
-struct RetrySlot(Arc<Cluster>);
-
-impl RetrySlot {
-    fn take(cluster: &Arc<Cluster>) -> Option<RetrySlot> {
-        if !cluster.retry_allowed() {
-            cluster.stats.rq_retry_overflow.inc();
-            return None;
-        }
-        cluster.stats.rq_retry.inc();
-        cluster
-            .retries_active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(RetrySlot(cluster.clone()))
-    }
-}
-
-impl Drop for RetrySlot {
-    fn drop(&mut self) {
-        self.0
-            .retries_active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// How a failed attempt counts for outlier detection.
 fn outcome_of(e: &ProxyError) -> Option<Outcome> {
     match e.kind {
@@ -592,168 +703,10 @@ fn outcome_of(e: &ProxyError) -> Option<Outcome> {
     }
 }
 
-/// Envoy's jittered exponential backoff: wait `rand % ceiling`, then double the ceiling up to
-/// 10 × base.
-async fn backoff(ceiling: &mut u64) {
-    let wait = rand::random::<u64>() % *ceiling;
-    *ceiling = (*ceiling * 2).min(BACKOFF_BASE_MS * 10);
-    tokio::time::sleep(Duration::from_millis(wait)).await;
-}
-
-fn upstream_request(
-    parts: &http::request::Parts,
-    uri: &Uri,
-    version: Version,
-    body: UpBody,
-) -> Request<UpBody> {
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.headers_mut() = parts.headers.clone();
-    *req.uri_mut() = uri.clone();
-    *req.version_mut() = version;
-    req
-}
-
 fn bad_target() -> ProxyError {
     ProxyError::new(
         Source::Downstream,
         Kind::BadRequest,
         "request target or host cannot be forwarded",
-    )
-}
-
-fn downstream_response(
-    resp: Response<Incoming>,
-    in_flight: InFlight,
-    started: Instant,
-    timer: Option<BodyTimer>,
-) -> Response<DownBody> {
-    let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    parts.version = Version::default();
-    let ms = started.elapsed().as_millis() as u64;
-    parts.headers.insert(
-        headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-        HeaderValue::from(ms),
-    );
-    let in_flight = if http_body::Body::is_end_stream(&body) {
-        in_flight.settle_clean();
-        None
-    } else {
-        Some(in_flight)
-    };
-    Response::from_parts(parts, DownBody::upstream(body, in_flight, timer))
-}
-
-/// Send on a connection we hold.
-async fn send_on(
-    cluster: &Cluster,
-    sender: Sender,
-    req: Request<UpBody>,
-) -> Result<(Response<Incoming>, Option<crate::pool::H1Sender>), ProxyError> {
-    match sender {
-        Sender::H1(mut s) => {
-            let resp = s.send_request(req).await.map_err(classify)?;
-            Ok((resp, Some(s)))
-        }
-        Sender::H2(mut s) => {
-            let active = cluster.stats.rq_active.get();
-            if active > i64::from(cluster.breakers.max_requests) {
-                cluster.stats.rq_pending_overflow.inc();
-                return Err(ProxyError::internal(Kind::Overflow, "max requests"));
-            }
-            s.ready().await.map_err(classify)?;
-            let resp = s.send_request(req).await.map_err(classify)?;
-            Ok((resp, None))
-        }
-    }
-}
-
-/// Get a connection: idle, new, or after waiting under max_connections.
-async fn acquire(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
-    if let Some(s) = host.pool.take_idle() {
-        return Ok(s);
-    }
-    let _h2_connecting = if host.pool.protocol() == crate::config::UpstreamProtocol::Http2 {
-        let g = host.pool.h2_connecting().lock().await;
-        if let Some(s) = host.pool.take_idle() {
-            return Ok(s);
-        }
-        Some(g)
-    } else {
-        None
-    };
-    if cluster.try_reserve_connection() {
-        return connect(cluster, host).await;
-    }
-    cluster.stats.cx_overflow.inc();
-    // At max_connections: wait as a pending request, if the pending limit allows.
-    let pending = cluster.stats.rq_pending_active.get();
-    if pending >= i64::from(cluster.breakers.max_pending_requests) {
-        cluster.stats.rq_pending_overflow.inc();
-        return Err(ProxyError::internal(Kind::Overflow, "max pending requests"));
-    }
-    cluster.stats.rq_pending_active.inc();
-    let _pending = scopeguard(|| cluster.stats.rq_pending_active.dec());
-    loop {
-        let released = cluster.cx_released.notified();
-        tokio::pin!(released);
-        released.as_mut().enable();
-        if let Some(s) = host.pool.take_idle() {
-            return Ok(s);
-        }
-        if cluster.try_reserve_connection() {
-            return connect(cluster, host).await;
-        }
-        // Connections idle on other hosts hold slots this host needs: close one.
-        cluster.reclaim_idle_connection(host);
-        released.await;
-    }
-}
-
-async fn connect(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
-    let s = host
-        .pool
-        .connect(
-            cluster.connect_timeout,
-            cluster.connection_guard(host),
-            cluster.tls.load_full(),
-        )
-        .await?;
-    cluster.record_outcome(host, Outcome::ConnectSuccess);
-    Ok(s)
-}
-
-struct ScopeGuard<F: FnMut()>(F);
-impl<F: FnMut()> Drop for ScopeGuard<F> {
-    fn drop(&mut self) {
-        (self.0)()
-    }
-}
-fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
-    ScopeGuard(f)
-}
-
-fn classify(e: hyper::Error) -> ProxyError {
-    use std::error::Error as _;
-    let mut src = e.source();
-    while let Some(s) = src {
-        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return ProxyError::upstream(Kind::RefusedStream, "refused stream");
-            }
-        }
-        src = s.source();
-    }
-    if e.is_parse() || e.is_parse_status() {
-        return ProxyError::new(Source::Upstream, Kind::BadUpstreamResponse, e.to_string());
-    }
-    ProxyError::upstream(
-        Kind::Reset,
-        if e.is_incomplete_message() {
-            "connection termination".into()
-        } else {
-            e.to_string()
-        },
     )
 }

@@ -1,7 +1,7 @@
 //! TCP proxying for `tcp` listeners: pick a cluster by weight, a host by the balancer, connect,
 //! then copy both ways until either side closes or the connection is idle too long.
 
-use crate::accesslog::{AccessLog, Record};
+use crate::accesslog::{AccessLog, Record, ResponseFlags};
 use crate::http::{Compiled, ListenerConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -60,7 +60,11 @@ pub async fn proxy<D>(
         let Some(i) = set.pick(|i| tried.contains(&i)) else {
             cluster.stats.cx_none_healthy.inc();
             if let Some(l) = log.as_mut() {
-                l.record.flags = if tried.is_empty() { "UH" } else { "UF" };
+                l.record.flags = if tried.is_empty() {
+                    ResponseFlags::UH
+                } else {
+                    ResponseFlags::UF
+                };
             }
             let _ = down.shutdown().await;
             return;
@@ -73,7 +77,7 @@ pub async fn proxy<D>(
         if !cluster.try_reserve_connection() {
             cluster.stats.cx_overflow.inc();
             if let Some(l) = log.as_mut() {
-                l.record.flags = "UO";
+                l.record.flags = ResponseFlags::UO;
             }
             return;
         }
@@ -86,7 +90,7 @@ pub async fn proxy<D>(
                 drop(guard);
                 if tried.len() > 3 {
                     if let Some(l) = log.as_mut() {
-                        l.record.flags = "UF";
+                        l.record.flags = ResponseFlags::UF;
                     }
                     return;
                 }

@@ -5,7 +5,7 @@
 
 mod body;
 
-pub use body::{Replay, UpBody};
+pub use body::{BodyProgress, BodyState, Replay, UpBody};
 
 use crate::config::UpstreamProtocol;
 use crate::error::{Kind, ProxyError};

@@ -182,6 +182,9 @@ pub struct ClusterStats {
     pub rq_retry_limit_exceeded: Counter,
     pub rq_pending_overflow: Counter,
     pub rq_reset: Counter,
+    /// Requests sent again on a fresh connection because their pooled one had gone stale
+    /// (outside the retry policy and budget).
+    pub rq_retry_stale_connection: Counter,
     pub cx_total: Counter,
     pub cx_active: Gauge,
     pub cx_connect_fail: Counter,
@@ -207,6 +210,10 @@ impl ClusterStats {
             ),
             ("rq_pending_overflow", self.rq_pending_overflow.get()),
             ("rq_reset", self.rq_reset.get()),
+            (
+                "rq_retry_stale_connection",
+                self.rq_retry_stale_connection.get(),
+            ),
             ("cx_total", self.cx_total.get()),
             ("cx_connect_fail", self.cx_connect_fail.get()),
             ("cx_tls_fail", self.cx_tls_fail.get()),

@@ -4,7 +4,7 @@
   200, answer 503, reset the connection mid-response, stall past any timeout, hold requests
   until released; its health path (`/health`) can fail separately; it can die (listener and
   connections closed, so connects are refused) and come back on the same port. It counts
-  the requests it sees, by path.
+  the requests it sees, by path, and the request heads (bodies may never complete).
 - `mesh(...)`: a meshplane file (gateway mode, static endpoints) around one virtual node
   whose listener carries the resilience settings under test.
 
@@ -43,6 +43,7 @@ class Upstream:
     health: str = "ok"
     port: int = 0
     requests: int = 0
+    heads: int = 0
     health_requests: int = 0
     accepted: int = 0
     active: int = 0
@@ -88,6 +89,7 @@ class Upstream:
                 event = await _next_event(conn, stream)
                 if not isinstance(event, h11.Request):
                     return
+                self.heads += 1
                 while not isinstance(await _next_event(conn, stream), h11.EndOfMessage):
                     pass
                 path = event.target.decode().split("?", 1)[0]

@@ -1,0 +1,157 @@
+//! The upstream end of an attempt: get a connection (pooled, fresh, or after waiting under
+//! `max_connections`), send the request on it, and classify what hyper reports, including
+//! whether the connection was gone before any response byte (a stale pooled connection).
+
+use crate::cluster::{Cluster, Host, Outcome};
+use crate::error::{Kind, ProxyError, Source};
+use crate::pool::{Sender, UpBody};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+pub type Sent = (Response<Incoming>, Option<crate::pool::H1Sender>);
+
+/// Send on a connection we hold. On failure, the request comes back if hyper never wrote it.
+pub async fn send_on(
+    cluster: &Cluster,
+    sender: Sender,
+    req: Request<UpBody>,
+) -> Result<Sent, (ProxyError, Option<Request<UpBody>>)> {
+    match sender {
+        Sender::H1(mut s) => match s.try_send_request(req).await {
+            Ok(resp) => Ok((resp, Some(s))),
+            Err(e) => Err(classify_send(e)),
+        },
+        Sender::H2(mut s) => {
+            let active = cluster.stats.rq_active.get();
+            if active > i64::from(cluster.breakers.max_requests) {
+                cluster.stats.rq_pending_overflow.inc();
+                let e = ProxyError::internal(Kind::Overflow, "max requests");
+                return Err((e, None));
+            }
+            if let Err(e) = s.ready().await {
+                let mut e = classify(e);
+                e.closed_before_response = true;
+                return Err((e, Some(req)));
+            }
+            match s.try_send_request(req).await {
+                Ok(resp) => Ok((resp, None)),
+                Err(e) => Err(classify_send(e)),
+            }
+        }
+    }
+}
+
+fn classify_send(
+    mut e: hyper::client::conn::TrySendError<Request<UpBody>>,
+) -> (ProxyError, Option<Request<UpBody>>) {
+    let unsent = e.take_message();
+    let mut pe = classify(e.into_error());
+    pe.closed_before_response |= unsent.is_some();
+    (pe, unsent)
+}
+
+/// Get a connection: idle (unless `fresh`), new, or after waiting under max_connections.
+/// Also says whether it was reused from the pool.
+pub async fn acquire(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    fresh: bool,
+) -> Result<(Sender, bool), ProxyError> {
+    let idle = || (!fresh).then(|| host.pool.take_idle()).flatten();
+    if let Some(s) = idle() {
+        return Ok((s, true));
+    }
+    // NOTE: this tokio mutex is held across `connect` on purpose: a burst of requests on a
+    // cold HTTP/2 host waits for the one connection being opened instead of opening its own.
+    let _h2_connecting = if host.pool.protocol() == crate::config::UpstreamProtocol::Http2 {
+        let g = host.pool.h2_connecting().lock().await;
+        if let Some(s) = idle() {
+            return Ok((s, true));
+        }
+        Some(g)
+    } else {
+        None
+    };
+    if cluster.try_reserve_connection() {
+        return Ok((connect(cluster, host).await?, false));
+    }
+    cluster.stats.cx_overflow.inc();
+    // At max_connections: wait as a pending request, if the pending limit allows.
+    let pending = cluster.stats.rq_pending_active.get();
+    if pending >= i64::from(cluster.breakers.max_pending_requests) {
+        cluster.stats.rq_pending_overflow.inc();
+        return Err(ProxyError::internal(Kind::Overflow, "max pending requests"));
+    }
+    cluster.stats.rq_pending_active.inc();
+    let _pending = scopeguard(|| cluster.stats.rq_pending_active.dec());
+    loop {
+        let released = cluster.cx_released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if let Some(s) = idle() {
+            return Ok((s, true));
+        }
+        if cluster.try_reserve_connection() {
+            return Ok((connect(cluster, host).await?, false));
+        }
+        // Connections idle on other hosts hold slots this host needs: close one.
+        cluster.reclaim_idle_connection(host);
+        released.await;
+    }
+}
+
+async fn connect(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<Sender, ProxyError> {
+    let s = host
+        .pool
+        .connect(
+            cluster.connect_timeout,
+            cluster.connection_guard(host),
+            cluster.tls.load_full(),
+        )
+        .await?;
+    cluster.record_outcome(host, Outcome::ConnectSuccess);
+    Ok(s)
+}
+
+struct ScopeGuard<F: FnMut()>(F);
+impl<F: FnMut()> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
+    ScopeGuard(f)
+}
+
+/// An upstream failure from hyper, by kind. `closed_before_response` when the connection was
+/// gone before any response byte: EOF on the first read, or the write found it closed.
+fn classify(e: hyper::Error) -> ProxyError {
+    use std::error::Error as _;
+    let mut closed = e.is_incomplete_message() || e.is_canceled();
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return ProxyError::upstream(Kind::RefusedStream, "refused stream");
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            closed |= io.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        src = s.source();
+    }
+    if e.is_parse() || e.is_parse_status() {
+        return ProxyError::new(Source::Upstream, Kind::BadUpstreamResponse, e.to_string());
+    }
+    let mut pe = ProxyError::upstream(
+        Kind::Reset,
+        if e.is_incomplete_message() {
+            "connection termination".into()
+        } else {
+            e.to_string()
+        },
+    );
+    pe.closed_before_response = closed;
+    pe
+}
