@@ -1,0 +1,259 @@
+"""`SqliteStore`: the embedded store, one SQLite file shared by every process on a machine.
+
+Concurrency: WAL mode (readers never block the writer), every write in a `BEGIN IMMEDIATE`
+transaction (writers of all processes serialize on SQLite's file lock, waiting up to
+`busy_timeout`), and the store revision kept in the file, so two processes never hand out the
+same revision. Leases expire by wall-clock time (`time.time()`, shared between processes): any
+operation that finds an expired lease deletes it and its keys first. Watches poll a change log
+(revision, key) every `poll_interval` seconds; entries older than `CHANGE_LOG_KEEP` revisions are
+pruned, and a watcher that fell further behind is simply told "changed".
+
+Blocking SQLite calls run in a worker thread (`trio.to_thread`), one at a time per store
+object. Imports trio, sqlite3 and `meshplane.store._base`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import trio
+
+from meshplane.store._base import KeyValue, Store, StoreError, StoreUnavailable, prefix_end
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+CHANGE_LOG_KEEP = 100_000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('revision', 1), ('lease', 0);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL,
+    create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, lease INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0;
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, rev INTEGER NOT NULL, key TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS changes_rev ON changes (rev);
+"""
+
+
+class SqliteStore(Store):
+    """The store in the SQLite file at `path` (created with its directory if missing)."""
+
+    def __init__(self, path: str, *, poll_interval: float = 0.02, busy_timeout: float = 10.0) -> None:
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.url = f"sqlite://{self.path}"
+        self.poll_interval = poll_interval
+        self._busy_timeout = busy_timeout
+        self._db: sqlite3.Connection | None = None
+        self._thread_lock = threading.Lock()
+        self._lock = trio.Lock()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                db = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreUnavailable(self.url, f"cannot open: {exc}") from None
+            self._db = db
+        return self._db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            with self._thread_lock:
+                db = self._connect()
+                try:
+                    return fn(db)
+                except sqlite3.OperationalError as exc:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise StoreUnavailable(self.url, str(exc)) from None
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+
+        async with self._lock:
+            return await trio.to_thread.run_sync(call)
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, body: Callable[[Callable[[str], int]], T]) -> T:
+        """Run `body(log)` in one write transaction; `log(key)` records a change and returns
+        the transaction's revision (one revision per transaction, as in etcd)."""
+        db.execute("BEGIN IMMEDIATE")
+        log = _ChangeLog(db)
+        _expire(db, log, time.time())
+        result = body(log)
+        db.execute("COMMIT")
+        return result
+
+    def _read_prepare(self, db: sqlite3.Connection) -> None:
+        # Expired leases are deleted before a read so that readers never see their keys.
+        now = time.time()
+        if db.execute("SELECT 1 FROM leases WHERE expires <= ? LIMIT 1", (now,)).fetchone():
+            self._write(db, lambda log: None)
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        def op(db: sqlite3.Connection) -> KeyValue | None:
+            self._read_prepare(db)
+            row = db.execute("SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key = ?",
+                             (key,)).fetchone()
+            return KeyValue(row[0], bytes(row[1]), *row[2:]) if row else None
+
+        return await self._run(op)
+
+    async def range(self, prefix: str) -> tuple[list[KeyValue], int]:
+        def op(db: sqlite3.Connection) -> tuple[list[KeyValue], int]:
+            self._read_prepare(db)
+            db.execute("BEGIN")
+            try:
+                rows = db.execute(
+                    "SELECT key, value, create_rev, mod_rev, lease FROM kv"
+                    " WHERE key >= ? AND key < ? ORDER BY key", (prefix, prefix_end(prefix))
+                ).fetchall()
+                (rev,) = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+            finally:
+                db.execute("COMMIT")
+            return [KeyValue(r[0], bytes(r[1]), *r[2:]) for r in rows], rev
+
+        return await self._run(op)
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        return await self._run(lambda db: self._write(db, lambda log: self._put(db, log, key, value, lease)))
+
+    async def put_if(self, key: str, value: bytes, *, mod_revision: int, lease: int = 0) -> bool:
+        def body(db: sqlite3.Connection, log: Callable[[str], int]) -> bool:
+            row = db.execute("SELECT mod_rev FROM kv WHERE key = ?", (key,)).fetchone()
+            if (row[0] if row else 0) != mod_revision:
+                return False
+            self._put(db, log, key, value, lease)
+            return True
+
+        return await self._run(lambda db: self._write(db, lambda log: body(db, log)))
+
+    def _put(self, db: sqlite3.Connection, log: Callable[[str], int], key: str, value: bytes,
+             lease: int) -> int:
+        if lease and not db.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone():
+            raise StoreError(self.url, f"lease {lease:x} not found (expired or revoked)")
+        rev = log(key)
+        db.execute(
+            "INSERT INTO kv VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+            " value = excluded.value, mod_rev = excluded.mod_rev, lease = excluded.lease",
+            (key, value, rev, rev, lease),
+        )
+        return rev
+
+    async def delete(self, key: str) -> bool:
+        def body(db: sqlite3.Connection, log: Callable[[str], int]) -> bool:
+            if db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount:
+                log(key)
+                return True
+            return False
+
+        return await self._run(lambda db: self._write(db, lambda log: body(db, log)))
+
+    async def grant_lease(self, ttl: float) -> int:
+        if ttl <= 0:
+            raise StoreError(self.url, f"lease TTL must be positive, got {ttl}")
+
+        def body(db: sqlite3.Connection, log: Callable[[str], int]) -> int:
+            (lease,) = db.execute("SELECT value + 1 FROM meta WHERE name = 'lease'").fetchone()
+            db.execute("UPDATE meta SET value = ? WHERE name = 'lease'", (lease,))
+            db.execute("INSERT INTO leases VALUES (?, ?, ?)", (lease, ttl, time.time() + ttl))
+            return int(lease)
+
+        return await self._run(lambda db: self._write(db, lambda log: body(db, log)))
+
+    async def keepalive(self, lease: int) -> bool:
+        def body(db: sqlite3.Connection, log: Callable[[str], int]) -> bool:
+            cur = db.execute("UPDATE leases SET expires = ? + ttl WHERE id = ?", (time.time(), lease))
+            return cur.rowcount > 0
+
+        return await self._run(lambda db: self._write(db, lambda log: body(db, log)))
+
+    async def revoke(self, lease: int) -> None:
+        def body(db: sqlite3.Connection, log: Callable[[str], int]) -> None:
+            _drop_lease(db, log, lease)
+
+        await self._run(lambda db: self._write(db, lambda log: body(db, log)))
+
+    async def watch(self, prefix: str, after: int) -> AsyncIterator[int]:
+        end = prefix_end(prefix)
+
+        def poll(db: sqlite3.Connection) -> int | None:
+            self._read_prepare(db)
+            (oldest,) = db.execute("SELECT coalesce(min(rev), 0) FROM changes").fetchone()
+            (rev,) = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+            if rev <= after:
+                return None
+            if oldest > after + 1:  # the log no longer reaches back to `after`: assume a change
+                return int(rev)
+            (seen,) = db.execute(
+                "SELECT max(rev) FROM changes WHERE rev > ? AND key >= ? AND key < ?",
+                (after, prefix, end),
+            ).fetchone()
+            return None if seen is None else int(rev)
+
+        while True:
+            changed = await self._run(poll)
+            if changed is not None:
+                after = changed
+                yield changed
+            await trio.sleep(self.poll_interval)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            with self._thread_lock:
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
+
+
+def _drop_lease(db: sqlite3.Connection, log: Callable[[str], int], lease: int) -> None:
+    keys = [k for (k,) in db.execute("SELECT key FROM kv WHERE lease = ?", (lease,))]
+    for key in keys:
+        log(key)
+    db.execute("DELETE FROM kv WHERE lease = ?", (lease,))
+    db.execute("DELETE FROM leases WHERE id = ?", (lease,))
+
+
+class _ChangeLog:
+    """The revision of one write transaction, allocated on its first change, and its log."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.revision = 0
+
+    def __call__(self, key: str) -> int:
+        db = self.db
+        if not self.revision:
+            (rev,) = db.execute("SELECT value + 1 FROM meta WHERE name = 'revision'").fetchone()
+            db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
+            self.revision = int(rev)
+            if rev % 1000 == 0:
+                db.execute("DELETE FROM changes WHERE rev < ?", (rev - CHANGE_LOG_KEEP,))
+        db.execute("INSERT INTO changes (rev, key) VALUES (?, ?)", (self.revision, key))
+        return self.revision
+
+
+def _expire(db: sqlite3.Connection, log: Callable[[str], int], now: float) -> None:
+    """Delete expired leases and their keys (inside the caller's write transaction)."""
+    for (lease,) in db.execute("SELECT id FROM leases WHERE expires <= ?", (now,)).fetchall():
+        _drop_lease(db, log, lease)
