@@ -34,6 +34,7 @@ from meshplane._core import Core, CoreError
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
     MeshConfig,
+    cloud_map_targets,
     compile_snapshot,
     dns_targets,
     from_dict,
@@ -47,8 +48,10 @@ from meshplane.config.tls import tls_files
 from meshplane.drivers.cert_watch import CertWatch, observe
 from meshplane.drivers.config_watch import ConfigWatch
 from meshplane.drivers.discovery import DnsDiscovery
+from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
+from meshplane.store import open_store, resolve_url
 
 __all__ = ["ConfigInput", "Proxy", "load_config", "serve"]
 
@@ -84,7 +87,9 @@ class Proxy:
     carrying traffic. `admin` is the admin API's "HOST:PORT" (port 0 = ephemeral; None = the
     config's `proxy.admin`, and no admin server if that is unset too). `port_overrides` maps
     a declared listener port to the port to bind instead (0 = ephemeral), on top of the
-    config's `proxy.ports`. `drain_ms` is how long in-flight requests get on exit.
+    config's `proxy.ports`. `drain_ms` is how long in-flight requests get on exit. `store`
+    is the store URL that `awsCloudMap` nodes resolve against (None: the config's
+    `proxy.store`, else `MESHPLANE_STORE`, else the embedded default); it is fixed at start.
 
     Cancellation: if the block is cancelled, or raises, the proxy still drains (shielded,
     bounded by `drain_ms` plus a short grace) before the exception propagates.
@@ -99,8 +104,11 @@ class Proxy:
         port_overrides: Mapping[int, int] | None = None,
         drain_ms: int = 5000,
         dns_interval: float = 5.0,
+        store: str | None = None,
     ) -> None:
         self._input = config
+        self._store_url = store
+        self._cloud_map: CloudMapDiscovery | None = None
         self._workers = workers
         self._admin = admin
         self._port_overrides = dict(port_overrides or {})
@@ -144,6 +152,9 @@ class Proxy:
         resilience = self._resilience = Resilience(core)
         self._discovery = DnsDiscovery(EndpointFanout(core, resilience), interval=self._dns_interval)
         self._cert_watch = CertWatch(core.reload_tls)
+        # The store is opened lazily: a config without Cloud Map nodes never touches it.
+        store = open_store(resolve_url(self._store_url, config.proxy.store))
+        self._cloud_map = CloudMapDiscovery(EndpointFanout(core, resilience), store)
         # The first apply runs before the nursery opens, so its ConfigError reaches the caller
         # as itself; the core has no listener yet and stops at once.
         try:
@@ -151,6 +162,7 @@ class Proxy:
                 await self._apply(config)
         except BaseException:
             core.shutdown(0)
+            await store.aclose()
             raise
         bridge = EventBridge(core)
         stopped = bridge.subscribe("stopped", buffer=1)
@@ -160,6 +172,7 @@ class Proxy:
                 try:
                     await nursery.start(bridge.run)
                     await nursery.start(self._discovery.run)
+                    await nursery.start(self._cloud_map.run)
                     await nursery.start(resilience.run, outlier_events)
                     await nursery.start(self._cert_watch.run)
                     if admin_address is not None:
@@ -171,6 +184,8 @@ class Proxy:
                     await self._stop(core, stopped)
                     self._state = "STOPPED"
                     nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await store.aclose()
 
     async def _stop(self, core: Core, stopped: trio.MemoryReceiveChannel[Event]) -> None:
         """Drain the core and wait for its "stopped" event; shielded, and bounded in time."""
@@ -203,10 +218,12 @@ class Proxy:
             return await self._apply(new)
 
     async def _apply(self, config: MeshConfig) -> str:
-        core, discovery = self._require_core(), self._discovery
-        assert discovery is not None
+        core, discovery, cloud_map = self._require_core(), self._discovery, self._cloud_map
+        assert discovery is not None and cloud_map is not None
         targets = dns_targets(config)
+        registry_targets = cloud_map_targets(config)
         endpoints = await discovery.prepare(targets)
+        endpoints.update(await cloud_map.prepare(registry_targets))
         compiled = compile_snapshot(config, version="", endpoints=endpoints)
         digest = hashlib.sha256(compiled).hexdigest()[:12]
         if digest == self._digest and self.version is not None:
@@ -229,6 +246,7 @@ class Proxy:
             self._cert_watch.retarget(tls_seen)
         self._config, self._snapshot, self._digest = config, snapshot, digest
         discovery.commit(targets, endpoints)
+        cloud_map.commit(registry_targets, endpoints)
         if self._resilience is not None:
             self._resilience.retarget(resilience_targets(config, endpoints))
         log.info("applied config %s from %s", version, config.source)
@@ -285,7 +303,11 @@ class Proxy:
         """A copy of every counter, gauge and histogram (see docs/admin.md for the shape),
         with the health checker's and outlier detector's view of each cluster and host."""
         stats = self._require_core().stats()
-        return self._resilience.annotate(stats) if self._resilience is not None else stats
+        if self._resilience is not None:
+            stats = self._resilience.annotate(stats)
+        if self._cloud_map is not None and self._cloud_map.connected is not None:
+            stats["registry"] = self._cloud_map.status()
+        return stats
 
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use (`Core.tls_info()`: per listener and cluster, path, subject,

@@ -83,6 +83,9 @@ class ProxySettings:
     # TLS secrets for `certificate.sds` / `trust.sds`: {"secretsDir": DIR, "secrets": {name:
     # {certificateChain, privateKey} | {trust}}}, as validated (config/tls.py resolves them).
     sds: Mapping[str, Any] | None = None
+    # Where the registry and config versions live (meshplane.store URL); None = --store,
+    # MESHPLANE_STORE or the embedded default.
+    store: str | None = None
 
     def bound_port(self, declared: int) -> int:
         """The port a listener declared on `declared` actually binds (0 = ephemeral)."""
@@ -115,6 +118,8 @@ class ProxySettings:
             out["outbound"] = self.outbound
         if self.sds is not None:
             out["sds"] = dict(self.sds)
+        if self.store is not None:
+            out["store"] = self.store
         return out
 
 

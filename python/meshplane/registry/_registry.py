@@ -249,7 +249,7 @@ class Registry:
 
     def watch(self, namespace: str, service: str, after: int) -> AsyncIterator[int]:
         """Revisions at which the service's instances changed after `after` (see Store.watch)."""
-        return self.store.watch(self.instances_prefix(namespace, service), after)
+        return self.store.watch(self.instances_prefix(namespace, service), after)  # type: ignore[return-value]
 
     @staticmethod
     def decode_key_part(part: str) -> str:

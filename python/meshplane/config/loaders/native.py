@@ -50,6 +50,7 @@ PROXY = Obj(
         "app": Either((str, _ADDRESS), (dict, PortMap(_ADDRESS))),
         "outbound": _ADDRESS,
         "sds": SDS_MAPPING,
+        "store": _ADDRESS,
     }
 )
 _ANY_OBJECT = Obj({})
@@ -145,10 +146,11 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
         app=app,
         outbound=doc["outbound"] if ok("outbound") else None,
         sds=doc["sds"] if ok("sds") else None,
+        store=doc["store"] if ok("store") else None,
     )
 
 
-_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound", "sds")
+_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound", "sds", "store")
 
 
 def to_native(
@@ -161,7 +163,7 @@ def to_native(
 ) -> dict[str, Any]:
     """A meshplane file (as a dict) serving `gateway` or `node` with these resources.
 
-    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds). A Mesh resource
+    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds, store). A Mesh resource
     named differently is renamed to `mesh` when it is the only one, else dropped, so the file
     describes one mesh.
     """
