@@ -1,4 +1,4 @@
-"""`meshplane ...`: run, validate, import, demo, version.
+"""`meshplane ...`: run, validate, import, registry, demo, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
-from meshplane.errors import ConfigError
+from meshplane._cli_registry import add_registry_parser, run_registry
+from meshplane.errors import ConfigError, MeshplaneError
 
 if TYPE_CHECKING:
     from meshplane.runtime import Proxy
@@ -70,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--drain-ms", type=int, default=5000, metavar="MS",
                      help="how long in-flight requests get on shutdown (default: 5000)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--store", metavar="URL",
+                     help="the store awsCloudMap nodes resolve against: etcd://HOST:PORT[,...] or "
+                     "sqlite:///PATH (default: the config's proxy.store, else $MESHPLANE_STORE, "
+                     "else the embedded store)")
 
     validate = sub.add_parser(
         "validate",
@@ -114,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="concurrent keep-alive client connections (default: 8)")
     demo.add_argument("--max-requests", type=int, metavar="N",
                       help="stop after this many requests (default: no limit)")
+
+    add_registry_parser(sub)
 
     sub.add_parser("version", help="print the package and core versions",
                    description="Print meshplane's version and whether the compiled core is installed.")
@@ -202,6 +209,7 @@ async def _run(args: argparse.Namespace) -> None:
                     workers=args.workers,
                     admin=args.admin,
                     drain_ms=args.drain_ms,
+                    store=args.store,
                 )
             )
             _print_running(proxy)
@@ -231,7 +239,7 @@ def _describe(exc: BaseException) -> str | None:
         from meshplane._bridge import single_error
 
         exc = single_error(exc)
-    if isinstance(exc, ConfigError | UserError):
+    if isinstance(exc, MeshplaneError | UserError):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
         return f"no such file: {exc.filename}"
@@ -258,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _version()
         import trio
 
+        if args.command == "registry":
+            return int(trio.run(run_registry, args))
         if args.command == "run":
             logging.basicConfig(
                 level=args.log_level.upper(),

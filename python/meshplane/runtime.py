@@ -342,13 +342,15 @@ async def serve(
     admin: str | None = None,
     port_overrides: Mapping[int, int] | None = None,
     drain_ms: int = 5000,
+    store: str | None = None,
     task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a proxy until cancelled; reports the running `Proxy` with `task_status.started`.
 
     With `watch=True` (`config` must then be a path) the file is polled every 0.5 s and each
     change applied; a rejected change is logged and the running version keeps serving. `admin`
-    None uses the config's admin address. On cancellation the proxy drains, then returns.
+    None uses the config's admin address; `store` as for `Proxy`. On cancellation the proxy
+    drains, then returns.
     """
     watcher: ConfigWatch | None = None
     if watch:
@@ -358,7 +360,8 @@ async def serve(
         # Before loading: a change made while the proxy starts is then seen, not lost.
         watcher.mark_current()
     async with Proxy(
-        config, workers=workers, admin=admin, port_overrides=port_overrides, drain_ms=drain_ms
+        config, workers=workers, admin=admin, port_overrides=port_overrides, drain_ms=drain_ms,
+        store=store,
     ) as proxy:
         with collapse_groups():
             async with trio.open_nursery() as nursery:
