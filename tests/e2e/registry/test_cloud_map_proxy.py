@@ -234,3 +234,31 @@ async def test_store_outage_keeps_endpoints_and_reports_disconnected(
             assert reg["connected"] is True
     finally:
         cluster.stop()
+
+
+async def test_three_member_etcd_cluster_survives_losing_a_member(
+    tmp_path: Path, nursery: trio.Nursery, client: httpx.AsyncClient
+) -> None:
+    from .etcd import ETCD, SKIP_REASON
+
+    if ETCD is None:
+        pytest.skip(SKIP_REASON)
+    cluster = await trio.to_thread.run_sync(lambda: EtcdCluster(tmp_path, size=3).start())
+    try:
+        first = await serve_asgi(nursery, app_named("first"))
+        second = await serve_asgi(nursery, app_named("second"))
+        async with open_store(cluster.url) as store, Proxy(config(cluster.url)) as proxy:
+            registry = Registry(store)
+            await registry.register(NS, SVC, "first", attrs(first, "blue"))
+            await until(lambda: who(client, proxy), "first")
+            # Lose the member both clients talk to first (the URL's first endpoint).
+            await trio.to_thread.run_sync(cluster.members[0].stop)
+            for _ in range(10):
+                assert await who(client, proxy) == "first"
+            # The two survivors keep a quorum: writes go on, and the proxy's watch follows them.
+            await registry.register(NS, SVC, "second", attrs(second, "green"))
+            await until(lambda: who(client, proxy, "green"), "second", limit_s=30)
+            found, _ = await registry.discover(NS, SVC)
+            assert sorted(i.id for i in found) == ["first", "second"]
+    finally:
+        cluster.stop()
