@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
-from meshplane._cli_registry import add_registry_parser, run_registry
+from meshplane._cli_registry import add_registry_parser, parse_duration, run_registry
 from meshplane.errors import ConfigError, MeshplaneError
 
 if TYPE_CHECKING:
@@ -75,6 +75,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="the store awsCloudMap nodes resolve against: etcd://HOST:PORT[,...] or "
                      "sqlite:///PATH (default: the config's proxy.store, else $MESHPLANE_STORE, "
                      "else the embedded store)")
+    run.add_argument("--register", action="store_true",
+                     help="register this proxy in the registry while it serves: the served node's "
+                     "awsCloudMap namespace, service and attributes, this proxy's inbound address "
+                     "and port, on a lease; deregistered before draining")
+    run.add_argument("--register-service", metavar="NS/SVC",
+                     help="register in this namespace/service instead of the node's awsCloudMap one")
+    run.add_argument("--register-id", metavar="ID", help="instance id (default: NODE-HOST-PID)")
+    run.add_argument("--register-address", metavar="IP",
+                     help="the address callers reach this proxy at (default: proxy.bind)")
+    run.add_argument("--register-attr", action="append", default=[], metavar="KEY=VALUE",
+                     help="an extra attribute (repeatable)")
+    run.add_argument("--register-ttl", type=parse_duration, default=10.0, metavar="DURATION",
+                     help="lease TTL (default: 10s)")
 
     validate = sub.add_parser(
         "validate",
@@ -192,8 +205,19 @@ async def _run(args: argparse.Namespace) -> None:
     import trio
 
     from meshplane.config.addresses import parse_address
-    from meshplane.runtime import serve
+    from meshplane.runtime import SelfRegistration, serve
 
+    register = None
+    if args.register or args.register_service:
+        namespace = service = None
+        if args.register_service:
+            namespace, sep, service = args.register_service.rpartition("/")
+            if not sep or not namespace or not service:
+                raise UserError(f"--register-service: expected NAMESPACE/SERVICE, got "
+                                f"{args.register_service!r}")
+        attrs = dict(a.partition("=")[::2] for a in args.register_attr)
+        register = SelfRegistration(namespace, service, args.register_id, args.register_address,
+                                    attrs, args.register_ttl)
     if args.admin:
         try:
             parse_address(args.admin, min_port=0)
@@ -210,9 +234,13 @@ async def _run(args: argparse.Namespace) -> None:
                     admin=args.admin,
                     drain_ms=args.drain_ms,
                     store=args.store,
+                    register=register,
                 )
             )
             _print_running(proxy)
+            if proxy.registration is not None:
+                i = proxy.registration.instance
+                print(f"registered {i.namespace}/{i.service}/{i.id}", flush=True)
             async for signum in signals:
                 logging.getLogger("meshplane").info(
                     "%s: draining for up to %d ms", signal.Signals(signum).name, args.drain_ms

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -45,15 +46,17 @@ from meshplane.config import (
 )
 from meshplane.config.addresses import parse_address
 from meshplane.config.tls import tls_files
+from meshplane.config.topology import listeners
 from meshplane.drivers.cert_watch import CertWatch, observe
 from meshplane.drivers.config_watch import ConfigWatch
 from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
+from meshplane.registry import Registration
 from meshplane.store import open_store, resolve_url
 
-__all__ = ["ConfigInput", "Proxy", "load_config", "serve"]
+__all__ = ["ConfigInput", "Proxy", "SelfRegistration", "load_config", "serve"]
 
 log = logging.getLogger("meshplane.runtime")
 
@@ -62,6 +65,27 @@ ConfigInput = MeshConfig | str | os.PathLike[str] | Mapping[str, Any]
 
 # Time allowed beyond the drain for the core to report "stopped" before we stop waiting.
 STOP_GRACE_S = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfRegistration:
+    """Register this proxy in the service registry while it serves (`meshplane run --register`).
+
+    Callers reach a sidecar through its inbound listener, so the instance is that listener:
+    `address` (default: `proxy.bind`; a wildcard bind needs an explicit address) and the bound
+    port of the served node's first listener (a gateway's first listener). `namespace`,
+    `service` and the attributes default to the served node's `awsCloudMap` selection, so the
+    instance matches its own node; `attributes` are added on top. `instance_id` defaults to
+    `<node>-<hostname>-<pid>`. The instance lives on a `ttl`-second lease kept alive by the
+    proxy: it is deregistered before draining, and disappears after `ttl` if the process dies.
+    """
+
+    namespace: str | None = None
+    service: str | None = None
+    instance_id: str | None = None
+    address: str | None = None
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ttl: float = 10.0
 
 
 def load_config(config: ConfigInput) -> MeshConfig:
@@ -90,6 +114,7 @@ class Proxy:
     config's `proxy.ports`. `drain_ms` is how long in-flight requests get on exit. `store`
     is the store URL that `awsCloudMap` nodes resolve against (None: the config's
     `proxy.store`, else `MESHPLANE_STORE`, else the embedded default); it is fixed at start.
+    `register` registers the proxy itself in that registry while it serves (`SelfRegistration`).
 
     Cancellation: if the block is cancelled, or raises, the proxy still drains (shielded,
     bounded by `drain_ms` plus a short grace) before the exception propagates.
@@ -105,9 +130,12 @@ class Proxy:
         drain_ms: int = 5000,
         dns_interval: float = 5.0,
         store: str | None = None,
+        register: SelfRegistration | None = None,
     ) -> None:
         self._input = config
         self._store_url = store
+        self._register = register
+        self.registration: Registration | None = None
         self._cloud_map: CloudMapDiscovery | None = None
         self._workers = workers
         self._admin = admin
@@ -177,8 +205,9 @@ class Proxy:
                     await nursery.start(self._cert_watch.run)
                     if admin_address is not None:
                         self._admin_address = await nursery.start(serve_admin, self, *admin_address)
-                    self._state = "LIVE"
-                    yield self
+                    async with self._registered():
+                        self._state = "LIVE"
+                        yield self
                 finally:
                     self._state = "DRAINING"
                     await self._stop(core, stopped)
@@ -186,6 +215,58 @@ class Proxy:
                     nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
             await store.aclose()
+
+    @asynccontextmanager
+    async def _registered(self) -> AsyncIterator[None]:
+        """Hold this proxy's own registration (if asked for) while the block runs."""
+        spec, cloud_map = self._register, self._cloud_map
+        if spec is None or cloud_map is None:
+            yield
+            return
+        namespace, service, instance_id, attributes = self._registration_of(spec)
+        async with cloud_map.registry.registered(
+            namespace, service, instance_id, attributes, ttl=spec.ttl
+        ) as registration:
+            self.registration = registration
+            log.info("registered %s/%s/%s at %s:%s", namespace, service, instance_id,
+                     attributes.get("AWS_INSTANCE_IPV4") or attributes.get("AWS_INSTANCE_IPV6"),
+                     attributes["AWS_INSTANCE_PORT"])
+            try:
+                yield
+            finally:
+                self.registration = None
+                log.info("deregistering %s/%s/%s", namespace, service, instance_id)
+
+    def _registration_of(self, spec: SelfRegistration) -> tuple[str, str, str, dict[str, str]]:
+        config = self.config
+        served = config.proxy.node or config.proxy.gateway or "proxy"
+        node = config.get("VirtualNode", config.proxy.node) if config.proxy.node else None
+        cloud_map = (((node.spec if node else {}).get("serviceDiscovery") or {})
+                     .get("awsCloudMap") or {})
+        namespace = spec.namespace or cloud_map.get("namespaceName")
+        service = spec.service or cloud_map.get("serviceName")
+        if not namespace or not service:
+            raise ConfigError([Problem(config.source, f"proxy {served}", "register",
+                                       "give the namespace and service to register in (the "
+                                       "served node has no serviceDiscovery.awsCloudMap)")])
+        address = spec.address or config.proxy.bind
+        if address in ("0.0.0.0", "::", ""):
+            raise ConfigError([Problem(config.source, f"proxy {served}", "register",
+                                       f"proxy.bind is {address!r}: give the address callers "
+                                       "reach this proxy at")])
+        resource = node or (config.get("VirtualGateway", config.proxy.gateway)
+                            if config.proxy.gateway else None)
+        owned = listeners(resource)
+        if not owned:
+            raise ConfigError([Problem(config.source, f"proxy {served}", "register",
+                                       "the served node or gateway has no listener to register")])
+        port = self.port(owned[0][0])
+        family = "AWS_INSTANCE_IPV6" if ":" in address else "AWS_INSTANCE_IPV4"
+        attributes = {a["key"]: a["value"] for a in cloud_map.get("attributes") or []}
+        attributes.update(spec.attributes)
+        attributes.update({family: address, "AWS_INSTANCE_PORT": str(port)})
+        instance_id = spec.instance_id or f"{served}-{socket.gethostname()}-{os.getpid()}"
+        return namespace, service, instance_id[:64], attributes
 
     async def _stop(self, core: Core, stopped: trio.MemoryReceiveChannel[Event]) -> None:
         """Drain the core and wait for its "stopped" event; shielded, and bounded in time."""
@@ -343,13 +424,14 @@ async def serve(
     port_overrides: Mapping[int, int] | None = None,
     drain_ms: int = 5000,
     store: str | None = None,
+    register: SelfRegistration | None = None,
     task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a proxy until cancelled; reports the running `Proxy` with `task_status.started`.
 
     With `watch=True` (`config` must then be a path) the file is polled every 0.5 s and each
     change applied; a rejected change is logged and the running version keeps serving. `admin`
-    None uses the config's admin address; `store` as for `Proxy`. On cancellation the proxy
+    None uses the config's admin address; `store` and `register` as for `Proxy`. On cancellation the proxy
     drains, then returns.
     """
     watcher: ConfigWatch | None = None
@@ -361,7 +443,7 @@ async def serve(
         watcher.mark_current()
     async with Proxy(
         config, workers=workers, admin=admin, port_overrides=port_overrides, drain_ms=drain_ms,
-        store=store,
+        store=store, register=register,
     ) as proxy:
         with collapse_groups():
             async with trio.open_nursery() as nursery:
