@@ -16,7 +16,7 @@ import re
 import sys
 from typing import Any
 
-__all__ = ["add_registry_parser", "parse_duration", "run_registry"]
+__all__ = ["add_registry_parser", "check_registry", "parse_duration", "run_registry"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -237,3 +237,30 @@ async def run_registry(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("use `meshplane registry ...`")
+
+
+async def check_registry(config: Any, store_url: str | None) -> list[str]:
+    """`validate --registry`: one problem line per awsCloudMap cluster that would have no
+    endpoints right now (file: resource: field: why), resolved as a proxy would."""
+    from meshplane.config import cloud_map_targets
+    from meshplane.registry import endpoints, open_registry
+    from meshplane.store import resolve_url
+
+    targets = cloud_map_targets(config)
+    if not targets:
+        return []
+    problems = []
+    async with open_registry(resolve_url(store_url, config.proxy.store)) as registry:
+        for t in targets:
+            instances, _ = await registry.instances(t.namespace, t.service)
+            if endpoints(instances, attributes=dict(t.attributes), port=t.port,
+                         ip_preference=t.ip_preference):
+                continue
+            attrs = ", ".join(f"{k}={v}" for k, v in t.attributes) or "none"
+            why = (f"no instance registered in {t.namespace}/{t.service}" if not instances else
+                   f"none of the {len(instances)} instances of {t.namespace}/{t.service} has an "
+                   f"address matching attributes [{attrs}]")
+            problems.append(f'{config.source}: VirtualNode "{t.node}": '
+                            f"spec.serviceDiscovery.awsCloudMap: {why} "
+                            f"(store {registry.store.url}); requests to cluster {t.cluster} would get 503")
+    return problems

@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("--registry", action="store_true",
+                          help="also resolve every awsCloudMap node against the live registry and "
+                          "fail (exit 1) for a node no registered instance matches")
+    validate.add_argument("--store", metavar="URL",
+                          help="the registry's store for --registry (default: the file's "
+                          "proxy.store, else $MESHPLANE_STORE, else the embedded store)")
 
     imp = sub.add_parser(
         "import",
@@ -140,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _validate(files: Sequence[str]) -> int:
+def _validate(files: Sequence[str], *, registry: bool = False, store: str | None = None) -> int:
     from meshplane.config import load_file
 
     failed = False
@@ -155,6 +161,17 @@ def _validate(files: Sequence[str]) -> int:
             failed = True
             print(f"{path}: cannot read: {exc.strerror or exc}")
         else:
+            if registry:
+                import trio
+
+                from meshplane._cli_registry import check_registry
+
+                problems = trio.run(check_registry, config, store)
+                for problem in problems:
+                    print(problem)
+                if problems:
+                    failed = True
+                    continue
             print(f"OK {path}: {len(config.resources)} resources")
     return 1 if failed else 0
 
@@ -287,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
-            return _validate(args.files)
+            return _validate(args.files, registry=args.registry, store=args.store)
         if args.command == "import":
             return _import(args)
         if args.command == "version":

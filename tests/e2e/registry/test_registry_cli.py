@@ -149,3 +149,21 @@ async def test_cloud_map_http_api(store_url: str, nursery: trio.Nursery) -> None
             assert r.status_code == 400 and r.json()["__type"] == "InvalidInput"
             r = await call("CreateNamespace", {})
             assert r.status_code == 400
+
+
+def test_validate_against_the_live_registry(store_url: str, tmp_path: Any) -> None:
+    from .test_cloud_map_proxy import config
+
+    path = tmp_path / "mesh.json"
+    path.write_text(json.dumps(config(store_url)))
+    argv = [sys.executable, "-m", "meshplane.cli", "validate", str(path)]
+    assert subprocess.run(argv, capture_output=True, timeout=60).returncode == 0  # offline: fine
+    cli("register", *INSTANCE, "--id", "b", "--address", "10.0.0.1", "--attr", "version=blue", store=store_url)
+    done = subprocess.run([*argv, "--registry"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert 'VirtualNode "green": spec.serviceDiscovery.awsCloudMap: none of the 1 instances of ' \
+           "apps.local/color has an address matching attributes [version=green]" in done.stdout
+    assert "blue" not in done.stdout.replace("version=green", "")
+    cli("register", *INSTANCE, "--id", "g", "--address", "10.0.0.2", "--attr", "version=green", store=store_url)
+    done = subprocess.run([*argv, "--registry"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("OK ")
