@@ -30,6 +30,8 @@ class CloudMapTarget(NamedTuple):
 
 
 def cloud_map_targets(cfg: MeshConfig) -> list[CloudMapTarget]:
+    """The clusters of `cfg`'s snapshot whose endpoints come from the registry, and what to
+    ask it (sorted by cluster name)."""
     snapshot = _Snapshot(cfg, {})
     out = []
     for cluster, (node_name, port) in snapshot.origins.items():
