@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote
@@ -247,9 +247,9 @@ class Registry:
                          health_status=health_status, max_results=max_results)
         return found, revision
 
-    def watch(self, namespace: str, service: str, after: int) -> AsyncIterator[int]:
+    def watch(self, namespace: str, service: str, after: int) -> AsyncGenerator[int, None]:
         """Revisions at which the service's instances changed after `after` (see Store.watch)."""
-        return self.store.watch(self.instances_prefix(namespace, service), after)  # type: ignore[return-value]
+        return self.store.watch(self.instances_prefix(namespace, service), after)
 
     @staticmethod
     def decode_key_part(part: str) -> str:

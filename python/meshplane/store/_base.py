@@ -14,7 +14,7 @@ Imports only the standard library and `meshplane.errors`.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
 from meshplane.errors import MeshplaneError
@@ -94,7 +94,7 @@ class Store(abc.ABC):
         """End `lease` now, deleting its keys."""
 
     @abc.abstractmethod
-    def watch(self, prefix: str, after: int) -> AsyncIterator[int]:
+    def watch(self, prefix: str, after: int) -> AsyncGenerator[int, None]:
         """Yield a store revision each time a key under `prefix` changed after revision `after`.
 
         Raises `StoreUnavailable` when the store is lost; the caller re-reads and watches again.

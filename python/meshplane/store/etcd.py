@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import h11
@@ -208,7 +208,7 @@ class EtcdStore(Store):
             if isinstance(exc, StoreUnavailable) or "not found" not in str(exc):
                 raise
 
-    async def watch(self, prefix: str, after: int) -> AsyncIterator[int]:
+    async def watch(self, prefix: str, after: int) -> AsyncGenerator[int, None]:
         request = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                       "start_revision": str(after + 1)}}
         conn = await self._open()

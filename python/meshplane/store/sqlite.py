@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TypeVar
 
 import trio
@@ -89,7 +89,8 @@ class SqliteStore(Store):
                     raise
 
         async with self._lock:
-            return await trio.to_thread.run_sync(call)
+            result: T = await trio.to_thread.run_sync(call)
+            return result
 
     @staticmethod
     def _write(db: sqlite3.Connection, body: Callable[[Callable[[str], int]], T]) -> T:
@@ -194,7 +195,7 @@ class SqliteStore(Store):
 
         await self._run(lambda db: self._write(db, lambda log: body(db, log)))
 
-    async def watch(self, prefix: str, after: int) -> AsyncIterator[int]:
+    async def watch(self, prefix: str, after: int) -> AsyncGenerator[int, None]:
         end = prefix_end(prefix)
 
         def poll(db: sqlite3.Connection) -> int | None:
