@@ -180,7 +180,9 @@ class CloudMapDiscovery:
                 self._push(ns, svc, instances)
                 backoff = MIN_BACKOFF_S
                 async with aclosing(self.registry.watch(ns, svc, revision)) as changes:
-                    async for _ in changes:
+                    async for seen in changes:
+                        if seen <= revision:
+                            continue  # already read: a burst of events costs one read
                         instances, revision = await self.registry.instances(ns, svc)
                         self._push(ns, svc, instances)
             except StoreError as exc:

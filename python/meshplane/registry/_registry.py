@@ -41,6 +41,7 @@ __all__ = ["DEFAULT_ROOT", "Registration", "Registry"]
 
 DEFAULT_ROOT = "/meshplane/registry/"
 _CAS_ATTEMPTS = 20
+_DECODE_INLINE_MAX = 500
 
 
 def _q(name: str) -> str:
@@ -224,7 +225,14 @@ class Registry:
     ) -> tuple[list[Instance], int]:
         """Every instance (of a namespace, of a service) and the revision they were read at."""
         kvs, revision = await self.store.range(self.instances_prefix(namespace, service))
-        return [Instance.from_json(json.loads(kv.value)) for kv in kvs], revision
+
+        def decode() -> list[Instance]:
+            return [Instance.from_json(json.loads(kv.value)) for kv in kvs]
+
+        # NOTE: decoding thousands of instances takes milliseconds: off the Trio thread then.
+        if len(kvs) > _DECODE_INLINE_MAX:
+            return await trio.to_thread.run_sync(decode), revision
+        return decode(), revision
 
     async def discover(
         self,
