@@ -2,8 +2,9 @@
 
 Owns `CloudMapDiscovery`, the last endpoints of every registry-backed cluster, which the runtime
 compiles into each snapshot (`prepare`, `commit`) and refreshes in place with `set_endpoints`
-(`run`): one task per watched (namespace, service) re-reads the service whenever the store's
-watch reports a change and pushes the clusters whose endpoints changed. Nothing is recompiled.
+(`run`): one task per watched (namespace, service) reads the service once, then applies the
+store watch's changes to its copy and pushes the clusters whose endpoints changed (a service
+of more than 500 instances at most once per 50 ms while it churns). Nothing is recompiled.
 
 Faults: a store that cannot be reached leaves every cluster with its last endpoints; `status()`
 says the registry is disconnected and since when, and each watcher retries with exponential
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ import trio
 from meshplane._bridge import TaskStatus
 from meshplane.config.cloudmap import CloudMapTarget
 from meshplane.registry import Instance, Registry, endpoints
-from meshplane.store import Store, StoreError
+from meshplane.store import Store, StoreError, WatchExpired
 
 __all__ = ["CloudMapDiscovery"]
 
@@ -35,6 +36,8 @@ log = logging.getLogger("meshplane.registry")
 
 Endpoints = list[tuple[str, int]]
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.1, 5.0
+# Services bigger than this push at most once per window while their instances churn.
+BATCH_ABOVE, BATCH_WINDOW_S = 500, 0.05
 
 
 class EndpointSink(Protocol):
@@ -173,19 +176,48 @@ class CloudMapDiscovery:
 
     async def _follow(self, ns: str, svc: str) -> None:
         backoff = MIN_BACKOFF_S
+
+        def reset() -> None:
+            nonlocal backoff
+            backoff = MIN_BACKOFF_S
+
         while True:
             try:
-                instances, revision = await self.registry.instances(ns, svc)
-                self._up()
-                self._push(ns, svc, instances)
-                backoff = MIN_BACKOFF_S
-                async with aclosing(self.registry.watch(ns, svc, revision)) as changes:
-                    async for seen in changes:
-                        if seen <= revision:
-                            continue  # already read: a burst of events costs one read
-                        instances, revision = await self.registry.instances(ns, svc)
-                        self._push(ns, svc, instances)
+                await self._follow_once(ns, svc, reset)
+            except WatchExpired as exc:
+                log.info("watch of %s/%s restarts from a fresh read: %s", ns, svc, exc)
             except StoreError as exc:
                 self._down(exc)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _follow_once(self, ns: str, svc: str, connected: Callable[[], None]) -> None:
+        """Read the service, push it, then apply its changes as they come (until an error)."""
+        instances, revision = await self.registry.instances(ns, svc)
+        self._up()
+        connected()
+        state = {i.id: i for i in instances}
+        self._push(ns, svc, instances)
+        dirty = trio.Event()
+
+        async def pusher() -> None:
+            nonlocal dirty
+            while True:
+                await dirty.wait()
+                if len(state) > BATCH_ABOVE:
+                    # NOTE: recomputing a big service costs milliseconds: let a burst of
+                    # changes (a fleet registering) coalesce into one push.
+                    await trio.sleep(BATCH_WINDOW_S)
+                dirty = trio.Event()
+                self._push(ns, svc, list(state.values()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pusher)
+            async with aclosing(self.registry.watch_instances(ns, svc, revision)) as batches:
+                async for batch in batches:
+                    for instance_id, instance in batch:
+                        if instance is None:
+                            state.pop(instance_id, None)
+                        else:
+                            state[instance_id] = instance
+                    dirty.set()

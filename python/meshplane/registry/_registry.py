@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote
 
@@ -258,6 +258,20 @@ class Registry:
     def watch(self, namespace: str, service: str, after: int) -> AsyncGenerator[int, None]:
         """Revisions at which the service's instances changed after `after` (see Store.watch)."""
         return self.store.watch(self.instances_prefix(namespace, service), after)
+
+    async def watch_instances(
+        self, namespace: str, service: str, after: int
+    ) -> AsyncGenerator[list[tuple[str, Instance | None]], None]:
+        """The service's instance changes after revision `after`, in batches of (instance id,
+        the instance now, or None when it went). Raises as `Store.watch_changes` does."""
+        prefix = self.instances_prefix(namespace, service)
+        async with aclosing(self.store.watch_changes(prefix, after)) as batches:
+            async for batch in batches:
+                yield [
+                    (unquote(c.key[len(prefix):]),
+                     None if c.value is None else Instance.from_json(json.loads(c.value)))
+                    for c in batch
+                ]
 
     @staticmethod
     def decode_key_part(part: str) -> str:

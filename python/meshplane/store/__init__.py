@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import os
 
-from meshplane.store._base import KeyValue, Store, StoreError, StoreUnavailable, prefix_end
+from meshplane.store._base import (
+    Change,
+    KeyValue,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WatchExpired,
+    prefix_end,
+)
 from meshplane.store.etcd import EtcdStore
 from meshplane.store.sqlite import SqliteStore
 
 __all__ = [
     "ENV",
+    "Change",
     "EtcdStore",
     "KeyValue",
     "SqliteStore",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "WatchExpired",
     "default_path",
     "open_store",
     "prefix_end",

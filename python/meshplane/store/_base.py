@@ -4,9 +4,11 @@ Both back-ends (`SqliteStore`, the embedded default; `EtcdStore`, etcd v3) imple
 with etcd's semantics: every write bumps one store-wide revision; a key carries the revision it
 was created and last modified at; a key attached to a lease disappears when the lease expires;
 `put_if` is a compare-and-swap on a key's modification revision (0 = "must not exist").
-`watch(prefix, after)` yields a revision each time something under `prefix` changed after
-revision `after`, coalesced: a watcher re-reads what it needs (`range`) and carries on, so a slow
-watcher never queues events.
+`watch_changes(prefix, after)` yields batches of `Change`s (key, new value or None when
+deleted) to keys under `prefix` after revision `after`, so a watcher of 10,000 keys applies
+deltas instead of re-reading them all; `watch` reduces that to "changed at revision R" for
+watchers that re-read. A watch that cannot continue from `after` (etcd compacted it, the
+embedded change log was pruned) raises `WatchExpired`: re-read with `range`, watch again.
 
 Imports only the standard library and `meshplane.errors`.
 """
@@ -15,11 +17,20 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import NamedTuple
 
 from meshplane.errors import MeshplaneError
 
-__all__ = ["KeyValue", "Store", "StoreError", "StoreUnavailable", "prefix_end"]
+__all__ = [
+    "Change",
+    "KeyValue",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "WatchExpired",
+    "prefix_end",
+]
 
 
 class StoreError(MeshplaneError):
@@ -32,6 +43,16 @@ class StoreError(MeshplaneError):
 
 class StoreUnavailable(StoreError):
     """The store could not be reached (connection refused, timeout, stream lost)."""
+
+
+class WatchExpired(StoreError):
+    """A watch cannot resume from the revision asked for; re-read and watch again."""
+
+
+class Change(NamedTuple):
+    key: str
+    value: bytes | None  # None: deleted (or its lease expired)
+    revision: int
 
 
 class KeyValue(NamedTuple):
@@ -94,11 +115,20 @@ class Store(abc.ABC):
         """End `lease` now, deleting its keys."""
 
     @abc.abstractmethod
-    def watch(self, prefix: str, after: int) -> AsyncGenerator[int, None]:
-        """Yield a store revision each time a key under `prefix` changed after revision `after`.
+    def watch_changes(self, prefix: str, after: int) -> AsyncGenerator[list[Change], None]:
+        """Yield the changes to keys under `prefix` after revision `after`, in batches.
 
-        Raises `StoreUnavailable` when the store is lost; the caller re-reads and watches again.
+        A batch may coalesce several changes of one key (the last wins). Raises
+        `StoreUnavailable` when the store is lost and `WatchExpired` when it cannot resume from
+        `after`; the caller re-reads and watches again.
         """
+
+    async def watch(self, prefix: str, after: int) -> AsyncGenerator[int, None]:
+        """Yield a store revision each time a key under `prefix` changed after revision `after`
+        (the changes themselves: `watch_changes`)."""
+        async with aclosing(self.watch_changes(prefix, after)) as batches:
+            async for batch in batches:
+                yield max(c.revision for c in batch)
 
     async def aclose(self) -> None:  # noqa: B027 - optional for back-ends without resources
         """Release connections; the store is unusable afterwards."""

@@ -20,11 +20,19 @@ from typing import Any
 import h11
 import trio
 
-from meshplane.store._base import KeyValue, Store, StoreError, StoreUnavailable, prefix_end
+from meshplane.store._base import (
+    Change,
+    KeyValue,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WatchExpired,
+    prefix_end,
+)
 
 __all__ = ["EtcdStore"]
 
-_POOL_SIZE = 8
+_POOL_SIZE = 32
 
 
 def _b64(text: str | bytes) -> str:
@@ -44,6 +52,12 @@ def _kv(doc: dict[str, Any]) -> KeyValue:
         int(doc.get("mod_revision", 0)),
         int(doc.get("lease", 0)),
     )
+
+
+def _change(event: dict[str, Any]) -> Change:
+    kv = _kv(event.get("kv") or {})
+    deleted = event.get("type") == "DELETE"
+    return Change(kv.key, None if deleted else kv.value, kv.mod_revision)
 
 
 class _Connection:
@@ -208,7 +222,7 @@ class EtcdStore(Store):
             if isinstance(exc, StoreUnavailable) or "not found" not in str(exc):
                 raise
 
-    async def watch(self, prefix: str, after: int) -> AsyncGenerator[int, None]:
+    async def watch_changes(self, prefix: str, after: int) -> AsyncGenerator[list[Change], None]:
         request = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                       "start_revision": str(after + 1)}}
         conn = await self._open()
@@ -242,9 +256,11 @@ class EtcdStore(Store):
                             raise StoreUnavailable(self.url, f"watch: {message.get('message')}")
                         if result.get("canceled"):
                             reason = result.get("cancel_reason") or "compacted"
+                            if result.get("compact_revision"):
+                                raise WatchExpired(self.url, f"watch canceled: {reason}")
                             raise StoreUnavailable(self.url, f"watch canceled: {reason}")
                         if result.get("events"):
-                            yield int(result["header"]["revision"])
+                            yield [_change(e) for e in result["events"]]
             except (OSError, h11.ProtocolError, trio.BrokenResourceError) as exc:
                 raise StoreUnavailable(self.url, f"watch lost ({exc})") from None
         finally:

@@ -14,6 +14,7 @@ object. Imports trio, sqlite3 and `meshplane.store._base`.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -23,7 +24,15 @@ from typing import TypeVar
 
 import trio
 
-from meshplane.store._base import KeyValue, Store, StoreError, StoreUnavailable, prefix_end
+from meshplane.store._base import (
+    Change,
+    KeyValue,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WatchExpired,
+    prefix_end,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -195,28 +204,41 @@ class SqliteStore(Store):
 
         await self._run(lambda db: self._write(db, lambda log: body(db, log)))
 
-    async def watch(self, prefix: str, after: int) -> AsyncGenerator[int, None]:
+    async def watch_changes(self, prefix: str, after: int) -> AsyncGenerator[list[Change], None]:
         end = prefix_end(prefix)
 
-        def poll(db: sqlite3.Connection) -> int | None:
-            self._read_prepare(db)
-            (oldest,) = db.execute("SELECT coalesce(min(rev), 0) FROM changes").fetchone()
-            (rev,) = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
-            if rev <= after:
-                return None
-            if oldest > after + 1:  # the log no longer reaches back to `after`: assume a change
-                return int(rev)
-            (seen,) = db.execute(
-                "SELECT max(rev) FROM changes WHERE rev > ? AND key >= ? AND key < ?",
-                (after, prefix, end),
+        def poll(db: sqlite3.Connection, after: int) -> tuple[int, list[Change]]:
+            """(the store revision, the changes under `prefix` after `after`)."""
+            # NOTE: the common case (nothing changed, no lease due) is one indexed query.
+            rev, due = db.execute(
+                "SELECT (SELECT value FROM meta WHERE name = 'revision'),"
+                " (SELECT min(expires) FROM leases)"
             ).fetchone()
-            return None if seen is None else int(rev)
+            if due is not None and due <= time.time():
+                self._read_prepare(db)
+                (rev,) = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+            if rev <= after:
+                return after, []
+            (oldest,) = db.execute("SELECT coalesce(min(rev), 0) FROM changes").fetchone()
+            if oldest > after + 1:
+                raise WatchExpired(self.url, f"change log pruned past revision {after}")
+            db.execute("BEGIN")
+            try:
+                rows = db.execute(
+                    "SELECT c.key, kv.value, c.rev FROM (SELECT key, max(rev) AS rev FROM changes"
+                    " WHERE rev > ? AND key >= ? AND key < ? GROUP BY key) AS c"
+                    " LEFT JOIN kv ON kv.key = c.key ORDER BY c.rev",
+                    (after, prefix, end),
+                ).fetchall()
+                (rev,) = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+            finally:
+                db.execute("COMMIT")
+            return int(rev), [Change(k, None if v is None else bytes(v), int(r)) for k, v, r in rows]
 
         while True:
-            changed = await self._run(poll)
-            if changed is not None:
-                after = changed
-                yield changed
+            after, changes = await self._run(functools.partial(poll, after=after))
+            if changes:
+                yield changes
             await trio.sleep(self.poll_interval)
 
     async def aclose(self) -> None:

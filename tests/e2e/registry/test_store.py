@@ -139,3 +139,25 @@ async def test_embedded_store_is_safe_for_concurrent_processes(tmp_path: Path) -
     # One revision per write, none handed out twice.
     assert len({kv.mod_revision for kv in kvs}) == 400
     assert rev >= 401
+
+
+async def test_watch_changes_carries_values_and_deletions(store: Store) -> None:
+    await store.put("/wc/gone", b"x")
+    _, start = await store.range("/wc/")
+    seen: dict[str, bytes | None] = {}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            async def watcher() -> None:
+                async for batch in store.watch_changes("/wc/", start):
+                    for change in batch:
+                        assert change.revision > start
+                        seen[change.key] = change.value
+                    if seen.keys() == {"/wc/new", "/wc/gone"}:
+                        return
+
+            nursery.start_soon(watcher)
+            await store.put("/other", b"not under the prefix")
+            await store.put("/wc/new", b"v1")
+            await store.delete("/wc/gone")
+    assert seen["/wc/gone"] is None
+    assert seen["/wc/new"] == b"v1"
