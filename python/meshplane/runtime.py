@@ -176,12 +176,12 @@ class Proxy:
         config = _with_ports(load_config(self._input), self._port_overrides)
         admin = self._admin if self._admin is not None else config.proxy.admin
         admin_address = parse_address(admin, min_port=0) if admin else None
+        # The store is opened lazily: a config without Cloud Map nodes never touches it.
+        store = open_store(resolve_url(self._store_url, config.proxy.store))
         core = self._core = Core(self._workers)
         resilience = self._resilience = Resilience(core)
         self._discovery = DnsDiscovery(EndpointFanout(core, resilience), interval=self._dns_interval)
         self._cert_watch = CertWatch(core.reload_tls)
-        # The store is opened lazily: a config without Cloud Map nodes never touches it.
-        store = open_store(resolve_url(self._store_url, config.proxy.store))
         self._cloud_map = CloudMapDiscovery(EndpointFanout(core, resilience), store)
         # The first apply runs before the nursery opens, so its ConfigError reaches the caller
         # as itself; the core has no listener yet and stops at once.

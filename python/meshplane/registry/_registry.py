@@ -184,28 +184,28 @@ class Registry:
         deregister on exit. If the process dies, the lease expires and the instance goes.
         Cancellation of the block deregisters too (shielded, best effort)."""
         registration = await self.register(namespace, service, instance_id, attributes, ttl=ttl)
+        lease = [registration.lease]  # the current lease: renewed, or replaced after expiry
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._keep, registration, ttl)
+            nursery.start_soon(self._keep, registration, ttl, lease)
             try:
                 yield registration
             finally:
                 nursery.cancel_scope.cancel()
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     try:
-                        await self.store.revoke(registration.lease)
+                        await self.store.revoke(lease[0])
                     except StoreError:
                         pass
 
-    async def _keep(self, registration: Registration, ttl: float) -> None:
+    async def _keep(self, registration: Registration, ttl: float, lease: list[int]) -> None:
         i = registration.instance
-        lease = registration.lease
         while True:
             await trio.sleep(ttl / 3)
             try:
-                if not await self.keepalive(lease):
+                if not await self.keepalive(lease[0]):
                     # Expired while the store was away: register again on a new lease.
-                    lease = (await self.register(i.namespace, i.service, i.id, i.attributes,
-                                                 ttl=ttl)).lease
+                    lease[0] = (await self.register(i.namespace, i.service, i.id, i.attributes,
+                                                    ttl=ttl)).lease
             except StoreError:
                 continue  # the store is away; the next beat retries
 
