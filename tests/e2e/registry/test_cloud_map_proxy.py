@@ -169,22 +169,39 @@ async def test_unhealthy_instances_are_dropped_and_all_unhealthy_fails_open(
         await until(both, True)
 
 
-async def test_lease_expiry_moves_traffic_away_without_failed_requests(
+async def test_lease_expiry_and_deregistration_move_traffic_away_without_failed_requests(
     store_url: str, nursery: trio.Nursery, client: httpx.AsyncClient
 ) -> None:
-    leased_port = await serve_asgi(nursery, app_named("leased"))
     stable_port = await serve_asgi(nursery, app_named("stable"))
-    async with open_store(store_url) as store, Proxy(config(store_url)) as proxy:
-        registry = Registry(store)
-        await registry.register(NS, SVC, "stable", attrs(stable_port, "blue"))
-        await registry.register(NS, SVC, "leased", attrs(leased_port, "blue"), ttl=1)
+    other_port = await serve_asgi(nursery, app_named("other"))
+    async with trio.open_nursery() as doomed:
+        leased_port = await serve_asgi(doomed, app_named("leased"))
+        async with open_store(store_url) as store, Proxy(config(store_url)) as proxy:
+            registry = Registry(store)
+            await registry.register(NS, SVC, "stable", attrs(stable_port, "blue"))
+            await registry.register(NS, SVC, "leased", attrs(leased_port, "blue"), ttl=1)
+            statuses: list[str] = []
 
-        async def seen() -> set[str]:
-            return {await who(client, proxy) for _ in range(20)}
+            async def seen() -> set[str]:
+                got = [await who(client, proxy) for _ in range(20)]
+                statuses.extend(got)
+                return set(got)
 
-        await until(seen, {"leased", "stable"})
-        # Nobody keeps the lease alive: it expires and the instance leaves every endpoint set.
-        await until(seen, {"stable"}, limit_s=30)
+            await until(seen, {"leased", "stable"})
+            # The process behind "leased" dies: its server is gone and nobody renews its lease.
+            # Until the lease expires, App Mesh's default retry (connect-failure) covers it.
+            doomed.cancel_scope.cancel()
+            statuses.clear()
+            await until(seen, {"stable"}, limit_s=30)
+            assert set(statuses) <= {"leased", "stable"}, statuses
+
+            # A graceful deregistration moves traffic away without a failed request too.
+            await registry.register(NS, SVC, "other", attrs(other_port, "blue"))
+            await until(seen, {"stable", "other"})
+            statuses.clear()
+            await registry.deregister(NS, SVC, "stable")
+            await until(seen, {"other"})
+            assert set(statuses) <= {"stable", "other"}, statuses
 
 
 async def test_two_proxies_see_the_same_change(
