@@ -16,7 +16,13 @@ import re
 import sys
 from typing import Any
 
-__all__ = ["add_registry_parser", "check_registry", "parse_duration", "run_registry"]
+__all__ = [
+    "add_registry_parser",
+    "check_registry",
+    "parse_attr",
+    "parse_duration",
+    "run_registry",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -30,7 +36,8 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * _UNIT_S[match[2]]
 
 
-def _attr(text: str) -> tuple[str, str]:
+def parse_attr(text: str) -> tuple[str, str]:
+    """'KEY=VALUE' -> (KEY, VALUE) for argparse."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -68,7 +75,7 @@ def add_registry_parser(sub: Any) -> None:
     _instance_args(p)
     p.add_argument("--address", required=True, metavar="IP", help="the instance's IPv4 or IPv6 address")
     p.add_argument("--port", type=int, metavar="PORT", help="the instance's port (AWS_INSTANCE_PORT)")
-    p.add_argument("--attr", type=_attr, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--attr", type=parse_attr, action="append", default=[], metavar="KEY=VALUE",
                    help="a custom attribute (repeatable), e.g. ECS_TASK_DEFINITION_FAMILY=v2")
     p.add_argument("--ttl", type=parse_duration, metavar="DURATION",
                    help="lease TTL (e.g. 10s); keeps running to renew it")
@@ -100,7 +107,7 @@ def add_registry_parser(sub: Any) -> None:
                         "every --attr, filtered by --health-status.")
     p.add_argument("--namespace", "-n", required=True, metavar="NS")
     p.add_argument("--service", "-s", required=True, metavar="SVC")
-    p.add_argument("--attr", type=_attr, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--attr", type=parse_attr, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--health-status", default="HEALTHY",
                    choices=["HEALTHY", "UNHEALTHY", "ALL", "HEALTHY_OR_ELSE_ALL"])
     p.add_argument("--json", action="store_true")

@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
-from meshplane._cli_registry import add_registry_parser, parse_duration, run_registry
+from meshplane._cli_registry import (
+    add_registry_parser,
+    parse_attr,
+    parse_duration,
+    run_registry,
+)
 from meshplane.errors import ConfigError, MeshplaneError
 
 if TYPE_CHECKING:
@@ -84,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--register-id", metavar="ID", help="instance id (default: NODE-HOST-PID)")
     run.add_argument("--register-address", metavar="IP",
                      help="the address callers reach this proxy at (default: proxy.bind)")
-    run.add_argument("--register-attr", action="append", default=[], metavar="KEY=VALUE",
+    run.add_argument("--register-attr", type=parse_attr, action="append", default=[],
+                     metavar="KEY=VALUE",
                      help="an extra attribute (repeatable)")
     run.add_argument("--register-ttl", type=parse_duration, default=10.0, metavar="DURATION",
                      help="lease TTL (default: 10s)")
@@ -232,7 +238,7 @@ async def _run(args: argparse.Namespace) -> None:
             if not sep or not namespace or not service:
                 raise UserError(f"--register-service: expected NAMESPACE/SERVICE, got "
                                 f"{args.register_service!r}")
-        attrs = dict(a.partition("=")[::2] for a in args.register_attr)
+        attrs = dict(args.register_attr)
         register = SelfRegistration(namespace, service, args.register_id, args.register_address,
                                     attrs, args.register_ttl)
     if args.admin:
