@@ -36,6 +36,7 @@ config file format (YAML or JSON; docs/config.md has the full reference):
     gateway: NAME               # the VirtualGateway this proxy runs, or: node: NAME
     admin: 127.0.0.1:9901       # admin API (docs/admin.md)
     ports: {8080: 0}            # declared listener port -> port to bind (0 = ephemeral)
+    store: etcd://10.0.0.5:2379 # registry of awsCloudMap nodes (docs/registry.md; optional)
   resources:                    # App Mesh resources, with App Mesh's own field names
     - {kind: VirtualGateway, name: edge, spec: {...}}
     - {kind: VirtualNode, name: api-v1, spec: {serviceDiscovery: {static: {endpoints: [...]}}}}
