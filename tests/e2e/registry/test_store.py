@@ -5,10 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from meshplane.store import Store, StoreError, StoreUnavailable, open_store, prefix_end
+from meshplane.store import (
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WatchExpired,
+    open_store,
+    prefix_end,
+)
 
 
 async def test_put_get_range_delete(store: Store) -> None:
@@ -161,3 +169,19 @@ async def test_watch_changes_carries_values_and_deletions(store: Store) -> None:
             await store.delete("/wc/gone")
     assert seen["/wc/gone"] is None
     assert seen["/wc/new"] == b"v1"
+
+
+async def test_a_watch_from_a_compacted_etcd_revision_expires(etcd: Any) -> None:
+    import json
+    import urllib.request
+
+    async with open_store(etcd.url) as store:
+        first = await store.put("/cmp/k", b"1")
+        latest = await store.put("/cmp/k", b"2")
+        request = urllib.request.Request(
+            f"{etcd.members[0].client_url}/v3/kv/compaction",
+            data=json.dumps({"revision": str(latest), "physical": True}).encode(), method="POST")
+        await trio.to_thread.run_sync(lambda: urllib.request.urlopen(request, timeout=10).read())
+        with pytest.raises(WatchExpired), trio.fail_after(20):
+            async for _ in store.watch_changes("/cmp/", first - 1):
+                pass
