@@ -279,3 +279,25 @@ async def test_three_member_etcd_cluster_survives_losing_a_member(
             assert sorted(i.id for i in found) == ["first", "second"]
     finally:
         cluster.stop()
+
+
+async def test_apply_switches_a_node_to_cloud_map_and_back(
+    store_url: str, nursery: trio.Nursery, client: httpx.AsyncClient
+) -> None:
+    static_port = await serve_asgi(nursery, app_named("static"))
+    registered_port = await serve_asgi(nursery, app_named("registered"))
+    static = config(store_url)
+    for r in static["resources"]:
+        if r["name"] == "blue" and r["kind"] == "VirtualNode":
+            r["spec"]["serviceDiscovery"] = {"static": {"endpoints": [f"127.0.0.1:{static_port}"]}}
+    async with open_store(store_url) as store, Proxy(static) as proxy:
+        await Registry(store).register(NS, SVC, "r", attrs(registered_port, "blue"))
+        assert await who(client, proxy) == "static"
+        await proxy.apply(config(store_url))
+        assert await who(client, proxy) == "registered"  # read during the apply: no wait
+        await proxy.apply(static)
+        assert await who(client, proxy) == "static"
+        # Back on Cloud Map, the watch follows changes again.
+        await proxy.apply(config(store_url))
+        await Registry(store).deregister(NS, SVC, "r")
+        await until(lambda: who(client, proxy), "503")
