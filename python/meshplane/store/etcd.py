@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -52,6 +53,15 @@ def _kv(doc: dict[str, Any]) -> KeyValue:
         int(doc.get("mod_revision", 0)),
         int(doc.get("lease", 0)),
     )
+
+
+def _keepalive(stream: trio.SocketStream) -> None:
+    """TCP keep-alive probes, so a watch on a member that vanished without a FIN (a network
+    partition, a powered-off host) fails within about 30 s instead of waiting forever."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):  # Linux names; other systems keep their defaults
+            stream.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _change(event: dict[str, Any]) -> Change:
@@ -121,6 +131,7 @@ class EtcdStore(Store):
                 errors.append(f"{host}:{port}: {exc or 'connect timed out'}")
                 continue
             self._preferred = index
+            _keepalive(stream)
             return _Connection(stream, (host, port))
         raise StoreUnavailable(self.url, "unreachable (" + "; ".join(errors) + ")")
 
