@@ -166,13 +166,18 @@ class CloudMapDiscovery:
         """Watch every service the running config uses until cancelled; follows `commit`."""
         task_status.started()
         while True:
-            self._changed = trio.Event()
-            services = sorted({(t.namespace, t.service) for t in self._targets.values()})
+            services = self._services()
             async with trio.open_nursery() as nursery:
                 for ns, svc in services:
                     nursery.start_soon(self._follow, ns, svc)
-                await self._changed.wait()
+                # An apply that keeps the same services keeps the watches (and their copies).
+                while self._services() == services:
+                    self._changed = trio.Event()
+                    await self._changed.wait()
                 nursery.cancel_scope.cancel()
+
+    def _services(self) -> list[tuple[str, str]]:
+        return sorted({(t.namespace, t.service) for t in self._targets.values()})
 
     async def _follow(self, ns: str, svc: str) -> None:
         backoff = MIN_BACKOFF_S
