@@ -4,9 +4,10 @@ Concurrency: WAL mode (readers never block the writer), every write in a `BEGIN 
 transaction (writers of all processes serialize on SQLite's file lock, waiting up to
 `busy_timeout`), and the store revision kept in the file, so two processes never hand out the
 same revision. Leases expire by wall-clock time (`time.time()`, shared between processes): any
-operation that finds an expired lease deletes it and its keys first. Watches poll a change log
-(revision, key) every `poll_interval` seconds; entries older than `CHANGE_LOG_KEEP` revisions are
-pruned, and a watcher that fell further behind is simply told "changed".
+operation that finds an expired lease deletes it and its keys first. Watches share one poll of
+the store revision every `poll_interval` seconds per store object, then read the change log
+(revision, key) under their prefix; entries older than `CHANGE_LOG_KEEP` revisions are pruned,
+and a watcher that fell further behind gets `WatchExpired`.
 
 Blocking SQLite calls run in a worker thread (`trio.to_thread`), one at a time per store
 object. Imports trio, sqlite3 and `meshplane.store._base`.
@@ -63,6 +64,9 @@ class SqliteStore(Store):
         self._db: sqlite3.Connection | None = None
         self._thread_lock = threading.Lock()
         self._lock = trio.Lock()
+        self._known_revision = 0  # the highest store revision this object has seen
+        self._polled: trio.Event | None = None  # set when the poll in progress is done
+        self._next_poll = 0.0  # time.monotonic() before which nobody polls again
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -204,11 +208,15 @@ class SqliteStore(Store):
 
         await self._run(lambda db: self._write(db, lambda log: body(db, log)))
 
-    async def watch_changes(self, prefix: str, after: int) -> AsyncGenerator[list[Change], None]:
-        end = prefix_end(prefix)
+    async def _revision_above(self, after: int) -> int:
+        """Wait until the store revision exceeds `after`; returns it.
 
-        def poll(db: sqlite3.Connection, after: int) -> tuple[int, list[Change]]:
-            """(the store revision, the changes under `prefix` after `after`)."""
+        One poll per `poll_interval` per store object, however many watches wait: the first
+        waiter polls (the cheap query below) and the others wait for its result, so a proxy
+        watching twenty services pays for one poll. Cancelling the polling waiter hands the
+        polling to the next one.
+        """
+        def poll(db: sqlite3.Connection) -> int:
             # NOTE: the common case (nothing changed, no lease due) is one indexed query.
             rev, due = db.execute(
                 "SELECT (SELECT value FROM meta WHERE name = 'revision'),"
@@ -217,8 +225,30 @@ class SqliteStore(Store):
             if due is not None and due <= time.time():
                 self._read_prepare(db)
                 (rev,) = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
-            if rev <= after:
-                return after, []
+            return int(rev)
+
+        while self._known_revision <= after:
+            if self._polled is not None:
+                await self._polled.wait()
+                continue
+            wait = self._next_poll - time.monotonic()
+            if wait > 0:
+                await trio.sleep(wait)
+                continue
+            self._polled = trio.Event()
+            try:
+                self._known_revision = max(self._known_revision, await self._run(poll))
+            finally:
+                self._next_poll = time.monotonic() + self.poll_interval
+                self._polled.set()
+                self._polled = None
+        return self._known_revision
+
+    async def watch_changes(self, prefix: str, after: int) -> AsyncGenerator[list[Change], None]:
+        end = prefix_end(prefix)
+
+        def read(db: sqlite3.Connection, after: int) -> tuple[int, list[Change]]:
+            """(the store revision, the changes under `prefix` after `after`)."""
             (oldest,) = db.execute("SELECT coalesce(min(rev), 0) FROM changes").fetchone()
             if oldest > after + 1:
                 raise WatchExpired(self.url, f"change log pruned past revision {after}")
@@ -236,10 +266,10 @@ class SqliteStore(Store):
             return int(rev), [Change(k, None if v is None else bytes(v), int(r)) for k, v, r in rows]
 
         while True:
-            after, changes = await self._run(functools.partial(poll, after=after))
+            await self._revision_above(after)
+            after, changes = await self._run(functools.partial(read, after=after))
             if changes:
                 yield changes
-            await trio.sleep(self.poll_interval)
 
     async def aclose(self) -> None:
         async with self._lock:
