@@ -11,7 +11,8 @@ For each store:
   back, so the figure includes up to one request's time), then deregisters and waits for 503;
 - 10,000 instances: registration rate (16 concurrent writers) and the time until the watching
   proxy's cluster holds all of them (`/clusters` registry endpoints);
-- CPU of an idle watch: process CPU seconds per wall second of one `Store.watch` with no change;
+- CPU of an idle watch: process CPU seconds per wall second of one `Store.watch` with no change,
+  and of 20 (one proxy watching 20 services);
 - fan-out: 50 watchers (each its own store client, as 50 proxies would be) on one service;
   one registration; time until each has seen it (p50, p99, max).
 
@@ -112,24 +113,26 @@ async def many_instances(url: str, count: int) -> dict[str, Any]:
                 "registrations_per_s": round(count / registered), "all_in_proxy_s": round(watched, 2)}
 
 
-async def idle_watch_cpu(url: str, seconds: float) -> dict[str, Any]:
+async def idle_watch_cpu(url: str, seconds: float, watches: int = 1) -> dict[str, Any]:
     async with open_store(url) as store:
         _, rev = await store.range("/idle/")
 
-        async def watch() -> None:
-            async with aclosing(store.watch("/idle/", rev)) as changes:
+        async def watch(i: int) -> None:
+            async with aclosing(store.watch(f"/idle/{i}/", rev)) as changes:
                 async for _ in changes:
                     pass
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
+            for i in range(watches):
+                nursery.start_soon(watch, i)
             await trio.sleep(0.5)  # let the watch settle before measuring (a benchmark, not a test)
             r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             await trio.sleep(seconds)
             r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             nursery.cancel_scope.cancel()
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return {"cpu_percent_of_one_core": round(100 * cpu / (t1 - t0), 2), "seconds": seconds}
+    return {"watches": watches, "cpu_percent_of_one_core": round(100 * cpu / (t1 - t0), 2),
+            "seconds": seconds}
 
 
 async def fan_out(url: str, watchers: int) -> dict[str, Any]:
@@ -170,6 +173,7 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "register_to_first_routed": await register_to_routed(url, args.samples),
         "many_instances": await many_instances(url, args.instances),
         "idle_watch": await idle_watch_cpu(url, args.idle),
+        "idle_watches_20_services": await idle_watch_cpu(url, args.idle, 20),
         "fan_out": await fan_out(url, args.watchers),
     }
 
