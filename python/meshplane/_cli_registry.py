@@ -13,7 +13,6 @@ import argparse
 import ipaddress
 import json
 import re
-import sys
 from typing import Any
 
 __all__ = [
@@ -241,9 +240,6 @@ async def run_registry(args: argparse.Namespace) -> int:
             return 0
     raise AssertionError(f"unknown registry command {args.registry_command}")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `meshplane registry ...`")
 
 
 async def check_registry(config: Any, store_url: str | None) -> list[str]:

@@ -272,7 +272,3 @@ class Registry:
                      None if c.value is None else Instance.from_json(json.loads(c.value)))
                     for c in batch
                 ]
-
-    @staticmethod
-    def decode_key_part(part: str) -> str:
-        return unquote(part)
