@@ -158,7 +158,8 @@ class CloudMapDiscovery:
                 continue
             self._endpoints[target.cluster] = new
             self.updates += 1
-            log.info("cluster %s endpoints now %s", target.cluster, [a for a, _ in new])
+            shown = [a for a, _ in new[:5]] + (["..."] if len(new) > 5 else [])
+            log.info("cluster %s: %d endpoints %s", target.cluster, len(new), shown)
 
     # -- run -------------------------------------------------------------------------------
 
