@@ -163,7 +163,10 @@ class EtcdStore(Store):
                 raise StoreError(self.url, f"{path}: HTTP {status}, not JSON") from None
             if status != 200 or "error" in answer:
                 message = answer.get("message") or answer.get("error") or f"HTTP {status}"
-                raise StoreError(self.url, f"{path}: {message}")
+                # gRPC UNAVAILABLE / DEADLINE_EXCEEDED (no leader, lost quorum): the cluster
+                # is there but cannot serve; callers treat it as unreachable and retry.
+                kind = StoreUnavailable if answer.get("code") in (4, 14) or status == 503 else StoreError
+                raise kind(self.url, f"{path}: {message}")
             return answer  # type: ignore[no-any-return]
         raise AssertionError("unreachable")
 
