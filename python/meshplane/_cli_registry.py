@@ -45,7 +45,8 @@ def parse_attr(text: str) -> tuple[str, str]:
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL",
-                        help="etcd://HOST:PORT[,HOST:PORT...] or sqlite:///PATH (default: "
+                        help="etcd://HOST:PORT[,HOST:PORT...] (etcds:// for HTTPS, "
+                        "?ca=&cert=&key= for its files) or sqlite:///PATH (default: "
                         "$MESHPLANE_STORE, else the embedded store in ~/.local/state/meshplane)")
 
 

@@ -3,6 +3,8 @@
 One URL names a store:
 
 - `etcd://HOST:PORT[,HOST:PORT...]`: an etcd v3 cluster (`EtcdStore`), for a fleet;
+  `etcds://...` speaks HTTPS (system trust), and `?ca=CA.pem[&cert=CERT.pem&key=KEY.pem]`
+  (on either scheme) trusts that CA and presents a client certificate;
 - `sqlite:///PATH`, or a plain file path: the embedded store (`SqliteStore`), for one machine,
   shared by every meshplane process on it;
 - nothing: `MESHPLANE_STORE` if set, else the embedded store at `default_path()`.
@@ -14,6 +16,8 @@ semantics both back-ends share.
 from __future__ import annotations
 
 import os
+import ssl
+from urllib.parse import parse_qs
 
 from meshplane.store._base import (
     Change,
@@ -61,8 +65,23 @@ def resolve_url(*candidates: str | None) -> str:
     return f"sqlite://{default_path()}"
 
 
+def _tls_context(url: str, options: dict[str, str]) -> ssl.SSLContext:
+    unknown = sorted(set(options) - {"ca", "cert", "key"})
+    if unknown:
+        raise StoreError(url, f"unknown option {unknown[0]!r}: expected ca, cert, key")
+    if ("cert" in options) != ("key" in options):
+        raise StoreError(url, "give both cert= and key= for a client certificate")
+    try:
+        context = ssl.create_default_context(cafile=options.get("ca"))
+        if "cert" in options:
+            context.load_cert_chain(options["cert"], options["key"])
+    except (OSError, ssl.SSLError) as exc:
+        raise StoreError(url, f"TLS files: {exc}") from None
+    return context
+
+
 def parse_etcd_endpoints(url: str) -> list[tuple[str, int]]:
-    rest = url[len("etcd://"):].rstrip("/")
+    rest = url.split("://", 1)[1].split("?", 1)[0].rstrip("/")
     endpoints = []
     for part in rest.split(","):
         part = part.strip()
@@ -84,8 +103,13 @@ def open_store(url: str | None = None) -> Store:
     """The store `url` names (see the module docstring). Opening connects lazily: the first
     operation raises `StoreUnavailable` if the store cannot be reached."""
     url = resolve_url(url)
-    if url.startswith("etcd://"):
-        return EtcdStore(url, parse_etcd_endpoints(url))
+    if url.startswith(("etcd://", "etcds://")):
+        query = url.split("?", 1)[1] if "?" in url else ""
+        options = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        tls = None
+        if url.startswith("etcds://") or options:
+            tls = _tls_context(url, options)
+        return EtcdStore(url, parse_etcd_endpoints(url), tls=tls)
     if url.startswith("sqlite://"):
         path = url[len("sqlite://"):]
         if not path:
@@ -93,5 +117,5 @@ def open_store(url: str | None = None) -> Store:
         return SqliteStore(path)
     if "://" in url:
         scheme = url.split("://", 1)[0]
-        raise StoreError(url, f"unknown store scheme {scheme!r}: expected etcd:// or sqlite://")
+        raise StoreError(url, f"unknown store scheme {scheme!r}: expected etcd://, etcds:// or sqlite://")
     return SqliteStore(url)

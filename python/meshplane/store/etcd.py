@@ -6,7 +6,9 @@ small pool of keep-alive connections; a watch is one long POST to `/v3/watch` wh
 streams JSON messages. Keys and values travel base64-encoded, as the gateway requires.
 
 Endpoints are tried in order, starting from the last one that answered, so losing a member of a
-cluster costs one failed connect. Each call is bounded by `timeout` seconds. Imports trio, h11
+cluster costs one failed connect. Each call is bounded by `timeout` seconds. With `tls` (an
+`ssl.SSLContext`: the CA to trust, and a client certificate for etcd's `--client-cert-auth`)
+every connection is HTTPS. Imports trio, h11
 and `meshplane.store._base`.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -71,7 +74,7 @@ def _change(event: dict[str, Any]) -> Change:
 
 
 class _Connection:
-    def __init__(self, stream: trio.SocketStream, endpoint: tuple[str, int]) -> None:
+    def __init__(self, stream: trio.abc.Stream, endpoint: tuple[str, int]) -> None:
         self.stream = stream
         self.endpoint = endpoint
         self.h11 = h11.Connection(h11.CLIENT)
@@ -107,11 +110,19 @@ class _Connection:
 class EtcdStore(Store):
     """The store on the etcd cluster at `endpoints` ((host, port) pairs; `url` for messages)."""
 
-    def __init__(self, url: str, endpoints: list[tuple[str, int]], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        endpoints: list[tuple[str, int]],
+        *,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         if not endpoints:
             raise StoreError(url, "no etcd endpoint given")
         self.url = url
         self.endpoints = list(endpoints)
+        self.tls = tls  # None: plain HTTP; else HTTPS with this context (and client certificate)
         self.timeout = timeout
         self._preferred = 0
         self._idle: list[_Connection] = []
@@ -124,14 +135,24 @@ class EtcdStore(Store):
         for i in range(n):
             index = (self._preferred + i) % n
             host, port = self.endpoints[index]
+            stream: trio.abc.Stream
             try:
                 with trio.fail_after(self.timeout):
-                    stream = await trio.open_tcp_stream(host, port)
-            except (OSError, trio.TooSlowError) as exc:
-                errors.append(f"{host}:{port}: {exc or 'connect timed out'}")
+                    tcp = await trio.open_tcp_stream(host, port)
+                    _keepalive(tcp)
+                    stream = tcp
+                    if self.tls is not None:
+                        stream = trio.SSLStream(tcp, self.tls, server_hostname=host)
+                        try:
+                            await stream.do_handshake()
+                        except BaseException:
+                            await trio.aclose_forcefully(tcp)
+                            raise
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                reason = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+                errors.append(f"{host}:{port}: {reason or 'connect timed out'}")
                 continue
             self._preferred = index
-            _keepalive(stream)
             return _Connection(stream, (host, port))
         raise StoreUnavailable(self.url, "unreachable (" + "; ".join(errors) + ")")
 
@@ -145,7 +166,7 @@ class EtcdStore(Store):
                 with trio.fail_after(self.timeout):
                     status, payload = await self._exchange(conn, path, body)
             except (OSError, h11.ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                await conn.stream.aclose()
+                await trio.aclose_forcefully(conn.stream)
                 await self.aclose()  # pooled connections to a failing member are as stale
                 if not pooled:  # this member answered badly: start from the next one
                     index = self.endpoints.index(conn.endpoint)
@@ -156,7 +177,7 @@ class EtcdStore(Store):
             if conn.reusable() and len(self._idle) < _POOL_SIZE:
                 self._idle.append(conn)
             else:
-                await conn.stream.aclose()
+                await trio.aclose_forcefully(conn.stream)
             try:
                 answer = json.loads(payload or b"{}")
             except ValueError:
@@ -279,9 +300,9 @@ class EtcdStore(Store):
                 raise StoreUnavailable(self.url, f"watch lost ({exc})") from None
         finally:
             with trio.CancelScope(shield=True):
-                await conn.stream.aclose()
+                await trio.aclose_forcefully(conn.stream)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
-            await conn.stream.aclose()
+            await trio.aclose_forcefully(conn.stream)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -23,7 +24,10 @@ def free_port() -> int:
 
 
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path) -> None:
+    def __init__(self, name: str, data_dir: Path, tls: dict[str, str] | None = None) -> None:
+        """`tls`: {"cert", "key", "ca"} PEM paths: serve clients over HTTPS and require a
+        client certificate signed by `ca`."""
+        self.tls = tls
         self.name = name
         self.data_dir = data_dir
         self.client_port = free_port()
@@ -33,7 +37,7 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -47,13 +51,19 @@ class EtcdMember:
                  "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
                  "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
                  "--initial-cluster", initial_cluster, "--initial-cluster-state", state,
-                 "--heartbeat-interval", "50", "--election-timeout", "500"],
+                 "--heartbeat-interval", "50", "--election-timeout", "500",
+                 *(["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
+                    "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"] if self.tls else [])],
                 stdout=log, stderr=subprocess.STDOUT,
             )
 
     def healthy(self) -> bool:
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.tls["ca"])
+            context.load_cert_chain(self.tls["cert"], self.tls["key"])
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as resp:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1, context=context) as resp:
                 return bool(json.loads(resp.read()).get("health") == "true")
         except (OSError, ValueError):
             return False
@@ -72,8 +82,8 @@ class EtcdMember:
 class EtcdCluster:
     """`size` etcd members on loopback; `url` is the meshplane store URL naming all of them."""
 
-    def __init__(self, tmp: Path, size: int = 1) -> None:
-        self.members = [EtcdMember(f"m{i}", tmp / f"etcd-m{i}") for i in range(size)]
+    def __init__(self, tmp: Path, size: int = 1, tls: dict[str, str] | None = None) -> None:
+        self.members = [EtcdMember(f"m{i}", tmp / f"etcd-m{i}", tls) for i in range(size)]
 
     @property
     def url(self) -> str:
