@@ -79,3 +79,31 @@ def test_register_without_a_cloud_map_node_is_a_clear_error(tmp_path: Path) -> N
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "register" in done.stderr and "awsCloudMap" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_run_store_flag_overrides_proxy_store(store_url: str, tmp_path: Path, nursery: trio.Nursery) -> None:
+    app_port = await serve_asgi(nursery, app_named("via-flag"))
+    mesh = config(f"sqlite://{tmp_path / 'not-this-one.db'}")
+    mesh["proxy"]["admin"] = "127.0.0.1:0"
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(mesh))
+    async with open_store(store_url) as store:
+        await Registry(store).register(NS, SVC, "app", {
+            "AWS_INSTANCE_IPV4": "127.0.0.1", "AWS_INSTANCE_PORT": str(app_port), "version": "blue"})
+    proc = subprocess.Popen([sys.executable, "-m", "meshplane.cli", "run", str(path), "--store", store_url,
+                             "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = None
+        while port is None:  # its own readiness report: the listener lines
+            line = await trio.to_thread.run_sync(proc.stdout.readline)
+            assert line, "meshplane run exited"
+            if line.startswith("listener gateway/edge/8080"):
+                port = int(line.rsplit(":", 1)[1])
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+            r = await client.get(f"http://127.0.0.1:{port}/")
+            assert r.status_code == 200 and r.json()["app"] == "via-flag"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await trio.to_thread.run_sync(proc.wait)
+    assert not (tmp_path / "not-this-one.db").exists()
