@@ -301,3 +301,25 @@ async def test_apply_switches_a_node_to_cloud_map_and_back(
         await proxy.apply(config(store_url))
         await Registry(store).deregister(NS, SVC, "r")
         await until(lambda: who(client, proxy), "503")
+
+
+async def test_proxy_starts_while_the_store_is_down_and_catches_up(
+    tmp_path: Path, nursery: trio.Nursery, client: httpx.AsyncClient
+) -> None:
+    from .etcd import ETCD, SKIP_REASON
+
+    if ETCD is None:
+        pytest.skip(SKIP_REASON)
+    cluster = EtcdCluster(tmp_path)  # ports chosen, not started yet
+    try:
+        port = await serve_asgi(nursery, app_named("late-store"))
+        async with Proxy(config(cluster.url)) as proxy:
+            assert await who(client, proxy) == "503"
+            reg = (await admin_get(client, proxy, "/clusters?format=json")).json()["registry"]
+            assert reg["connected"] is False and cluster.url in reg["last_error"]
+            await trio.to_thread.run_sync(cluster.start)
+            async with open_store(cluster.url) as store:
+                await Registry(store).register(NS, SVC, "x", attrs(port, "blue"))
+            await until(lambda: who(client, proxy), "late-store", limit_s=30)
+    finally:
+        cluster.stop()
