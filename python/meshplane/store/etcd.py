@@ -156,8 +156,10 @@ class EtcdStore(Store):
             return _Connection(stream, (host, port))
         raise StoreUnavailable(self.url, "unreachable (" + "; ".join(errors) + ")")
 
-    async def _call(self, path: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """POST `doc` to `path`, once more on a fresh connection if a pooled one was stale."""
+    async def _call(self, path: str, doc: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+        """POST `doc` to `path`; once more (on a fresh connection, the next member after a
+        failing one) if the first try failed. A call that is not `idempotent` is not tried
+        again after a timeout, when etcd may have applied it: it fails saying so."""
         body = json.dumps(doc).encode()
         for attempt in range(2):
             pooled = attempt == 0 and bool(self._idle)
@@ -171,6 +173,10 @@ class EtcdStore(Store):
                 if not pooled:  # this member answered badly: start from the next one
                     index = self.endpoints.index(conn.endpoint)
                     self._preferred = (index + 1) % len(self.endpoints)
+                if isinstance(exc, trio.TooSlowError) and not idempotent:
+                    raise StoreUnavailable(
+                        self.url, f"{path} timed out after {self.timeout:g} s; it may or may not "
+                        "have been applied") from None
                 if attempt == 0:
                     continue
                 raise StoreUnavailable(self.url, f"unreachable ({exc or 'timed out'})") from None
@@ -233,7 +239,7 @@ class EtcdStore(Store):
             "compare": [{"key": _b64(key), "target": "MOD", "result": "EQUAL",
                          "mod_revision": str(mod_revision)}],
             "success": [{"request_put": put}],
-        })
+        }, idempotent=False)
         return bool(answer.get("succeeded"))
 
     async def delete(self, key: str) -> bool:
