@@ -87,6 +87,18 @@ class SelfRegistration:
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     ttl: float = 10.0
 
+    @classmethod
+    def from_config(cls, section: bool | Mapping[str, Any] | None) -> SelfRegistration | None:
+        """From the config's `proxy.register` (True, a mapping, or None/False = off)."""
+        if not section:
+            return None
+        if section is True:
+            return cls()
+        assert isinstance(section, Mapping)
+        return cls(section.get("namespace"), section.get("service"), section.get("id"),
+                   section.get("address"), dict(section.get("attributes") or {}),
+                   float(section.get("ttl", 10)))
+
 
 def load_config(config: ConfigInput) -> MeshConfig:
     """Load and validate `config`; raises ConfigError naming every problem."""
@@ -114,7 +126,8 @@ class Proxy:
     config's `proxy.ports`. `drain_ms` is how long in-flight requests get on exit. `store`
     is the store URL that `awsCloudMap` nodes resolve against (None: the config's
     `proxy.store`, else `MESHPLANE_STORE`, else the embedded default); it is fixed at start.
-    `register` registers the proxy itself in that registry while it serves (`SelfRegistration`).
+    `register` registers the proxy itself in that registry while it serves (`SelfRegistration`;
+    None: the config's `proxy.register`, if any).
 
     Cancellation: if the block is cancelled, or raises, the proxy still drains (shielded,
     bounded by `drain_ms` plus a short grace) before the exception propagates.
@@ -220,6 +233,8 @@ class Proxy:
     async def _registered(self) -> AsyncIterator[None]:
         """Hold this proxy's own registration (if asked for) while the block runs."""
         spec, cloud_map = self._register, self._cloud_map
+        if spec is None:
+            spec = SelfRegistration.from_config(self.config.proxy.register)
         if spec is None or cloud_map is None:
             yield
             return

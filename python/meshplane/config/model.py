@@ -86,6 +86,9 @@ class ProxySettings:
     # Where the registry and config versions live (meshplane.store URL); None = --store,
     # MESHPLANE_STORE or the embedded default.
     store: str | None = None
+    # Self-registration while serving: True, or {namespace, service, id, address, attributes,
+    # ttl} overriding the served node's awsCloudMap defaults; None = off.
+    register: bool | Mapping[str, Any] | None = None
 
     def bound_port(self, declared: int) -> int:
         """The port a listener declared on `declared` actually binds (0 = ephemeral)."""
@@ -120,6 +123,8 @@ class ProxySettings:
             out["sds"] = dict(self.sds)
         if self.store is not None:
             out["store"] = self.store
+        if self.register is not None:
+            out["register"] = self.register if isinstance(self.register, bool) else dict(self.register)
         return out
 
 

@@ -107,3 +107,19 @@ async def test_run_store_flag_overrides_proxy_store(store_url: str, tmp_path: Pa
         proc.send_signal(signal.SIGTERM)
         await trio.to_thread.run_sync(proc.wait)
     assert not (tmp_path / "not-this-one.db").exists()
+
+
+async def test_proxy_register_in_the_config(store_url: str, nursery: trio.Nursery) -> None:
+    app_port = await serve_asgi(nursery, app_named("configured"))
+    mesh = config(store_url)
+    sidecar = {**mesh, "proxy": {"node": "green", "bind": "127.0.0.1", "app": f"127.0.0.1:{app_port}",
+                                 "ports": {8080: 0}, "outbound": "127.0.0.1:0", "store": store_url,
+                                 "register": {"id": "from-config", "attributes": {"zone": "a"}}}}
+    async with open_store(store_url) as store:
+        registry = Registry(store)
+        async with Proxy(sidecar) as proxy:
+            assert proxy.registration is not None
+            found, _ = await registry.discover(NS, SVC, query={"version": "green", "zone": "a"})
+            assert [(i.id, i.attributes["AWS_INSTANCE_PORT"]) for i in found] == [
+                ("from-config", str(proxy.port(8080)))]
+        assert (await registry.discover(NS, SVC))[0] == []

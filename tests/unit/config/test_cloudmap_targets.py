@@ -41,3 +41,21 @@ def test_a_proxy_store_that_is_not_a_string_is_a_problem() -> None:
             {"kind": "VirtualGateway", "name": "edge",
              "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}}]}, "f.yaml")
     assert any(p.field == "proxy.store" and p.file == "f.yaml" for p in info.value.problems)
+
+
+def test_proxy_register_section() -> None:
+    import pytest
+    from meshplane.errors import ConfigError
+
+    base = {"mesh": "m", "resources": [node("a", {"awsCloudMap": {"namespaceName": "ns", "serviceName": "a"}})]}
+    sidecar = {"node": "a", "app": "127.0.0.1:9000"}
+    cfg = from_dict({**base, "proxy": {**sidecar, "register": True}})
+    assert cfg.proxy.register is True and cfg.proxy.to_native()["register"] is True
+    cfg = from_dict({**base, "proxy": {**sidecar, "register": {"address": "10.0.0.7", "ttl": 5,
+                                                                    "attributes": {"zone": "a"}}}})
+    assert cfg.proxy.register == {"address": "10.0.0.7", "ttl": 5, "attributes": {"zone": "a"}}
+    assert from_dict({**base, "proxy": {**sidecar, "register": False}}).proxy.register is None
+    with pytest.raises(ConfigError) as info:
+        from_dict({**base, "proxy": {**sidecar, "register": {"ttl": 0, "idd": "x"}}}, "f.yaml")
+    fields = {p.field for p in info.value.problems}
+    assert "proxy.register.ttl" in fields and "proxy.register.idd" in fields

@@ -13,6 +13,7 @@ from typing import Any
 
 from meshplane.config.model import KINDS, PARENT_KEY, MeshConfig, ProxySettings, Resource
 from meshplane.config.schema import (
+    Bool,
     Either,
     Int,
     Issue,
@@ -51,6 +52,19 @@ PROXY = Obj(
         "outbound": _ADDRESS,
         "sds": SDS_MAPPING,
         "store": _ADDRESS,
+        # Register this proxy in the registry while it serves (docs/registry.md): true, or
+        # what to register instead of the served node's awsCloudMap defaults.
+        "register": Either(
+            (bool, Bool()),
+            (dict, Obj({
+                "namespace": Str(1, 1024),
+                "service": Str(1, 1024),
+                "id": Str(1, 64),
+                "address": _ADDRESS,
+                "attributes": NameMap(Str(0, 1024)),
+                "ttl": Int(1, 3600),
+            })),
+        ),
     }
 )
 _ANY_OBJECT = Obj({})
@@ -147,10 +161,11 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
         outbound=doc["outbound"] if ok("outbound") else None,
         sds=doc["sds"] if ok("sds") else None,
         store=doc["store"] if ok("store") else None,
+        register=doc["register"] if ok("register") and doc["register"] is not False else None,
     )
 
 
-_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound", "sds", "store")
+_PROXY_KEYS = ("admin", "bind", "ports", "app", "outbound", "sds", "store", "register")
 
 
 def to_native(
@@ -163,7 +178,7 @@ def to_native(
 ) -> dict[str, Any]:
     """A meshplane file (as a dict) serving `gateway` or `node` with these resources.
 
-    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds, store). A Mesh resource
+    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds, store, register). A Mesh resource
     named differently is renamed to `mesh` when it is the only one, else dropped, so the file
     describes one mesh.
     """
