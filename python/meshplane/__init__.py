@@ -8,10 +8,11 @@
             await trio.sleep_forever()
 
 The public API is the names in `__all__`; everything else is private or lives in a documented
-subpackage (`meshplane.config`, `meshplane.admin`). docs/library.md describes it.
+subpackage (`meshplane.config`, `meshplane.admin`, `meshplane.store`, `meshplane.registry`).
+docs/library.md describes it.
 
 Layering (lowest first; a module imports only from layers below it):
-errors -> config -> policy -> _bridge -> drivers -> admin -> runtime -> cli.
+errors -> config -> policy -> store -> registry -> _bridge -> drivers -> admin -> runtime -> cli.
 `config` and `policy` import neither trio nor the compiled core, so `meshplane validate`
 works without either. `admin` serves any object with its `AdminView` protocol, so it sits below
 `runtime`, whose `Proxy` starts it. This module imports the runtime, the config model and the

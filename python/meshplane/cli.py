@@ -1,4 +1,4 @@
-"""`meshplane ...`: run, validate, import, demo, version.
+"""`meshplane ...`: run, validate, import, registry, demo, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
-from meshplane.errors import ConfigError
+from meshplane._cli_registry import (
+    add_registry_parser,
+    parse_attr,
+    parse_duration,
+    run_registry,
+)
+from meshplane.errors import ConfigError, MeshplaneError
 
 if TYPE_CHECKING:
     from meshplane.config.loaders import Imported
@@ -32,6 +38,7 @@ config file format (YAML or JSON; docs/config.md has the full reference):
     gateway: NAME               # the VirtualGateway this proxy runs, or: node: NAME
     admin: 127.0.0.1:9901       # admin API (docs/admin.md)
     ports: {8080: 0}            # declared listener port -> port to bind (0 = ephemeral)
+    store: etcd://10.0.0.5:2379 # registry of awsCloudMap nodes (docs/registry.md; optional)
   resources:                    # App Mesh resources, with App Mesh's own field names
     - {kind: VirtualGateway, name: edge, spec: {...}}
     - {kind: VirtualNode, name: api-v1, spec: {serviceDiscovery: {static: {endpoints: [...]}}}}
@@ -72,6 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--drain-ms", type=int, default=5000, metavar="MS",
                      help="how long in-flight requests get on shutdown (default: 5000)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--store", metavar="URL",
+                     help="the store awsCloudMap nodes resolve against: etcd://HOST:PORT[,...] or "
+                     "sqlite:///PATH (default: the config's proxy.store, else $MESHPLANE_STORE, "
+                     "else the embedded store)")
+    run.add_argument("--register", action="store_true",
+                     help="register this proxy in the registry while it serves: the served node's "
+                     "awsCloudMap namespace, service and attributes, this proxy's inbound address "
+                     "and port, on a lease; deregistered before draining")
+    run.add_argument("--register-service", metavar="NS/SVC",
+                     help="register in this namespace/service instead of the node's awsCloudMap one")
+    run.add_argument("--register-id", metavar="ID", help="instance id (default: NODE-HOST-PID)")
+    run.add_argument("--register-address", metavar="IP",
+                     help="the address callers reach this proxy at (default: proxy.bind)")
+    run.add_argument("--register-attr", type=parse_attr, action="append", default=[],
+                     metavar="KEY=VALUE",
+                     help="an extra attribute (repeatable)")
+    run.add_argument("--register-ttl", type=parse_duration, default=10.0, metavar="DURATION",
+                     help="lease TTL (default: 10s)")
 
     validate = sub.add_parser(
         "validate",
@@ -83,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("--registry", action="store_true",
+                          help="also resolve every awsCloudMap node against the live registry and "
+                          "fail (exit 1) for a node no registered instance matches")
+    validate.add_argument("--store", metavar="URL",
+                          help="the registry's store for --registry (default: the file's "
+                          "proxy.store, else $MESHPLANE_STORE, else the embedded store)")
 
     imp = sub.add_parser(
         "import",
@@ -132,12 +163,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-requests", type=int, metavar="N",
                       help="stop after this many requests (default: no limit)")
 
+    add_registry_parser(sub)
+
     sub.add_parser("version", help="print the package and core versions",
                    description="Print meshplane's version and whether the compiled core is installed.")
     return parser
 
 
-def _validate(files: Sequence[str]) -> int:
+def _validate(files: Sequence[str], *, registry: bool = False, store: str | None = None) -> int:
     from meshplane.config import load_file
 
     failed = False
@@ -152,6 +185,17 @@ def _validate(files: Sequence[str]) -> int:
             failed = True
             print(f"{path}: cannot read: {exc.strerror or exc}")
         else:
+            if registry:
+                import trio
+
+                from meshplane._cli_registry import check_registry
+
+                problems = trio.run(check_registry, config, store)
+                for problem in problems:
+                    print(problem)
+                if problems:
+                    failed = True
+                    continue
             print(f"OK {path}: {len(config.resources)} resources")
     return 1 if failed else 0
 
@@ -261,8 +305,19 @@ async def _run(args: argparse.Namespace) -> None:
     import trio
 
     from meshplane.config.addresses import parse_address
-    from meshplane.runtime import serve
+    from meshplane.runtime import SelfRegistration, serve
 
+    register = None
+    if args.register or args.register_service:
+        namespace = service = None
+        if args.register_service:
+            namespace, sep, service = args.register_service.rpartition("/")
+            if not sep or not namespace or not service:
+                raise UserError(f"--register-service: expected NAMESPACE/SERVICE, got "
+                                f"{args.register_service!r}")
+        attrs = dict(args.register_attr)
+        register = SelfRegistration(namespace, service, args.register_id, args.register_address,
+                                    attrs, args.register_ttl)
     if args.admin:
         try:
             parse_address(args.admin, min_port=0)
@@ -278,9 +333,14 @@ async def _run(args: argparse.Namespace) -> None:
                     workers=args.workers,
                     admin=args.admin,
                     drain_ms=args.drain_ms,
+                    store=args.store,
+                    register=register,
                 )
             )
             _print_running(proxy)
+            if proxy.registration is not None:
+                i = proxy.registration.instance
+                print(f"registered {i.namespace}/{i.service}/{i.id}", flush=True)
             async for signum in signals:
                 logging.getLogger("meshplane").info(
                     "%s: draining for up to %d ms", signal.Signals(signum).name, args.drain_ms
@@ -307,7 +367,7 @@ def _describe(exc: BaseException) -> str | None:
         from meshplane._bridge import single_error
 
         exc = single_error(exc)
-    if isinstance(exc, ConfigError | UserError):
+    if isinstance(exc, MeshplaneError | UserError):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
         return f"no such file: {exc.filename}"
@@ -327,13 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
-            return _validate(args.files)
+            return _validate(args.files, registry=args.registry, store=args.store)
         if args.command == "import":
             return _import(args)
         if args.command == "version":
             return _version()
         import trio
 
+        if args.command == "registry":
+            return int(trio.run(run_registry, args))
         if args.command == "run":
             logging.basicConfig(
                 level=args.log_level.upper(),

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -34,6 +35,7 @@ from meshplane._core import Core, CoreError
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
     MeshConfig,
+    cloud_map_targets,
     compile_snapshot,
     dns_targets,
     from_dict,
@@ -44,13 +46,17 @@ from meshplane.config import (
 )
 from meshplane.config.addresses import parse_address
 from meshplane.config.tls import tls_files
+from meshplane.config.topology import listeners
 from meshplane.drivers.cert_watch import CertWatch, observe
 from meshplane.drivers.config_watch import ConfigWatch
 from meshplane.drivers.discovery import DnsDiscovery
+from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
+from meshplane.registry import Registration
+from meshplane.store import open_store, resolve_url
 
-__all__ = ["ConfigInput", "Proxy", "load_config", "serve"]
+__all__ = ["ConfigInput", "Proxy", "SelfRegistration", "load_config", "serve"]
 
 log = logging.getLogger("meshplane.runtime")
 
@@ -59,6 +65,39 @@ ConfigInput = MeshConfig | str | os.PathLike[str] | Mapping[str, Any]
 
 # Time allowed beyond the drain for the core to report "stopped" before we stop waiting.
 STOP_GRACE_S = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfRegistration:
+    """Register this proxy in the service registry while it serves (`meshplane run --register`).
+
+    Callers reach a sidecar through its inbound listener, so the instance is that listener:
+    `address` (default: `proxy.bind`; a wildcard bind needs an explicit address) and the bound
+    port of the served node's first listener (a gateway's first listener). `namespace`,
+    `service` and the attributes default to the served node's `awsCloudMap` selection, so the
+    instance matches its own node; `attributes` are added on top. `instance_id` defaults to
+    `<node>-<hostname>-<pid>`. The instance lives on a `ttl`-second lease kept alive by the
+    proxy: it is deregistered before draining, and disappears after `ttl` if the process dies.
+    """
+
+    namespace: str | None = None
+    service: str | None = None
+    instance_id: str | None = None
+    address: str | None = None
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ttl: float = 10.0
+
+    @classmethod
+    def from_config(cls, section: bool | Mapping[str, Any] | None) -> SelfRegistration | None:
+        """From the config's `proxy.register` (True, a mapping, or None/False = off)."""
+        if not section:
+            return None
+        if section is True:
+            return cls()
+        assert isinstance(section, Mapping)
+        return cls(section.get("namespace"), section.get("service"), section.get("id"),
+                   section.get("address"), dict(section.get("attributes") or {}),
+                   float(section.get("ttl", 10)))
 
 
 def load_config(config: ConfigInput) -> MeshConfig:
@@ -103,7 +142,11 @@ class Proxy:
     carrying traffic. `admin` is the admin API's "HOST:PORT" (port 0 = ephemeral; None = the
     config's `proxy.admin`, and no admin server if that is unset too). `port_overrides` maps
     a declared listener port to the port to bind instead (0 = ephemeral), on top of the
-    config's `proxy.ports`. `drain_ms` is how long in-flight requests get on exit.
+    config's `proxy.ports`. `drain_ms` is how long in-flight requests get on exit. `store`
+    is the store URL that `awsCloudMap` nodes resolve against (None: the config's
+    `proxy.store`, else `MESHPLANE_STORE`, else the embedded default); it is fixed at start.
+    `register` registers the proxy itself in that registry while it serves (`SelfRegistration`;
+    None: the config's `proxy.register`, if any).
 
     Cancellation: if the block is cancelled, or raises, the proxy still drains (shielded,
     bounded by `drain_ms` plus a short grace) before the exception propagates.
@@ -118,8 +161,14 @@ class Proxy:
         port_overrides: Mapping[int, int] | None = None,
         drain_ms: int = 5000,
         dns_interval: float = 5.0,
+        store: str | None = None,
+        register: SelfRegistration | None = None,
     ) -> None:
         self._input = config
+        self._store_url = store
+        self._register = register
+        self.registration: Registration | None = None
+        self._cloud_map: CloudMapDiscovery | None = None
         self._workers = workers
         self._admin = admin
         self._port_overrides = dict(port_overrides or {})
@@ -159,10 +208,13 @@ class Proxy:
         config = await trio.to_thread.run_sync(_load, self._input, self._port_overrides)
         admin = self._admin if self._admin is not None else config.proxy.admin
         admin_address = parse_address(admin, min_port=0) if admin else None
+        # The store is opened lazily: a config without Cloud Map nodes never touches it.
+        store = open_store(resolve_url(self._store_url, config.proxy.store))
         core = self._core = Core(self._workers)
         resilience = self._resilience = Resilience(core)
         self._discovery = DnsDiscovery(EndpointFanout(core, resilience), interval=self._dns_interval)
         self._cert_watch = CertWatch(core.reload_tls)
+        self._cloud_map = CloudMapDiscovery(EndpointFanout(core, resilience), store)
         # The first apply runs before the nursery opens, so its ConfigError reaches the caller
         # as itself; the core has no listener yet and stops at once.
         try:
@@ -170,6 +222,7 @@ class Proxy:
                 await self._apply(config)
         except BaseException:
             core.shutdown(0)
+            await store.aclose()
             raise
         bridge = EventBridge(core)
         stopped = bridge.subscribe("stopped", buffer=1)
@@ -179,17 +232,75 @@ class Proxy:
                 try:
                     await nursery.start(bridge.run)
                     await nursery.start(self._discovery.run)
+                    await nursery.start(self._cloud_map.run)
                     await nursery.start(resilience.run, outlier_events)
                     await nursery.start(self._cert_watch.run)
                     if admin_address is not None:
                         self._admin_address = await nursery.start(serve_admin, self, *admin_address)
-                    self._state = "LIVE"
-                    yield self
+                    async with self._registered():
+                        self._state = "LIVE"
+                        yield self
                 finally:
                     self._state = "DRAINING"
                     await self._stop(core, stopped)
                     self._state = "STOPPED"
                     nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await store.aclose()
+
+    @asynccontextmanager
+    async def _registered(self) -> AsyncIterator[None]:
+        """Hold this proxy's own registration (if asked for) while the block runs."""
+        spec, cloud_map = self._register, self._cloud_map
+        if spec is None:
+            spec = SelfRegistration.from_config(self.config.proxy.register)
+        if spec is None or cloud_map is None:
+            yield
+            return
+        namespace, service, instance_id, attributes = self._registration_of(spec)
+        async with cloud_map.registry.registered(
+            namespace, service, instance_id, attributes, ttl=spec.ttl
+        ) as registration:
+            self.registration = registration
+            log.info("registered %s/%s/%s at %s:%s", namespace, service, instance_id,
+                     attributes.get("AWS_INSTANCE_IPV4") or attributes.get("AWS_INSTANCE_IPV6"),
+                     attributes["AWS_INSTANCE_PORT"])
+            try:
+                yield
+            finally:
+                self.registration = None
+                log.info("deregistering %s/%s/%s", namespace, service, instance_id)
+
+    def _registration_of(self, spec: SelfRegistration) -> tuple[str, str, str, dict[str, str]]:
+        config = self.config
+        served = config.proxy.node or config.proxy.gateway or "proxy"
+        node = config.get("VirtualNode", config.proxy.node) if config.proxy.node else None
+        cloud_map = (((node.spec if node else {}).get("serviceDiscovery") or {})
+                     .get("awsCloudMap") or {})
+        namespace = spec.namespace or cloud_map.get("namespaceName")
+        service = spec.service or cloud_map.get("serviceName")
+        if not namespace or not service:
+            raise ConfigError([Problem(config.source, f"proxy {served}", "register",
+                                       "give the namespace and service to register in (the "
+                                       "served node has no serviceDiscovery.awsCloudMap)")])
+        address = spec.address or config.proxy.bind
+        if address in ("0.0.0.0", "::", ""):
+            raise ConfigError([Problem(config.source, f"proxy {served}", "register",
+                                       f"proxy.bind is {address!r}: give the address callers "
+                                       "reach this proxy at")])
+        resource = node or (config.get("VirtualGateway", config.proxy.gateway)
+                            if config.proxy.gateway else None)
+        owned = listeners(resource)
+        if not owned:
+            raise ConfigError([Problem(config.source, f"proxy {served}", "register",
+                                       "the served node or gateway has no listener to register")])
+        port = self.port(owned[0][0])
+        family = "AWS_INSTANCE_IPV6" if ":" in address else "AWS_INSTANCE_IPV4"
+        attributes = {a["key"]: a["value"] for a in cloud_map.get("attributes") or []}
+        attributes.update(spec.attributes)
+        attributes.update({family: address, "AWS_INSTANCE_PORT": str(port)})
+        instance_id = spec.instance_id or f"{served}-{socket.gethostname()}-{os.getpid()}"
+        return namespace, service, instance_id[:64], attributes
 
     async def _stop(self, core: Core, stopped: trio.MemoryReceiveChannel[Event]) -> None:
         """Drain the core and wait for its "stopped" event; shielded, and bounded in time."""
@@ -227,10 +338,12 @@ class Proxy:
             return await self._apply(new)
 
     async def _apply(self, config: MeshConfig) -> str:
-        core, discovery = self._require_core(), self._discovery
-        assert discovery is not None
+        core, discovery, cloud_map = self._require_core(), self._discovery, self._cloud_map
+        assert discovery is not None and cloud_map is not None
         targets = dns_targets(config)
+        registry_targets = cloud_map_targets(config)
         endpoints = await discovery.prepare(targets)
+        endpoints.update(await cloud_map.prepare(registry_targets))
         digest, snapshot, data = await trio.to_thread.run_sync(
             _compile, config, endpoints, self._applied + 1
         )
@@ -253,6 +366,7 @@ class Proxy:
             self._cert_watch.retarget(tls_seen)
         self._config, self._snapshot, self._digest = config, snapshot, digest
         discovery.commit(targets, endpoints)
+        cloud_map.commit(registry_targets, endpoints)
         if self._resilience is not None:
             self._resilience.retarget(resilience_targets(config, endpoints))
         log.info("applied config %s from %s", version, config.source)
@@ -309,7 +423,11 @@ class Proxy:
         """A copy of every counter, gauge and histogram (see docs/admin.md for the shape),
         with the health checker's and outlier detector's view of each cluster and host."""
         stats = self._require_core().stats()
-        return self._resilience.annotate(stats) if self._resilience is not None else stats
+        if self._resilience is not None:
+            stats = self._resilience.annotate(stats)
+        if self._cloud_map is not None and self._cloud_map.connected is not None:
+            stats["registry"] = self._cloud_map.status()
+        return stats
 
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use (`Core.tls_info()`: per listener and cluster, path, subject,
@@ -344,13 +462,16 @@ async def serve(
     admin: str | None = None,
     port_overrides: Mapping[int, int] | None = None,
     drain_ms: int = 5000,
+    store: str | None = None,
+    register: SelfRegistration | None = None,
     task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a proxy until cancelled; reports the running `Proxy` with `task_status.started`.
 
     With `watch=True` (`config` must then be a path) the file is polled every 0.5 s and each
     change applied; a rejected change is logged and the running version keeps serving. `admin`
-    None uses the config's admin address. On cancellation the proxy drains, then returns.
+    None uses the config's admin address; `store` and `register` as for `Proxy`. On cancellation the proxy
+    drains, then returns.
     """
     watcher: ConfigWatch | None = None
     if watch:
@@ -360,7 +481,8 @@ async def serve(
         # Before loading: a change made while the proxy starts is then seen, not lost.
         watcher.mark_current()
     async with Proxy(
-        config, workers=workers, admin=admin, port_overrides=port_overrides, drain_ms=drain_ms
+        config, workers=workers, admin=admin, port_overrides=port_overrides, drain_ms=drain_ms,
+        store=store, register=register,
     ) as proxy:
         with collapse_groups():
             async with trio.open_nursery() as nursery:

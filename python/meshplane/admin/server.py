@@ -30,6 +30,7 @@ from meshplane._bridge import TaskStatus
 from meshplane.admin.certs import certs_document, tls_metrics
 from meshplane.admin.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from meshplane.admin.prometheus import render as render_prometheus
+from meshplane.admin.registry import registry_json, registry_lines, registry_metrics
 from meshplane.config.tls import trust_files
 
 __all__ = ["AdminAPI", "AdminView", "Request", "Response", "serve_admin", "serve_http"]
@@ -270,6 +271,7 @@ def clusters_text(stats: Mapping[str, Any]) -> str:
             lines.append(f"{cname}::{addr}::health_flags::{_health_flags(host)}")
             lines += _resilience_lines(f"{cname}::{addr}", host)
             lines.append(f"{cname}::{addr}::weight::{host.get('weight', 1)}")
+    lines += registry_lines(stats)
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -302,7 +304,8 @@ def clusters_json(stats: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(cluster.get(key), Mapping):
                 status[key] = dict(cluster[key])
         statuses.append(status)
-    return {"cluster_statuses": statuses}
+    registry = registry_json(stats)
+    return {"cluster_statuses": statuses, **({"registry": registry} if registry else {})}
 
 
 class AdminAPI:
@@ -329,6 +332,7 @@ class AdminAPI:
             if as_json and path == "/stats":
                 return Response.json(200, stats)
             text = render_prometheus(stats) + tls_metrics(self.view.tls_info(), time.time())
+            text += registry_metrics(stats)
             return Response(200, text.encode(), PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
             stats = self.view.stats()

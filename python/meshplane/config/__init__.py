@@ -8,11 +8,12 @@ config into the snapshot document the core applies (schema: rust/src/config/mod.
 Layering: imports `meshplane.errors` and the standard library (plus PyYAML) only, never trio
 nor the compiled core; no I/O except reading the file the caller names. Inside the package:
 model, addresses -> schema -> specs -> topology -> checks, tls -> validate -> loaders;
-routes, tls, resilience -> compile (checks also reads resilience). docs/config.md documents the file format.
+routes, tls, resilience -> compile (checks also reads resilience) -> cloudmap. docs/config.md documents the file format.
 """
 
 from __future__ import annotations
 
+from meshplane.config.cloudmap import CloudMapTarget, cloud_map_targets
 from meshplane.config.compile import (
     compile_snapshot,
     dns_targets,
@@ -25,11 +26,13 @@ from meshplane.config.resilience import ResilienceTarget
 from meshplane.config.validate import validate_resources
 
 __all__ = [
+    "CloudMapTarget",
     "DnsTarget",
     "MeshConfig",
     "ProxySettings",
     "ResilienceTarget",
     "Resource",
+    "cloud_map_targets",
     "compile_snapshot",
     "dns_targets",
     "from_dict",

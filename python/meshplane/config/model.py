@@ -87,6 +87,12 @@ class ProxySettings:
     # defaults (10 s, 1024).
     request_headers_timeout_ms: int | None = None
     backlog: int | None = None
+    # Where the registry and config versions live (meshplane.store URL); None = --store,
+    # MESHPLANE_STORE or the embedded default.
+    store: str | None = None
+    # Self-registration while serving: True, or {namespace, service, id, address, attributes,
+    # ttl} overriding the served node's awsCloudMap defaults; None = off.
+    register: bool | Mapping[str, Any] | None = None
 
     def bound_port(self, declared: int) -> int:
         """The port a listener declared on `declared` actually binds (0 = ephemeral)."""
@@ -123,6 +129,10 @@ class ProxySettings:
             out["requestHeadersTimeoutMs"] = self.request_headers_timeout_ms
         if self.backlog is not None:
             out["backlog"] = self.backlog
+        if self.store is not None:
+            out["store"] = self.store
+        if self.register is not None:
+            out["register"] = self.register if isinstance(self.register, bool) else dict(self.register)
         return out
 
 

@@ -15,6 +15,8 @@ PUBLIC = {
     "ProxySettings",
     "Resource",
     "DnsTarget",
+    "CloudMapTarget",
+    "cloud_map_targets",
     "load_file",
     "load_text",
     "from_dict",

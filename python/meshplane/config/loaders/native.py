@@ -14,6 +14,7 @@ from typing import Any
 
 from meshplane.config.model import KINDS, PARENT_KEY, MeshConfig, ProxySettings, Resource
 from meshplane.config.schema import (
+    Bool,
     Either,
     Int,
     Issue,
@@ -55,6 +56,20 @@ PROXY = Obj(
         # the listen(2) backlog.
         "requestHeadersTimeoutMs": Int(1, 3_600_000),
         "backlog": Int(1, 65535),
+        "store": _ADDRESS,
+        # Register this proxy in the registry while it serves (docs/registry.md): true, or
+        # what to register instead of the served node's awsCloudMap defaults.
+        "register": Either(
+            (bool, Bool()),
+            (dict, Obj({
+                "namespace": Str(1, 1024),
+                "service": Str(1, 1024),
+                "id": Str(1, 64),
+                "address": _ADDRESS,
+                "attributes": NameMap(Str(0, 1024)),
+                "ttl": Int(1, 3600),
+            })),
+        ),
     }
 )
 _ANY_OBJECT = Obj({})
@@ -178,11 +193,14 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
             doc["requestHeadersTimeoutMs"] if ok("requestHeadersTimeoutMs") else None
         ),
         backlog=doc["backlog"] if ok("backlog") else None,
+        store=doc["store"] if ok("store") else None,
+        register=doc["register"] if ok("register") and doc["register"] is not False else None,
     )
 
 
 _PROXY_KEYS = (
-    "admin", "bind", "ports", "app", "outbound", "sds", "requestHeadersTimeoutMs", "backlog"
+    "admin", "bind", "ports", "app", "outbound", "sds", "requestHeadersTimeoutMs", "backlog",
+    "store", "register",
 )
 
 
@@ -196,7 +214,7 @@ def to_native(
 ) -> dict[str, Any]:
     """A meshplane file (as a dict) serving `gateway` or `node` with these resources.
 
-    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds). A Mesh resource
+    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds, store, register). A Mesh resource
     named differently is renamed to `mesh` when it is the only one, else dropped, so the file
     describes one mesh.
     """
