@@ -193,7 +193,9 @@ class Proxy:
         """Load, validate, compile and apply a new config; returns the version now running.
 
         Raises ConfigError (every problem named) and keeps the running version if the config
-        is invalid or the core refuses the snapshot: the core never half-applies. Applies are
+        is invalid or the core refuses the snapshot: the core never half-applies. Any other
+        exception while loading or compiling (a bug) also leaves the running version serving
+        and propagates. Applies are
         serialized. Applying a config that compiles to the running snapshot changes nothing.
         The admin address is fixed when the proxy starts and is not changed by `apply`.
         Cancellation while DNS names are being resolved abandons the apply.
@@ -224,13 +226,21 @@ class Proxy:
         except CoreError as exc:
             problem = Problem(config.source, "snapshot", exc.path or "", str(exc))
             raise ConfigError([problem]) from exc
+        # The core now runs the new version: record it before anything else can fail, so what
+        # the admin API reports is what serves.
         self._applied += 1
-        if self._cert_watch is not None:
-            self._cert_watch.retarget(tls_seen)
         self._config, self._snapshot, self._digest = config, snapshot, digest
-        discovery.commit(targets, endpoints)
-        if self._resilience is not None:
-            self._resilience.retarget(resilience_targets(config, endpoints))
+        try:
+            if self._cert_watch is not None:
+                self._cert_watch.retarget(tls_seen)
+            discovery.commit(targets, endpoints)
+            if self._resilience is not None:
+                self._resilience.retarget(resilience_targets(config, endpoints))
+        except Exception:
+            # A bug, not a config problem; the new version serves with the drivers still set
+            # for the previous one. Said loudly rather than hidden behind a failed apply.
+            log.exception("config %s from %s is running, but retargeting the drivers failed",
+                          version, config.source)
         log.info("applied config %s from %s", version, config.source)
         return version
 
@@ -325,7 +335,8 @@ async def serve(
     """Run a proxy until cancelled; reports the running `Proxy` with `task_status.started`.
 
     With `watch=True` (`config` must then be a path) the file is polled every 0.5 s and each
-    change applied; a rejected change is logged and the running version keeps serving. `admin`
+    change applied; a change that fails in any way (invalid, over a limit, refused by the core,
+    or an unexpected error) is logged at error level and the running version keeps serving. `admin`
     None uses the config's admin address. On cancellation the proxy drains, then returns.
     """
     watcher: ConfigWatch | None = None
