@@ -111,6 +111,7 @@ class Proxy:
         self._discovery: DnsDiscovery | None = None
         self._resilience: Resilience | None = None
         self._cert_watch: CertWatch | None = None
+        self._bridge: EventBridge | None = None
         self._config: MeshConfig | None = None
         self._snapshot: dict[str, Any] | None = None
         self._digest: str | None = None
@@ -152,7 +153,7 @@ class Proxy:
         except BaseException:
             core.shutdown(0)
             raise
-        bridge = EventBridge(core)
+        bridge = self._bridge = EventBridge(core)
         stopped = bridge.subscribe("stopped", buffer=1)
         outlier_events = bridge.subscribe("outlier", buffer=4096)
         with collapse_groups():
@@ -292,10 +293,18 @@ class Proxy:
         return bound[matches[0]]
 
     def stats(self) -> dict[str, Any]:
-        """A copy of every counter, gauge and histogram (see docs/admin.md for the shape),
-        with the health checker's and outlier detector's view of each cluster and host."""
+        """A copy of every counter, gauge and histogram (see docs/stats.md for the shape),
+        with the health checker's and outlier detector's view of each cluster and host, and
+        the control layer's own losses under `control`: core events the bridge dropped (by
+        kind) and exceptions each driver caught and went on after."""
         stats = self._require_core().stats()
-        return self._resilience.annotate(stats) if self._resilience is not None else stats
+        if self._resilience is not None:
+            stats = self._resilience.annotate(stats)
+        stats["control"] = {
+            "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
+            "driver_errors": self._resilience.errors() if self._resilience is not None else {},
+        }
+        return stats
 
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use (`Core.tls_info()`: per listener and cluster, path, subject,
