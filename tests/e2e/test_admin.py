@@ -23,6 +23,7 @@ from meshplane import ConfigError, Proxy, serve
 from meshplane.admin.prometheus import parse
 
 from .asgi import lifespan, serve_asgi
+from .waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -228,14 +229,16 @@ async def test_keep_alive_serves_several_requests_on_one_connection(proxy: Proxy
         for path in ("/ready", "/listeners", "/ready"):
             request = h11.Request(method="GET", target=path, headers=[("host", "admin")])
             await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Response):
-                    statuses.append(event.status_code)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
+            with trio.fail_after(10):
+                event = None
+                while not isinstance(event, h11.EndOfMessage):
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.Response):
+                        statuses.append(event.status_code)
+                    elif isinstance(event, h11.ConnectionClosed):
+                        raise AssertionError(f"the admin server closed the connection after {statuses}")
             conn.start_next_cycle()
     assert statuses == [200, 200, 200]
 
@@ -295,11 +298,9 @@ async def test_serve_with_watch_applies_changes_and_survives_bad_ones(
     proxy: Proxy = await nursery.start(partial(serve, path, watch=True, admin="127.0.0.1:0"))
     first = proxy.version
 
-    async def until(condition: Callable[[], bool]) -> None:
+    def until(condition: Callable[[], bool]) -> Awaitable[None]:
         # Waiting on an observable effect of the 0.5 s poll, with a deadline.
-        with trio.fail_after(10):
-            while not condition():
-                await trio.sleep(0.05)
+        return eventually(condition, timeout=10, what="the watcher to act", poll=0.05)
 
     path.write_text(json.dumps(mesh(upstream_port, weight_v2=20)))
     await until(lambda: proxy.version != first)

@@ -58,18 +58,21 @@ class LineReader:
         self._buffer = b""
         self.seen: list[str] = []
 
-    async def until(self, pattern: str) -> re.Match[str]:
+    async def until(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The match of the next line that matches `pattern`; fails at end of output or after
+        `timeout` seconds (the loop reads until one of the three)."""
         regex = re.compile(pattern)
-        while True:
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                self.seen.append(line.decode())
-                if match := regex.search(self.seen[-1]):
-                    return match
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                raise AssertionError(f"stdout ended before {pattern!r}; got {self.seen}")
-            self._buffer += chunk
+        with trio.fail_after(timeout):
+            while True:
+                while b"\n" in self._buffer:
+                    line, self._buffer = self._buffer.split(b"\n", 1)
+                    self.seen.append(line.decode())
+                    if match := regex.search(self.seen[-1]):
+                        return match
+                chunk = await self._stream.receive_some(65536)
+                if not chunk:
+                    raise AssertionError(f"output ended before {pattern!r}; last lines: {self.seen[-20:]}")
+                self._buffer += chunk
 
 
 async def test_run_serves_until_sigint(nursery: trio.Nursery, tmp_path: Path) -> None:
