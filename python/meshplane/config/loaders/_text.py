@@ -178,8 +178,9 @@ def _parse(text: str, refuse: Any) -> list[Any]:
             if exceeded is not None:
                 raise refuse(exceeded)
             return [doc]
-    loader = _YamlLoader(text)
+    loader: _YamlLoader | None = None
     try:
+        loader = _YamlLoader(text)  # the reader refuses control characters here already
         docs = []
         while loader.check_data():
             doc = loader.get_data()
@@ -194,7 +195,8 @@ def _parse(text: str, refuse: Any) -> list[Any]:
             message = _yaml_message(exc)
         raise refuse(message) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not docs:
         raise refuse("the file holds no document")
     return docs
