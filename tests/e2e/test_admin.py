@@ -258,6 +258,24 @@ async def test_apply_of_an_invalid_config_raises_and_keeps_the_old_version(
     assert (await admin_get(proxy, "/config_dump")).json()["version"] == before
 
 
+async def test_apply_that_fails_unexpectedly_keeps_the_old_version(
+    proxy: Proxy, upstream_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import meshplane.runtime
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RecursionError("a bug while compiling")
+
+    before = proxy.version
+    monkeypatch.setattr(meshplane.runtime, "compile_snapshot", broken)
+    with pytest.raises(RecursionError):
+        await proxy.apply(mesh(upstream_port, weight_v2=30))
+    assert proxy.version == before
+    assert [r.status_code for r in await get_through(proxy, 2)] == [200, 200]
+    monkeypatch.undo()
+    assert (await proxy.apply(mesh(upstream_port, weight_v2=30))) != before
+
+
 async def test_apply_of_a_new_config_changes_the_version_and_keeps_serving(
     proxy: Proxy, upstream_port: int
 ) -> None:

@@ -121,3 +121,39 @@ async def test_admin_clusters_shows_why_and_until_when(upstream, client) -> None
         assert 0 < entry["outlier"]["ejected_for_s"] <= 30
         assert 'meshplane_cluster_outlier_detection_ejections_active{cluster="app"} 1' in prom
         assert 'meshplane_cluster_outlier_detection_ejections_enforced_total{cluster="app"} 1' in prom
+
+
+async def test_a_driver_exception_is_logged_counted_and_ejection_goes_on(upstream, client, caplog) -> None:
+    ups = [await upstream("bad1", mode="fail"), await upstream("bad2", mode="fail"), await upstream("good")]
+    cfg = mesh([u.address for u in ups], retry=NO_RETRY,
+               listener={"outlierDetection": outlier(3, interval_ms=300_000, ejection_ms=30_000, percent=100)})
+    async with Proxy(cfg) as proxy:
+        outliers = proxy._resilience.outliers  # type: ignore[union-attr]
+        handle = outliers.on_event
+        failed: list[dict[str, object]] = []
+
+        def fails_once(fields: dict[str, object]) -> None:
+            if not failed:
+                failed.append(dict(fields))
+                raise RuntimeError("a bug in the outlier driver")
+            handle(fields)
+
+        outliers.on_event = fails_once  # type: ignore[method-assign]
+        url = f"http://127.0.0.1:{proxy.port(8080)}/work"
+        bad = {ups[0].address, ups[1].address}
+
+        def ejected() -> set[str]:
+            hosts = proxy.stats()["clusters"]["app"]["hosts"]
+            return {address for address, h in hosts.items() if h["ejected"]}
+
+        # The first event fails; the other bad host's event still ejects it.
+        await drive_until(client, url, lambda: bool(failed) and bool(ejected()), what="an ejection after the failure")
+        assert ejected() <= bad and failed[0]["host"] in bad
+        admin = "http://{}:{}".format(*proxy.admin_address)
+        async with httpx.AsyncClient(trust_env=False) as c:
+            stats = (await c.get(f"{admin}/stats?format=json")).json()
+            prom = (await c.get(f"{admin}/stats")).text
+        assert stats["control"]["driver_errors"] == {"health_check": 0, "outlier_detection": 1}
+        assert 'meshplane_control_driver_errors_total{driver="outlier_detection"} 1' in prom
+    errors = [r for r in caplog.records if r.name == "meshplane.outlier" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "a bug in the outlier driver" in errors[0].getMessage()
