@@ -228,7 +228,7 @@ def _legacy(obj: dict[str, Any]) -> list[Resource]:
         if not isinstance(route, dict):
             continue
         body: dict[str, Any] = {
-            types.get(k, k): copy.deepcopy(v) for k, v in route.items() if k != "name"
+            (types[k] if k in types else k): copy.deepcopy(v) for k, v in route.items() if k != "name"
         }
         for rtype in types.values():
             for target in _list(_dict(_dict(body.get(rtype)).get("action")).get("weightedTargets")):
