@@ -185,7 +185,7 @@ class ActiveHealthChecks:
         cluster.close_probes()
         for key, host in cluster.checker.snapshot().items():
             if host["state"] == HealthState.UNHEALTHY.value:
-                self._tell_core(cluster.name, key, True)
+                self._tell_core(cluster.name, key, True, releasing=True)
 
     # --- running -------------------------------------------------------------------------
 
@@ -288,10 +288,15 @@ class ActiveHealthChecks:
             if cluster.checker.host(key).state is HealthState.HEALTHY:
                 self._on_success(cluster.name, key)
 
-    def _tell_core(self, cluster: str, key: str, healthy: bool) -> None:
+    def _tell_core(self, cluster: str, key: str, healthy: bool, *, releasing: bool = False) -> None:
         try:
             self._core.set_host_health(cluster, key, healthy)
         except Exception as exc:
+            if releasing:
+                # Clearing the flags of a cluster the new snapshot no longer has (or no longer
+                # has those hosts): its fresh host set starts healthy, so there is nothing to undo.
+                log.debug("set_host_health(%s, %s, True) on release: %s", cluster, key, exc)
+                return
             # Applies and endpoint changes retarget this driver in the same step as the core, so
             # the core refusing a host is not a race but a lost verdict: said and counted.
             self._error(f"set_host_health({cluster}, {key}, {healthy})", exc)

@@ -146,7 +146,7 @@ class OutlierEjections:
 
     def _release(self, cluster: ClusterOutliers) -> None:
         for key in cluster.detector.ejected():
-            self._tell_core(cluster.name, key, False)
+            self._tell_core(cluster.name, key, False, releasing=True)
 
     # --- decisions -----------------------------------------------------------------------
 
@@ -208,10 +208,15 @@ class OutlierEjections:
             else:
                 log.info("cluster %s host %s returned from ejection", cluster.name, decision.key)
 
-    def _tell_core(self, cluster: str, key: str, ejected: bool) -> None:
+    def _tell_core(self, cluster: str, key: str, ejected: bool, *, releasing: bool = False) -> None:
         try:
             self._core.set_host_ejected(cluster, key, ejected)
         except Exception as exc:
+            if releasing:
+                # Returning the hosts of a cluster the new snapshot no longer has (or no longer
+                # has them): its fresh host set starts unejected, so there is nothing to undo.
+                log.debug("set_host_ejected(%s, %s, False) on release: %s", cluster, key, exc)
+                return
             # Applies and endpoint changes retarget this driver in the same step as the core, so
             # the core refusing a host is not a race but a lost verdict: said and counted.
             self._error(f"set_host_ejected({cluster}, {key}, {ejected})", exc)

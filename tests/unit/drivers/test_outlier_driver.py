@@ -161,3 +161,15 @@ def test_a_failing_sweep_is_counted_and_retried_at_the_next_interval(
         ejections.sweep()
     assert calls == [1.0, 2.0] and ejections.errors == 1
     assert len(caplog.records) == 1 and "the sweep of cluster c" in caplog.records[0].getMessage()
+
+
+def test_releasing_a_cluster_the_core_no_longer_has_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    core = RefusingCore(refusals=0)
+    ejections = OutlierEjections(core, clock=lambda: 0.0)
+    ejections.retarget([target()])
+    ejections.on_event({"cluster": "c", "host": HOSTS[0], "type": "consecutive_5xx"})
+    assert core.ejected == {HOSTS[0]: True}
+    core.refusals = 1  # the new snapshot has no cluster "c": the core refuses the return
+    with caplog.at_level(logging.ERROR, logger="meshplane.outlier"):
+        ejections.retarget([])
+    assert ejections.errors == 0 and caplog.records == [] and ejections.stats() == {}
