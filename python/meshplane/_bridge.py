@@ -70,7 +70,9 @@ class EventBridge:
 
     Each subscriber gets a bounded channel. The bridge never waits for a subscriber: when one's
     buffer is full the event is dropped for that subscriber and counted in `dropped[kind]`, so a
-    slow consumer can't stall the others or make the core's queue grow.
+    slow consumer can't stall the others or make the core's queue grow. The first drop of each
+    kind is logged at warning level; every drop is counted (the admin API's /stats shows the
+    counts as `control.events_dropped`).
     """
 
     def __init__(self, source: EventSource, *, buffer: int = 256) -> None:
@@ -78,7 +80,8 @@ class EventBridge:
         self._buffer = buffer
         self._subscribers: dict[str, list[trio.MemorySendChannel[Event]]] = {}
         self.dropped: dict[str, int] = {}
-        """Events not delivered because a subscriber's buffer was full, by kind."""
+        """Events not delivered because a subscriber's buffer was full, by kind (0 for every
+        kind subscribed to, so the counters exist before the first drop)."""
 
     def subscribe(
         self, kind: str, *, buffer: int | None = None
@@ -91,6 +94,8 @@ class EventBridge:
         size = self._buffer if buffer is None else buffer
         send, receive = trio.open_memory_channel[Event](max(1, size))
         self._subscribers.setdefault(kind, []).append(send)
+        if kind != "*":
+            self.dropped.setdefault(kind, 0)
         return receive
 
     def dispatch(self, events: Sequence[Event]) -> None:
@@ -105,7 +110,11 @@ class EventBridge:
                     try:
                         send.send_nowait(event)
                     except trio.WouldBlock:
-                        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+                        count = self.dropped[kind] = self.dropped.get(kind, 0) + 1
+                        if count == 1:
+                            log.warning("a subscriber to %r events cannot keep up: events dropped "
+                                        "(further drops are counted in /stats, control.events_dropped)",
+                                        kind)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         subscribers.remove(send)
 
@@ -127,8 +136,9 @@ class EventBridge:
                 for send in subscribers:
                     send.close()
             self._subscribers.clear()
-            if self.dropped:
-                log.debug("core events dropped for slow subscribers: %s", self.dropped)
+            lost = {kind: n for kind, n in self.dropped.items() if n}
+            if lost:
+                log.warning("core events dropped for slow subscribers: %s", lost)
 
 
 def single_error(exc: BaseException) -> BaseException:

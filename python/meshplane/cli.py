@@ -3,7 +3,8 @@
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
 A user error (bad config, missing file, port in use) is printed to stderr as one paragraph with
-exit status 1, never as a traceback.
+exit status 1, never as a traceback; `validate` and `import` print no traceback whatever the
+file holds (an unexpected error is reported as a bug in meshplane, naming the file).
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ def _validate(files: Sequence[str], *, registry: bool = False, store: str | None
         except OSError as exc:
             failed = True
             print(f"{path}: cannot read: {exc.strerror or exc}")
+        except Exception as exc:  # a bug in meshplane, not in the file: still no traceback
+            failed = True
+            print(f"{path}: {_internal_error(exc)}")
         else:
             if registry:
                 import trio
@@ -361,6 +365,11 @@ def _version() -> int:
     return 0
 
 
+def _internal_error(exc: BaseException) -> str:
+    return (f"meshplane failed while loading this file ({type(exc).__name__}: {exc}); "
+            "this is a bug in meshplane, please report it with the file")
+
+
 def _describe(exc: BaseException) -> str | None:
     """A user-facing paragraph for an error the user can fix; None for a bug."""
     if isinstance(exc, BaseExceptionGroup):  # only trio makes groups, so it is loaded already
@@ -418,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BaseException as exc:
         message = _describe(exc)
+        if message is None and args.command in ("validate", "import") and isinstance(exc, Exception):
+            # These commands only read files: whatever a file holds, no traceback.
+            message = _internal_error(exc)
         if message is None:
             raise
         print(f"meshplane {args.command}: {message}", file=sys.stderr)

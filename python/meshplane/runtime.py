@@ -179,6 +179,7 @@ class Proxy:
         self._discovery: DnsDiscovery | None = None
         self._resilience: Resilience | None = None
         self._cert_watch: CertWatch | None = None
+        self._bridge: EventBridge | None = None
         self._config: MeshConfig | None = None
         self._snapshot: dict[str, Any] | None = None
         self._digest: str | None = None
@@ -224,7 +225,7 @@ class Proxy:
             core.shutdown(0)
             await store.aclose()
             raise
-        bridge = EventBridge(core)
+        bridge = self._bridge = EventBridge(core)
         stopped = bridge.subscribe("stopped", buffer=1)
         outlier_events = bridge.subscribe("outlier", buffer=4096)
         with collapse_groups():
@@ -323,7 +324,9 @@ class Proxy:
         """Load, validate, compile and apply a new config; returns the version now running.
 
         Raises ConfigError (every problem named) and keeps the running version if the config
-        is invalid or the core refuses the snapshot: the core never half-applies. Applies are
+        is invalid or the core refuses the snapshot: the core never half-applies. Any other
+        exception while loading or compiling (a bug) also leaves the running version serving
+        and propagates. Applies are
         serialized. Applying a config that compiles to the running snapshot changes nothing.
         The admin address is fixed when the proxy starts and is not changed by `apply`.
         Cancellation while DNS names are being resolved abandons the apply.
@@ -361,14 +364,22 @@ class Proxy:
         except CoreError as exc:
             problem = Problem(config.source, "snapshot", exc.path or "", str(exc))
             raise ConfigError([problem]) from exc
+        # The core now runs the new version: record it before anything else can fail, so what
+        # the admin API reports is what serves.
         self._applied += 1
-        if self._cert_watch is not None:
-            self._cert_watch.retarget(tls_seen)
         self._config, self._snapshot, self._digest = config, snapshot, digest
-        discovery.commit(targets, endpoints)
-        cloud_map.commit(registry_targets, endpoints)
-        if self._resilience is not None:
-            self._resilience.retarget(resilience_targets(config, endpoints))
+        try:
+            if self._cert_watch is not None:
+                self._cert_watch.retarget(tls_seen)
+            discovery.commit(targets, endpoints)
+            cloud_map.commit(registry_targets, endpoints)
+            if self._resilience is not None:
+                self._resilience.retarget(resilience_targets(config, endpoints))
+        except Exception:
+            # A bug, not a config problem; the new version serves with the drivers still set
+            # for the previous one. Said loudly rather than hidden behind a failed apply.
+            log.exception("config %s from %s is running, but retargeting the drivers failed",
+                          version, config.source)
         log.info("applied config %s from %s", version, config.source)
         return version
 
@@ -420,13 +431,19 @@ class Proxy:
         return bound[matches[0]]
 
     def stats(self) -> dict[str, Any]:
-        """A copy of every counter, gauge and histogram (see docs/admin.md for the shape),
-        with the health checker's and outlier detector's view of each cluster and host."""
+        """A copy of every counter, gauge and histogram (see docs/stats.md for the shape),
+        with the health checker's and outlier detector's view of each cluster and host, and
+        the control layer's own losses under `control`: core events the bridge dropped (by
+        kind) and exceptions each driver caught and went on after."""
         stats = self._require_core().stats()
         if self._resilience is not None:
             stats = self._resilience.annotate(stats)
         if self._cloud_map is not None and self._cloud_map.connected is not None:
             stats["registry"] = self._cloud_map.status()
+        stats["control"] = {
+            "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
+            "driver_errors": self._resilience.errors() if self._resilience is not None else {},
+        }
         return stats
 
     def tls_info(self) -> dict[str, Any]:
@@ -469,9 +486,10 @@ async def serve(
     """Run a proxy until cancelled; reports the running `Proxy` with `task_status.started`.
 
     With `watch=True` (`config` must then be a path) the file is polled every 0.5 s and each
-    change applied; a rejected change is logged and the running version keeps serving. `admin`
-    None uses the config's admin address; `store` and `register` as for `Proxy`. On cancellation the proxy
-    drains, then returns.
+    change applied; a change that fails in any way (invalid, over a limit, refused by the core,
+    or an unexpected error) is logged at error level and the running version keeps serving.
+    `admin` None uses the config's admin address; `store` and `register` as for `Proxy`. On
+    cancellation the proxy drains, then returns.
     """
     watcher: ConfigWatch | None = None
     if watch:

@@ -28,6 +28,7 @@ import trio
 from meshplane import ConfigError, Proxy
 
 from .asgi import lifespan, serve_asgi
+from .waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -195,13 +196,15 @@ def url(proxy: Proxy, path: str) -> str:
 async def wait_for_lines(path: Path, count: int) -> list[str]:
     """The file's complete lines once there are at least `count`; fails after `DEADLINE_S`."""
     lines: list[str] = []
-    with trio.fail_after(DEADLINE_S):
-        while True:
-            text = path.read_text() if path.exists() else ""
-            lines = text.splitlines()[: text.count("\n")]
-            if len(lines) >= count:
-                return lines
-            await trio.sleep(0.01)  # polling interval, not a wait for readiness
+
+    def enough() -> bool:
+        nonlocal lines
+        text = path.read_text() if path.exists() else ""
+        lines = text.splitlines()[: text.count("\n")]
+        return len(lines) >= count
+
+    await eventually(enough, timeout=DEADLINE_S, what=f"{count} lines in {path}", poll=0.01)
+    return lines
 
 
 async def exactly_one_line_each(

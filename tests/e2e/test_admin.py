@@ -23,6 +23,7 @@ from meshplane import ConfigError, Proxy, serve
 from meshplane.admin.prometheus import parse
 
 from .asgi import lifespan, serve_asgi
+from .waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -149,6 +150,13 @@ async def test_stats_is_prometheus_text_that_counts_our_requests(proxy: Proxy) -
     raw = await admin_get(proxy, "/stats?format=json")
     assert raw.headers["content-type"] == "application/json"
     assert sum(c.get("rq_total", 0) for c in raw.json()["clusters"].values()) == 5
+    # The control layer's own losses: nothing dropped or failed, and the counters are there.
+    assert raw.json()["control"] == {
+        "events_dropped": {"outlier": 0, "stopped": 0},
+        "driver_errors": {"health_check": 0, "outlier_detection": 0},
+    }
+    assert total("meshplane_control_events_dropped_total", kind="outlier") == 0
+    assert ("meshplane_control_driver_errors_total", (("driver", "outlier_detection"),)) in samples
 
 
 async def test_stats_count_the_events_the_core_dropped(proxy: Proxy) -> None:
@@ -230,14 +238,16 @@ async def test_keep_alive_serves_several_requests_on_one_connection(proxy: Proxy
         for path in ("/ready", "/listeners", "/ready"):
             request = h11.Request(method="GET", target=path, headers=[("host", "admin")])
             await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Response):
-                    statuses.append(event.status_code)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
+            with trio.fail_after(10):
+                event = None
+                while not isinstance(event, h11.EndOfMessage):
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.Response):
+                        statuses.append(event.status_code)
+                    elif isinstance(event, h11.ConnectionClosed):
+                        raise AssertionError(f"the admin server closed the connection after {statuses}")
             conn.start_next_cycle()
     assert statuses == [200, 200, 200]
 
@@ -255,6 +265,24 @@ async def test_apply_of_an_invalid_config_raises_and_keeps_the_old_version(
     assert proxy.version == before
     assert [r.status_code for r in await get_through(proxy, 2)] == [200, 200]
     assert (await admin_get(proxy, "/config_dump")).json()["version"] == before
+
+
+async def test_apply_that_fails_unexpectedly_keeps_the_old_version(
+    proxy: Proxy, upstream_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import meshplane.runtime
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RecursionError("a bug while compiling")
+
+    before = proxy.version
+    monkeypatch.setattr(meshplane.runtime, "compile_snapshot", broken)
+    with pytest.raises(RecursionError):
+        await proxy.apply(mesh(upstream_port, weight_v2=30))
+    assert proxy.version == before
+    assert [r.status_code for r in await get_through(proxy, 2)] == [200, 200]
+    monkeypatch.undo()
+    assert (await proxy.apply(mesh(upstream_port, weight_v2=30))) != before
 
 
 async def test_apply_of_a_new_config_changes_the_version_and_keeps_serving(
@@ -297,11 +325,9 @@ async def test_serve_with_watch_applies_changes_and_survives_bad_ones(
     proxy: Proxy = await nursery.start(partial(serve, path, watch=True, admin="127.0.0.1:0"))
     first = proxy.version
 
-    async def until(condition: Callable[[], bool]) -> None:
+    def until(condition: Callable[[], bool]) -> Awaitable[None]:
         # Waiting on an observable effect of the 0.5 s poll, with a deadline.
-        with trio.fail_after(10):
-            while not condition():
-                await trio.sleep(0.05)
+        return eventually(condition, timeout=10, what="the watcher to act", poll=0.05)
 
     path.write_text(json.dumps(mesh(upstream_port, weight_v2=20)))
     await until(lambda: proxy.version != first)

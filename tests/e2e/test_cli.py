@@ -58,18 +58,21 @@ class LineReader:
         self._buffer = b""
         self.seen: list[str] = []
 
-    async def until(self, pattern: str) -> re.Match[str]:
+    async def until(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The match of the next line that matches `pattern`; fails at end of output or after
+        `timeout` seconds (the loop reads until one of the three)."""
         regex = re.compile(pattern)
-        while True:
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
-                self.seen.append(line.decode())
-                if match := regex.search(self.seen[-1]):
-                    return match
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                raise AssertionError(f"stdout ended before {pattern!r}; got {self.seen}")
-            self._buffer += chunk
+        with trio.fail_after(timeout):
+            while True:
+                while b"\n" in self._buffer:
+                    line, self._buffer = self._buffer.split(b"\n", 1)
+                    self.seen.append(line.decode())
+                    if match := regex.search(self.seen[-1]):
+                        return match
+                chunk = await self._stream.receive_some(65536)
+                if not chunk:
+                    raise AssertionError(f"output ended before {pattern!r}; last lines: {self.seen[-20:]}")
+                self._buffer += chunk
 
 
 async def test_run_serves_until_sigint(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -138,3 +141,58 @@ async def test_console_entry_point(argv: list[str]) -> None:
     result = await run([*MESHPLANE, *argv])
     assert result.returncode == 0
     assert b"meshplane" in result.stdout
+
+
+async def hello_v2(request: Request) -> Response:
+    return Response(200, json.dumps({"v2": request.path}).encode(), "application/json")
+
+
+# Each replaces the watched file; each must be rejected with this log line while the running
+# version keeps serving. The first two crashed `meshplane run --watch` with a RecursionError.
+HOSTILE_CHANGES = [
+    ("deep YAML", "mesh: shop\nresources: " + "[" * 5000 + "]" * 5000 + "\n",
+     r"mappings and lists nest deeper than 64 levels"),
+    ("deep JSON", '{"mesh": ' + '{"a": ' * 5000 + "1" + "}" * 5001,
+     r"objects and arrays nest deeper than 64 levels"),
+    ("alias bomb", "mesh: shop\na0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)),
+     r"the document expands to more than 1,000,000 values"),
+]
+
+
+async def test_run_watch_keeps_serving_through_hostile_files(nursery: trio.Nursery, tmp_path: Path) -> None:
+    _, upstream = await nursery.start(serve_http, hello, "127.0.0.1", 0)
+    _, upstream_v2 = await nursery.start(serve_http, hello_v2, "127.0.0.1", 0)
+    path = tmp_path / "mesh.json"
+    path.write_text(json.dumps(config(upstream)))
+    process = await trio.lowlevel.open_process(
+        [*MESHPLANE, "run", "--watch", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        lines, logs = LineReader(process.stdout), LineReader(process.stderr)
+        with trio.fail_after(30):
+            listener = await lines.until(r"^listener gateway/edge/8080 127\.0\.0\.1:(\d+)$")
+        url = f"http://127.0.0.1:{listener[1]}/cart"
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(url)).json() == {"hello": "/cart"}
+            for what, text, message in HOSTILE_CHANGES:
+                path.write_text(text)
+                with trio.fail_after(30):
+                    await logs.until(rf"ERROR meshplane\.config_watch: {re.escape(str(path))} changed but was rejected")
+                    await logs.until(rf"^  - {re.escape(str(path))}: {message}")
+                response = await client.get(url)
+                assert response.status_code == 200 and response.json() == {"hello": "/cart"}, what
+            path.write_text(json.dumps(config(upstream_v2)))
+            with trio.fail_after(30):
+                await logs.until(rf"INFO meshplane\.config_watch: {re.escape(str(path))} changed: now running version 2-")
+            assert (await client.get(url)).json() == {"v2": "/cart"}
+        assert process.returncode is None
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+        assert not [line for line in logs.seen if "Traceback" in line]
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

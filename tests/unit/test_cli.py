@@ -304,3 +304,60 @@ def test_import_help_describes_directories_and_strict(capsys: pytest.CaptureFixt
     text = _help(["import"], capsys)
     for fragment in ("FILE|DIR", "--strict", "v1beta1", "twice", "PEM"):
         assert fragment in text, fragment
+
+
+# Files that used to end `validate` and `import` in a RecursionError traceback, and a YAML
+# alias bomb; each must be one clear problem naming the file, exit status 1.
+HOSTILE = {
+    "deep.yaml": "mesh: " + "[" * 5000 + "]" * 5000 + "\n",
+    "deep.json": '{"mesh": ' + '{"a": ' * 5000 + "1" + "}" * 5001,
+    "bomb.yaml": "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)
+    ),
+}
+HOSTILE_MESSAGE = {
+    "deep.yaml": "mappings and lists nest deeper than 64 levels (at line 1, column ",
+    "deep.json": "objects and arrays nest deeper than 64 levels",
+    "bomb.yaml": "the document expands to more than 1,000,000 values",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_validate_a_file_over_a_limit(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / name
+    path.write_text(HOSTILE[name])
+    assert main(["validate", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{path}: {HOSTILE_MESSAGE[name]}"), captured.out
+    assert len(captured.out.splitlines()) == 1 and captured.err == ""
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_import_a_file_over_a_limit(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / name
+    path.write_text(HOSTILE[name])
+    assert main(["import", str(path), "--node", "api"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("meshplane import: 1 problem(s) in config:\n")
+    assert f"{path}: {HOSTILE_MESSAGE[name]}" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_validate_and_import_report_an_internal_error_without_a_traceback(
+    good: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import meshplane.config
+    import meshplane.config.loaders
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(meshplane.config, "load_file", broken)
+    monkeypatch.setattr(meshplane.config.loaders, "import_paths", broken)
+    assert main(["validate", str(good)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"{good}: meshplane failed while loading this file (RuntimeError: boom)")
+    assert main(["import", str(good), "--node", "api-v1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("meshplane import: meshplane failed while loading this file (RuntimeError: boom)")
+    assert "Traceback" not in err

@@ -155,3 +155,18 @@ def test_access_log_lines_written_and_dropped() -> None:
     key = ("meshplane_access_log_lines_total", (("path", "/var/log/a.log"), ("result", "dropped")))
     assert samples[key] == 2
     assert "# TYPE meshplane_access_log_lines_total counter" in text
+
+
+def test_the_control_layers_losses_are_labelled_counters() -> None:
+    stats = {"control": {"events_dropped": {"outlier": 3, "stopped": 0},
+                         "driver_errors": {"health_check": 0, "outlier_detection": 2}}}
+    text = render(stats)
+    assert "# TYPE meshplane_control_events_dropped_total counter" in text
+    assert "# TYPE meshplane_control_driver_errors_total counter" in text
+    assert parse(text) == {
+        ("meshplane_control_events_dropped_total", (("kind", "outlier"),)): 3,
+        ("meshplane_control_events_dropped_total", (("kind", "stopped"),)): 0,
+        ("meshplane_control_driver_errors_total", (("driver", "health_check"),)): 0,
+        ("meshplane_control_driver_errors_total", (("driver", "outlier_detection"),)): 2,
+    }
+    assert "meshplane_server_" not in text

@@ -10,6 +10,8 @@ instead of in the name:
     meshplane_cluster_health_check_<stat>{cluster="..."}      (active health checking)
     meshplane_cluster_outlier_detection_<stat>{cluster="..."} (outlier detection)
     meshplane_server_<stat>                  (top-level numbers, e.g. downstream_cx_open)
+    meshplane_control_events_dropped_total{kind="..."}  (core events the Python bridge dropped)
+    meshplane_control_driver_errors_total{driver="..."} (exceptions a control driver caught)
 
 `rq_<N>xx` counters become one family `..._rq_xx` with a `response_code_class="<N>"` label;
 histograms (`{"bounds", "counts", "sum", "count"}`, per-bucket counts with a trailing +Inf
@@ -39,7 +41,12 @@ _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})
 _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
 _ESCAPE = re.compile(r"\\(.)")
 
-_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs"}
+_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "control"}
+# The control layer's own counters (`Proxy.stats()["control"]`): section -> (family, label).
+_CONTROL = {
+    "events_dropped": ("meshplane_control_events_dropped_total", "kind"),
+    "driver_errors": ("meshplane_control_driver_errors_total", "driver"),
+}
 # Nested per-cluster stats of the control layer (health checker, outlier detector), rendered as
 # `meshplane_cluster_<section>_<stat>{cluster=...}` like Envoy's `cluster.<c>.<section>.<stat>`.
 _CLUSTER_SECTIONS = ("health_check", "outlier_detection")
@@ -160,6 +167,10 @@ def render(stats: Mapping[str, Any]) -> str:
         for result in ("written", "dropped"):
             out.add("meshplane_access_log_lines_total", "counter", "meshplane_access_log_lines_total",
                     (("path", path), ("result", result)), counts.get(result, 0))
+    control = stats.get("control") or {}
+    for section, (family, label) in _CONTROL.items():
+        for name, count in sorted((control.get(section) or {}).items()):
+            out.add(family, "counter", family, ((label, name),), count)
     return out.text()
 
 

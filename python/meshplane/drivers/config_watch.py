@@ -6,8 +6,11 @@ dependency. The file is re-read only when its mtime or size changes, and handed 
 SHA-256 of its bytes differs from the last one seen, so `touch` or an editor's rewrite of the
 same bytes does nothing.
 
-A rejected reload (`ConfigError`) is logged with every problem and the running version keeps
-serving; the watcher goes on and tries again at the next change. Imports trio and
+A rejected reload is logged at error level and the running version keeps serving; the watcher
+goes on and tries again at the next change. That holds for any exception from loading,
+compiling or applying the new text (a `ConfigError` lists every problem; anything else, a bug,
+is logged with its traceback), never only for `ConfigError`: one bad file must not take every
+listener down. Cancellation is not caught. Imports trio, `meshplane._bridge` and
 `meshplane.errors` only.
 """
 
@@ -39,6 +42,8 @@ class ConfigWatch:
         self.interval = interval
         self._stamp: tuple[int, int] | None = None
         self._digest: str | None = None
+        self.rejected = 0
+        """Changes that were not applied (the running version kept serving)."""
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -78,7 +83,15 @@ class ConfigWatch:
         try:
             version = await reload(text)
         except ConfigError as exc:
+            self.rejected += 1
             log.error("%s changed but was rejected; the running version keeps serving.\n%s", self.path, exc)
+            return None
+        except Exception as exc:
+            # Not a config problem but a failure while loading, compiling or applying it (a bug,
+            # or MemoryError): still refuse this version and keep serving the running one.
+            self.rejected += 1
+            log.error("%s changed but could not be applied (%s: %s); the running version keeps serving",
+                      self.path, type(exc).__name__, exc, exc_info=exc)
             return None
         log.info("%s changed: now running version %s", self.path, version)
         return version

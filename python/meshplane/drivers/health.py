@@ -15,6 +15,11 @@ called at any time, before or while `run` runs. A cluster whose policy is unchan
 its hosts' state; a changed policy starts its hosts afresh (their first result is pushed); a
 cluster that loses its health check has the hosts this driver failed marked healthy again.
 
+A probe that raises (a bug, not a verdict on the host) or a core that refuses a verdict is
+logged at error level and counted in `errors` (the admin API's `control.driver_errors`); the
+probe counts as a network failure, so the host stays scheduled and is never silently left
+unchecked.
+
 Cost: one task per probe, h11/h2 state reused per connection, wake-ups batched to
 `SCHEDULING_QUANTUM` (benches/python/bench_health.py measures 5,000 endpoints at 1 s).
 Imports trio, `meshplane.policy`, `meshplane.config` types and `drivers.probes`.
@@ -121,6 +126,13 @@ class ActiveHealthChecks:
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._sleep_until = math.inf  # when the scheduler wakes next unless woken earlier
+        self.errors = 0
+        """Exceptions caught and logged at error level (the driver went on)."""
+
+    def _error(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        log.error("health checking: %s failed (%s: %s); checking goes on", what,
+                  type(exc).__name__, exc, exc_info=exc)
 
     # --- what to check -------------------------------------------------------------------
 
@@ -173,7 +185,7 @@ class ActiveHealthChecks:
         cluster.close_probes()
         for key, host in cluster.checker.snapshot().items():
             if host["state"] == HealthState.UNHEALTHY.value:
-                self._tell_core(cluster.name, key, True)
+                self._tell_core(cluster.name, key, True, releasing=True)
 
     # --- running -------------------------------------------------------------------------
 
@@ -221,22 +233,35 @@ class ActiveHealthChecks:
 
     async def _probe(self, cluster: ClusterHealth, key: str) -> None:
         try:
-            probe = cluster.probes.get(key)
-            if probe is None:
-                ip, port = parse_address(key)
-                port = cluster.policy.port or port
-                probe = cluster.probes[key] = make_probe(cluster.spec, ip, port)
-            cluster.attempt += 1
-            result = ProbeResult.TIMEOUT
-            with trio.move_on_after(cluster.policy.timeout):
-                result = await probe.probe()
-            if result is ProbeResult.TIMEOUT:
-                probe.close()
-            self._record(cluster, key, result)
+            try:
+                result = await self._run_probe(cluster, key)
+            except Exception as exc:
+                # Recorded as a failure: unrecorded, the host would never be scheduled again.
+                self._error(f"the probe of cluster {cluster.name} host {key}", exc)
+                cluster.close_probes([key])
+                result = ProbeResult.NETWORK_FAILURE
+            try:
+                self._record(cluster, key, result)
+            except Exception as exc:
+                self._error(f"recording the probe of cluster {cluster.name} host {key}", exc)
         finally:
             self._in_flight -= 1
             if self._queue:
                 self._start_queued()
+
+    async def _run_probe(self, cluster: ClusterHealth, key: str) -> ProbeResult:
+        probe = cluster.probes.get(key)
+        if probe is None:
+            ip, port = parse_address(key)
+            port = cluster.policy.port or port
+            probe = cluster.probes[key] = make_probe(cluster.spec, ip, port)
+        cluster.attempt += 1
+        result = ProbeResult.TIMEOUT
+        with trio.move_on_after(cluster.policy.timeout):
+            result = await probe.probe()
+        if result is ProbeResult.TIMEOUT:
+            probe.close()
+        return result
 
     def _record(self, cluster: ClusterHealth, key: str, result: ProbeResult) -> None:
         if result is ProbeResult.SUCCESS:
@@ -263,11 +288,18 @@ class ActiveHealthChecks:
             if cluster.checker.host(key).state is HealthState.HEALTHY:
                 self._on_success(cluster.name, key)
 
-    def _tell_core(self, cluster: str, key: str, healthy: bool) -> None:
+    def _tell_core(self, cluster: str, key: str, healthy: bool, *, releasing: bool = False) -> None:
         try:
             self._core.set_host_health(cluster, key, healthy)
-        except Exception as exc:  # a host removed by a concurrent apply is not an error
-            log.debug("set_host_health(%s, %s, %s) failed: %s", cluster, key, healthy, exc)
+        except Exception as exc:
+            if releasing:
+                # Clearing the flags of a cluster the new snapshot no longer has (or no longer
+                # has those hosts): its fresh host set starts healthy, so there is nothing to undo.
+                log.debug("set_host_health(%s, %s, True) on release: %s", cluster, key, exc)
+                return
+            # Applies and endpoint changes retarget this driver in the same step as the core, so
+            # the core refusing a host is not a race but a lost verdict: said and counted.
+            self._error(f"set_host_health({cluster}, {key}, {healthy})", exc)
 
     # --- what is known -------------------------------------------------------------------
 

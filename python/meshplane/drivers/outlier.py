@@ -14,7 +14,11 @@ cluster whose node listener has `outlierDetection`. Its `run` task has two parts
 
 `retarget(targets)` / `set_endpoints(cluster, keys)` may be called at any time. A cluster
 whose policy changes, or that loses outlier detection, has its ejected hosts returned first.
-`hosts()` and `stats()` feed the admin API. Imports trio, `meshplane.policy`,
+`hosts()` and `stats()` feed the admin API.
+
+An exception while handling an event, sweeping a cluster or telling the core is logged at
+error level and counted in `errors` (the admin API's `control.driver_errors`), and the driver
+goes on: one failure must not silently end ejection for every cluster. Imports trio, `meshplane.policy`,
 `meshplane.config` types and `meshplane._bridge`.
 """
 
@@ -102,6 +106,13 @@ class OutlierEjections:
         self._clusters: dict[str, ClusterOutliers] = {}
         self._wake = trio.Event()
         self.events_handled = 0
+        self.errors = 0
+        """Exceptions caught and logged at error level (the driver went on)."""
+
+    def _error(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        log.error("outlier detection: %s failed (%s: %s); detection goes on", what,
+                  type(exc).__name__, exc, exc_info=exc)
 
     # --- what to watch -------------------------------------------------------------------
 
@@ -135,7 +146,7 @@ class OutlierEjections:
 
     def _release(self, cluster: ClusterOutliers) -> None:
         for key in cluster.detector.ejected():
-            self._tell_core(cluster.name, key, False)
+            self._tell_core(cluster.name, key, False, releasing=True)
 
     # --- decisions -----------------------------------------------------------------------
 
@@ -166,14 +177,19 @@ class OutlierEjections:
             return
         self._gather()
         for cluster in due:
-            self._apply(cluster, cluster.detector.on_interval(cluster.take_samples(), now))
+            try:
+                self._apply(cluster, cluster.detector.on_interval(cluster.take_samples(), now))
+            except Exception as exc:
+                self._error(f"the sweep of cluster {cluster.name}", exc)
+            # Advanced even after a failure, so a failing sweep is retried next interval, not in
+            # a busy loop.
             cluster.next_sweep = max(cluster.next_sweep + cluster.policy.interval, now)
 
     def _gather(self) -> None:
         try:
             samples = self._core.take_outlier_samples()
         except Exception as exc:
-            log.warning("take_outlier_samples failed: %s", exc)
+            self._error("take_outlier_samples()", exc)
             return
         for name, hosts in samples.items():
             cluster = self._clusters.get(name)
@@ -190,11 +206,18 @@ class OutlierEjections:
             else:
                 log.info("cluster %s host %s returned from ejection", cluster.name, decision.key)
 
-    def _tell_core(self, cluster: str, key: str, ejected: bool) -> None:
+    def _tell_core(self, cluster: str, key: str, ejected: bool, *, releasing: bool = False) -> None:
         try:
             self._core.set_host_ejected(cluster, key, ejected)
-        except Exception as exc:  # a host removed by a concurrent apply is not an error
-            log.debug("set_host_ejected(%s, %s, %s) failed: %s", cluster, key, ejected, exc)
+        except Exception as exc:
+            if releasing:
+                # Returning the hosts of a cluster the new snapshot no longer has (or no longer
+                # has them): its fresh host set starts unejected, so there is nothing to undo.
+                log.debug("set_host_ejected(%s, %s, False) on release: %s", cluster, key, exc)
+                return
+            # Applies and endpoint changes retarget this driver in the same step as the core, so
+            # the core refusing a host is not a race but a lost verdict: said and counted.
+            self._error(f"set_host_ejected({cluster}, {key}, {ejected})", exc)
 
     # --- running -------------------------------------------------------------------------
 
@@ -213,7 +236,10 @@ class OutlierEjections:
             async with events:
                 async for event in events:
                     if event.kind == "outlier":
-                        self.on_event(cast(OutlierEvent, event))
+                        try:
+                            self.on_event(cast(OutlierEvent, event))
+                        except Exception as exc:
+                            self._error(f"handling the event {event!r}", exc)
             nursery.cancel_scope.cancel()
 
     async def _sweeper(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:

@@ -62,6 +62,10 @@ class Resilience:
             await nursery.start(self.health.run)
             task_status.started()
 
+    def errors(self) -> dict[str, int]:
+        """Exceptions each driver caught, logged at error level and went on after."""
+        return {"health_check": self.health.errors, "outlier_detection": self.outliers.errors}
+
     def annotate(self, stats: dict[str, Any]) -> dict[str, Any]:
         """Add to a `Core.stats()` copy, in place: per cluster `health_check` and
         `outlier_detection` counters; per host `health_flags` (Envoy's spelling), `active_hc`

@@ -153,16 +153,6 @@ def stop_core(core: Core, drain_ms: int = 200, wait_s: float = 5.0) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0,
-                     what: str = "condition") -> None:
-    """Poll `predicate` (cheap, synchronous) until true; fail after `timeout` seconds."""
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.005)
-        return
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def closed_port() -> int:
     """A port nothing listens on (bound, then released)."""
     s = socket.socket()

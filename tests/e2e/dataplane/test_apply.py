@@ -14,12 +14,12 @@ import pytest
 import trio
 from meshplane._core import Core, CoreError, StoppedEvent
 
+from ..waiting import eventually, until_set
 from .support import (
     H1Upstream,
     Proxy,
     cluster,
     echo,
-    eventually,
     http_listener,
     one_route,
     prefix,
@@ -63,7 +63,7 @@ async def test_hot_apply_under_load_loses_nothing(make_core, upstreams):
     async def worker(h2: bool) -> None:
         nonlocal done
         async with httpx.AsyncClient(trust_env=False, timeout=10, http1=not h2, http2=h2) as c:
-            while not stop.is_set():
+            for _ in until_set(stop):
                 started_after_final = final_applied
                 try:
                     r = await c.get(url)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from .support import Exchange, closed_port, echo, eventually, one_route, pattern, sha256
+from ..waiting import eventually
+from .support import Exchange, closed_port, echo, one_route, pattern, sha256
 
 APPMESH_DEFAULT_RETRY = {
     "maxRetries": 2,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import httpx
 import trio
 
-from .support import AsgiEcho, Exchange, Proxy, RawH2, echo, eventually, one_route
+from ..waiting import eventually
+from .support import AsgiEcho, Exchange, Proxy, RawH2, echo, one_route
 
 
 class Gate:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import trio
 
-from .support import Exchange, Handler, echo, eventually, one_route, pattern, sha256
+from ..waiting import eventually
+from .support import Exchange, Handler, echo, one_route, pattern, sha256
 
 UPLOAD_CHUNKS = 10
 CHUNK = 1000

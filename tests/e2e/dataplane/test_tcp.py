@@ -9,6 +9,7 @@ from collections import Counter
 
 import trio
 
+from ..waiting import eventually
 from .support import closed_port, cluster, pattern, snapshot, tcp_listener
 
 
@@ -144,8 +145,8 @@ async def test_tcp_connections_are_access_logged(make_core, upstreams, tmp_path)
             except trio.BrokenResourceError:
                 pass
         # The writer thread flushes shortly after each connection ends: poll, bounded.
-        while not log.exists() or len(log.read_text().splitlines()) < 2:
-            await trio.sleep(0.02)
+        await eventually(lambda: log.exists() and len(log.read_text().splitlines()) >= 2,
+                         what="two access-log lines", poll=0.02)
     entries = {e["cluster"]: e for e in map(json.loads, log.read_text().splitlines())}
     assert entries["e"] == {"up": echo.address, "cluster": "e", "in": 1000, "out": 1000,
                             "flags": "-", "path": None}

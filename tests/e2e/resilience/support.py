@@ -180,6 +180,19 @@ def health_check(interval_ms: int = 100, *, healthy: int = 2, unhealthy: int = 2
     return appmesh, ext
 
 
+async def drive_until(client: Any, url: str, done: Callable[[], bool], *, what: str,
+                      max_requests: int = 500) -> int:
+    """GET `url` until `done()` holds, checking before each request; returns how many were sent.
+    Fails after `max_requests`: a traffic loop in a test is always bounded."""
+    for sent in range(max_requests):
+        if done():
+            return sent
+        await client.get(url)
+    if done():
+        return max_requests
+    raise AssertionError(f"{what}: not reached after {max_requests} requests")
+
+
 def outlier(max_errors: int = 3, *, interval_ms: int = 100, ejection_ms: int = 500,
             percent: int = 50) -> dict[str, Any]:
     return {"maxServerErrors": max_errors, "interval": {"unit": "ms", "value": interval_ms},
@@ -227,12 +240,3 @@ def mesh(endpoints: Sequence[str], *, protocol: str = "http", listener: dict[str
     }
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0,
-                     what: str = "condition", poll: float = 0.005) -> float:
-    """Poll `predicate` until true; returns the seconds it took; fails after `timeout`."""
-    start = trio.current_time()
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(poll)
-        return trio.current_time() - start
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import trio
 from meshplane import Proxy
 
-from .support import Upstream, eventually, mesh, outlier
+from ..waiting import eventually
+from .support import Upstream, mesh, outlier
 
 ABORTS = 4
 MALFORMED = 4

@@ -15,7 +15,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from meshplane import Proxy
 
-from .support import HEALTH_PATH, eventually, health_check, mesh
+from ..waiting import eventually
+from .support import HEALTH_PATH, health_check, mesh
 
 grpc = pytest.importorskip("grpc")
 health_v1 = pytest.importorskip("grpc_health.v1.health")

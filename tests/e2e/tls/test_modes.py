@@ -165,7 +165,8 @@ async def test_curl_over_tls(pki: Pki, server_cert: Issued, echo: H1Upstream) ->
                                 url.replace("127.0.0.1", "localhost")])
         assert (named.returncode, named.stdout) == (0, "200 2"), named.stderr
         plain = await run_tool([curl, "-sS", "--max-time", "10", url.replace("https", "http")])
-        assert plain.returncode != 0 and plain.seconds < 5  # refused (empty reply), not a hang
+        # Refused (empty reply or reset), not a hang: curl's exit 28 would be its --max-time.
+        assert plain.returncode not in (0, 28), (plain.returncode, plain.stderr)
 
 
 async def test_openssl_sees_versions_and_alpn(pki: Pki, server_cert: Issued, echo: H1Upstream) -> None:
@@ -187,7 +188,6 @@ async def test_openssl_sees_versions_and_alpn(pki: Pki, server_cert: Issued, ech
         tls11 = await run_tool([*base, "-tls1_1"])  # TLS 1.0/1.1 are not offered
         assert tls11.returncode != 0
         assert "New, TLSv1.1, Cipher is (NONE)" in tls11.stdout or "New, (NONE)" in tls11.stdout
-        assert tls11.seconds < 5
 
 
 def _resumed_second_connection(port: int, context: ssl.SSLContext) -> tuple[bool, str | None]:

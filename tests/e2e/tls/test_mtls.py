@@ -63,8 +63,7 @@ async def test_refused_during_the_handshake(
             for version in (["-tls1_2"], ["-tls1_3", "-ign_eof"]):
                 run = await run_tool([*args, *version])
                 assert run.returncode != 0, run.stdout
-                assert "alert" in run.stderr, run.stderr
-                assert run.seconds < 5
+                assert "alert" in run.stderr, run.stderr  # the server's alert ended it
         assert echo.seen == []
         stats = proxy.stats()["listeners"][LISTENER]
         assert stats["tls_handshakes"] == 0

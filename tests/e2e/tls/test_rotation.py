@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import trio
 from meshplane import Proxy
 
 from ..dataplane.support import H1Upstream
+from ..waiting import eventually, until_set
 from .support import (
     GATEWAY_PORT,
     SERVICE,
@@ -34,19 +34,6 @@ LOAD_SECONDS_AFTER_ROTATION = 1.5
 
 async def served_serial(port: int, context: ssl.SSLContext) -> int:
     return serial_of((await handshake(port, context)).peer_cert)
-
-
-async def until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> None:
-    """Poll an async or sync predicate (bounded) until it holds."""
-    with trio.move_on_after(timeout):
-        while True:
-            result = predicate()
-            if hasattr(result, "__await__"):
-                result = await result
-            if result:
-                return
-            await trio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def peer_serial(response: httpx.Response) -> tuple[int, int]:
@@ -77,7 +64,7 @@ async def test_rotation_under_load_fails_no_request(
             limits = httpx.Limits(max_connections=1)
             async with httpx.AsyncClient(verify=context, trust_env=False, timeout=5,
                                          limits=limits) as client:
-                while not stop.is_set():
+                for _ in until_set(stop):
                     try:
                         response = await client.get(url)
                     except httpx.HTTPError as exc:
@@ -90,7 +77,7 @@ async def test_rotation_under_load_fails_no_request(
 
         async def new_connection_client() -> None:
             nonlocal ok
-            while not stop.is_set():
+            for _ in until_set(stop):
                 try:
                     async with httpx.AsyncClient(verify=context, trust_env=False,
                                                  timeout=5) as client:
@@ -109,12 +96,12 @@ async def test_rotation_under_load_fails_no_request(
                     nursery.start_soon(keepalive_client)
                 for _ in range(2):
                     nursery.start_soon(new_connection_client)
-                await until(lambda: len(fresh_serials) >= 5 and ok >= 50, "load to start")
+                await eventually(lambda: len(fresh_serials) >= 5 and ok >= 50, what="load to start", timeout=10, poll=0.05)
                 old = server_cert.serial
                 new = pki.issue("edge", "127.0.0.1", "localhost", into=server_cert).serial
                 assert new != old
-                await until(lambda: _is(served_serial(port, context), new),
-                            "new handshakes to get the new certificate")
+                await eventually(lambda: _is(served_serial(port, context), new),
+                                 what="new handshakes to get the new certificate", timeout=10, poll=0.05)
                 rotated_at = len(fresh_serials)
                 await trio.sleep(LOAD_SECONDS_AFTER_ROTATION)
                 stop.set()
@@ -148,7 +135,7 @@ async def test_a_broken_certificate_keeps_the_old_one_and_says_why(
         context = pki.client_context()
         old = server_cert.serial
         server_cert.key.write_text("-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
-        await until(lambda: proxy.tls_info()["reload"]["failures"] >= 1, "the reload to fail")
+        await eventually(lambda: proxy.tls_info()["reload"]["failures"] >= 1, what="the reload to fail", timeout=10, poll=0.05)
         error = proxy.tls_info()["reload"]["last_error"]
         assert str(server_cert.key) in error
         assert await served_serial(port, context) == old  # still the old certificate
@@ -160,7 +147,7 @@ async def test_a_broken_certificate_keeps_the_old_one_and_says_why(
 
         # fixing the files is picked up at the next change
         new = pki.issue("edge", "127.0.0.1", "localhost", into=server_cert).serial
-        await until(lambda: _is(served_serial(port, context), new), "the fixed certificate")
+        await eventually(lambda: _is(served_serial(port, context), new), what="the fixed certificate", timeout=10, poll=0.05)
         assert proxy.tls_info()["reload"]["last_error"] is None
 
 
@@ -184,7 +171,7 @@ async def test_trust_bundle_rotation_admits_a_new_ca(
 
         assert await status() is None  # refused: its CA is not trusted yet
         bundle.write_bytes(pki.ca_path.read_bytes() + other_pki.ca_path.read_bytes())
-        await until(lambda: _is(status(), 200), "the new CA to be trusted")
+        await eventually(lambda: _is(status(), 200), what="the new CA to be trusted", timeout=10, poll=0.05)
     assert echo.seen[-1].header("x-forwarded-client-cert") == "DNS=client.shop.local"
 
 
@@ -206,5 +193,5 @@ async def test_client_certificate_rotation_reaches_the_upstream(
                 assert (await client.get(url)).status_code == 200
                 return serial_of(upstream.peer_certs[-1]) == new
 
-            await until(upstream_sees_new, "the upstream to see the new client certificate")
+            await eventually(upstream_sees_new, what="the upstream to see the new client certificate", timeout=10, poll=0.05)
     assert serial_of(upstream.peer_certs[0]) == client_cert.serial

@@ -13,8 +13,8 @@ from meshplane import ConfigError, Proxy
 from meshplane.config.tls import secret_dir
 
 from ..dataplane.support import H1Upstream
+from ..waiting import eventually
 from .support import GATEWAY_PORT, Pki, gateway_config, handshake, listener_tls, serial_of
-from .test_rotation import until
 
 
 def kubernetes_secret(secrets_dir: Path, name: str, files: dict[str, bytes], version: int) -> None:
@@ -62,7 +62,7 @@ async def test_kubernetes_style_secret_volume_serves_and_rotates(
         async def rotated() -> bool:
             return serial_of((await handshake(port, context)).peer_cert) == second.serial
 
-        await until(rotated, "the swapped secret to be served")
+        await eventually(rotated, what="the swapped secret to be served", timeout=10, poll=0.05)
         assert proxy.tls_info()["reload"]["failures"] == 0  # one swap: both files at once
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+import trio
+import trio.testing
 from meshplane.config.resilience import ResilienceTarget
 from meshplane.drivers.outlier import OutlierEjections
 
@@ -86,3 +90,96 @@ def test_active_health_success_unejects_and_retarget_releases() -> None:
     ejections.on_event(Outlier("c", HOSTS[2], "consecutive_5xx"))
     ejections.retarget([])  # outlier detection removed: ejected hosts come back
     assert core.ejected[HOSTS[2]] is False and ejections.stats() == {}
+
+
+class RefusingCore(FakeCore):
+    """Refuses the first `refusals` verdicts, as a core with a bug would."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    def set_host_ejected(self, cluster: str, address: str, ejected: bool) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("the core refused")
+        super().set_host_ejected(cluster, address, ejected)
+
+
+async def test_an_exception_is_logged_at_error_counted_and_ejection_goes_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # trio's own (mock) clock: the sweeper task sleeps on it, so the test can wait for it.
+    core = RefusingCore(refusals=0)
+    ejections = OutlierEjections(core)
+    od = {"maxServerErrors": 5, "interval": {"unit": "s", "value": 10},
+          "baseEjectionDuration": {"unit": "s", "value": 30}, "maxEjectionPercent": 100}
+    ejections.retarget([ResilienceTarget("c", "n", 80, "http", HOSTS, "n", outlier_detection=od)])
+    detector = ejections._clusters["c"].detector
+    decide = detector.on_consecutive
+
+    def broken_once(*args: Any) -> Any:
+        monkeypatch.setattr(detector, "on_consecutive", decide)
+        raise ValueError("a bug in the detector")
+
+    monkeypatch.setattr(detector, "on_consecutive", broken_once)
+    send, receive = trio.open_memory_channel[Any](10)
+
+    async def deliver(host: str) -> None:
+        await send.send(Outlier("c", host, "consecutive_5xx"))
+        await trio.testing.wait_all_tasks_blocked()
+
+    with caplog.at_level(logging.DEBUG, logger="meshplane.outlier"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ejections.run, receive)
+            await deliver(HOSTS[0])  # the detector raises
+            core.refusals = 1
+            await deliver(HOSTS[1])  # the core refuses the ejection
+            assert core.ejected == {} and ejections.errors == 2
+            await deliver(HOSTS[2])
+            await deliver(HOSTS[0])
+            assert core.ejected == {HOSTS[2]: True, HOSTS[0]: True}
+            nursery.cancel_scope.cancel()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.exc_info[0] for r in errors if r.exc_info] == [ValueError, RuntimeError]
+    assert "a bug in the detector" in errors[0].getMessage()
+    assert f"set_host_ejected(c, {HOSTS[1]}, True)" in errors[1].getMessage()
+    assert ejections.errors == 2
+
+
+def test_a_failing_sweep_is_counted_and_retried_at_the_next_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, now = FakeCore(), [0.0]
+    ejections = OutlierEjections(core, clock=lambda: now[0])
+    ejections.retarget([target("c", 1)])
+    cluster = ejections._clusters["c"]
+    calls: list[float] = []
+
+    def on_interval(samples: Any, at: float) -> list[Any]:
+        calls.append(at)
+        if len(calls) == 1:
+            raise ValueError("a bug in the sweep")
+        return []
+
+    monkeypatch.setattr(cluster.detector, "on_interval", on_interval)
+    with caplog.at_level(logging.ERROR, logger="meshplane.outlier"):
+        now[0] = 1.0
+        ejections.sweep()
+        ejections.sweep()  # the same instant: not due again, the failure did not loop
+        now[0] = 2.0
+        ejections.sweep()
+    assert calls == [1.0, 2.0] and ejections.errors == 1
+    assert len(caplog.records) == 1 and "the sweep of cluster c" in caplog.records[0].getMessage()
+
+
+def test_releasing_a_cluster_the_core_no_longer_has_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    core = RefusingCore(refusals=0)
+    ejections = OutlierEjections(core, clock=lambda: 0.0)
+    ejections.retarget([target()])
+    ejections.on_event(Outlier("c", HOSTS[0], "consecutive_5xx"))
+    assert core.ejected == {HOSTS[0]: True}
+    core.refusals = 1  # the new snapshot has no cluster "c": the core refuses the return
+    with caplog.at_level(logging.ERROR, logger="meshplane.outlier"):
+        ejections.retarget([])
+    assert ejections.errors == 0 and caplog.records == [] and ejections.stats() == {}

@@ -8,6 +8,8 @@ resource X's property Attr (so `!GetAtt Node.VirtualNodeName` is that node's nam
 substitutes those, and `Fn::If` evaluates the template's Conditions with the same values.
 What cannot be known offline (`Fn::ImportValue`, ARNs) becomes a readable placeholder string.
 Strings become integers or booleans where the spec wants them, as CloudFormation converts.
+A function with malformed arguments, or a condition that depends on itself, is a problem of the
+resource that uses it (`Properties: cannot evaluate Fn::If: ...`), never an exception.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ PSEUDO = {
     "AWS::NotificationARNs": [],
 }
 NO_VALUE = object()  # AWS::NoValue: the property or list item disappears
+
+
+class IntrinsicError(Exception):
+    """An intrinsic function that cannot be evaluated; the message says which and why."""
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
 _SUB = re.compile(r"\$\{(!?)([^}]*)\}")
 
 
@@ -68,15 +78,17 @@ class Template:
     """Offline evaluation of a template's intrinsic functions."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
-        self.parameters = doc.get("Parameters") or {}
-        self.conditions = doc.get("Conditions") or {}
-        self.mappings = doc.get("Mappings") or {}
-        self.resources = doc.get("Resources") or {}
+        self.parameters = _dict(doc.get("Parameters"))
+        self.conditions = _dict(doc.get("Conditions"))
+        self.mappings = _dict(doc.get("Mappings"))
+        self.resources = _dict(doc.get("Resources"))
         self._resolving: set[tuple[str, str]] = set()  # GetAtt cycles end in a placeholder
+        self._deciding: set[str] = set()  # conditions being evaluated: a cycle is an error
 
     def parameter(self, name: str) -> Any:
-        param = self.parameters.get(name) or {}
-        value = param.get("Default", (param.get("AllowedValues") or [name])[0])
+        param = _dict(self.parameters.get(name))
+        allowed = param.get("AllowedValues")
+        value = param.get("Default", allowed[0] if isinstance(allowed, list) and allowed else name)
         if (
             param.get("Type") == "Number"
             and isinstance(value, str)
@@ -95,7 +107,7 @@ class Template:
         return name  # a resource: its physical id is unknown offline; the logical id stands in
 
     def get_att(self, name: str, attr: str) -> Any:
-        props = (self.resources.get(name) or {}).get("Properties") or {}
+        props = _dict(_dict(self.resources.get(name)).get("Properties"))
         if attr in props and (name, attr) not in self._resolving:
             self._resolving.add((name, attr))
             try:
@@ -105,7 +117,13 @@ class Template:
         return f"{name}.{attr}"  # Arn, Uid, ...: known only once deployed
 
     def condition(self, name: str) -> bool:
-        return bool(self.resolve(self.conditions.get(name, False)))
+        if name in self._deciding:
+            raise IntrinsicError(f"condition {name!r} depends on itself")
+        self._deciding.add(name)
+        try:
+            return bool(self.resolve(self.conditions.get(name, False)))
+        finally:
+            self._deciding.discard(name)
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -125,6 +143,17 @@ class Template:
         return {k: v for k, v in out.items() if v is not NO_VALUE}
 
     def _function(self, fn: str, arg: Any) -> Any:
+        try:
+            return self._evaluate(fn, arg)
+        except IntrinsicError:
+            raise
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
+            # Arguments of the wrong shape (`Fn::If: x`, `Fn::Select: [a]`, ...).
+            shown = repr(arg)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise IntrinsicError(f"cannot evaluate Fn::{fn} with {shown}: {exc}") from None
+
+    def _evaluate(self, fn: str, arg: Any) -> Any:
         if fn == "GetAtt":
             parts = arg.split(".", 1) if isinstance(arg, str) else [self.resolve(a) for a in arg]
             return self.get_att(str(parts[0]), str(parts[1]) if len(parts) > 1 else "")
@@ -154,7 +183,7 @@ class Template:
             return str(text).split(str(sep))
         if fn == "FindInMap":
             m, k1, k2 = (str(self.resolve(a)) for a in arg)
-            return self.mappings.get(m, {}).get(k1, {}).get(k2, f"{m}.{k1}.{k2}")
+            return _dict(_dict(self.mappings.get(m)).get(k1)).get(k2, f"{m}.{k1}.{k2}")
         if fn == "GetAZs":
             return ["us-east-1a", "us-east-1b", "us-east-1c"]
         if fn == "ImportValue":
@@ -178,11 +207,23 @@ def load(doc: dict[str, Any], source: str) -> tuple[list[Resource], list[Problem
     template = Template(doc)
     resources: list[Resource] = []
     problems: list[Problem] = []
-    for logical_id, res in (doc.get("Resources") or {}).items():
-        if not isinstance(res, dict) or res.get("Type") not in TYPES:
+    for logical_id, res in _dict(doc.get("Resources")).items():
+        if not isinstance(res, dict) or not isinstance(res.get("Type"), str) or res["Type"] not in TYPES:
             continue
         kind, name_key, parent_key = TYPES[res["Type"]]
-        props = template.resolve(res.get("Properties") or {})
+        try:
+            props = template.resolve(res.get("Properties") or {})
+        except IntrinsicError as exc:
+            problems.append(Problem(source, f"{kind} (logical id {logical_id})", "Properties", str(exc)))
+            continue
+        except RecursionError:
+            problems.append(Problem(source, f"{kind} (logical id {logical_id})", "Properties",
+                                    "intrinsic functions refer to each other too deeply to evaluate"))
+            continue
+        if not isinstance(props, dict):
+            problems.append(Problem(source, f"{kind} (logical id {logical_id})", "Properties",
+                                    "expected an object"))
+            continue
         name = props.get(name_key, logical_id)
         spec = coerce(SPEC_OF_KIND[kind], camel_keys(props.get("Spec") or {}))
         parent = props.get(parent_key) if parent_key else None

@@ -53,6 +53,16 @@ REFS = {
 }
 
 
+def _dict(value: Any) -> dict[Any, Any]:
+    """`value` if it is a mapping, else {}: a wrong type is the validator's to report, so the
+    loader reads past it rather than crash on it."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def is_k8s(docs: list[Any]) -> bool:
     return any(isinstance(d, dict) and "apiVersion" in d and "kind" in d for d in docs)
 
@@ -67,14 +77,14 @@ class _Objects:
             if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(GROUP)
         ]
         self.namespace_labels = {
-            _meta(d, "name"): (d.get("metadata") or {}).get("labels") or {}
+            _meta(d, "name"): _dict(_dict(d.get("metadata")).get("labels"))
             for d in docs
             if isinstance(d, dict) and d.get("kind") == "Namespace"
         }
-        self.by_key = {(d.get("kind"), _namespace(d), _meta(d, "name")): d for d in self.objects}
+        self.by_key = {(str(d.get("kind")), _namespace(d), _meta(d, "name")): d for d in self.objects}
 
     def aws_name(self, obj: dict[str, Any]) -> str:
-        spec = obj.get("spec") or {}
+        spec = _dict(obj.get("spec"))
         if spec.get("awsName"):
             return str(spec["awsName"])
         return default_name(str(obj.get("kind")), _meta(obj, "name"), _namespace(obj))
@@ -82,8 +92,8 @@ class _Objects:
     def ref(self, kind: str, ref: Any, namespace: str) -> str:
         if isinstance(ref, str):  # an ARN: arn:aws:appmesh:...:mesh/m/virtualNode/name
             return ref.rsplit("/", 1)[-1]
-        name = str((ref or {}).get("name", ""))
-        ns = str((ref or {}).get("namespace") or namespace)
+        name = str(_dict(ref).get("name", ""))
+        ns = str(_dict(ref).get("namespace") or namespace)
         obj = self.by_key.get((kind, ns, name))
         return self.aws_name(obj) if obj is not None else default_name(kind, name, ns)
 
@@ -95,7 +105,7 @@ def default_name(kind: str, name: str, namespace: str) -> str:
 
 
 def _meta(obj: dict[str, Any], key: str) -> str:
-    return str((obj.get("metadata") or {}).get(key, ""))
+    return str(_dict(obj.get("metadata")).get(key, ""))
 
 
 def _namespace(obj: dict[str, Any]) -> str:
@@ -214,7 +224,7 @@ def _current(
     obj: dict[str, Any], objs: _Objects, source: str, problems: list[Problem]
 ) -> tuple[list[Resource], list[str]]:
     """The resources of one v1beta2 object and the field path each spec came from."""
-    kind, ns, spec = str(obj["kind"]), _namespace(obj), obj.get("spec") or {}
+    kind, ns, spec = str(obj["kind"]), _namespace(obj), _dict(obj.get("spec"))
     name = objs.aws_name(obj)
     if kind == "VirtualNode" and "backendGroups" in spec:
         spec = _with_backend_groups(obj, objs, source, problems)
@@ -228,7 +238,7 @@ def _current(
     ]
     paths = ["spec"]
     if kind == "VirtualRouter":
-        for i, route in enumerate(spec.get("routes") or []):
+        for i, route in enumerate(_list(spec.get("routes"))):
             if isinstance(route, dict):
                 body = {k: v for k, v in route.items() if k != "name"}
                 out.append(
@@ -337,18 +347,18 @@ def _convert(value: Any, objs: _Objects, ns: str, in_targets: bool = False) -> A
 
 
 def _gateway_of(route: dict[str, Any], objs: _Objects) -> str | None:
-    spec = route.get("spec") or {}
+    spec = _dict(route.get("spec"))
     if spec.get("virtualGatewayRef"):
         return objs.ref("VirtualGateway", spec["virtualGatewayRef"], _namespace(route))
     gateways = [o for o in objs.objects if o.get("kind") == "VirtualGateway"]
     ns_labels = objs.namespace_labels.get(_namespace(route))
-    route_labels = (route.get("metadata") or {}).get("labels") or {}
+    route_labels = _dict(_dict(route.get("metadata")).get("labels"))
     matching = [
         g
         for g in gateways
         if ns_labels is not None
-        and _selects((g.get("spec") or {}).get("namespaceSelector"), ns_labels)
-        and _selects((g.get("spec") or {}).get("gatewayRouteSelector", {}), route_labels)
+        and _selects(_dict(g.get("spec")).get("namespaceSelector"), ns_labels)
+        and _selects(_dict(g.get("spec")).get("gatewayRouteSelector", {}), route_labels)
     ]
     chosen = matching if matching else gateways
     return objs.aws_name(chosen[0]) if len(chosen) == 1 else None
@@ -358,7 +368,7 @@ def _selects(selector: Any, labels: dict[str, Any]) -> bool:
     """Label-selector semantics: absent selects nothing, empty selects all (matchLabels only)."""
     if selector is None:
         return False
-    wanted = (selector or {}).get("matchLabels") or {}
+    wanted = _dict(_dict(selector).get("matchLabels"))
     return all(str(labels.get(k)) == str(v) for k, v in wanted.items())
 
 
@@ -373,7 +383,7 @@ def _legacy_name(name: str, namespace: str) -> str:
 
 def _legacy(obj: dict[str, Any]) -> list[Resource]:
     kind, ns, name = str(obj["kind"]), _namespace(obj), _meta(obj, "name")
-    spec = {k: v for k, v in (obj.get("spec") or {}).items() if k != "meshName"}
+    spec = {k: v for k, v in _dict(obj.get("spec")).items() if k != "meshName"}
     if kind == "Mesh":
         return [Resource("Mesh", name, {k: v for k, v in spec.items() if k == "egressFilter"})]
     if kind == "VirtualNode":
@@ -384,7 +394,7 @@ def _legacy(obj: dict[str, Any]) -> list[Resource]:
         return [Resource("VirtualNode", _legacy_name(name, ns), _convert_legacy(spec))]
     if kind != "VirtualService":
         return []
-    router_spec = spec.get("virtualRouter") or {}
+    router_spec = _dict(spec.get("virtualRouter"))
     router = _legacy_name(str(router_spec.get("name") or name), ns)
     out = [
         Resource(
@@ -393,15 +403,15 @@ def _legacy(obj: dict[str, Any]) -> list[Resource]:
         Resource("VirtualRouter", router, {k: v for k, v in router_spec.items() if k != "name"}),
     ]
     types = {"http": "httpRoute", "http2": "http2Route", "grpc": "grpcRoute", "tcp": "tcpRoute"}
-    for route in spec.get("routes") or []:
+    for route in _list(spec.get("routes")):
+        if not isinstance(route, dict):
+            continue
         body: dict[str, Any] = {
-            types.get(k, k): copy.deepcopy(v) for k, v in route.items() if k != "name"
+            (types[k] if k in types else k): copy.deepcopy(v) for k, v in route.items() if k != "name"
         }
         for rtype in types.values():
-            for target in ((body.get(rtype) or {}).get("action") or {}).get(
-                "weightedTargets"
-            ) or []:
-                if "virtualNodeName" in target:
+            for target in _list(_dict(_dict(body.get(rtype)).get("action")).get("weightedTargets")):
+                if isinstance(target, dict) and "virtualNodeName" in target:
                     node = str(target.pop("virtualNodeName"))
                     # The legacy controller namespaced http and tcp targets only; http2 and grpc
                     # manifests spell the App Mesh name out ("red-<ns>").

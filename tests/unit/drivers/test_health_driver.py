@@ -1,0 +1,77 @@
+"""`ActiveHealthChecks` without sockets: probes are fakes, time is trio's MockClock (autojump),
+the core is a recorder. A probe that raises is logged at error level, counted and recorded as a
+network failure, and the host keeps being checked."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+from meshplane.config.resilience import ResilienceTarget
+from meshplane.drivers import health
+from meshplane.drivers.health import ActiveHealthChecks
+from meshplane.drivers.probes import ProbeSpec
+from meshplane.policy import ProbeResult
+
+HOST = "10.0.0.1:80"
+CHECK = {"protocol": "http", "path": "/health", "healthyThreshold": 2, "unhealthyThreshold": 2,
+         "timeoutMillis": 2000, "intervalMillis": 5000}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.verdicts: list[bool] = []
+        self.changed = trio.Event()
+
+    def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
+        self.verdicts.append(healthy)
+        self.changed.set()
+
+
+class ScriptedProbe:
+    """Raises for the first `raises` probes, then succeeds."""
+
+    def __init__(self, raises: int) -> None:
+        self.raises = raises
+        self.calls = 0
+
+    async def probe(self) -> ProbeResult:
+        self.calls += 1
+        if self.calls <= self.raises:
+            raise RuntimeError("a bug in the probe")
+        return ProbeResult.SUCCESS
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_probe_that_raises_is_logged_counted_and_the_host_stays_checked(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = ScriptedProbe(raises=2)
+
+    def make_probe(spec: ProbeSpec, ip: str, port: int) -> ScriptedProbe:
+        return probe
+
+    monkeypatch.setattr(health, "make_probe", make_probe)
+    core = Recorder()
+    checks = ActiveHealthChecks(core)
+    checks.retarget([ResilienceTarget("c", "n", 80, "http", (HOST,), "n", health_check=CHECK)])
+    with caplog.at_level(logging.ERROR, logger="meshplane.health"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(checks.run)
+            # Two raising probes (two failures: unhealthy), then two successes: healthy again.
+            with trio.fail_after(600):  # virtual seconds
+                while core.verdicts[-1:] != [True]:
+                    await core.changed.wait()
+                    core.changed = trio.Event()
+            nursery.cancel_scope.cancel()
+    assert core.verdicts == [False, True]
+    assert probe.calls == 4 and checks.errors == 2
+    stats = checks.stats()["c"]
+    assert (stats["attempt"], stats["failure"], stats["network_failure"], stats["success"]) == (4, 2, 2, 2)
+    assert len(caplog.records) == 2
+    assert all(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
+    assert f"the probe of cluster c host {HOST} failed (RuntimeError: a bug in the probe)" in caplog.records[0].getMessage()
