@@ -206,7 +206,7 @@ async def serve(cfg: Any) -> None:
     pytest.importorskip("meshplane._core", reason="meshplane._core is not built")
     from meshplane import Proxy
 
-    async with Proxy(cfg, admin=None, drain_ms=0, port_overrides=_all_ports(cfg)) as proxy:
+    async with Proxy(cfg, admin="127.0.0.1:0", drain_ms=0, port_overrides=_all_ports(cfg)) as proxy:
         assert proxy.listener_addresses(), f"{cfg.source}: no listener started"
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import trio
 
-from meshplane._bridge import TaskStatus
+from meshplane._bridge import TaskStatus, collapse_groups
 from meshplane.config.cloudmap import CloudMapTarget
 from meshplane.registry import Instance, Registry, endpoints
 from meshplane.store import Store, StoreError, WatchExpired
@@ -221,13 +221,16 @@ class CloudMapDiscovery:
                 self._push(ns, svc, list(state.values()))
                 took = time.perf_counter() - started
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pusher)
-            async with aclosing(self.registry.watch_instances(ns, svc, revision)) as batches:
-                async for batch in batches:
-                    for instance_id, instance in batch:
-                        if instance is None:
-                            state.pop(instance_id, None)
-                        else:
-                            state[instance_id] = instance
-                    dirty.set()
+        # A lost watch ends this nursery with the store's error; as itself, not as a group
+        # (trio's strict exception groups), so `_follow` backs off and reconnects.
+        with collapse_groups():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pusher)
+                async with aclosing(self.registry.watch_instances(ns, svc, revision)) as batches:
+                    async for batch in batches:
+                        for instance_id, instance in batch:
+                            if instance is None:
+                                state.pop(instance_id, None)
+                            else:
+                                state[instance_id] = instance
+                        dirty.set()
