@@ -18,8 +18,10 @@ timeout), every port bound on 0 and read back. Then, at once:
   watched file rewritten with other endpoint weights); a burst of hostile clients (uploads
   aborted mid-body, malformed chunked bodies, garbage, 100 KiB headers, silent connections);
 - watch: `/clusters` every second (an increase of `outlier_num_ejections` on a host that was
-  neither killed nor storming within the last 3 s is an ejection of a healthy host) and the
-  proxy's RSS every 5 s; a proxy exit is a crash.
+  neither killed nor storming within the last 3 s is an ejection of a healthy host, reported with
+  the faults just before it; note that the faulted requests' resets and stalls are the upstream's
+  doing, so they count against the host they reach, as in Envoy) and the proxy's RSS every 5 s;
+  a proxy exit is a crash.
 
 Reports: requests by outcome (clean and faulted), failed clean requests with their statuses,
 ejections (of faulty and of healthy hosts), RSS over time, crashes.
@@ -131,6 +133,7 @@ class Soak:
         self.ejections_healthy: list[str] = []
         self.rss: list[tuple[float, int]] = []
         self.crashes = 0
+        self.timeline: list[tuple[float, str]] = []  # (seconds, what): faults and ejections
         self.start = time.monotonic()
 
     # --- the proxy -------------------------------------------------------------------------
@@ -235,6 +238,8 @@ class Soak:
             n += 1
             self.faults[fault] += 1
             up = rng.choice(self.upstreams)
+            target = f" {up.address}" if fault in ("kill", "storm") else ""
+            self.timeline.append((time.monotonic() - self.start, f"{fault}{target}"))
             if fault == "kill":
                 up.faulty_until = time.monotonic() + 6
                 up.kill()
@@ -269,10 +274,13 @@ class Soak:
                     seen[key] = count
                     if new > 0:
                         up = by_port.get(int(m.group(3)))
+                        at = time.monotonic() - self.start
                         if up is not None and up.faulty_until + 3 >= time.monotonic():
                             self.ejections_faulty += new
+                            self.timeline.append((at, f"ejected {key} (faulty)"))
                         else:
-                            self.ejections_healthy.append(f"{key} at {time.monotonic() - self.start:.0f}s")
+                            self.ejections_healthy.append(f"{key} at {at:.0f}s")
+                            self.timeline.append((at, f"ejected {key} (neither killed nor storming)"))
                 now = time.monotonic()
                 if now - last_rss >= 5 and self.proxy is not None:
                     last_rss = now
@@ -320,6 +328,7 @@ class Soak:
                         "median": statistics.median(rss) if rss else None},
             "rss_series": self.rss,
             "crashes": self.crashes,
+            "timeline": [f"{t:6.1f}s {what}" for t, what in self.timeline],
         }
 
 
@@ -349,7 +358,11 @@ def main() -> None:
         finally:
             soak.stop()
     report = soak.report()
-    summary = {k: v for k, v in report.items() if k != "rss_series"}
+    summary = {k: v for k, v in report.items() if k not in ("rss_series", "timeline")}
+    # The faults just before each ejection of a host that was neither killed nor storming.
+    for i, line in enumerate(report["timeline"]):
+        if "neither" in line:
+            summary.setdefault("before_healthy_ejections", []).append(report["timeline"][max(0, i - 4): i + 1])
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
