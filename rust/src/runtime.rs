@@ -96,8 +96,11 @@ impl Runtime {
             .map(|c| c.version.clone())
     }
 
-    /// Parse, build and swap in a snapshot; bind new listeners, keep unchanged ones, drain
-    /// removed ones. On error nothing has changed.
+    /// Parse, build and swap in a snapshot, as one transaction: every listener of the new
+    /// version is bound first (a failure, such as an address in use, returns the error with
+    /// nothing changed and the running version serving); then new listeners start, unchanged
+    /// ones take the new state, a listener whose address is unchanged but whose protocol or
+    /// name changed keeps its socket, removed ones drain, and the version is published.
     pub fn apply(&self, bytes: &[u8]) -> Result<String, SnapshotError> {
         let snap = Snapshot::parse(bytes)?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,69 +157,52 @@ impl Runtime {
             &self.log_sinks,
         )?);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let _enter = self.handle.enter();
+        // Open every socket the new version needs before anything changes: an error returns
+        // here, dropping (closing) what was opened, and the running version is untouched.
+        let plans = plan_listeners(&compiled.snapshot.listeners, &listeners)?;
 
-        // Bind everything new first, so a bind failure changes nothing.
-        let mut fresh = Vec::new();
-        for (i, l) in compiled.snapshot.listeners.iter().enumerate() {
-            let kept = listeners
-                .get(&l.name)
-                .is_some_and(|r| r.address_spec == l.address && r.protocol == l.protocol);
-            if !kept {
-                let std_listener = listener::bind(
-                    &l.address,
-                    l.backlog.unwrap_or(crate::config::DEFAULT_BACKLOG),
-                )
-                .map_err(|e| SnapshotError {
-                    path: format!("listeners[{i}].address"),
-                    message: format!("cannot bind {}: {e}", l.address),
-                })?;
-                fresh.push((l.name.clone(), l.address.clone(), l.protocol, std_listener));
-            }
-        }
-
+        // Commit: nothing below can fail. Every listener of the new version starts (or takes
+        // its new state), listeners it lacks stop, then the new version is published.
         let state_for = |name: &str| {
             Arc::new(ListenerState {
                 compiled: compiled.clone(),
                 config: compiled.listeners[name].clone(),
             })
         };
-        let _enter = self.handle.enter();
-        for l in &compiled.snapshot.listeners {
-            if let Some(r) = listeners.get(&l.name) {
-                if r.address_spec == l.address && r.protocol == l.protocol {
+        let slot_for = |name: &str| {
+            Arc::new(ListenerSlot {
+                name: name.into(),
+                state: ArcSwap::new(state_for(name)),
+            })
+        };
+        let mut old = std::mem::take(&mut *listeners);
+        for (l, plan) in compiled.snapshot.listeners.iter().zip(plans) {
+            let running = match plan {
+                Plan::Keep => {
+                    let r = old.remove(&l.name).expect("planned from the running set");
                     r.slot.state.store(state_for(&l.name));
+                    r
                 }
-            }
+                Plan::Retarget(from) => {
+                    let mut r = old.remove(&from).expect("planned from the running set");
+                    r.retarget(l.address.clone(), l.protocol, slot_for(&l.name));
+                    r
+                }
+                Plan::Open(opened) => listener::start(
+                    opened,
+                    l.address.clone(),
+                    l.protocol,
+                    slot_for(&l.name),
+                    self.conns.clone(),
+                    self.stop.subscribe(),
+                ),
+            };
+            listeners.insert(l.name.clone(), running);
         }
-        for (name, address, protocol, std_listener) in fresh {
-            if let Some(old) = listeners.remove(&name) {
-                old.stop();
-            }
-            let slot = Arc::new(ListenerSlot {
-                name: name.as_str().into(),
-                state: ArcSwap::new(state_for(&name)),
-            });
-            let running = listener::start(
-                std_listener,
-                address,
-                protocol,
-                slot,
-                self.conns.clone(),
-                self.stop.subscribe(),
-            )
-            .map_err(|e| SnapshotError {
-                path: format!("listeners.{name}"),
-                message: e.to_string(),
-            })?;
-            listeners.insert(name, running);
+        for r in old.values() {
+            r.stop();
         }
-        listeners.retain(|name, r| {
-            let keep = compiled.listeners.contains_key(name);
-            if !keep {
-                r.stop();
-            }
-            keep
-        });
         self.forget_unused(&compiled);
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
@@ -430,6 +416,70 @@ impl Runtime {
     }
 }
 
+/// How one listener of a new version gets its socket.
+enum Plan {
+    /// Same name, address and protocol: the running listener takes the new state.
+    Keep,
+    /// The socket of the running listener of this name serves the new protocol or name
+    /// (its address is unchanged); it is not closed, so no connection attempt is refused.
+    Retarget(String),
+    /// A new socket, already bound.
+    Open(listener::Opened),
+}
+
+/// Decide, for each listener of `wanted` (in order), how it gets its socket, binding the new
+/// ones. A running socket is reused by the listener of the same name and address spec, or else
+/// by one whose address resolves to exactly the bound address (not port 0); each socket at
+/// most once. On error, the sockets bound so far are closed and nothing else has changed.
+fn plan_listeners(
+    wanted: &[crate::config::Listener],
+    running: &HashMap<String, RunningListener>,
+) -> Result<Vec<Plan>, SnapshotError> {
+    let mut claimed = std::collections::HashSet::new();
+    let mut plans: Vec<Option<Plan>> = wanted
+        .iter()
+        .map(|l| {
+            let r = running.get(&l.name)?;
+            if r.address_spec != l.address {
+                return None;
+            }
+            claimed.insert(l.name.as_str());
+            Some(if r.protocol == l.protocol {
+                Plan::Keep
+            } else {
+                Plan::Retarget(l.name.clone())
+            })
+        })
+        .collect();
+    for (i, (l, plan)) in wanted.iter().zip(plans.iter_mut()).enumerate() {
+        if plan.is_some() {
+            continue;
+        }
+        let cannot_bind = |e: std::io::Error| SnapshotError {
+            path: format!("listeners[{i}].address"),
+            message: format!("cannot bind {}: {e}", l.address),
+        };
+        let addr = listener::resolve(&l.address).map_err(cannot_bind)?;
+        let reused = running.iter().find(|(name, r)| {
+            addr.port() != 0 && r.bound == addr && !claimed.contains(name.as_str())
+        });
+        *plan = Some(match reused {
+            Some((name, _)) => {
+                claimed.insert(name.as_str());
+                Plan::Retarget(name.clone())
+            }
+            None => Plan::Open(
+                listener::open(addr, l.backlog.unwrap_or(crate::config::DEFAULT_BACKLOG))
+                    .map_err(cannot_bind)?,
+            ),
+        });
+    }
+    Ok(plans
+        .into_iter()
+        .map(|p| p.expect("every listener planned"))
+        .collect())
+}
+
 /// Close upstream connections idle longer than their cluster's idle timeout. Runs for the life
 /// of the runtime, waking at half the shortest idle timeout (between 100 ms and 5 s).
 async fn sweep_idle_connections(
@@ -483,6 +533,114 @@ mod tests {
             });
         }
         assert_eq!(rt.stats()["core_events_dropped"], 3);
+        rt.shutdown(Duration::ZERO);
+    }
+
+    /// A snapshot with listeners `(name, address, protocol)`; http ones route to cluster `c`,
+    /// tcp ones forward to it; `c` has the one endpoint `upstream`.
+    fn doc(version: &str, listeners: &[(&str, &str, &str)], upstream: SocketAddr) -> Vec<u8> {
+        let listeners: Vec<serde_json::Value> = listeners
+            .iter()
+            .map(|(name, address, protocol)| match *protocol {
+                "http" => serde_json::json!({"name": name, "address": address,
+                    "protocol": "http", "routeTable": "t"}),
+                _ => serde_json::json!({"name": name, "address": address, "protocol": "tcp",
+                    "tcpClusters": [{"cluster": "c", "weight": 1}]}),
+            })
+            .collect();
+        serde_json::json!({"schema": 1, "version": version, "listeners": listeners,
+            "routeTables": {"t": {"virtualHosts": [{"name": "vh", "domains": ["*"],
+                "routes": [{"name": "r", "match": {"path": {"kind": "prefix", "value": "/"}},
+                    "action": {"clusters": [{"cluster": "c", "weight": 1}]}}]}]}},
+            "clusters": [{"name": "c", "protocol": "tcp",
+                "endpoints": [{"address": upstream.to_string()}]}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Connect to `port` and wait until `upstream` accepts the connection the proxy forwards.
+    fn forwarded(port: u16, upstream: &std::net::TcpListener) -> std::net::TcpStream {
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        upstream.set_nonblocking(true).unwrap();
+        // Bounded: a proxy that never connects fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let conn = loop {
+            match upstream.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the proxy never connected"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        drop(client);
+        conn
+    }
+
+    #[test]
+    fn a_failed_bind_changes_nothing_and_closes_what_it_bound() {
+        let rt = Runtime::new(1).expect("runtime");
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = upstream.local_addr().unwrap();
+        rt.apply(&doc("v1", &[("a", "127.0.0.1:0", "tcp")], up))
+            .unwrap();
+        let before = rt.listeners();
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = held.local_addr().unwrap().to_string();
+        // `b` binds (a free port, found by binding and closing), then `c` fails: `b` must be
+        // closed again.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        let bad = doc(
+            "v2",
+            &[
+                ("a", "127.0.0.1:0", "http"),
+                ("b", &free_addr, "tcp"),
+                ("c", &busy, "tcp"),
+            ],
+            up,
+        );
+        let e = rt.apply(&bad).expect_err("the address is in use");
+        assert_eq!(e.path, "listeners[2].address");
+        assert_eq!(rt.version().as_deref(), Some("v1"));
+        assert_eq!(rt.listeners(), before);
+        std::net::TcpListener::bind(&free_addr).expect("the socket bound for `b` is closed");
+        // The old version still serves, with its old protocol.
+        forwarded(before[0].1.port(), &upstream);
+        rt.shutdown(Duration::ZERO);
+    }
+
+    #[test]
+    fn a_protocol_change_keeps_the_socket() {
+        let rt = Runtime::new(1).expect("runtime");
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = upstream.local_addr().unwrap();
+        rt.apply(&doc("v1", &[("a", "127.0.0.1:0", "http")], up))
+            .unwrap();
+        let port = rt.listeners()[0].1.port();
+        rt.apply(&doc("v2", &[("a", "127.0.0.1:0", "tcp")], up))
+            .unwrap();
+        assert_eq!(
+            rt.listeners(),
+            [(
+                "a".into(),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                ListenerProtocol::Tcp
+            )]
+        );
+        forwarded(port, &upstream);
+        // A fixed address survives a protocol and name change as well.
+        let fixed = format!("127.0.0.1:{port}");
+        rt.apply(&doc("v3", &[("b", &fixed, "http")], up)).unwrap();
+        rt.apply(&doc("v4", &[("c", &fixed, "tcp")], up)).unwrap();
+        assert_eq!(rt.listeners()[0].0, "c");
+        assert_eq!(rt.listeners()[0].1.port(), port);
+        forwarded(port, &upstream);
         rt.shutdown(Duration::ZERO);
     }
 }
