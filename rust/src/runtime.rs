@@ -5,7 +5,11 @@
 //! completion as an event. Not every method is short, though: `apply` parses and compiles a
 //! snapshot and binds sockets, and `apply` and `reload_tls` read certificate and key files, so
 //! `py/` releases the GIL around them; `join` blocks until the runtime thread has exited (call
-//! it after `shutdown`). The rest take a lock for a copy or an atomic update.
+//! it after `shutdown`). Reads (`version`, `stats`, `take_outlier_samples`, `tls_info`) copy
+//! from the published snapshot without waiting for an apply in progress (`listeners` waits
+//! only while one binds and starts its sockets);
+//! `set_endpoints`, `set_host_flag` and `reload_tls` take the apply lock, so during an apply
+//! they wait for it to finish (and then act on the version it published).
 
 use crate::accesslog::Sinks;
 use crate::cluster::{HealthFlag, OutlierSink};
@@ -29,7 +33,9 @@ pub struct Runtime {
     /// Tells the runtime thread to exit (after draining).
     exit: watch::Sender<bool>,
     current: Mutex<Option<Arc<Compiled>>>,
-    /// The same snapshot, readable without the apply lock (the idle-connection sweeper).
+    /// The same snapshot, readable without the apply lock: by the idle-connection sweeper and
+    /// by the calls that only read (version, stats, outlier samples, certificates), so they
+    /// never wait for an apply in progress.
     published: Arc<ArcSwapOption<Compiled>>,
     /// Wakes the sweeper after an apply, so a shorter idle timeout takes effect at once.
     sweeper: Arc<tokio::sync::Notify>,
@@ -89,11 +95,7 @@ impl Runtime {
     }
 
     pub fn version(&self) -> Option<String> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|c| c.version.clone())
+        self.published.load().as_ref().map(|c| c.version.clone())
     }
 
     /// Parse, build and swap in a snapshot, as one transaction: every listener of the new
@@ -266,11 +268,7 @@ impl Runtime {
 
     /// Per-host outcome totals since the last call, for every cluster with outlier detection.
     pub fn take_outlier_samples(&self) -> serde_json::Value {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let cur = self.published.load_full();
         let mut out = serde_json::Map::new();
         for c in cur.iter().flat_map(|c| c.clusters.iter()) {
             if c.spec.outlier_detection.is_none() {
@@ -335,11 +333,7 @@ impl Runtime {
 
     /// Certificates in use: per listener and per cluster, with SANs and expiry.
     pub fn tls_info(&self) -> serde_json::Value {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let cur = self.published.load_full();
         let mut listeners = serde_json::Map::new();
         let mut clusters = serde_json::Map::new();
         if let Some(c) = cur {
@@ -365,11 +359,7 @@ impl Runtime {
     }
 
     pub fn stats(&self) -> serde_json::Value {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let cur = self.published.load_full();
         let clusters: serde_json::Map<String, serde_json::Value> = cur
             .as_ref()
             .map(|c| {
