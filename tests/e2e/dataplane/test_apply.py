@@ -19,7 +19,9 @@ from meshplane._core import Core, CoreError, StoppedEvent
 from ..common import closed_port
 from ..waiting import eventually, until_set
 from .support import (
+    Exchange,
     H1Upstream,
+    Handler,
     Proxy,
     TcpEcho,
     cluster,
@@ -49,6 +51,16 @@ def routing(ups: dict[str, H1Upstream], weights: list[tuple[str, int]], *,
          cluster("green", green_endpoints or [ups["green"].address])],
         version=version,
     )
+
+
+def echo_after(gate: trio.Event) -> Handler:
+    """A handler that holds each request until `gate` is set, then echoes it."""
+
+    async def gated(ex: Exchange) -> None:
+        await gate.wait()
+        await echo(ex)
+
+    return gated
 
 
 async def make_upstreams(upstreams: Any) -> dict[str, H1Upstream]:
@@ -273,11 +285,7 @@ async def test_protocol_change_keeps_the_socket(make_core, upstreams, client):
 
 async def test_protocol_change_lets_the_request_in_flight_finish(make_core, upstreams):
     gate = trio.Event()
-
-    async def gated(ex: Any) -> None:
-        await gate.wait()
-        await echo(ex)
-
+    gated = echo_after(gate)
     up = await upstreams.h1(gated, name="blue")
     echo_up = await upstreams.tcp_echo()
     ups = {"blue": up}
@@ -348,11 +356,7 @@ def connect_refused(port: int) -> bool:
 
 async def test_removed_listener_stops_accepting_after_draining(make_core, upstreams):
     gate = trio.Event()
-
-    async def gated(ex: Any) -> None:
-        await gate.wait()
-        await echo(ex)
-
+    gated = echo_after(gate)
     up = await upstreams.h1(gated)
     doc = snapshot([http_listener("l"), http_listener("extra")],
                    {"t": table(vhost("vh", [route("r", "c", match=prefix("/"))]))},
@@ -379,11 +383,7 @@ async def test_removed_listener_stops_accepting_after_draining(make_core, upstre
 
 async def test_shutdown_drains_in_flight_then_reports_stopped(upstreams):
     gate = trio.Event()
-
-    async def gated(ex: Any) -> None:
-        await gate.wait()
-        await echo(ex)
-
+    gated = echo_after(gate)
     up = await upstreams.h1(gated)
     core = Core(2)
     events: list[Any] = []
