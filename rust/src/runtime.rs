@@ -7,9 +7,9 @@
 //! `py/` releases the GIL around them; `join` blocks until the runtime thread has exited (call
 //! it after `shutdown`). Reads (`version`, `stats`, `take_outlier_samples`, `tls_info`) copy
 //! from the published snapshot without waiting for an apply in progress (`listeners` waits
-//! only while one binds and starts its sockets);
-//! `set_endpoints`, `set_host_flag` and `reload_tls` take the apply lock, so during an apply
-//! they wait for it to finish (and then act on the version it published).
+//! only while one binds and starts its sockets); `set_endpoints`, `set_host_flag` and
+//! `reload_tls` take the apply lock, so during an apply they wait for it to finish (and then
+//! act on the version it published).
 
 use crate::accesslog::Sinks;
 use crate::cluster::{HealthFlag, OutlierSink};
