@@ -1,7 +1,11 @@
 """The compiled data plane (Rust, PyO3). Checked against the built module by stubtest in CI.
 
-Every method is short and non-blocking: it never waits on the network. Rust threads never call
-into Python; events come back through `Core.wakeup_fd()` + `Core.drain_events()`.
+No method waits on the network or on traffic (`shutdown` drains on the runtime and reports with
+an event). Not every method is short: `apply` parses, compiles and binds, and `apply` and
+`reload_tls` read certificate files, with the GIL released (`meshplane.Proxy` runs `apply` in a
+worker thread); `set_endpoints`, `set_host_health`, `set_host_ejected` and `reload_tls` wait for
+an apply in progress to finish. Rust threads never call into Python; events come back through
+`Core.wakeup_fd()` + `Core.drain_events()`.
 """
 
 from collections.abc import Sequence
@@ -47,9 +51,12 @@ class Core:
         """Parse, build and atomically swap in a snapshot document (docs/snapshot.md; its JSON
         Schema is docs/snapshot.schema.json).
 
-        Binds new listeners and closes removed ones; a listener whose name and address are
-        unchanged keeps its socket. On any error nothing changes and CoreError(kind="config") is
-        raised. Returns the snapshot's version label.
+        One transaction: every new listener is bound before anything changes, then the new
+        version is published; removed listeners close after draining. A listener whose name
+        and address are unchanged keeps its socket, and so does one whose address is unchanged
+        but whose protocol or name changed. On any error (an address in use included) nothing
+        changes, what was bound is closed again, and CoreError(kind="config") is raised.
+        Returns the snapshot's version label.
         """
     def version(self) -> str | None: ...
     def listeners(self) -> dict[str, tuple[str, int]]:

@@ -1,6 +1,6 @@
-//! meshplane's data plane. Module registration only; see DESIGN.md for the layering:
-//! `config` → `route`, `balance`, `stats` → `cluster`, `pool` → `http` → `listener` →
-//! `runtime`, `notify` → `py`. Only `py` uses pyo3.
+//! meshplane's data plane: the module list and the global allocator. See DESIGN.md for the
+//! layering: `config` → `route`, `balance`, `stats` → `cluster`, `pool` → `http` →
+//! `listener` → `runtime`, `notify` → `py`. Only `py` uses pyo3.
 
 pub mod accesslog;
 pub mod balance;

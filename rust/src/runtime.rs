@@ -5,7 +5,11 @@
 //! completion as an event. Not every method is short, though: `apply` parses and compiles a
 //! snapshot and binds sockets, and `apply` and `reload_tls` read certificate and key files, so
 //! `py/` releases the GIL around them; `join` blocks until the runtime thread has exited (call
-//! it after `shutdown`). The rest take a lock for a copy or an atomic update.
+//! it after `shutdown`). Reads (`version`, `stats`, `take_outlier_samples`, `tls_info`) copy
+//! from the published snapshot without waiting for an apply in progress (`listeners` waits
+//! only while one binds and starts its sockets); `set_endpoints`, `set_host_flag` and
+//! `reload_tls` take the apply lock, so during an apply they wait for it to finish (and then
+//! act on the version it published).
 
 use crate::accesslog::Sinks;
 use crate::cluster::{HealthFlag, OutlierSink};
@@ -29,7 +33,9 @@ pub struct Runtime {
     /// Tells the runtime thread to exit (after draining).
     exit: watch::Sender<bool>,
     current: Mutex<Option<Arc<Compiled>>>,
-    /// The same snapshot, readable without the apply lock (the idle-connection sweeper).
+    /// The same snapshot, readable without the apply lock: by the idle-connection sweeper and
+    /// by the calls that only read (version, stats, outlier samples, certificates), so they
+    /// never wait for an apply in progress.
     published: Arc<ArcSwapOption<Compiled>>,
     /// Wakes the sweeper after an apply, so a shorter idle timeout takes effect at once.
     sweeper: Arc<tokio::sync::Notify>,
@@ -89,15 +95,14 @@ impl Runtime {
     }
 
     pub fn version(&self) -> Option<String> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|c| c.version.clone())
+        self.published.load().as_ref().map(|c| c.version.clone())
     }
 
-    /// Parse, build and swap in a snapshot; bind new listeners, keep unchanged ones, drain
-    /// removed ones. On error nothing has changed.
+    /// Parse, build and swap in a snapshot, as one transaction: every listener of the new
+    /// version is bound first (a failure, such as an address in use, returns the error with
+    /// nothing changed and the running version serving); then new listeners start, unchanged
+    /// ones take the new state, a listener whose address is unchanged but whose protocol or
+    /// name changed keeps its socket, removed ones drain, and the version is published.
     pub fn apply(&self, bytes: &[u8]) -> Result<String, SnapshotError> {
         let snap = Snapshot::parse(bytes)?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,69 +159,52 @@ impl Runtime {
             &self.log_sinks,
         )?);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let _enter = self.handle.enter();
+        // Open every socket the new version needs before anything changes: an error returns
+        // here, dropping (closing) what was opened, and the running version is untouched.
+        let plans = plan_listeners(&compiled.snapshot.listeners, &listeners)?;
 
-        // Bind everything new first, so a bind failure changes nothing.
-        let mut fresh = Vec::new();
-        for (i, l) in compiled.snapshot.listeners.iter().enumerate() {
-            let kept = listeners
-                .get(&l.name)
-                .is_some_and(|r| r.address_spec == l.address && r.protocol == l.protocol);
-            if !kept {
-                let std_listener = listener::bind(
-                    &l.address,
-                    l.backlog.unwrap_or(crate::config::DEFAULT_BACKLOG),
-                )
-                .map_err(|e| SnapshotError {
-                    path: format!("listeners[{i}].address"),
-                    message: format!("cannot bind {}: {e}", l.address),
-                })?;
-                fresh.push((l.name.clone(), l.address.clone(), l.protocol, std_listener));
-            }
-        }
-
+        // Commit: nothing below can fail. Every listener of the new version starts (or takes
+        // its new state), listeners it lacks stop, then the new version is published.
         let state_for = |name: &str| {
             Arc::new(ListenerState {
                 compiled: compiled.clone(),
                 config: compiled.listeners[name].clone(),
             })
         };
-        let _enter = self.handle.enter();
-        for l in &compiled.snapshot.listeners {
-            if let Some(r) = listeners.get(&l.name) {
-                if r.address_spec == l.address && r.protocol == l.protocol {
+        let slot_for = |name: &str| {
+            Arc::new(ListenerSlot {
+                name: name.into(),
+                state: ArcSwap::new(state_for(name)),
+            })
+        };
+        let mut old = std::mem::take(&mut *listeners);
+        for (l, plan) in compiled.snapshot.listeners.iter().zip(plans) {
+            let running = match plan {
+                Plan::Keep => {
+                    let r = old.remove(&l.name).expect("planned from the running set");
                     r.slot.state.store(state_for(&l.name));
+                    r
                 }
-            }
+                Plan::Retarget(from) => {
+                    let mut r = old.remove(&from).expect("planned from the running set");
+                    r.retarget(l.address.clone(), l.protocol, slot_for(&l.name));
+                    r
+                }
+                Plan::Open(opened) => listener::start(
+                    opened,
+                    l.address.clone(),
+                    l.protocol,
+                    slot_for(&l.name),
+                    self.conns.clone(),
+                    self.stop.subscribe(),
+                ),
+            };
+            listeners.insert(l.name.clone(), running);
         }
-        for (name, address, protocol, std_listener) in fresh {
-            if let Some(old) = listeners.remove(&name) {
-                old.stop();
-            }
-            let slot = Arc::new(ListenerSlot {
-                name: name.as_str().into(),
-                state: ArcSwap::new(state_for(&name)),
-            });
-            let running = listener::start(
-                std_listener,
-                address,
-                protocol,
-                slot,
-                self.conns.clone(),
-                self.stop.subscribe(),
-            )
-            .map_err(|e| SnapshotError {
-                path: format!("listeners.{name}"),
-                message: e.to_string(),
-            })?;
-            listeners.insert(name, running);
+        for r in old.values() {
+            r.stop();
         }
-        listeners.retain(|name, r| {
-            let keep = compiled.listeners.contains_key(name);
-            if !keep {
-                r.stop();
-            }
-            keep
-        });
         self.forget_unused(&compiled);
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
@@ -280,11 +268,7 @@ impl Runtime {
 
     /// Per-host outcome totals since the last call, for every cluster with outlier detection.
     pub fn take_outlier_samples(&self) -> serde_json::Value {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let cur = self.published.load_full();
         let mut out = serde_json::Map::new();
         for c in cur.iter().flat_map(|c| c.clusters.iter()) {
             if c.spec.outlier_detection.is_none() {
@@ -349,11 +333,7 @@ impl Runtime {
 
     /// Certificates in use: per listener and per cluster, with SANs and expiry.
     pub fn tls_info(&self) -> serde_json::Value {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let cur = self.published.load_full();
         let mut listeners = serde_json::Map::new();
         let mut clusters = serde_json::Map::new();
         if let Some(c) = cur {
@@ -379,11 +359,7 @@ impl Runtime {
     }
 
     pub fn stats(&self) -> serde_json::Value {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let cur = self.published.load_full();
         let clusters: serde_json::Map<String, serde_json::Value> = cur
             .as_ref()
             .map(|c| {
@@ -428,6 +404,70 @@ impl Runtime {
             let _ = t.join();
         }
     }
+}
+
+/// How one listener of a new version gets its socket.
+enum Plan {
+    /// Same name, address and protocol: the running listener takes the new state.
+    Keep,
+    /// The socket of the running listener of this name serves the new protocol or name
+    /// (its address is unchanged); it is not closed, so no connection attempt is refused.
+    Retarget(String),
+    /// A new socket, already bound.
+    Open(listener::Opened),
+}
+
+/// Decide, for each listener of `wanted` (in order), how it gets its socket, binding the new
+/// ones. A running socket is reused by the listener of the same name and address spec, or else
+/// by one whose address resolves to exactly the bound address (not port 0); each socket at
+/// most once. On error, the sockets bound so far are closed and nothing else has changed.
+fn plan_listeners(
+    wanted: &[crate::config::Listener],
+    running: &HashMap<String, RunningListener>,
+) -> Result<Vec<Plan>, SnapshotError> {
+    let mut claimed = std::collections::HashSet::new();
+    let mut plans: Vec<Option<Plan>> = wanted
+        .iter()
+        .map(|l| {
+            let r = running.get(&l.name)?;
+            if r.address_spec != l.address {
+                return None;
+            }
+            claimed.insert(l.name.as_str());
+            Some(if r.protocol == l.protocol {
+                Plan::Keep
+            } else {
+                Plan::Retarget(l.name.clone())
+            })
+        })
+        .collect();
+    for (i, (l, plan)) in wanted.iter().zip(plans.iter_mut()).enumerate() {
+        if plan.is_some() {
+            continue;
+        }
+        let cannot_bind = |e: std::io::Error| SnapshotError {
+            path: format!("listeners[{i}].address"),
+            message: format!("cannot bind {}: {e}", l.address),
+        };
+        let addr = listener::resolve(&l.address).map_err(cannot_bind)?;
+        let reused = running.iter().find(|(name, r)| {
+            addr.port() != 0 && r.bound == addr && !claimed.contains(name.as_str())
+        });
+        *plan = Some(match reused {
+            Some((name, _)) => {
+                claimed.insert(name.as_str());
+                Plan::Retarget(name.clone())
+            }
+            None => Plan::Open(
+                listener::open(addr, l.backlog.unwrap_or(crate::config::DEFAULT_BACKLOG))
+                    .map_err(cannot_bind)?,
+            ),
+        });
+    }
+    Ok(plans
+        .into_iter()
+        .map(|p| p.expect("every listener planned"))
+        .collect())
 }
 
 /// Close upstream connections idle longer than their cluster's idle timeout. Runs for the life
@@ -483,6 +523,114 @@ mod tests {
             });
         }
         assert_eq!(rt.stats()["core_events_dropped"], 3);
+        rt.shutdown(Duration::ZERO);
+    }
+
+    /// A snapshot with listeners `(name, address, protocol)`; http ones route to cluster `c`,
+    /// tcp ones forward to it; `c` has the one endpoint `upstream`.
+    fn doc(version: &str, listeners: &[(&str, &str, &str)], upstream: SocketAddr) -> Vec<u8> {
+        let listeners: Vec<serde_json::Value> = listeners
+            .iter()
+            .map(|(name, address, protocol)| match *protocol {
+                "http" => serde_json::json!({"name": name, "address": address,
+                    "protocol": "http", "routeTable": "t"}),
+                _ => serde_json::json!({"name": name, "address": address, "protocol": "tcp",
+                    "tcpClusters": [{"cluster": "c", "weight": 1}]}),
+            })
+            .collect();
+        serde_json::json!({"schema": 1, "version": version, "listeners": listeners,
+            "routeTables": {"t": {"virtualHosts": [{"name": "vh", "domains": ["*"],
+                "routes": [{"name": "r", "match": {"path": {"kind": "prefix", "value": "/"}},
+                    "action": {"clusters": [{"cluster": "c", "weight": 1}]}}]}]}},
+            "clusters": [{"name": "c", "protocol": "tcp",
+                "endpoints": [{"address": upstream.to_string()}]}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Connect to `port` and wait until `upstream` accepts the connection the proxy forwards.
+    fn forwarded(port: u16, upstream: &std::net::TcpListener) -> std::net::TcpStream {
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        upstream.set_nonblocking(true).unwrap();
+        // Bounded: a proxy that never connects fails the test instead of hanging it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let conn = loop {
+            match upstream.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the proxy never connected"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        drop(client);
+        conn
+    }
+
+    #[test]
+    fn a_failed_bind_changes_nothing_and_closes_what_it_bound() {
+        let rt = Runtime::new(1).expect("runtime");
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = upstream.local_addr().unwrap();
+        rt.apply(&doc("v1", &[("a", "127.0.0.1:0", "tcp")], up))
+            .unwrap();
+        let before = rt.listeners();
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = held.local_addr().unwrap().to_string();
+        // `b` binds (a free port, found by binding and closing), then `c` fails: `b` must be
+        // closed again.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_addr = free.local_addr().unwrap().to_string();
+        drop(free);
+        let bad = doc(
+            "v2",
+            &[
+                ("a", "127.0.0.1:0", "http"),
+                ("b", &free_addr, "tcp"),
+                ("c", &busy, "tcp"),
+            ],
+            up,
+        );
+        let e = rt.apply(&bad).expect_err("the address is in use");
+        assert_eq!(e.path, "listeners[2].address");
+        assert_eq!(rt.version().as_deref(), Some("v1"));
+        assert_eq!(rt.listeners(), before);
+        std::net::TcpListener::bind(&free_addr).expect("the socket bound for `b` is closed");
+        // The old version still serves, with its old protocol.
+        forwarded(before[0].1.port(), &upstream);
+        rt.shutdown(Duration::ZERO);
+    }
+
+    #[test]
+    fn a_protocol_change_keeps_the_socket() {
+        let rt = Runtime::new(1).expect("runtime");
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = upstream.local_addr().unwrap();
+        rt.apply(&doc("v1", &[("a", "127.0.0.1:0", "http")], up))
+            .unwrap();
+        let port = rt.listeners()[0].1.port();
+        rt.apply(&doc("v2", &[("a", "127.0.0.1:0", "tcp")], up))
+            .unwrap();
+        assert_eq!(
+            rt.listeners(),
+            [(
+                "a".into(),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                ListenerProtocol::Tcp
+            )]
+        );
+        forwarded(port, &upstream);
+        // A fixed address survives a protocol and name change as well.
+        let fixed = format!("127.0.0.1:{port}");
+        rt.apply(&doc("v3", &[("b", &fixed, "http")], up)).unwrap();
+        rt.apply(&doc("v4", &[("c", &fixed, "tcp")], up)).unwrap();
+        assert_eq!(rt.listeners()[0].0, "c");
+        assert_eq!(rt.listeners()[0].1.port(), port);
+        forwarded(port, &upstream);
         rt.shutdown(Duration::ZERO);
     }
 }

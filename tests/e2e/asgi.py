@@ -26,10 +26,14 @@ async def lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def serve_asgi(nursery: trio.Nursery, app: Any) -> int:
-    """Serve `app` in `nursery` and return its port once it is listening."""
+async def serve_asgi(nursery: trio.Nursery, app: Any, **settings: Any) -> int:
+    """Serve `app` in `nursery` and return its port once it is listening; `settings` are
+    hypercorn `Config` attributes (`keep_alive_timeout=120`, ...)."""
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    config.errorlog = None
+    for name, value in settings.items():
+        setattr(config, name, value)
     binds = await nursery.start(partial(hypercorn_serve, app, config))
     return int(binds[0].rsplit(":", 1)[1])

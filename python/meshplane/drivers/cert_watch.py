@@ -143,8 +143,9 @@ class CertWatch:
         return True
 
     async def run(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll every `interval` seconds until cancelled. A reload is one short synchronous call,
-        so cancellation never leaves it half done."""
+        """Poll every `interval` seconds until cancelled. A reload is one synchronous call (it
+        reads the files, after any core apply in progress has finished), so cancellation never
+        leaves it half done."""
         task_status.started()
         while True:
             await trio.sleep(self.interval)

@@ -1,7 +1,8 @@
 //! Listeners: bind, accept, serve HTTP (HTTP/1.1 and cleartext HTTP/2 told apart per
 //! connection by the client preface) or proxy TCP. Stopping a listener stops accepting and
 //! asks each of its connections to finish gracefully (HTTP/1.1 `Connection: close` after the
-//! in-flight response, HTTP/2 GOAWAY).
+//! in-flight response, HTTP/2 GOAWAY). A running listener's socket can be given a new protocol
+//! and slot (`retarget`) without closing it; connections accepted before finish the same way.
 
 mod tcp;
 
@@ -14,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
@@ -61,11 +62,33 @@ impl Drop for ConnToken {
     }
 }
 
+/// What a listener's accept loop serves new connections as: the protocol, the slot their
+/// requests read, and the signal that drains them.
+struct Target {
+    protocol: ListenerProtocol,
+    slot: Arc<ListenerSlot>,
+    drain: watch::Sender<bool>,
+}
+
+impl Target {
+    fn new(protocol: ListenerProtocol, slot: Arc<ListenerSlot>) -> Arc<Target> {
+        Arc::new(Target {
+            protocol,
+            slot,
+            drain: watch::channel(false).0,
+        })
+    }
+}
+
 pub struct RunningListener {
     pub address_spec: String,
     pub protocol: ListenerProtocol,
     pub bound: SocketAddr,
     pub slot: Arc<ListenerSlot>,
+    /// NOTE: a mutex, not an ArcSwap: the accept loop reads the target and subscribes to its
+    /// drain signal under it, so a connection accepted under a target that `retarget` then
+    /// replaces is always told to drain.
+    target: Arc<Mutex<Arc<Target>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -73,17 +96,45 @@ impl RunningListener {
     /// Stop accepting and drain this listener's connections.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+        let _ = lock(&self.target).drain.send(true);
     }
+
+    /// Serve new connections on the same socket as `protocol` through `slot` (a protocol or
+    /// name change on an unchanged address); connections accepted before drain gracefully.
+    pub fn retarget(
+        &mut self,
+        address_spec: String,
+        protocol: ListenerProtocol,
+        slot: Arc<ListenerSlot>,
+    ) {
+        let old = std::mem::replace(
+            &mut *lock(&self.target),
+            Target::new(protocol, slot.clone()),
+        );
+        let _ = old.drain.send(true);
+        self.address_spec = address_spec;
+        self.protocol = protocol;
+        self.slot = slot;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The socket address `address` ("IP:PORT", or "HOST:PORT" resolved to its first address) names.
+pub fn resolve(address: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind"))
 }
 
 /// Bind synchronously (so the caller learns the port, or the error, at once), with a listen
 /// queue of `backlog` connections (std's `TcpListener::bind` fixes it at 128).
-pub fn bind(address: &str, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    use std::net::ToSocketAddrs;
-    let addr = address.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
-    })?;
     // NOTE: socket2 creates the socket close-on-exec; SO_REUSEADDR as std sets it on Unix, so a
     // restarted proxy rebinds a port whose old connections are in TIME_WAIT.
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -92,6 +143,28 @@ pub fn bind(address: &str, backlog: u32) -> std::io::Result<std::net::TcpListene
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// A listening socket registered with the runtime, not yet accepting: everything about
+/// starting a listener that can fail, so an apply can open all of them before it starts any.
+pub struct Opened {
+    listener: tokio::net::TcpListener,
+    bound: SocketAddr,
+}
+
+impl Opened {
+    pub fn bound(&self) -> SocketAddr {
+        self.bound
+    }
+}
+
+/// Bind `addr` and register the socket. Must be called inside the runtime (`Handle::enter`).
+/// Dropping the result closes the socket.
+pub fn open(addr: SocketAddr, backlog: u32) -> std::io::Result<Opened> {
+    let std_listener = bind(addr, backlog)?;
+    let bound = std_listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    Ok(Opened { listener, bound })
 }
 
 /// Failed accepts of one listener: counted, logged at most once per `LOG_EVERY`, and backed off
@@ -151,47 +224,47 @@ impl AcceptErrors {
     }
 }
 
-/// Start serving an already bound socket. Must be called inside the runtime (`Handle::enter`).
+/// Start accepting on an opened socket. Cannot fail. Must be called inside the runtime
+/// (`Handle::enter`).
 pub fn start(
-    std_listener: std::net::TcpListener,
+    opened: Opened,
     address_spec: String,
     protocol: ListenerProtocol,
     slot: Arc<ListenerSlot>,
     conns: Arc<Connections>,
     global_stop: watch::Receiver<bool>,
-) -> std::io::Result<RunningListener> {
-    let bound = std_listener.local_addr()?;
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+) -> RunningListener {
     let (stop, stop_rx) = watch::channel(false);
+    let target = Arc::new(Mutex::new(Target::new(protocol, slot.clone())));
     let running = RunningListener {
         address_spec,
         protocol,
-        bound,
-        slot: slot.clone(),
+        bound: opened.bound,
+        slot,
+        target: target.clone(),
         stop,
     };
     tokio::spawn(accept_loop(
-        listener,
-        bound.port(),
-        protocol,
-        slot,
+        opened.listener,
+        opened.bound,
+        target,
         conns,
         stop_rx,
         global_stop,
     ));
-    Ok(running)
+    running
 }
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    port: u16,
-    protocol: ListenerProtocol,
-    slot: Arc<ListenerSlot>,
+    bound: SocketAddr,
+    target: Arc<Mutex<Arc<Target>>>,
     conns: Arc<Connections>,
     mut stop: watch::Receiver<bool>,
     mut global_stop: watch::Receiver<bool>,
 ) {
-    let bound = listener.local_addr().ok();
+    let port = bound.port();
+    let bound = Some(bound);
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
@@ -216,6 +289,7 @@ async fn accept_loop(
             // Out of file descriptors and the like: the listener stays up and backs off (the
             // connection stays queued, so an immediate retry would fail the same way).
             Err(e) => {
+                let slot = lock(&target).slot.clone();
                 let stats = slot.state.load().config.stats.clone();
                 let wait = errors.failed(&e, &slot.name, &stats);
                 tokio::select! {
@@ -227,16 +301,19 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let (protocol, slot, stop) = {
+            let t = lock(&target);
+            (t.protocol, t.slot.clone(), t.drain.subscribe())
+        };
         let token = ConnToken::new(&conns);
         let state = slot.state.load();
         let stats = state.config.stats.clone();
         stats.cx_total.inc();
         stats.cx_active.inc();
-        let (stop, global_stop) = (stop.clone(), global_stop.clone());
+        let global_stop = global_stop.clone();
         let config = state.config.clone();
         let compiled = state.compiled.clone();
         let http = http.clone();
-        let slot = slot.clone();
         tokio::spawn(async move {
             let ctx = |scheme, client_cert| {
                 Arc::new(ConnCtx {
@@ -448,8 +525,8 @@ mod tests {
 
     #[test]
     fn bind_uses_the_backlog_and_reads_back_the_port() {
-        let l = bind("127.0.0.1:0", 7).expect("bind");
+        let l = bind(resolve("127.0.0.1:0").unwrap(), 7).expect("bind");
         assert_ne!(l.local_addr().unwrap().port(), 0);
-        assert!(bind("not an address", 7).is_err());
+        assert!(resolve("not an address").is_err());
     }
 }

@@ -1,6 +1,9 @@
 //! `meshplane._core.Core`: one data plane (runtime, listeners, clusters, stats) driven from
-//! Python by short, non-blocking calls. Long work happens on the runtime's own threads; the
-//! GIL is released around anything that could take more than microseconds.
+//! Python by method calls that never wait on the network or on traffic (draining runs on the
+//! runtime and ends in an event). `apply`, `reload_tls` and `stats` run on the calling thread
+//! with the GIL released (they parse, compile and bind, read files, or copy every counter;
+//! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, the host flags and
+//! `reload_tls` wait for an apply in progress (`crate::runtime`).
 
 use crate::cluster::HealthFlag;
 use crate::error::{Kind, ProxyError, Source};

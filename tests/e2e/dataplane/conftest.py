@@ -19,15 +19,13 @@ import httpx
 import trio
 from meshplane._core import Core
 
+from ..common import e2e_marker
 from .support import GrpcUpstream, Proxy, Upstreams, stop_core
 
 HERE = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
+pytest_collection_modifyitems = e2e_marker(HERE)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ and upstream servers that count what they see.
 - `GrpcUpstream`: a grpcio server with raw-bytes methods (no protobuf), in its own threads.
 
 Everything binds 127.0.0.1 port 0 and reports the bound port through `task_status.started`;
-nothing here sleeps to wait for readiness. Imports only the compiled core and test libraries.
+nothing here sleeps to wait for readiness. The servers' listening and HTTP/1.1 connection loop
+are `..common`'s, shared with the resilience and TLS packages. Imports only the compiled core
+and test libraries.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import hashlib
 import json
 import random
 import select
-import socket
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +29,17 @@ from urllib.parse import parse_qs
 
 import h11
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from meshplane._core import Core
 
-LOCALHOST = "127.0.0.1"
+from ..asgi import lifespan, serve_asgi
+from ..common import LOCALHOST, Reset, TcpServer, next_event, rst_close, serve_h11
+
+__all__ = [
+    "LOCALHOST", "AsgiEcho", "Exchange", "GrpcUpstream", "H1Upstream", "Handler", "Proxy",
+    "RawH2", "Seen", "TcpEcho", "Targets", "Upstreams", "cluster", "echo", "http_listener",
+    "one_route", "pattern", "prefix", "route", "sha256", "snapshot", "stop_core", "table",
+    "tcp_listener", "vhost",
+]
 
 # ---------------------------------------------------------------------------------------------
 # Snapshot documents (rust/src/config/mod.rs, serde camelCase)
@@ -149,17 +155,8 @@ def stop_core(core: Core, drain_ms: int = 200, wait_s: float = 5.0) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Waiting without sleeping blindly
+# Bodies
 # ---------------------------------------------------------------------------------------------
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    s = socket.socket()
-    s.bind((LOCALHOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def pattern(size: int, seed: int) -> bytes:
@@ -171,19 +168,9 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def rst_close(sock: socket.socket | trio.socket.SocketType) -> None:
-    """Close with SO_LINGER 0: the peer gets a TCP RST, not a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # HTTP/1.1 upstream on Trio + h11
 # ---------------------------------------------------------------------------------------------
-
-
-class _Reset(Exception):
-    """The handler reset the connection; the server stops serving it."""
 
 
 @dataclass
@@ -223,7 +210,7 @@ class Exchange:
         return parse_qs(self.seen.target.partition("?")[2], keep_blank_values=True)
 
     async def _next(self) -> Any:
-        return await _next_event(self._conn, self._stream)
+        return await next_event(self._conn, self._stream)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The request body as it arrives."""
@@ -266,15 +253,7 @@ class Exchange:
     def reset(self) -> None:
         """Abort the connection with a TCP RST."""
         rst_close(self._stream.socket)
-        raise _Reset
-
-
-async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> Any:
-    while True:
-        ev = conn.next_event()
-        if ev is not h11.NEED_DATA:
-            return ev
-        conn.receive_data(await stream.receive_some(65536))
+        raise Reset
 
 
 Handler = Callable[[Exchange], Awaitable[None]]
@@ -290,12 +269,11 @@ async def echo(ex: Exchange) -> None:
 
 
 @dataclass
-class H1Upstream:
+class H1Upstream(TcpServer):
     """An HTTP/1.1 server with counters; `handler` decides each exchange (default: `echo`)."""
 
     name: str
     handler: Handler = echo
-    port: int = 0
     accepted: int = 0
     open: int = 0
     max_open: int = 0
@@ -304,51 +282,29 @@ class H1Upstream:
     max_active: int = 0
     seen: list[Seen] = field(default_factory=list)
 
-    @property
-    def address(self) -> str:
-        return f"{LOCALHOST}:{self.port}"
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host=LOCALHOST)
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self)
-        await trio.serve_listeners(self._serve, listeners)
-
     async def _serve(self, stream: trio.SocketStream) -> None:
         conn_id = self.accepted
         self.accepted += 1
         self.open += 1
         self.max_open = max(self.max_open, self.open)
-        conn = h11.Connection(h11.SERVER)
-        reset = False
         try:
-            while True:
-                ev = await _next_event(conn, stream)
-                if not isinstance(ev, h11.Request):
-                    return
-                ex = Exchange(self, stream, conn, ev, conn_id)
-                self.seen.append(ex.seen)
-                self.requests += 1
-                self.active += 1
-                self.max_active = max(self.max_active, self.active)
-                try:
-                    await self.handler(ex)
-                finally:
-                    self.active -= 1
-                async for _ in ex.chunks():  # what the handler left unread
-                    pass
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except _Reset:
-            reset = True
-        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+            await serve_h11(stream, partial(self._exchange, stream, conn_id))
         finally:
             self.open -= 1
-            if not reset:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+
+    async def _exchange(self, stream: trio.SocketStream, conn_id: int, conn: h11.Connection,
+                        request: h11.Request) -> None:
+        ex = Exchange(self, stream, conn, request, conn_id)
+        self.seen.append(ex.seen)
+        self.requests += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await self.handler(ex)
+        finally:
+            self.active -= 1
+        async for _ in ex.chunks():  # what the handler left unread
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,13 +337,7 @@ class AsgiEcho:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await lifespan(receive, send)
         if scope["type"] != "http":
             return
         self.requests += 1
@@ -435,41 +385,19 @@ class AsgiEcho:
         await send({"type": "http.response.body", "body": json.dumps(doc).encode()})
 
 
-async def serve_asgi(app: AsgiEcho, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    config = HypercornConfig()
-    config.bind = [f"{LOCALHOST}:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.keep_alive_timeout = 120
-    config.h2_max_concurrent_streams = 1000
-
-    await hypercorn_serve(app, config, task_status=task_status)
-
-
 # ---------------------------------------------------------------------------------------------
 # TCP echo upstream
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass
-class TcpEcho:
+class TcpEcho(TcpServer):
     """Echoes bytes; sends `greeting` first; on the client's EOF, finishes echoing then sends
     EOF itself (half-close honoured)."""
 
     name: str
     greeting: bytes = b""
-    port: int = 0
     accepted: int = 0
-
-    @property
-    def address(self) -> str:
-        return f"{LOCALHOST}:{self.port}"
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host=LOCALHOST)
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started(self)
-        await trio.serve_listeners(self._serve, listeners)
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
@@ -562,8 +490,8 @@ class Upstreams:
 
     async def asgi(self, name: str | None = None) -> AsgiEcho:
         app = AsgiEcho(self._name(name))
-        binds = await self._nursery.start(partial(serve_asgi, app))
-        app.port = int(binds[0].rsplit(":", 1)[1])
+        app.port = await serve_asgi(self._nursery, app, keep_alive_timeout=120,
+                                    h2_max_concurrent_streams=1000)
         return app
 
     async def tcp_echo(self, greeting: bytes = b"", name: str | None = None) -> TcpEcho:

@@ -1,6 +1,8 @@
 """Snapshot applies while traffic flows: hot applies lose no request and take effect at once,
-an invalid snapshot changes nothing, unchanged listeners keep their sockets and connections,
-and a removed listener stops accepting (after finishing what it had in flight)."""
+an invalid snapshot changes nothing (an address in use included: what the apply had bound is
+closed again), unchanged listeners keep their sockets and connections, a listener whose address
+is unchanged keeps its socket through a protocol or name change, and a removed listener stops
+accepting (after finishing what it had in flight)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,14 @@ import pytest
 import trio
 from meshplane._core import Core, CoreError, StoppedEvent
 
+from ..common import closed_port
 from ..waiting import eventually, until_set
 from .support import (
+    Exchange,
     H1Upstream,
+    Handler,
     Proxy,
+    TcpEcho,
     cluster,
     echo,
     http_listener,
@@ -27,6 +33,7 @@ from .support import (
     snapshot,
     stop_core,
     table,
+    tcp_listener,
     vhost,
 )
 
@@ -44,6 +51,16 @@ def routing(ups: dict[str, H1Upstream], weights: list[tuple[str, int]], *,
          cluster("green", green_endpoints or [ups["green"].address])],
         version=version,
     )
+
+
+def echo_after(gate: trio.Event) -> Handler:
+    """A handler that holds each request until `gate` is set, then echoes it."""
+
+    async def gated(ex: Exchange) -> None:
+        await gate.wait()
+        await echo(ex)
+
+    return gated
 
 
 async def make_upstreams(upstreams: Any) -> dict[str, H1Upstream]:
@@ -167,6 +184,133 @@ async def test_invalid_snapshot_changes_nothing(make_core, upstreams, client):
     assert proxy.core.version() == "good"
 
 
+async def tcp_round_trip(port: int, data: bytes) -> bytes:
+    """Send `data` through 127.0.0.1:`port`, half-close, and read everything that comes back."""
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(data)
+            await stream.send_eof()
+            got = b""
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+            return got
+
+
+def http_and_tcp(ups: dict[str, H1Upstream], echo_up: TcpEcho,
+                 listeners: list[dict[str, Any]], version: str) -> dict[str, Any]:
+    """`listeners` routed to "blue" (http) or the TCP echo server "echo" (tcp)."""
+    return snapshot(
+        listeners,
+        {"t": table(vhost("vh", [route("r", "blue", match=prefix("/"))]))},
+        [cluster("blue", [ups["blue"].address]),
+         cluster("echo", [echo_up.address], protocol="tcp")],
+        version=version,
+    )
+
+
+async def test_apply_that_cannot_bind_starts_nothing(make_core, upstreams, client):
+    # The new version turns "l" into a TCP listener, adds "fresh" on a free port (bound first)
+    # and "ghost" on a port a real socket holds: the apply fails, "fresh" is closed again, and
+    # "l" still serves HTTP on the old version.
+    ups = await make_upstreams(upstreams)
+    echo_up = await upstreams.tcp_echo()
+    proxy = make_core(http_and_tcp(ups, echo_up, [http_listener("l")], "good"))
+    port = proxy.port()
+    holder, busy = port_in_use()
+    fresh = closed_port()
+    doc = http_and_tcp(ups, echo_up, [
+        tcp_listener("l", "echo"),
+        tcp_listener("fresh", "echo", address=f"127.0.0.1:{fresh}"),
+        http_listener("ghost", address=f"127.0.0.1:{busy}"),
+    ], "bad")
+    try:
+        with pytest.raises(CoreError) as info:
+            proxy.apply(doc)
+    finally:
+        holder.close()
+    assert info.value.path == "listeners[2].address"
+    assert "cannot bind" in str(info.value)
+    assert proxy.core.version() == "good"
+    assert proxy.core.listeners() == {"l": ("127.0.0.1", port)}
+    assert connect_refused(fresh)
+    r = await client.get(proxy.url("/"))
+    assert (r.status_code, r.headers["x-server"]) == (200, "blue")
+    assert echo_up.accepted == 0
+    # With the port free again, the same document applies.
+    assert proxy.apply(doc) == "bad"
+    assert await tcp_round_trip(fresh, b"fresh") == b"fresh"
+    r = await client.get(f"http://127.0.0.1:{busy}/")
+    assert (r.status_code, r.headers["x-server"]) == (200, "blue")
+
+
+async def test_protocol_change_keeps_the_socket(make_core, upstreams, client):
+    ups = await make_upstreams(upstreams)
+    echo_up = await upstreams.tcp_echo()
+    proxy = make_core(http_and_tcp(ups, echo_up, [http_listener("l")], "v1"))
+    port = proxy.port()
+    assert (await client.get(proxy.url("/"))).headers["x-server"] == "blue"
+
+    # Same name, same address ("127.0.0.1:0"), http -> tcp: the ephemeral port stays.
+    proxy.apply(http_and_tcp(ups, echo_up, [tcp_listener("l", "echo")], "v2"))
+    assert proxy.core.listeners() == {"l": ("127.0.0.1", port)}
+    assert await tcp_round_trip(port, b"GET / HTTP/1.1\r\n\r\n") == b"GET / HTTP/1.1\r\n\r\n"
+    assert echo_up.accepted == 1
+
+    # tcp -> http, and a new name on the now fixed address.
+    fixed = f"127.0.0.1:{port}"
+    proxy.apply(http_and_tcp(ups, echo_up, [http_listener("renamed", address=fixed)], "v3"))
+    assert proxy.core.listeners() == {"renamed": ("127.0.0.1", port)}
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as fresh_client:
+        r = await fresh_client.get(f"http://{fixed}/")
+    assert (r.status_code, r.headers["x-server"]) == (200, "blue")
+    assert proxy.stats()["listeners"]["renamed"]["cx_total"] == 1
+
+    # Two listeners on fixed addresses trade them: each socket serves the other's protocol.
+    other = closed_port()
+    proxy.apply(http_and_tcp(ups, echo_up, [
+        http_listener("a", address=fixed),
+        tcp_listener("b", "echo", address=f"127.0.0.1:{other}"),
+    ], "v4"))
+    proxy.apply(http_and_tcp(ups, echo_up, [
+        tcp_listener("a", "echo", address=f"127.0.0.1:{other}"),
+        http_listener("b", address=fixed),
+    ], "v5"))
+    assert proxy.core.listeners() == {"a": ("127.0.0.1", other), "b": ("127.0.0.1", port)}
+    assert await tcp_round_trip(other, b"traded") == b"traded"
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as fresh_client:
+        r = await fresh_client.get(f"http://{fixed}/")
+    assert (r.status_code, r.headers["x-server"]) == (200, "blue")
+
+
+async def test_protocol_change_lets_the_request_in_flight_finish(make_core, upstreams):
+    gate = trio.Event()
+    gated = echo_after(gate)
+    up = await upstreams.h1(gated, name="blue")
+    echo_up = await upstreams.tcp_echo()
+    ups = {"blue": up}
+    proxy = make_core(http_and_tcp(ups, echo_up, [http_listener("l")], "v1"))
+    port = proxy.port()
+    results: list[tuple[int, str]] = []
+
+    async def in_flight() -> None:
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as c:
+            r = await c.get(f"http://127.0.0.1:{port}/slow")
+            results.append((r.status_code, r.headers.get("connection", "")))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            n.start_soon(in_flight)
+            await eventually(lambda: up.active == 1, what="the in-flight request")
+            proxy.apply(http_and_tcp(ups, echo_up, [tcp_listener("l", "echo")], "v2"))
+            # New connections are TCP at once, while the HTTP request is still held.
+            assert await tcp_round_trip(port, b"now tcp") == b"now tcp"
+            assert up.active == 1
+            gate.set()
+    # The HTTP connection finished its request, then was closed (it drains).
+    assert results == [(200, "close")]
+
+
 async def test_failed_apply_leaves_no_stats_behind(make_core, upstreams):
     ups = await make_upstreams(upstreams)
     proxy = make_core(routing(ups, [("blue", 1)], version="good"))
@@ -212,11 +356,7 @@ def connect_refused(port: int) -> bool:
 
 async def test_removed_listener_stops_accepting_after_draining(make_core, upstreams):
     gate = trio.Event()
-
-    async def gated(ex: Any) -> None:
-        await gate.wait()
-        await echo(ex)
-
+    gated = echo_after(gate)
     up = await upstreams.h1(gated)
     doc = snapshot([http_listener("l"), http_listener("extra")],
                    {"t": table(vhost("vh", [route("r", "c", match=prefix("/"))]))},
@@ -243,11 +383,7 @@ async def test_removed_listener_stops_accepting_after_draining(make_core, upstre
 
 async def test_shutdown_drains_in_flight_then_reports_stopped(upstreams):
     gate = trio.Event()
-
-    async def gated(ex: Any) -> None:
-        await gate.wait()
-        await echo(ex)
-
+    gated = echo_after(gate)
     up = await upstreams.h1(gated)
     core = Core(2)
     events: list[Any] = []

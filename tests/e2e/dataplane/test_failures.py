@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import trio
 
+from ..common import closed_port
 from ..waiting import eventually
-from .support import Exchange, closed_port, echo, one_route, pattern, sha256
+from .support import Exchange, echo, one_route, pattern, sha256
 
 APPMESH_DEFAULT_RETRY = {
     "maxRetries": 2,

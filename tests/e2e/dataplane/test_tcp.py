@@ -9,8 +9,9 @@ from collections import Counter
 
 import trio
 
+from ..common import closed_port
 from ..waiting import eventually
-from .support import closed_port, cluster, pattern, snapshot, tcp_listener
+from .support import cluster, pattern, snapshot, tcp_listener
 
 
 async def read_until_eof(stream: trio.SocketStream, limit: int = 1 << 24) -> bytes:

@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 from meshplane.store import Store, open_store
 
+from ..common import e2e_marker
 from .etcd import ETCD, SKIP_REASON, EtcdCluster
 
 HERE = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
+pytest_collection_modifyitems = e2e_marker(HERE)
 
 
 @pytest.fixture

@@ -14,15 +14,13 @@ pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run
 import httpx
 import trio
 
+from ..common import e2e_marker
 from .support import Upstream
 
 HERE = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
+pytest_collection_modifyitems = e2e_marker(HERE)
 
 
 @pytest.fixture

@@ -8,40 +8,37 @@
 - `mesh(...)`: a meshplane file (gateway mode, static endpoints) around one virtual node
   whose listener carries the resilience settings under test.
 
-Everything binds 127.0.0.1 port 0 and reports readiness through `nursery.start`.
+Everything binds 127.0.0.1 port 0 and reports readiness through `nursery.start`; listening and
+the HTTP/1.1 connection loop are `..common`'s, shared with the data-plane and TLS packages.
 """
 
 from __future__ import annotations
 
-import socket
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import h11
 import trio
 
-LOCALHOST = "127.0.0.1"
+from ..common import LOCALHOST, Reset, TcpServer, next_event, rst_close, serve_h11
+
 GATEWAY_PORT = 8080
 NODE_PORT = 8080
 HEALTH_PATH = "/health"
 
 
-class _Reset(Exception):
-    pass
-
-
 @dataclass
-class Upstream:
+class Upstream(TcpServer):
     """One HTTP/1.1 endpoint. `mode` decides traffic answers: "ok" (200, body = name),
     "fail" (503), "drop" (TCP RST before any response byte), "reset" (response head and part
-    of the body, then a TCP RST), "stall" (never answers), "hold" (waits for `release`). `health` decides `/health` answers: "ok", "fail" (503), "stall"."""
+    of the body, then a TCP RST), "stall" (never answers), "hold" (waits for `release`).
+    `health` decides `/health` answers: "ok", "fail" (503), "stall"."""
 
     name: str
     mode: str = "ok"
     health: str = "ok"
-    port: int = 0
     requests: int = 0
     heads: int = 0
     health_requests: int = 0
@@ -50,10 +47,6 @@ class Upstream:
     release: trio.Event = field(default_factory=trio.Event)
     _scope: trio.CancelScope | None = None
     _nursery: trio.Nursery | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{LOCALHOST}:{self.port}"
 
     async def start(self, nursery: trio.Nursery) -> Upstream:
         """Listen (on the same port as before, if it ran already) and serve in `nursery`."""
@@ -75,45 +68,28 @@ class Upstream:
     async def _run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
             self._scope = scope
-            listeners = await trio.open_tcp_listeners(self.port, host=LOCALHOST)
-            self.port = listeners[0].socket.getsockname()[1]
-            task_status.started()
-            await trio.serve_listeners(self._serve, listeners)
+            await self.run(task_status=task_status)
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
-        conn = h11.Connection(h11.SERVER)
-        reset = False
-        try:
-            while True:
-                event = await _next_event(conn, stream)
-                if not isinstance(event, h11.Request):
-                    return
-                self.heads += 1
-                while not isinstance(await _next_event(conn, stream), h11.EndOfMessage):
-                    pass
-                path = event.target.decode().split("?", 1)[0]
-                if path == HEALTH_PATH:
-                    self.health_requests += 1
-                    await self._answer_health(conn, stream)
-                else:
-                    self.requests += 1
-                    self.active += 1
-                    try:
-                        await self._answer(conn, stream)
-                    finally:
-                        self.active -= 1
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except _Reset:
-            reset = True
-        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await serve_h11(stream, partial(self._exchange, stream))
+
+    async def _exchange(self, stream: trio.SocketStream, conn: h11.Connection,
+                        request: h11.Request) -> None:
+        self.heads += 1
+        while not isinstance(await next_event(conn, stream), h11.EndOfMessage):
             pass
+        path = request.target.decode().split("?", 1)[0]
+        if path == HEALTH_PATH:
+            self.health_requests += 1
+            await self._answer_health(conn, stream)
+            return
+        self.requests += 1
+        self.active += 1
+        try:
+            await self._answer(conn, stream)
         finally:
-            if not reset:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+            self.active -= 1
 
     async def _answer_health(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
         if self.health == "stall":
@@ -127,42 +103,20 @@ class Upstream:
         if mode == "hold":
             await self.release.wait()
         if mode == "drop":  # a reset before any response byte
-            _rst_close(stream.socket)
-            raise _Reset
+            rst_close(stream.socket)
+            raise Reset
         if mode == "reset":
             head = conn.send(h11.Response(status_code=200, headers=[("content-length", "100")]))
             await stream.send_all((head or b"") + b"partial")
-            _rst_close(stream.socket)
-            raise _Reset
+            rst_close(stream.socket)
+            raise Reset
         await _respond(conn, stream, 503 if mode == "fail" else 200, self.name.encode())
-
-
-async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await stream.receive_some(65536))
 
 
 async def _respond(conn: h11.Connection, stream: trio.SocketStream, status: int, body: bytes) -> None:
     data = conn.send(h11.Response(status_code=status, headers=[("content-length", str(len(body)))]))
     data = (data or b"") + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
     await stream.send_all(data)
-
-
-def _rst_close(sock: Any) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    s = socket.socket()
-    s.bind((LOCALHOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # --- configs -------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import httpx
 import trio
 from meshplane import Proxy
 
+from ..common import closed_port
 from ..waiting import eventually
-from .support import closed_port, mesh
+from .support import mesh
 
 RETRY = {"maxRetries": 2, "perRetryTimeout": {"unit": "ms", "value": 2000},
          "httpRetryEvents": ["server-error", "gateway-error"],

@@ -14,16 +14,14 @@ pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run
 
 import trio
 
+from ..common import e2e_marker
 from ..dataplane.support import H1Upstream, Upstreams
 from .support import Issued, Pki
 
 HERE = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
+pytest_collection_modifyitems = e2e_marker(HERE)
 
 
 @pytest.fixture

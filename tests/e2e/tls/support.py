@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ..dataplane.support import LOCALHOST, H1Upstream
+from ..common import LOCALHOST
+from ..dataplane.support import H1Upstream
 
 GATEWAY_PORT = 8443
 NODE_PORT = 8080
