@@ -79,6 +79,9 @@ def add_lifecycle_parsers(sub: Any) -> None:
     apply.add_argument("--author", help="who (default: $MESHPLANE_AUTHOR, else user@host)")
     apply.add_argument("--dry-run", action="store_true",
                        help="validate and show the diff against the desired version; store nothing")
+    apply.add_argument("--expect-version", type=int, metavar="N",
+                       help="apply only if version N is still the desired one (0: none yet); "
+                       "else exit 4 and change nothing")
     policy_arg(apply)
     _common(apply, mesh_required=False, sarif=True)
 
@@ -287,7 +290,8 @@ async def _apply(args: argparse.Namespace) -> int:
                          "changes": [c.to_json() for c in changes]},
                   [f"dry run: mesh {doc['mesh']}: {_summary(changes)}", *render_diff(changes)])
             return EXIT_OK
-        version, created = await versions.commit(doc, message=args.message, author=args.author)
+        version, created = await versions.commit(doc, message=args.message, author=args.author,
+                                                 based_on=args.expect_version)
     out = {"mesh": version.mesh, "version": version.number, "hash": version.hash,
            "created": created, "changes": [c.to_json() for c in changes] if created else []}
     if created:

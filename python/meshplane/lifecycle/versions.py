@@ -175,15 +175,23 @@ class ConfigVersions:
     # -- writing ---------------------------------------------------------------------------
 
     async def commit(self, doc: dict[str, Any], *, message: str = "", author: str | None = None,
-                     rollback_of: int | None = None) -> tuple[Version, bool]:
+                     rollback_of: int | None = None, based_on: int | None = None,
+                     ) -> tuple[Version, bool]:
         """Make `doc` the desired version; returns (that version, whether it is new).
 
-        A `doc` equal to the desired one creates nothing. Raises `ConcurrentApply` when another
+        A `doc` equal to the desired one creates nothing. With `based_on` (a version number,
+        0 for none), the change is refused with `ConcurrentApply` unless that version is still
+        the desired one (what the writer read before computing `doc`). Raises `ConcurrentApply` when another
         writer made a version meanwhile (nothing of ours is desired then: retry), and
         `StoreUnavailable` when the store cannot be reached (nothing changed, except perhaps
         an unreferenced content-addressed document)."""
         digest = content_hash(doc)
         desired, revision = await self.desired()
+        if based_on is not None and based_on != (desired.number if desired else 0):
+            raise ConcurrentApply(
+                f"mesh {self.mesh}: expected version {based_on} to be desired, but it is "
+                f"{desired.number if desired else 'none'}; nothing was applied: check "
+                "`meshplane diff` and retry")
         if desired is not None:
             if await self.store.get(self._version_key(desired.number)) is None:
                 await self.store.put(self._version_key(desired.number), desired.to_bytes())
