@@ -248,7 +248,8 @@ def emit_violations(fmt: str, violations: Sequence[Any], policies: Sequence[Any]
     if fmt == "sarif":
         print(json.dumps(to_sarif(violations, policies), indent=2))
     elif fmt == "json":
-        print(json.dumps({"compliant": False, "violations": [v.to_json() for v in violations]},
+        print(json.dumps({"compliant": not violations,
+                          "violations": [v.to_json() for v in violations]},
                          indent=2, sort_keys=True))
     else:
         for v in violations:

@@ -228,8 +228,10 @@ def _validate(files: Sequence[str], *, registry: bool = False, store: str | None
                                    {r.label: path for r in config.resources})
             violations += found
             if not found:
-                print(f"OK {path}: {len(config.resources)} resources")
-    if violations:
+                # Machine formats keep stdout for the one document below.
+                print(f"OK {path}: {len(config.resources)} resources",
+                      file=sys.stdout if fmt == "text" else sys.stderr)
+    if violations or (fmt != "text" and not failed):
         emit_violations(fmt, violations, rules)
     return 1 if failed else EXIT_NONCOMPLIANT if violations else 0
 

@@ -2,7 +2,8 @@
 
 A policy file (YAML) lists rules: built-ins from the library by name (`use: NAME`, with
 parameters under `with:`), rules of its own (`kinds`, a field `path` with `*` for every list
-item and `{a,b}` for whichever of these keys are present, and one check: `exists`, `equals`,
+item, `{a,b}` for whichever of these keys are present and `key?` for a key that may be absent
+(then there is nothing to check below it), and one check: `exists`, `equals`,
 `in`, `max`, `min`), and Python functions (`python: FILE.py:FUNCTION`) for what rules cannot
 say. A violation names the policy, the resource and the field. docs/policies.md.
 

@@ -98,8 +98,12 @@ def _walk(value: Any, segments: Sequence[str], where: str) -> Iterator[tuple[str
             if isinstance(value, dict) and key in value:
                 yield from _walk(value[key], rest, f"{where}.{key}" if where else key)
         return
+    optional = head.endswith("?")
+    head = head.rstrip("?")
     child = value.get(head, _MISSING) if isinstance(value, dict) else _MISSING
     path = f"{where}.{head}" if where else head
+    if child is _MISSING and optional:
+        return
     if child is _MISSING:
         yield path + ("." + ".".join(rest) if rest else ""), _MISSING
     else:
@@ -108,7 +112,11 @@ def _walk(value: Any, segments: Sequence[str], where: str) -> Iterator[tuple[str
 
 def _rule_failure(value: Any, rule: Mapping[str, Any]) -> str | None:
     if value is _MISSING:
-        return None if rule.get("exists") is False else "is missing"
+        if rule.get("exists") is False:
+            return None
+        expected = (f", expected {rule['equals']!r}" if "equals" in rule else
+                    f", expected one of {list(rule['in'])!r}" if "in" in rule else "")
+        return "is missing" + expected
     if rule.get("exists") is False:
         return f"must not be set (is {value!r})"
     if "equals" in rule and value != rule["equals"]:
@@ -192,9 +200,9 @@ def _builtin_rules() -> dict[str, tuple[str, Callable[[str, Mapping[str, Any]], 
     def retries(name: str, params: Mapping[str, Any]) -> Policy:
         limit = int(params.get("maxRetries", 3))
         bounded = rule_policy(name, {"kinds": ["Route"], "path":
-                                     f"spec.{ROUTE_KEYS}.retryPolicy.maxRetries", "max": limit})
+                                     f"spec.{ROUTE_KEYS}.retryPolicy?.maxRetries", "max": limit})
         timed = rule_policy(name, {"kinds": ["Route"], "path":
-                                   f"spec.{ROUTE_KEYS}.retryPolicy.perRetryTimeout", "exists": True,
+                                   f"spec.{ROUTE_KEYS}.retryPolicy?.perRetryTimeout", "exists": True,
                                    "message": "a retry policy needs a perRetryTimeout"})
 
         def check(doc: Mapping[str, Any]) -> Iterator[Violation]:

@@ -110,3 +110,16 @@ async def test_an_invalid_file_is_named_and_nothing_is_stored(store_url: str, tm
     assert path in err and 'Route "web"' in err and "weightedTargets" in err and "missing" in err
     async with open_store(store_url) as store:
         assert await ConfigVersions(store, "shop").history() == []
+
+
+async def test_a_noncompliant_apply_exits_3_and_stores_nothing(store_url: str, tmp_path: Path) -> None:
+    policy = tmp_path / "policies.yaml"
+    policy.write_text("policies:\n  - use: route-timeout\n")
+    path = write(tmp_path, "one.json", file_doc(mesh({"v1": 9001}, {"v1": 1})))
+    done = await cli("apply", path, "--store", store_url, "--policy", str(policy), "--format", "sarif")
+    assert done.returncode == 3, done.stderr.decode()
+    (result,) = json.loads(done.stdout)["runs"][0]["results"]
+    assert result["ruleId"] == "route-timeout" and 'Route "web"' in result["message"]["text"]
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == path
+    async with open_store(store_url) as store:
+        assert await ConfigVersions(store, "shop").history() == []
