@@ -12,6 +12,7 @@ is text, or JSON with `--format json` for pipelines. Exit codes (also in `--help
     5  the store cannot be reached; nothing changed
     6  status: a proxy drifts (runs another version, rejected the desired one) or is silent;
        diff --exit-code: the configs differ
+    7  rollout: the analysis failed and the rollout rolled back
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_NONCOMPLIANT, EXIT_CONFLICT, EXIT_UNREACHABLE, EXIT_DRIFT = 0, 1, 3, 4, 5, 6
+EXIT_ROLLED_BACK = 7
 EXIT_CODES = """\
 exit status: 0 OK; 1 invalid config or other error; 2 bad command line; 3 non-compliant
 (a compliance policy failed); 4 conflict (a concurrent apply won: retry); 5 store unreachable
-(nothing changed); 6 drift or silent proxy (status), differences (diff --exit-code)."""
+(nothing changed); 6 drift or silent proxy (status), differences (diff --exit-code);
+7 rollout rolled back."""
 
 MESH_ENV = "MESHPLANE_MESH"
 
@@ -124,6 +127,40 @@ def add_lifecycle_parsers(sub: Any) -> None:
                         help="a heartbeat older than this is silence (default: 30s)")
     _common(status)
 
+    rollout = sub.add_parser(
+        "rollout", help="shift a route's weight to a node step by step, rolling back on errors",
+        description="Progressive delivery on config versions: for each of --steps, make a "
+        "version where ROUTE (ROUTER/ROUTE, or a route name unique in the mesh) sends that "
+        "percent of its weight to NODE (the other targets share the rest as before), wait "
+        "until every live proxy runs it, then measure NODE's clusters over --interval from "
+        "the statistics the proxies report (requests, 5xx, p99 latency). If a step fails "
+        "(5xx rate above --max-5xx, p99 above --max-p99, fewer than --min-requests requests, "
+        "a proxy rejects the version or does not converge), the mesh's config from before the "
+        "rollout becomes desired again (a new version) and the reason is printed; exit 7. "
+        "A change by someone else during the rollout stops it (exit 4). --interval should "
+        "span several proxy heartbeats (`run --heartbeat`).",
+        epilog=EXIT_CODES, formatter_class=raw)
+    rollout.add_argument("route", metavar="ROUTE")
+    rollout.add_argument("--to", required=True, metavar="NODE", help="the VirtualNode to shift to")
+    rollout.add_argument("--steps", default="10,25,50,100", metavar="P,P,...",
+                         help="percent of the route's weight to NODE at each step "
+                         "(default: 10,25,50,100)")
+    rollout.add_argument("--interval", type=parse_duration, default=30.0, metavar="DURATION",
+                         help="how long each step is measured (default: 30s)")
+    rollout.add_argument("--max-5xx", type=parse_percent, default=0.01, metavar="PERCENT",
+                         help="highest 5xx rate of NODE's requests (default: 1%%)")
+    rollout.add_argument("--max-p99", type=parse_duration, default=0.5, metavar="DURATION",
+                         help="highest p99 latency of NODE's requests (default: 500ms)")
+    rollout.add_argument("--min-requests", type=int, default=1, metavar="N",
+                         help="fewest requests to NODE in a step to judge it (default: 1)")
+    rollout.add_argument("--converge-timeout", type=parse_duration, default=60.0,
+                         metavar="DURATION",
+                         help="how long every proxy gets to run a step (default: 60s)")
+    rollout.add_argument("--dry-run", action="store_true",
+                         help="print the versions it would apply (their diffs); apply nothing")
+    rollout.add_argument("--author")
+    _common(rollout)
+
 
 def add_run_follow_args(run: argparse.ArgumentParser) -> None:
     """`meshplane run --mesh M (--gateway G | --node N)`: follow the store instead of FILE."""
@@ -167,6 +204,17 @@ def follow_proxy_section(args: argparse.Namespace) -> dict[str, Any]:
     if args.outbound:
         proxy["outbound"] = args.outbound
     return proxy
+
+
+def parse_percent(text: str) -> float:
+    """'1%', '0.5%' or a fraction such as '0.01' -> a fraction."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a percent like 1% or 0.5%, got {text!r}")
+    return value
 
 
 # -- reading files --------------------------------------------------------------------------
@@ -428,13 +476,56 @@ async def _status(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if bad else EXIT_OK
 
 
+async def _rollout(args: argparse.Namespace) -> int:
+    from meshplane.cli import UserError
+    from meshplane.lifecycle.document import diff
+    from meshplane.lifecycle.rollout import (
+        doc_targets,
+        find_route,
+        plan_steps,
+        run_rollout,
+        with_weights,
+    )
+    from meshplane.lifecycle.versions import ConfigVersions
+    from meshplane.store import open_store
+
+    mesh = _mesh(args)
+    try:
+        percents = [int(p) for p in args.steps.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"--steps: expected percents such as 10,25,50,100, got {args.steps!r}") from None
+    if not percents:
+        raise UserError("--steps: give at least one percent")
+    async with open_store(args.store) as store:
+        versions = ConfigVersions(store, mesh)
+        if args.dry_run:
+            start, doc = await versions.get()
+            router, name, kind = find_route(doc, args.route)
+            previous = doc
+            for percent, weights in zip(percents, plan_steps(doc_targets(doc, router, name, kind),
+                                                              args.to, percents), strict=True):
+                step = with_weights(doc, router, name, kind, weights)
+                print(f"step {percent}%: would apply ({', '.join(f'{n}={w}' for n, w in weights.items())})")
+                for line in render_diff(diff(previous, step)):
+                    print(f"  {line}")
+                previous = step
+            print(f"dry run: nothing applied; version {start.number} stays desired")
+            return EXIT_OK
+        result = await run_rollout(
+            versions, args.route, args.to, percents, interval=args.interval,
+            max_5xx=args.max_5xx, max_p99_ms=args.max_p99 * 1000, min_requests=args.min_requests,
+            converge_timeout=args.converge_timeout, author=args.author,
+            say=lambda line: print(line, flush=True))
+    return EXIT_OK if result.completed else EXIT_ROLLED_BACK
+
+
 async def run_lifecycle(args: argparse.Namespace) -> int:
     """Run `args.command`; the exit status (see the module docstring)."""
     from meshplane.lifecycle.versions import ConcurrentApply
     from meshplane.store import StoreUnavailable
 
     command = {"apply": _apply, "history": _history, "diff": _diff, "rollback": _rollback,
-               "status": _status}[args.command]
+               "status": _status, "rollout": _rollout}[args.command]
     try:
         return await command(args)
     except ConcurrentApply as exc:

@@ -1,5 +1,5 @@
-"""`meshplane ...`: run, validate, import, registry, apply/history/diff/rollback/status, demo,
-version.
+"""`meshplane ...`: run, validate, import, registry, apply/history/diff/rollback/status/rollout,
+demo, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "registry":
             return int(trio.run(run_registry, args))
-        if args.command in ("apply", "history", "diff", "rollback", "status"):
+        if args.command in ("apply", "history", "diff", "rollback", "status", "rollout"):
             from meshplane._cli_lifecycle import run_lifecycle
 
             return int(trio.run(run_lifecycle, args))
