@@ -30,7 +30,7 @@ from meshplane._bridge import TaskStatus, collapse_groups
 from meshplane.config import MeshConfig, from_dict
 from meshplane.errors import ConfigError, MeshplaneError
 from meshplane.lifecycle.versions import ConfigVersions, ProxyReport, UnknownVersion, Version
-from meshplane.store import StoreError, StoreUnavailable, WatchExpired, open_store
+from meshplane.store import StoreError, WatchExpired, open_store
 
 __all__ = ["Follower", "follow"]
 
@@ -142,7 +142,7 @@ class Follower:
                             await self.try_apply(desired)
             except WatchExpired:
                 continue
-            except StoreUnavailable as exc:
+            except StoreError as exc:  # unreachable, or refused: keep serving, try again
                 log.warning("store lost (%s); serving version %s, retrying in %.1f s", exc,
                             self.running.number if self.running else None, delay)
                 await trio.sleep(delay)
@@ -154,7 +154,7 @@ class Follower:
             self.changed = trio.Event()
             try:
                 await self.versions.report(self.report())
-            except StoreUnavailable as exc:
+            except StoreError as exc:
                 log.warning("cannot report to the store: %s", exc)
             with trio.move_on_after(interval):
                 await self.changed.wait()
@@ -207,5 +207,5 @@ async def follow(
                     scope.shield = True
                     try:
                         await versions.report(follower.report())
-                    except StoreUnavailable:
-                        pass
+                    except StoreError as exc:
+                        log.warning("cannot report STOPPED to the store: %s", exc)
