@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshplane._cli_registry import parse_duration
+from meshplane.errors import MeshplaneError
 
 __all__ = [
     "EXIT_CODES",
@@ -44,6 +45,10 @@ exit status: 0 OK; 1 invalid config or other error; 2 bad command line; 3 non-co
 7 rollout rolled back."""
 
 MESH_ENV = "MESHPLANE_MESH"
+
+
+class UserError(MeshplaneError):
+    """A command-line mistake the user can fix (printed as one line, exit 1)."""
 
 
 def policy_arg(parser: argparse.ArgumentParser) -> None:
@@ -184,8 +189,6 @@ def add_run_follow_args(run: argparse.ArgumentParser) -> None:
 
 
 def follow_proxy_section(args: argparse.Namespace) -> dict[str, Any]:
-    from meshplane.cli import UserError
-
     if not (args.gateway or args.node):
         raise UserError("--mesh needs --gateway NAME or --node NAME")
     proxy: dict[str, Any] = {"gateway": args.gateway} if args.gateway else {"node": args.node}
@@ -223,7 +226,6 @@ def parse_percent(text: str) -> float:
 def load_document(files: Sequence[str], mesh: str | None) -> tuple[dict[str, Any], dict[str, str]]:
     """The version document of FILE... as one mesh, and each resource's file by label;
     ConfigError names file, resource, field."""
-    from meshplane.cli import UserError
     from meshplane.config.loaders import import_paths
     from meshplane.config.validate import validate_resources
     from meshplane.errors import ConfigError, Problem
@@ -251,8 +253,6 @@ def load_document(files: Sequence[str], mesh: str | None) -> tuple[dict[str, Any
 
 
 def _mesh(args: argparse.Namespace) -> str:
-    from meshplane.cli import UserError
-
     mesh: str | None = args.mesh or os.environ.get(MESH_ENV)
     if not mesh:
         raise UserError(f"give the mesh with --mesh NAME (or ${MESH_ENV})")
@@ -383,12 +383,8 @@ async def _diff(args: argparse.Namespace) -> int:
 
     numbers = [w for w in args.what if w.isdigit()]
     if numbers and len(numbers) != len(args.what):
-        from meshplane.cli import UserError
-
         raise UserError("diff takes version numbers or files, not both")
     if len(numbers) > 2:
-        from meshplane.cli import UserError
-
         raise UserError("diff takes at most two version numbers")
     new_doc = None
     if not numbers:
@@ -477,7 +473,6 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _rollout(args: argparse.Namespace) -> int:
-    from meshplane.cli import UserError
     from meshplane.lifecycle.document import diff
     from meshplane.lifecycle.rollout import (
         doc_targets,

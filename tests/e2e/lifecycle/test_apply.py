@@ -123,3 +123,14 @@ async def test_a_noncompliant_apply_exits_3_and_stores_nothing(store_url: str, t
     assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == path
     async with open_store(store_url) as store:
         assert await ConfigVersions(store, "shop").history() == []
+
+
+async def test_run_mesh_needs_a_target_and_no_file(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 's.db'}"
+    no_target = await cli("run", "--mesh", "shop", "--store", url)
+    assert no_target.returncode == 1 and "--gateway NAME or --node NAME" in no_target.stderr.decode()
+    both = await cli("run", "x.yaml", "--mesh", "shop", "--gateway", "edge", "--store", url)
+    assert both.returncode == 1 and "give no FILE" in both.stderr.decode()
+    empty = await cli("run", "--mesh", "shop", "--gateway", "edge", "--store", url)
+    assert empty.returncode == 1 and "has no desired version" in empty.stderr.decode()
+    assert "Traceback" not in (no_target.stderr + both.stderr + empty.stderr).decode()
