@@ -170,7 +170,9 @@ def add_lifecycle_parsers(sub: Any) -> None:
 def add_run_follow_args(run: argparse.ArgumentParser) -> None:
     """`meshplane run --mesh M (--gateway G | --node N)`: follow the store instead of FILE."""
     group = run.add_argument_group(
-        "following the store (instead of FILE; docs/lifecycle.md)")
+        "following the store (instead of FILE; docs/lifecycle.md)",
+        "The proxy runs the mesh's desired version with the proxy settings below and reports "
+        "to the store what it runs; --admin defaults to an ephemeral port on 127.0.0.1.")
     group.add_argument("--mesh", metavar="NAME",
                        help="run the desired config version of this mesh from --store")
     who = group.add_mutually_exclusive_group()
