@@ -108,7 +108,8 @@ async def bench_store(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 async def bench_direct(args: argparse.Namespace) -> dict[str, Any]:
     applies = []
-    async with Proxy({**mesh({"v1": 9001, "v2": 9002}, {"v1": 1}), "proxy": GATEWAY}, admin=None) as proxy:
+    async with Proxy({**mesh({"v1": 9001, "v2": 9002}, {"v1": 1}), "proxy": GATEWAY},
+                     admin="127.0.0.1:0") as proxy:
         for i in range(3):
             doc = {**big_mesh(args.endpoints, 90 - i), "proxy": GATEWAY}
             t0 = time.perf_counter()
