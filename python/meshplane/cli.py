@@ -218,10 +218,10 @@ def _validate(files: Sequence[str], *, registry: bool = False, store: str | None
 
                 from meshplane._cli_registry import check_registry
 
-                problems = trio.run(check_registry, config, store)
-                for problem in problems:
-                    print(problem)
-                if problems:
+                unresolved = trio.run(check_registry, config, store)
+                for line in unresolved:
+                    print(line)
+                if unresolved:
                     failed = True
                     continue
             found = check_document(document_of(config.mesh, config.resources), rules,

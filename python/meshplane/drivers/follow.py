@@ -74,13 +74,13 @@ class Follower:
         self.state = "STARTING"
         self.changed = trio.Event()
 
-    def report(self) -> ProxyReport:
+    async def report(self) -> ProxyReport:
         health: dict[str, Any] = {}
         admin = None
         if self.proxy is not None:
             try:
                 health = {"state": self.proxy.state,
-                          "clusters": cluster_counters(self.proxy.stats())}
+                          "clusters": cluster_counters(await self.proxy.core_stats())}
             except Exception as exc:  # the core stopped under us: say so rather than fail
                 health = {"state": self.proxy.state, "error": str(exc)}
             if self.proxy.admin_address is not None:
@@ -153,7 +153,7 @@ class Follower:
         while True:
             self.changed = trio.Event()
             try:
-                await self.versions.report(self.report())
+                await self.versions.report(await self.report())
             except StoreError as exc:
                 log.warning("cannot report to the store: %s", exc)
             with trio.move_on_after(interval):
@@ -206,6 +206,6 @@ async def follow(
                 with trio.move_on_after(STOP_REPORT_S) as scope:
                     scope.shield = True
                     try:
-                        await versions.report(follower.report())
+                        await versions.report(await follower.report())
                     except StoreError as exc:
                         log.warning("cannot report STOPPED to the store: %s", exc)
