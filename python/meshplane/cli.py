@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long in-flight requests get on shutdown (default: 5000)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--store", metavar="URL",
-                     help="the store awsCloudMap nodes resolve against: etcd://HOST:PORT[,...] or "
+                     help="the store awsCloudMap nodes resolve against (with --mesh, also the "
+                     "one whose desired config version the proxy follows): etcd://HOST:PORT[,...] or "
                      "sqlite:///PATH (default: the config's proxy.store, else $MESHPLANE_STORE, "
                      "else the embedded store)")
     run.add_argument("--register", action="store_true",
