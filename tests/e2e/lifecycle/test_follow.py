@@ -176,3 +176,21 @@ async def test_a_stopped_proxy_says_so(store_url: str, tmp_path: Path) -> None:
     async with open_store(store_url) as store:
         (report,) = await ConfigVersions(store, MESH).reports()
     assert (report.id, report.state, report.running) == ("bye", "STOPPED", 1)
+
+
+async def test_a_sidecar_follows_the_mesh_too(store_url: str, tmp_path: Path, nursery: trio.Nursery) -> None:
+    app_port = await serve_asgi(nursery, app("behind-sidecar"))
+    ports = {"v1": app_port, "v2": app_port}
+    await apply(tmp_path, store_url, mesh(ports, {"v1": 1}))
+    sidecar = {"node": "v1", "bind": "127.0.0.1", "app": f"127.0.0.1:{app_port}",
+               "ports": {8080: 0}, "outbound": "127.0.0.1:0"}
+    proxy = await nursery.start(partial(follow, store_url, MESH, sidecar, proxy_id="v1-sidecar",
+                                        heartbeat=0.2, admin="127.0.0.1:0"))
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        assert await who(client, proxy.port(8080)) == "behind-sidecar"
+    await apply(tmp_path, store_url, mesh(ports, {"v1": 1, "v2": 1}))
+    await eventually(lambda: _running_is(store_url, "v1-sidecar", 2), timeout=30,
+                     what="the sidecar to run version 2")
+    async with open_store(store_url) as store:
+        (report,) = await ConfigVersions(store, MESH).reports()
+    assert (report.target, report.state, report.error) == ("node/v1", "LIVE", None)
