@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshplane._cli_registry import parse_duration
-from meshplane.errors import MeshplaneError
+from meshplane.errors import ConfigError, MeshplaneError
 
 __all__ = [
     "EXIT_CODES",
@@ -291,19 +291,41 @@ def _when(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def emit_violations(fmt: str, violations: Sequence[Any], policies: Sequence[Any]) -> None:
-    """Print compliance violations as text lines, JSON or SARIF (stdout)."""
+def emit_violations(fmt: str, violations: Sequence[Any], policies: Sequence[Any],
+                    problems: Sequence[Any] = ()) -> None:
+    """Print compliance violations (and, in machine formats, validation `problems`: invalid
+    files) as text lines, JSON or SARIF on stdout."""
     from meshplane.compliance import to_sarif
 
     if fmt == "sarif":
-        print(json.dumps(to_sarif(violations, policies), indent=2))
+        sarif = to_sarif(violations, policies)
+        if problems:
+            run = sarif["runs"][0]
+            run["tool"]["driver"]["rules"].append(
+                {"id": INVALID_RULE, "shortDescription": {"text": "the config is invalid"}})
+            run["results"] += [_sarif_problem(p) for p in problems]
+        print(json.dumps(sarif, indent=2))
     elif fmt == "json":
-        print(json.dumps({"compliant": not violations,
+        print(json.dumps({"valid": not problems, "compliant": not violations,
+                          "problems": [{"file": p.file, "resource": p.resource,
+                                        "field": p.field, "message": p.message} for p in problems],
                           "violations": [v.to_json() for v in violations]},
                          indent=2, sort_keys=True))
     else:
         for v in violations:
             print(f"NONCOMPLIANT {v}")
+
+
+INVALID_RULE = "meshplane-invalid"
+
+
+def _sarif_problem(p: Any) -> dict[str, Any]:
+    location: dict[str, Any] = {"logicalLocations": [
+        {"name": p.field, "fullyQualifiedName": f"{p.resource}.{p.field}", "kind": "member"}]}
+    if p.file:
+        location["physicalLocation"] = {"artifactLocation": {"uri": p.file}}
+    return {"ruleId": INVALID_RULE, "level": "error", "message": {"text": str(p)},
+            "locations": [location]}
 
 
 def _emit(args: argparse.Namespace, doc: Any, lines: Sequence[str]) -> None:
@@ -325,8 +347,15 @@ async def _apply(args: argparse.Namespace) -> int:
     from meshplane.lifecycle.versions import ConfigVersions
     from meshplane.store import open_store
 
-    doc, origins = await trio.to_thread.run_sync(load_document, args.files, args.mesh)
     policies = load_policies_for(args.policy)
+    try:
+        doc, origins = await trio.to_thread.run_sync(load_document, args.files, args.mesh)
+    except ConfigError as exc:
+        if args.format == "text":
+            raise
+        print(exc, file=sys.stderr)
+        emit_violations(args.format, [], policies, exc.problems)
+        return EXIT_ERROR
     violations = check_document(doc, policies, origins)
     if violations:
         emit_violations(args.format, violations, policies)

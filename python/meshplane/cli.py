@@ -31,7 +31,7 @@ from meshplane._cli_registry import (
     parse_duration,
     run_registry,
 )
-from meshplane.errors import ConfigError, MeshplaneError
+from meshplane.errors import ConfigError, MeshplaneError, Problem
 
 if TYPE_CHECKING:
     from meshplane.config.loaders import Imported
@@ -199,20 +199,22 @@ def _validate(files: Sequence[str], *, registry: bool = False, store: str | None
 
     rules = load_policies_for(policies)
     violations: list[Violation] = []
-    failed = False
+    problems: list[Problem] = []
+    # Machine formats keep stdout for the one document at the end; lines go to stderr.
+    out = sys.stdout if fmt == "text" else sys.stderr
     for path in files:
         try:
             config = load_file(path)
         except ConfigError as exc:
-            failed = True
+            problems += exc.problems
             for problem in exc.problems:
-                print(problem)
+                print(problem, file=out)
         except OSError as exc:
-            failed = True
-            print(f"{path}: cannot read: {exc.strerror or exc}")
+            problems.append(Problem(path, "", "", f"cannot read: {exc.strerror or exc}"))
+            print(problems[-1], file=out)
         except Exception as exc:  # a bug in meshplane, not in the file: still no traceback
-            failed = True
-            print(f"{path}: {_internal_error(exc)}")
+            problems.append(Problem(path, "", "", _internal_error(exc)))
+            print(problems[-1], file=out)
         else:
             if registry:
                 import trio
@@ -221,20 +223,18 @@ def _validate(files: Sequence[str], *, registry: bool = False, store: str | None
 
                 unresolved = trio.run(check_registry, config, store)
                 for line in unresolved:
-                    print(line)
+                    print(line, file=out)
                 if unresolved:
-                    failed = True
+                    problems.append(Problem(path, "", "", "; ".join(unresolved)))
                     continue
             found = check_document(document_of(config.mesh, config.resources), rules,
                                    {r.label: path for r in config.resources})
             violations += found
             if not found:
-                # Machine formats keep stdout for the one document below.
-                print(f"OK {path}: {len(config.resources)} resources",
-                      file=sys.stdout if fmt == "text" else sys.stderr)
-    if violations or (fmt != "text" and not failed):
-        emit_violations(fmt, violations, rules)
-    return 1 if failed else EXIT_NONCOMPLIANT if violations else 0
+                print(f"OK {path}: {len(config.resources)} resources", file=out)
+    if violations or fmt != "text":
+        emit_violations(fmt, violations, rules, problems)
+    return 1 if problems else EXIT_NONCOMPLIANT if violations else 0
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -108,6 +108,10 @@ async def test_an_invalid_file_is_named_and_nothing_is_stored(store_url: str, tm
     err = done.stderr.decode()
     assert done.returncode == 1, err
     assert path in err and 'Route "web"' in err and "weightedTargets" in err and "missing" in err
+    machine = await cli("apply", path, "--store", store_url, "--format", "json")
+    assert machine.returncode == 1
+    (problem,) = json.loads(machine.stdout)["problems"]
+    assert (problem["file"], problem["resource"]) == (path, 'Route "web" (VirtualRouter "web-router")')
     async with open_store(store_url) as store:
         assert await ConfigVersions(store, "shop").history() == []
 

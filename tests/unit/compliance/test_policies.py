@@ -141,6 +141,14 @@ def test_validate_exit_codes_ok_invalid_noncompliant(tmp_path: Path, capsys: pyt
     bad = tmp_path / "bad.yaml"
     bad.write_text("mesh: m\nproxy: {gateway: nope}\nresources: []\n")
     assert main(["validate", str(bad), "--policy", str(strict)]) == 1
+    capsys.readouterr()
+    assert main(["validate", str(bad), gateway, "--policy", str(strict), "--format", "json"]) == 1
+    both = json.loads(capsys.readouterr().out)  # stdout is one JSON document
+    assert both["valid"] is False and both["compliant"] is False
+    assert [(p["file"], p["field"]) for p in both["problems"]] == [(str(bad), "proxy.gateway")]
+    assert main(["validate", str(bad), "--format", "sarif"]) == 1
+    (result,) = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    assert result["ruleId"] == "meshplane-invalid" and "proxy.gateway" in result["message"]["text"]
 
 
 def test_compliance_imports_neither_trio_nor_the_core() -> None:
