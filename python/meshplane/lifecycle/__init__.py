@@ -1,8 +1,9 @@
 """meshplane.lifecycle: a mesh's config as immutable versions in the store.
 
-`document` (pure: version documents, content hash, semantic diff and patch; no trio, no core)
-and `versions` (`ConfigVersions` on a `meshplane.store.Store`: apply with compare-and-swap,
-history, rollback, proxy reports). The proxy side (following the desired version) is
+`document` (pure: version documents, content hash, semantic diff and patch; no trio, no core),
+`versions` (`ConfigVersions` on a `meshplane.store.Store`: apply with compare-and-swap,
+history, rollback, proxy reports), `rollout_plan` (pure: rollout steps and their analysis) and
+`rollout` (the rollout loop on the store). This package's `__init__` imports only `document`. The proxy side (following the desired version) is
 `meshplane.drivers.follow`; the commands are in `meshplane._cli_lifecycle`. docs/lifecycle.md.
 """
 

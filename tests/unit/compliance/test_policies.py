@@ -152,7 +152,8 @@ def test_validate_exit_codes_ok_invalid_noncompliant(tmp_path: Path, capsys: pyt
 
 
 def test_compliance_imports_neither_trio_nor_the_core() -> None:
-    code = ("import sys, meshplane.compliance, meshplane.lifecycle, meshplane.lifecycle.document\n"
+    code = ("import sys, meshplane.compliance, meshplane.lifecycle, meshplane.lifecycle.document, "
+            "meshplane.lifecycle.rollout_plan\n"
             "print(','.join(m for m in ('trio', 'meshplane._core') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from meshplane._cli_lifecycle import parse_percent, render_diff
 from meshplane.config.model import Resource
 from meshplane.lifecycle.document import diff, document_of
-from meshplane.lifecycle.rollout import (
+from meshplane.lifecycle.rollout_plan import (
     RolloutError,
     analyse,
     doc_targets,
