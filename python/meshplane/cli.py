@@ -1,4 +1,5 @@
-"""`meshplane ...`: run, validate, import, registry, demo, version.
+"""`meshplane ...`: run, validate, import, registry, apply/history/diff/rollback/status/rollout,
+demo, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -16,13 +17,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
+from meshplane._cli_lifecycle import (
+    EXIT_CODES,
+    EXIT_NONCOMPLIANT,
+    add_lifecycle_parsers,
+    add_run_follow_args,
+    emit_violations,
+    policy_arg,
+)
 from meshplane._cli_registry import (
     add_registry_parser,
     parse_attr,
     parse_duration,
     run_registry,
 )
-from meshplane.errors import ConfigError, MeshplaneError
+from meshplane.errors import ConfigError, MeshplaneError, Problem
 
 if TYPE_CHECKING:
     from meshplane.config.loaders import Imported
@@ -62,14 +71,17 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="run a proxy for a config file until SIGINT/SIGTERM",
-        description="Run the gateway or sidecar proxy described by FILE. Prints each listener's "
+        help="run a proxy for a config file (or the store's desired version) until SIGINT/SIGTERM",
+        description="Run the gateway or sidecar proxy described by FILE, or, with --mesh M and "
+        "--gateway G or --node N instead of FILE, the desired config version of mesh M in "
+        "--store, following each new version (docs/lifecycle.md). Prints each listener's "
         "bound address and the admin address, serves until SIGINT or SIGTERM, then drains "
         "in-flight requests and exits 0.",
         epilog=FORMAT_HELP,
         formatter_class=raw,
     )
-    run.add_argument("file", metavar="FILE", help="config file (YAML or JSON)")
+    run.add_argument("file", metavar="FILE", nargs="?",
+                     help="config file (YAML or JSON); omit it with --mesh")
     run.add_argument("--watch", action="store_true",
                      help="poll FILE every 0.5 s and apply changes; a rejected change is logged "
                      "and the running version keeps serving")
@@ -81,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long in-flight requests get on shutdown (default: 5000)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--store", metavar="URL",
-                     help="the store awsCloudMap nodes resolve against: etcd://HOST:PORT[,...] or "
+                     help="the store awsCloudMap nodes resolve against (with --mesh, also the "
+                     "one whose desired config version the proxy follows): etcd://HOST:PORT[,...] or "
                      "sqlite:///PATH (default: the config's proxy.store, else $MESHPLANE_STORE, "
                      "else the embedded store)")
     run.add_argument("--register", action="store_true",
@@ -98,14 +111,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="an extra attribute (repeatable)")
     run.add_argument("--register-ttl", type=parse_duration, default=10.0, metavar="DURATION",
                      help="lease TTL (default: 10s)")
+    add_run_follow_args(run)
 
     validate = sub.add_parser(
         "validate",
         help="check config files without running anything",
         description="Load and validate each FILE; print 'OK FILE: N resources' or every problem, "
-        "one per line (file: resource: field: what was expected). Exit 1 if any file has a "
-        "problem. Needs neither trio nor the compiled core.",
-        epilog=FORMAT_HELP,
+        "one per line (file: resource: field: what was expected), then check the compliance "
+        "policies (--policy, $MESHPLANE_POLICY) and print each violation (NONCOMPLIANT file: "
+        "resource: field: what [policy NAME]). Exit 1 if any file is invalid, 3 if all are "
+        "valid but one is non-compliant. Needs neither trio nor the compiled core.",
+        epilog=FORMAT_HELP + "\n" + EXIT_CODES,
         formatter_class=raw,
     )
     validate.add_argument("files", nargs="+", metavar="FILE")
@@ -115,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--store", metavar="URL",
                           help="the registry's store for --registry (default: the file's "
                           "proxy.store, else $MESHPLANE_STORE, else the embedded store)")
+    policy_arg(validate)
+    validate.add_argument("--format", choices=["text", "json", "sarif"], default="text",
+                          help="how to print compliance violations (default: text)")
 
     imp = sub.add_parser(
         "import",
@@ -165,43 +184,57 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop after this many requests (default: no limit)")
 
     add_registry_parser(sub)
+    add_lifecycle_parsers(sub)
 
     sub.add_parser("version", help="print the package and core versions",
                    description="Print meshplane's version and whether the compiled core is installed.")
     return parser
 
 
-def _validate(files: Sequence[str], *, registry: bool = False, store: str | None = None) -> int:
+def _validate(files: Sequence[str], *, registry: bool = False, store: str | None = None,
+              policies: Sequence[str] = (), fmt: str = "text") -> int:
+    from meshplane.compliance import Violation, check_document, load_policies_for
     from meshplane.config import load_file
+    from meshplane.lifecycle.document import document_of
 
-    failed = False
+    rules = load_policies_for(policies)
+    violations: list[Violation] = []
+    problems: list[Problem] = []
+    # Machine formats keep stdout for the one document at the end; lines go to stderr.
+    out = sys.stdout if fmt == "text" else sys.stderr
     for path in files:
         try:
             config = load_file(path)
         except ConfigError as exc:
-            failed = True
+            problems += exc.problems
             for problem in exc.problems:
-                print(problem)
+                print(problem, file=out)
         except OSError as exc:
-            failed = True
-            print(f"{path}: cannot read: {exc.strerror or exc}")
+            problems.append(Problem(path, "", "", f"cannot read: {exc.strerror or exc}"))
+            print(problems[-1], file=out)
         except Exception as exc:  # a bug in meshplane, not in the file: still no traceback
-            failed = True
-            print(f"{path}: {_internal_error(exc)}")
+            problems.append(Problem(path, "", "", _internal_error(exc)))
+            print(problems[-1], file=out)
         else:
             if registry:
                 import trio
 
                 from meshplane._cli_registry import check_registry
 
-                problems = trio.run(check_registry, config, store)
-                for problem in problems:
-                    print(problem)
-                if problems:
-                    failed = True
+                unresolved = trio.run(check_registry, config, store)
+                for line in unresolved:
+                    print(line, file=out)
+                if unresolved:
+                    problems.append(Problem(path, "", "", "; ".join(unresolved)))
                     continue
-            print(f"OK {path}: {len(config.resources)} resources")
-    return 1 if failed else 0
+            found = check_document(document_of(config.mesh, config.resources), rules,
+                                   {r.label: path for r in config.resources})
+            violations += found
+            if not found:
+                print(f"OK {path}: {len(config.resources)} resources", file=out)
+    if violations or fmt != "text":
+        emit_violations(fmt, violations, rules, problems)
+    return 1 if problems else EXIT_NONCOMPLIANT if violations else 0
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -327,20 +360,25 @@ async def _run(args: argparse.Namespace) -> None:
             parse_address(args.admin, min_port=0)
         except ValueError as exc:
             raise UserError(f"--admin: {exc}") from None
+    if args.mesh:
+        from meshplane._cli_lifecycle import follow_proxy_section
+        from meshplane.drivers.follow import follow
+
+        if args.file or args.watch or register is not None:
+            raise UserError("--mesh runs the store's desired version: give no FILE, --watch "
+                            "nor --register")
+        target = partial(follow, args.store, args.mesh, follow_proxy_section(args),
+                         proxy_id=args.id, heartbeat=args.heartbeat, workers=args.workers,
+                         admin=args.admin or "127.0.0.1:0", drain_ms=args.drain_ms)
+    elif args.file:
+        target = partial(serve, args.file, watch=args.watch, workers=args.workers,
+                         admin=args.admin, drain_ms=args.drain_ms, store=args.store,
+                         register=register)
+    else:
+        raise UserError("give a config FILE, or --mesh NAME with --gateway or --node")
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            proxy = await nursery.start(
-                partial(
-                    serve,
-                    args.file,
-                    watch=args.watch,
-                    workers=args.workers,
-                    admin=args.admin,
-                    drain_ms=args.drain_ms,
-                    store=args.store,
-                    register=register,
-                )
-            )
+            proxy = await nursery.start(target)
             _print_running(proxy)
             if proxy.registration is not None:
                 i = proxy.registration.instance
@@ -396,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
-            return _validate(args.files, registry=args.registry, store=args.store)
+            return _validate(args.files, registry=args.registry, store=args.store,
+                             policies=args.policy, fmt=args.format)
         if args.command == "import":
             return _import(args)
         if args.command == "version":
@@ -405,6 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "registry":
             return int(trio.run(run_registry, args))
+        if args.command in ("apply", "history", "diff", "rollback", "status", "rollout"):
+            from meshplane._cli_lifecycle import run_lifecycle
+
+            return int(trio.run(run_lifecycle, args))
         if args.command == "run":
             logging.basicConfig(
                 level=args.log_level.upper(),

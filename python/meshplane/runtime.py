@@ -446,6 +446,15 @@ class Proxy:
         }
         return stats
 
+    async def core_stats(self) -> dict[str, Any]:
+        """The core's own counters (`Core.stats()`, without the control layer's annotations
+        that `stats()` adds), taken in a worker thread: with 10,000 hosts the copy takes about
+        0.1 s, which periodic readers (`meshplane.drivers.follow`'s heartbeat) keep off the
+        Trio loop's own time."""
+        core = self._require_core()
+        stats: dict[str, Any] = await trio.to_thread.run_sync(core.stats)
+        return stats
+
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use (`Core.tls_info()`: per listener and cluster, path, subject,
         SANs, not_after) and how certificate reloads went (docs/tls.md)."""
