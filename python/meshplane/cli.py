@@ -1,4 +1,4 @@
-"""`meshplane ...`: run, validate, import, registry, demo, version.
+"""`meshplane ...`: run, validate, import, registry, demo, top, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -165,6 +165,21 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop after this many requests (default: no limit)")
 
     add_registry_parser(sub)
+
+    top = sub.add_parser(
+        "top", help="live view of a running meshplane: rates, errors, latency, unhealthy hosts",
+        description="A live terminal view of a running meshplane, read from its admin API every "
+                    "second: per listener, route and cluster the request rate, success ratio "
+                    "(non-5xx, last 10 s), p50/p99 latency (last 10 s), active requests and "
+                    "retries, and every ejected or unhealthy host with why. Keys: s or > next "
+                    "sort column, < previous, r reverse, q quit (Ctrl-C too).",
+    )
+    top.add_argument("address", nargs="?", default="127.0.0.1:9901", metavar="ADMIN_ADDRESS",
+                     help="the proxy's admin address, HOST:PORT (default: 127.0.0.1:9901)")
+    top.add_argument("--sort", default="rate", choices=["rate", "success", "p50", "p99", "active", "retries", "name"],
+                     help="initial sort column (default: rate)")
+    top.add_argument("--once", action="store_true",
+                     help="print one frame (two samples a second apart) and exit; status 1 if unreachable")
 
     sub.add_parser("version", help="print the package and core versions",
                    description="Print meshplane's version and whether the compiled core is installed.")
@@ -354,6 +369,21 @@ async def _run(args: argparse.Namespace) -> None:
     print("meshplane: stopped", flush=True)
 
 
+def _top(args: argparse.Namespace) -> int:
+    import trio
+
+    from meshplane.top import parse_address, run_top
+
+    try:
+        parse_address(args.address)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return int(trio.run(lambda: run_top(args.address, sort=args.sort, once=args.once)))
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how one leaves top
+
+
 def _version() -> int:
     print(f"meshplane {__version__}")
     try:
@@ -403,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _version()
         import trio
 
+        if args.command == "top":
+            return _top(args)
         if args.command == "registry":
             return int(trio.run(run_registry, args))
         if args.command == "run":
