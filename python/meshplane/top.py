@@ -309,6 +309,13 @@ def render(model: TopModel, address: str, sort: str, reverse: bool, frames: int,
     return Group(*parts)
 
 
+@dataclass
+class _ViewState:
+    sort: str
+    reverse: bool = False
+    frames: int = 0
+
+
 @contextlib.contextmanager
 def _cbreak(fd: int) -> Iterator[bool]:
     """Keys without Enter and without echo while inside; the terminal restored on the way out."""
@@ -337,7 +344,7 @@ async def run_top(address: str, *, sort: str = "rate", interval: float = 1.0, on
     shown = f"{host}:{port}"
     console = console or Console()
     model = TopModel()
-    state = {"sort": sort if sort in SORT_KEYS else "rate", "reverse": False, "frames": 0}
+    state = _ViewState(sort if sort in SORT_KEYS else "rate")
 
     async def poll() -> str | None:
         try:
@@ -346,13 +353,13 @@ async def run_top(address: str, *, sort: str = "rate", interval: float = 1.0, on
         except (OSError, trio.TooSlowError, h11.ProtocolError, ValueError) as exc:
             return str(exc) or type(exc).__name__
 
+    error: str | None = None
     if once:
         error = await poll()
         if error is None and interval > 0:
             await trio.sleep(interval)  # a second sample, so rates can be shown
             error = await poll()
-        state["frames"] = 1
-        console.print(render(model, shown, str(state["sort"]), False, 1, error))
+        console.print(render(model, shown, state.sort, False, 1, error))
         return 0 if error is None else 1
 
     stdin = sys.stdin.fileno()
@@ -368,22 +375,19 @@ async def run_top(address: str, *, sort: str = "rate", interval: float = 1.0, on
                     if not data:
                         return
                     for ch in data.decode(errors="ignore"):
-                        current = SORT_KEYS.index(str(state["sort"]))
+                        current = SORT_KEYS.index(state.sort)
                         if ch in "qQ":
                             quit_event.set()
                         elif ch in "s>":
-                            state["sort"] = SORT_KEYS[(current + 1) % len(SORT_KEYS)]
+                            state.sort = SORT_KEYS[(current + 1) % len(SORT_KEYS)]
                         elif ch == "<":
-                            state["sort"] = SORT_KEYS[(current - 1) % len(SORT_KEYS)]
+                            state.sort = SORT_KEYS[(current - 1) % len(SORT_KEYS)]
                         elif ch in "rR":
-                            state["reverse"] = not state["reverse"]
+                            state.reverse = not state.reverse
                     redraw()
 
-        error: str | None = None
-
         def redraw() -> None:
-            live.update(render(model, shown, str(state["sort"]), bool(state["reverse"]),
-                               int(state["frames"]), error), refresh=True)
+            live.update(render(model, shown, state.sort, state.reverse, state.frames, error), refresh=True)
 
         async with trio.open_nursery() as nursery:
             if keys:
@@ -393,7 +397,7 @@ async def run_top(address: str, *, sort: str = "rate", interval: float = 1.0, on
                 nonlocal error
                 while True:
                     error = await poll()
-                    state["frames"] = int(state["frames"]) + 1
+                    state.frames += 1
                     redraw()
                     await trio.sleep(interval)
 
