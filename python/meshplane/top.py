@@ -156,6 +156,11 @@ def _hist_delta(new: Any, old: Any) -> tuple[list[float], list[float]] | None:
     return bounds, counts
 
 
+def _failed_hc(host: Mapping[str, Any]) -> bool:
+    # The core reports an ejected host as not healthy too; only the flag says health checks failed.
+    return bool(host.get("failed_active_hc")) or (not host.get("healthy", True) and not host.get("ejected"))
+
+
 def _why(host: Mapping[str, Any]) -> str:
     reasons = []
     od = host.get("outlier")
@@ -165,7 +170,7 @@ def _why(host: Mapping[str, Any]) -> str:
         text = f"ejected ({reason})" if reason else "ejected"
         reasons.append(text + (f" {left:.0f}s left" if isinstance(left, int | float) else ""))
     hc = host.get("active_hc")
-    if host.get("failed_active_hc") or not host.get("healthy", True):
+    if _failed_hc(host):
         last = hc.get("last_result") if isinstance(hc, Mapping) else None
         reasons.append(f"failed health check ({last})" if last else "failed health check")
     return ", ".join(reasons)
@@ -214,7 +219,7 @@ class TopModel:
             bad = [_why(h) for h in hosts.values() if _why(h)]
             row.hosts = f"{len(hosts) - len(bad)}/{len(hosts)}"
             ejected = sum(1 for h in hosts.values() if h.get("ejected"))
-            failed = sum(1 for h in hosts.values() if h.get("failed_active_hc") or not h.get("healthy", True))
+            failed = sum(1 for h in hosts.values() if _failed_hc(h))
             parts = ([f"{ejected} ejected"] if ejected else []) + ([f"{failed} failed hc"] if failed else [])
             row.why = ", ".join(parts)
         return row
