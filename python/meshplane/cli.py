@@ -381,7 +381,12 @@ def _top(args: argparse.Namespace) -> int:
     try:
         return int(trio.run(lambda: run_top(args.address, sort=args.sort, once=args.once)))
     except KeyboardInterrupt:
-        return 0  # Ctrl-C is how one leaves top
+        return 0  # Ctrl-C is how one leaves top (run_top handles it; this is before it started)
+    except BaseExceptionGroup as group:
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is None:
+            return 0
+        raise
 
 
 def _version() -> int:

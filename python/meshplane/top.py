@@ -4,7 +4,7 @@ processes.
 Every second it reads the admin API's `/stats?format=json` and shows, per listener, route and
 cluster, the request rate, success ratio, p50/p99 latency, requests in flight and retries, and
 every host that is ejected or unhealthy, with why. Keys: `s` (or `>`) next sort column, `<`
-previous, `r` reverse, `q` quit; Ctrl-C quits too. When the proxy cannot be reached it says so
+previous, `r` reverse, `q` quit; Ctrl-C (SIGINT) and SIGTERM quit too, with status 0. When the proxy cannot be reached it says so
 and keeps trying.
 
 Layers: `Sample`/`TopModel` are sans-I/O (stats dicts and timestamps in, rows out); `render`
@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -394,7 +395,15 @@ async def run_top(address: str, *, sort: str = "rate", interval: float = 1.0, on
         def redraw() -> None:
             live.update(render(model, shown, state.sort, state.reverse, state.frames, error), refresh=True)
 
+        async def quit_on_interrupt() -> None:
+            # Ctrl-C quits like `q`: a clean exit, not a KeyboardInterrupt through the nursery.
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    quit_event.set()
+                    return
+
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(quit_on_interrupt)
             if keys:
                 nursery.start_soon(read_keys)
 

@@ -147,6 +147,9 @@ async def test_prometheus_scrapes_envoy_and_meshplane_names_with_the_proxys_valu
 
         assert await scalar(client, prometheus, 'up{job="meshplane"}') == 1
         assert await scalar(client, prometheus,
+                            'envoy_cluster_upstream_rq{envoy_cluster_name="api-v1",envoy_response_code="200"}'
+                            ) == cluster["rq_codes"]["200"] == REQUESTS
+        assert await scalar(client, prometheus,
                             'envoy_cluster_upstream_rq_xx{envoy_cluster_name="api-v1",envoy_response_code_class="2"}'
                             ) == cluster["rq_2xx"]
         assert await scalar(client, prometheus,

@@ -21,6 +21,7 @@ def _stats() -> dict[str, Any]:
         "clusters": {
             "api": {
                 "rq_total": 10, "rq_active": 1, "rq_2xx": 9, "rq_5xx": 1, "rq_retry": 2, "rq_reset": 1,
+                "rq_codes": {"200": 8, "204": 1, "503": 1},
                 "rq_time_ms": hist, "protocol": "http1",
                 "health_check": {"attempt": 5, "success": 4, "failure": 1, "network_failure": 1,
                                  "timeout": 0, "healthy": 1},
@@ -56,6 +57,8 @@ def test_cluster_families_keep_envoys_names_and_labels() -> None:
     assert s[("envoy_cluster_upstream_rq_retry", c)] == 2
     assert s[("envoy_cluster_upstream_rq_rx_reset", c)] == 1
     assert s[("envoy_cluster_upstream_rq_xx", lbl(envoy_cluster_name="api", envoy_response_code_class="5"))] == 1
+    assert s[("envoy_cluster_upstream_rq", lbl(envoy_cluster_name="api", envoy_response_code="200"))] == 8
+    assert s[("envoy_cluster_upstream_rq", lbl(envoy_cluster_name="api", envoy_response_code="503"))] == 1
     # Envoy's histogram is in milliseconds with Envoy's bounds, cumulative
     assert s[("envoy_cluster_upstream_rq_time_bucket", lbl(envoy_cluster_name="api", le="1"))] == 3
     assert s[("envoy_cluster_upstream_rq_time_bucket", lbl(envoy_cluster_name="api", le="+Inf"))] == 10

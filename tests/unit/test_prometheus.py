@@ -180,3 +180,15 @@ def test_the_control_layers_losses_are_labelled_counters() -> None:
         ("meshplane_control_driver_errors_total", (("driver", "outlier_detection"),)): 2,
     }
     assert "meshplane_server_" not in text
+
+
+def test_exact_status_codes_are_one_labelled_family() -> None:
+    stats = {"clusters": {"c": {"rq_codes": {"200": 3, "503": 1},
+                                "hosts": {"127.0.0.1:1": {"rq_codes": {"200": 3}}}}}}
+    text = render(stats)
+    assert "# TYPE meshplane_cluster_upstream_rq_code_total counter" in text
+    assert parse(text) == {
+        ("meshplane_cluster_upstream_rq_code_total", (("cluster", "c"), ("response_code", "200"))): 3,
+        ("meshplane_cluster_upstream_rq_code_total", (("cluster", "c"), ("response_code", "503"))): 1,
+        ("meshplane_host_rq_code_total", (("cluster", "c"), ("host", "127.0.0.1:1"), ("response_code", "200"))): 3,
+    }

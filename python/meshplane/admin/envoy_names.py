@@ -5,7 +5,8 @@ Envoy turns a stat name into a Prometheus family by tag extraction (its
 `source/common/config/well_known_names.cc`): the object moves into a label whose name is the
 tag's (`envoy.cluster_name` -> `envoy_cluster_name`), what is left becomes the family, prefixed
 `envoy_`. So `cluster.api.upstream_rq_2xx` is
-`envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="api"}`.
+`envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="api"}` and
+`cluster.api.upstream_rq_503` is `envoy_cluster_upstream_rq{envoy_response_code="503",...}`.
 Envoy's spelling is kept exactly: no `_total` added to its counters, histograms in
 milliseconds, no per-host families (Envoy has none either; hosts are in `/clusters`).
 
@@ -164,6 +165,12 @@ def _clusters(out: Families, stats: Mapping[str, Any]) -> None:
         for ours, envoy in _CLUSTER_STATS.items():
             _add(out, f"envoy_cluster_{envoy}", labels, cluster.get(ours), f"Envoy cluster.<name>.{envoy}", envoy)
         _classes(out, "envoy_cluster_upstream_rq_xx", labels, cluster, "Envoy cluster.<name>.upstream_rq_<N>xx")
+        codes = cluster.get("rq_codes")
+        if isinstance(codes, Mapping):
+            for code, count in sorted(codes.items()):
+                out.add("envoy_cluster_upstream_rq", "counter", "envoy_cluster_upstream_rq",
+                        (("envoy_response_code", str(code)), *labels), count,
+                        "Envoy cluster.<name>.upstream_rq_<code>")
         hist = cluster.get("rq_time_ms")
         if isinstance(hist, Mapping):
             add_histogram(out, "envoy_cluster_upstream_rq_time", labels, hist,

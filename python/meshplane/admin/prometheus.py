@@ -14,7 +14,7 @@ instead of in the name:
     meshplane_control_driver_errors_total{driver="..."} (exceptions a control driver caught)
 
 `rq_<N>xx` counters become one family `..._rq_xx_total` with a `response_code_class="<N>"`
-label; histograms (`{"bounds", "counts", "sum", "count"}`, per-bucket counts with a trailing
+label, and the exact codes (`rq_codes: {"200": n}`) `..._rq_code_total{response_code="200"}`; histograms (`{"bounds", "counts", "sum", "count"}`, per-bucket counts with a trailing
 +Inf bucket) become cumulative `_bucket{le=...}`, `_sum` and `_count`, and a histogram in
 milliseconds (`*_ms`) is written in seconds (`*_seconds`, Prometheus' base unit); booleans
 become 0/1 gauges. A stat whose name ends in `_active`, `_open` or `_connections`, or is
@@ -163,6 +163,7 @@ def add_histogram(out: Families, name: str, labels: Labels, hist: Mapping[str, A
 # What a stat means, for `# HELP`; a stat not listed gets its name as help text.
 _HELP = {
     "rq_total": "requests", "rq_active": "requests in flight", "rq_xx": "responses by status class",
+    "rq_code": "responses by exact status code",
     "rq_pending_active": "requests waiting for a connection", "rq_timeout": "requests that timed out",
     "rq_retry": "retries", "rq_retry_success": "retries that succeeded",
     "rq_retry_limit_exceeded": "requests not retried because the retry limit was reached",
@@ -221,6 +222,12 @@ def _add_stats(out: Families, prefix: str, labels: Labels, stats: Mapping[str, A
             kind, family, cls, help = _number_rule(prefix, key)
             sample_labels = labels + (("response_code_class", cls),) if cls else labels
             out.add(family, kind, family, sample_labels, value, help)
+            continue
+        if key == "rq_codes" and isinstance(value, Mapping):  # responses by exact status code
+            family = f"{prefix}rq_code_total"
+            for code, count in sorted(value.items()):
+                out.add(family, "counter", family, labels + (("response_code", str(code)),), count,
+                        _help(scope, "rq_code"))
             continue
         if _is_histogram(value):
             if key.endswith("_ms"):  # Prometheus' base unit is the second
