@@ -119,7 +119,7 @@ impl StatusClasses {
         for (i, block) in self.codes.iter().enumerate() {
             for (j, c) in block.get().into_iter().flat_map(|b| b.iter().enumerate()) {
                 if c.get() > 0 {
-                    codes.insert(format!("{}", (i + 1) * 100 + j), json!(c.get()));
+                    codes.insert(((i + 1) * 100 + j).to_string(), json!(c.get()));
                 }
             }
         }
