@@ -1,5 +1,5 @@
 """`meshplane ...`: run, validate, import, registry, apply/history/diff/rollback/status/rollout,
-demo, version.
+top, demo, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -185,6 +185,21 @@ def _parser() -> argparse.ArgumentParser:
 
     add_registry_parser(sub)
     add_lifecycle_parsers(sub)
+
+    top = sub.add_parser(
+        "top", help="live view of a running meshplane: rates, errors, latency, unhealthy hosts",
+        description="A live terminal view of a running meshplane, read from its admin API every "
+                    "second: per listener, route and cluster the request rate, success ratio "
+                    "(non-5xx, last 10 s), p50/p99 latency (last 10 s), active requests and "
+                    "retries, and every ejected or unhealthy host with why. Keys: s or > next "
+                    "sort column, < previous, r reverse, q quit (Ctrl-C too).",
+    )
+    top.add_argument("address", nargs="?", default="127.0.0.1:9901", metavar="ADMIN_ADDRESS",
+                     help="the proxy's admin address, HOST:PORT (default: 127.0.0.1:9901)")
+    top.add_argument("--sort", default="rate", choices=["rate", "success", "p50", "p99", "active", "retries", "name"],
+                     help="initial sort column (default: rate)")
+    top.add_argument("--once", action="store_true",
+                     help="print one frame (two samples a second apart) and exit; status 1 if unreachable")
 
     sub.add_parser("version", help="print the package and core versions",
                    description="Print meshplane's version and whether the compiled core is installed.")
@@ -392,6 +407,26 @@ async def _run(args: argparse.Namespace) -> None:
     print("meshplane: stopped", flush=True)
 
 
+def _top(args: argparse.Namespace) -> int:
+    import trio
+
+    from meshplane.top import parse_address, run_top
+
+    try:
+        parse_address(args.address)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return int(trio.run(lambda: run_top(args.address, sort=args.sort, once=args.once)))
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how one leaves top (run_top handles it; this is before it started)
+    except BaseExceptionGroup as group:
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is None:
+            return 0
+        raise
+
+
 def _version() -> int:
     print(f"meshplane {__version__}")
     try:
@@ -442,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _version()
         import trio
 
+        if args.command == "top":
+            return _top(args)
         if args.command == "registry":
             return int(trio.run(run_registry, args))
         if args.command in ("apply", "history", "diff", "rollback", "status", "rollout"):

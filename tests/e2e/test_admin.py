@@ -143,8 +143,8 @@ async def test_stats_is_prometheus_text_that_counts_our_requests(proxy: Proxy) -
                    if n == name and all((k, val) in ls for k, val in labels.items()))
 
     assert total("meshplane_cluster_upstream_rq_total") == 5
-    assert total("meshplane_cluster_upstream_rq_xx", response_code_class="2") == 5
-    assert total("meshplane_cluster_upstream_rq_time_ms_count") == 5
+    assert total("meshplane_cluster_upstream_rq_xx_total", response_code_class="2") == 5
+    assert total("meshplane_cluster_upstream_rq_time_seconds_count") == 5
     assert total("meshplane_host_rq_total") == 5
     assert total("meshplane_config_info", version=proxy.version or "") == 1
     raw = await admin_get(proxy, "/stats?format=json")
@@ -162,8 +162,8 @@ async def test_stats_is_prometheus_text_that_counts_our_requests(proxy: Proxy) -
 async def test_stats_count_the_events_the_core_dropped(proxy: Proxy) -> None:
     # The core's event queue drops events past 65,536 unread ones; the count is a counter.
     response = await admin_get(proxy, "/stats")
-    assert "# TYPE meshplane_server_core_events_dropped counter\n" in response.text
-    assert parse(response.text)[("meshplane_server_core_events_dropped", ())] == 0
+    assert "# TYPE meshplane_server_core_events_dropped_total counter\n" in response.text
+    assert parse(response.text)[("meshplane_server_core_events_dropped_total", ())] == 0
     raw = (await admin_get(proxy, "/stats?format=json")).json()
     assert raw["core_events_dropped"] == 0
 

@@ -38,8 +38,8 @@ def test_names_labels_and_values() -> None:
     c = (("cluster", "api"),)
     assert samples[("meshplane_cluster_upstream_rq_total", c)] == 9
     assert samples[("meshplane_cluster_upstream_rq_active", c)] == 1
-    assert samples[("meshplane_cluster_upstream_rq_xx", c + (("response_code_class", "2"),))] == 8
-    assert samples[("meshplane_cluster_upstream_rq_xx", c + (("response_code_class", "5"),))] == 1
+    assert samples[("meshplane_cluster_upstream_rq_xx_total", c + (("response_code_class", "2"),))] == 8
+    assert samples[("meshplane_cluster_upstream_rq_xx_total", c + (("response_code_class", "5"),))] == 1
     host = (("cluster", "api"), ("host", "127.0.0.1:9001"))
     assert samples[("meshplane_host_rq_active", host)] == 1
     assert samples[("meshplane_host_healthy", host)] == 1
@@ -53,8 +53,10 @@ def test_names_labels_and_values() -> None:
 def test_exact_text_of_a_small_cluster() -> None:
     text = render({"clusters": {"c": {"rq_total": 2, "rq_active": 0, "hosts": {}}}})
     assert text == (
+        "# HELP meshplane_cluster_upstream_rq_total cluster upstream: requests\n"
         "# TYPE meshplane_cluster_upstream_rq_total counter\n"
         'meshplane_cluster_upstream_rq_total{cluster="c"} 2\n'
+        "# HELP meshplane_cluster_upstream_rq_active cluster upstream: requests in flight\n"
         "# TYPE meshplane_cluster_upstream_rq_active gauge\n"
         'meshplane_cluster_upstream_rq_active{cluster="c"} 0\n'
     )
@@ -64,11 +66,19 @@ def test_every_family_has_one_type_line_and_its_samples_together() -> None:
     text = render(_stats())
     families: list[str] = []
     types: dict[str, str] = {}
+    helps: set[str] = set()
     for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split(" ")[2]
+            assert name not in helps, f"second HELP line for {name}"
+            helps.add(name)
+            continue
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
             assert name not in types, f"second TYPE line for {name}"
             assert kind in {"counter", "gauge", "histogram"}
+            assert name in helps, f"no HELP line for {name}"
+            assert kind != "counter" or name.endswith("_total"), f"counter {name} does not end in _total"
             types[name] = kind
             families.append(name)
             continue
@@ -84,23 +94,23 @@ def test_every_family_has_one_type_line_and_its_samples_together() -> None:
 def test_histogram_buckets_are_cumulative_and_end_in_inf() -> None:
     samples = parse(render(_stats()))
     c = (("cluster", "api"),)
-    name = "meshplane_cluster_upstream_rq_time_ms"
+    name = "meshplane_cluster_upstream_rq_time_seconds"
 
     def bucket(le: str) -> float:
         return samples[(f"{name}_bucket", tuple(sorted(c + (("le", le),))))]
 
-    # per-bucket counts [2, 0, 3, 1] + 3 above the last bound
-    assert [bucket(le) for le in ("0.5", "1", "5", "10", "+Inf")] == [2, 2, 5, 6, 9]
+    # per-bucket counts [2, 0, 3, 1] + 3 above the last bound; milliseconds become seconds
+    assert [bucket(le) for le in ("0.0005", "0.001", "0.005", "0.01", "+Inf")] == [2, 2, 5, 6, 9]
     assert samples[(f"{name}_count", c)] == 9
-    assert samples[(f"{name}_sum", c)] == 123.25
-    assert "# TYPE meshplane_cluster_upstream_rq_time_ms histogram" in render(_stats())
+    assert samples[(f"{name}_sum", c)] == 0.12325
+    assert "# TYPE meshplane_cluster_upstream_rq_time_seconds histogram" in render(_stats())
 
 
 def test_histogram_without_count_sums_its_buckets() -> None:
     hist = {"bounds": [1.0], "counts": [1, 4], "sum": 9.0}
     samples = parse(render({"clusters": {"c": {"rq_time_ms": hist}}}))
-    assert samples[("meshplane_cluster_upstream_rq_time_ms_count", (("cluster", "c"),))] == 5
-    assert samples[("meshplane_cluster_upstream_rq_time_ms_bucket", (("cluster", "c"), ("le", "+Inf")))] == 5
+    assert samples[("meshplane_cluster_upstream_rq_time_seconds_count", (("cluster", "c"),))] == 5
+    assert samples[("meshplane_cluster_upstream_rq_time_seconds_bucket", (("cluster", "c"), ("le", "+Inf")))] == 5
 
 
 @pytest.mark.parametrize(
@@ -118,7 +128,7 @@ def test_unknown_stats_follow_the_same_rules_and_odd_values_are_skipped() -> Non
     stats = {"clusters": {"c": {"new_thing_active": 3, "new_counter": 4, "note": "text", "nested": {"a": 1}}}}
     text = render(stats)
     assert "# TYPE meshplane_cluster_upstream_new_thing_active gauge" in text
-    assert "# TYPE meshplane_cluster_upstream_new_counter counter" in text
+    assert "# TYPE meshplane_cluster_upstream_new_counter_total counter" in text
     assert "note" not in text and "nested" not in text
 
 
@@ -170,3 +180,15 @@ def test_the_control_layers_losses_are_labelled_counters() -> None:
         ("meshplane_control_driver_errors_total", (("driver", "outlier_detection"),)): 2,
     }
     assert "meshplane_server_" not in text
+
+
+def test_exact_status_codes_are_one_labelled_family() -> None:
+    stats = {"clusters": {"c": {"rq_codes": {"200": 3, "503": 1},
+                                "hosts": {"127.0.0.1:1": {"rq_codes": {"200": 3}}}}}}
+    text = render(stats)
+    assert "# TYPE meshplane_cluster_upstream_rq_code_total counter" in text
+    assert parse(text) == {
+        ("meshplane_cluster_upstream_rq_code_total", (("cluster", "c"), ("response_code", "200"))): 3,
+        ("meshplane_cluster_upstream_rq_code_total", (("cluster", "c"), ("response_code", "503"))): 1,
+        ("meshplane_host_rq_code_total", (("cluster", "c"), ("host", "127.0.0.1:1"), ("response_code", "200"))): 3,
+    }

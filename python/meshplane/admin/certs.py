@@ -75,12 +75,14 @@ def tls_metrics(info: Mapping[str, Any], now: float) -> str:
                 expiry[key] = min(expiry.get(key, not_after), not_after)
     lines = []
     if expiry:
+        lines.append(f"# HELP {_EXPIRY} seconds until the certificate expires (negative once expired)")
         lines.append(f"# TYPE {_EXPIRY} gauge")
         for (label, name, path), not_after in sorted(expiry.items()):
             labels = f'{label}="{escape_label_value(name)}",path="{escape_label_value(path)}"'
             lines.append(f"{_EXPIRY}{{{labels}}} {int(not_after - now)}")
     reload = info.get("reload")
     if reload and reload.get("files"):
+        lines.append(f"# HELP {_RELOADS} certificate reloads by result")
         lines.append(f"# TYPE {_RELOADS} counter")
         lines.append(f'{_RELOADS}{{result="success"}} {int(reload.get("reloads", 0))}')
         lines.append(f'{_RELOADS}{{result="failure"}} {int(reload.get("failures", 0))}')

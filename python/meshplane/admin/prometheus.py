@@ -13,13 +13,18 @@ instead of in the name:
     meshplane_control_events_dropped_total{kind="..."}  (core events the Python bridge dropped)
     meshplane_control_driver_errors_total{driver="..."} (exceptions a control driver caught)
 
-`rq_<N>xx` counters become one family `..._rq_xx` with a `response_code_class="<N>"` label;
-histograms (`{"bounds", "counts", "sum", "count"}`, per-bucket counts with a trailing +Inf
-bucket) become cumulative `_bucket{le=...}`, `_sum` and `_count`; booleans become 0/1 gauges.
-A stat whose name ends in `_active`, `_open` or `_connections`, or is `healthy` or `weight`, is
-a gauge (a level, not a count of events); other numbers are counters. Strings and nested
-settings (a cluster's `protocol`, `circuit_breakers`) are not stats and are left out. Keys the renderer does not know are rendered by these same rules, so new core stats
-appear without a change here.
+`rq_<N>xx` counters become one family `..._rq_xx_total` with a `response_code_class="<N>"`
+label, and the exact codes (`rq_codes: {"200": n}`) `..._rq_code_total{response_code="200"}`; histograms (`{"bounds", "counts", "sum", "count"}`, per-bucket counts with a trailing
++Inf bucket) become cumulative `_bucket{le=...}`, `_sum` and `_count`, and a histogram in
+milliseconds (`*_ms`) is written in seconds (`*_seconds`, Prometheus' base unit); booleans
+become 0/1 gauges. A stat whose name ends in `_active`, `_open` or `_connections`, or is
+`healthy` or `weight`, is a gauge (a level, not a count of events); other numbers are counters,
+and a counter's name ends in `_total` (Prometheus' convention, checked by `promtool check
+metrics`). Every family has a `# HELP` line. Strings and nested settings (a cluster's
+`protocol`, `circuit_breakers`) are not stats and are left out. Keys the renderer does not know
+are rendered by these same rules, so new core stats appear without a change here.
+
+The same counters under Envoy's own names and labels are rendered by `admin.envoy_names`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CONTENT_TYPE", "escape_label_value", "parse", "render"]
+__all__ = ["CONTENT_TYPE", "Families", "Labels", "add_histogram", "escape_label_value", "parse", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -46,6 +51,10 @@ _SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "contr
 _CONTROL = {
     "events_dropped": ("meshplane_control_events_dropped_total", "kind"),
     "driver_errors": ("meshplane_control_driver_errors_total", "driver"),
+}
+_CONTROL_HELP = {
+    "events_dropped": "core events the control layer's bridge dropped because a subscriber was full",
+    "driver_errors": "exceptions a control-layer driver caught, logged and went on after",
 }
 # Nested per-cluster stats of the control layer (health checker, outlier detector), rendered as
 # `meshplane_cluster_<section>_<stat>{cluster=...}` like Envoy's `cluster.<c>.<section>.<stat>`.
@@ -80,25 +89,47 @@ def _format_labels(labels: Labels) -> str:
     return "{" + inner + "}"
 
 
-class _Families:
-    """Samples grouped by metric family, in first-seen order (the format wants families whole)."""
+class Families:
+    """Samples grouped by metric family, in first-seen order (the format wants families whole),
+    each family with one `# HELP` and one `# TYPE` line."""
 
     def __init__(self) -> None:
         self._types: dict[str, str] = {}
+        self._help: dict[str, str] = {}
         self._samples: dict[str, list[tuple[str, Labels, float]]] = {}
+        # NOTE: a scrape of 1,000 hosts is ~17,000 samples sharing a few thousand names and
+        # label sets; sanitizing and escaping each once keeps a scrape in tens of milliseconds.
+        self._names: dict[str, str] = {}
+        self._labels: dict[Labels, str] = {}
 
-    def add(self, family: str, kind: str, name: str, labels: Labels, value: float) -> None:
-        family = _INVALID_NAME_CHARS.sub("_", family)
-        name = _INVALID_NAME_CHARS.sub("_", name)
-        self._types.setdefault(family, kind)
-        self._samples.setdefault(family, []).append((name, labels, value))
+    def _name(self, name: str) -> str:
+        clean = self._names.get(name)
+        if clean is None:
+            clean = self._names[name] = _INVALID_NAME_CHARS.sub("_", name)
+        return clean
+
+    def add(self, family: str, kind: str, name: str, labels: Labels, value: float, help: str = "") -> None:
+        family = self._name(family)
+        if family not in self._types:
+            self._types[family] = kind
+            self._help[family] = help or family.replace("_", " ")
+            self._samples[family] = []
+        self._samples[family].append((self._name(name), labels, value))
+
+    def _label_text(self, labels: Labels) -> str:
+        text = self._labels.get(labels)
+        if text is None:
+            text = self._labels[labels] = _format_labels(labels)
+        return text
 
     def text(self) -> str:
         lines: list[str] = []
         for family, kind in self._types.items():
+            text = self._help[family].replace("\\", "\\\\").replace("\n", "\\n")
+            lines.append(f"# HELP {family} {text}")
             lines.append(f"# TYPE {family} {kind}")
-            for name, labels, value in self._samples[family]:
-                lines.append(f"{name}{_format_labels(labels)} {_format_number(value)}")
+            lines.extend(f"{name}{self._label_text(labels)} {_format_number(value)}"
+                         for name, labels, value in self._samples[family])
         return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -106,47 +137,114 @@ def _is_histogram(value: Any) -> bool:
     return isinstance(value, Mapping) and "bounds" in value and "counts" in value
 
 
-def _add_histogram(out: _Families, name: str, labels: Labels, hist: Mapping[str, Any]) -> None:
+def add_histogram(out: Families, name: str, labels: Labels, hist: Mapping[str, Any], *,
+                  scale: float = 1.0, help: str = "", le_last: bool = True) -> None:
+    """A raw histogram as `<name>_bucket` (cumulative), `_sum`, `_count`; bounds and sum times
+    `scale`. `le_last=False` puts `le` first among the labels (the order is not significant)."""
     bounds = list(hist.get("bounds") or [])
     counts = list(hist.get("counts") or [])
     total = hist.get("count")
     if total is None:
         total = sum(counts)
+
+    def with_le(le: str) -> Labels:
+        return labels + (("le", le),) if le_last else (("le", le),) + labels
+
     cumulative = 0
     for bound, count in zip(bounds, counts, strict=False):
         cumulative += count
-        out.add(name, "histogram", f"{name}_bucket", labels + (("le", _format_number(float(bound))),), cumulative)
-    out.add(name, "histogram", f"{name}_bucket", labels + (("le", "+Inf"),), total)
-    out.add(name, "histogram", f"{name}_sum", labels, hist.get("sum", 0.0))
-    out.add(name, "histogram", f"{name}_count", labels, total)
+        le = _format_number(round(float(bound) * scale, 9))
+        out.add(name, "histogram", f"{name}_bucket", with_le(le), cumulative, help)
+    out.add(name, "histogram", f"{name}_bucket", with_le("+Inf"), total, help)
+    out.add(name, "histogram", f"{name}_sum", labels, float(hist.get("sum", 0.0)) * scale, help)
+    out.add(name, "histogram", f"{name}_count", labels, total, help)
 
 
-def _add_stats(out: _Families, prefix: str, labels: Labels, stats: Mapping[str, Any], skip: set[str]) -> None:
+# What a stat means, for `# HELP`; a stat not listed gets its name as help text.
+_HELP = {
+    "rq_total": "requests", "rq_active": "requests in flight", "rq_xx": "responses by status class",
+    "rq_code": "responses by exact status code",
+    "rq_pending_active": "requests waiting for a connection", "rq_timeout": "requests that timed out",
+    "rq_retry": "retries", "rq_retry_success": "retries that succeeded",
+    "rq_retry_limit_exceeded": "requests not retried because the retry limit was reached",
+    "rq_retry_overflow": "retries refused by the circuit breaker or retry budget",
+    "rq_pending_overflow": "requests refused by the pending-request circuit breaker",
+    "rq_reset": "requests reset by the upstream", "rq_error": "requests with no response (connect failure, reset, timeout)",
+    "rq_retry_stale_connection": "requests sent again on a fresh connection after a stale pooled one",
+    "rq_rejected": "requests refused before routing (400/431/501)", "no_route": "requests that matched no route",
+    "rq_header_timeout": "connections closed because no complete request head arrived in time",
+    "cx_total": "connections", "cx_active": "open connections", "cx_connect_fail": "connection attempts that failed",
+    "cx_tls_fail": "upstream TLS handshakes that failed", "cx_overflow": "connections refused by the circuit breaker",
+    "cx_none_healthy": "requests with no healthy host to send to", "cx_accept_error": "accept(2) failures",
+    "retries_active": "retries in flight", "tls_handshakes": "TLS handshakes completed",
+    "tls_handshake_error": "TLS handshakes that failed", "plaintext_cx": "plaintext connections on a PERMISSIVE listener",
+    "rq_time": "upstream request time, from request start to the last response byte",
+    "healthy": "1 if the host is healthy", "weight": "the host's load-balancing weight",
+    "ejected": "1 if outlier detection has ejected the host", "failed_active_hc": "1 if active health checking failed the host",
+    "idle_connections": "idle pooled connections", "downstream_cx_open": "downstream connections open",
+    "core_events_dropped": "events the core dropped because Python had not drained its queue",
+}
+
+
+def _help(scope: str, key: str) -> str:
+    return f"{scope}: {_HELP.get(key, key.replace('_', ' '))}"
+
+
+# (prefix, key) -> (kind, family, status class or "", help) for a number; computed once per name.
+_NUMBER_RULES: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+
+
+def _number_rule(prefix: str, key: str) -> tuple[str, str, str, str]:
+    rule = _NUMBER_RULES.get((prefix, key))
+    if rule is not None:
+        return rule
+    scope = prefix.removeprefix("meshplane_").rstrip("_").replace("_", " ")
+    status = _STATUS_CLASS.match(key)
+    if status:
+        rule = ("counter", f"{prefix}{status['stem']}_xx_total", status["cls"], _help(scope, f"{status['stem']}_xx"))
+    elif key.endswith(_GAUGE_SUFFIXES) or key in _GAUGES:
+        rule = ("gauge", f"{prefix}{key}", "", _help(scope, key))
+    else:
+        rule = ("counter", f"{prefix}{key}" if key.endswith("_total") else f"{prefix}{key}_total", "", _help(scope, key))
+    if len(_NUMBER_RULES) < 10_000:  # bounded: keys are the core's stat names, a few hundred
+        _NUMBER_RULES[(prefix, key)] = rule
+    return rule
+
+
+def _add_stats(out: Families, prefix: str, labels: Labels, stats: Mapping[str, Any], skip: set[str]) -> None:
+    scope = prefix.removeprefix("meshplane_").rstrip("_").replace("_", " ")
     for key, value in stats.items():
         if key in skip:
             continue
-        if _is_histogram(value):
-            _add_histogram(out, f"{prefix}{key}", labels, value)
-            continue
         if isinstance(value, bool):
             value = int(value)
-        if not isinstance(value, int | float):
+        if isinstance(value, int | float):
+            kind, family, cls, help = _number_rule(prefix, key)
+            sample_labels = labels + (("response_code_class", cls),) if cls else labels
+            out.add(family, kind, family, sample_labels, value, help)
             continue
-        status = _STATUS_CLASS.match(key)
-        if status:
-            name = f"{prefix}{status['stem']}_xx"
-            out.add(name, "counter", name, labels + (("response_code_class", status["cls"]),), value)
+        if key == "rq_codes" and isinstance(value, Mapping):  # responses by exact status code
+            family = f"{prefix}rq_code_total"
+            for code, count in sorted(value.items()):
+                out.add(family, "counter", family, labels + (("response_code", str(code)),), count,
+                        _help(scope, "rq_code"))
             continue
-        kind = "gauge" if key.endswith(_GAUGE_SUFFIXES) or key in _GAUGES else "counter"
-        out.add(f"{prefix}{key}", kind, f"{prefix}{key}", labels, value)
+        if _is_histogram(value):
+            if key.endswith("_ms"):  # Prometheus' base unit is the second
+                stem = key.removesuffix("_ms")
+                add_histogram(out, f"{prefix}{stem}_seconds", labels, value, scale=0.001,
+                              help=_help(scope, stem) + " in seconds")
+            else:
+                add_histogram(out, f"{prefix}{key}", labels, value, help=_help(scope, key))
 
 
 def render(stats: Mapping[str, Any]) -> str:
     """The whole stats dict as Prometheus text (families grouped, one `# TYPE` line each)."""
-    out = _Families()
+    out = Families()
     version = stats.get("version")
     if version is not None:
-        out.add("meshplane_config_info", "gauge", "meshplane_config_info", (("version", str(version)),), 1)
+        out.add("meshplane_config_info", "gauge", "meshplane_config_info", (("version", str(version)),), 1,
+                "the running config version (always 1)")
     server = {k: v for k, v in stats.items() if k not in _SECTIONS}
     _add_stats(out, "meshplane_server_", (), server, set())
     for name, listener in sorted((stats.get("listeners") or {}).items()):
@@ -166,11 +264,12 @@ def render(stats: Mapping[str, Any]) -> str:
     for path, counts in sorted((stats.get("access_logs") or {}).items()):
         for result in ("written", "dropped"):
             out.add("meshplane_access_log_lines_total", "counter", "meshplane_access_log_lines_total",
-                    (("path", path), ("result", result)), counts.get(result, 0))
+                    (("path", path), ("result", result)), counts.get(result, 0),
+                    "access log lines written, or dropped because the writer could not keep up")
     control = stats.get("control") or {}
     for section, (family, label) in _CONTROL.items():
         for name, count in sorted((control.get(section) or {}).items()):
-            out.add(family, "counter", family, ((label, name),), count)
+            out.add(family, "counter", family, ((label, name),), count, _CONTROL_HELP[section])
     return out.text()
 
 

@@ -59,13 +59,17 @@ def registry_metrics(stats: Mapping[str, Any]) -> str:
         return ""
     store = str(reg.get("store")).replace("\\", "\\\\").replace('"', '\\"')
     lines = [
+        "# HELP meshplane_registry_connected 1 if the registry store is reachable",
         "# TYPE meshplane_registry_connected gauge",
         f'meshplane_registry_connected{{store="{store}"}} {1 if reg.get("connected") else 0}',
+        "# HELP meshplane_registry_disconnected_since_seconds Unix time the store became unreachable, 0 when connected",
         "# TYPE meshplane_registry_disconnected_since_seconds gauge",
         f'meshplane_registry_disconnected_since_seconds{{store="{store}"}} '
         f'{reg.get("disconnected_since") or 0}',
+        "# HELP meshplane_registry_updates_total registry updates applied",
         "# TYPE meshplane_registry_updates_total counter",
         f'meshplane_registry_updates_total{{store="{store}"}} {reg.get("updates", 0)}',
+        "# HELP meshplane_registry_endpoints endpoints a Cloud Map cluster resolves to",
         "# TYPE meshplane_registry_endpoints gauge",
     ]
     for cname, c in sorted((reg.get("clusters") or {}).items()):

@@ -28,6 +28,7 @@ import trio
 
 from meshplane._bridge import TaskStatus
 from meshplane.admin.certs import certs_document, tls_metrics
+from meshplane.admin.envoy_names import EnvoyContext, render_envoy
 from meshplane.admin.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from meshplane.admin.prometheus import render as render_prometheus
 from meshplane.admin.registry import registry_json, registry_lines, registry_metrics
@@ -213,7 +214,7 @@ class AdminView(Protocol):
 ENDPOINTS = {
     "/": "this list",
     "/ready": "200 LIVE when serving, else 503 and the state",
-    "/stats": "Prometheus text 0.0.4 (?format=json: the raw stats)",
+    "/stats": "Prometheus text 0.0.4, meshplane's and Envoy's names (?format=json: the raw stats)",
     "/stats/prometheus": "the same as /stats (Envoy's path, for existing scrape configs)",
     "/clusters": "per-host state, cluster::host::stat::value (?format=json)",
     "/config_dump": "version, source, native config and compiled snapshot (JSON)",
@@ -313,6 +314,20 @@ class AdminAPI:
 
     def __init__(self, view: AdminView) -> None:
         self.view = view
+        self._envoy: tuple[Any, EnvoyContext] | None = None
+
+    def _envoy_context(self, version: Any) -> EnvoyContext:
+        """The mesh and listener protocols for Envoy's labels, read once per config version
+        (the config dump is not cheap); bound addresses every time (port 0 binds late)."""
+        if self._envoy is None or self._envoy[0] != version:
+            dump = self.view.config_dump()
+            snapshot = dump.get("snapshot") or {}
+            mesh = (dump.get("config") or {}).get("mesh")
+            protocols = {str(lst.get("name")): str(lst.get("protocol", "http"))
+                         for lst in snapshot.get("listeners") or []}
+            self._envoy = (version, EnvoyContext(mesh=mesh, protocols=protocols))
+        ctx = self._envoy[1]
+        return EnvoyContext(ctx.mesh, self.view.listener_addresses(), ctx.protocols)
 
     async def __call__(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -333,6 +348,7 @@ class AdminAPI:
                 return Response.json(200, stats)
             text = render_prometheus(stats) + tls_metrics(self.view.tls_info(), time.time())
             text += registry_metrics(stats)
+            text += render_envoy(stats, self._envoy_context(stats.get("version")))
             return Response(200, text.encode(), PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
             stats = self.view.stats()

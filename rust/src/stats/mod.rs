@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Default, Debug)]
 pub struct Counter(AtomicU64);
@@ -91,20 +91,39 @@ impl Histogram {
     }
 }
 
-/// Responses by class, as Envoy's `upstream_rq_<N>xx`.
+/// Responses by class, as Envoy's `upstream_rq_<N>xx`, and by exact code (`upstream_rq_<code>`).
 #[derive(Default, Debug)]
-pub struct StatusClasses([Counter; 5]);
+pub struct StatusClasses {
+    classes: [Counter; 5],
+    // NOTE: one block of 100 counters per class, allocated on the class's first response: a
+    // host that only ever answers 2xx costs 800 bytes, not 4 KiB for every possible code.
+    codes: [OnceLock<Box<[Counter; 100]>>; 5],
+}
 
 impl StatusClasses {
     #[inline]
     pub fn record(&self, status: u16) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.0[class].inc();
+        self.classes[class].inc();
+        if (100..600).contains(&status) {
+            let block = self.codes[class]
+                .get_or_init(|| Box::new(std::array::from_fn(|_| Counter::default())));
+            block[(status % 100) as usize].inc();
+        }
     }
     fn write(&self, m: &mut Map<String, Value>) {
-        for (i, c) in self.0.iter().enumerate() {
+        for (i, c) in self.classes.iter().enumerate() {
             m.insert(format!("rq_{}xx", i + 1), json!(c.get()));
         }
+        let mut codes = Map::new();
+        for (i, block) in self.codes.iter().enumerate() {
+            for (j, c) in block.get().into_iter().flat_map(|b| b.iter().enumerate()) {
+                if c.get() > 0 {
+                    codes.insert(((i + 1) * 100 + j).to_string(), json!(c.get()));
+                }
+            }
+        }
+        m.insert("rq_codes".into(), Value::Object(codes));
     }
 }
 
@@ -356,5 +375,7 @@ mod tests {
         assert_eq!(m["rq_2xx"], 1);
         assert_eq!(m["rq_5xx"], 1);
         assert_eq!(m["rq_1xx"], 1);
+        // Exact codes in 100..=599 only, and only those seen.
+        assert_eq!(m["rq_codes"], json!({"204": 1, "503": 1}));
     }
 }

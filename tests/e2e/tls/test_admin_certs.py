@@ -66,9 +66,9 @@ async def test_certs_and_expiry_metrics(pki: Pki, echo: H1Upstream) -> None:
     assert int(not_after - after) <= expiry <= int(not_after - before)
     assert ("meshplane_tls_certificate_expiry_seconds",
             (("cluster", "api"), ("path", str(client_cert.chain)))) in samples
-    assert samples[("meshplane_listener_downstream_tls_handshakes", (("listener", LISTENER),))] == 1
-    assert ("meshplane_listener_downstream_tls_handshake_error", (("listener", LISTENER),)) in samples
-    assert samples[("meshplane_cluster_upstream_cx_tls_fail", (("cluster", "api"),))] >= 1
+    assert samples[("meshplane_listener_downstream_tls_handshakes_total", (("listener", LISTENER),))] == 1
+    assert ("meshplane_listener_downstream_tls_handshake_error_total", (("listener", LISTENER),)) in samples
+    assert samples[("meshplane_cluster_upstream_cx_tls_fail_total", (("cluster", "api"),))] >= 1
     assert samples[("meshplane_tls_reload_total", (("result", "failure"),))] == 0
     assert "# TYPE meshplane_tls_certificate_expiry_seconds gauge" in stats_text
 
