@@ -1,5 +1,5 @@
 //! meshplane's data plane. Module registration only; see DESIGN.md for the layering:
-//! `config` → `route`, `balance`, `stats` → `cluster`, `pool` → `http` → `listener` →
+//! `config` → `route`, `balance`, `stats` → `trace` → `cluster`, `pool` → `http` → `listener` →
 //! `runtime`, `notify` → `py`. Only `py` uses pyo3.
 
 pub mod accesslog;
@@ -15,6 +15,7 @@ pub mod route;
 pub mod runtime;
 pub mod stats;
 pub mod tls;
+pub mod trace;
 
 #[cfg(feature = "python")]
 mod py;
