@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +24,6 @@ import pytest
 
 pytest.importorskip(
     "meshplane._core", reason="meshplane._core is not built: run `maturin develop --release`"
-)
-trace_service_pb2 = pytest.importorskip(
-    "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-    reason="opentelemetry-proto is not installed (the test extra)",
 )
 
 import httpx
@@ -36,6 +33,10 @@ from meshplane import Proxy
 from .asgi import lifespan, serve_asgi
 from .waiting import eventually
 
+trace_service_pb2 = pytest.importorskip(
+    "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+    reason="opentelemetry-proto is not installed (the test extra)",
+)
 pytestmark = pytest.mark.e2e
 
 GATEWAY_PORT = 8080
@@ -179,7 +180,7 @@ def tracing(receiver: Receiver | None, **more: Any) -> dict[str, Any]:
 
 
 async def start_mesh(
-    stack: Any, app_port: int, receiver: Receiver, gateway_tracing: dict[str, Any],
+    stack: AsyncExitStack, app_port: int, receiver: Receiver, gateway_tracing: dict[str, Any],
     sidecar_tracing: dict[str, Any] | None = None,
 ) -> Mesh:
     sidecar = await stack.enter_async_context(Proxy({
@@ -198,9 +199,7 @@ async def start_mesh(
 
 
 @pytest.fixture
-async def stack() -> AsyncIterator[Any]:
-    from contextlib import AsyncExitStack
-
+async def stack() -> AsyncIterator[AsyncExitStack]:
     async with AsyncExitStack() as s:
         yield s
 
@@ -224,7 +223,7 @@ async def spans_of(receiver: Receiver, trace_id: str, count: int) -> list[tuple[
 
 
 async def test_gateway_sidecar_app_yields_one_trace_with_parented_spans(
-    stack: Any, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
+    stack: AsyncExitStack, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
 ) -> None:
     mesh = await start_mesh(stack, app_port, receiver, tracing(receiver))
     r = await client.get(mesh.url("/orders?id=7"), headers={"user-agent": "trace-test"})
@@ -272,7 +271,7 @@ async def test_gateway_sidecar_app_yields_one_trace_with_parented_spans(
 
 
 async def test_a_callers_sampled_context_is_continued_and_tracestate_kept(
-    stack: Any, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
+    stack: AsyncExitStack, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
 ) -> None:
     mesh = await start_mesh(stack, app_port, receiver, tracing(receiver, samplingPercent=0))
     caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -290,7 +289,7 @@ async def test_a_callers_sampled_context_is_continued_and_tracestate_kept(
 
 
 async def test_unsampled_requests_are_propagated_not_recorded_and_errors_can_be_kept(
-    stack: Any, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
+    stack: AsyncExitStack, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
 ) -> None:
     mesh = await start_mesh(stack, app_port, receiver,
                             tracing(receiver, samplingPercent=0, keepErrors=True))
@@ -320,7 +319,7 @@ async def test_unsampled_requests_are_propagated_not_recorded_and_errors_can_be_
     [("b3", "b3"), ("b3multi", "x-b3-traceid"), ("xray", "x-amzn-trace-id")],
 )
 async def test_b3_and_xray_propagation_parent_spans_across_proxies(
-    stack: Any, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
+    stack: AsyncExitStack, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
     propagation: str, header: str,
 ) -> None:
     mesh = await start_mesh(stack, app_port, receiver, tracing(receiver, propagation=propagation))
@@ -355,7 +354,7 @@ async def test_b3_and_xray_propagation_parent_spans_across_proxies(
 
 
 async def test_collector_gone_or_stalled_spans_are_dropped_and_counted_requests_unharmed(
-    stack: Any, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
+    stack: AsyncExitStack, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
     closed_port: int, stalled_collector: int,
 ) -> None:
     gone = {"samplingPercent": 100, "otlpEndpoint": f"http://127.0.0.1:{closed_port}"}
@@ -375,7 +374,7 @@ async def test_collector_gone_or_stalled_spans_are_dropped_and_counted_requests_
 
 
 async def test_admin_traces_shows_recent_and_slow_requests_without_a_collector(
-    stack: Any, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
+    stack: AsyncExitStack, app_port: int, receiver: Receiver, client: httpx.AsyncClient,
 ) -> None:
     mesh = await start_mesh(stack, app_port, receiver, tracing(None, recentSpans=4))
     for i in range(6):
