@@ -94,9 +94,9 @@ fn send(settings: &ExportSettings, shared: &TraceShared, batch: &[Box<SpanData>]
     let Some(endpoint) = &settings.endpoint else {
         return;
     };
-    let body = encode(&settings.service_name, batch).encode_to_vec();
     shared.export_requests.inc();
-    match post(endpoint, &body, settings.timeout) {
+    let body = || encode(&settings.service_name, batch).encode_to_vec();
+    match post(endpoint, body, settings.timeout) {
         Ok(status) if (200..300).contains(&status) => {
             shared.spans_exported.add(batch.len() as u64);
         }
@@ -107,8 +107,9 @@ fn send(settings: &ExportSettings, shared: &TraceShared, batch: &[Box<SpanData>]
     }
 }
 
-/// POST `body` to `{endpoint}/v1/traces`; the response status.
-fn post(endpoint: &str, body: &[u8], timeout: Duration) -> std::io::Result<u16> {
+/// POST `body` to `{endpoint}/v1/traces`; the response status. The body is encoded once
+/// connected: a collector that is gone costs a refused connection, not an encoding too.
+fn post(endpoint: &str, body: impl FnOnce() -> Vec<u8>, timeout: Duration) -> std::io::Result<u16> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad otlpEndpoint");
     let rest = endpoint.strip_prefix("http://").ok_or_else(bad)?;
     let (authority, base) = match rest.find('/') {
@@ -133,6 +134,7 @@ fn post(endpoint: &str, body: &[u8], timeout: Duration) -> std::io::Result<u16> 
         }
     }
     let mut stream = stream.ok_or_else(|| last.unwrap_or_else(bad))?;
+    let body = body();
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -145,7 +147,7 @@ fn post(endpoint: &str, body: &[u8], timeout: Duration) -> std::io::Result<u16> 
         body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    stream.write_all(&body)?;
     stream.set_read_timeout(Some(left()))?;
     // The status line is all we need: "HTTP/1.1 200 OK".
     let mut buf = [0u8; 64];
