@@ -83,6 +83,9 @@ class Core:
         """Certificates in use per listener and cluster: path, subject, SANs, not_after."""
     def stats(self) -> dict[str, Any]:
         """A copy of every counter, gauge and histogram (see docs/stats.md)."""
+    def recent_spans(self) -> list[dict[str, Any]]:
+        """The most recent recorded spans (`proxy.tracing`), newest first: ids, timings
+        (`duration_ms`, `marks_ms`), route, cluster, upstream host, status (docs/admin.md)."""
     def wakeup_fd(self) -> int:
         """Readable when events are queued; drain with drain_events()."""
     def drain_events(self) -> list[OutlierEvent | StoppedEvent]:

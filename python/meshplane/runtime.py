@@ -455,6 +455,11 @@ class Proxy:
         stats: dict[str, Any] = await trio.to_thread.run_sync(core.stats)
         return stats
 
+    def recent_spans(self) -> list[dict[str, Any]]:
+        """The core's most recent recorded spans, newest first (`Core.recent_spans()`;
+        `proxy.tracing.recentSpans` of them are kept)."""
+        return self._require_core().recent_spans()
+
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use (`Core.tls_info()`: per listener and cluster, path, subject,
         SANs, not_after) and how certificate reloads went (docs/tls.md)."""

@@ -1,6 +1,6 @@
-//! meshplane's data plane: the module list and the global allocator. See DESIGN.md for the
-//! layering: `config` → `route`, `balance`, `stats` → `cluster`, `pool` → `http` →
-//! `listener` → `runtime`, `notify` → `py`. Only `py` uses pyo3.
+//! meshplane's data plane: the module list and the global allocator. The layering
+//! (docs/architecture.md): `config` → `route`, `balance`, `stats` → `trace` → `cluster`, `pool` →
+//! `http` → `listener` → `runtime`, `notify` → `py`. Only `py` uses pyo3.
 
 pub mod accesslog;
 pub mod balance;
@@ -15,6 +15,7 @@ pub mod route;
 pub mod runtime;
 pub mod stats;
 pub mod tls;
+pub mod trace;
 
 #[cfg(feature = "python")]
 mod py;

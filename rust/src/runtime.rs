@@ -43,6 +43,8 @@ pub struct Runtime {
     registry: Registry,
     /// Access-log files and their writer threads, shared by listeners logging to one path.
     log_sinks: Sinks,
+    /// The span exporter and the tracing counters, kept across applies.
+    exporters: crate::trace::Exporters,
     events: Arc<EventQueue>,
     conns: Arc<Connections>,
 }
@@ -85,6 +87,7 @@ impl Runtime {
             listeners: Mutex::new(HashMap::new()),
             registry: Registry::default(),
             log_sinks: Sinks::default(),
+            exporters: crate::trace::Exporters::default(),
             events: Arc::new(EventQueue::new()?),
             conns: Arc::new(Connections::default()),
         })
@@ -151,12 +154,24 @@ impl Runtime {
                 detector: kind,
             });
         });
+        let tracing = match &snap.tracing {
+            Some(spec) => Some(
+                self.exporters
+                    .tracing_for(spec)
+                    .map_err(|e| SnapshotError {
+                        path: "tracing".into(),
+                        message: format!("cannot start the span exporter: {e}"),
+                    })?,
+            ),
+            None => None,
+        };
         let compiled = Arc::new(Compiled::build(
             snap,
             &self.registry,
             current.as_deref(),
             &sink,
             &self.log_sinks,
+            tracing,
         )?);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let _enter = self.handle.enter();
@@ -206,6 +221,9 @@ impl Runtime {
             r.stop();
         }
         self.forget_unused(&compiled);
+        if compiled.tracing.is_none() {
+            self.exporters.stop();
+        }
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
         self.sweeper.notify_one();
@@ -378,7 +396,13 @@ impl Runtime {
             // Events lost because Python stopped draining the queue (a counter).
             "core_events_dropped": self.events().dropped(),
             "access_logs": self.log_sinks.snapshot(),
+            "tracing": self.exporters.shared.snapshot(),
         })
+    }
+
+    /// The most recent recorded spans, newest first (docs/admin.md `/traces`).
+    pub fn recent_spans(&self) -> serde_json::Value {
+        self.exporters.shared.recent().into()
     }
 
     /// Stop accepting, give connections `drain` to finish, then stop the runtime and emit a

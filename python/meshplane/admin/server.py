@@ -210,6 +210,8 @@ class AdminView(Protocol):
 
     def tls_info(self) -> dict[str, Any]: ...
 
+    def recent_spans(self) -> list[dict[str, Any]]: ...
+
 
 ENDPOINTS = {
     "/": "this list",
@@ -220,6 +222,7 @@ ENDPOINTS = {
     "/config_dump": "version, source, native config and compiled snapshot (JSON)",
     "/listeners": "listener names and bound addresses (?format=json)",
     "/certs": "certificates in use: subject, SANs, expiry, reloads (JSON, like Envoy's /certs)",
+    "/traces": "recent recorded spans, newest first (?route=NAME, ?slow=1: slowest first, ?limit=N)",
 }
 
 
@@ -309,6 +312,19 @@ def clusters_json(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {"cluster_statuses": statuses, **({"registry": registry} if registry else {})}
 
 
+def traces_document(spans: list[dict[str, Any]], query: Mapping[str, list[str]]) -> dict[str, Any]:
+    """`/traces`: the core's recent spans (newest first), optionally one route's only
+    (`route`), slowest first (`slow=1`), at most `limit` (default 100)."""
+    route = query.get("route", [None])[-1]
+    if route:
+        spans = [s for s in spans if s.get("route") == route]
+    if query.get("slow", [""])[-1] in ("1", "true"):
+        spans = sorted(spans, key=lambda s: -float(s.get("duration_ms") or 0))
+    raw = query.get("limit", ["100"])[-1]
+    limit = int(raw) if raw.isdigit() else 100
+    return {"spans": spans[:limit]}
+
+
 class AdminAPI:
     """The admin endpoints (docs/admin.md) over an `AdminView`. Read-only: GET and HEAD."""
 
@@ -355,6 +371,8 @@ class AdminAPI:
             return Response.json(200, clusters_json(stats)) if as_json else Response.text(200, clusters_text(stats))
         if path == "/config_dump":
             return Response.json(200, self.view.config_dump())
+        if path == "/traces":
+            return Response.json(200, traces_document(self.view.recent_spans(), request.query))
         if path == "/certs":
             trust = trust_files(self.view.config_dump().get("snapshot") or {})
             return Response.json(200, certs_document(self.view.tls_info(), trust, time.time()))

@@ -74,6 +74,11 @@ def compile_snapshot(cfg: MeshConfig, *, version: str, endpoints: Endpoints | No
         "routeTables": snapshot.tables,
         "clusters": [snapshot.clusters[name] for name in sorted(snapshot.clusters)],
     }
+    tracing = cfg.proxy.tracing
+    if tracing is not None:
+        # The served gateway or node names the service its spans come from.
+        served = cfg.proxy.gateway if cfg.proxy.gateway is not None else cfg.proxy.node
+        doc["tracing"] = {"serviceName": served or cfg.mesh, **tracing}
     apply_gateway_limits(cfg, doc)
     return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 

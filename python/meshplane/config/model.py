@@ -93,6 +93,9 @@ class ProxySettings:
     # Self-registration while serving: True, or {namespace, service, id, address, attributes,
     # ttl} overriding the served node's awsCloudMap defaults; None = off.
     register: bool | Mapping[str, Any] | None = None
+    # Distributed tracing: {otlpEndpoint, samplingPercent, propagation, keepErrors,
+    # serviceName, maxQueueSpans, maxBatchSpans, exportTimeoutMs, recentSpans}; None = off.
+    tracing: Mapping[str, Any] | None = None
 
     def bound_port(self, declared: int) -> int:
         """The port a listener declared on `declared` actually binds (0 = ephemeral)."""
@@ -133,6 +136,8 @@ class ProxySettings:
             out["store"] = self.store
         if self.register is not None:
             out["register"] = self.register if isinstance(self.register, bool) else dict(self.register)
+        if self.tracing is not None:
+            out["tracing"] = dict(self.tracing)
         return out
 
 

@@ -35,6 +35,13 @@ use edf::{Bias, Edf};
 use rng::Entropy;
 use std::sync::atomic::AtomicUsize;
 
+/// A draw from the calling thread's generator (no lock, no shared cache line): trace and span
+/// ids and sampling decisions use it too.
+#[inline]
+pub fn thread_random_u64() -> u64 {
+    Entropy::Thread.next_u64()
+}
+
 /// What a balancer needs to know about the hosts of one cluster, indexed `0..len`.
 pub trait HostView {
     fn len(&self) -> usize;

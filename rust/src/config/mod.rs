@@ -26,6 +26,60 @@ pub struct Snapshot {
     pub route_tables: BTreeMap<String, RouteTableSpec>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// Distributed tracing of every HTTP listener's requests (`proxy.tracing`). None = off:
+    /// no span, and trace headers pass through untouched.
+    #[serde(default)]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// How trace context travels between hops; one format per mesh.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    /// W3C Trace Context: `traceparent` (and `tracestate`, passed on unchanged).
+    #[default]
+    W3c,
+    /// Zipkin B3, one `b3` header (a request with `X-B3-*` headers is read too).
+    B3,
+    /// Zipkin B3, `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled` (a `b3` header is read too).
+    B3multi,
+    /// AWS X-Ray `X-Amzn-Trace-Id: Root=...;Parent=...;Sampled=...`.
+    Xray,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingSpec {
+    /// OTLP/HTTP collector, "http://host:port[/prefix]"; spans are POSTed as protobuf to
+    /// `{otlpEndpoint}/v1/traces`. None = spans are kept only in the recent-spans ring buffer.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded, 0 to 100. A caller's decision (sampled flag) wins.
+    #[serde(default = "default_sampling_percent")]
+    pub sampling_percent: f64,
+    #[serde(default)]
+    pub propagation: Propagation,
+    /// Also record every request that fails (5xx, or the client went away) when unsampled.
+    #[serde(default)]
+    pub keep_errors: bool,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// Spans queued for the exporter; beyond this they are dropped and counted. None = 2048.
+    #[serde(default)]
+    pub max_queue_spans: Option<u32>,
+    /// Spans per export request. None = 512.
+    #[serde(default)]
+    pub max_batch_spans: Option<u32>,
+    /// How long one export request may take. None = 10 000.
+    #[serde(default)]
+    pub export_timeout_ms: Option<u64>,
+    /// Recent spans kept for the admin API. None = 256; 0 = none.
+    #[serde(default)]
+    pub recent_spans: Option<u32>,
+}
+
+fn default_sampling_percent() -> f64 {
+    100.0
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
@@ -690,6 +744,19 @@ impl Snapshot {
                     self.schema
                 ),
             ));
+        }
+        if let Some(t) = &self.tracing {
+            if !(0.0..=100.0).contains(&t.sampling_percent) {
+                return Err(err("tracing.samplingPercent".into(), "expected 0 to 100"));
+            }
+            if let Some(e) = &t.otlp_endpoint {
+                if !e.starts_with("http://") || e.len() <= "http://".len() {
+                    return Err(err(
+                        "tracing.otlpEndpoint".into(),
+                        "expected http://host:port",
+                    ));
+                }
+            }
         }
         let clusters: std::collections::HashSet<&str> =
             self.clusters.iter().map(|c| c.name.as_str()).collect();

@@ -4,6 +4,7 @@
 use crate::accesslog::{AccessLog, Record};
 use crate::cluster::{Cluster, Host};
 use crate::pool::H1Sender;
+use crate::trace::ActiveSpan;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -63,6 +64,8 @@ pub struct DownBody {
     kind: BodyKind,
     /// The access-log record, written when the stream ends (when this body is dropped).
     log: Option<Box<(Arc<AccessLog>, Record)>>,
+    /// The request's span, ended when the stream ends (when this body is dropped).
+    span: Option<ActiveSpan>,
 }
 
 enum BodyKind {
@@ -155,6 +158,7 @@ impl DownBody {
         DownBody {
             kind: BodyKind::Local(Some(text.into())),
             log: None,
+            span: None,
         }
     }
 
@@ -166,7 +170,13 @@ impl DownBody {
                 timer,
             },
             log: None,
+            span: None,
         }
+    }
+
+    /// End `span` when this response's stream ends.
+    pub fn end_span_with(&mut self, span: ActiveSpan) {
+        self.span = Some(span);
     }
 
     /// Write `record` to `log` when this response's stream ends.

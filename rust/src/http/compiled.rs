@@ -7,6 +7,7 @@ use crate::config::{self, ListenerProtocol, RetryPolicySpec, Snapshot};
 use crate::route::{RouteTable, WeightedTargets};
 use crate::stats::{ListenerStats, Registry, RouteStats};
 use crate::tls::ServerTls;
+use crate::trace::Tracing;
 use arc_swap::ArcSwapOption;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -135,6 +136,8 @@ pub struct Compiled {
     pub clusters: Vec<Arc<Cluster>>,
     pub cluster_index: HashMap<String, usize>,
     pub listeners: HashMap<String, Arc<ListenerConfig>>,
+    /// Spans for every HTTP request (`Snapshot::tracing`); None = off.
+    pub tracing: Option<Arc<Tracing>>,
     pub snapshot: Snapshot,
 }
 
@@ -151,6 +154,7 @@ impl Compiled {
         previous: Option<&Compiled>,
         outlier_sink: &OutlierSink,
         log_sinks: &Sinks,
+        tracing: Option<Arc<Tracing>>,
     ) -> Result<Compiled, config::SnapshotError> {
         let mut clusters = Vec::with_capacity(snap.clusters.len());
         let mut cluster_index = HashMap::new();
@@ -264,6 +268,7 @@ impl Compiled {
             clusters,
             cluster_index,
             listeners,
+            tracing,
             snapshot: snap,
         })
     }

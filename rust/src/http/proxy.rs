@@ -17,6 +17,7 @@ use crate::error::{Kind, ProxyError, Source};
 use crate::pool::{BodyState, Sender, UpBody};
 use crate::route;
 use crate::stats::ListenerStats;
+use crate::trace::{ActiveSpan, Arrival, Mark};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -88,6 +89,8 @@ struct Session<'a> {
     /// Undone on drop: hyper drops this future when the client goes away mid-request.
     _active: ActiveRequest<'a>,
     log: Option<PendingLog<'a>>,
+    /// The request's span when the snapshot traces and the request is recorded.
+    span: Option<ActiveSpan>,
     info: RequestInfo,
     started: Instant,
 }
@@ -128,6 +131,15 @@ impl<'a> Session<'a> {
         stats.rq_total.inc();
         let active = ActiveRequest::begin(conn, stats);
         prepare_request(conn, req.headers_mut());
+        // Continue or start the trace; the request carries our span to the upstream.
+        let span = state.compiled.tracing.as_ref().and_then(|t| {
+            let arrival = Arrival {
+                scheme: conn.scheme,
+                peer: conn.peer.ip(),
+                listener: &conn.slot.name,
+            };
+            t.begin(req, arrival)
+        });
         // A client that goes away before the response still gets its line (flag DC, code 0).
         let log = state.config.access_log.as_ref().map(|l| PendingLog {
             log: l,
@@ -138,6 +150,7 @@ impl<'a> Session<'a> {
             state,
             _active: active,
             log,
+            span,
             info: RequestInfo::default(),
             started: Instant::now(),
         }
@@ -147,6 +160,7 @@ impl<'a> Session<'a> {
     async fn proxy(&mut self, req: Request<Incoming>) -> Result<Response<DownBody>, ProxyError> {
         let (parts, body) = req.into_parts();
         let routed = self.route(&parts)?;
+        self.mark(Mark::Routed);
         let target = self.upstream_target(routed, parts)?;
         let action = target.action;
         let body = RequestBody::new(body);
@@ -191,6 +205,10 @@ impl<'a> Session<'a> {
             match again {
                 Again::Reconnect => reconnect = Some(host),
                 Again::Retry(slot) => {
+                    if let Some(s) = &mut self.span {
+                        s.mark(Mark::Retry);
+                        s.data().retries += 1;
+                    }
                     up.attempts.slot = Some(slot);
                     up.attempts.backoff().await;
                 }
@@ -358,7 +376,7 @@ impl<'a> Session<'a> {
     /// Phase: one attempt: a connection (pooled, or `fresh`), the request sent on it, the
     /// response head awaited, all under the request's timers.
     async fn upstream_request(
-        &self,
+        &mut self,
         up: &mut Upstream<'_>,
         host: &Arc<Host>,
         fresh: bool,
@@ -374,8 +392,10 @@ impl<'a> Session<'a> {
         let unsent = attempts.unsent.take();
         let may_retry = attempts.may_retry();
         let returned = &mut attempts.unsent;
+        let mut connected: Option<Instant> = None;
         let try_once = async {
             let (sender, reused) = acquire(cluster, host, fresh).await?;
+            connected = Some(Instant::now());
             // A reused HTTP/1.1 connection may turn out stale after the body went: keep a copy
             // then too. (HTTP/2 hands an unsent request back; its streams may be long.)
             let keep_copy = may_retry || (reused && matches!(sender, Sender::H1(_)));
@@ -398,6 +418,9 @@ impl<'a> Session<'a> {
         } else {
             try_once.await
         };
+        if let (Some(s), Some(at)) = (&mut self.span, connected) {
+            s.mark_at(Mark::UpstreamConnected, at);
+        }
         // A body the client broke makes the attempt fail: that failure is the client's.
         sent.map_err(|e| match body.progress.as_ref().map(|p| p.state()) {
             Some(BodyState::Disconnected) => ProxyError::downstream(
@@ -419,6 +442,7 @@ impl<'a> Session<'a> {
         host: &Host,
         resp: Response<Incoming>,
     ) -> Result<Response<Incoming>, Again> {
+        self.mark(Mark::FirstByte);
         let cluster = &up.target.cluster;
         let status = resp.status().as_u16();
         cluster.record_outcome(host, Outcome::Status(status));
@@ -519,6 +543,7 @@ impl<'a> Session<'a> {
                 self.info.details = e.details();
                 if e.kind == Kind::DownstreamDisconnect {
                     // Nobody to answer; logged as Envoy does: code 0, flag DC.
+                    drop(self.span_with_info());
                     self.log_unanswered();
                     return Err(DownstreamGone);
                 }
@@ -527,8 +552,32 @@ impl<'a> Session<'a> {
         };
         let status = resp.status().as_u16();
         self.state.config.stats.downstream_rq.record(status);
+        if let Some(mut span) = self.span_with_info() {
+            span.data().status = status;
+            resp.body_mut().end_span_with(span);
+        }
         self.log(&mut resp, status);
         Ok(resp)
+    }
+
+    fn mark(&mut self, mark: Mark) {
+        if let Some(s) = &mut self.span {
+            s.mark(mark);
+        }
+    }
+
+    /// The span with what the request path learned (route, cluster, host, flags).
+    fn span_with_info(&mut self) -> Option<ActiveSpan> {
+        let mut span = self.span.take()?;
+        let d = span.data();
+        d.route = self.info.route.clone();
+        d.cluster = self.info.cluster.clone();
+        d.upstream_host = self.info.upstream_host.clone();
+        d.details = self.info.details;
+        if !self.info.flags.is_empty() {
+            d.flags = self.info.flags.to_string();
+        }
+        Some(span)
     }
 
     /// Phase: complete the access-log record; it is written when the response stream ends.

@@ -180,6 +180,11 @@ impl Core {
         json_to_py(py, &v)
     }
 
+    /// The most recent recorded spans, newest first.
+    fn recent_spans<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.rt.recent_spans())
+    }
+
     fn reload_tls(&self, py: Python<'_>) -> PyResult<usize> {
         let rt = self.rt.clone();
         py.detach(move || rt.reload_tls()).map_err(|e| {

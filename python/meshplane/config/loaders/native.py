@@ -16,10 +16,12 @@ from meshplane.config.model import KINDS, PARENT_KEY, MeshConfig, ProxySettings,
 from meshplane.config.schema import (
     Bool,
     Either,
+    Enum,
     Int,
     Issue,
     ListOf,
     NameMap,
+    Num,
     Obj,
     PortMap,
     Str,
@@ -42,6 +44,33 @@ SDS_MAPPING = Obj(
         "secrets": NameMap(Obj({"certificateChain": _PATH, "privateKey": _PATH, "trust": _PATH})),
     }
 )
+
+
+class _CollectorUrl(Str):
+    """An OTLP/HTTP collector's base URL: plain http (the core POSTs to `{url}/v1/traces`)."""
+
+    def describe(self) -> str:
+        return "an http:// URL such as http://127.0.0.1:4318"
+
+    def check(self, value: Any, path: str, out: list[Issue]) -> None:
+        if not isinstance(value, str) or not value.startswith("http://") or len(value) <= 7:
+            self.mismatch(value, path, out)
+
+
+# Distributed tracing (docs/config.md, "Tracing").
+TRACING = Obj(
+    {
+        "otlpEndpoint": _CollectorUrl(),
+        "samplingPercent": Num(0, 100),
+        "propagation": Enum("w3c", "b3", "b3multi", "xray"),
+        "keepErrors": Bool(),
+        "serviceName": Str(1, 255),
+        "maxQueueSpans": Int(1, 1_000_000),
+        "maxBatchSpans": Int(1, 100_000),
+        "exportTimeoutMs": Int(1, 600_000),
+        "recentSpans": Int(0, 100_000),
+    }
+)
 PROXY = Obj(
     {
         "gateway": NAME,
@@ -57,6 +86,7 @@ PROXY = Obj(
         "requestHeadersTimeoutMs": Int(1, 3_600_000),
         "backlog": Int(1, 65535),
         "store": _ADDRESS,
+        "tracing": TRACING,
         # Register this proxy in the registry while it serves (docs/registry.md): true, or
         # what to register instead of the served node's awsCloudMap defaults.
         "register": Either(
@@ -195,12 +225,13 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
         backlog=doc["backlog"] if ok("backlog") else None,
         store=doc["store"] if ok("store") else None,
         register=doc["register"] if ok("register") and doc["register"] is not False else None,
+        tracing=doc["tracing"] if ok("tracing") else None,
     )
 
 
 _PROXY_KEYS = (
     "admin", "bind", "ports", "app", "outbound", "sds", "requestHeadersTimeoutMs", "backlog",
-    "store", "register",
+    "store", "register", "tracing",
 )
 
 

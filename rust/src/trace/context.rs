@@ -1,0 +1,334 @@
+//! Trace context on the wire: W3C `traceparent`, B3 (single `b3` header and multi
+//! `X-B3-*`) and AWS X-Ray `X-Amzn-Trace-Id`. Pure: parse from and write into a header map.
+
+use crate::config::Propagation;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static B3: HeaderName = HeaderName::from_static("b3");
+pub static B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub static B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+pub static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+pub static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+pub static XRAY: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+
+/// What the caller said: its trace, its span (our parent) and its sampling decision
+/// (`None`: the caller left it to us).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub sampled: Option<bool>,
+}
+
+/// The caller's context in `format`; a request in another format (or none) starts a trace.
+pub fn extract(format: Propagation, h: &HeaderMap) -> Option<Parent> {
+    match format {
+        Propagation::W3c => w3c(h),
+        Propagation::B3 => b3_single(h).or_else(|| b3_multi(h)),
+        Propagation::B3multi => b3_multi(h).or_else(|| b3_single(h)),
+        Propagation::Xray => xray(h),
+    }
+}
+
+/// Replace the context in `format` with ours: our span is the next hop's parent.
+pub fn inject(
+    format: Propagation,
+    h: &mut HeaderMap,
+    trace_id: &[u8; 16],
+    span_id: &[u8; 8],
+    sampled: bool,
+) {
+    let mut buf = String::with_capacity(64);
+    match format {
+        Propagation::W3c => {
+            buf.push_str("00-");
+            hex(&mut buf, trace_id);
+            buf.push('-');
+            hex(&mut buf, span_id);
+            buf.push_str(if sampled { "-01" } else { "-00" });
+            put(h, &TRACEPARENT, buf);
+        }
+        Propagation::B3 => {
+            hex(&mut buf, trace_id);
+            buf.push('-');
+            hex(&mut buf, span_id);
+            buf.push_str(if sampled { "-1" } else { "-0" });
+            put(h, &B3, buf);
+        }
+        Propagation::B3multi => {
+            hex(&mut buf, trace_id);
+            put(h, &B3_TRACE_ID, buf);
+            let mut s = String::with_capacity(16);
+            hex(&mut s, span_id);
+            put(h, &B3_SPAN_ID, s);
+            // The next hop's parent is our span: the caller's span is not its parent.
+            h.remove(&B3_PARENT_SPAN_ID);
+            h.remove(&B3_FLAGS);
+            h.insert(
+                B3_SAMPLED.clone(),
+                HeaderValue::from_static(if sampled { "1" } else { "0" }),
+            );
+        }
+        Propagation::Xray => {
+            buf.push_str("Root=1-");
+            hex(&mut buf, &trace_id[..4]);
+            buf.push('-');
+            hex(&mut buf, &trace_id[4..]);
+            buf.push_str(";Parent=");
+            hex(&mut buf, span_id);
+            buf.push_str(if sampled { ";Sampled=1" } else { ";Sampled=0" });
+            put(h, &XRAY, buf);
+        }
+    }
+}
+
+fn put(h: &mut HeaderMap, name: &HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::try_from(value) {
+        h.insert(name.clone(), v);
+    }
+}
+
+pub fn hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+}
+
+/// Lower- or upper-case hex of exactly `N` bytes; all zeros is invalid (W3C, B3, X-Ray).
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let s = s.as_bytes();
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in s.chunks(2).enumerate() {
+        let d = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        out[i] = d(pair[0])? << 4 | d(pair[1])?;
+    }
+    (out != [0u8; N]).then_some(out)
+}
+
+/// A B3 trace id: 128-bit, or 64-bit (left-padded with zeros).
+fn b3_trace_id(s: &str) -> Option<[u8; 16]> {
+    if s.len() == 16 {
+        let low: [u8; 8] = unhex(s)?;
+        let mut id = [0u8; 16];
+        id[8..].copy_from_slice(&low);
+        Some(id)
+    } else {
+        unhex(s)
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn w3c(h: &HeaderMap) -> Option<Parent> {
+    let v = header(h, &TRACEPARENT)?;
+    let mut parts = v.split('-');
+    let version = parts.next()?;
+    if version.len() != 2 || version == "ff" {
+        return None;
+    }
+    let trace_id = unhex(parts.next()?)?;
+    let span_id = unhex(parts.next()?)?;
+    let flags: [u8; 1] = {
+        let f = parts.next()?;
+        if f.len() != 2 {
+            return None;
+        }
+        [u8::from_str_radix(f, 16).ok()?]
+    };
+    // Version 00 has exactly four fields; later versions may append more.
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    Some(Parent {
+        trace_id,
+        span_id,
+        sampled: Some(flags[0] & 1 == 1),
+    })
+}
+
+fn b3_sampled(s: &str) -> Option<bool> {
+    match s {
+        "1" | "d" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn b3_single(h: &HeaderMap) -> Option<Parent> {
+    let v = header(h, &B3)?;
+    let mut parts = v.split('-');
+    let trace_id = b3_trace_id(parts.next()?)?;
+    let span_id = unhex(parts.next()?)?;
+    let sampled = parts.next().and_then(b3_sampled);
+    Some(Parent {
+        trace_id,
+        span_id,
+        sampled,
+    })
+}
+
+fn b3_multi(h: &HeaderMap) -> Option<Parent> {
+    let trace_id = b3_trace_id(header(h, &B3_TRACE_ID)?)?;
+    let span_id = unhex(header(h, &B3_SPAN_ID)?)?;
+    let sampled = if header(h, &B3_FLAGS) == Some("1") {
+        Some(true)
+    } else {
+        header(h, &B3_SAMPLED).and_then(b3_sampled)
+    };
+    Some(Parent {
+        trace_id,
+        span_id,
+        sampled,
+    })
+}
+
+fn xray(h: &HeaderMap) -> Option<Parent> {
+    let v = header(h, &XRAY)?;
+    let (mut root, mut parent, mut sampled) = (None, None, None);
+    for field in v.split(';') {
+        let (k, val) = field.trim().split_once('=')?;
+        match k {
+            "Root" => {
+                let mut p = val.split('-');
+                if p.next()? != "1" {
+                    return None;
+                }
+                let (epoch, rest) = (p.next()?, p.next()?);
+                if epoch.len() != 8 || rest.len() != 24 {
+                    return None;
+                }
+                root = unhex::<16>(&format!("{epoch}{rest}"));
+            }
+            "Parent" => parent = unhex::<8>(val),
+            "Sampled" => {
+                sampled = match val {
+                    "1" => Some(true),
+                    "0" => Some(false),
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
+    }
+    // A Root without a Parent starts a new span tree in the same trace: not expressible here.
+    Some(Parent {
+        trace_id: root?,
+        span_id: parent?,
+        sampled,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: [u8; 16] = [
+        0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47,
+        0x36,
+    ];
+    const SPAN: [u8; 8] = [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7];
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn w3c_round_trip_and_rejects() {
+        let h = map(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        let p = extract(Propagation::W3c, &h).unwrap();
+        assert_eq!(
+            (p.trace_id, p.span_id, p.sampled),
+            (TRACE, SPAN, Some(true))
+        );
+        let mut out = HeaderMap::new();
+        inject(Propagation::W3c, &mut out, &TRACE, &SPAN, false);
+        assert_eq!(
+            out["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            assert_eq!(
+                extract(Propagation::W3c, &map(&[("traceparent", bad)])),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn b3_single_and_multi() {
+        let h = map(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1")]);
+        let p = extract(Propagation::B3, &h).unwrap();
+        assert_eq!(
+            (p.trace_id, p.span_id, p.sampled),
+            (TRACE, SPAN, Some(true))
+        );
+        let h = map(&[
+            ("x-b3-traceid", "a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-flags", "1"),
+        ]);
+        let p = extract(Propagation::B3multi, &h).unwrap();
+        assert_eq!(&p.trace_id[..8], &[0; 8]);
+        assert_eq!(&p.trace_id[8..], &TRACE[8..]);
+        assert_eq!(p.sampled, Some(true));
+        let h = map(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7")]);
+        assert_eq!(extract(Propagation::B3, &h).unwrap().sampled, None);
+        let mut out = map(&[("x-b3-parentspanid", "1111111111111111")]);
+        inject(Propagation::B3multi, &mut out, &TRACE, &SPAN, true);
+        assert_eq!(out["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(out["x-b3-spanid"], "00f067aa0ba902b7");
+        assert_eq!(out["x-b3-sampled"], "1");
+        assert!(!out.contains_key("x-b3-parentspanid"));
+        let mut out = HeaderMap::new();
+        inject(Propagation::B3, &mut out, &TRACE, &SPAN, true);
+        assert_eq!(
+            out["b3"],
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"
+        );
+    }
+
+    #[test]
+    fn xray_round_trip() {
+        let v = "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1";
+        let p = extract(Propagation::Xray, &map(&[("x-amzn-trace-id", v)])).unwrap();
+        assert_eq!(
+            (p.trace_id, p.span_id, p.sampled),
+            (TRACE, SPAN, Some(true))
+        );
+        let mut out = HeaderMap::new();
+        inject(Propagation::Xray, &mut out, &TRACE, &SPAN, true);
+        assert_eq!(out["x-amzn-trace-id"], v);
+        let no_parent = "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Sampled=1";
+        assert_eq!(
+            extract(Propagation::Xray, &map(&[("x-amzn-trace-id", no_parent)])),
+            None
+        );
+    }
+}

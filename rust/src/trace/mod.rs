@@ -1,0 +1,374 @@
+//! Distributed tracing: one span per proxied request, made on the request path without a
+//! lock (ids and the sampling decision come from the thread's generator), handed to an
+//! exporter thread through a bounded queue (`try_send`: a full queue drops the span and counts
+//! it), batched there and POSTed as OTLP/HTTP protobuf. The exporter also keeps the most
+//! recent spans in a ring buffer for the admin API.
+//!
+//! Imports `config`, `stats` and `balance` (its thread-local generator) only.
+
+pub mod context;
+mod export;
+pub mod otlp;
+
+use crate::config::{Propagation, TracingSpec};
+use crate::stats::Counter;
+use context::Parent;
+use http::{HeaderValue, Method, Version};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub use export::ExportSettings;
+
+/// Tracing counters and the recent-spans ring buffer: one per runtime, kept across applies.
+#[derive(Default)]
+pub struct TraceShared {
+    /// Spans recorded and queued for export (sampled, or kept because they failed).
+    pub spans_sampled: Counter,
+    /// Spans the collector accepted (a 2xx answer to their batch).
+    pub spans_exported: Counter,
+    /// Spans dropped because the export queue was full (the collector is slow or gone).
+    pub spans_dropped: Counter,
+    /// Spans dropped because their batch could not be delivered (no connection, an error
+    /// answer, a timeout).
+    pub spans_export_failed: Counter,
+    /// Export requests sent and those that failed.
+    pub export_requests: Counter,
+    pub export_failures: Counter,
+    recent: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    capacity: usize,
+    spans: VecDeque<serde_json::Value>,
+}
+
+impl TraceShared {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "spans_sampled": self.spans_sampled.get(),
+            "spans_exported": self.spans_exported.get(),
+            "spans_dropped": self.spans_dropped.get(),
+            "spans_export_failed": self.spans_export_failed.get(),
+            "export_requests": self.export_requests.get(),
+            "export_failures": self.export_failures.get(),
+        })
+    }
+
+    /// The most recent spans, newest first (JSON objects, docs/admin.md).
+    pub fn recent(&self) -> Vec<serde_json::Value> {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.spans.iter().rev().cloned().collect()
+    }
+
+    fn remember(&self, span: serde_json::Value) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.capacity == 0 {
+            return;
+        }
+        while r.spans.len() >= r.capacity {
+            r.spans.pop_front();
+        }
+        r.spans.push_back(span);
+    }
+
+    fn set_capacity(&self, capacity: usize) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.capacity = capacity;
+        while r.spans.len() > capacity {
+            r.spans.pop_front();
+        }
+    }
+}
+
+/// The running exporter of a runtime: its settings and the sending end of its queue. A new
+/// apply with the same settings keeps it; other settings start a new one (the old thread
+/// flushes what it holds and exits when its queue's last sender is gone).
+#[derive(Default)]
+pub struct Exporters {
+    pub shared: Arc<TraceShared>,
+    running: Mutex<Option<(ExportSettings, SyncSender<Box<SpanData>>)>>,
+}
+
+impl Exporters {
+    /// What the request path of a snapshot with `spec` uses.
+    pub fn tracing_for(&self, spec: &TracingSpec) -> std::io::Result<Arc<Tracing>> {
+        let settings = ExportSettings::from_spec(spec);
+        self.shared
+            .set_capacity(spec.recent_spans.unwrap_or(DEFAULT_RECENT_SPANS) as usize);
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = match running.as_ref() {
+            Some((s, tx)) if *s == settings => tx.clone(),
+            _ => {
+                let tx = export::start(settings.clone(), self.shared.clone())?;
+                *running = Some((settings, tx.clone()));
+                tx
+            }
+        };
+        let percent = spec.sampling_percent.clamp(0.0, 100.0);
+        Ok(Arc::new(Tracing {
+            propagation: spec.propagation,
+            threshold: if percent >= 100.0 {
+                u64::MAX
+            } else {
+                (percent / 100.0 * u64::MAX as f64) as u64
+            },
+            keep_errors: spec.keep_errors,
+            queue,
+            shared: self.shared.clone(),
+        }))
+    }
+
+    /// No snapshot traces any more: let the exporter flush and exit.
+    pub fn stop(&self) {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+pub const DEFAULT_RECENT_SPANS: u32 = 256;
+
+/// A snapshot's tracing: what the request path reads.
+pub struct Tracing {
+    pub propagation: Propagation,
+    /// A new trace is sampled when a draw is below this (u64::MAX: always).
+    threshold: u64,
+    keep_errors: bool,
+    queue: SyncSender<Box<SpanData>>,
+    shared: Arc<TraceShared>,
+}
+
+/// Where a request arrived.
+pub struct Arrival<'a> {
+    pub scheme: &'static str,
+    pub peer: IpAddr,
+    pub listener: &'a Arc<str>,
+}
+
+impl Tracing {
+    /// Phase hook (downstream request): continue the caller's trace or start one, decide
+    /// sampling (the caller's decision wins), and put our span in the request's headers as
+    /// the next hop's parent. Returns the span to fill in when it is recorded.
+    pub fn begin<B>(
+        self: &Arc<Self>,
+        req: &mut http::Request<B>,
+        arrival: Arrival<'_>,
+    ) -> Option<ActiveSpan> {
+        let parent = context::extract(self.propagation, req.headers());
+        let sampled = match parent.and_then(|p| p.sampled) {
+            Some(s) => s,
+            None => {
+                self.threshold == u64::MAX || crate::balance::thread_random_u64() < self.threshold
+            }
+        };
+        let trace_id = match parent {
+            Some(p) => p.trace_id,
+            None => new_trace_id(self.propagation),
+        };
+        let span_id = nonzero_u64().to_be_bytes();
+        let span = (sampled || self.keep_errors).then(|| {
+            let headers = req.headers();
+            let header = |n: &http::header::HeaderName| headers.get(n).cloned();
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    headers
+                        .get(http::header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                })
+                .unwrap_or("");
+            ActiveSpan {
+                tracing: self.clone(),
+                data: Some(Box::new(SpanData {
+                    trace_id,
+                    span_id,
+                    parent: parent.map(|p: Parent| p.span_id),
+                    sampled,
+                    start_unix_nanos: unix_nanos(),
+                    started: Instant::now(),
+                    marks: Vec::with_capacity(4),
+                    end: None,
+                    method: req.method().clone(),
+                    path_and_query: req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string(),
+                    scheme: arrival.scheme,
+                    authority: authority.to_string(),
+                    version: req.version(),
+                    peer: arrival.peer,
+                    listener: arrival.listener.clone(),
+                    user_agent: header(&http::header::USER_AGENT),
+                    request_id: header(&REQUEST_ID),
+                    tracestate: header(&TRACESTATE),
+                    route: None,
+                    cluster: None,
+                    upstream_host: None,
+                    retries: 0,
+                    status: 0,
+                    flags: String::new(),
+                    details: "downstream_remote_disconnect",
+                })),
+            }
+        });
+        context::inject(
+            self.propagation,
+            req.headers_mut(),
+            &trace_id,
+            &span_id,
+            sampled,
+        );
+        span
+    }
+}
+
+static REQUEST_ID: http::header::HeaderName = http::header::HeaderName::from_static("x-request-id");
+static TRACESTATE: http::header::HeaderName = http::header::HeaderName::from_static("tracestate");
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let v = crate::balance::thread_random_u64();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// A new trace id; X-Ray's start with the epoch second (its `Root=1-<epoch>-<random>`).
+fn new_trace_id(format: Propagation) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&nonzero_u64().to_be_bytes());
+    id[8..].copy_from_slice(&nonzero_u64().to_be_bytes());
+    if format == Propagation::Xray {
+        let secs = (unix_nanos() / 1_000_000_000) as u32;
+        id[..4].copy_from_slice(&secs.to_be_bytes());
+    }
+    id
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A moment in the request's life, recorded as a span event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Routed,
+    UpstreamConnected,
+    FirstByte,
+    /// An attempt failed and the request is tried again.
+    Retry,
+}
+
+impl Mark {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mark::Routed => "routed",
+            Mark::UpstreamConnected => "upstream connected",
+            Mark::FirstByte => "first byte",
+            Mark::Retry => "retry",
+        }
+    }
+}
+
+/// Everything one span records; boxed once per recorded request.
+pub struct SpanData {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: Option<[u8; 8]>,
+    pub sampled: bool,
+    start_unix_nanos: u64,
+    started: Instant,
+    marks: Vec<(Mark, Instant)>,
+    end: Option<Instant>,
+    method: Method,
+    path_and_query: String,
+    scheme: &'static str,
+    authority: String,
+    version: Version,
+    peer: IpAddr,
+    listener: Arc<str>,
+    user_agent: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+    pub route: Option<Arc<str>>,
+    pub cluster: Option<Arc<str>>,
+    pub upstream_host: Option<Arc<str>>,
+    pub retries: u32,
+    /// The response status sent downstream (0: none, the client went away).
+    pub status: u16,
+    /// Envoy response flags ("UF", "URX"...), empty when none.
+    pub flags: String,
+    /// Why the response is what it is (`via_upstream`, a local reply's reason).
+    pub details: &'static str,
+}
+
+impl SpanData {
+    fn nanos_at(&self, t: Instant) -> u64 {
+        self.start_unix_nanos + t.saturating_duration_since(self.started).as_nanos() as u64
+    }
+
+    fn is_error(&self) -> bool {
+        self.status == 0 || self.status >= 500
+    }
+}
+
+/// A recorded request's span while the request lives. It ends when dropped: with the
+/// response body (its stream ended or was abandoned), or with the request path's future when
+/// the client went away first (status 0, flag DC).
+pub struct ActiveSpan {
+    tracing: Arc<Tracing>,
+    data: Option<Box<SpanData>>,
+}
+
+impl ActiveSpan {
+    pub fn mark(&mut self, mark: Mark) {
+        self.mark_at(mark, Instant::now());
+    }
+
+    pub fn mark_at(&mut self, mark: Mark, at: Instant) {
+        if let Some(d) = &mut self.data {
+            d.marks.push((mark, at));
+        }
+    }
+
+    /// What the request path learned, for the span's attributes.
+    pub fn data(&mut self) -> &mut SpanData {
+        self.data
+            .as_mut()
+            .expect("an active span has its data until dropped")
+    }
+}
+
+impl Drop for ActiveSpan {
+    /// The span ends now: queue it for export unless it is neither sampled nor a kept error.
+    /// Never waits: a full queue drops it (counted).
+    fn drop(&mut self) {
+        let Some(mut data) = self.data.take() else {
+            return;
+        };
+        data.end = Some(Instant::now());
+        if data.status == 0 && data.flags.is_empty() {
+            data.flags.push_str("DC");
+        }
+        let keep = data.sampled || (self.tracing.keep_errors && data.is_error());
+        if !keep {
+            return;
+        }
+        let shared = &self.tracing.shared;
+        match self.tracing.queue.try_send(data) {
+            Ok(()) => shared.spans_sampled.inc(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                shared.spans_sampled.inc();
+                shared.spans_dropped.inc();
+            }
+        }
+    }
+}
