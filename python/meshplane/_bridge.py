@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import trio
 
@@ -50,10 +50,8 @@ class OutlierEvent(Event, Protocol):
     def type(self) -> str: ...
 
 
-class TaskStatus(Protocol):
-    """What `nursery.start` passes as `task_status` (trio 0.22 has no public name for it)."""
-
-    def started(self, value: Any = None) -> None: ...
+TaskStatus: TypeAlias = trio.TaskStatus[Any]
+"""What `nursery.start` passes as `task_status`."""
 
 
 class EventSource(Protocol):

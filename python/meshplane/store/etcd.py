@@ -94,7 +94,7 @@ class _Connection:
             event = self.h11.next_event()
             if event is h11.NEED_DATA:
                 chunk = await self.stream.receive_some(65536)
-                self.h11.receive_data(chunk)
+                self.h11.receive_data(bytes(chunk))
                 if not chunk and self.h11.their_state is not h11.DONE:
                     raise OSError("connection closed by etcd")
                 continue
