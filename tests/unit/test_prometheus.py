@@ -192,3 +192,14 @@ def test_exact_status_codes_are_one_labelled_family() -> None:
         ("meshplane_cluster_upstream_rq_code_total", (("cluster", "c"), ("response_code", "503"))): 1,
         ("meshplane_host_rq_code_total", (("cluster", "c"), ("host", "127.0.0.1:1"), ("response_code", "200"))): 3,
     }
+
+
+def test_the_cores_tracing_counters_are_counters_with_help() -> None:
+    text = render({"tracing": {"spans_sampled": 7, "spans_dropped": 2, "export_failures": 1}})
+    values = parse(text)
+    assert values[("meshplane_tracing_spans_sampled_total", ())] == 7
+    assert values[("meshplane_tracing_spans_dropped_total", ())] == 2
+    assert values[("meshplane_tracing_export_failures_total", ())] == 1
+    assert "# TYPE meshplane_tracing_spans_dropped_total counter" in text
+    assert "# HELP meshplane_tracing_spans_dropped_total spans dropped because the export queue was full" in text
+    assert "meshplane_server_tracing" not in text

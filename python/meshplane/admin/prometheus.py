@@ -12,6 +12,7 @@ instead of in the name:
     meshplane_server_<stat>                  (top-level numbers, e.g. downstream_cx_open)
     meshplane_control_events_dropped_total{kind="..."}  (core events the Python bridge dropped)
     meshplane_control_driver_errors_total{driver="..."} (exceptions a control driver caught)
+    meshplane_tracing_<counter>_total                   (the core's tracing counters)
 
 `rq_<N>xx` counters become one family `..._rq_xx_total` with a `response_code_class="<N>"`
 label, and the exact codes (`rq_codes: {"200": n}`) `..._rq_code_total{response_code="200"}`; histograms (`{"bounds", "counts", "sum", "count"}`, per-bucket counts with a trailing
@@ -46,7 +47,7 @@ _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})
 _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
 _ESCAPE = re.compile(r"\\(.)")
 
-_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "control"}
+_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "control", "tracing"}
 # The control layer's own counters (`Proxy.stats()["control"]`): section -> (family, label).
 _CONTROL = {
     "events_dropped": ("meshplane_control_events_dropped_total", "kind"),
@@ -55,6 +56,15 @@ _CONTROL = {
 _CONTROL_HELP = {
     "events_dropped": "core events the control layer's bridge dropped because a subscriber was full",
     "driver_errors": "exceptions a control-layer driver caught, logged and went on after",
+}
+# The core's tracing counters (`stats()["tracing"]`, docs/stats.md): key -> help.
+_TRACING_HELP = {
+    "spans_sampled": "spans recorded (sampled, or errors kept)",
+    "spans_exported": "spans the OTLP collector accepted",
+    "spans_dropped": "spans dropped because the export queue was full (the request did not wait)",
+    "spans_export_failed": "spans dropped because their export request failed",
+    "export_requests": "OTLP export requests sent",
+    "export_failures": "OTLP export requests that failed",
 }
 # Nested per-cluster stats of the control layer (health checker, outlier detector), rendered as
 # `meshplane_cluster_<section>_<stat>{cluster=...}` like Envoy's `cluster.<c>.<section>.<stat>`.
@@ -266,6 +276,10 @@ def render(stats: Mapping[str, Any]) -> str:
             out.add("meshplane_access_log_lines_total", "counter", "meshplane_access_log_lines_total",
                     (("path", path), ("result", result)), counts.get(result, 0),
                     "access log lines written, or dropped because the writer could not keep up")
+    for key, value in sorted((stats.get("tracing") or {}).items()):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            family = f"meshplane_tracing_{key}_total"
+            out.add(family, "counter", family, (), value, _TRACING_HELP.get(key, f"tracing {key}"))
     control = stats.get("control") or {}
     for section, (family, label) in _CONTROL.items():
         for name, count in sorted((control.get(section) or {}).items()):
