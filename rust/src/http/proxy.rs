@@ -479,6 +479,7 @@ impl<'a> Session<'a> {
         if e.charged_to_upstream() {
             charge(cluster, host, &e);
         }
+        let mut per_try_expired = false;
         if e.kind == Kind::Timeout {
             if expired {
                 cluster.stats.rq_timeout.inc();
@@ -486,6 +487,7 @@ impl<'a> Session<'a> {
                 // A per-try timeout is retried like a reset (Envoy).
                 e.kind = Kind::Reset;
                 e.detail = "per-try timeout".into();
+                per_try_expired = true;
             }
         }
         let flags = &mut self.info.flags;
@@ -494,6 +496,11 @@ impl<'a> Session<'a> {
                 .decide(Failure::Error(&e), cluster, &up.body, expired, flags)
         {
             return Ok(again);
+        }
+        if per_try_expired {
+            // No retry left: the client gets what Envoy sends for an exhausted per-try timeout,
+            // 504 `upstream request timeout` (flag UT), not a reset's 503.
+            e.kind = Kind::Timeout;
         }
         if e.source != Source::Downstream {
             cluster.stats.rq.record(e.status());

@@ -183,3 +183,14 @@ async def test_per_try_timeout_is_retried_on_another_host(make_core, upstreams, 
     stats = proxy.cluster_stats()
     assert stats["rq_retry"] == stalled.requests
     assert proxy.host_stats("c", stalled.address)["rq_timeout"] == stalled.requests
+
+
+async def test_an_exhausted_per_try_timeout_is_504_as_in_envoy(make_core, upstreams, client):
+    ups = [await upstreams.h1(stall, name=f"stalled{i}") for i in range(2)]
+    proxy = make_core(one_route([u.address for u in ups], retry={
+        "maxRetries": 1, "perTryTimeoutMs": 200, "retryOn": ["reset"]}))
+    with trio.fail_after(20):
+        r = await client.get(proxy.url("/"))
+    assert r.status_code == 504
+    assert r.text == "upstream request timeout\n"
+    assert proxy.cluster_stats()["rq_retry"] == 1
