@@ -38,7 +38,7 @@ def found(tmp_path: Path, text: str, doc: dict[str, Any]) -> set[tuple[str, str,
 
 
 def test_the_example_policies_pass_on_the_examples() -> None:
-    rules = load_policies(str(EXAMPLES / "policies.yaml"))
+    rules = load_policies(str(EXAMPLES / "policies" / "policies.yaml"))
     assert len(rules) == 4
     for example in ("gateway.yaml", "sidecar.yaml"):
         assert check_document(doc_of(EXAMPLES / example), rules) == []
@@ -129,7 +129,7 @@ def test_sarif_names_rule_file_and_location(tmp_path: Path) -> None:
 def test_validate_exit_codes_ok_invalid_noncompliant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     strict = policies(tmp_path, "policies:\n  - use: listener-tls-strict\n")
     gateway = str(EXAMPLES / "gateway.yaml")
-    assert main(["validate", gateway, "--policy", str(EXAMPLES / "policies.yaml")]) == 0
+    assert main(["validate", gateway, "--policy", str(EXAMPLES / "policies" / "policies.yaml")]) == 0
     assert capsys.readouterr().out.startswith("OK ")
     assert main(["validate", gateway, "--policy", str(strict), "--format", "json"]) == 3
     out = capsys.readouterr().out

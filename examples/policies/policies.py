@@ -1,4 +1,4 @@
-"""A compliance policy as a Python function (see examples/policies.yaml, docs/policies.md).
+"""A compliance policy as a Python function (see examples/policies/policies.yaml, docs/policies.md).
 
 It receives the version document ({"mesh", "resources": [native entries]}) and yields
 (resource label, field path, message) for each violation.
