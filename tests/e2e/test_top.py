@@ -36,6 +36,9 @@ TMUX = shutil.which("tmux")
 PACKAGE_ROOT = str(Path(meshplane.__file__).resolve().parent.parent)
 
 
+EXIT_MARK = "meshplane-top-test-exit-status="
+
+
 class Terminal:
     """One tmux pane of a private tmux server."""
 
@@ -52,7 +55,11 @@ class Terminal:
         return bytes(result.stdout).decode()
 
     async def start(self, command: str) -> None:
-        await self.tmux("new-session", "-d", "-s", "top", "-x", "160", "-y", "60", command)
+        # The shell prints the command's exit status and keeps the pane open: the status is read
+        # off the screen. (`remain-on-exit` alone raced: now and then the pane was gone by the
+        # time the test looked, though top had exited cleanly.)
+        wrapped = f"{command}; echo; echo {EXIT_MARK}$?; exec sleep 600"
+        await self.tmux("new-session", "-d", "-s", "top", "-x", "160", "-y", "60", wrapped)
 
     async def screen(self) -> str:
         return await self.tmux("capture-pane", "-p", "-t", "top")
@@ -61,8 +68,8 @@ class Terminal:
         await self.tmux("send-keys", "-t", "top", *keys)
 
     async def exit_status(self) -> int | None:
-        out = (await self.tmux("display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status}")).split()
-        return int(out[1]) if len(out) == 2 and out[0] == "1" else None
+        found = re.search(rf"^{EXIT_MARK}(\d+)$", await self.screen(), re.MULTILINE)
+        return int(found.group(1)) if found else None
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True):
