@@ -17,6 +17,7 @@ App Mesh configs; `tls/support.py`: certificates, TLS upstream and clients). Pol
 
 from __future__ import annotations
 
+import abc
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,7 @@ def rst_close(sock: socket.socket | trio.socket.SocketType) -> None:
 
 
 @dataclass
-class TcpServer:
+class TcpServer(abc.ABC):
     """A server on 127.0.0.1; subclasses define `_serve(stream)` for one connection."""
 
     port: int = field(default=0, kw_only=True)
@@ -88,8 +89,9 @@ class TcpServer:
         task_status.started(self)
         await trio.serve_listeners(self._serve, listeners)
 
+    @abc.abstractmethod
     async def _serve(self, stream: trio.SocketStream) -> None:
-        raise NotImplementedError
+        """Serve one accepted connection."""
 
 
 class Reset(Exception):
