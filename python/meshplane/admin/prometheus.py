@@ -47,7 +47,31 @@ _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})
 _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
 _ESCAPE = re.compile(r"\\(.)")
 
-_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "control", "tracing"}
+_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "control", "tracing",
+             "functions"}
+# Lambda's metrics per function, version and alias (`Proxy.stats()["functions"]`,
+# docs/functions.md): key -> (family suffix, type, help).
+_FUNCTION_METRICS = {
+    "invocations": ("invocations_total", "counter", "invocations that ran (Lambda Invocations)"),
+    "errors": ("errors_total", "counter", "invocations that ended in a function error (Errors)"),
+    "throttles": ("throttles_total", "counter",
+                  "requests refused at the reserved concurrency with 429 (Throttles)"),
+    "cold_starts": ("cold_starts_total", "counter", "invocations that started an instance"),
+    "crashes": ("crashes_total", "counter", "instances that ended without a word"),
+    "provisioned_spillover_invocations": (
+        "provisioned_concurrency_spillover_invocations_total", "counter",
+        "invocations served by on-demand instances while provisioned ones were busy"),
+    "concurrent_executions": ("concurrent_executions", "gauge",
+                              "invocations running now (ConcurrentExecutions)"),
+    "instances": ("instances", "gauge", "instances starting or warm"),
+    "provisioned_concurrent_executions": (
+        "provisioned_concurrent_executions", "gauge",
+        "invocations running on provisioned instances (ProvisionedConcurrentExecutions)"),
+    "provisioned_instances": ("provisioned_instances", "gauge", "provisioned instances warm"),
+    "provisioned_concurrency_utilization": (
+        "provisioned_concurrency_utilization", "gauge",
+        "busy share of the provisioned instances (ProvisionedConcurrencyUtilization)"),
+}
 # The control layer's own counters (`Proxy.stats()["control"]`): section -> (family, label).
 _CONTROL = {
     "events_dropped": ("meshplane_control_events_dropped_total", "kind"),
@@ -280,11 +304,43 @@ def render(stats: Mapping[str, Any]) -> str:
         if isinstance(value, int | float) and not isinstance(value, bool):
             family = f"meshplane_tracing_{key}_total"
             out.add(family, "counter", family, (), value, _TRACING_HELP.get(key, f"tracing {key}"))
+    for name, doc in sorted((stats.get("functions") or {}).items()):
+        _add_function(out, (("function", name), ("kind", "function"), ("qualifier", "")), doc)
+        for kind, label in (("versions", "version"), ("aliases", "alias")):
+            for qualifier, sub in sorted((doc.get(kind) or {}).items()):
+                _add_function(out, (("function", name), ("kind", label),
+                                    ("qualifier", qualifier)), sub)
     control = stats.get("control") or {}
     for section, (family, label) in _CONTROL.items():
         for name, count in sorted((control.get(section) or {}).items()):
             out.add(family, "counter", family, ((label, name),), count, _CONTROL_HELP[section])
     return out.text()
+
+
+def _add_function(out: Families, labels: Labels, doc: Mapping[str, Any]) -> None:
+    for key, (suffix, kind, help) in _FUNCTION_METRICS.items():
+        value = doc.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            family = f"meshplane_function_{suffix}"
+            out.add(family, kind, family, labels, value, help)
+    for error_type, count in sorted((doc.get("error_types") or {}).items()):
+        family = "meshplane_function_errors_by_type_total"
+        out.add(family, "counter", family, (*labels, ("error_type", error_type)), count,
+                "function errors by Lambda error type")
+    for key, family, help in (
+        ("duration_ms", "meshplane_function_duration_seconds",
+         "invocation duration over the last 2048 invocations, by quantile (Duration)"),
+        ("init_duration_ms", "meshplane_function_init_duration_seconds",
+         "Init duration of cold starts over the last 2048, by quantile"),
+    ):
+        values = doc.get(key) or {}
+        for quantile, value in sorted(values.items()):
+            if quantile.startswith("p") and isinstance(value, int | float):
+                q = str(int(quantile[1:]) / 100)
+                out.add(family, "summary", family, (*labels, ("quantile", q)), value / 1000, help)
+        if "count" in values:
+            out.add(family, "summary", f"{family}_sum", labels, values.get("sum", 0) / 1000, help)
+            out.add(family, "summary", f"{family}_count", labels, values["count"], help)
 
 
 def _parse_labels(text: str, line: str) -> Labels:

@@ -249,7 +249,8 @@ class Supervisor:
             try:
                 inst.process = await trio.lowlevel.open_process(
                     [sys.executable, WORKER, inst.socket, str(write_fd)],
-                    pass_fds=(write_fd,), env=self._env(target, code_dir, layer_dirs),
+                    pass_fds=(write_fd,),
+                    env=self._env(target, code_dir, layer_dirs, inst.provisioned),
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                     start_new_session=True)
             finally:
@@ -335,7 +336,8 @@ class Supervisor:
                 self.logs.append((target.cluster, line))
                 log.info("[%s #%d] %s", prefix, inst.id, line)
 
-    def _env(self, target: FunctionTarget, code_dir: str, layer_dirs: list[str]) -> dict[str, str]:
+    def _env(self, target: FunctionTarget, code_dir: str, layer_dirs: list[str],
+             provisioned: bool) -> dict[str, str]:
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(meshplane.__file__)))
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
         env["PYTHONPATH"] = os.pathsep.join(
@@ -359,6 +361,7 @@ class Supervisor:
             "secret": self.secret,
             "logStream": f"{time.strftime('%Y/%m/%d')}/[{target.version}]{secrets.token_hex(8)}",
             "spawnedAt": time.time(),
+            "provisioned": provisioned,
         })
         return env
 

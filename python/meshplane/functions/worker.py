@@ -130,7 +130,8 @@ class Worker:
         self.handler: Any = None
         self.init_error: dict[str, Any] | None = None
         self.init_ms = 0.0
-        self.cold = True
+        # A provisioned instance's Init ran ahead of any invocation: no invocation is cold.
+        self.cold = not spec.get("provisioned", False)
         self.invoke_lock = threading.Lock()
         self.control_lock = threading.Lock()
         # The running invocation, read by the watchdog.
@@ -177,6 +178,8 @@ class Worker:
                 "AWS_REGION": spec["region"],
                 "AWS_DEFAULT_REGION": spec["region"],
                 "AWS_EXECUTION_ENV": "meshplane_python",
+                "AWS_LAMBDA_INITIALIZATION_TYPE": (
+                    "provisioned-concurrency" if spec.get("provisioned") else "on-demand"),
                 "LAMBDA_TASK_ROOT": spec["codeDir"],
                 "LAMBDA_RUNTIME_DIR": os.path.dirname(os.path.abspath(__file__)),
                 "_HANDLER": spec["handler"],
