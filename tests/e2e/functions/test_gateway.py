@@ -75,6 +75,14 @@ async def test_http_through_a_gateway_to_a_function(deploy: Callable[..., Path],
         assert stats["invocations"] == 2 and stats["cold_starts"] == 1 and stats["errors"] == 0
         assert stats["versions"]["$LATEST"]["invocations"] == 2
         assert stats["duration_ms"]["p50"] is not None and stats["init_duration_ms"]["count"] == 1
+        # The same numbers on the admin API, JSON and Prometheus.
+        assert proxy.admin_address is not None
+        admin = f"http://{proxy.admin_address[0]}:{proxy.admin_address[1]}"
+        doc = (await client.get(f"{admin}/stats?format=json")).json()
+        assert doc["functions"]["fn"]["invocations"] == 2
+        text = (await client.get(f"{admin}/stats")).text
+        assert 'meshplane_function_invocations_total{function="fn",kind="function",qualifier=""} 2' in text
+        assert 'meshplane_function_cold_starts_total{function="fn",kind="version",qualifier="$LATEST"} 1' in text
 
 
 async def test_alias_weights_split_invocations(deploy: Callable[..., Path], store_url: str) -> None:
