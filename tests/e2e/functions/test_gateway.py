@@ -254,3 +254,13 @@ async def test_invoke_through_the_core(deploy: Callable[..., Path], store_url: s
         # The invocation went through the core: its invoke route counted it.
         routes = proxy.stats()["routes"]
         assert any(name.startswith("functions/invoke/fn:$LATEST") for name in routes)
+
+
+async def test_the_example_serves(store_url: str) -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "functions.yaml"
+    async with Proxy(example, admin="127.0.0.1:0", store=store_url, port_overrides={8080: 0},
+                     drain_ms=200) as proxy:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy.port(8080)}") as client:
+            r = await client.get("/hello", params={"name": "mesh"}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["message"] == "hello, mesh" and r.json()["version"] == "$LATEST"

@@ -147,3 +147,17 @@ def test_code_paths_resolve_against_the_config_file(tmp_path: Any) -> None:
     assert settings["layers"] == [{"path": str(tmp_path / "layers" / "one")},
                                   {"path": "/abs/two.zip"}]
     assert settings["timeoutMs"] == 3000 and settings["memoryMB"] == 128
+
+
+def test_the_example_loads_and_compiles() -> None:
+    from pathlib import Path
+
+    from meshplane.config import load_file
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "functions.yaml"
+    cfg = load_file(str(example))
+    doc = json.loads(compile_snapshot(cfg, version="example"))
+    assert_valid_snapshot(doc)
+    assert [c["name"] for c in doc["clusters"]] == ["function/hello/$LATEST/$LATEST"]
+    settings = resolve(cfg, {})[0][("hello", "$LATEST")][0].settings
+    assert Path(settings["code"]["path"], "app.py").is_file()
