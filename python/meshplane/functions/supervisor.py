@@ -195,9 +195,11 @@ class Supervisor:
     def _provision(self, pool: Pool) -> None:
         if self._nursery is None or pool.retired:
             return
-        have = sum(1 for i in pool.instances.values()
-                   if i.provisioned and i.state in ("starting", "idle", "busy"))
-        for _ in range(pool.target.provisioned - have):
+        kept = [i for i in pool.instances.values()
+                if i.provisioned and i.state in ("starting", "idle", "busy")]
+        for inst in kept[pool.target.provisioned:]:
+            inst.provisioned = False  # no longer provisioned: reaped when idle, like any other
+        for _ in range(pool.target.provisioned - len(kept)):
             self._spawn(pool, provisioned=True)
 
     async def _reaper(self) -> None:
@@ -304,10 +306,10 @@ class Supervisor:
         finally:
             was = inst.state
             inst.state = "gone"
+            _kill(inst)  # cancelled (the proxy stops): the process must not outlive it
             pool.instances.pop(inst.id, None)
-            with trio.CancelScope(shield=True):
-                if not pool.retired:
-                    self._push(inst.cluster, pool)
+            if not pool.retired:
+                self._push(inst.cluster, pool)
             try:
                 os.unlink(inst.socket)
             except OSError:

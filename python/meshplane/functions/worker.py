@@ -139,6 +139,7 @@ class Worker:
         self.current: dict[str, Any] | None = None
         self.log: list[str] = []
         self.listener: socket.socket | None = None
+        self.wake = threading.Event()
 
     # --- reporting --------------------------------------------------------------------------
 
@@ -233,6 +234,7 @@ class Worker:
                 "started": time.monotonic(), "deadline": time.monotonic() + self.timeout_s,
                 "answered": False,
             }
+        self.wake.set()
         self.report("start", id=request_id)
         self.emit(f"START RequestId: {request_id} Version: {self.spec['version']}")
 
@@ -269,9 +271,18 @@ class Worker:
     # --- watchdog ---------------------------------------------------------------------------
 
     def watchdog(self) -> None:
-        """Ends the process when the running invocation times out or uses too much memory."""
+        """Ends the process when the running invocation times out or uses too much memory, and
+        when the supervisor is gone (an instance never outlives its proxy)."""
+        parent = os.getppid()
         while True:
-            time.sleep(MEMORY_POLL_S)
+            if self.current is None:
+                # Idle: no polling, only a look at the parent now and then.
+                self.wake.wait(1.0)
+                self.wake.clear()
+            else:
+                time.sleep(MEMORY_POLL_S)
+            if os.getppid() != parent:
+                os._exit(1)
             with self.state_lock:
                 current = self.current
                 if current is None or current["answered"]:

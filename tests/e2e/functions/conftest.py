@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run `maturin develop --release`")
-
 from ..common import e2e_marker
 from .handlers import write_code
 

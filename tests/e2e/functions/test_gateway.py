@@ -11,8 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run `maturin develop --release`")
+
+import httpx
 import trio
 from meshplane import Proxy
 from meshplane.config import load_file
