@@ -111,7 +111,7 @@ class Supervisor:
         self._store = store
         self._mesh = mesh
         self._own_workdir = workdir is None
-        self.workdir = workdir or tempfile.mkdtemp(prefix="mp-fn-")
+        self._workdir = workdir
         self.region = region
         self.secret = secrets.token_hex(16)
         self.pools: dict[str, Pool] = {}
@@ -122,6 +122,13 @@ class Supervisor:
         self.logs: deque[tuple[str, str]] = deque(maxlen=LOG_LINES)
         self.errors = 0
         self.on_report: Callable[[str, dict[str, Any]], None] | None = None
+
+    @property
+    def workdir(self) -> str:
+        """Sockets and extracted code; created on first use (no function, no directory)."""
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix="mp-fn-")
+        return self._workdir
 
     # --- config -----------------------------------------------------------------------------
 
@@ -179,8 +186,9 @@ class Supervisor:
             for pool in [*self.pools.values(), *self._retired]:
                 for inst in pool.instances.values():
                     _kill(inst)
-            if self._own_workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._own_workdir and self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
 
     def wanted(self, event: Any) -> None:
         """The core has requests waiting for an instance of `event.cluster`."""
