@@ -526,7 +526,10 @@ class Proxy:
             stats["functions"] = self._supervisor.stats(stats)
         stats["control"] = {
             "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
-            "driver_errors": self._resilience.errors() if self._resilience is not None else {},
+            "driver_errors": {
+                **(self._resilience.errors() if self._resilience is not None else {}),
+                **({"functions": self._supervisor.errors} if self._supervisor is not None else {}),
+            },
         }
         return stats
 
