@@ -48,7 +48,7 @@ def test_a_function_node_loads_and_compiles_to_a_function_cluster() -> None:
     assert cluster["protocol"] == "http1" and cluster["endpoints"] == []
     route = doc["routeTables"]["service/svc.local"]["virtualHosts"][0]["routes"][0]
     assert route["action"]["clusters"] == [{"cluster": "function/resize/$LATEST/$LATEST",
-                                            "weight": 100}]
+                                            "weight": 1}]
     invoke = doc["routeTables"]["functions/invoke"]["virtualHosts"][0]["routes"]
     assert [r["match"]["headers"][0]["value"] for r in invoke] == ["resize:$LATEST"]
     assert invoke[0]["action"]["timeoutMs"] == 9000 + 5000 and "retry" not in invoke[0]["action"]
@@ -80,7 +80,7 @@ def test_an_alias_with_weights_is_two_weighted_clusters() -> None:
     assert_valid_snapshot(doc)
     route = doc["routeTables"]["service/svc.local"]["virtualHosts"][0]["routes"][0]
     weights = {c["cluster"]: c["weight"] for c in route["action"]["clusters"]}
-    assert weights == {"function/resize/live/1": 750_000, "function/resize/live/2": 250_000}
+    assert weights == {"function/resize/live/1": 7_500, "function/resize/live/2": 2_500}
     invoked = {r["match"]["headers"][0]["value"]
                for r in doc["routeTables"]["functions/invoke"]["virtualHosts"][0]["routes"]}
     assert invoked == {"resize:$LATEST", "resize:1", "resize:2", "resize:live"}
