@@ -56,6 +56,8 @@ __all__ = ["Instance", "Supervisor"]
 
 log = logging.getLogger("meshplane.functions")
 REAP_INTERVAL_S = 0.5
+# How long instances of a cluster the config no longer has are kept once idle (see _retire).
+RETIRE_GRACE_S = 5.0
 # Lambda limits Init to 10 s for on-demand environments.
 INIT_LIMIT_S = 10.0
 LOG_LINES = 256
@@ -90,6 +92,7 @@ class Pool:
     instances: dict[int, Instance] = field(default_factory=dict)
     metrics: ClusterMetrics = field(default_factory=ClusterMetrics)
     retired: bool = False
+    retired_at: float = 0.0
 
     def count(self, *states: str) -> int:
         return sum(1 for i in self.instances.values() if i.state in states)
@@ -119,6 +122,11 @@ class Supervisor:
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._retired: list[Pool] = []
+        self._unmatched: dict[str, Any] = {}
+        # Every cluster served since the start, with its counters: an alias that moved on
+        # keeps the invocations it had (Lambda's metrics are per alias, not per snapshot).
+        self._history: dict[str, tuple[FunctionTarget, ClusterMetrics]] = {}
+        self._throttles: dict[str, int] = {}
         self.logs: deque[tuple[str, str]] = deque(maxlen=LOG_LINES)
         self.errors = 0
         self.on_report: Callable[[str, dict[str, Any]], None] | None = None
@@ -142,6 +150,8 @@ class Supervisor:
         host set is pushed again (the apply may have raced an instance becoming ready)."""
         self.targets = dict(targets)
         wanted = {t.cluster: t for ts in targets.values() for t in ts}
+        for name in [n for n in self._unmatched if n not in wanted]:
+            del self._unmatched[name]
         for name, pool in list(self.pools.items()):
             new = wanted.get(name)
             if new is None or dict(new.settings) != dict(pool.target.settings):
@@ -150,17 +160,31 @@ class Supervisor:
                 pool.target = new
         for name, target in wanted.items():
             if name not in self.pools:
-                self.pools[name] = Pool(target)
+                _, metrics = self._history.get(name, (target, ClusterMetrics()))
+                self._history[name] = (target, metrics)
+                self.pools[name] = Pool(target, metrics=metrics)
+                # The core serves the new snapshot before this runs: a request may already
+                # wait on the new cluster, its event having found no pool. Answer it now.
+                event = self._unmatched.pop(name, None)
+                if event is not None and self._nursery is not None:
+                    self.wanted(event)
         for name, pool in self.pools.items():
             self._push(name, pool)
             self._provision(pool)
 
     def _retire(self, name: str, pool: Pool) -> None:
+        """A cluster left the config (or changed settings). Requests routed by the previous
+        snapshot may still wait in the core's old cluster for one of its instances: they are
+        handed an instance when one is released, so the instances stay until they have been
+        idle for `RETIRE_GRACE_S`, then stop. Instances still starting stop at once (they
+        could join no host set)."""
         del self.pools[name]
         pool.retired = True
+        pool.retired_at = time.monotonic()
         self._retired.append(pool)
         for inst in list(pool.instances.values()):
-            self._stop(pool, inst)
+            if inst.state == "starting":
+                self._stop(pool, inst)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -194,9 +218,13 @@ class Supervisor:
         """The core has requests waiting for an instance of `event.cluster`."""
         pool = self.pools.get(event.cluster)
         if pool is None:
+            self._unmatched[event.cluster] = event  # its pool may be on its way (retarget)
+            log.debug("%s: %d waiting, no pool yet", event.cluster, event.waiting)
             return
         starting = pool.count("starting")
         room = pool.target.concurrency - pool.live()
+        log.debug("%s: %d waiting, %d busy, %d hosts; %d starting, room for %d",
+                  event.cluster, event.waiting, event.busy, event.hosts, starting, room)
         for _ in range(max(0, min(int(event.waiting) - starting, room))):
             self._spawn(pool, provisioned=False)
 
@@ -214,6 +242,13 @@ class Supervisor:
         while True:
             await trio.sleep(REAP_INTERVAL_S)
             now = time.monotonic()
+            for pool in list(self._retired):
+                for inst in list(pool.instances.values()):
+                    since = max(inst.last_used, pool.retired_at)
+                    if inst.state == "idle" and now - since > RETIRE_GRACE_S:
+                        self._stop(pool, inst)
+                if not pool.instances:
+                    self._retired.remove(pool)
             for pool in list(self.pools.values()):
                 idle_s = pool.target.idle_ms / 1000
                 for inst in list(pool.instances.values()):
@@ -393,20 +428,23 @@ class Supervisor:
         """Lambda's metrics per function, with `versions` and `aliases` breakdowns."""
         clusters = (core_stats or {}).get("clusters") or {}
         by_function: dict[str, dict[str, list[tuple[ClusterMetrics, dict[str, int]]]]] = {}
-        for name, pool in self.pools.items():
-            t = pool.target
-            throttles = _throttles(clusters.get(name))
+        pools = {p.target.cluster: p for p in self._retired}
+        pools.update(self.pools)
+        for name, (t, metrics) in self._history.items():
+            if name in clusters:  # the core's counter; kept once the cluster is gone
+                self._throttles[name] = _throttles(clusters.get(name))
+            pool = pools.get(name)
+            instances = list(pool.instances.values()) if pool is not None else []
             live = {
-                "busy": pool.count("busy"),
-                "instances": pool.live(),
-                "provisioned": sum(1 for i in pool.instances.values()
-                                   if i.provisioned and i.serving),
-                "provisioned_busy": sum(1 for i in pool.instances.values()
+                "busy": sum(1 for i in instances if i.state == "busy"),
+                "instances": sum(1 for i in instances if i.state in ("starting", "idle", "busy")),
+                "provisioned": sum(1 for i in instances if i.provisioned and i.serving),
+                "provisioned_busy": sum(1 for i in instances
                                         if i.provisioned and i.state == "busy"),
-                "throttles": throttles,
+                "throttles": self._throttles.get(name, 0),
             }
             entry = by_function.setdefault(t.function, {})
-            part = (pool.metrics, live)
+            part = (metrics, live)
             entry.setdefault("", []).append(part)
             entry.setdefault(f"v:{t.version}", []).append(part)
             if t.qualifier != LATEST and not t.qualifier.isdigit():
