@@ -33,6 +33,7 @@ import os
 import secrets
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,6 @@ from typing import Any, Protocol
 
 import trio
 
-import meshplane
 from meshplane._bridge import Event, TaskStatus
 from meshplane.config.functions import LATEST, FunctionTarget
 from meshplane.functions._metrics import ClusterMetrics, summary
@@ -293,7 +293,7 @@ class Supervisor:
             read_fd, write_fd = os.pipe()
             try:
                 inst.process = await trio.lowlevel.open_process(
-                    [sys.executable, WORKER, inst.socket, str(write_fd)],
+                    [sys.executable, "-S", WORKER, inst.socket, str(write_fd)],
                     pass_fds=(write_fd,),
                     env=self._env(target, code_dir, layer_dirs, inst.provisioned),
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -383,10 +383,8 @@ class Supervisor:
 
     def _env(self, target: FunctionTarget, code_dir: str, layer_dirs: list[str],
              provisioned: bool) -> dict[str, str]:
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(meshplane.__file__)))
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+        env["PYTHONPATH"] = os.pathsep.join(_import_path())
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         # Few malloc arenas: a worker's resident memory stays close to what it uses.
@@ -467,6 +465,20 @@ class Supervisor:
              "socket": i.socket}
             for pool in self.pools.values() for i in pool.instances.values()
         ]
+
+
+def _import_path() -> list[str]:
+    """What an instance imports from: PYTHONPATH, then this interpreter's site-packages.
+
+    Instances run with `python -S`: `site` (with the .pth files of an ordinary installation)
+    costs 100+ ms of every cold start, while the directories it would add are listed here.
+    Packages that rely on a .pth file's code are the price (docs/functions.md)."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    try:
+        paths += [*site.getsitepackages(), site.getusersitepackages()]
+    except AttributeError:  # a virtualenv's old site module
+        paths += [p for p in sys.path if p.endswith("-packages")]
+    return [os.path.abspath(p) for p in dict.fromkeys(paths) if os.path.isdir(p)]
 
 
 def _throttles(cluster: Mapping[str, Any] | None) -> int:
