@@ -26,6 +26,7 @@ version and alias. Layer: a driver (trio, config); the core is any object with
 
 from __future__ import annotations
 
+import array
 import itertools
 import json
 import logging
@@ -34,6 +35,7 @@ import secrets
 import shutil
 import signal
 import site
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,7 @@ RETIRE_GRACE_S = 5.0
 INIT_LIMIT_S = 10.0
 LOG_LINES = 256
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+FORKSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
 
 
 class EndpointSink(Protocol):
@@ -79,7 +82,8 @@ class Instance:
     last_used: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
     current: str | None = None  # request id in flight
-    process: Any = None
+    process: Any = None  # a spawned instance's trio Process; None when forked
+    ended: bool = False  # its process is known to have ended (never signal its pid again)
 
     @property
     def serving(self) -> bool:
@@ -121,6 +125,10 @@ class Supervisor:
         self.targets: dict[tuple[str, str], list[FunctionTarget]] = {}
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._forkserver: Any = None
+        self._fork_lock = trio.Lock()
+        # MESHPLANE_FUNCTIONS_FORKSERVER=0: spawn every instance (docs/functions.md).
+        self.use_forkserver = os.environ.get("MESHPLANE_FUNCTIONS_FORKSERVER", "1") != "0"
         self._retired: list[Pool] = []
         self._unmatched: dict[str, Any] = {}
         # Every cluster served since the start, with its counters: an alias that moved on
@@ -195,6 +203,8 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.use_forkserver:
+                    await nursery.start(self._run_forkserver)
                 for pool in self.pools.values():
                     self._provision(pool)
                 nursery.start_soon(self._reaper)
@@ -290,21 +300,12 @@ class Supervisor:
             code_dir, layer_dirs = await materialize(
                 self._store, self._mesh, target.function, target.settings,
                 os.path.join(self.workdir, "code"))
-            read_fd, write_fd = os.pipe()
-            try:
-                inst.process = await trio.lowlevel.open_process(
-                    [sys.executable, "-S", WORKER, inst.socket, str(write_fd)],
-                    pass_fds=(write_fd,),
-                    env=self._env(target, code_dir, layer_dirs, inst.provisioned),
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    start_new_session=True)
-            finally:
-                os.close(write_fd)
-            inst.pid = inst.process.pid
+            env = self._env(target, code_dir, layer_dirs, inst.provisioned)
+            read_fd, output = await self._start(inst, env)
             if inst.state == "stopping":  # stopped while starting
                 _kill(inst)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump_logs, inst, target)
+                nursery.start_soon(self._pump_logs, inst, target, output)
                 control = trio.lowlevel.FdStream(read_fd)
                 async for message in _lines(control):
                     kind = message.get("e")
@@ -338,8 +339,10 @@ class Supervisor:
                         inst.state = "exiting"
                         self._push(inst.cluster, pool)
                 crashed_request = inst.current
-                await inst.process.wait()
-                nursery.cancel_scope.cancel()
+                # The control pipe closed: the process has ended (its output drains next).
+                if inst.process is not None:
+                    await inst.process.wait()
+                inst.ended = True
         except FunctionCatalogError as exc:
             self.errors += 1
             log.error("%s: cannot start an instance: %s", target.cluster, exc)
@@ -357,8 +360,8 @@ class Supervisor:
                 os.unlink(inst.socket)
             except OSError:
                 pass
-        if was not in ("stopping",) and reason is None and inst.process is not None:
-            code = inst.process.returncode
+        if was not in ("stopping",) and reason is None and inst.ended:
+            code = inst.process.returncode if inst.process is not None else "unknown"
             pool.metrics.crashes += 1
             log.warning("%s: instance %d (pid %s) ended unexpectedly (exit status %s)",
                         target.cluster, inst.id, inst.pid, code)
@@ -369,11 +372,71 @@ class Supervisor:
         if inst.provisioned and not pool.retired:
             self._provision(pool)  # replace it
 
-    async def _pump_logs(self, inst: Instance, target: FunctionTarget) -> None:
-        assert inst.process is not None and inst.process.stdout is not None
+    async def _start(self, inst: Instance, env: dict[str, str]) -> tuple[int, Any]:
+        """Start the instance's process: forked by the fork server when it runs, else spawned.
+        Returns the control pipe's read end and a stream of its output."""
+        read_fd, write_fd = os.pipe()
+        try:
+            server = self._forkserver
+            if server is not None:
+                out_r, out_w = os.pipe()
+                try:
+                    spec = json.loads(env.pop(SPEC_ENV))
+                    request = json.dumps({"spec": spec, "socket": inst.socket, "env": env})
+                    async with self._fork_lock:
+                        await server.sendmsg([request.encode()], [(
+                            socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                            array.array("i", [write_fd, out_w]))])
+                        reply = await server.recv(4096)
+                    if not reply:
+                        raise OSError("the fork server ended")
+                    inst.pid = int(json.loads(reply)["pid"])
+                finally:
+                    os.close(out_w)
+                return read_fd, trio.lowlevel.FdStream(out_r)
+            inst.process = await trio.lowlevel.open_process(
+                [sys.executable, "-S", WORKER, inst.socket, str(write_fd)],
+                pass_fds=(write_fd,), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            inst.pid = inst.process.pid
+            assert inst.process.stdout is not None
+            return read_fd, inst.process.stdout
+        finally:
+            os.close(write_fd)
+
+    async def _run_forkserver(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the fork server (forkserver.py) while the supervisor runs; instances are
+        spawned directly while it is not running (it failed to start, or ended)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
+            env["PYTHONPATH"] = os.pathsep.join(_import_path())
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-S", FORKSERVER, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            log.warning("no fork server (%s): instances are spawned", exc)
+            task_status.started()
+            return
+        finally:
+            theirs.close()
+        self._forkserver = trio.socket.from_stdlib_socket(ours)
+        task_status.started()
+        try:
+            await process.wait()
+            log.warning("the fork server ended (status %s): instances are spawned",
+                        process.returncode)
+        finally:
+            self._forkserver = None
+            ours.close()
+            if process.returncode is None:
+                process.kill()
+
+    async def _pump_logs(self, inst: Instance, target: FunctionTarget, output: Any) -> None:
         buffer = b""
         prefix = f"{target.function}:{target.version}"
-        async for chunk in inst.process.stdout:
+        async for chunk in output:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
@@ -493,9 +556,13 @@ def _throttles(cluster: Mapping[str, Any] | None) -> int:
 
 def _kill(inst: Instance) -> None:
     process = inst.process
-    if process is not None and process.returncode is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
+    if inst.ended or inst.pid is None or (process is not None and process.returncode is not None):
+        return
+    try:
+        os.killpg(inst.pid, signal.SIGKILL)  # its own session: the worker and anything it started
+    except (ProcessLookupError, PermissionError):
+        try:  # a forked instance killed before its setsid()
+            os.kill(inst.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
