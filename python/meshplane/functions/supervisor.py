@@ -478,6 +478,8 @@ class Supervisor:
         return [(f"unix:{i.socket}", 1) for i in pool.instances.values() if i.serving]
 
     def _push(self, name: str, pool: Pool) -> None:
+        if pool.retired:  # its cluster is gone, or belongs to a new pool of the same name
+            return
         try:
             self._core.set_endpoints(name, self._hosts(pool))
         except Exception as exc:  # the cluster is not in the running snapshot (yet)
