@@ -114,11 +114,12 @@ async def start(nursery: trio.Nursery, sock_dir: Path, name: str) -> Instance:
 
 
 def function_doc(endpoints: list[str], *, concurrency: int | None, wait_ms: int = 30_000,
-                 retry: bool = False, protocol: str = "http1") -> dict[str, Any]:
+                 retry: bool = False, protocol: str = "http1",
+                 timeout_ms: int = 60_000) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if concurrency is not None:
         extra["function"] = {"concurrency": concurrency, "instanceWaitMs": wait_ms}
-    action: dict[str, Any] = {"timeoutMs": 60_000}
+    action: dict[str, Any] = {"timeoutMs": timeout_ms}
     if retry:
         action["retry"] = {"maxRetries": 2, "retryOn": ["connect-failure", "reset"]}
     return snapshot(
@@ -239,6 +240,14 @@ async def test_no_instance_within_instance_wait_ms_is_503(make_core, client):
     assert (stats["rq_instance_wait_timeout"], stats["rq_waiting"], stats["rq_throttled"]) == (
         1, 0, 0)
     assert stats["rq_codes"]["503"] == 1
+
+
+async def test_the_route_timeout_covers_the_wait_for_an_instance(make_core, client):
+    proxy = make_core(function_doc([], concurrency=5, wait_ms=60_000, timeout_ms=50))
+    r = await client.get(proxy.url("/"))
+    assert (r.status_code, r.text) == (504, "upstream request timeout\n")
+    stats = proxy.cluster_stats()
+    assert (stats["rq_timeout"], stats["rq_instance_wait_timeout"], stats["rq_waiting"]) == (1, 0, 0)
 
 
 async def test_a_dead_socket_is_a_connect_failure_and_a_replaced_host_is_gone(
