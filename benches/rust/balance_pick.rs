@@ -16,8 +16,8 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use meshplane::balance::{Balancer, HostTable};
 use meshplane::cluster::{Claimed, FunctionState, Host, HostSet};
 use meshplane::config::{LbPolicy, UpstreamAddress, UpstreamProtocol};
-use std::sync::Arc;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn hosts(n: usize, weighted: bool) -> (Vec<u32>, HostTable) {
@@ -78,7 +78,11 @@ fn pick<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         let instances: Vec<Arc<Host>> = (0..n)
             .map(|i| {
                 let addr = UpstreamAddress::Unix(format!("/run/fn/{i}.sock").into());
-                Arc::new(Host::new(addr, UpstreamProtocol::Http1, Duration::from_secs(60)))
+                Arc::new(Host::new(
+                    addr,
+                    UpstreamProtocol::Http1,
+                    Duration::from_secs(60),
+                ))
             })
             .collect();
         let set = arc_swap::ArcSwap::from_pointee(HostSet::new(
