@@ -363,3 +363,20 @@ async def test_an_unhealthy_instance_is_skipped_and_one_turning_healthy_serves_a
         proxy.core.set_host_health("c", a.address, True)
     assert [(r.status_code, r.text) for r in responses] == [(200, "a")]
     assert a.served == 1
+
+
+async def test_an_apply_that_adds_an_instance_serves_the_waiting_request(make_core, nursery,
+                                                                        sock_dir, client):
+    proxy = make_core(function_doc([], concurrency=5, wait_ms=60_000))
+    responses: list[httpx.Response] = []
+    async with trio.open_nursery() as requests:
+        requests.start_soon(get, client, proxy.url("/"), responses)
+        await eventually(lambda: proxy.cluster_stats()["rq_waiting"] == 1,
+                         what="the request waiting for an instance")
+        inst = await start(nursery, sock_dir, "applied")
+        inst.gate.set()
+        doc = function_doc([inst.address], concurrency=5, wait_ms=60_000)
+        doc["version"] = "v2"
+        proxy.apply(doc)
+    assert [(r.status_code, r.text) for r in responses] == [(200, "applied")]
+    assert proxy.cluster_stats()["function"]["in_flight"] == 0
