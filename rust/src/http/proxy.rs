@@ -79,8 +79,8 @@ pub async fn handle(
 }
 
 /// One request's life as named phases over one context (pingora's `ProxyHttp` with its
-/// `CTX`): `downstream_request` → `route` → `upstream_target` → per attempt `pick_upstream`,
-/// `upstream_request`, then `upstream_response` or `upstream_failure` (each ends in the one
+/// `CTX`): `downstream_request` → `route` → `upstream_target` → per attempt `pick_upstream`
+/// (`pick_instance` in a function cluster), `upstream_request`, then `upstream_response` or `upstream_failure` (each ends in the one
 /// retry decision, `Attempts::decide`) → `downstream_response` → `log`. Tracing, filters and
 /// functions hook into these phases.
 struct Session<'a> {
@@ -382,7 +382,21 @@ impl<'a> Session<'a> {
     /// or be throttled (`Cluster::claim_instance`). A retry prefers an instance not tried.
     async fn pick_instance(&mut self, up: &mut Upstream<'_>) -> Result<Claim, ProxyError> {
         let cluster = up.target.cluster.clone();
-        match cluster.claim_instance(&up.attempts.tried).await {
+        let claim = cluster.claim_instance(&up.attempts.tried);
+        // The route timeout covers the wait for an instance, as Envoy's covers a request
+        // pending in a connection pool (a request whose body is still arriving has no route
+        // deadline yet).
+        let claimed = match up.timeouts.route_deadline() {
+            Some(at) => tokio::select! {
+                r = claim => r,
+                () = tokio::time::sleep_until(at.into()) => {
+                    cluster.stats.rq_timeout.inc();
+                    Err(super::timeouts::route_timeout())
+                }
+            },
+            None => claim.await,
+        };
+        match claimed {
             Ok((claim, index)) => {
                 up.attempts.tried.extend(index);
                 self.info.upstream_host = Some(claim.host().name.clone());
