@@ -233,9 +233,12 @@ class Supervisor:
             return
         starting = pool.count("starting")
         room = pool.target.concurrency - pool.live()
-        log.debug("%s: %d waiting, %d busy, %d hosts; %d starting, room for %d",
-                  event.cluster, event.waiting, event.busy, event.hosts, starting, room)
-        for _ in range(max(0, min(int(event.waiting) - starting, room))):
+        # Instances that became hosts after the core sent this event take waiters too: an
+        # event read late must not start instances for requests already served.
+        fresh = max(0, pool.count("idle", "busy") - int(event.hosts))
+        log.debug("%s: %d waiting, %d busy, %d hosts; %d starting, %d new hosts, room for %d",
+                  event.cluster, event.waiting, event.busy, event.hosts, starting, fresh, room)
+        for _ in range(max(0, min(int(event.waiting) - starting - fresh, room))):
             self._spawn(pool, provisioned=False)
 
     def _provision(self, pool: Pool) -> None:
