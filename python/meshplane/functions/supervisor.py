@@ -127,6 +127,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._forkserver: Any = None
         self._fork_lock = trio.Lock()
+        self._forkserver_started = False  # started with the first instance, never without
         # MESHPLANE_FUNCTIONS_FORKSERVER=0: spawn every instance (docs/functions.md).
         self.use_forkserver = os.environ.get("MESHPLANE_FUNCTIONS_FORKSERVER", "1") != "0"
         self._retired: list[Pool] = []
@@ -203,8 +204,6 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.use_forkserver:
-                    await nursery.start(self._run_forkserver)
                 for pool in self.pools.values():
                     self._provision(pool)
                 nursery.start_soon(self._reaper)
@@ -378,6 +377,11 @@ class Supervisor:
     async def _start(self, inst: Instance, env: dict[str, str]) -> tuple[int, Any]:
         """Start the instance's process: forked by the fork server when it runs, else spawned.
         Returns the control pipe's read end and a stream of its output."""
+        if self.use_forkserver and not self._forkserver_started and self._nursery is not None:
+            async with self._fork_lock:  # the first instance starts the fork server
+                if not self._forkserver_started:
+                    self._forkserver_started = True
+                    await self._nursery.start(self._run_forkserver)
         read_fd, write_fd = os.pipe()
         try:
             server = self._forkserver
