@@ -70,6 +70,7 @@ pub struct Span {
 }
 
 pub const SPAN_KIND_SERVER: i32 = 2;
+pub const SPAN_KIND_CLIENT: i32 = 3;
 pub const STATUS_ERROR: i32 = 2;
 
 #[derive(Clone, PartialEq, prost::Message)]
