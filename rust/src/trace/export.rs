@@ -4,10 +4,10 @@
 //! it waits on a slow collector the queue fills and the request path drops (and counts) spans
 //! instead of waiting.
 
-use super::otlp::{self, kv, Value};
+use super::otlp;
 use super::{context, Attempt, SpanData, TraceShared};
 use crate::config::{CollectorTls, TracingSpec};
-use prost::Message;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
@@ -68,7 +68,8 @@ pub fn start(
     std::thread::Builder::new()
         .name("meshplane-trace".into())
         .spawn(move || {
-            let mut batch: Vec<Box<SpanData>> = Vec::new();
+            let mut batch: Vec<Arc<SpanData>> = Vec::new();
+            let mut encoder = Encoder::default();
             let mut first_at = Instant::now();
             loop {
                 let wait = if batch.is_empty() {
@@ -78,7 +79,9 @@ pub fn start(
                 };
                 let closed = match rx.recv_timeout(wait) {
                     Ok(span) => {
-                        shared.remember(record(&span));
+                        // NOTE: the ring keeps the span itself; /traces renders it when asked.
+                        let span: Arc<SpanData> = Arc::from(span);
+                        shared.remember(&span);
                         if settings.endpoint.is_some() {
                             if batch.is_empty() {
                                 first_at = Instant::now();
@@ -94,7 +97,7 @@ pub fn start(
                     Err(RecvTimeoutError::Disconnected) => true,
                 };
                 if !batch.is_empty() {
-                    send(&settings, tls.as_ref(), &shared, &batch);
+                    send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
                     batch.clear();
                 }
                 if closed {
@@ -109,13 +112,14 @@ fn send(
     settings: &ExportSettings,
     tls: Option<&Arc<rustls::ClientConfig>>,
     shared: &TraceShared,
-    batch: &[Box<SpanData>],
+    encoder: &mut Encoder,
+    batch: &[Arc<SpanData>],
 ) {
     let Some(endpoint) = &settings.endpoint else {
         return;
     };
     shared.export_requests.inc();
-    let body = || encode(&settings.service_name, batch).encode_to_vec();
+    let body = || encoder.encode(&settings.service_name, batch);
     match post(endpoint, tls, body, settings.timeout) {
         Ok(status) if (200..300).contains(&status) => {
             shared.spans_exported.add(spans(batch));
@@ -127,7 +131,7 @@ fn send(
     }
 }
 
-fn spans(batch: &[Box<SpanData>]) -> u64 {
+fn spans(batch: &[Arc<SpanData>]) -> u64 {
     batch.iter().map(|s| s.span_count()).sum()
 }
 
@@ -277,193 +281,207 @@ fn version_str(v: http::Version) -> &'static str {
 
 /// The span's name: OpenTelemetry's `{method} {route}` (the route's name stands for the
 /// template), or just the method when no route matched.
-fn span_name(s: &SpanData) -> String {
-    match &s.route {
-        Some(r) => format!("{} {r}", s.method),
-        None => s.method.to_string(),
-    }
+
+/// Reused buffers of one exporter thread: the batch's spans, one span's body, one formatted
+/// attribute value.
+#[derive(Default)]
+pub struct Encoder {
+    spans: Vec<u8>,
+    span: Vec<u8>,
+    text: String,
 }
 
-/// The span as OpenTelemetry's HTTP server semantic conventions name things, plus meshplane's
-/// own attributes for what the proxy chose.
-fn encode(service: &str, batch: &[Box<SpanData>]) -> otlp::ExportTraceServiceRequest {
-    let spans = batch
-        .iter()
-        .flat_map(|s| {
-            std::iter::once(to_otlp(s)).chain(
-                s.attempts
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, a)| client_to_otlp(s, i, a)),
-            )
-        })
-        .collect();
-    otlp::ExportTraceServiceRequest {
-        resource_spans: vec![otlp::ResourceSpans {
-            resource: Some(otlp::Resource {
-                attributes: vec![
-                    kv("service.name", Value::String(service.to_string())),
-                    kv("telemetry.sdk.name", Value::String("meshplane".into())),
-                ],
-            }),
-            scope_spans: vec![otlp::ScopeSpans {
-                scope: Some(otlp::InstrumentationScope {
-                    name: "meshplane".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                }),
-                spans,
-            }],
-        }],
+impl Encoder {
+    /// The batch as one `ExportTraceServiceRequest`: a SERVER span per request, as
+    /// OpenTelemetry's HTTP server semantic conventions name things plus meshplane's own
+    /// attributes for what the proxy chose, and a CLIENT span per upstream attempt.
+    pub fn encode<S: std::ops::Deref<Target = SpanData>>(
+        &mut self,
+        service: &str,
+        batch: &[S],
+    ) -> Vec<u8> {
+        self.spans.clear();
+        for s in batch {
+            self.server_span(s);
+            for (i, a) in s.attempts.iter().enumerate() {
+                self.client_span(s, i, a);
+            }
+        }
+        let mut resource = Vec::with_capacity(64 + service.len());
+        otlp::attr_str(&mut resource, 1, "service.name", service);
+        otlp::attr_str(&mut resource, 1, "telemetry.sdk.name", "meshplane");
+        otlp::request(
+            &resource,
+            "meshplane",
+            env!("CARGO_PKG_VERSION"),
+            &self.spans,
+        )
     }
-}
 
-fn to_otlp(s: &SpanData) -> otlp::Span {
-    let (path, query) = split_query(&s.path_and_query);
-    let str_ = |v: &str| Value::String(v.to_string());
-    let mut attrs = vec![
-        kv("http.request.method", str_(s.method.as_str())),
-        kv("url.path", str_(path)),
-        kv("url.scheme", str_(s.scheme)),
-        kv("network.protocol.name", str_("http")),
-        kv("network.protocol.version", str_(version_str(s.version))),
-        kv("client.address", Value::String(s.peer.to_string())),
-        kv("meshplane.listener", str_(&s.listener)),
-    ];
-    if let Some(q) = query {
-        attrs.push(kv("url.query", str_(q)));
+    fn text(&mut self, f: impl FnOnce(&mut String)) -> &str {
+        self.text.clear();
+        f(&mut self.text);
+        &self.text
     }
-    let (host, port) = split_authority(&s.authority);
-    if !host.is_empty() {
-        attrs.push(kv("server.address", str_(host)));
+
+    fn server_span(&mut self, s: &SpanData) {
+        use otlp::span as f;
+        const A: u32 = f::ATTRIBUTES;
+        let mut out = std::mem::take(&mut self.span);
+        out.clear();
+        otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
+        otlp::bytes(&mut out, f::SPAN_ID, &s.span_id);
+        let state = s.tracestate.as_ref().and_then(|v| v.to_str().ok());
+        otlp::bytes(&mut out, f::TRACE_STATE, state.unwrap_or("").as_bytes());
+        otlp::bytes(
+            &mut out,
+            f::PARENT_SPAN_ID,
+            s.parent.as_ref().map_or(&[][..], |p| &p[..]),
+        );
+        let name = self.text(|t| span_name_into(t, s));
+        otlp::bytes(&mut out, f::NAME, name.as_bytes());
+        otlp::int(&mut out, f::KIND, otlp::SPAN_KIND_SERVER.into());
+        otlp::fixed64(&mut out, f::START, s.start_unix_nanos);
+        otlp::fixed64(&mut out, f::END, s.nanos_at(s.end.unwrap_or(s.started)));
+        let (path, query) = split_query(s.path_and_query());
+        otlp::attr_str(&mut out, A, "http.request.method", s.method.as_str());
+        otlp::attr_str(&mut out, A, "url.path", path);
+        otlp::attr_str(&mut out, A, "url.scheme", s.scheme);
+        otlp::attr_str(&mut out, A, "network.protocol.name", "http");
+        otlp::attr_str(
+            &mut out,
+            A,
+            "network.protocol.version",
+            version_str(s.version),
+        );
+        let peer = self.text(|t| {
+            let _ = write!(t, "{}", s.peer);
+        });
+        otlp::attr_str(&mut out, A, "client.address", peer);
+        otlp::attr_str(&mut out, A, "meshplane.listener", &s.listener);
+        if let Some(q) = query {
+            otlp::attr_str(&mut out, A, "url.query", q);
+        }
+        let (host, port) = split_authority(s.authority());
+        if !host.is_empty() {
+            otlp::attr_str(&mut out, A, "server.address", host);
+        }
+        if let Some(p) = port {
+            otlp::attr_int(&mut out, A, "server.port", p);
+        }
+        if s.status != 0 {
+            otlp::attr_int(&mut out, A, "http.response.status_code", s.status.into());
+        }
+        if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            otlp::attr_str(&mut out, A, "user_agent.original", ua);
+        }
+        if let Some(id) = s.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            otlp::attr_str(&mut out, A, "meshplane.request_id", id);
+        }
+        if let Some(r) = &s.route {
+            otlp::attr_str(&mut out, A, "http.route", r);
+            otlp::attr_str(&mut out, A, "meshplane.route", r);
+        }
+        if let Some(c) = &s.cluster {
+            otlp::attr_str(&mut out, A, "meshplane.cluster", c);
+        }
+        if let Some(h) = &s.upstream_host {
+            otlp::attr_str(&mut out, A, "meshplane.upstream_host", h);
+        }
+        if s.retries > 0 {
+            otlp::attr_int(&mut out, A, "http.request.resend_count", s.retries.into());
+        }
+        if !s.flags.is_empty() {
+            otlp::attr_str(&mut out, A, "meshplane.response_flags", &s.flags);
+        }
+        otlp::attr_str(&mut out, A, "meshplane.response_details", s.details);
+        let error = s.is_error();
+        if error {
+            let kind = self.text(|t| match s.status {
+                0 => t.push_str("downstream_disconnect"),
+                st => {
+                    let _ = write!(t, "{st}");
+                }
+            });
+            otlp::attr_str(&mut out, A, "error.type", kind);
+        }
+        for (m, t) in &s.marks {
+            otlp::event(&mut out, f::EVENTS, s.nanos_at(*t), m.name());
+        }
+        if error {
+            otlp::error_status(&mut out, f::STATUS, s.details);
+        }
+        otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
+        otlp::message(&mut self.spans, 2, &out);
+        self.span = out;
     }
-    if let Some(p) = port {
-        attrs.push(kv("server.port", Value::Int(p)));
-    }
-    if s.status != 0 {
-        attrs.push(kv("http.response.status_code", Value::Int(s.status.into())));
-    }
-    if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
-        attrs.push(kv("user_agent.original", str_(ua)));
-    }
-    if let Some(id) = s.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-        attrs.push(kv("meshplane.request_id", str_(id)));
-    }
-    if let Some(r) = &s.route {
-        attrs.push(kv("http.route", str_(r)));
-        attrs.push(kv("meshplane.route", str_(r)));
-    }
-    if let Some(c) = &s.cluster {
-        attrs.push(kv("meshplane.cluster", str_(c)));
-    }
-    if let Some(h) = &s.upstream_host {
-        attrs.push(kv("meshplane.upstream_host", str_(h)));
-    }
-    if s.retries > 0 {
-        attrs.push(kv(
-            "http.request.resend_count",
-            Value::Int(s.retries.into()),
-        ));
-    }
-    if !s.flags.is_empty() {
-        attrs.push(kv("meshplane.response_flags", str_(&s.flags)));
-    }
-    attrs.push(kv("meshplane.response_details", str_(s.details)));
-    let error = s.is_error();
-    if error {
-        let kind = if s.status == 0 {
-            "downstream_disconnect".to_string()
-        } else {
-            s.status.to_string()
+
+    /// An upstream attempt as OpenTelemetry's HTTP client semantic conventions name things: a
+    /// CLIENT span named by the method, child of the request's SERVER span.
+    fn client_span(&mut self, s: &SpanData, resend: usize, a: &Attempt) {
+        use otlp::span as f;
+        const A: u32 = f::ATTRIBUTES;
+        let mut out = std::mem::take(&mut self.span);
+        out.clear();
+        otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
+        otlp::bytes(&mut out, f::SPAN_ID, &a.span_id);
+        otlp::bytes(&mut out, f::PARENT_SPAN_ID, &s.span_id);
+        otlp::bytes(&mut out, f::NAME, s.method.as_str().as_bytes());
+        otlp::int(&mut out, f::KIND, otlp::SPAN_KIND_CLIENT.into());
+        otlp::fixed64(&mut out, f::START, s.nanos_at(a.started));
+        otlp::fixed64(
+            &mut out,
+            f::END,
+            s.nanos_at(a.end.or(s.end).unwrap_or(a.started)),
+        );
+        let (host, port) = split_authority(&a.host);
+        otlp::attr_str(&mut out, A, "http.request.method", s.method.as_str());
+        otlp::attr_str(&mut out, A, "server.address", host);
+        otlp::attr_str(&mut out, A, "network.peer.address", host);
+        let url = self.text(|t| {
+            t.push_str(if a.tls { "https://" } else { "http://" });
+            t.push_str(&a.host);
+            t.push_str(s.path_and_query());
+        });
+        otlp::attr_str(&mut out, A, "url.full", url);
+        otlp::attr_str(&mut out, A, "meshplane.upstream_host", &a.host);
+        if let Some(p) = port {
+            otlp::attr_int(&mut out, A, "server.port", p);
+        }
+        if let Some(c) = &s.cluster {
+            otlp::attr_str(&mut out, A, "meshplane.cluster", c);
+        }
+        if a.status != 0 {
+            otlp::attr_int(&mut out, A, "http.response.status_code", a.status.into());
+        }
+        if resend > 0 {
+            otlp::attr_int(&mut out, A, "http.request.resend_count", resend as i64);
+        }
+        // An attempt still open when the request ended was abandoned (the client went away).
+        let error = match (a.error, a.status) {
+            (Some(e), _) => Some(self.text(|t| t.push_str(e))),
+            (None, 0) => Some(self.text(|t| t.push_str("_OTHER"))),
+            (None, st) if st >= 500 => Some(self.text(|t| {
+                let _ = write!(t, "{st}");
+            })),
+            _ => None,
         };
-        attrs.push(kv("error.type", Value::String(kind)));
-    }
-    let events = s
-        .marks
-        .iter()
-        .map(|(m, t)| otlp::Event {
-            time_unix_nano: s.nanos_at(*t),
-            name: m.name().into(),
-            attributes: Vec::new(),
-        })
-        .collect();
-    otlp::Span {
-        trace_id: s.trace_id.to_vec(),
-        span_id: s.span_id.to_vec(),
-        trace_state: s
-            .tracestate
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
-        parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
-        name: span_name(s),
-        kind: otlp::SPAN_KIND_SERVER,
-        start_time_unix_nano: s.start_unix_nanos,
-        end_time_unix_nano: s.nanos_at(s.end.unwrap_or(s.started)),
-        attributes: attrs,
-        events,
-        status: error.then(|| otlp::Status {
-            message: s.details.to_string(),
-            code: otlp::STATUS_ERROR,
-        }),
-        flags: u32::from(s.sampled),
+        if let Some(e) = error {
+            otlp::attr_str(&mut out, A, "error.type", e);
+            otlp::error_status(&mut out, f::STATUS, e);
+        }
+        otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
+        otlp::message(&mut self.spans, 2, &out);
+        self.span = out;
     }
 }
 
-/// An upstream attempt as OpenTelemetry's HTTP client semantic conventions name things: a
-/// CLIENT span named by the method, child of the request's SERVER span.
-fn client_to_otlp(s: &SpanData, resend: usize, a: &Attempt) -> otlp::Span {
-    let str_ = |v: &str| Value::String(v.to_string());
-    let (host, port) = split_authority(&a.host);
-    let scheme = if a.tls { "https" } else { "http" };
-    let mut attrs = vec![
-        kv("http.request.method", str_(s.method.as_str())),
-        kv("server.address", str_(host)),
-        kv("network.peer.address", str_(host)),
-        kv(
-            "url.full",
-            Value::String(format!("{scheme}://{}{}", a.host, s.path_and_query)),
-        ),
-        kv("meshplane.upstream_host", str_(&a.host)),
-    ];
-    if let Some(p) = port {
-        attrs.push(kv("server.port", Value::Int(p)));
-    }
-    if let Some(c) = &s.cluster {
-        attrs.push(kv("meshplane.cluster", str_(c)));
-    }
-    if a.status != 0 {
-        attrs.push(kv("http.response.status_code", Value::Int(a.status.into())));
-    }
-    if resend > 0 {
-        attrs.push(kv("http.request.resend_count", Value::Int(resend as i64)));
-    }
-    // An attempt still open when the request ended was abandoned (the client went away).
-    let error = match (a.error, a.status) {
-        (Some(e), _) => Some(e.to_string()),
-        (None, 0) => Some("_OTHER".to_string()),
-        (None, st) if st >= 500 => Some(st.to_string()),
-        _ => None,
-    };
-    if let Some(e) = &error {
-        attrs.push(kv("error.type", str_(e)));
-    }
-    otlp::Span {
-        trace_id: s.trace_id.to_vec(),
-        span_id: a.span_id.to_vec(),
-        trace_state: String::new(),
-        parent_span_id: s.span_id.to_vec(),
-        name: s.method.to_string(),
-        kind: otlp::SPAN_KIND_CLIENT,
-        start_time_unix_nano: s.nanos_at(a.started),
-        end_time_unix_nano: s.nanos_at(a.end.or(s.end).unwrap_or(a.started)),
-        attributes: attrs,
-        events: Vec::new(),
-        status: error.map(|e| otlp::Status {
-            message: e,
-            code: otlp::STATUS_ERROR,
-        }),
-        flags: u32::from(s.sampled),
+/// `{method} {route}`, or just the method when no route matched.
+fn span_name_into(t: &mut String, s: &SpanData) {
+    t.push_str(s.method.as_str());
+    if let Some(r) = &s.route {
+        t.push(' ');
+        t.push_str(r);
     }
 }
 
@@ -478,7 +496,9 @@ fn split_authority(a: &str) -> (&str, Option<i64>) {
 }
 
 /// The ring buffer's view of a span (docs/admin.md `/traces`).
-fn record(s: &SpanData) -> serde_json::Value {
+pub fn record(s: &SpanData) -> serde_json::Value {
+    let mut name = String::new();
+    span_name_into(&mut name, s);
     let ms = |t: std::time::Instant| t.saturating_duration_since(s.started).as_secs_f64() * 1e3;
     let marks: serde_json::Map<String, serde_json::Value> = s
         .marks
@@ -490,13 +510,13 @@ fn record(s: &SpanData) -> serde_json::Value {
         "span_id": hex(&s.span_id),
         "parent_span_id": s.parent.map(|p| hex(&p)),
         "sampled": s.sampled,
-        "name": span_name(s),
+        "name": name,
         "start_unix_nano": s.start_unix_nanos,
         "duration_ms": s.end.map_or(0.0, ms),
         "marks_ms": marks,
         "method": s.method.as_str(),
-        "path": s.path_and_query,
-        "authority": s.authority,
+        "path": s.path_and_query(),
+        "authority": s.authority(),
         "listener": &*s.listener,
         "route": s.route.as_deref(),
         "cluster": s.cluster.as_deref(),
@@ -519,9 +539,11 @@ fn record(s: &SpanData) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::otlp::decode::{self, Value};
     use crate::trace::{Arrival, Exporters};
+    use prost::Message;
 
-    fn attr<'a>(span: &'a otlp::Span, key: &str) -> Option<&'a Value> {
+    fn attr<'a>(span: &'a decode::Span, key: &str) -> Option<&'a Value> {
         span.attributes
             .iter()
             .find(|a| a.key == key)
@@ -560,11 +582,29 @@ mod tests {
         let mut data = span.data.take().unwrap();
         data.end = Some(Instant::now());
         assert_eq!(data.span_count(), 4);
-        let request = encode("t", &[data]);
-        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        let bytes = Encoder::default().encode("t", &[data]);
+        let request = decode::ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+        let resource = request.resource_spans[0].resource.as_ref().unwrap();
+        assert_eq!(resource.attributes[0].key, "service.name");
+        let scope = &request.resource_spans[0].scope_spans[0];
+        assert_eq!(scope.scope.as_ref().unwrap().name, "meshplane");
+        let spans = &scope.spans;
         assert_eq!(spans.len(), 4);
         let server = &spans[0];
         assert_eq!(server.kind, otlp::SPAN_KIND_SERVER);
+        assert_eq!(server.name, "GET");
+        assert_eq!(attr(server, "url.path"), Some(&Value::String("/p".into())));
+        assert_eq!(
+            attr(server, "url.query"),
+            Some(&Value::String("q=1".into()))
+        );
+        assert_eq!(attr(server, "server.port"), Some(&Value::Int(8080)));
+        assert_eq!(
+            attr(server, "http.response.status_code"),
+            Some(&Value::Int(200))
+        );
+        assert_eq!(server.flags, 1);
+        assert!(server.status.is_none() && server.parent_span_id.is_empty());
         let want = [
             (None, Some("503"), "http"),
             (Some(1), Some("reset"), "https"),

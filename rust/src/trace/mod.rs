@@ -47,7 +47,7 @@ pub struct TraceShared {
 #[derive(Default)]
 struct Recent {
     capacity: usize,
-    spans: VecDeque<serde_json::Value>,
+    spans: VecDeque<Arc<SpanData>>,
 }
 
 impl TraceShared {
@@ -64,19 +64,28 @@ impl TraceShared {
 
     /// The most recent spans, newest first (JSON objects, docs/admin.md).
     pub fn recent(&self) -> Vec<serde_json::Value> {
-        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.spans.iter().rev().cloned().collect()
+        let spans: Vec<Arc<SpanData>> = {
+            let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            r.spans.iter().rev().cloned().collect()
+        };
+        spans.iter().map(|s| export::record(s)).collect()
     }
 
-    fn remember(&self, span: serde_json::Value) {
-        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if r.capacity == 0 {
-            return;
-        }
-        while r.spans.len() >= r.capacity {
-            r.spans.pop_front();
-        }
-        r.spans.push_back(span);
+    fn remember(&self, span: &Arc<SpanData>) {
+        let evicted = {
+            let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if r.capacity == 0 {
+                return;
+            }
+            let evicted = (r.spans.len() >= r.capacity).then(|| r.spans.pop_front());
+            while r.spans.len() >= r.capacity {
+                r.spans.pop_front();
+            }
+            r.spans.push_back(span.clone());
+            evicted.flatten()
+        };
+        // Freed outside the lock.
+        drop(evicted);
     }
 
     fn set_capacity(&self, capacity: usize) {
@@ -186,17 +195,8 @@ impl Tracing {
         }
         Some({
             let headers = req.headers();
+            // NOTE: the request's parts are kept by refcount (Bytes), not copied.
             let header = |n: &http::header::HeaderName| headers.get(n).cloned();
-            let authority = req
-                .uri()
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| {
-                    headers
-                        .get(http::header::HOST)
-                        .and_then(|v| v.to_str().ok())
-                })
-                .unwrap_or("");
             ActiveSpan {
                 tracing: self.clone(),
                 data: Some(Box::new(SpanData {
@@ -206,16 +206,12 @@ impl Tracing {
                     sampled,
                     start_unix_nanos: unix_nanos(),
                     started: Instant::now(),
-                    marks: Vec::with_capacity(4),
+                    marks: Vec::new(),
                     end: None,
                     method: req.method().clone(),
-                    path_and_query: req
-                        .uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_string(),
+                    uri: req.uri().clone(),
+                    host: header(&http::header::HOST),
                     scheme: arrival.scheme,
-                    authority: authority.to_string(),
                     version: req.version(),
                     peer: arrival.peer,
                     listener: arrival.listener.clone(),
@@ -298,9 +294,10 @@ pub struct SpanData {
     marks: Vec<(Mark, Instant)>,
     end: Option<Instant>,
     method: Method,
-    path_and_query: String,
+    /// The request target as received, and its Host header.
+    uri: http::Uri,
+    host: Option<HeaderValue>,
     scheme: &'static str,
-    authority: String,
     version: Version,
     peer: IpAddr,
     listener: Arc<str>,
@@ -339,6 +336,19 @@ pub struct Attempt {
 impl SpanData {
     fn nanos_at(&self, t: Instant) -> u64 {
         self.start_unix_nanos + t.saturating_duration_since(self.started).as_nanos() as u64
+    }
+
+    fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// The authority the client addressed: the URI's, else the Host header.
+    fn authority(&self) -> &str {
+        self.uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| self.host.as_ref().and_then(|v| v.to_str().ok()))
+            .unwrap_or("")
     }
 
     /// The OTLP spans this record makes: the SERVER span and a CLIENT span per attempt.
