@@ -279,9 +279,6 @@ fn version_str(v: http::Version) -> &'static str {
     }
 }
 
-/// The span's name: OpenTelemetry's `{method} {route}` (the route's name stands for the
-/// template), or just the method when no route matched.
-
 /// Reused buffers of one exporter thread: the batch's spans, one span's body, one formatted
 /// attribute value.
 #[derive(Default)]
@@ -476,7 +473,8 @@ impl Encoder {
     }
 }
 
-/// `{method} {route}`, or just the method when no route matched.
+/// The span's name: OpenTelemetry's `{method} {route}` (the route's name stands for the
+/// template), or just the method when no route matched.
 fn span_name_into(t: &mut String, s: &SpanData) {
     t.push_str(s.method.as_str());
     if let Some(r) = &s.route {

@@ -17,7 +17,7 @@ const FIXED32: u32 = 5;
 
 pub fn varint_len(v: u64) -> usize {
     // 7 bits a byte; 0 takes one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
