@@ -220,6 +220,26 @@ impl ProxyError {
         }
     }
 
+    /// The kind, short and stable (a trace's `error.type`).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::NoRoute => "no_route",
+            Kind::NoHealthyUpstream => "no_healthy_upstream",
+            Kind::Overflow => "overflow",
+            Kind::ConnectFailure => "connect_failure",
+            Kind::ConnectTimeout => "connect_timeout",
+            Kind::TlsFailure => "tls_failure",
+            Kind::Reset => "reset",
+            Kind::RefusedStream => "refused_stream",
+            Kind::Timeout => "timeout",
+            Kind::BadUpstreamResponse => "bad_upstream_response",
+            Kind::BadRequest => "bad_request",
+            Kind::DownstreamDisconnect => "downstream_disconnect",
+            Kind::StreamIdleTimeout => "stream_idle_timeout",
+            Kind::Config => "config",
+        }
+    }
+
     pub fn source_name(&self) -> &'static str {
         match self.source {
             Source::Downstream => "downstream",

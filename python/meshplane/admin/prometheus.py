@@ -216,7 +216,7 @@ _HELP = {
     "cx_none_healthy": "requests with no healthy host to send to", "cx_accept_error": "accept(2) failures",
     "retries_active": "retries in flight", "tls_handshakes": "TLS handshakes completed",
     "tls_handshake_error": "TLS handshakes that failed", "plaintext_cx": "plaintext connections on a PERMISSIVE listener",
-    "rq_time": "upstream request time, from request start to the last response byte",
+    "rq_time": "request time, from the request's start to its response's last byte",
     "healthy": "1 if the host is healthy", "weight": "the host's load-balancing weight",
     "ejected": "1 if outlier detection has ejected the host", "failed_active_hc": "1 if active health checking failed the host",
     "idle_connections": "idle pooled connections", "downstream_cx_open": "downstream connections open",

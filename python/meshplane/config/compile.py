@@ -95,11 +95,18 @@ def compile_snapshot(
     }
     tracing = cfg.proxy.tracing
     if tracing is not None:
-        # The served gateway or node names the service its spans come from.
+        # The served gateway or node names the service its spans come from; the Mesh's
+        # propagation applies unless this proxy names its own.
         served = cfg.proxy.gateway if cfg.proxy.gateway is not None else cfg.proxy.node
-        doc["tracing"] = {"serviceName": served or cfg.mesh, **tracing}
+        doc["tracing"] = {"serviceName": served or cfg.mesh, **mesh_tracing(cfg), **tracing}
     apply_gateway_limits(cfg, doc)
     return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def mesh_tracing(cfg: MeshConfig) -> dict[str, Any]:
+    """What the Mesh resource's `tracing` (an extension) sets for every proxy of the mesh."""
+    mesh = next(iter(cfg.of_kind("Mesh")), None)
+    return dict((mesh.spec if mesh else {}).get("tracing") or {})
 
 
 def resilience_targets(

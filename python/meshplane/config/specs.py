@@ -299,10 +299,15 @@ VIRTUAL_SERVICE = Obj(
 VIRTUAL_ROUTER = Obj(
     {"listeners": ListOf(Obj({"portMapping*": Obj({"port*": PORT, "protocol*": PROTOCOL})}), 1)}
 )
+# The trace-context formats the core reads and writes (docs/config.md, "Tracing").
+PROPAGATION = Enum("w3c", "b3", "b3multi", "xray")
 MESH = Obj(
     {
         "egressFilter": Obj({"type*": Enum("DROP_ALL", "ALLOW_ALL")}),
         "serviceDiscovery": Obj({"ipPreference": IP_PREFERENCE}),
+        # One trace-context format for every proxy of the mesh; `proxy.tracing.propagation`
+        # overrides it for one proxy.
+        "tracing": Obj({"propagation": PROPAGATION}),  # extension
     }
 )
 

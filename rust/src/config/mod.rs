@@ -50,10 +50,14 @@ pub enum Propagation {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TracingSpec {
-    /// OTLP/HTTP collector, "http://host:port[/prefix]"; spans are POSTed as protobuf to
-    /// `{otlpEndpoint}/v1/traces`. None = spans are kept only in the recent-spans ring buffer.
+    /// OTLP/HTTP collector, "http://host:port[/prefix]" or "https://..."; spans are POSTed as
+    /// protobuf to `{otlpEndpoint}/v1/traces`. None = spans are kept only in the recent-spans
+    /// ring buffer.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// TLS to an `https://` collector. None: the system's CA bundle, no client certificate.
+    #[serde(default)]
+    pub otlp_tls: Option<CollectorTls>,
     /// Share of new traces recorded, 0 to 100. A caller's decision (sampled flag) wins.
     #[serde(default = "default_sampling_percent")]
     pub sampling_percent: f64,
@@ -76,6 +80,19 @@ pub struct TracingSpec {
     /// Recent spans kept for the admin API. None = 256; 0 = none.
     #[serde(default)]
     pub recent_spans: Option<u32>,
+}
+
+/// How the span exporter talks TLS to an `https://` collector.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectorTls {
+    /// PEM file of the CAs the collector's certificate must chain to (its name is checked
+    /// against the endpoint's host). None: the system's CA bundle.
+    #[serde(default)]
+    pub trust: Option<String>,
+    /// Client certificate for mutual TLS.
+    #[serde(default)]
+    pub certificate: Option<CertificateSpec>,
 }
 
 fn default_sampling_percent() -> f64 {
@@ -820,13 +837,22 @@ impl Snapshot {
             if !(0.0..=100.0).contains(&t.sampling_percent) {
                 return Err(err("tracing.samplingPercent".into(), "expected 0 to 100"));
             }
-            if let Some(e) = &t.otlp_endpoint {
-                if !e.starts_with("http://") || e.len() <= "http://".len() {
+            let https = match &t.otlp_endpoint {
+                Some(e) if e.len() > "https://".len() && e.starts_with("https://") => true,
+                Some(e) if e.len() > "http://".len() && e.starts_with("http://") => false,
+                Some(_) => {
                     return Err(err(
                         "tracing.otlpEndpoint".into(),
-                        "expected http://host:port",
-                    ));
+                        "expected http://host:port or https://host:port",
+                    ))
                 }
+                None => false,
+            };
+            if t.otlp_tls.is_some() && !https {
+                return Err(err(
+                    "tracing.otlpTls".into(),
+                    "applies to an https:// otlpEndpoint only",
+                ));
             }
         }
         let clusters: std::collections::HashSet<&str> =

@@ -41,6 +41,29 @@ fn syntax_error_has_position() {
     assert!(e.path.starts_with("line 1"), "{e}");
 }
 
+#[test]
+fn collector_endpoint_and_tls_are_checked() {
+    let with = |tracing: &str| {
+        let d = doc("\"c\"");
+        let d = format!("{}, \"tracing\": {tracing}}}", &d[..d.len() - 1]);
+        Snapshot::parse(d.as_bytes())
+    };
+    let ok = with(
+        r#"{"serviceName": "s", "otlpEndpoint": "https://c:4318", "otlpTls": {"trust": "ca.pem"}}"#,
+    )
+    .unwrap();
+    let tls = ok.tracing.unwrap().otlp_tls.unwrap();
+    assert_eq!(tls.trust.as_deref(), Some("ca.pem"));
+    assert!(with(r#"{"serviceName": "s", "otlpEndpoint": "http://c:4318"}"#).is_ok());
+    let e = with(r#"{"serviceName": "s", "otlpEndpoint": "ftp://c"}"#).unwrap_err();
+    assert_eq!(e.path, "tracing.otlpEndpoint", "{e}");
+    let e = with(r#"{"serviceName": "s", "otlpEndpoint": "https://"}"#).unwrap_err();
+    assert_eq!(e.path, "tracing.otlpEndpoint", "{e}");
+    let e = with(r#"{"serviceName": "s", "otlpEndpoint": "http://c:4318", "otlpTls": {}}"#)
+        .unwrap_err();
+    assert_eq!(e.path, "tracing.otlpTls", "{e}");
+}
+
 /// The checked-in schema is the one these types generate. To regenerate after changing a type:
 /// `MESHPLANE_WRITE_SCHEMA=1 cargo test --lib config::tests::checked_in_json_schema_is_current`.
 #[test]

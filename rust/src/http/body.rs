@@ -4,6 +4,7 @@
 use crate::accesslog::{AccessLog, Record};
 use crate::cluster::{Claim, Cluster, Host};
 use crate::pool::H1Sender;
+use crate::stats::ListenerStats;
 use crate::trace::ActiveSpan;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -81,6 +82,8 @@ pub struct DownBody {
     log: Option<Box<(Arc<AccessLog>, Record)>>,
     /// The request's span, ended when the stream ends (when this body is dropped).
     span: Option<ActiveSpan>,
+    /// The listener's `rq_time` and when the request arrived: recorded when the stream ends.
+    timing: Option<(Arc<ListenerStats>, Instant)>,
 }
 
 enum BodyKind {
@@ -94,6 +97,9 @@ enum BodyKind {
 
 impl Drop for DownBody {
     fn drop(&mut self) {
+        if let Some((stats, started)) = self.timing.take() {
+            stats.rq_time.record(started.elapsed());
+        }
         if let Some(log) = self.log.take() {
             log.0.finish(&log.1);
         }
@@ -174,6 +180,7 @@ impl DownBody {
             kind: BodyKind::Local(Some(text.into())),
             log: None,
             span: None,
+            timing: None,
         }
     }
 
@@ -186,7 +193,13 @@ impl DownBody {
             },
             log: None,
             span: None,
+            timing: None,
         }
+    }
+
+    /// Record the request's time in `stats` (from `started`) when this response's stream ends.
+    pub fn time_to(&mut self, stats: Arc<ListenerStats>, started: Instant) {
+        self.timing = Some((stats, started));
     }
 
     /// End `span` when this response's stream ends.

@@ -429,7 +429,16 @@ impl<'a> Session<'a> {
         } = up;
         let started = Instant::now();
         let cluster = &target.cluster;
-        let unsent = attempts.unsent.take();
+        let mut unsent = attempts.unsent.take();
+        if let Some(span) = &mut self.span {
+            // This attempt's CLIENT span is the next hop's parent.
+            let tls = cluster.tls.load().is_some();
+            let headers = match &mut unsent {
+                Some(r) => r.headers_mut(),
+                None => &mut target.parts.headers,
+            };
+            span.attempt(&host.name, tls, headers);
+        }
         let may_retry = attempts.may_retry();
         let returned = &mut attempts.unsent;
         let mut connected: Option<Instant> = None;
@@ -495,10 +504,13 @@ impl<'a> Session<'a> {
         let expired = up.timeouts.route_expired();
         let failure = Failure::Response(status, grpc);
         let flags = &mut self.info.flags;
-        if let Some(again) = up
+        let again = up
             .attempts
-            .decide(failure, cluster, &up.body, expired, flags)
-        {
+            .decide(failure, cluster, &up.body, expired, flags);
+        if let Some(s) = &mut self.span {
+            s.attempt_answered(status, again.is_some());
+        }
+        if let Some(again) = again {
             return Err(again);
         }
         cluster.stats.rq.record(status);
@@ -514,6 +526,9 @@ impl<'a> Session<'a> {
         host: &Host,
         mut e: ProxyError,
     ) -> Result<Again, ProxyError> {
+        if let Some(s) = &mut self.span {
+            s.attempt_failed(e.kind_name());
+        }
         let cluster = &up.target.cluster;
         let expired = up.timeouts.route_expired();
         if e.charged_to_upstream() {
@@ -590,6 +605,8 @@ impl<'a> Session<'a> {
                 self.info.details = e.details();
                 if e.kind == Kind::DownstreamDisconnect {
                     // Nobody to answer; logged as Envoy does: code 0, flag DC.
+                    let stats = &self.state.config.stats;
+                    stats.rq_time.record(self.started.elapsed());
                     drop(self.span_with_info());
                     self.log_unanswered();
                     return Err(DownstreamGone);
@@ -598,7 +615,9 @@ impl<'a> Session<'a> {
             }
         };
         let status = resp.status().as_u16();
-        self.state.config.stats.downstream_rq.record(status);
+        let stats = &self.state.config.stats;
+        stats.downstream_rq.record(status);
+        resp.body_mut().time_to(stats.clone(), self.started);
         if let Some(mut span) = self.span_with_info() {
             span.data().status = status;
             resp.body_mut().end_span_with(span);

@@ -146,6 +146,9 @@ pub struct ListenerStats {
     pub rq_header_timeout: Counter,
     /// accept(2) failures (out of file descriptors, ...): the listener backs off and retries.
     pub cx_accept_error: Counter,
+    /// Each routed request's time from its head's arrival to its response's last byte (or the
+    /// client going away): Envoy's `http.<prefix>.downstream_rq_time`.
+    pub rq_time: Histogram,
 }
 
 impl ListenerStats {
@@ -168,6 +171,7 @@ impl ListenerStats {
             json!(self.rq_header_timeout.get()),
         );
         m.insert("cx_accept_error".into(), json!(self.cx_accept_error.get()));
+        m.insert("rq_time_ms".into(), self.rq_time.snapshot());
         self.downstream_rq.write(&mut m);
         Value::Object(m)
     }
