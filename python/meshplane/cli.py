@@ -1,5 +1,5 @@
 """`meshplane ...`: run, validate, import, registry, apply/history/diff/rollback/status/rollout,
-top, demo, version.
+fn, top, demo, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
+from meshplane._cli_fn_invoke import add_invoke_parser
 from meshplane._cli_lifecycle import (
     EXIT_CODES,
     EXIT_NONCOMPLIANT,
@@ -185,6 +186,13 @@ def _parser() -> argparse.ArgumentParser:
 
     add_registry_parser(sub)
     add_lifecycle_parsers(sub)
+
+    fn = sub.add_parser(
+        "fn", help="functions hosted in Lambda's manner (docs/functions.md)",
+        description="Functions: Python handlers that meshplane runs as worker processes, "
+        "in Lambda's manner (docs/functions.md).")
+    fn_sub = fn.add_subparsers(dest="fn_command", metavar="SUBCOMMAND", required=True)
+    add_invoke_parser(fn_sub)
 
     top = sub.add_parser(
         "top", help="live view of a running meshplane: rates, errors, latency, unhealthy hosts",
@@ -481,6 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _top(args)
         if args.command == "registry":
             return int(trio.run(run_registry, args))
+        if args.command == "fn" and args.fn_command == "invoke":
+            from meshplane._cli_fn_invoke import run_invoke
+
+            return int(trio.run(run_invoke, args))
         if args.command in ("apply", "history", "diff", "rollback", "status", "rollout"):
             from meshplane._cli_lifecycle import run_lifecycle
 

@@ -28,7 +28,6 @@ from meshplane.functions.invocation import (
     SYNC_PAYLOAD_LIMIT,
     FunctionInvoker,
     LambdaError,
-    log_result_header,
     parse_invoke,
 )
 
@@ -79,8 +78,8 @@ class LambdaAPI:
             request_id = await self.events.submit(call.function_name, call.qualifier, call.payload)
             return Response(202, b"", JSON, headers=[("x-amzn-requestid", request_id)])
         result = await self.invoker.invoke(call.function_name, call.qualifier, call.payload,
-                                           invocation_type=call.invocation_type)
-        request_id = getattr(result, "request_id", None) or request_id
+                                           invocation_type=call.invocation_type,
+                                           client_context=call.client_context, request_id=request_id)
         if call.invocation_type == "DryRun":
             return Response(204, b"", JSON, headers=[("x-amzn-requestid", request_id)])
         if result.status == 429 and not result.function_error:
@@ -89,11 +88,12 @@ class LambdaAPI:
             raise LambdaError(500, "ServiceException",
                               f"the invocation of {call.arn} failed before the function ran "
                               f"(status {result.status}: {result.payload[:200].decode('utf-8', 'replace')})")
-        headers = [("x-amzn-requestid", request_id), ("x-amz-executed-version", result.executed_version)]
+        headers = [("x-amzn-requestid", request_id),
+                   ("x-amz-executed-version", result.executed_version or "$LATEST")]
         if result.function_error:
             headers.append(("x-amz-function-error", result.function_error))
         if call.log_tail:
-            headers.append(("x-amz-log-result", log_result_header(result.log_tail or "")))
+            headers.append(("x-amz-log-result", result.log_tail or ""))
         return Response(200, result.payload, JSON, headers=headers)
 
 

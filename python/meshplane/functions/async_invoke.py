@@ -3,15 +3,15 @@
 `AsyncInvoker.submit` writes the event to the `EventQueue` (on disk before the caller gets its
 202) and wakes the consumer; `AsyncInvoker.run` is the consumer task: it claims due events, at
 most `parallelism` at once, invokes each through the same `FunctionInvoker` synchronous calls
-use (so reserved concurrency and throttling are shared), and asks `async_policy.next_step`
-what follows: a retry at a time (the event stays queued, so a restart resumes the schedule) or
+use (so reserved concurrency and throttling are shared), and asks
+what follows (`policy.async_retry.next_step`): a retry at a time (the event stays queued, so a restart resumes the schedule) or
 the end, with the record sent to the on-success or on-failure destination (a directory: one
 JSON file per record, written atomically; a function: a new asynchronous event, as Lambda
 does). Counters use Lambda's metric names (`stats()`).
 
 Cancellation: `run` stops claiming and cancels attempts in flight; their events keep their
 lease until it lapses or the process is gone (`EventQueue`), then run again (at least once).
-Imports trio and the pure `functions` modules.
+Imports trio, `config.event_invoke`, `policy.async_retry` and the other `functions` modules.
 """
 
 from __future__ import annotations
@@ -30,21 +30,21 @@ from typing import Any
 import trio
 
 from meshplane._bridge import TaskStatus
-from meshplane.functions.async_policy import (
-    Destination,
-    EventInvokeConfig,
-    Outcome,
-    Step,
-    destination_record,
-    expired,
-    next_step,
-)
+from meshplane.config.event_invoke import Destination, EventInvokeConfig
 from meshplane.functions.event_queue import EventQueue, QueuedEvent
 from meshplane.functions.invocation import (
     FunctionInvoker,
     InvocationResult,
     LambdaError,
     function_arn,
+)
+from meshplane.policy.async_retry import (
+    AsyncRetryPolicy,
+    Outcome,
+    Step,
+    destination_record,
+    expired,
+    next_step,
 )
 
 __all__ = ["AsyncInvoker"]
@@ -129,24 +129,25 @@ class AsyncInvoker:
             self._count(event.function, "AsyncEventsDropped")
             await trio.to_thread.run_sync(self.queue.delete, event.id)
             return
+        policy = retry_policy(config)
         response = event.last_response
-        step = expired(config, event.state, self.clock())
+        step = expired(policy, event.state, self.clock())
         if step is None:
             outcome, ran = await self._invoke(event)
             if ran is not None:
                 response = ran
-            step = next_step(config, event.state, outcome, self.clock())
+            step = next_step(policy, event.state, outcome, self.clock())
         if step.retry_at is not None:
             self._count(event.function, "AsyncRetries")
             await trio.to_thread.run_sync(self.queue.reschedule, event.id, step.state, step.retry_at, response)
             return
-        await self._finish(event, step, response)
+        await self._finish(event, step, response, config)
 
     async def _invoke(self, event: QueuedEvent) -> tuple[Outcome, dict[str, Any] | None]:
         """One attempt: its outcome and, when the function ran, the response to remember."""
         try:
             result = await self.invoker.invoke(event.function, event.qualifier, event.payload,
-                                               invocation_type="Event")
+                                               invocation_type="RequestResponse", request_id=event.id)
         except LambdaError as exc:
             return ("throttled" if exc.status == 429 else "system_error"), None
         except Exception:
@@ -154,10 +155,12 @@ class AsyncInvoker:
             return "system_error", None
         return _outcome(result), _response(result)
 
-    async def _finish(self, event: QueuedEvent, step: Step, response: dict[str, Any] | None) -> None:
+    async def _finish(self, event: QueuedEvent, step: Step, response: dict[str, Any] | None,
+                      config: EventInvokeConfig) -> None:
         condition = step.condition or "RetriesExhausted"
         self._count(event.function, "AsyncEventsSucceeded" if condition == "Success" else "AsyncEventsFailed")
-        if condition != "Success" and not step.destinations:
+        dest = config.on_success if condition == "Success" else config.on_failure
+        if condition != "Success" and dest is None:
             self._count(event.function, "AsyncEventsDropped")
             log.warning("async event %s of %s dropped (%s, no failure destination)",
                         event.id, event.function, condition)
@@ -170,7 +173,7 @@ class AsyncInvoker:
             response=_decoded(response),
             now=self.clock(),
         )
-        for dest in step.destinations:
+        if dest is not None:
             try:
                 await self._deliver(dest, event.id, record)
             except Exception as exc:
@@ -202,6 +205,11 @@ class AsyncInvoker:
         }
 
 
+def retry_policy(config: EventInvokeConfig) -> AsyncRetryPolicy:
+    return AsyncRetryPolicy(config.maximum_retry_attempts, config.maximum_event_age_s,
+                            config.retry_delays_s, config.throttle_backoff_s)
+
+
 def _outcome(result: InvocationResult) -> Outcome:
     if result.function_error:
         return "function_error"
@@ -216,7 +224,7 @@ def _response(result: InvocationResult) -> dict[str, Any] | None:
     """What the record keeps of an attempt that ran the function (JSON-safe)."""
     if not result.function_error and not 200 <= result.status < 300:
         return None
-    return {"statusCode": 200, "executedVersion": result.executed_version,
+    return {"statusCode": 200, "executedVersion": result.executed_version or "$LATEST",
             "functionError": result.function_error,
             "payload": result.payload.decode("utf-8", "replace")}
 

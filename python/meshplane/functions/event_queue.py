@@ -10,7 +10,7 @@ least once, as Lambda's is: an event whose attempt was cut short by a crash runs
 
 WAL mode and `synchronous=FULL`: an event is on disk when `put` returns (the 202 means queued).
 No trio here: the consumer (`functions.async_invoke`) calls it through `trio.to_thread`.
-Imports sqlite3 and `functions.async_policy`.
+Imports sqlite3 and `policy.async_retry`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from meshplane.functions.async_policy import EventState
+from meshplane.policy.async_retry import EventState
 
 __all__ = ["EventQueue", "QueuedEvent", "default_queue_path"]
 

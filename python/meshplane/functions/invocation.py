@@ -26,14 +26,12 @@ __all__ = [
     "ASYNC_PAYLOAD_LIMIT",
     "INVOKE_PATH",
     "INVOCATION_TYPES",
-    "LOG_TAIL_BYTES",
     "SYNC_PAYLOAD_LIMIT",
     "FunctionInvoker",
     "InvocationResult",
     "InvokeRequest",
     "LambdaError",
     "function_arn",
-    "log_result_header",
     "parse_invoke",
     "split_function_name",
 ]
@@ -44,8 +42,6 @@ ASYNC_PAYLOAD_LIMIT = 256 * 1024
 """Largest Event body, bytes (Lambda's 256 KB)."""
 CLIENT_CONTEXT_LIMIT = 3583
 """Largest `X-Amz-Client-Context` (base64 text), bytes, as Lambda."""
-LOG_TAIL_BYTES = 4096
-"""`X-Amz-Log-Result` carries the last 4 KB of the invocation's log."""
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 REGION = "us-east-1"
@@ -125,7 +121,7 @@ def split_function_name(raw: str) -> tuple[str, str | None]:
 @dataclass(frozen=True)
 class InvokeRequest:
     """One parsed Invoke call. `qualifier` None means `$LATEST` (the default);
-    `client_context` is the decoded JSON text of `X-Amz-Client-Context`, if any."""
+    `client_context` is `X-Amz-Client-Context` as sent (base64 JSON, checked), if any."""
 
     function_name: str
     qualifier: str | None
@@ -210,19 +206,12 @@ def _client_context(raw: str | None) -> str | None:
         raise LambdaError(400, "InvalidRequestContentException",
                           f"Client context must be at most {CLIENT_CONTEXT_LIMIT} bytes")
     try:
-        text = base64.b64decode(raw, validate=True).decode()
-        if not isinstance(json.loads(text), dict):
+        if not isinstance(json.loads(base64.b64decode(raw, validate=True).decode()), dict):
             raise ValueError("not an object")
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise LambdaError(400, "InvalidRequestContentException",
                           "Client context must be a valid Base64-encoded JSON object.") from None
-    return text
-
-
-def log_result_header(log: str | bytes) -> str:
-    """`X-Amz-Log-Result`: the last 4 KB of the invocation's log, base64."""
-    data = log.encode() if isinstance(log, str) else log
-    return base64.b64encode(data[-LOG_TAIL_BYTES:]).decode("ascii")
+    return raw
 
 
 class InvocationResult(Protocol):
@@ -230,7 +219,8 @@ class InvocationResult(Protocol):
 
     `status` is the HTTP status of the invocation through the core: 200 when the function ran
     (with `function_error` "Unhandled" when it failed; `payload` is then Lambda's error
-    payload), 429 when throttled, 5xx when no instance could take it."""
+    payload), 204 for a DryRun, 429 when throttled, 5xx when no instance could take it.
+    `log_tail` is the last 4 KB of the invocation's log, already base64 (`X-Amz-Log-Result`)."""
 
     @property
     def status(self) -> int: ...
@@ -242,16 +232,28 @@ class InvocationResult(Protocol):
     def function_error(self) -> str | None: ...
 
     @property
-    def executed_version(self) -> str: ...
+    def executed_version(self) -> str | None: ...
 
     @property
-    def log_tail(self) -> str: ...
+    def log_tail(self) -> str | None: ...
+
+    @property
+    def request_id(self) -> str: ...
 
 
 class FunctionInvoker(Protocol):
-    """The function runtime as the Invoke path sees it. `invoke` raises `LambdaError` for a
-    function or qualifier it does not know (404) and answers DryRun without running anything."""
+    """The function runtime as the Invoke path sees it (`FunctionService`). `invocation_type`
+    is "RequestResponse" or "DryRun" (answered without running anything); `request_id`
+    becomes the invocation's `aws_request_id`. Raises `LambdaError` (404) for a function or
+    qualifier it does not know."""
 
     async def invoke(
-        self, name: str, qualifier: str | None, payload: bytes, *, invocation_type: str
+        self,
+        name: str,
+        qualifier: str | None,
+        payload: bytes,
+        *,
+        invocation_type: str,
+        client_context: str | None = None,
+        request_id: str | None = None,
     ) -> InvocationResult: ...

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+from meshplane.config.event_invoke import Destination, EventInvokeConfig
 from meshplane.functions.async_invoke import AsyncInvoker
-from meshplane.functions.async_policy import Destination, EventInvokeConfig
 from meshplane.functions.event_queue import EventQueue
 from meshplane.functions.invocation import LambdaError
 
@@ -34,7 +34,8 @@ class Scripted:
         self.scripts = scripts
         self.calls: list[tuple[str, str | None, bytes, str]] = []
 
-    async def invoke(self, name: str, qualifier: str | None, payload: bytes, *, invocation_type: str):
+    async def invoke(self, name: str, qualifier: str | None, payload: bytes, *, invocation_type: str,
+                     client_context: str | None = None, request_id: str | None = None):
         if name not in self.scripts:
             raise LambdaError.not_found(name, qualifier)
         self.calls.append((name, qualifier, payload, invocation_type))
@@ -74,6 +75,7 @@ async def test_function_error_retried_twice_then_failure_directory(tmp_path: Pat
         await nursery.start(invoker.run)
         request_id = await invoker.submit("f", "live", b'{"order": 7}')
         await wait_for(lambda: dlq.exists() and any(dlq.glob("*.json")), "the failure record")
+        await wait_for(lambda: invoker.stats()["queue"]["depth"] == 0, "the event to leave the queue")
         nursery.cancel_scope.cancel()
     [path] = list(dlq.glob("*.json"))
     record = json.loads(path.read_text())
@@ -126,7 +128,7 @@ async def test_queued_events_survive_the_consumer_and_run_when_it_returns(tmp_pa
         await wait_for(lambda: second.stats()["queue"]["depth"] == 0, "the queue to drain")
         nursery.cancel_scope.cancel()
     assert sorted(json.loads(c[2])["i"] for c in runtime.calls) == [0, 1, 2]
-    assert all(c[3] == "Event" for c in runtime.calls)
+    assert all(c[3] == "RequestResponse" for c in runtime.calls)
 
 
 async def test_events_of_a_removed_function_are_dropped_and_counted(tmp_path: Path) -> None:
@@ -147,7 +149,8 @@ async def test_parallelism_bounds_attempts_in_flight(tmp_path: Path) -> None:
     release = trio.Event()
 
     class Slow:
-        async def invoke(self, name, qualifier, payload, *, invocation_type):
+        async def invoke(self, name, qualifier, payload, *, invocation_type, client_context=None,
+                         request_id=None):
             nonlocal running, most
             running += 1
             most = max(most, running)

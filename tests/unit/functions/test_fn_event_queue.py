@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from meshplane.functions.async_policy import EventState
 from meshplane.functions.event_queue import EventQueue, default_queue_path
+from meshplane.policy.async_retry import EventState
 
 T0 = 1_000_000.0
 

@@ -1,12 +1,13 @@
-"""`functions.async_policy`: the event-invoke config, the retry schedule, the destination record."""
+"""`config.event_invoke` (a Function's eventInvokeConfig) and `policy.async_retry` (the retry
+schedule, the destination record): pure."""
 
 from __future__ import annotations
 
 import pytest
+from meshplane.config.event_invoke import Destination, EventInvokeConfig, check_event_invoke
 from meshplane.errors import ConfigError
-from meshplane.functions.async_policy import (
-    Destination,
-    EventInvokeConfig,
+from meshplane.policy.async_retry import (
+    AsyncRetryPolicy,
     EventState,
     destination_record,
     expired,
@@ -19,8 +20,10 @@ T0 = 1_000_000.0
 def test_defaults_are_lambdas() -> None:
     c = EventInvokeConfig.from_spec(None)
     assert c.maximum_retry_attempts == 2 and c.maximum_event_age_s == 21_600
-    assert (c.retry_delay(1), c.retry_delay(2)) == (60.0, 120.0)
+    assert c.retry_delays_s == (60.0, 120.0) and c.throttle_backoff_s == (1.0, 300.0)
     assert c.on_failure is None and c.on_success is None
+    p = AsyncRetryPolicy()
+    assert (p.retry_delay(1), p.retry_delay(2)) == (60.0, 120.0)
 
 
 def test_spec_with_destinations_and_delays() -> None:
@@ -31,8 +34,10 @@ def test_spec_with_destinations_and_delays() -> None:
                               "onSuccess": {"function": "audit:live"}},
     })
     assert c.maximum_retry_attempts == 1 and c.maximum_event_age_s == 120
-    assert c.retry_delay(1) == c.retry_delay(5) == 0.5
-    assert [c.throttle_delay(n) for n in range(4)] == [0.1, 0.2, 0.4, 0.4]
+    p = AsyncRetryPolicy(c.maximum_retry_attempts, c.maximum_event_age_s, c.retry_delays_s,
+                         c.throttle_backoff_s)
+    assert p.retry_delay(1) == p.retry_delay(5) == 0.5
+    assert [p.throttle_delay(n) for n in range(4)] == [0.1, 0.2, 0.4, 0.4]
     assert c.on_failure == Destination("directory", "/tmp/dlq")
     assert c.on_success == Destination("function", "audit:live")
 
@@ -49,10 +54,13 @@ def test_bad_spec_names_every_field() -> None:
         "maximumRetryAttempts", "maximumEventAgeInSeconds", "retryDelaysSeconds",
         "throttleBackoffSeconds", "retries", "destinationConfig.onFailure", "destinationConfig.onError"])
     assert all(p.file == "fns.yaml" and p.resource == 'Function "resize"' for p in caught.value.problems)
+    assert check_event_invoke([]) == [("spec.eventInvokeConfig", "expected an object")]
+    bad_target = check_event_invoke({"destinationConfig": {"onFailure": {"function": "a:b:c"}}})
+    assert [p for p, _ in bad_target] == ["spec.eventInvokeConfig.destinationConfig.onFailure.function"]
 
 
 def test_function_error_retried_twice_then_retries_exhausted() -> None:
-    c = EventInvokeConfig(retry_delays_s=(60.0, 120.0), on_failure=Destination("directory", "/d"))
+    c = AsyncRetryPolicy(retry_delays_s=(60.0, 120.0))
     s = EventState(T0)
     step = next_step(c, s, "function_error", T0 + 1)
     assert step.retry_at == T0 + 61 and step.state.invoke_count == 1
@@ -60,20 +68,18 @@ def test_function_error_retried_twice_then_retries_exhausted() -> None:
     assert step.retry_at == T0 + 181 and step.state.error_attempts == 2
     step = next_step(c, step.state, "function_error", T0 + 181)
     assert step.retry_at is None and step.condition == "RetriesExhausted"
-    assert step.state.invoke_count == 3 and step.destinations == (Destination("directory", "/d"),)
+    assert step.state.invoke_count == 3
 
 
-def test_zero_retries_fails_at_once_and_success_goes_on_success() -> None:
-    c = EventInvokeConfig(maximum_retry_attempts=0, on_success=Destination("function", "audit"))
+def test_zero_retries_fails_at_once_and_success_finishes() -> None:
+    c = AsyncRetryPolicy(maximum_retry_attempts=0)
     assert next_step(c, EventState(T0), "function_error", T0).condition == "RetriesExhausted"
     ok = next_step(c, EventState(T0), "success", T0)
-    assert ok.condition == "Success" and ok.destinations == (Destination("function", "audit"),)
-    # No failure destination: the failure is final with nowhere to go.
-    assert next_step(c, EventState(T0), "function_error", T0).destinations == ()
+    assert ok.condition == "Success" and ok.retry_at is None and ok.state.invoke_count == 1
 
 
 def test_throttles_back_off_without_using_attempts_until_event_age() -> None:
-    c = EventInvokeConfig(maximum_event_age_s=60, throttle_backoff_s=(1.0, 16.0))
+    c = AsyncRetryPolicy(maximum_event_age_s=60, throttle_backoff_s=(1.0, 16.0))
     s, now, delays = EventState(T0), T0, []
     while True:
         step = next_step(c, s, "throttled", now)
@@ -87,12 +93,12 @@ def test_throttles_back_off_without_using_attempts_until_event_age() -> None:
 
 
 def test_retry_after_max_age_is_event_age_exceeded() -> None:
-    c = EventInvokeConfig(maximum_event_age_s=60, retry_delays_s=(90.0,))
+    c = AsyncRetryPolicy(maximum_event_age_s=60, retry_delays_s=(90.0,))
     assert next_step(c, EventState(T0), "function_error", T0).condition == "EventAgeExceeded"
 
 
 def test_expired_at_dequeue() -> None:
-    c = EventInvokeConfig(maximum_event_age_s=60)
+    c = AsyncRetryPolicy(maximum_event_age_s=60)
     assert expired(c, EventState(T0), T0 + 59) is None
     step = expired(c, EventState(T0, invoke_count=1), T0 + 61)
     assert step is not None and step.condition == "EventAgeExceeded"
