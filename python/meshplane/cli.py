@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from meshplane import __version__
 from meshplane._cli_fn_invoke import add_invoke_parser
+from meshplane._cli_functions import add_function_parser, run_functions
 from meshplane._cli_lifecycle import (
     EXIT_CODES,
     EXIT_NONCOMPLIANT,
@@ -186,13 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_registry_parser(sub)
     add_lifecycle_parsers(sub)
-
-    fn = sub.add_parser(
-        "fn", help="functions hosted in Lambda's manner (docs/functions.md)",
-        description="Functions: Python handlers that meshplane runs as worker processes, "
-        "in Lambda's manner (docs/functions.md).")
-    fn_sub = fn.add_subparsers(dest="fn_command", metavar="SUBCOMMAND", required=True)
-    add_invoke_parser(fn_sub)
+    add_invoke_parser(add_function_parser(sub).fn_subparsers)  # type: ignore[attr-defined]
 
     top = sub.add_parser(
         "top", help="live view of a running meshplane: rates, errors, latency, unhealthy hosts",
@@ -493,6 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from meshplane._cli_fn_invoke import run_invoke
 
             return int(trio.run(run_invoke, args))
+        if args.command == "fn":
+            return int(trio.run(run_functions, args))
         if args.command in ("apply", "history", "diff", "rollback", "status", "rollout"):
             from meshplane._cli_lifecycle import run_lifecycle
 

@@ -22,6 +22,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meshplane.config.addresses import format_address, parse_address
+from meshplane.config.functions import (
+    INVOKE_LISTENER,
+    INVOKE_TABLE,
+    LATEST,
+    TARGET_HEADER,
+    FunctionTarget,
+    cluster_document,
+    weighted,
+)
+from meshplane.config.functions import resolve as resolve_functions
 from meshplane.config.logging import access_log
 from meshplane.config.model import DnsTarget, MeshConfig, Resource
 from meshplane.config.resilience import (
@@ -58,15 +68,24 @@ from meshplane.config.topology import (
 SCHEMA = 1
 CONNECT_TIMEOUT_MS = 5_000
 Endpoints = Mapping[str, Sequence[tuple[str, int]]]
+FunctionTargets = Mapping[tuple[str, str], list[FunctionTarget]]
 
 
-def compile_snapshot(cfg: MeshConfig, *, version: str, endpoints: Endpoints | None = None) -> bytes:
+def compile_snapshot(
+    cfg: MeshConfig,
+    *,
+    version: str,
+    endpoints: Endpoints | None = None,
+    functions: FunctionTargets | None = None,
+) -> bytes:
     """The snapshot document for `cfg` labelled `version`, as UTF-8 JSON with sorted keys.
 
     `endpoints` maps a cluster name to ("IP:PORT", weight) pairs for clusters discovered outside
-    the file (DNS, Cloud Map); such a cluster without an entry has no endpoints.
+    the file (DNS, Cloud Map; "unix:/PATH" for function instances); such a cluster without an
+    entry has no endpoints. `functions` is `config.functions.resolve`'s answer (None: every
+    function's `$LATEST` only, as without a store).
     """
-    snapshot = _Snapshot(cfg, endpoints or {})
+    snapshot = _Snapshot(cfg, endpoints or {}, functions)
     doc = {
         "schema": SCHEMA,
         "version": version,
@@ -116,9 +135,12 @@ def listener_names(cfg: MeshConfig) -> dict[str, int]:
 class _Snapshot:
     """Builds the snapshot's parts; clusters and service route tables are added on first use."""
 
-    def __init__(self, cfg: MeshConfig, endpoints: Endpoints) -> None:
+    def __init__(
+        self, cfg: MeshConfig, endpoints: Endpoints, functions: FunctionTargets | None = None
+    ) -> None:
         self.cfg = cfg
         self.endpoints = endpoints
+        self.functions = functions if functions is not None else resolve_functions(cfg, {})[0]
         self.listeners: list[dict[str, Any]] = []
         self.tables: dict[str, dict[str, Any]] = {}
         self.clusters: dict[str, dict[str, Any]] = {}
@@ -145,8 +167,51 @@ class _Snapshot:
             self._gateway(served)
         else:
             self._sidecar(served)
+        if cfg.of_kind("Function"):
+            self._function_invoke()
 
     # --- clusters -------------------------------------------------------------------------
+
+    def node_targets(self, node_name: str, port: int | None, weight: int) -> list[dict[str, Any]]:
+        """Weighted route clusters of a route target: the node's cluster, or a function node's
+        clusters (an alias splitting between two versions has two)."""
+        node = self.cfg.get("VirtualNode", node_name)
+        ref = ((node.spec if node else {}).get("serviceDiscovery") or {}).get("function")
+        if ref is None:
+            return [{"cluster": self.node_cluster(node_name, port), "weight": weight}]
+        return self.function_clusters(ref["functionName"], ref.get("qualifier", LATEST), weight)
+
+    def function_clusters(self, name: str, qualifier: str, weight: int) -> list[dict[str, Any]]:
+        targets = self.functions.get((name, qualifier)) or []
+        for t in targets:
+            if t.cluster not in self.clusters:
+                self.clusters[t.cluster] = cluster_document(
+                    t, list(self.endpoints.get(t.cluster, []))
+                )
+        return weighted(targets, weight)
+
+    def _function_invoke(self) -> None:
+        """The internal listener `FunctionService.invoke` sends raw invokes to: one route per
+        (function, qualifier), chosen by the `x-meshplane-function: NAME:QUALIFIER` header,
+        with no retry and the function's timeout (plus a margin) as the route's."""
+        routes = []
+        for (name, qualifier), targets in sorted(self.functions.items()):
+            if not targets:
+                continue
+            clusters = self.function_clusters(name, qualifier, 1)
+            timeout = max(int(t.settings["timeoutMs"]) for t in targets)
+            routes.append({
+                "name": f"{INVOKE_TABLE}/{name}:{qualifier}",
+                "match": {"headers": [{"name": TARGET_HEADER, "kind": "exact",
+                                       "value": f"{name}:{qualifier}"}]},
+                "action": {"clusters": clusters, "timeoutMs": timeout + 5_000},
+            })
+        self.tables[INVOKE_TABLE] = {
+            "virtualHosts": [{"name": INVOKE_TABLE, "domains": ["*"], "routes": routes}]
+        }
+        self.listeners.append({"name": INVOKE_LISTENER, "address": "127.0.0.1:0",
+                               "protocol": "http", "routeTable": INVOKE_TABLE})
+        self.declared[INVOKE_LISTENER] = 0
 
     def node_cluster(self, node_name: str, port: int | None) -> str:
         node = self.cfg.get("VirtualNode", node_name)
@@ -228,9 +293,8 @@ class _Snapshot:
         self.service = vs.name
         kind, name = provider(vs) or ("", "")
         if kind == "VirtualNode":
-            cluster = self.node_cluster(name, port)
             action = {
-                "clusters": [{"cluster": cluster, "weight": 1}],
+                "clusters": self.node_targets(name, port, 1),
                 "timeoutMs": DEFAULT_TIMEOUT_MS,
                 "retry": retry_policy(None),
             }
@@ -254,11 +318,9 @@ class _Snapshot:
             ):
                 continue
             clusters = [
-                {
-                    "cluster": self.node_cluster(t["virtualNode"], t.get("port")),
-                    "weight": t["weight"],
-                }
+                c
                 for t in body["action"]["weightedTargets"]
+                for c in self.node_targets(t["virtualNode"], t.get("port"), t["weight"])
             ]
             match = grpc_match(body["match"]) if rtype == "grpcRoute" else http_match(body["match"])
             entry = {
