@@ -1,5 +1,6 @@
 """A Function's asynchronous-invocation settings: `spec.eventInvokeConfig` (Lambda's
-PutFunctionEventInvokeConfig, plus meshplane's delay settings), checked and read.
+PutFunctionEventInvokeConfig, plus meshplane's delay settings): its shape, its checks, and
+what it reads as.
 
     eventInvokeConfig:
       maximumRetryAttempts: 2          # 0-2 retries after a function error (Lambda's default 2)
@@ -7,40 +8,46 @@ PutFunctionEventInvokeConfig, plus meshplane's delay settings), checked and read
       retryDelaysSeconds: [60, 120]    # meshplane: before retry 1, 2 (Lambda: about 1 and 2 min)
       throttleBackoffSeconds: [1, 300] # meshplane: throttles/system errors back off INITIAL*2^n, at most MAX
       destinationConfig:
-        onFailure: {directory: /var/lib/app/failed}   # or {function: NAME[:QUALIFIER]}
+        onFailure: {directory: failed/}   # or {function: NAME[:QUALIFIER]}
         onSuccess: {function: audit:live}
 
-`check_event_invoke(spec)` lists every problem as (field path, what was expected);
-`EventInvokeConfig.from_spec` reads a block (raising `ConfigError` naming the file and
-resource when it is bad). Pure: imports only `meshplane.errors`.
+`SHAPE` is checked with the rest of the Function (`specs.FUNCTION`); `check_event_invoke`
+adds what a shape cannot say (backoff order, a destination function that exists);
+`EventInvokeConfig.from_spec` reads a checked block, a relative directory taken from the
+config file's directory. Like Lambda's, the setting belongs to the function, not to a
+published version. Pure: imports only `schema`.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meshplane.errors import ConfigError, Problem
+from meshplane.config.schema import Int, ListOf, Num, Obj, Str
 
-__all__ = ["Destination", "EventInvokeConfig", "check_event_invoke"]
+__all__ = ["SHAPE", "Destination", "EventInvokeConfig", "check_event_invoke"]
 
 FIELD = "spec.eventInvokeConfig"
-MAX_RETRY_ATTEMPTS = 2
-MIN_EVENT_AGE_S = 60
 MAX_EVENT_AGE_S = 21_600
-_KNOWN = ("maximumRetryAttempts", "maximumEventAgeInSeconds", "retryDelaysSeconds",
-          "throttleBackoffSeconds", "destinationConfig")
-_TARGET = re.compile(r"^[A-Za-z0-9_-]{1,64}(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$")
+_DESTINATION = Obj({"function": Str(1, 193), "directory": Str(1, None)}, one_of=("function", "directory"))
+SHAPE = Obj({
+    "maximumRetryAttempts": Int(0, 2),
+    "maximumEventAgeInSeconds": Int(60, MAX_EVENT_AGE_S),
+    "retryDelaysSeconds": ListOf(Num(0.001, MAX_EVENT_AGE_S), 1, 10),
+    "throttleBackoffSeconds": ListOf(Num(0.001, MAX_EVENT_AGE_S), 2, 2),
+    "destinationConfig": Obj({"onSuccess": _DESTINATION, "onFailure": _DESTINATION}),
+})
+_TARGET = re.compile(r"^(?P<name>[A-Za-z0-9_-]{1,64})(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$")
 
 
 @dataclass(frozen=True)
 class Destination:
     """Where a record goes: another function (`kind` "function", `target` NAME[:QUALIFIER],
     invoked asynchronously with the record as its event) or a directory (`kind` "directory",
-    one JSON file per record)."""
+    an absolute path; one JSON file per record)."""
 
     kind: Literal["function", "directory"]
     target: str
@@ -53,7 +60,7 @@ class Destination:
 class EventInvokeConfig:
     """The settings of `spec.eventInvokeConfig`; the defaults are Lambda's."""
 
-    maximum_retry_attempts: int = MAX_RETRY_ATTEMPTS
+    maximum_retry_attempts: int = 2
     maximum_event_age_s: float = MAX_EVENT_AGE_S
     retry_delays_s: tuple[float, ...] = (60.0, 120.0)
     throttle_backoff_s: tuple[float, float] = (1.0, 300.0)
@@ -61,81 +68,53 @@ class EventInvokeConfig:
     on_failure: Destination | None = None
 
     @classmethod
-    def from_spec(
-        cls, spec: Mapping[str, Any] | None, *, file: str = "", resource: str = "", path: str = FIELD
-    ) -> EventInvokeConfig:
-        """The config in `spec` (None: the defaults); `ConfigError` naming `file`, `resource`
-        and each bad field under `path`."""
-        if spec is None:
+    def from_spec(cls, spec: Mapping[str, Any] | None, base_dir: str = "") -> EventInvokeConfig:
+        """Read a block that passed `SHAPE` and `check_event_invoke` (None: the defaults); a
+        relative destination directory is taken from `base_dir` (the config file's)."""
+        if not spec:
             return cls()
-        issues = check_event_invoke(spec, path)
-        if issues:
-            raise ConfigError([Problem(file, resource, p, m) for p, m in issues])
         dests = spec.get("destinationConfig") or {}
+        initial, cap = spec.get("throttleBackoffSeconds", (1, 300))
         return cls(
-            maximum_retry_attempts=spec.get("maximumRetryAttempts", MAX_RETRY_ATTEMPTS),
+            maximum_retry_attempts=int(spec.get("maximumRetryAttempts", 2)),
             maximum_event_age_s=float(spec.get("maximumEventAgeInSeconds", MAX_EVENT_AGE_S)),
             retry_delays_s=tuple(float(d) for d in spec.get("retryDelaysSeconds", (60, 120))),
-            throttle_backoff_s=tuple(float(b) for b in spec.get("throttleBackoffSeconds", (1, 300))),  # type: ignore[arg-type]
-            on_success=_destination(dests.get("onSuccess")),
-            on_failure=_destination(dests.get("onFailure")),
+            throttle_backoff_s=(float(initial), float(cap)),
+            on_success=_destination(dests.get("onSuccess"), base_dir),
+            on_failure=_destination(dests.get("onFailure"), base_dir),
         )
 
 
-def _destination(spec: Mapping[str, str] | None) -> Destination | None:
+def _destination(spec: Mapping[str, str] | None, base_dir: str) -> Destination | None:
     if not spec:
         return None
-    kind, target = next(iter(spec.items()))
-    return Destination(kind, target)  # type: ignore[arg-type]
+    if "directory" in spec:
+        path = os.path.expanduser(spec["directory"])
+        return Destination("directory", os.path.normpath(os.path.join(base_dir or os.getcwd(), path)))
+    return Destination("function", spec["function"])
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_event_invoke(spec: Any, path: str = FIELD) -> list[tuple[str, str]]:
-    """Every problem in an `eventInvokeConfig` block: (field path under `path`, what was
-    expected)."""
+def check_event_invoke(spec: Mapping[str, Any] | None, graph: Any) -> list[tuple[str, str]]:
+    """What `SHAPE` cannot say: (field path, what was expected) for each problem."""
     if not isinstance(spec, Mapping):
-        return [(path, "expected an object")]
+        return []
     out: list[tuple[str, str]] = []
-    for key in sorted(set(spec) - set(_KNOWN)):
-        out.append((f"{path}.{key}", f"unknown field; expected one of {', '.join(_KNOWN)}"))
-    retries = spec.get("maximumRetryAttempts", MAX_RETRY_ATTEMPTS)
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRY_ATTEMPTS:
-        out.append((f"{path}.maximumRetryAttempts",
-                    f"expected an integer 0-{MAX_RETRY_ATTEMPTS} (Lambda's limit), got {retries!r}"))
-    age = spec.get("maximumEventAgeInSeconds", MAX_EVENT_AGE_S)
-    if not _number(age) or not MIN_EVENT_AGE_S <= age <= MAX_EVENT_AGE_S:
-        out.append((f"{path}.maximumEventAgeInSeconds",
-                    f"expected {MIN_EVENT_AGE_S}-{MAX_EVENT_AGE_S} seconds (Lambda's limits), got {age!r}"))
-    delays = spec.get("retryDelaysSeconds", [60, 120])
-    if (not isinstance(delays, list) or not delays
-            or not all(_number(d) and 0 < d <= MAX_EVENT_AGE_S for d in delays)):
-        out.append((f"{path}.retryDelaysSeconds",
-                    f"expected a list of positive seconds, e.g. [60, 120], got {delays!r}"))
-    backoff = spec.get("throttleBackoffSeconds", [1, 300])
-    if (not isinstance(backoff, list) or len(backoff) != 2
-            or not all(_number(b) and b > 0 for b in backoff) or backoff[0] > backoff[1]):
-        out.append((f"{path}.throttleBackoffSeconds",
-                    f"expected [INITIAL, MAX] seconds with 0 < INITIAL <= MAX, got {backoff!r}"))
-    dests = spec.get("destinationConfig") or {}
-    if not isinstance(dests, Mapping):
-        return [*out, (f"{path}.destinationConfig", "expected an object with onSuccess and/or onFailure")]
-    for key in sorted(set(dests) - {"onSuccess", "onFailure"}):
-        out.append((f"{path}.destinationConfig.{key}", "unknown field; expected onSuccess or onFailure"))
+    backoff = spec.get("throttleBackoffSeconds")
+    if isinstance(backoff, list) and len(backoff) == 2 and all(isinstance(b, int | float) for b in backoff) \
+            and backoff[0] > backoff[1]:
+        out.append((f"{FIELD}.throttleBackoffSeconds",
+                    f"expected [INITIAL, MAX] with INITIAL <= MAX, got {backoff}"))
+    dests = spec.get("destinationConfig")
     for key in ("onSuccess", "onFailure"):
-        dest = dests.get(key)
-        where = f"{path}.destinationConfig.{key}"
-        if dest is None:
+        dest = dests.get(key) if isinstance(dests, Mapping) else None
+        target = dest.get("function") if isinstance(dest, Mapping) else None
+        if not isinstance(target, str):
             continue
-        if not isinstance(dest, Mapping) or len(dest) != 1 or next(iter(dest)) not in ("function", "directory"):
-            out.append((where, "expected {function: NAME[:QUALIFIER]} or {directory: PATH}"))
-            continue
-        kind, target = next(iter(dest.items()))
-        if not isinstance(target, str) or not target:
-            out.append((f"{where}.{kind}", "expected a non-empty string"))
-        elif kind == "function" and not _TARGET.match(target):
-            out.append((f"{where}.function", f"expected NAME or NAME:QUALIFIER (version, alias or "
-                                             f"$LATEST), got {target!r}"))
+        path = f"{FIELD}.destinationConfig.{key}.function"
+        match = _TARGET.match(target)
+        if match is None:
+            out.append((path, f"expected NAME or NAME:QUALIFIER (a version, an alias or $LATEST), "
+                              f"got {target!r}"))
+        elif graph.get("Function", match["name"]) is None:
+            out.append((path, graph.unresolved("Function", match["name"])))
     return out

@@ -11,7 +11,7 @@ instances, counters and provisioned instances (Lambda allocates provisioned conc
 alias or version the same way).
 
 Pure: no I/O (code paths are only joined to the config file's directory). Imports only
-`schema`, `model` and `topology`.
+`schema`, `model`, `topology` and `event_invoke`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshplane.config.event_invoke import check_event_invoke
 from meshplane.config.model import MeshConfig, Resource
 from meshplane.config.topology import duration_ms, listeners
 
@@ -61,7 +62,7 @@ def cluster_name(function: str, qualifier: str, version: str) -> str:
 # --- validation -----------------------------------------------------------------------------
 
 
-def check_function(r: Resource, _graph: Any) -> list[Issue]:
+def check_function(r: Resource, graph: Any) -> list[Issue]:
     """Lambda's rules a shape cannot say (spec/lambda.md §1)."""
     out: list[Issue] = []
     spec = r.spec
@@ -102,6 +103,7 @@ def check_function(r: Resource, _graph: Any) -> list[Issue]:
         if entry["qualifier"] in seen:
             out.append((path, f"duplicate qualifier {entry['qualifier']!r}"))
         seen.add(entry["qualifier"])
+    out += check_event_invoke(spec.get("eventInvokeConfig"), graph)
     reserved = spec.get("reservedConcurrency")
     total = sum(e["count"] for e in provisioned)
     if reserved is not None and total > reserved:

@@ -1,11 +1,8 @@
-"""`config.event_invoke` (a Function's eventInvokeConfig) and `policy.async_retry` (the retry
-schedule, the destination record): pure."""
+"""`policy.async_retry`: the retry schedule of asynchronous invocations and the destination
+record (pure)."""
 
 from __future__ import annotations
 
-import pytest
-from meshplane.config.event_invoke import Destination, EventInvokeConfig, check_event_invoke
-from meshplane.errors import ConfigError
 from meshplane.policy.async_retry import (
     AsyncRetryPolicy,
     EventState,
@@ -15,48 +12,6 @@ from meshplane.policy.async_retry import (
 )
 
 T0 = 1_000_000.0
-
-
-def test_defaults_are_lambdas() -> None:
-    c = EventInvokeConfig.from_spec(None)
-    assert c.maximum_retry_attempts == 2 and c.maximum_event_age_s == 21_600
-    assert c.retry_delays_s == (60.0, 120.0) and c.throttle_backoff_s == (1.0, 300.0)
-    assert c.on_failure is None and c.on_success is None
-    p = AsyncRetryPolicy()
-    assert (p.retry_delay(1), p.retry_delay(2)) == (60.0, 120.0)
-
-
-def test_spec_with_destinations_and_delays() -> None:
-    c = EventInvokeConfig.from_spec({
-        "maximumRetryAttempts": 1, "maximumEventAgeInSeconds": 120,
-        "retryDelaysSeconds": [0.5], "throttleBackoffSeconds": [0.1, 0.4],
-        "destinationConfig": {"onFailure": {"directory": "/tmp/dlq"},
-                              "onSuccess": {"function": "audit:live"}},
-    })
-    assert c.maximum_retry_attempts == 1 and c.maximum_event_age_s == 120
-    p = AsyncRetryPolicy(c.maximum_retry_attempts, c.maximum_event_age_s, c.retry_delays_s,
-                         c.throttle_backoff_s)
-    assert p.retry_delay(1) == p.retry_delay(5) == 0.5
-    assert [p.throttle_delay(n) for n in range(4)] == [0.1, 0.2, 0.4, 0.4]
-    assert c.on_failure == Destination("directory", "/tmp/dlq")
-    assert c.on_success == Destination("function", "audit:live")
-
-
-def test_bad_spec_names_every_field() -> None:
-    with pytest.raises(ConfigError) as caught:
-        EventInvokeConfig.from_spec({
-            "maximumRetryAttempts": 3, "maximumEventAgeInSeconds": 10, "retryDelaysSeconds": [],
-            "throttleBackoffSeconds": [5, 1], "retries": 1,
-            "destinationConfig": {"onFailure": {"queue": "x"}, "onError": {}},
-        }, file="fns.yaml", resource='Function "resize"')
-    fields = sorted(p.field for p in caught.value.problems)
-    assert fields == sorted(f"spec.eventInvokeConfig.{f}" for f in [
-        "maximumRetryAttempts", "maximumEventAgeInSeconds", "retryDelaysSeconds",
-        "throttleBackoffSeconds", "retries", "destinationConfig.onFailure", "destinationConfig.onError"])
-    assert all(p.file == "fns.yaml" and p.resource == 'Function "resize"' for p in caught.value.problems)
-    assert check_event_invoke([]) == [("spec.eventInvokeConfig", "expected an object")]
-    bad_target = check_event_invoke({"destinationConfig": {"onFailure": {"function": "a:b:c"}}})
-    assert [p for p, _ in bad_target] == ["spec.eventInvokeConfig.destinationConfig.onFailure.function"]
 
 
 def test_function_error_retried_twice_then_retries_exhausted() -> None:
