@@ -23,8 +23,10 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -32,6 +34,8 @@ import trio
 
 from meshplane._bridge import Event, EventBridge, TaskStatus, collapse_groups
 from meshplane._core import Core, CoreError
+from meshplane.admin.lambda_api import MAX_BODY_BYTES as LAMBDA_MAX_BODY
+from meshplane.admin.lambda_api import LambdaAPI, too_large
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
     MeshConfig,
@@ -45,7 +49,8 @@ from meshplane.config import (
     resilience_targets,
 )
 from meshplane.config.addresses import parse_address
-from meshplane.config.functions import INVOKE_LISTENER, FunctionTarget
+from meshplane.config.event_invoke import EventInvokeConfig
+from meshplane.config.functions import INVOKE_LISTENER, FunctionTarget, config_dir
 from meshplane.config.functions import resolve as resolve_functions
 from meshplane.config.tls import tls_files
 from meshplane.config.topology import listeners
@@ -55,9 +60,11 @@ from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
+from meshplane.functions.async_invoke import AsyncInvoker
 from meshplane.functions.catalog import load_catalog
 from meshplane.functions.catalog import prefix as catalog_prefix
-from meshplane.functions.service import FunctionService
+from meshplane.functions.event_queue import EventQueue, default_queue_path
+from meshplane.functions.service import FunctionNotFound, FunctionService
 from meshplane.functions.supervisor import Supervisor
 from meshplane.registry import Registration
 from meshplane.store import StoreError, open_store, resolve_url
@@ -199,6 +206,7 @@ class Proxy:
         self._store: Any = None
         self._supervisor: Supervisor | None = None
         self._functions: FunctionService | None = None
+        self._async: AsyncInvoker | None = None
         self._catalog_revision = 0
         self._has_functions = trio.Event()
 
@@ -256,8 +264,13 @@ class Proxy:
                     await nursery.start(self._cert_watch.run)
                     await nursery.start(supervisor.run, instance_events)
                     nursery.start_soon(self._follow_functions)
+                    nursery.start_soon(self._async_invocations, default_queue_path(
+                        resolve_url(self._store_url, config.proxy.store)))
                     if admin_address is not None:
-                        self._admin_address = await nursery.start(serve_admin, self, *admin_address)
+                        self._admin_address = await nursery.start(partial(
+                            serve_admin, self, *admin_address,
+                            lambda_api=LambdaAPI(self._functions, lambda: self._async),
+                            lambda_max_body=LAMBDA_MAX_BODY, too_large=too_large))
                     async with self._registered():
                         self._state = "LIVE"
                         yield self
@@ -453,6 +466,32 @@ class Proxy:
                 log.warning("watching function versions: %s; retrying", exc)
                 await trio.sleep(1.0)
 
+    async def _async_invocations(self, queue_path: str) -> None:
+        """Once the config has functions: open the asynchronous invocations' queue (a SQLite
+        file beside the store's) and run its consumer until the proxy stops. A queue that
+        cannot be opened is logged; Event invocations then get 500 ServiceException."""
+        await self._has_functions.wait()
+        try:
+            queue = await trio.to_thread.run_sync(EventQueue, queue_path)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("asynchronous invocation is unavailable: cannot open the event queue %s: %s",
+                      queue_path, exc)
+            return
+        self._async = AsyncInvoker(self.functions, queue, self._event_invoke_config)
+        try:
+            await self._async.run()
+        finally:
+            self._async = None
+            queue.close()
+
+    def _event_invoke_config(self, name: str) -> EventInvokeConfig:
+        """The running config's `eventInvokeConfig` of function `name`."""
+        config = self.config
+        fn = config.get("Function", name)
+        if fn is None:
+            raise FunctionNotFound(f"Function not found: {name}")
+        return EventInvokeConfig.from_spec(fn.spec.get("eventInvokeConfig"), config_dir(config))
+
     def _invoke_address(self) -> tuple[str, int] | None:
         if self._core is None:
             return None
@@ -524,6 +563,8 @@ class Proxy:
             stats["registry"] = self._cloud_map.status()
         if self._supervisor is not None and self._supervisor.pools:
             stats["functions"] = self._supervisor.stats(stats)
+        if self._async is not None:
+            stats["async_invocations"] = self._async.stats()
         stats["control"] = {
             "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
             "driver_errors": self._resilience.errors() if self._resilience is not None else {},

@@ -17,6 +17,7 @@ Served on the admin address (`AdminAPI` hands it every `/2015-03-31/` request) o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import trio
 
@@ -27,9 +28,11 @@ from meshplane.functions.async_invoke import AsyncInvoker
 from meshplane.functions.invocation import (
     SYNC_PAYLOAD_LIMIT,
     FunctionInvoker,
+    InvokeRequest,
     LambdaError,
     parse_invoke,
 )
+from meshplane.functions.service import FunctionNotFound
 
 __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "LambdaAPI", "serve_lambda_api"]
 
@@ -54,28 +57,40 @@ def too_large(request: Request) -> Response:
 
 
 class LambdaAPI:
-    """The Invoke handler over a `FunctionInvoker`; `events` queues Event invocations (None:
-    they are refused with 500 ServiceException)."""
+    """The Invoke handler over a `FunctionInvoker` (`proxy.functions`); `events()` is the
+    queue for Event invocations (None while there is none: they get 500 ServiceException)."""
 
-    def __init__(self, invoker: FunctionInvoker, events: AsyncInvoker | None) -> None:
+    def __init__(self, invoker: FunctionInvoker,
+                 events: Callable[[], AsyncInvoker | None] = lambda: None) -> None:
         self.invoker = invoker
         self.events = events
 
     async def __call__(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         try:
-            return await self._invoke(request, request_id)
+            call = parse_invoke(request.method, request.path, request.query, request.headers,
+                                request.body)
+            try:
+                return await self._invoke(call, request_id)
+            except FunctionNotFound:
+                raise LambdaError.not_found(call.function_name, call.qualifier) from None
+            except (OSError, trio.TooSlowError) as exc:
+                raise LambdaError(500, "ServiceException",
+                                  f"the invocation of {call.arn} failed: "
+                                  f"{'no answer in time' if isinstance(exc, trio.TooSlowError) else exc}") from None
         except LambdaError as exc:
             return error_response(exc, request_id)
 
-    async def _invoke(self, request: Request, request_id: str) -> Response:
-        call = parse_invoke(request.method, request.path, request.query, request.headers, request.body)
+    async def _invoke(self, call: InvokeRequest, request_id: str) -> Response:
         if call.invocation_type == "Event":
-            if self.events is None:
-                raise LambdaError(500, "ServiceException", "asynchronous invocation is not enabled here")
+            events = self.events()
+            if events is None:
+                raise LambdaError(500, "ServiceException",
+                                  "asynchronous invocation is unavailable: the event queue is not "
+                                  "open (see the proxy's log)")
             # Lambda refuses an unknown function or qualifier at once, not at the first attempt.
             await self.invoker.invoke(call.function_name, call.qualifier, b"{}", invocation_type="DryRun")
-            request_id = await self.events.submit(call.function_name, call.qualifier, call.payload)
+            request_id = await events.submit(call.function_name, call.qualifier, call.payload)
             return Response(202, b"", JSON, headers=[("x-amzn-requestid", request_id)])
         result = await self.invoker.invoke(call.function_name, call.qualifier, call.payload,
                                            invocation_type=call.invocation_type,

@@ -158,10 +158,15 @@ class FunctionTarget:
     labels: tuple[str, ...] = field(default=())
 
 
+def config_dir(cfg: MeshConfig) -> str:
+    """The directory relative paths in `cfg` start from: its file's, else the working one."""
+    return os.path.dirname(os.path.abspath(cfg.source)) if os.path.sep in cfg.source or \
+        os.path.exists(cfg.source) else os.getcwd()
+
+
 def latest_settings(cfg: MeshConfig, r: Resource) -> dict[str, Any]:
     """The settings of a Function resource ($LATEST), code paths made absolute."""
-    base = os.path.dirname(os.path.abspath(cfg.source)) if os.path.sep in cfg.source or \
-        os.path.exists(cfg.source) else os.getcwd()
+    base = config_dir(cfg)
 
     def where(code: Any) -> dict[str, str]:
         path = code if isinstance(code, str) else code["path"]

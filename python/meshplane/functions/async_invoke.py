@@ -32,12 +32,8 @@ import trio
 from meshplane._bridge import TaskStatus
 from meshplane.config.event_invoke import Destination, EventInvokeConfig
 from meshplane.functions.event_queue import EventQueue, QueuedEvent
-from meshplane.functions.invocation import (
-    FunctionInvoker,
-    InvocationResult,
-    LambdaError,
-    function_arn,
-)
+from meshplane.functions.invocation import FunctionInvoker, InvocationResult, function_arn
+from meshplane.functions.service import FunctionNotFound
 from meshplane.policy.async_retry import (
     AsyncRetryPolicy,
     Outcome,
@@ -58,7 +54,7 @@ MAX_IDLE_WAIT_S = 30.0
 class AsyncInvoker:
     """The asynchronous invocation queue and its consumer; see the module docstring.
 
-    `config_for(name)` returns a function's `EventInvokeConfig` and raises `LambdaError` (404)
+    `config_for(name)` returns a function's `EventInvokeConfig` and raises `FunctionNotFound`
     for a function that no longer exists (its events are dropped, counted)."""
 
     def __init__(
@@ -78,6 +74,8 @@ class AsyncInvoker:
         self._wake = trio.Event()
         self._running = 0
         self._counters: dict[str, Counter[str]] = {}
+        # The queue's size as the consumer last read it: stats() never touches SQLite.
+        self._depth: tuple[int, float | None] = (0, None)
 
     def _count(self, function: str, name: str, n: int = 1) -> None:
         self._counters.setdefault(function, Counter())[name] += n
@@ -87,6 +85,8 @@ class AsyncInvoker:
         request_id = str(uuid.uuid4())
         await trio.to_thread.run_sync(self.queue.put, request_id, function, qualifier, payload, self.clock())
         self._count(function, "AsyncEventsReceived")
+        depth, oldest = self._depth
+        self._depth = (depth + 1, oldest if oldest is not None else self.clock())
         self._wake.set()
         return request_id
 
@@ -105,7 +105,8 @@ class AsyncInvoker:
                 if events and len(events) == free:
                     await self._wake.wait()  # full: until an attempt ends
                     continue
-                due = await trio.to_thread.run_sync(self.queue.next_due)
+                due, *depth = await trio.to_thread.run_sync(self.queue.summary)
+                self._depth = (depth[0], depth[1])
                 wait = MAX_IDLE_WAIT_S if due is None else min(MAX_IDLE_WAIT_S, due - self.clock())
                 if wait > 0:
                     with trio.move_on_after(wait):
@@ -114,6 +115,12 @@ class AsyncInvoker:
     async def _attempt(self, event: QueuedEvent) -> None:
         try:
             await self._run_event(event)
+        except trio.Cancelled:
+            # Stopping: the event is due again at once for the next consumer (at least once:
+            # the function may have run).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.queue.release, event.id)
+            raise
         except Exception:
             # NOTE: the event keeps its lease and runs again when it lapses (at least once).
             log.exception("async invocation %s of %s failed in meshplane", event.id, event.function)
@@ -124,19 +131,19 @@ class AsyncInvoker:
     async def _run_event(self, event: QueuedEvent) -> None:
         try:
             config = self.config_for(event.function)
-        except LambdaError:
-            log.warning("async event %s dropped: function %s no longer exists", event.id, event.function)
+            policy = retry_policy(config)
+            response = event.last_response
+            step = expired(policy, event.state, self.clock())
+            if step is None:
+                outcome, ran = await self._invoke(event)
+                if ran is not None:
+                    response = ran
+                step = next_step(policy, event.state, outcome, self.clock())
+        except FunctionNotFound as exc:
+            log.warning("async event %s dropped: %s", event.id, exc)
             self._count(event.function, "AsyncEventsDropped")
             await trio.to_thread.run_sync(self.queue.delete, event.id)
             return
-        policy = retry_policy(config)
-        response = event.last_response
-        step = expired(policy, event.state, self.clock())
-        if step is None:
-            outcome, ran = await self._invoke(event)
-            if ran is not None:
-                response = ran
-            step = next_step(policy, event.state, outcome, self.clock())
         if step.retry_at is not None:
             self._count(event.function, "AsyncRetries")
             await trio.to_thread.run_sync(self.queue.reschedule, event.id, step.state, step.retry_at, response)
@@ -144,14 +151,16 @@ class AsyncInvoker:
         await self._finish(event, step, response, config)
 
     async def _invoke(self, event: QueuedEvent) -> tuple[Outcome, dict[str, Any] | None]:
-        """One attempt: its outcome and, when the function ran, the response to remember."""
+        """One attempt: its outcome and, when the function ran, the response to remember.
+        FunctionNotFound passes through (the function or qualifier is gone)."""
         try:
             result = await self.invoker.invoke(event.function, event.qualifier, event.payload,
                                                invocation_type="RequestResponse", request_id=event.id)
-        except LambdaError as exc:
-            return ("throttled" if exc.status == 429 else "system_error"), None
-        except Exception:
-            log.exception("async invocation %s of %s", event.id, event.function)
+        except FunctionNotFound:
+            raise
+        except Exception as exc:
+            log.warning("async invocation %s of %s failed before the function ran: %r",
+                        event.id, event.function, exc)
             return "system_error", None
         return _outcome(result), _response(result)
 
@@ -190,14 +199,15 @@ class AsyncInvoker:
             await trio.to_thread.run_sync(_write_record, dest.target, request_id, record["timestamp"], data)
             return
         name, _, qualifier = dest.target.partition(":")
-        self.config_for(name)  # LambdaError (404) if the destination function is gone
+        self.config_for(name)  # FunctionNotFound if the destination function is gone
         await self.submit(name, qualifier or None, data)
 
     def stats(self) -> dict[str, Any]:
         """Per function: Lambda's async counters (AsyncEventsReceived, AsyncEventsDropped,
         DestinationDeliveryFailures, ...); and the queue: depth, oldest event's age in ms
-        (AsyncEventAge), attempts running now."""
-        depth, oldest = self.queue.depth()
+        (AsyncEventAge), attempts running now. The depth is as of the consumer's last look
+        (plus events submitted since), so this never waits for the queue's file."""
+        depth, oldest = self._depth
         return {
             "functions": {name: dict(c) for name, c in sorted(self._counters.items())},
             "queue": {"path": self.queue.path, "depth": depth, "running": self._running,

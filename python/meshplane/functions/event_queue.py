@@ -133,21 +133,30 @@ class EventQueue:
                 (due, state.invoke_count, state.error_attempts, state.system_retries,
                  json.dumps(last_response) if last_response is not None else None, event_id))
 
+    def release(self, event_id: str) -> None:
+        """Give up this process's lease on an event without recording an attempt (the
+        consumer is stopping); it is due again at once."""
+        with self._transaction() as db:
+            db.execute("UPDATE events SET owner_pid = 0, lease_until = 0 WHERE id = ?", (event_id,))
+
     def delete(self, event_id: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM events WHERE id = ?", (event_id,))
 
     def next_due(self) -> float | None:
         """The earliest time an event becomes claimable (its due time or lease end), if any."""
-        with self._lock:
-            (when,) = self._db.execute("SELECT min(max(due, lease_until)) FROM events").fetchone()
-        return None if when is None else float(when)
+        return self.summary()[0]
 
     def depth(self) -> tuple[int, float | None]:
         """(events queued, the oldest one's enqueue time)."""
+        return self.summary()[1:]
+
+    def summary(self) -> tuple[float | None, int, float | None]:
+        """(`next_due()`, events queued, the oldest one's enqueue time) in one read."""
         with self._lock:
-            count, oldest = self._db.execute("SELECT count(*), min(enqueued) FROM events").fetchone()
-        return int(count), None if oldest is None else float(oldest)
+            when, count, oldest = self._db.execute(
+                "SELECT min(max(due, lease_until)), count(*), min(enqueued) FROM events").fetchone()
+        return (None if when is None else float(when)), int(count), (None if oldest is None else float(oldest))
 
     def release_dead_owners(self) -> int:
         """Release leases held by processes that no longer run; returns how many."""

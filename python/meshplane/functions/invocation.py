@@ -244,7 +244,7 @@ class InvocationResult(Protocol):
 class FunctionInvoker(Protocol):
     """The function runtime as the Invoke path sees it (`FunctionService`). `invocation_type`
     is "RequestResponse" or "DryRun" (answered without running anything); `request_id`
-    becomes the invocation's `aws_request_id`. Raises `LambdaError` (404) for a function or
+    becomes the invocation's `aws_request_id`. Raises `FunctionNotFound` for a function or
     qualifier it does not know."""
 
     async def invoke(

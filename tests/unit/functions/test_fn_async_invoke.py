@@ -12,7 +12,7 @@ import trio
 from meshplane.config.event_invoke import Destination, EventInvokeConfig
 from meshplane.functions.async_invoke import AsyncInvoker
 from meshplane.functions.event_queue import EventQueue
-from meshplane.functions.invocation import LambdaError
+from meshplane.functions.service import FunctionNotFound
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,20 @@ ERROR = Result(200, b'{"errorMessage": "boom", "errorType": "ValueError"}', "Unh
 class Scripted:
     """Answers each function's calls from its script (the last answer repeats); records calls."""
 
-    def __init__(self, scripts: dict[str, list[Result | LambdaError]]) -> None:
+    def __init__(self, scripts: dict[str, list[Result | Exception]]) -> None:
         self.scripts = scripts
         self.calls: list[tuple[str, str | None, bytes, str]] = []
+        self.request_ids: list[str | None] = []
 
     async def invoke(self, name: str, qualifier: str | None, payload: bytes, *, invocation_type: str,
                      client_context: str | None = None, request_id: str | None = None):
         if name not in self.scripts:
-            raise LambdaError.not_found(name, qualifier)
+            raise FunctionNotFound(f"Function not found: {name}")
         self.calls.append((name, qualifier, payload, invocation_type))
+        self.request_ids.append(request_id)
         script = self.scripts[name]
         answer = script.pop(0) if len(script) > 1 else script[0]
-        if isinstance(answer, LambdaError):
+        if isinstance(answer, Exception):
             raise answer
         return answer
 
@@ -49,7 +51,7 @@ class Scripted:
 def configs(by_name: dict[str, EventInvokeConfig]) -> Callable[[str], EventInvokeConfig]:
     def config_for(name: str) -> EventInvokeConfig:
         if name not in by_name:
-            raise LambdaError.not_found(name, None)
+            raise FunctionNotFound(f"Function not found: {name}")
         return by_name[name]
 
     return config_for
@@ -97,7 +99,9 @@ async def test_function_error_retried_twice_then_failure_directory(tmp_path: Pat
 
 async def test_throttles_retried_then_success_goes_to_a_function(tmp_path: Path) -> None:
     ok = Result(200, b'{"done": true}', executed_version="3")
-    runtime = Scripted({"f": [LambdaError.throttled(), Result(429, b""), ok], "audit": [Result(200, b"null")]})
+    runtime = Scripted({"f": [OSError("the proxy is stopping"), Result(503, b"no instance"),
+                              Result(429, b""), ok],
+                        "audit": [Result(200, b"null")]})
     f_config = EventInvokeConfig(**FAST, on_success=Destination("function", "audit"))
     invoker = AsyncInvoker(runtime, EventQueue(str(tmp_path / "q.db")),
                            configs({"f": f_config, "audit": EventInvokeConfig()}))
@@ -106,7 +110,8 @@ async def test_throttles_retried_then_success_goes_to_a_function(tmp_path: Path)
         request_id = await invoker.submit("f", None, b"[1, 2]")
         await wait_for(lambda: any(c[0] == "audit" for c in runtime.calls), "the success record")
         nursery.cancel_scope.cancel()
-    assert [c[0] for c in runtime.calls] == ["f", "f", "f", "audit"]
+    assert [c[0] for c in runtime.calls] == ["f", "f", "f", "f", "audit"]
+    assert runtime.request_ids[:4] == [request_id] * 4  # the handler sees the event's id
     record = json.loads(runtime.calls[-1][2])
     assert record["requestContext"]["condition"] == "Success"
     assert record["requestContext"]["requestId"] == request_id
