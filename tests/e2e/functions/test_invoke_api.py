@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run `maturin develop --release`")
-boto3 = pytest.importorskip("boto3", reason="boto3 (the test extra) drives the Invoke API")
-
+import boto3
 import httpx
 import trio
 import yaml
