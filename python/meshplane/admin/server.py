@@ -5,8 +5,8 @@ heads and bodies, an idle timeout, and no client can take it down (a malformed r
 400 and a close; a handler that raises gets 500). `AdminAPI` is the handler for the admin
 endpoints (docs/admin.md); the demo's upstream services reuse `serve_http` too.
 
-Layer: imports trio, h11, `meshplane._bridge`, `admin.prometheus`, `admin.certs` and
-`config.tls`; not `meshplane.runtime`.
+Layer: imports trio, h11, `meshplane._bridge`, `admin.prometheus`, `admin.certs`,
+`admin.async_metrics` and `config.tls`; not `meshplane.runtime`.
 It serves any object with the `AdminView` protocol, which `meshplane.Proxy` implements.
 """
 
@@ -27,6 +27,7 @@ import h11
 import trio
 
 from meshplane._bridge import TaskStatus
+from meshplane.admin.async_metrics import async_metrics
 from meshplane.admin.certs import certs_document, tls_metrics
 from meshplane.admin.envoy_names import EnvoyContext, render_envoy
 from meshplane.admin.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
@@ -406,7 +407,7 @@ class AdminAPI:
             if as_json and path == "/stats":
                 return Response.json(200, stats)
             text = render_prometheus(stats) + tls_metrics(self.view.tls_info(), time.time())
-            text += registry_metrics(stats)
+            text += registry_metrics(stats) + async_metrics(stats)
             text += render_envoy(stats, self._envoy_context(stats.get("version")))
             return Response(200, text.encode(), PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
