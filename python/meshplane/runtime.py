@@ -35,7 +35,7 @@ import trio
 from meshplane._bridge import Event, EventBridge, TaskStatus, collapse_groups
 from meshplane._core import Core, CoreError
 from meshplane.admin.lambda_api import MAX_BODY_BYTES as LAMBDA_MAX_BODY
-from meshplane.admin.lambda_api import LambdaAPI, too_large
+from meshplane.admin.lambda_api import LambdaAPI, serve_lambda_api, too_large
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
     MeshConfig,
@@ -202,6 +202,7 @@ class Proxy:
         self._applied = 0
         self._lock = trio.Lock()
         self._admin_address: tuple[str, int] | None = None
+        self._invoke_api_address: tuple[str, int] | None = None
         self._context: Any = None
         self._store: Any = None
         self._supervisor: Supervisor | None = None
@@ -266,11 +267,15 @@ class Proxy:
                     nursery.start_soon(self._follow_functions)
                     nursery.start_soon(self._async_invocations, default_queue_path(
                         resolve_url(self._store_url, config.proxy.store)))
+                    lambda_api = LambdaAPI(self._functions, lambda: self._async)
                     if admin_address is not None:
                         self._admin_address = await nursery.start(partial(
-                            serve_admin, self, *admin_address,
-                            lambda_api=LambdaAPI(self._functions, lambda: self._async),
+                            serve_admin, self, *admin_address, lambda_api=lambda_api,
                             lambda_max_body=LAMBDA_MAX_BODY, too_large=too_large))
+                    if config.proxy.invoke_api is not None:
+                        self._invoke_api_address = await nursery.start(
+                            serve_lambda_api, lambda_api,
+                            *parse_address(config.proxy.invoke_api, min_port=0))
                     async with self._registered():
                         self._state = "LIVE"
                         yield self
@@ -532,6 +537,12 @@ class Proxy:
     def admin_address(self) -> tuple[str, int] | None:
         """The admin API's bound (host, port), or None when it is disabled."""
         return self._admin_address
+
+    @property
+    def invoke_api_address(self) -> tuple[str, int] | None:
+        """The bound (host, port) of Lambda's Invoke API on its own listener
+        (`proxy.invokeApi`), or None; it is also on the admin address."""
+        return self._invoke_api_address
 
     def listener_addresses(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port)."""

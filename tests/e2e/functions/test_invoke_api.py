@@ -61,13 +61,13 @@ def chatty(event, context):
 '''
 
 
-def mesh_config(tmp: Path, functions: list[dict[str, Any]]) -> Path:
+def mesh_config(tmp: Path, functions: list[dict[str, Any]], **proxy: Any) -> Path:
     """A gateway whose one route goes to function `hello`, plus `functions`; written as a file
     so that `meshplane fn publish -c FILE` can read it too."""
     code = write_code(tmp, EXTRA)
     doc = {
         "mesh": "fns",
-        "proxy": {"gateway": "edge", "bind": "127.0.0.1", "ports": {8080: 0}},
+        "proxy": {"gateway": "edge", "bind": "127.0.0.1", "ports": {8080: 0}, **proxy},
         "resources": [
             {"kind": "VirtualGateway", "name": "edge",
              "spec": {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}},
@@ -90,10 +90,12 @@ def mesh_config(tmp: Path, functions: list[dict[str, Any]]) -> Path:
 
 
 @asynccontextmanager
-async def running(tmp: Path, functions: list[dict[str, Any]] = ()) -> AsyncIterator[tuple[Proxy, Any, str]]:
+async def running(tmp: Path, functions: list[dict[str, Any]] = (),
+                  **proxy_section: Any) -> AsyncIterator[tuple[Proxy, Any, str]]:
     """(the proxy, a boto3 Lambda client for its admin address, the store URL)."""
     store = f"sqlite://{tmp}/state/store.db"
-    async with Proxy(str(mesh_config(tmp, list(functions))), admin="127.0.0.1:0", store=store) as proxy:
+    config = mesh_config(tmp, list(functions), **proxy_section)
+    async with Proxy(str(config), admin="127.0.0.1:0", store=store) as proxy:
         host, port = proxy.admin_address
         client = boto3.client(
             "lambda", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
@@ -311,3 +313,18 @@ async def test_a_body_over_6_mb_gets_lambdas_413(tmp_path: Path) -> None:
             assert response.json()["Type"] == "User"
             # The admin endpoints are still there, on the same address.
             assert (await client.get("/ready")).text == "LIVE\n"
+
+
+async def test_the_invoke_api_on_a_listener_of_its_own(tmp_path: Path) -> None:
+    async with running(tmp_path, invokeApi="127.0.0.1:0") as (proxy, _lam, _):
+        host, port = proxy.invoke_api_address
+        assert (host, port) != proxy.admin_address
+        lam = boto3.client("lambda", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="x")
+        out = await call(lam.invoke, FunctionName="hello", Payload=b'{"via": "own listener"}')
+        assert payload_of(out)["got"] == {"via": "own listener"}
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            # Only the Invoke API there: the admin endpoints are not.
+            response = await client.get("/stats")
+            assert response.status_code == 404
+            assert response.headers["x-amzn-errortype"] == "UnknownOperationException"

@@ -75,3 +75,14 @@ def test_semantic_checks_backoff_order_and_destination_function() -> None:
     assert "INITIAL <= MAX" in by_field["spec.eventInvokeConfig.throttleBackoffSeconds"]
     assert "ghost" in by_field["spec.eventInvokeConfig.destinationConfig.onSuccess.function"]
     assert "NAME:QUALIFIER" in by_field["spec.eventInvokeConfig.destinationConfig.onFailure.function"]
+
+
+def test_proxy_invoke_api_address() -> None:
+    doc = copy.deepcopy(gateway_doc())
+    doc["proxy"]["invokeApi"] = "127.0.0.1:0"
+    cfg = from_dict(doc, "mesh.yaml")
+    assert cfg.proxy.invoke_api == "127.0.0.1:0"
+    assert cfg.proxy.to_native()["invokeApi"] == "127.0.0.1:0"
+    doc["proxy"]["invokeApi"] = "lambda.local:80"
+    [problem] = problems_of(doc)
+    assert problem.field == "proxy.invokeApi"
