@@ -48,6 +48,8 @@ def error_response(exc: LambdaError, request_id: str) -> Response:
 
 def too_large(request: Request) -> Response:
     """The answer to a body over `MAX_BODY_BYTES` (the server stops reading it)."""
+    if not request.path.startswith(API_PREFIX):
+        return Response.text(413, "request body too large\n", headers=[("connection", "close")])
     kind = "InvokeAsync" if (request.header("x-amz-invocation-type") == "Event") else "InvokeFunction"
     limit = 256 * 1024 if kind == "InvokeAsync" else SYNC_PAYLOAD_LIMIT
     exc = LambdaError(413, "RequestTooLargeException",

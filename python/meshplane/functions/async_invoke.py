@@ -98,13 +98,15 @@ class AsyncInvoker:
                 # A new Event before looking, so a submit during the claim is not missed.
                 self._wake = trio.Event()
                 free = self.parallelism - self._running
-                events = await trio.to_thread.run_sync(self.queue.claim, self.clock(), free) if free > 0 else []
+                if free <= 0:
+                    await self._wake.wait()  # full: until an attempt ends
+                    continue
+                events = await trio.to_thread.run_sync(self.queue.claim, self.clock(), free)
                 for event in events:
                     self._running += 1
                     nursery.start_soon(self._attempt, event)
-                if events and len(events) == free:
-                    await self._wake.wait()  # full: until an attempt ends
-                    continue
+                if len(events) == free:
+                    continue  # full now; the next round waits
                 due, *depth = await trio.to_thread.run_sync(self.queue.summary)
                 self._depth = (depth[0], depth[1])
                 wait = MAX_IDLE_WAIT_S if due is None else min(MAX_IDLE_WAIT_S, due - self.clock())
