@@ -107,8 +107,8 @@ class AsyncInvoker:
                     nursery.start_soon(self._attempt, event)
                 if len(events) == free:
                     continue  # full now; the next round waits
-                due, *depth = await trio.to_thread.run_sync(self.queue.summary)
-                self._depth = (depth[0], depth[1])
+                due, depth, oldest = await trio.to_thread.run_sync(self.queue.summary)
+                self._depth = (depth, oldest)
                 wait = MAX_IDLE_WAIT_S if due is None else min(MAX_IDLE_WAIT_S, due - self.clock())
                 if wait > 0:
                     with trio.move_on_after(wait):

@@ -154,7 +154,8 @@ def parse_invoke(
     if method != "POST":
         raise LambdaError(405, "UnknownOperationException", f"Invoke takes POST, not {method}")
     name, qualifier = split_function_name(unquote(match["name"]))
-    query_qualifier = (query.get("Qualifier") or [None])[-1]
+    given = query.get("Qualifier")
+    query_qualifier = given[-1] if given else None
     if query_qualifier is not None:
         if not _QUALIFIER.match(query_qualifier):
             raise LambdaError(400, "ValidationException",
