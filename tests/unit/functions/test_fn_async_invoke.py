@@ -174,3 +174,29 @@ async def test_parallelism_bounds_attempts_in_flight(tmp_path: Path) -> None:
         await wait_for(lambda: invoker.stats()["queue"]["depth"] == 0, "the queue to drain")
         nursery.cancel_scope.cancel()
     assert most == 3
+
+
+async def test_an_attempt_cut_short_by_shutdown_runs_again(tmp_path: Path) -> None:
+    path = str(tmp_path / "q.db")
+    entered = trio.Event()
+
+    class Stuck:
+        async def invoke(self, name, qualifier, payload, *, invocation_type, client_context=None,
+                         request_id=None):
+            entered.set()
+            await trio.sleep_forever()
+
+    first = AsyncInvoker(Stuck(), EventQueue(path), configs({"f": EventInvokeConfig()}))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.run)
+        request_id = await first.submit("f", None, b'{"x": 1}')
+        await entered.wait()
+        nursery.cancel_scope.cancel()  # the proxy stops mid-invocation
+    # The lease was given back: the next consumer runs the event at once (at least once).
+    runtime = Scripted({"f": [Result(200, b"null")]})
+    second = AsyncInvoker(runtime, EventQueue(path), configs({"f": EventInvokeConfig()}))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        await wait_for(lambda: runtime.calls, "the event to run again")
+        nursery.cancel_scope.cancel()
+    assert runtime.request_ids == [request_id] and runtime.calls[0][2] == b'{"x": 1}'
