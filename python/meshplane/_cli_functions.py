@@ -118,9 +118,9 @@ async def run_functions(args: argparse.Namespace) -> int:
             assert config is not None
             fn = config.get("Function", args.name)
             if fn is None:
-                names = ", ".join(r.name for r in config.of_kind("Function")) or "none"
+                known = ", ".join(r.name for r in config.of_kind("Function")) or "none"
                 raise FunctionCatalogError(f"{config.source}: no Function named {args.name!r} "
-                                           f"(functions: {names})")
+                                           f"(functions: {known})")
             version, created = await publish(store, mesh, fn.name, latest_settings(config, fn),
                                              args.description)
             out = {"function": fn.name, "version": version, "created": created}
@@ -154,9 +154,10 @@ async def run_functions(args: argparse.Namespace) -> int:
                     f"\t{v['handler']}\t{v['memoryMB']} MB\t{v['timeoutMs'] / 1000:g} s"
                     f"\tsha256:{v['code']['sha256'][:12]}" for v in out) or "(no versions)"
             else:
-                names = sorted({*catalog, *(r.name for r in config.of_kind("Function"))}
+                names: list[str] = sorted({*catalog, *(r.name for r in config.of_kind("Function"))}
                                if config else set(catalog))
                 out, lines = [], []
+                item: dict[str, Any]
                 for name in names:
                     entry = catalog.get(name) or {}
                     fn = config.get("Function", name) if config else None
@@ -168,7 +169,8 @@ async def run_functions(args: argparse.Namespace) -> int:
                     out.append(item)
                     head = (f"{name}\t$LATEST {latest['handler']} {latest['memoryMB']} MB "
                             f"{latest['timeoutMs'] / 1000:g} s" if latest else f"{name}")
-                    lines.append(f"{head}\tversions: {', '.join(item['versions']) or '-'}")
+                    versions_list: list[str] = item["versions"]
+                    lines.append(f"{head}\tversions: {', '.join(versions_list) or '-'}")
                     for alias, a in sorted(item["aliases"].items()):
                         extra = "".join(f" + {w:.0%} -> {v}" for v, w in
                                         (a.get("additionalVersionWeights") or {}).items())

@@ -578,7 +578,10 @@ class Proxy:
             stats["async_invocations"] = self._async.stats()
         stats["control"] = {
             "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
-            "driver_errors": self._resilience.errors() if self._resilience is not None else {},
+            "driver_errors": {
+                **(self._resilience.errors() if self._resilience is not None else {}),
+                **({"functions": self._supervisor.errors} if self._supervisor is not None else {}),
+            },
         }
         return stats
 

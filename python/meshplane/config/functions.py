@@ -213,19 +213,20 @@ def resolve(cfg: MeshConfig, catalog: Catalog) -> tuple[dict[tuple[str, str], li
     out: dict[tuple[str, str], list[FunctionTarget]] = {}
     problems: list[Issue] = []
     wanted: list[tuple[str, str, Resource | None]] = []
-    for fn in cfg.of_kind("Function"):
-        record = catalog.get(fn.name) or {}
-        wanted.append((fn.name, LATEST, None))
-        wanted += [(fn.name, v, None) for v in sorted(record.get("versions") or {}, key=int)]
-        wanted += [(fn.name, a, None) for a in sorted(record.get("aliases") or {})]
-    for node in cfg.of_kind("VirtualNode"):
-        ref = (node.spec.get("serviceDiscovery") or {}).get("function")
+    for r in cfg.of_kind("Function"):
+        record = catalog.get(r.name) or {}
+        wanted.append((r.name, LATEST, None))
+        wanted += [(r.name, v, None) for v in sorted(record.get("versions") or {}, key=int)]
+        wanted += [(r.name, a, None) for a in sorted(record.get("aliases") or {})]
+    for vn in cfg.of_kind("VirtualNode"):
+        ref = (vn.spec.get("serviceDiscovery") or {}).get("function")
         if ref:
-            wanted.append((ref["functionName"], ref.get("qualifier", LATEST), node))
+            wanted.append((ref["functionName"], ref.get("qualifier", LATEST), vn))
     for name, qualifier, node in wanted:
-        fn = cfg.get("Function", name)
-        if fn is None or (name, qualifier) in out:
+        found = cfg.get("Function", name)
+        if found is None or (name, qualifier) in out:
             continue
+        fn = found
         resolved = versions_of(catalog, name, qualifier)
         if isinstance(resolved, str):
             if node is not None:
@@ -255,11 +256,11 @@ def resolve(cfg: MeshConfig, catalog: Catalog) -> tuple[dict[tuple[str, str], li
                 provisioned=max(0, share),
             ))
         out[(name, qualifier)] = targets
-    for fn in cfg.of_kind("Function"):
-        for i, entry in enumerate(fn.spec.get("provisionedConcurrency") or []):
-            if (fn.name, entry["qualifier"]) not in out:
-                resolved = versions_of(catalog, fn.name, entry["qualifier"])
-                problems.append((fn.label, f"spec.provisionedConcurrency[{i}].qualifier: "
+    for r in cfg.of_kind("Function"):
+        for i, entry in enumerate(r.spec.get("provisionedConcurrency") or []):
+            if (r.name, entry["qualifier"]) not in out:
+                resolved = versions_of(catalog, r.name, entry["qualifier"])
+                problems.append((r.label, f"spec.provisionedConcurrency[{i}].qualifier: "
                                            f"{resolved}"))
     return out, problems
 

@@ -37,11 +37,14 @@ class ClusterMetrics:
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     init_durations: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     peak_concurrency: int = 0
+    duration_total_ms: float = 0.0
+    init_total_ms: float = 0.0
 
     def invoked(self, duration_ms: float, error: str | None, *, cold: bool, init_ms: float | None,
                 provisioned_instance: bool, provisioned_configured: bool) -> None:
         self.invocations += 1
         self.durations.append(duration_ms)
+        self.duration_total_ms += duration_ms
         if error is not None:
             self.errors += 1
             self.error_types[error] = self.error_types.get(error, 0) + 1
@@ -49,6 +52,7 @@ class ClusterMetrics:
             self.cold_starts += 1
             if init_ms is not None:
                 self.init_durations.append(init_ms)
+                self.init_total_ms += init_ms
         if provisioned_configured and not provisioned_instance:
             self.spillover += 1
 
@@ -64,6 +68,8 @@ def summary(parts: Iterable[tuple[ClusterMetrics, dict[str, int]]]) -> dict[str,
     }
     durations: list[float] = []
     inits: list[float] = []
+    duration_sum = init_sum = 0.0
+    init_count = 0
     for metrics, live in parts:
         out["invocations"] += metrics.invocations
         out["errors"] += metrics.errors
@@ -75,15 +81,20 @@ def summary(parts: Iterable[tuple[ClusterMetrics, dict[str, int]]]) -> dict[str,
             out["error_types"][kind] = out["error_types"].get(kind, 0) + n
         durations += metrics.durations
         inits += metrics.init_durations
+        duration_sum += metrics.duration_total_ms
+        init_sum += metrics.init_total_ms
+        init_count += metrics.cold_starts
         out["throttles"] += live.get("throttles", 0)
         out["concurrent_executions"] += live.get("busy", 0)
         out["instances"] += live.get("instances", 0)
         out["provisioned_instances"] += live.get("provisioned", 0)
         out["provisioned_concurrent_executions"] += live.get("provisioned_busy", 0)
+    # Quantiles over the recent window; `sum` and `count` since the start (a summary's).
     out["duration_ms"] = {"p50": percentile(durations, 0.5), "p99": percentile(durations, 0.99),
-                          "count": len(durations)}
-    out["init_duration_ms"] = {"p50": percentile(inits, 0.5), "max": max(inits, default=None),
-                               "count": len(inits)}
+                          "sum": duration_sum, "count": out["invocations"]}
+    out["init_duration_ms"] = {"p50": percentile(inits, 0.5), "p99": percentile(inits, 0.99),
+                               "max": max(inits, default=None), "sum": init_sum,
+                               "count": init_count}
     provisioned = out["provisioned_instances"]
     out["provisioned_concurrency_utilization"] = (
         out["provisioned_concurrent_executions"] / provisioned if provisioned else None)

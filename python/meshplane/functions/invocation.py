@@ -44,9 +44,10 @@ CLIENT_CONTEXT_LIMIT = 3583
 """Largest `X-Amz-Client-Context` (base64 text), bytes, as Lambda."""
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
-REGION = "us-east-1"
+REGION = "local"
 ACCOUNT = "000000000000"
-"""The region and account in the ARNs meshplane writes (it has neither; docs/functions.md)."""
+"""The region and account in the ARNs meshplane writes, as in the worker's
+`invoked_function_arn` (a local host has neither; docs/functions.md)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _QUALIFIER = re.compile(r"^(\$LATEST|[A-Za-z0-9_-]{1,128})$")
@@ -85,7 +86,7 @@ class LambdaError(Exception):
 
 def function_arn(name: str, qualifier: str | None = None) -> str:
     """The ARN meshplane reports for a function (and qualifier): Lambda's shape with region
-    `us-east-1` and account `000000000000`."""
+    `local` and account `000000000000` (as `context.invoked_function_arn`)."""
     arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
     return f"{arn}:{qualifier}" if qualifier else arn
 

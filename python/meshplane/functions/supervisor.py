@@ -111,7 +111,7 @@ class Supervisor:
         self._store = store
         self._mesh = mesh
         self._own_workdir = workdir is None
-        self.workdir = workdir or tempfile.mkdtemp(prefix="mp-fn-")
+        self._workdir = workdir
         self.region = region
         self.secret = secrets.token_hex(16)
         self.pools: dict[str, Pool] = {}
@@ -122,6 +122,13 @@ class Supervisor:
         self.logs: deque[tuple[str, str]] = deque(maxlen=LOG_LINES)
         self.errors = 0
         self.on_report: Callable[[str, dict[str, Any]], None] | None = None
+
+    @property
+    def workdir(self) -> str:
+        """Sockets and extracted code; created on first use (no function, no directory)."""
+        if self._workdir is None:
+            self._workdir = tempfile.mkdtemp(prefix="mp-fn-")
+        return self._workdir
 
     # --- config -----------------------------------------------------------------------------
 
@@ -179,8 +186,9 @@ class Supervisor:
             for pool in [*self.pools.values(), *self._retired]:
                 for inst in pool.instances.values():
                     _kill(inst)
-            if self._own_workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._own_workdir and self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
 
     def wanted(self, event: Any) -> None:
         """The core has requests waiting for an instance of `event.cluster`."""
@@ -195,9 +203,11 @@ class Supervisor:
     def _provision(self, pool: Pool) -> None:
         if self._nursery is None or pool.retired:
             return
-        have = sum(1 for i in pool.instances.values()
-                   if i.provisioned and i.state in ("starting", "idle", "busy"))
-        for _ in range(pool.target.provisioned - have):
+        kept = [i for i in pool.instances.values()
+                if i.provisioned and i.state in ("starting", "idle", "busy")]
+        for inst in kept[pool.target.provisioned:]:
+            inst.provisioned = False  # no longer provisioned: reaped when idle, like any other
+        for _ in range(pool.target.provisioned - len(kept)):
             self._spawn(pool, provisioned=True)
 
     async def _reaper(self) -> None:
@@ -249,7 +259,8 @@ class Supervisor:
             try:
                 inst.process = await trio.lowlevel.open_process(
                     [sys.executable, WORKER, inst.socket, str(write_fd)],
-                    pass_fds=(write_fd,), env=self._env(target, code_dir, layer_dirs),
+                    pass_fds=(write_fd,),
+                    env=self._env(target, code_dir, layer_dirs, inst.provisioned),
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                     start_new_session=True)
             finally:
@@ -303,10 +314,10 @@ class Supervisor:
         finally:
             was = inst.state
             inst.state = "gone"
+            _kill(inst)  # cancelled (the proxy stops): the process must not outlive it
             pool.instances.pop(inst.id, None)
-            with trio.CancelScope(shield=True):
-                if not pool.retired:
-                    self._push(inst.cluster, pool)
+            if not pool.retired:
+                self._push(inst.cluster, pool)
             try:
                 os.unlink(inst.socket)
             except OSError:
@@ -335,7 +346,8 @@ class Supervisor:
                 self.logs.append((target.cluster, line))
                 log.info("[%s #%d] %s", prefix, inst.id, line)
 
-    def _env(self, target: FunctionTarget, code_dir: str, layer_dirs: list[str]) -> dict[str, str]:
+    def _env(self, target: FunctionTarget, code_dir: str, layer_dirs: list[str],
+             provisioned: bool) -> dict[str, str]:
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(meshplane.__file__)))
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
         env["PYTHONPATH"] = os.pathsep.join(
@@ -359,6 +371,7 @@ class Supervisor:
             "secret": self.secret,
             "logStream": f"{time.strftime('%Y/%m/%d')}/[{target.version}]{secrets.token_hex(8)}",
             "spawnedAt": time.time(),
+            "provisioned": provisioned,
         })
         return env
 

@@ -130,7 +130,8 @@ class Worker:
         self.handler: Any = None
         self.init_error: dict[str, Any] | None = None
         self.init_ms = 0.0
-        self.cold = True
+        # A provisioned instance's Init ran ahead of any invocation: no invocation is cold.
+        self.cold = not spec.get("provisioned", False)
         self.invoke_lock = threading.Lock()
         self.control_lock = threading.Lock()
         # The running invocation, read by the watchdog.
@@ -138,6 +139,7 @@ class Worker:
         self.current: dict[str, Any] | None = None
         self.log: list[str] = []
         self.listener: socket.socket | None = None
+        self.wake = threading.Event()
 
     # --- reporting --------------------------------------------------------------------------
 
@@ -177,6 +179,8 @@ class Worker:
                 "AWS_REGION": spec["region"],
                 "AWS_DEFAULT_REGION": spec["region"],
                 "AWS_EXECUTION_ENV": "meshplane_python",
+                "AWS_LAMBDA_INITIALIZATION_TYPE": (
+                    "provisioned-concurrency" if spec.get("provisioned") else "on-demand"),
                 "LAMBDA_TASK_ROOT": spec["codeDir"],
                 "LAMBDA_RUNTIME_DIR": os.path.dirname(os.path.abspath(__file__)),
                 "_HANDLER": spec["handler"],
@@ -230,6 +234,7 @@ class Worker:
                 "started": time.monotonic(), "deadline": time.monotonic() + self.timeout_s,
                 "answered": False,
             }
+        self.wake.set()
         self.report("start", id=request_id)
         self.emit(f"START RequestId: {request_id} Version: {self.spec['version']}")
 
@@ -266,9 +271,18 @@ class Worker:
     # --- watchdog ---------------------------------------------------------------------------
 
     def watchdog(self) -> None:
-        """Ends the process when the running invocation times out or uses too much memory."""
+        """Ends the process when the running invocation times out or uses too much memory, and
+        when the supervisor is gone (an instance never outlives its proxy)."""
+        parent = os.getppid()
         while True:
-            time.sleep(MEMORY_POLL_S)
+            if self.current is None:
+                # Idle: no polling, only a look at the parent now and then.
+                self.wake.wait(1.0)
+                self.wake.clear()
+            else:
+                time.sleep(MEMORY_POLL_S)
+            if os.getppid() != parent:
+                os._exit(1)
             with self.state_lock:
                 current = self.current
                 if current is None or current["answered"]:

@@ -575,6 +575,76 @@ pub struct Cluster {
     /// Originate TLS to the endpoints (App Mesh client policy).
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// Makes this a function cluster (Lambda's execution model): each host (a function
+    /// instance) serves one request at a time, requests beyond `concurrency` are throttled, and
+    /// a request that finds no idle instance waits for one (`docs/snapshot.md`).
+    #[serde(default)]
+    pub function: Option<FunctionSpec>,
+}
+
+/// A function cluster's limits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// Requests in flight plus requests waiting for an instance, at most; one more is
+    /// answered 429 at once (Lambda's reserved concurrency; 0 throttles everything).
+    pub concurrency: u32,
+    /// How long a request waits for an idle instance before it is answered 503. Default
+    /// 10000, Lambda's limit on an on-demand instance's init phase.
+    #[serde(default = "default_instance_wait_ms")]
+    pub instance_wait_ms: u64,
+}
+
+fn default_instance_wait_ms() -> u64 {
+    10_000
+}
+
+/// Where an endpoint is: `IP:PORT` over TCP, or `unix:/absolute/path` over a Unix domain
+/// socket. Its text form (`Display`) is the host's name in stats, events and the calls that
+/// name a host (`set_host_health`, `set_host_ejected`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpstreamAddress {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+/// The longest socket path a `sockaddr_un` holds (108 bytes on Linux, 104 on macOS and the
+/// BSDs, less the terminating NUL).
+#[cfg(target_os = "linux")]
+const MAX_UNIX_PATH: usize = 107;
+#[cfg(not(target_os = "linux"))]
+const MAX_UNIX_PATH: usize = 103;
+
+impl std::str::FromStr for UpstreamAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{s:?}: expected unix:/absolute/path (the path must be absolute)"
+                ));
+            }
+            if path.len() > MAX_UNIX_PATH || path.contains('\0') {
+                return Err(format!(
+                    "{s:?}: a Unix socket path is at most {MAX_UNIX_PATH} bytes, without NUL"
+                ));
+            }
+            return Ok(UpstreamAddress::Unix(path.into()));
+        }
+        s.parse()
+            .map(UpstreamAddress::Tcp)
+            .map_err(|_| format!("{s:?}: expected IP:PORT or unix:/absolute/path"))
+    }
+}
+
+impl std::fmt::Display for UpstreamAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAddress::Tcp(a) => a.fmt(f),
+            UpstreamAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -626,7 +696,8 @@ fn default_connect_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
-    /// "IP:PORT" (IPv6 as "[::1]:80"). Discovery (static, DNS) happens in Python.
+    /// "IP:PORT" (IPv6 as "[::1]:80"), or "unix:/absolute/path" for a Unix domain socket.
+    /// Discovery (static, DNS) happens in Python.
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -765,14 +836,23 @@ impl Snapshot {
         }
         for (i, c) in self.clusters.iter().enumerate() {
             for (j, e) in c.endpoints.iter().enumerate() {
-                if e.address.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(err(
-                        format!("clusters[{i}].endpoints[{j}].address"),
-                        "expected IP:PORT",
-                    ));
+                if let Err(m) = e.address.parse::<UpstreamAddress>() {
+                    return Err(err(format!("clusters[{i}].endpoints[{j}].address"), &m));
                 }
             }
+            if c.function.is_some() && c.protocol == UpstreamProtocol::Tcp {
+                return Err(err(
+                    format!("clusters[{i}].function"),
+                    "a function cluster speaks http1 or http2, not tcp",
+                ));
+            }
         }
+        let function_clusters: std::collections::HashSet<&str> = self
+            .clusters
+            .iter()
+            .filter(|c| c.function.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
         let check_targets =
             |path: &str, targets: &[WeightedCluster]| -> Result<(), SnapshotError> {
                 for (k, t) in targets.iter().enumerate() {
@@ -817,6 +897,14 @@ impl Snapshot {
                         ));
                     }
                     check_targets(&format!("listeners[{i}].tcpClusters"), &l.tcp_clusters)?;
+                    for (k, t) in l.tcp_clusters.iter().enumerate() {
+                        if function_clusters.contains(t.cluster.as_str()) {
+                            return Err(err(
+                                format!("listeners[{i}].tcpClusters[{k}].cluster"),
+                                "a function cluster serves HTTP only",
+                            ));
+                        }
+                    }
                 }
             }
         }

@@ -58,3 +58,73 @@ fn checked_in_json_schema_is_current() {
          config::tests::checked_in_json_schema_is_current` and commit it"
     );
 }
+
+fn with_cluster(cluster: &str, listeners: &str) -> String {
+    format!(
+        r#"{{"schema": 1, "version": "v1", "listeners": [{listeners}],
+            "routeTables": {{"t": {{"virtualHosts": []}}}},
+            "clusters": [{cluster}]}}"#
+    )
+}
+
+#[test]
+fn function_clusters_and_unix_endpoints_parse() {
+    let doc = with_cluster(
+        r#"{"name": "f", "protocol": "http1", "function": {"concurrency": 3},
+            "endpoints": [{"address": "unix:/run/fn/a.sock"}, {"address": "127.0.0.1:9"}]}"#,
+        "",
+    );
+    let s = Snapshot::parse(doc.as_bytes()).unwrap();
+    let c = &s.clusters[0];
+    assert_eq!(
+        c.function,
+        Some(FunctionSpec {
+            concurrency: 3,
+            instance_wait_ms: 10_000
+        })
+    );
+    let a: UpstreamAddress = c.endpoints[0].address.parse().unwrap();
+    assert_eq!(a, UpstreamAddress::Unix("/run/fn/a.sock".into()));
+    assert_eq!(a.to_string(), "unix:/run/fn/a.sock");
+    let t: UpstreamAddress = c.endpoints[1].address.parse().unwrap();
+    assert_eq!(t.to_string(), "127.0.0.1:9");
+}
+
+#[test]
+fn bad_unix_addresses_and_function_misuse_are_named() {
+    let long = format!("unix:/{}", "x".repeat(200));
+    for (address, says) in [
+        ("unix:relative.sock", "absolute"),
+        ("unix:", "absolute"),
+        (long.as_str(), "at most"),
+        ("localhost:80", "IP:PORT or unix:"),
+    ] {
+        let doc = with_cluster(
+            &format!(
+                r#"{{"name": "c", "protocol": "http1", "endpoints": [{{"address": "{address}"}}]}}"#
+            ),
+            "",
+        );
+        let e = Snapshot::parse(doc.as_bytes()).unwrap_err();
+        assert_eq!(e.path, "clusters[0].endpoints[0].address", "{e}");
+        assert!(e.message.contains(says), "{address}: {e}");
+    }
+    let tcp = with_cluster(
+        r#"{"name": "f", "protocol": "tcp", "function": {"concurrency": 1}}"#,
+        "",
+    );
+    let e = Snapshot::parse(tcp.as_bytes()).unwrap_err();
+    assert_eq!(e.path, "clusters[0].function", "{e}");
+    let listener = with_cluster(
+        r#"{"name": "f", "protocol": "http1", "function": {"concurrency": 1}}"#,
+        r#"{"name": "l", "address": "127.0.0.1:0", "protocol": "tcp",
+            "tcpClusters": [{"cluster": "f", "weight": 1}]}"#,
+    );
+    let e = Snapshot::parse(listener.as_bytes()).unwrap_err();
+    assert_eq!(e.path, "listeners[0].tcpClusters[0].cluster", "{e}");
+    let unknown = with_cluster(
+        r#"{"name": "f", "protocol": "http1", "function": {"concurrency": 1, "memory": 5}}"#,
+        "",
+    );
+    assert!(Snapshot::parse(unknown.as_bytes()).is_err());
+}

@@ -2,7 +2,7 @@
 //! The upstream variant carries the attempt's bookkeeping, settled when the body ends.
 
 use crate::accesslog::{AccessLog, Record};
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{Claim, Cluster, Host};
 use crate::pool::H1Sender;
 use crate::trace::ActiveSpan;
 use bytes::Bytes;
@@ -24,10 +24,19 @@ pub struct InFlight {
     /// The HTTP/1.1 connection, returned to the pool only if the body ended cleanly.
     pub h1: Option<H1Sender>,
     clean: bool,
+    /// A function cluster's claim on the host, released after the connection went back to
+    /// the pool (declared last: dropped after `Drop::drop` ran), so the next request on the
+    /// instance finds it idle.
+    claim: Option<Claim>,
 }
 
 impl InFlight {
-    pub fn start(host: Arc<Host>, cluster: Arc<Cluster>, started: Instant) -> Self {
+    pub fn start(
+        host: Arc<Host>,
+        cluster: Arc<Cluster>,
+        started: Instant,
+        claim: Option<Claim>,
+    ) -> Self {
         host.active.fetch_add(1, Relaxed);
         host.stats.rq_total.inc();
         cluster.stats.rq_active.inc();
@@ -37,7 +46,13 @@ impl InFlight {
             started,
             h1: None,
             clean: false,
+            claim,
         }
+    }
+
+    /// End the attempt but keep its claim on the host (for a reconnect to the same host).
+    pub fn keep_claim(mut self) -> Option<Claim> {
+        self.claim.take()
     }
 
     /// The response is complete: count it done and give its connection back.

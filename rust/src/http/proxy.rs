@@ -12,7 +12,7 @@ use super::retry::{Again, Attempts, Failure, RequestBody};
 use super::timeouts::Timeouts;
 use super::upstream::{acquire, send_on, Sent};
 use crate::accesslog::{AccessLog, Record, ResponseFlags};
-use crate::cluster::{Cluster, Host, Outcome};
+use crate::cluster::{Claim, Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
 use crate::pool::{BodyState, Sender, UpBody};
 use crate::route;
@@ -177,34 +177,39 @@ impl<'a> Session<'a> {
             timeouts,
             attempts: Attempts::new(&action.retry),
         };
-        let mut reconnect: Option<Arc<Host>> = None;
+        // NOTE: a reconnect keeps the attempt's claim on a function instance.
+        let mut reconnect: Option<(Arc<Host>, Option<Claim>)> = None;
         loop {
-            let (host, fresh) = match reconnect.take() {
-                Some(h) => (h, true),
-                None => (self.pick_upstream(&mut up)?, false),
+            let (host, claim, fresh) = match reconnect.take() {
+                Some((h, c)) => (h, c, true),
+                None if up.target.cluster.function.is_none() => {
+                    (self.pick_upstream(&mut up)?, None, false)
+                }
+                None => {
+                    let claim = self.pick_instance(&mut up).await?;
+                    (claim.host().clone(), Some(claim), false)
+                }
             };
             let cluster = up.target.cluster.clone();
-            let in_flight = InFlight::start(host.clone(), cluster, Instant::now());
+            let in_flight = InFlight::start(host.clone(), cluster, Instant::now(), claim);
             let sent = self.upstream_request(&mut up, &host, fresh).await;
             // The retry this attempt was (if any) is over.
             up.attempts.slot = None;
-            let again = match sent {
+            let (again, claim) = match sent {
                 Ok((resp, h1)) => match self.upstream_response(&mut up, &host, resp) {
                     Ok(resp) => return Ok(self.forward_response(&up, resp, in_flight, h1)),
                     // The response is dropped unread; its connection is not reused.
-                    Err(again) => {
-                        drop(in_flight);
-                        again
-                    }
+                    Err(again) => (again, in_flight.keep_claim()),
                 },
                 Err(e) => {
-                    drop(in_flight);
-                    self.upstream_failure(&mut up, &host, e)?
+                    let claim = in_flight.keep_claim();
+                    (self.upstream_failure(&mut up, &host, e)?, claim)
                 }
             };
             match again {
-                Again::Reconnect => reconnect = Some(host),
+                Again::Reconnect => reconnect = Some((host, claim)),
                 Again::Retry(slot) => {
+                    drop(claim);
                     if let Some(s) = &mut self.span {
                         s.mark(Mark::Retry);
                         s.data().retries += 1;
@@ -371,6 +376,27 @@ impl<'a> Session<'a> {
         let host = set.hosts[hi].clone();
         self.info.upstream_host = Some(host.name.clone());
         Ok(host)
+    }
+
+    /// Phase: pick the host of a function cluster: claim an idle instance, or wait for one,
+    /// or be throttled (`Cluster::claim_instance`). A retry prefers an instance not tried.
+    async fn pick_instance(&mut self, up: &mut Upstream<'_>) -> Result<Claim, ProxyError> {
+        let cluster = up.target.cluster.clone();
+        match cluster.claim_instance(&up.attempts.tried).await {
+            Ok((claim, index)) => {
+                up.attempts.tried.extend(index);
+                self.info.upstream_host = Some(claim.host().name.clone());
+                Ok(claim)
+            }
+            Err(e) => {
+                if e.kind == Kind::NoInstance {
+                    cluster.stats.cx_none_healthy.inc();
+                }
+                cluster.stats.rq.record(e.status());
+                up.target.action.stats.rq.record(e.status());
+                Err(e)
+            }
+        }
     }
 
     /// Phase: one attempt: a connection (pooled, or `fresh`), the request sent on it, the
@@ -718,6 +744,19 @@ impl Default for RequestInfo {
 pub fn local_reply(e: &ProxyError) -> Response<DownBody> {
     let mut r = Response::new(DownBody::local(e.reply_body()));
     *r.status_mut() = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if e.kind == Kind::Throttled {
+        // Lambda's throttle, as boto3 and the AWS SDKs recognise it.
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            headers::X_AMZN_ERROR_TYPE.clone(),
+            HeaderValue::from_static("TooManyRequestsException"),
+        );
+        return r;
+    }
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if e.kind == Kind::Overflow {

@@ -211,6 +211,12 @@ pub struct ClusterStats {
     pub cx_tls_fail: Counter,
     pub cx_overflow: Counter,
     pub cx_none_healthy: Counter,
+    /// Function clusters: requests refused at the concurrency limit (429).
+    pub rq_throttled: Counter,
+    /// Function clusters: requests waiting for an idle instance now.
+    pub rq_waiting: Gauge,
+    /// Function clusters: requests that waited `instanceWaitMs` in vain (503).
+    pub rq_instance_wait_timeout: Counter,
     pub rq_time: Histogram,
 }
 
@@ -238,6 +244,11 @@ impl ClusterStats {
             ("cx_tls_fail", self.cx_tls_fail.get()),
             ("cx_overflow", self.cx_overflow.get()),
             ("cx_none_healthy", self.cx_none_healthy.get()),
+            ("rq_throttled", self.rq_throttled.get()),
+            (
+                "rq_instance_wait_timeout",
+                self.rq_instance_wait_timeout.get(),
+            ),
         ] {
             m.insert(k.into(), json!(v));
         }
@@ -247,6 +258,7 @@ impl ClusterStats {
             json!(self.rq_pending_active.get()),
         );
         m.insert("cx_active".into(), json!(self.cx_active.get()));
+        m.insert("rq_waiting".into(), json!(self.rq_waiting.get()));
         self.rq.write(&mut m);
         m.insert("rq_time_ms".into(), self.rq_time.snapshot());
         m

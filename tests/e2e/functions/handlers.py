@@ -65,6 +65,15 @@ def work(event, context):
     return {"statusCode": 200, "body": str(total)}
 
 
+def hold(event, context):
+    # Busy until the test creates the file named in ?until= (bounded: 20 s).
+    until = (event.get("queryStringParameters") or {}).get("until", "")
+    deadline = time.time() + 20
+    while until and not os.path.exists(until) and time.time() < deadline:
+        time.sleep(0.01)
+    return {"statusCode": 200, "body": "released"}
+
+
 def version_tag(event, context):
     return {"statusCode": 200, "body": os.environ.get("TAG", "?")}
 '''

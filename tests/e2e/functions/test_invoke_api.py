@@ -237,7 +237,7 @@ async def test_event_retried_twice_then_recorded_in_the_failure_directory(tmp_pa
         assert record["version"] == "1.0" and record["timestamp"].endswith("Z")
         assert record["requestContext"] == {
             "requestId": request_id,
-            "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:flaky:$LATEST",
+            "functionArn": "arn:aws:lambda:local:000000000000:function:flaky:$LATEST",
             "condition": "RetriesExhausted", "approximateInvokeCount": 3}
         assert record["requestPayload"] == event
         assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",

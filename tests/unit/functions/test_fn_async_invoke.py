@@ -83,7 +83,7 @@ async def test_function_error_retried_twice_then_failure_directory(tmp_path: Pat
     record = json.loads(path.read_text())
     assert request_id in path.name
     assert record["requestContext"] == {
-        "requestId": request_id, "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:f:live",
+        "requestId": request_id, "functionArn": "arn:aws:lambda:local:000000000000:function:f:live",
         "condition": "RetriesExhausted", "approximateInvokeCount": 3}
     assert record["requestPayload"] == {"order": 7}
     assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",

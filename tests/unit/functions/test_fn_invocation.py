@@ -33,7 +33,7 @@ def test_defaults_are_request_response_latest_no_tail() -> None:
     call = parse()
     assert (call.function_name, call.qualifier, call.invocation_type) == ("hello", None, "RequestResponse")
     assert call.payload == b'{"a": 1}' and not call.log_tail and call.client_context is None
-    assert call.arn == "arn:aws:lambda:us-east-1:000000000000:function:hello"
+    assert call.arn == "arn:aws:lambda:local:000000000000:function:hello"
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
