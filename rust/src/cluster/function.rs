@@ -13,6 +13,7 @@
 //! this: their hosts are picked by the lock-free balancer as before.
 
 use super::{Host, HostSet};
+use arc_swap::ArcSwap;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
@@ -48,11 +49,13 @@ pub enum Claimed {
     Host(Claim, usize),
     /// In flight plus waiting reached the concurrency limit.
     Throttled,
-    /// No idle host: wait for one. `waiting` and `busy` are the counts just after queueing.
+    /// No idle host: wait for one. `waiting`, `busy` and `hosts` are the counts just after
+    /// queueing.
     Wait {
         waiter: Waiter,
         waiting: u32,
         busy: u32,
+        hosts: u32,
     },
 }
 
@@ -77,11 +80,15 @@ impl FunctionState {
     /// waits behind them.
     pub fn claim(
         self: &Arc<Self>,
-        set: &HostSet,
+        hosts: &ArcSwap<HostSet>,
         concurrency: u32,
         skip: impl Fn(usize) -> bool,
     ) -> Claimed {
         let mut q = self.lock();
+        // NOTE: the set is read under the lock: a host set change stores the new set and then
+        // takes the lock to offer its hosts, so a request either sees the new hosts here or is
+        // queued before the offer runs. Never queued with an idle host it could not see.
+        let set = hosts.load();
         q.waiters.retain(|w| !w.is_closed());
         let waiting = q.waiters.len() as u64;
         let busy = self.busy.load(Relaxed);
@@ -90,7 +97,7 @@ impl FunctionState {
         }
         if q.waiters.is_empty() {
             if let Some(i) =
-                most_recent_idle(set, &skip).or_else(|| most_recent_idle(set, |_| false))
+                most_recent_idle(&set, &skip).or_else(|| most_recent_idle(&set, |_| false))
             {
                 let host = set.hosts[i].clone();
                 self.take(&host);
@@ -107,6 +114,7 @@ impl FunctionState {
             },
             waiting,
             busy,
+            hosts: set.hosts.len() as u32,
         }
     }
 
@@ -251,13 +259,13 @@ mod tests {
         ))
     }
 
-    fn set_of(hosts: &[Arc<Host>]) -> HostSet {
-        HostSet::new(
+    fn set_of(hosts: &[Arc<Host>]) -> ArcSwap<HostSet> {
+        ArcSwap::from_pointee(HostSet::new(
             hosts.to_vec(),
             vec![1; hosts.len()],
             LbPolicy::LeastRequest,
             1.0,
-        )
+        ))
     }
 
     fn claimed(c: Claimed) -> (Claim, usize) {
@@ -274,6 +282,7 @@ mod tests {
                 waiter,
                 waiting,
                 busy,
+                ..
             } => (waiter, waiting, busy),
             Claimed::Host(_, i) => panic!("claimed host {i}"),
             Claimed::Throttled => panic!("throttled"),
@@ -361,11 +370,21 @@ mod tests {
         let state = Arc::new(FunctionState::default());
         let hosts: Vec<_> = (0..2).map(host).collect();
         hosts[0].ejected.store(true, Relaxed);
-        let set = HostSet::new(hosts.clone(), vec![1, 1], LbPolicy::LeastRequest, 1.0);
+        let set = ArcSwap::from_pointee(HostSet::new(
+            hosts.clone(),
+            vec![1, 1],
+            LbPolicy::LeastRequest,
+            1.0,
+        ));
         let (_c, i) = claimed(state.claim(&set, 10, |_| false));
         assert_eq!(i, 1);
         let (_w, _, _) = waits(state.claim(&set, 10, |_| false));
-        let zero = HostSet::new(vec![host(5)], vec![0], LbPolicy::LeastRequest, 1.0);
+        let zero = ArcSwap::from_pointee(HostSet::new(
+            vec![host(5)],
+            vec![0],
+            LbPolicy::LeastRequest,
+            1.0,
+        ));
         let state = Arc::new(FunctionState::default());
         let (_w, _, _) = waits(state.claim(&zero, 10, |_| false));
     }
@@ -411,11 +430,11 @@ mod tests {
         let state = Arc::new(FunctionState::default());
         let empty = set_of(&[]);
         let (w1, waiting, busy) = waits(state.claim(&empty, 10, |_| false));
-        assert_eq!((waiting, busy, empty.hosts.len()), (1, 0, 0));
+        assert_eq!((waiting, busy, empty.load().hosts.len()), (1, 0, 0));
         let (w2, _, _) = waits(state.claim(&empty, 10, |_| false));
         let hosts = [host(0)];
         let grown = set_of(&hosts);
-        state.offer(&grown);
+        state.offer(&grown.load());
         let got = w1.wait(Duration::from_secs(30)).await.expect("offered");
         assert!(Arc::ptr_eq(got.host(), &hosts[0]));
         // One host, held: the second waiter gives up.

@@ -334,9 +334,8 @@ impl Cluster {
                 "not a function cluster",
             ));
         };
-        let set = self.hosts.load_full();
-        let (waiter, waiting, busy) =
-            match state.claim(&set, spec.concurrency, |i| tried.contains(&i)) {
+        let (waiter, waiting, busy, hosts) =
+            match state.claim(&self.hosts, spec.concurrency, |i| tried.contains(&i)) {
                 Claimed::Host(c, i) => return Ok((c, Some(i))),
                 Claimed::Throttled => {
                     self.stats.rq_throttled.inc();
@@ -349,17 +348,17 @@ impl Cluster {
                     waiter,
                     waiting,
                     busy,
-                } => (waiter, waiting, busy),
+                    hosts,
+                } => (waiter, waiting, busy, hosts),
             };
         if let Some(sink) = &self.instance_sink {
             sink(InstanceWanted {
                 cluster: self.name.clone(),
                 waiting,
                 busy,
-                hosts: set.hosts.len() as u32,
+                hosts,
             });
         }
-        drop(set);
         let waited = {
             // NOTE: a guard, so a request whose client leaves mid-wait stops counting.
             let _waiting = Waiting::start(&self.stats);

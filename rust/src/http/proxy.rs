@@ -382,7 +382,21 @@ impl<'a> Session<'a> {
     /// or be throttled (`Cluster::claim_instance`). A retry prefers an instance not tried.
     async fn pick_instance(&mut self, up: &mut Upstream<'_>) -> Result<Claim, ProxyError> {
         let cluster = up.target.cluster.clone();
-        match cluster.claim_instance(&up.attempts.tried).await {
+        let claim = cluster.claim_instance(&up.attempts.tried);
+        // The route timeout covers the wait for an instance, as Envoy's covers a request
+        // pending in a connection pool (a request whose body is still arriving has no route
+        // deadline yet).
+        let claimed = match up.timeouts.route_deadline() {
+            Some(at) => tokio::select! {
+                r = claim => r,
+                () = tokio::time::sleep_until(at.into()) => {
+                    cluster.stats.rq_timeout.inc();
+                    Err(super::timeouts::route_timeout())
+                }
+            },
+            None => claim.await,
+        };
+        match claimed {
             Ok((claim, index)) => {
                 up.attempts.tried.extend(index);
                 self.info.upstream_host = Some(claim.host().name.clone());

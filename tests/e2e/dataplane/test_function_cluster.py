@@ -25,12 +25,24 @@ import h11
 import httpx
 import pytest
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
 from meshplane._bridge import EventBridge
 from meshplane._core import CoreError, InstanceWantedEvent
 
+from ..asgi import lifespan
 from ..common import next_event, serve_h11
 from ..waiting import eventually
-from .support import cluster, http_listener, prefix, route, snapshot, table, vhost
+from .support import (
+    cluster,
+    http_listener,
+    prefix,
+    route,
+    snapshot,
+    table,
+    tcp_listener,
+    vhost,
+)
 
 
 @dataclass
@@ -41,6 +53,8 @@ class Instance:
     path: str
     name: str
     gate: trio.Event = field(default_factory=trio.Event)
+    crash: bool = False
+    """Close each connection on its first request, unanswered (an instance that died)."""
     active: int = 0
     max_active: int = 0
     served: int = 0
@@ -61,20 +75,29 @@ class Instance:
 
     async def _exchange(self, stream: trio.SocketStream, conn: h11.Connection,
                         request: h11.Request) -> None:
+        if self.crash:
+            await stream.aclose()
+            return
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        answering = False
         try:
             while not isinstance(await next_event(conn, stream), h11.EndOfMessage):
                 pass
             await self.gate.wait()
+            # Done before the first response byte goes out: the core cannot have seen the
+            # end of this response before it is counted done.
+            answering = True
+            self.active -= 1
+            self.served += 1
             body = self.name.encode()
             await stream.send_all(conn.send(h11.Response(
                 status_code=200, headers=[("content-length", str(len(body)))])))
             await stream.send_all(conn.send(h11.Data(data=body)))
             await stream.send_all(conn.send(h11.EndOfMessage()))
-            self.served += 1
         finally:
-            self.active -= 1
+            if not answering:
+                self.active -= 1
 
 
 @pytest.fixture
@@ -91,17 +114,18 @@ async def start(nursery: trio.Nursery, sock_dir: Path, name: str) -> Instance:
 
 
 def function_doc(endpoints: list[str], *, concurrency: int | None, wait_ms: int = 30_000,
-                 retry: bool = False) -> dict[str, Any]:
+                 retry: bool = False, protocol: str = "http1",
+                 timeout_ms: int = 60_000) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if concurrency is not None:
         extra["function"] = {"concurrency": concurrency, "instanceWaitMs": wait_ms}
-    action: dict[str, Any] = {"timeoutMs": 60_000}
+    action: dict[str, Any] = {"timeoutMs": timeout_ms}
     if retry:
         action["retry"] = {"maxRetries": 2, "retryOn": ["connect-failure", "reset"]}
     return snapshot(
         [http_listener()],
         {"t": table(vhost("vh", [route("r", "c", match=prefix("/"), **action)]))},
-        [cluster("c", endpoints, **extra)],
+        [cluster("c", endpoints, protocol, **extra)],
     )
 
 
@@ -218,6 +242,14 @@ async def test_no_instance_within_instance_wait_ms_is_503(make_core, client):
     assert stats["rq_codes"]["503"] == 1
 
 
+async def test_the_route_timeout_covers_the_wait_for_an_instance(make_core, client):
+    proxy = make_core(function_doc([], concurrency=5, wait_ms=60_000, timeout_ms=50))
+    r = await client.get(proxy.url("/"))
+    assert (r.status_code, r.text) == (504, "upstream request timeout\n")
+    stats = proxy.cluster_stats()
+    assert (stats["rq_timeout"], stats["rq_instance_wait_timeout"], stats["rq_waiting"]) == (1, 0, 0)
+
+
 async def test_a_dead_socket_is_a_connect_failure_and_a_replaced_host_is_gone(
         make_core, nursery, sock_dir, client):
     a = await start(nursery, sock_dir, "a")
@@ -248,3 +280,66 @@ def test_unix_addresses_are_checked_where_endpoints_are_given(make_core):
         proxy.apply(tcp)
     assert e.value.path == "clusters[0].function"
     assert proxy.core.version() == "v1", "a refused apply changes nothing"
+
+
+async def test_a_retry_leaves_a_dead_instance_for_another(make_core, nursery, sock_dir, client):
+    dead = await start(nursery, sock_dir, "dead")
+    dead.crash = True
+    live = await start(nursery, sock_dir, "live")
+    live.gate.set()
+    proxy = make_core(function_doc([dead.address, live.address], concurrency=5, retry=True))
+    r = await client.get(proxy.url("/"))
+    assert (r.status_code, r.text) == (200, "live")
+    stats = proxy.cluster_stats()
+    assert stats["rq_retry"] == 1
+    assert stats["hosts"][dead.address]["rq_error"] == 1
+    assert (stats["function"]["in_flight"], stats["function"]["busy_hosts"]) == (0, 0)
+
+
+async def test_http2_over_a_unix_socket(make_core, nursery, sock_dir, client):
+    """hypercorn (h2c prior knowledge) on a Unix socket behind an http2 function cluster."""
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await lifespan(receive, send)
+        seen.append(scope["http_version"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["http_version"].encode()})
+
+    path = sock_dir / "h2.sock"
+    config = HypercornConfig()
+    config.bind = [f"unix:{path}"]
+    config.accesslog = None
+    config.errorlog = None
+    await nursery.start(partial(hypercorn_serve, app, config))
+    proxy = make_core(function_doc([f"unix:{path}"], concurrency=3, protocol="http2"))
+    for _ in range(3):
+        r = await client.get(proxy.url("/"))
+        assert (r.status_code, r.text) == (200, "2")
+    assert seen == ["2", "2", "2"]
+    stats = proxy.cluster_stats()
+    assert stats["cx_total"] == 1, "one HTTP/2 connection carried every request"
+    assert stats["function"]["in_flight"] == 0
+
+
+async def test_a_tcp_listener_proxies_to_a_unix_socket(make_core, nursery, sock_dir):
+    path = str(sock_dir / "echo.sock")
+
+    async def echo(stream: trio.SocketStream) -> None:
+        async for data in stream:
+            await stream.send_all(data.upper())
+
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen(8)
+    nursery.start_soon(trio.serve_listeners, echo, [trio.SocketListener(sock)])
+    proxy = make_core(snapshot([tcp_listener("l", "c")], {}, [cluster("c", [f"unix:{path}"], "tcp")]))
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port())
+    async with stream:
+        await stream.send_all(b"hello")
+        got = b""
+        with trio.fail_after(10):
+            while got != b"HELLO":
+                got += await stream.receive_some(64)
+    assert proxy.cluster_stats()["hosts"][f"unix:{path}"]["cx_total"] == 1
