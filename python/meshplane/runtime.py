@@ -265,7 +265,7 @@ class Proxy:
                     await nursery.start(self._cert_watch.run)
                     await nursery.start(supervisor.run, instance_events)
                     nursery.start_soon(self._follow_functions)
-                    nursery.start_soon(self._async_invocations, default_queue_path(
+                    await nursery.start(self._async_invocations, default_queue_path(
                         resolve_url(self._store_url, config.proxy.store)))
                     lambda_api = LambdaAPI(self._functions, lambda: self._async)
                     if admin_address is not None:
@@ -471,20 +471,28 @@ class Proxy:
                 log.warning("watching function versions: %s; retrying", exc)
                 await trio.sleep(1.0)
 
-    async def _async_invocations(self, queue_path: str) -> None:
+    async def _async_invocations(
+        self, queue_path: str, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Once the config has functions: open the asynchronous invocations' queue (a SQLite
-        file beside the store's) and run its consumer until the proxy stops. A queue that
-        cannot be opened is logged; Event invocations then get 500 ServiceException."""
-        await self._has_functions.wait()
+        file beside the store's) and run its consumer until the proxy stops. Started when the
+        queue takes events if the first config has functions (so the admin API never sees it
+        missing), at once otherwise. A queue that cannot be opened is logged; Event
+        invocations then get 500 ServiceException."""
+        if not self._has_functions.is_set():
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
+            await self._has_functions.wait()
         try:
             queue = await trio.to_thread.run_sync(EventQueue, queue_path)
         except (OSError, sqlite3.Error) as exc:
             log.error("asynchronous invocation is unavailable: cannot open the event queue %s: %s",
                       queue_path, exc)
+            task_status.started()
             return
         self._async = AsyncInvoker(self.functions, queue, self._event_invoke_config)
         try:
-            await self._async.run()
+            await self._async.run(task_status=task_status)
         finally:
             self._async = None
             queue.close()

@@ -230,6 +230,9 @@ async def test_event_retried_twice_then_recorded_in_the_failure_directory(tmp_pa
         request_id = out["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
         await eventually(lambda: failed.exists() and any(failed.glob("*.json")), timeout=60,
                          what="the failure record")
+        stats = proxy.stats
+        await eventually(lambda: stats()["async_invocations"]["queue"]["depth"] == 0, timeout=10,
+                         what="the event to leave the queue")
         [path] = failed.glob("*.json")
         record = json.loads(path.read_text())
         # Three attempts (the first and two retries), each with the event's own request id.
