@@ -50,7 +50,9 @@ def flaky(event, context):
 
 
 def note(event, context):
-    with open(event["log"], "a") as f:
+    # As a destination its event is the record: the path is in the original request's payload.
+    path = event["log"] if "log" in event else event["requestPayload"]["log"]
+    with open(path, "a") as f:
         f.write(json.dumps({"id": context.aws_request_id, "event": event}) + "\n")
     return None
 
@@ -331,3 +333,25 @@ async def test_the_invoke_api_on_a_listener_of_its_own(tmp_path: Path) -> None:
             response = await client.get("/stats")
             assert response.status_code == 404
             assert response.headers["x-amzn-errortype"] == "UnknownOperationException"
+
+
+async def test_a_success_goes_to_a_destination_function(tmp_path: Path) -> None:
+    fns = [{"name": "chatty", "spec": {"handler": "app.chatty", "eventInvokeConfig": {
+               "destinationConfig": {"onSuccess": {"function": "note"}}}}},
+           {"name": "note", "spec": {"handler": "app.note"}}]
+    async with running(tmp_path, fns) as (_proxy, lam, _):
+        log = tmp_path / "notes.jsonl"
+        out = await call(lam.invoke, FunctionName="chatty", InvocationType="Event",
+                         Payload=json.dumps({"say": "done", "log": str(log)}).encode())
+        request_id = out["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+        await eventually(log.exists, timeout=30, what="the destination function to run")
+        [line] = log.read_text().splitlines()
+        note = json.loads(line)
+        record = note["event"]
+        # The destination function ran as an invocation of its own, with the record as event.
+        assert note["id"] != request_id
+        assert record["requestContext"]["requestId"] == request_id
+        assert record["requestContext"]["condition"] == "Success"
+        assert record["requestPayload"] == {"say": "done", "log": str(log)}
+        assert record["responsePayload"] == {"said": "done"}
+        assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
