@@ -13,9 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["add_function_parser", "run_functions"]
+__all__ = ["EXTRA_COMMANDS", "add_function_parser", "run_functions"]
+
+# More `fn` subcommands (e.g. `fn invoke`): name -> coroutine function taking the parsed args
+# and returning the exit status; their parsers go on `add_function_parser(...).fn_subparsers`.
+EXTRA_COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {}
 
 
 def _weight(text: str) -> tuple[str, float]:
@@ -96,6 +101,9 @@ def add_function_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 async def run_functions(args: argparse.Namespace) -> int:
+    extra = EXTRA_COMMANDS.get(args.fn_command)
+    if extra is not None:
+        return await extra(args)
     from meshplane.config import load_file
     from meshplane.config.functions import latest_settings
     from meshplane.functions.catalog import (

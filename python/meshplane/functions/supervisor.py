@@ -26,6 +26,7 @@ version and alias. Layer: a driver (trio, config); the core is any object with
 
 from __future__ import annotations
 
+import array
 import itertools
 import json
 import logging
@@ -33,6 +34,8 @@ import os
 import secrets
 import shutil
 import signal
+import site
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +47,6 @@ from typing import Any, Protocol
 
 import trio
 
-import meshplane
 from meshplane._bridge import Event, TaskStatus
 from meshplane.config.functions import LATEST, FunctionTarget
 from meshplane.functions._metrics import ClusterMetrics, summary
@@ -56,10 +58,13 @@ __all__ = ["Instance", "Supervisor"]
 
 log = logging.getLogger("meshplane.functions")
 REAP_INTERVAL_S = 0.5
+# How long instances of a cluster the config no longer has are kept once idle (see _retire).
+RETIRE_GRACE_S = 5.0
 # Lambda limits Init to 10 s for on-demand environments.
 INIT_LIMIT_S = 10.0
 LOG_LINES = 256
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+FORKSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserver.py")
 
 
 class EndpointSink(Protocol):
@@ -77,7 +82,8 @@ class Instance:
     last_used: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
     current: str | None = None  # request id in flight
-    process: Any = None
+    process: Any = None  # a spawned instance's trio Process; None when forked
+    ended: bool = False  # its process is known to have ended (never signal its pid again)
 
     @property
     def serving(self) -> bool:
@@ -90,6 +96,7 @@ class Pool:
     instances: dict[int, Instance] = field(default_factory=dict)
     metrics: ClusterMetrics = field(default_factory=ClusterMetrics)
     retired: bool = False
+    retired_at: float = 0.0
 
     def count(self, *states: str) -> int:
         return sum(1 for i in self.instances.values() if i.state in states)
@@ -118,7 +125,16 @@ class Supervisor:
         self.targets: dict[tuple[str, str], list[FunctionTarget]] = {}
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._forkserver: Any = None
+        self._fork_lock = trio.Lock()
+        # MESHPLANE_FUNCTIONS_FORKSERVER=0: spawn every instance (docs/functions.md).
+        self.use_forkserver = os.environ.get("MESHPLANE_FUNCTIONS_FORKSERVER", "1") != "0"
         self._retired: list[Pool] = []
+        self._unmatched: dict[str, Any] = {}
+        # Every cluster served since the start, with its counters: an alias that moved on
+        # keeps the invocations it had (Lambda's metrics are per alias, not per snapshot).
+        self._history: dict[str, tuple[FunctionTarget, ClusterMetrics]] = {}
+        self._throttles: dict[str, int] = {}
         self.logs: deque[tuple[str, str]] = deque(maxlen=LOG_LINES)
         self.errors = 0
         self.on_report: Callable[[str, dict[str, Any]], None] | None = None
@@ -142,6 +158,8 @@ class Supervisor:
         host set is pushed again (the apply may have raced an instance becoming ready)."""
         self.targets = dict(targets)
         wanted = {t.cluster: t for ts in targets.values() for t in ts}
+        for name in [n for n in self._unmatched if n not in wanted]:
+            del self._unmatched[name]
         for name, pool in list(self.pools.items()):
             new = wanted.get(name)
             if new is None or dict(new.settings) != dict(pool.target.settings):
@@ -150,17 +168,31 @@ class Supervisor:
                 pool.target = new
         for name, target in wanted.items():
             if name not in self.pools:
-                self.pools[name] = Pool(target)
+                _, metrics = self._history.get(name, (target, ClusterMetrics()))
+                self._history[name] = (target, metrics)
+                self.pools[name] = Pool(target, metrics=metrics)
+                # The core serves the new snapshot before this runs: a request may already
+                # wait on the new cluster, its event having found no pool. Answer it now.
+                event = self._unmatched.pop(name, None)
+                if event is not None and self._nursery is not None:
+                    self.wanted(event)
         for name, pool in self.pools.items():
             self._push(name, pool)
             self._provision(pool)
 
     def _retire(self, name: str, pool: Pool) -> None:
+        """A cluster left the config (or changed settings). Requests routed by the previous
+        snapshot may still wait in the core's old cluster for one of its instances: they are
+        handed an instance when one is released, so the instances stay until they have been
+        idle for `RETIRE_GRACE_S`, then stop. Instances still starting stop at once (they
+        could join no host set)."""
         del self.pools[name]
         pool.retired = True
+        pool.retired_at = time.monotonic()
         self._retired.append(pool)
         for inst in list(pool.instances.values()):
-            self._stop(pool, inst)
+            if inst.state == "starting":
+                self._stop(pool, inst)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -171,6 +203,8 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.use_forkserver:
+                    await nursery.start(self._run_forkserver)
                 for pool in self.pools.values():
                     self._provision(pool)
                 nursery.start_soon(self._reaper)
@@ -194,9 +228,13 @@ class Supervisor:
         """The core has requests waiting for an instance of `event.cluster`."""
         pool = self.pools.get(event.cluster)
         if pool is None:
+            self._unmatched[event.cluster] = event  # its pool may be on its way (retarget)
+            log.debug("%s: %d waiting, no pool yet", event.cluster, event.waiting)
             return
         starting = pool.count("starting")
         room = pool.target.concurrency - pool.live()
+        log.debug("%s: %d waiting, %d busy, %d hosts; %d starting, room for %d",
+                  event.cluster, event.waiting, event.busy, event.hosts, starting, room)
         for _ in range(max(0, min(int(event.waiting) - starting, room))):
             self._spawn(pool, provisioned=False)
 
@@ -214,6 +252,13 @@ class Supervisor:
         while True:
             await trio.sleep(REAP_INTERVAL_S)
             now = time.monotonic()
+            for pool in list(self._retired):
+                for inst in list(pool.instances.values()):
+                    since = max(inst.last_used, pool.retired_at)
+                    if inst.state == "idle" and now - since > RETIRE_GRACE_S:
+                        self._stop(pool, inst)
+                if not pool.instances:
+                    self._retired.remove(pool)
             for pool in list(self.pools.values()):
                 idle_s = pool.target.idle_ms / 1000
                 for inst in list(pool.instances.values()):
@@ -255,21 +300,12 @@ class Supervisor:
             code_dir, layer_dirs = await materialize(
                 self._store, self._mesh, target.function, target.settings,
                 os.path.join(self.workdir, "code"))
-            read_fd, write_fd = os.pipe()
-            try:
-                inst.process = await trio.lowlevel.open_process(
-                    [sys.executable, WORKER, inst.socket, str(write_fd)],
-                    pass_fds=(write_fd,),
-                    env=self._env(target, code_dir, layer_dirs, inst.provisioned),
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    start_new_session=True)
-            finally:
-                os.close(write_fd)
-            inst.pid = inst.process.pid
+            env = self._env(target, code_dir, layer_dirs, inst.provisioned)
+            read_fd, output = await self._start(inst, env)
             if inst.state == "stopping":  # stopped while starting
                 _kill(inst)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump_logs, inst, target)
+                nursery.start_soon(self._pump_logs, inst, target, output)
                 control = trio.lowlevel.FdStream(read_fd)
                 async for message in _lines(control):
                     kind = message.get("e")
@@ -303,8 +339,10 @@ class Supervisor:
                         inst.state = "exiting"
                         self._push(inst.cluster, pool)
                 crashed_request = inst.current
-                await inst.process.wait()
-                nursery.cancel_scope.cancel()
+                # The control pipe closed: the process has ended (its output drains next).
+                if inst.process is not None:
+                    await inst.process.wait()
+                inst.ended = True
         except FunctionCatalogError as exc:
             self.errors += 1
             log.error("%s: cannot start an instance: %s", target.cluster, exc)
@@ -322,8 +360,8 @@ class Supervisor:
                 os.unlink(inst.socket)
             except OSError:
                 pass
-        if was not in ("stopping",) and reason is None and inst.process is not None:
-            code = inst.process.returncode
+        if was not in ("stopping",) and reason is None and inst.ended:
+            code = inst.process.returncode if inst.process is not None else "unknown"
             pool.metrics.crashes += 1
             log.warning("%s: instance %d (pid %s) ended unexpectedly (exit status %s)",
                         target.cluster, inst.id, inst.pid, code)
@@ -334,11 +372,71 @@ class Supervisor:
         if inst.provisioned and not pool.retired:
             self._provision(pool)  # replace it
 
-    async def _pump_logs(self, inst: Instance, target: FunctionTarget) -> None:
-        assert inst.process is not None and inst.process.stdout is not None
+    async def _start(self, inst: Instance, env: dict[str, str]) -> tuple[int, Any]:
+        """Start the instance's process: forked by the fork server when it runs, else spawned.
+        Returns the control pipe's read end and a stream of its output."""
+        read_fd, write_fd = os.pipe()
+        try:
+            server = self._forkserver
+            if server is not None:
+                out_r, out_w = os.pipe()
+                try:
+                    spec = json.loads(env.pop(SPEC_ENV))
+                    request = json.dumps({"spec": spec, "socket": inst.socket, "env": env})
+                    async with self._fork_lock:
+                        await server.sendmsg([request.encode()], [(
+                            socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                            array.array("i", [write_fd, out_w]))])
+                        reply = await server.recv(4096)
+                    if not reply:
+                        raise OSError("the fork server ended")
+                    inst.pid = int(json.loads(reply)["pid"])
+                finally:
+                    os.close(out_w)
+                return read_fd, trio.lowlevel.FdStream(out_r)
+            inst.process = await trio.lowlevel.open_process(
+                [sys.executable, "-S", WORKER, inst.socket, str(write_fd)],
+                pass_fds=(write_fd,), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            inst.pid = inst.process.pid
+            assert inst.process.stdout is not None
+            return read_fd, inst.process.stdout
+        finally:
+            os.close(write_fd)
+
+    async def _run_forkserver(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the fork server (forkserver.py) while the supervisor runs; instances are
+        spawned directly while it is not running (it failed to start, or ended)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
+            env["PYTHONPATH"] = os.pathsep.join(_import_path())
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-S", FORKSERVER, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            log.warning("no fork server (%s): instances are spawned", exc)
+            task_status.started()
+            return
+        finally:
+            theirs.close()
+        self._forkserver = trio.socket.from_stdlib_socket(ours)
+        task_status.started()
+        try:
+            await process.wait()
+            log.warning("the fork server ended (status %s): instances are spawned",
+                        process.returncode)
+        finally:
+            self._forkserver = None
+            ours.close()
+            if process.returncode is None:
+                process.kill()
+
+    async def _pump_logs(self, inst: Instance, target: FunctionTarget, output: Any) -> None:
         buffer = b""
         prefix = f"{target.function}:{target.version}"
-        async for chunk in inst.process.stdout:
+        async for chunk in output:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
@@ -348,10 +446,8 @@ class Supervisor:
 
     def _env(self, target: FunctionTarget, code_dir: str, layer_dirs: list[str],
              provisioned: bool) -> dict[str, str]:
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(meshplane.__file__)))
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+        env["PYTHONPATH"] = os.pathsep.join(_import_path())
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         # Few malloc arenas: a worker's resident memory stays close to what it uses.
@@ -382,6 +478,8 @@ class Supervisor:
         return [(f"unix:{i.socket}", 1) for i in pool.instances.values() if i.serving]
 
     def _push(self, name: str, pool: Pool) -> None:
+        if pool.retired:  # its cluster is gone, or belongs to a new pool of the same name
+            return
         try:
             self._core.set_endpoints(name, self._hosts(pool))
         except Exception as exc:  # the cluster is not in the running snapshot (yet)
@@ -393,20 +491,23 @@ class Supervisor:
         """Lambda's metrics per function, with `versions` and `aliases` breakdowns."""
         clusters = (core_stats or {}).get("clusters") or {}
         by_function: dict[str, dict[str, list[tuple[ClusterMetrics, dict[str, int]]]]] = {}
-        for name, pool in self.pools.items():
-            t = pool.target
-            throttles = _throttles(clusters.get(name))
+        pools = {p.target.cluster: p for p in self._retired}
+        pools.update(self.pools)
+        for name, (t, metrics) in self._history.items():
+            if name in clusters:  # the core's counter; kept once the cluster is gone
+                self._throttles[name] = _throttles(clusters.get(name))
+            pool = pools.get(name)
+            instances = list(pool.instances.values()) if pool is not None else []
             live = {
-                "busy": pool.count("busy"),
-                "instances": pool.live(),
-                "provisioned": sum(1 for i in pool.instances.values()
-                                   if i.provisioned and i.serving),
-                "provisioned_busy": sum(1 for i in pool.instances.values()
+                "busy": sum(1 for i in instances if i.state == "busy"),
+                "instances": sum(1 for i in instances if i.state in ("starting", "idle", "busy")),
+                "provisioned": sum(1 for i in instances if i.provisioned and i.serving),
+                "provisioned_busy": sum(1 for i in instances
                                         if i.provisioned and i.state == "busy"),
-                "throttles": throttles,
+                "throttles": self._throttles.get(name, 0),
             }
             entry = by_function.setdefault(t.function, {})
-            part = (pool.metrics, live)
+            part = (metrics, live)
             entry.setdefault("", []).append(part)
             entry.setdefault(f"v:{t.version}", []).append(part)
             if t.qualifier != LATEST and not t.qualifier.isdigit():
@@ -431,6 +532,20 @@ class Supervisor:
         ]
 
 
+def _import_path() -> list[str]:
+    """What an instance imports from: PYTHONPATH, then this interpreter's site-packages.
+
+    Instances run with `python -S`: `site` (with the .pth files of an ordinary installation)
+    costs 100+ ms of every cold start, while the directories it would add are listed here.
+    Packages that rely on a .pth file's code are the price (docs/functions.md)."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    try:
+        paths += [*site.getsitepackages(), site.getusersitepackages()]
+    except AttributeError:  # a virtualenv's old site module
+        paths += [p for p in sys.path if p.endswith("-packages")]
+    return [os.path.abspath(p) for p in dict.fromkeys(paths) if os.path.isdir(p)]
+
+
 def _throttles(cluster: Mapping[str, Any] | None) -> int:
     if not cluster:
         return 0
@@ -443,9 +558,13 @@ def _throttles(cluster: Mapping[str, Any] | None) -> int:
 
 def _kill(inst: Instance) -> None:
     process = inst.process
-    if process is not None and process.returncode is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
+    if inst.ended or inst.pid is None or (process is not None and process.returncode is not None):
+        return
+    try:
+        os.killpg(inst.pid, signal.SIGKILL)  # its own session: the worker and anything it started
+    except (ProcessLookupError, PermissionError):
+        try:  # a forked instance killed before its setsid()
+            os.kill(inst.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 

@@ -475,17 +475,21 @@ def _send_error(conn: socket.socket, raw: bool, payload: dict[str, Any], version
     conn.sendall("\r\n".join(lines).encode("latin-1") + body)
 
 
+def serve_instance(spec: dict[str, Any], socket_path: str, control_fd: int) -> None:
+    """Init, then serve on `socket_path` forever (a spawned or a forked instance)."""
+    spec["socket"] = socket_path
+    control = os.fdopen(control_fd, "w", buffering=1)
+    worker = Worker(spec, control)
+    sys.stdout = _Tee(sys.__stdout__, worker)
+    sys.stderr = _Tee(sys.__stderr__, worker)
+    worker.init()
+    worker.run(socket_path)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 3:
-        sys.exit("usage: python -m meshplane.functions.worker SOCKET CONTROL_FD")
-    spec = json.loads(os.environ.pop(SPEC_ENV))
-    spec["socket"] = argv[1]
-    control = os.fdopen(int(argv[2]), "w", buffering=1)
-    worker = Worker(spec, control)
-    sys.stdout = _Tee(sys.stdout, worker)
-    sys.stderr = _Tee(sys.stderr, worker)
-    worker.init()
-    worker.run(argv[1])
+        sys.exit("usage: python worker.py SOCKET CONTROL_FD")
+    serve_instance(json.loads(os.environ.pop(SPEC_ENV)), argv[1], int(argv[2]))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def echo(event, context):
     print("echo called", CALLS)
     return {"statusCode": 200, "headers": {"content-type": "application/json"},
             "body": json.dumps({"event": event, "calls": CALLS, "pid": os.getpid(),
+                                "ppid": os.getppid(),
                                 "version": context.function_version,
                                 "name": context.function_name,
                                 "memory": context.memory_limit_in_mb,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,7 +62,11 @@ async def alias(store: str, name: str, version: str, weights: dict[str, float] |
 # --- tests ------------------------------------------------------------------------------------
 
 
-async def test_http_through_a_gateway_to_a_function(deploy: Callable[..., Path], store_url: str) -> None:
+@pytest.mark.parametrize("forkserver", ["1", "0"])
+async def test_http_through_a_gateway_to_a_function(
+    deploy: Callable[..., Path], store_url: str, forkserver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHPLANE_FUNCTIONS_FORKSERVER", forkserver)
     path = deploy({"handler": "app.echo"})
     async with running(path, store_url) as (proxy, client):
         r = await client.get("/hello/world?a=1&a=2", headers={"cookie": "k=v"})
@@ -71,6 +76,8 @@ async def test_http_through_a_gateway_to_a_function(deploy: Callable[..., Path],
         assert doc["event"]["queryStringParameters"] == {"a": "1,2"}
         assert doc["event"]["cookies"] == ["k=v"]
         assert doc["version"] == "$LATEST" and doc["calls"] == 1
+        # Forked by the fork server, or spawned by the proxy itself.
+        assert (doc["ppid"] == os.getpid()) == (forkserver == "0")
         # Warm reuse: the same instance answers the next sequential request.
         again = (await client.get("/")).json()
         assert again["pid"] == doc["pid"] and again["calls"] == 2
