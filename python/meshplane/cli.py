@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
-from meshplane._cli_fn_invoke import add_invoke_parser
-from meshplane._cli_functions import add_function_parser, run_functions
+from meshplane._cli_fn_invoke import add_invoke_parser, run_invoke
+from meshplane._cli_functions import EXTRA_COMMANDS, add_function_parser, run_functions
 from meshplane._cli_lifecycle import (
     EXIT_CODES,
     EXIT_NONCOMPLIANT,
@@ -188,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     add_registry_parser(sub)
     add_lifecycle_parsers(sub)
     add_invoke_parser(add_function_parser(sub).fn_subparsers)  # type: ignore[attr-defined]
+    EXTRA_COMMANDS["invoke"] = run_invoke
 
     top = sub.add_parser(
         "top", help="live view of a running meshplane: rates, errors, latency, unhealthy hosts",
@@ -484,10 +485,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _top(args)
         if args.command == "registry":
             return int(trio.run(run_registry, args))
-        if args.command == "fn" and args.fn_command == "invoke":
-            from meshplane._cli_fn_invoke import run_invoke
-
-            return int(trio.run(run_invoke, args))
         if args.command == "fn":
             return int(trio.run(run_functions, args))
         if args.command in ("apply", "history", "diff", "rollback", "status", "rollout"):
