@@ -79,8 +79,8 @@ pub async fn handle(
 }
 
 /// One request's life as named phases over one context (pingora's `ProxyHttp` with its
-/// `CTX`): `downstream_request` → `route` → `upstream_target` → per attempt `pick_upstream`,
-/// `upstream_request`, then `upstream_response` or `upstream_failure` (each ends in the one
+/// `CTX`): `downstream_request` → `route` → `upstream_target` → per attempt `pick_upstream`
+/// (`pick_instance` in a function cluster), `upstream_request`, then `upstream_response` or `upstream_failure` (each ends in the one
 /// retry decision, `Attempts::decide`) → `downstream_response` → `log`. Tracing, filters and
 /// functions hook into these phases.
 struct Session<'a> {

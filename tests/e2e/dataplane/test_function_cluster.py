@@ -343,3 +343,40 @@ async def test_a_tcp_listener_proxies_to_a_unix_socket(make_core, nursery, sock_
             while got != b"HELLO":
                 got += await stream.receive_some(64)
     assert proxy.cluster_stats()["hosts"][f"unix:{path}"]["cx_total"] == 1
+
+
+async def test_an_unhealthy_instance_is_skipped_and_one_turning_healthy_serves_a_waiter(
+        make_core, nursery, sock_dir, client):
+    a = await start(nursery, sock_dir, "a")
+    b = await start(nursery, sock_dir, "b")
+    a.gate.set()
+    b.gate.set()
+    proxy = make_core(function_doc([a.address, b.address], concurrency=5, wait_ms=60_000))
+    proxy.core.set_host_health("c", a.address, False)
+    assert [(await client.get(proxy.url("/"))).text for _ in range(3)] == ["b"] * 3
+    proxy.core.set_host_ejected("c", b.address, True)
+    responses: list[httpx.Response] = []
+    async with trio.open_nursery() as requests:
+        requests.start_soon(get, client, proxy.url("/"), responses)
+        await eventually(lambda: proxy.cluster_stats()["rq_waiting"] == 1,
+                         what="the request waiting: no healthy instance")
+        proxy.core.set_host_health("c", a.address, True)
+    assert [(r.status_code, r.text) for r in responses] == [(200, "a")]
+    assert a.served == 1
+
+
+async def test_an_apply_that_adds_an_instance_serves_the_waiting_request(make_core, nursery,
+                                                                        sock_dir, client):
+    proxy = make_core(function_doc([], concurrency=5, wait_ms=60_000))
+    responses: list[httpx.Response] = []
+    async with trio.open_nursery() as requests:
+        requests.start_soon(get, client, proxy.url("/"), responses)
+        await eventually(lambda: proxy.cluster_stats()["rq_waiting"] == 1,
+                         what="the request waiting for an instance")
+        inst = await start(nursery, sock_dir, "applied")
+        inst.gate.set()
+        doc = function_doc([inst.address], concurrency=5, wait_ms=60_000)
+        doc["version"] = "v2"
+        proxy.apply(doc)
+    assert [(r.status_code, r.text) for r in responses] == [(200, "applied")]
+    assert proxy.cluster_stats()["function"]["in_flight"] == 0
