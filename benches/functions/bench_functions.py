@@ -5,8 +5,9 @@
    request by request on two keep-alive connections; p50 and p99 of each and their difference
    (target: the function within 1 ms of the plain upstream at p50);
 2. cold start: the first invocation of each of N small functions through the core (the Invoke
-   path), vs a warm invocation of the same function; and the instances' Init Duration (spawn to
-   handler imported) (target: < 150 ms);
+   path), vs a warm invocation of the same function; and the instances' Init Duration (request
+   for an instance to handler imported) (target: < 150 ms); then the same with the fork server
+   off (every instance spawned), and a bare `python -S -c pass` for scale;
 3. scaling: a function that takes 20 ms; 1 client for 2 s, 8 clients for 4 s, 1 client for 6 s
    (idleTimeout 2 s): the instance count and concurrent executions sampled every 250 ms.
 
@@ -214,6 +215,18 @@ async def main(args: argparse.Namespace) -> None:
             result["warm"] = await trio.to_thread.run_sync(warm, port, args.requests)
             result["cold"] = await cold_starts(proxy, args.cold)
             result["scaling"] = await scaling(proxy, port)
+        # The same cold starts with every instance spawned (no fork server), and what a bare
+        # `python -S -c pass` costs on this machine now, for scale.
+        os.environ["MESHPLANE_FUNCTIONS_FORKSERVER"] = "0"
+        async with Proxy(doc, admin="", store=f"sqlite://{root / 'store.db'}",
+                         drain_ms=200) as proxy:
+            result["cold_spawned"] = await cold_starts(proxy, args.cold)
+        bare = []
+        for _ in range(args.cold):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-S", "-c", "pass"], check=True)
+            bare.append((time.perf_counter() - start) * 1000)
+        result["bare_interpreter_ms_p50"] = statistics.median(bare)
         print(json.dumps(result, indent=1))
     finally:
         plain.kill()

@@ -127,6 +127,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._forkserver: Any = None
         self._fork_lock = trio.Lock()
+        self._forkserver_started = False  # started with the first instance, never without
         # MESHPLANE_FUNCTIONS_FORKSERVER=0: spawn every instance (docs/functions.md).
         self.use_forkserver = os.environ.get("MESHPLANE_FUNCTIONS_FORKSERVER", "1") != "0"
         self._retired: list[Pool] = []
@@ -203,8 +204,6 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.use_forkserver:
-                    await nursery.start(self._run_forkserver)
                 for pool in self.pools.values():
                     self._provision(pool)
                 nursery.start_soon(self._reaper)
@@ -233,9 +232,12 @@ class Supervisor:
             return
         starting = pool.count("starting")
         room = pool.target.concurrency - pool.live()
-        log.debug("%s: %d waiting, %d busy, %d hosts; %d starting, room for %d",
-                  event.cluster, event.waiting, event.busy, event.hosts, starting, room)
-        for _ in range(max(0, min(int(event.waiting) - starting, room))):
+        # Instances that became hosts after the core sent this event take waiters too: an
+        # event read late must not start instances for requests already served.
+        fresh = max(0, pool.count("idle", "busy") - int(event.hosts))
+        log.debug("%s: %d waiting, %d busy, %d hosts; %d starting, %d new hosts, room for %d",
+                  event.cluster, event.waiting, event.busy, event.hosts, starting, fresh, room)
+        for _ in range(max(0, min(int(event.waiting) - starting - fresh, room))):
             self._spawn(pool, provisioned=False)
 
     def _provision(self, pool: Pool) -> None:
@@ -375,6 +377,11 @@ class Supervisor:
     async def _start(self, inst: Instance, env: dict[str, str]) -> tuple[int, Any]:
         """Start the instance's process: forked by the fork server when it runs, else spawned.
         Returns the control pipe's read end and a stream of its output."""
+        if self.use_forkserver and not self._forkserver_started and self._nursery is not None:
+            async with self._fork_lock:  # the first instance starts the fork server
+                if not self._forkserver_started:
+                    self._forkserver_started = True
+                    await self._nursery.start(self._run_forkserver)
         read_fd, write_fd = os.pipe()
         try:
             server = self._forkserver

@@ -274,3 +274,27 @@ async def test_the_example_serves(store_url: str) -> None:
             r = await client.get("/hello", params={"name": "mesh"}, timeout=30)
             assert r.status_code == 200, r.text
             assert r.json()["message"] == "hello, mesh" and r.json()["version"] == "$LATEST"
+
+
+async def test_idle_instances_are_reaped_and_provisioned_ones_kept(
+    deploy: Callable[..., Path], store_url: str
+) -> None:
+    path = deploy({"handler": "app.echo", "idleTimeout": {"unit": "s", "value": 1},
+                   "provisionedConcurrency": [{"qualifier": "1", "count": 1}]})
+    await publish_with(path, store_url, TAG="p")
+    async with running(path, store_url) as (proxy, client):
+        assert (await client.get("/")).status_code == 200  # $LATEST: one on-demand instance
+        stats = fn_stats(proxy)
+        assert stats["versions"]["$LATEST"]["instances"] == 1
+        await eventually(lambda: fn_stats(proxy)["versions"]["$LATEST"]["instances"] == 0, 15,
+                         "the idle $LATEST instance reaped")
+        # The provisioned instance of version 1 is never reaped; killed, it is replaced.
+        provisioned = [i for i in proxy.functions.supervisor.instances() if i["provisioned"]]
+        assert len(provisioned) == 1 and provisioned[0]["state"] in ("starting", "idle")
+        await eventually(lambda: fn_stats(proxy)["versions"]["1"]["provisioned_instances"] == 1,
+                         15, "the provisioned instance ready")
+        os.kill(provisioned[0]["pid"], 9)
+        await eventually(lambda: any(
+            i["provisioned"] and i["pid"] != provisioned[0]["pid"] and i["state"] == "idle"
+            for i in proxy.functions.supervisor.instances()), 15, "a replacement")
+        assert fn_stats(proxy)["versions"]["1"]["crashes"] == 1
