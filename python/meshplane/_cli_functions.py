@@ -52,11 +52,12 @@ def add_function_parser(sub: Any) -> argparse.ArgumentParser:
     takes more subcommands, such as `fn invoke`)."""
     fn = sub.add_parser(
         "fn",
-        help="publish function versions, point aliases at them, list them",
+        help="publish function versions, point aliases at them, list them, invoke them",
         description="Functions as Lambda has them: $LATEST is the config's Function resource; "
         "`publish` freezes it as an immutable numbered version in the store; an alias names a "
         "version and may send a share of invocations to a second one. Proxies of the mesh "
-        "follow changes at once. docs/functions.md describes it.",
+        "follow changes at once; `invoke` calls a function through a running proxy's Invoke API. "
+        "docs/functions.md describes it.",
     )
     fsub = fn.add_subparsers(dest="fn_command", metavar="SUBCOMMAND", required=True)
     fn.fn_subparsers = fsub  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
 """`meshplane ...`: run, validate, import, registry, apply/history/diff/rollback/status/rollout,
-top, demo, version.
+fn, top, demo, version.
 
 The top of the layering. Each command imports what it needs when it runs: `validate` and
 `import` use only `meshplane.config` (no trio, no compiled core); `run` and `demo` start trio.
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
-from meshplane._cli_functions import add_function_parser, run_functions
+from meshplane._cli_fn_invoke import add_invoke_parser, run_invoke
+from meshplane._cli_functions import EXTRA_COMMANDS, add_function_parser, run_functions
 from meshplane._cli_lifecycle import (
     EXIT_CODES,
     EXIT_NONCOMPLIANT,
@@ -186,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_registry_parser(sub)
     add_lifecycle_parsers(sub)
-    add_function_parser(sub)
+    add_invoke_parser(add_function_parser(sub).fn_subparsers)  # type: ignore[attr-defined]
+    EXTRA_COMMANDS["invoke"] = run_invoke
 
     top = sub.add_parser(
         "top", help="live view of a running meshplane: rates, errors, latency, unhealthy hosts",

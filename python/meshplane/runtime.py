@@ -23,8 +23,10 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -32,6 +34,8 @@ import trio
 
 from meshplane._bridge import Event, EventBridge, TaskStatus, collapse_groups
 from meshplane._core import Core, CoreError
+from meshplane.admin.lambda_api import MAX_BODY_BYTES as LAMBDA_MAX_BODY
+from meshplane.admin.lambda_api import LambdaAPI, serve_lambda_api, too_large
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
     MeshConfig,
@@ -45,7 +49,8 @@ from meshplane.config import (
     resilience_targets,
 )
 from meshplane.config.addresses import parse_address
-from meshplane.config.functions import INVOKE_LISTENER, FunctionTarget
+from meshplane.config.event_invoke import EventInvokeConfig
+from meshplane.config.functions import INVOKE_LISTENER, FunctionTarget, config_dir
 from meshplane.config.functions import resolve as resolve_functions
 from meshplane.config.tls import tls_files
 from meshplane.config.topology import listeners
@@ -55,9 +60,11 @@ from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
+from meshplane.functions.async_invoke import AsyncInvoker
 from meshplane.functions.catalog import load_catalog
 from meshplane.functions.catalog import prefix as catalog_prefix
-from meshplane.functions.service import FunctionService
+from meshplane.functions.event_queue import EventQueue, default_queue_path
+from meshplane.functions.service import FunctionNotFound, FunctionService
 from meshplane.functions.supervisor import Supervisor
 from meshplane.registry import Registration
 from meshplane.store import StoreError, open_store, resolve_url
@@ -195,10 +202,12 @@ class Proxy:
         self._applied = 0
         self._lock = trio.Lock()
         self._admin_address: tuple[str, int] | None = None
+        self._invoke_api_address: tuple[str, int] | None = None
         self._context: Any = None
         self._store: Any = None
         self._supervisor: Supervisor | None = None
         self._functions: FunctionService | None = None
+        self._async: AsyncInvoker | None = None
         self._catalog_revision = 0
         self._has_functions = trio.Event()
 
@@ -256,8 +265,17 @@ class Proxy:
                     await nursery.start(self._cert_watch.run)
                     await nursery.start(supervisor.run, instance_events)
                     nursery.start_soon(self._follow_functions)
+                    await nursery.start(self._async_invocations, default_queue_path(
+                        resolve_url(self._store_url, config.proxy.store)))
+                    lambda_api = LambdaAPI(self._functions, lambda: self._async)
                     if admin_address is not None:
-                        self._admin_address = await nursery.start(serve_admin, self, *admin_address)
+                        self._admin_address = await nursery.start(partial(
+                            serve_admin, self, *admin_address, lambda_api=lambda_api,
+                            lambda_max_body=LAMBDA_MAX_BODY, too_large=too_large))
+                    if config.proxy.invoke_api is not None:
+                        self._invoke_api_address = await nursery.start(
+                            serve_lambda_api, lambda_api,
+                            *parse_address(config.proxy.invoke_api, min_port=0))
                     async with self._registered():
                         self._state = "LIVE"
                         yield self
@@ -453,6 +471,40 @@ class Proxy:
                 log.warning("watching function versions: %s; retrying", exc)
                 await trio.sleep(1.0)
 
+    async def _async_invocations(
+        self, queue_path: str, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Once the config has functions: open the asynchronous invocations' queue (a SQLite
+        file beside the store's) and run its consumer until the proxy stops. Started when the
+        queue takes events if the first config has functions (so the admin API never sees it
+        missing), at once otherwise. A queue that cannot be opened is logged; Event
+        invocations then get 500 ServiceException."""
+        if not self._has_functions.is_set():
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
+            await self._has_functions.wait()
+        try:
+            queue = await trio.to_thread.run_sync(EventQueue, queue_path)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("asynchronous invocation is unavailable: cannot open the event queue %s: %s",
+                      queue_path, exc)
+            task_status.started()
+            return
+        self._async = AsyncInvoker(self.functions, queue, self._event_invoke_config)
+        try:
+            await self._async.run(task_status=task_status)
+        finally:
+            self._async = None
+            queue.close()
+
+    def _event_invoke_config(self, name: str) -> EventInvokeConfig:
+        """The running config's `eventInvokeConfig` of function `name`."""
+        config = self.config
+        fn = config.get("Function", name)
+        if fn is None:
+            raise FunctionNotFound(f"Function not found: {name}")
+        return EventInvokeConfig.from_spec(fn.spec.get("eventInvokeConfig"), config_dir(config))
+
     def _invoke_address(self) -> tuple[str, int] | None:
         if self._core is None:
             return None
@@ -494,6 +546,12 @@ class Proxy:
         """The admin API's bound (host, port), or None when it is disabled."""
         return self._admin_address
 
+    @property
+    def invoke_api_address(self) -> tuple[str, int] | None:
+        """The bound (host, port) of Lambda's Invoke API on its own listener
+        (`proxy.invokeApi`), or None; it is also on the admin address."""
+        return self._invoke_api_address
+
     def listener_addresses(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port)."""
         return self._require_core().listeners()
@@ -524,6 +582,8 @@ class Proxy:
             stats["registry"] = self._cloud_map.status()
         if self._supervisor is not None and self._supervisor.pools:
             stats["functions"] = self._supervisor.stats(stats)
+        if self._async is not None:
+            stats["async_invocations"] = self._async.stats()
         stats["control"] = {
             "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
             "driver_errors": {

@@ -5,8 +5,8 @@ heads and bodies, an idle timeout, and no client can take it down (a malformed r
 400 and a close; a handler that raises gets 500). `AdminAPI` is the handler for the admin
 endpoints (docs/admin.md); the demo's upstream services reuse `serve_http` too.
 
-Layer: imports trio, h11, `meshplane._bridge`, `admin.prometheus`, `admin.certs` and
-`config.tls`; not `meshplane.runtime`.
+Layer: imports trio, h11, `meshplane._bridge`, `admin.prometheus`, `admin.certs`,
+`admin.async_metrics` and `config.tls`; not `meshplane.runtime`.
 It serves any object with the `AdminView` protocol, which `meshplane.Proxy` implements.
 """
 
@@ -27,6 +27,7 @@ import h11
 import trio
 
 from meshplane._bridge import TaskStatus
+from meshplane.admin.async_metrics import async_metrics
 from meshplane.admin.certs import certs_document, tls_metrics
 from meshplane.admin.envoy_names import EnvoyContext, render_envoy
 from meshplane.admin.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
@@ -43,6 +44,7 @@ MAX_BODY_BYTES = 1024 * 1024
 IDLE_TIMEOUT_S = 60.0
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
+LAMBDA_PREFIX = "/2015-03-31/"
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,36 @@ Handler = Callable[[Request], Awaitable[Response]]
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
+TooLarge = Callable[[Request], Response]
+"""Builds the answer to a request whose body passed the limit, from its head (empty body)."""
+
+
+def _too_large(request: Request) -> Response:
+    return Response.text(413, "request body too large\n", headers=[("connection", "close")])
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_body: int = MAX_BODY_BYTES
+    too_large: TooLarge = _too_large
+
+
 async def serve_http(
     handler: Handler,
     host: str,
     port: int,
     *,
+    max_body: int = MAX_BODY_BYTES,
+    too_large: TooLarge | None = None,
     task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` over HTTP/1.1 on host:port until cancelled.
+
+    A request body over `max_body` bytes is not handed to `handler`: the rest of it is read and
+    dropped (up to 4 times the limit, so the client sees the answer rather than a reset) and
+    `too_large(request head)` answers (default: 413 text), closing the connection.
+    Reading a request and sending its response each have IDLE_TIMEOUT_S; the handler itself
+    is not bounded here (an invocation may run for minutes).
 
     Reports the bound (host, port) with `task_status.started` once it accepts connections (port
     0 binds an ephemeral port). On cancellation it stops accepting and closes every connection,
@@ -104,7 +128,8 @@ async def serve_http(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     task_status.started((str(bound_host), int(bound_port)))
-    await trio.serve_listeners(partial(_serve_connection, handler), listeners)
+    limits = _Limits(max_body, too_large or _too_large)
+    await trio.serve_listeners(partial(_serve_connection, handler, limits), listeners)
 
 
 async def _receive_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
@@ -115,24 +140,32 @@ async def _receive_event(stream: trio.SocketStream, conn: h11.Connection) -> Any
         conn.receive_data(await stream.receive_some(65536))
 
 
-async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> Request | Response | None:
+async def _read_request(
+    stream: trio.SocketStream, conn: h11.Connection, limits: _Limits
+) -> Request | Response | None:
     """The next request; a Response to send instead (413); None when the client closed."""
     event = await _receive_event(stream, conn)
     if not isinstance(event, h11.Request):
         return None
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers]
+    head = Request(event.method.decode("ascii"), event.target.decode("latin-1"), headers)
     body = bytearray()
+    seen = 0
     while True:
         part = await _receive_event(stream, conn)
         if isinstance(part, h11.Data):
-            body += part.data
-            if len(body) > MAX_BODY_BYTES:
-                return Response.text(413, "request body too large\n", headers=[("connection", "close")])
+            seen += len(part.data)
+            if seen <= limits.max_body:
+                body += part.data
+            elif seen > 4 * limits.max_body:
+                break
         elif isinstance(part, h11.EndOfMessage):
             break
         else:  # closed mid-body
             return None
-    return Request(event.method.decode("ascii"), event.target.decode("latin-1"), headers, bytes(body))
+    if seen > limits.max_body:
+        return limits.too_large(head)
+    return Request(head.method, head.target, headers, bytes(body))
 
 
 async def _send(stream: trio.SocketStream, conn: h11.Connection, response: Response, *, head: bool) -> None:
@@ -150,33 +183,40 @@ async def _send(stream: trio.SocketStream, conn: h11.Connection, response: Respo
     await stream.send_all(data)
 
 
-async def _serve_one(handler: Handler, stream: trio.SocketStream, conn: h11.Connection) -> bool:
+async def _serve_one(
+    handler: Handler, limits: _Limits, stream: trio.SocketStream, conn: h11.Connection
+) -> bool:
     """Read one request, answer it; True when the connection may carry another."""
-    request = await _read_request(stream, conn)
+    # An idle keep-alive connection, a slow request and a client that stops reading are all
+    # closed after IDLE_TIMEOUT_S; the handler's own time is not counted.
+    request: Request | Response | None = None
+    with trio.move_on_after(IDLE_TIMEOUT_S):
+        request = await _read_request(stream, conn, limits)
     if request is None:
         return False
     if isinstance(request, Response):  # refused before the handler saw it
-        await _send(stream, conn, request, head=False)
+        with trio.move_on_after(IDLE_TIMEOUT_S):
+            await _send(stream, conn, request, head=False)
         return False
     try:
         response = await handler(request)
     except Exception:
         log.exception("handler failed on %s %s", request.method, request.target)
         response = Response.text(500, "internal error\n")
-    await _send(stream, conn, response, head=request.method == "HEAD")
+    with trio.move_on_after(IDLE_TIMEOUT_S) as sending:
+        await _send(stream, conn, response, head=request.method == "HEAD")
+    if sending.cancelled_caught:
+        return False
     return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
 
-async def _serve_connection(handler: Handler, stream: trio.SocketStream) -> None:
+async def _serve_connection(handler: Handler, limits: _Limits, stream: trio.SocketStream) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     try:
         while True:
-            # One deadline per request cycle: an idle keep-alive connection, a slow request and
-            # a client that stops reading are all closed after IDLE_TIMEOUT_S.
-            with trio.move_on_after(IDLE_TIMEOUT_S):
-                if await _serve_one(handler, stream, conn):
-                    conn.start_next_cycle()
-                    continue
+            if await _serve_one(handler, limits, stream, conn):
+                conn.start_next_cycle()
+                continue
             return
     except h11.RemoteProtocolError as exc:
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -326,10 +366,12 @@ def traces_document(spans: list[dict[str, Any]], query: Mapping[str, list[str]])
 
 
 class AdminAPI:
-    """The admin endpoints (docs/admin.md) over an `AdminView`. Read-only: GET and HEAD."""
+    """The admin endpoints (docs/admin.md) over an `AdminView`: read-only, GET and HEAD; and,
+    given `lambda_api`, Lambda's Invoke API under /2015-03-31/ (docs/functions.md)."""
 
-    def __init__(self, view: AdminView) -> None:
+    def __init__(self, view: AdminView, lambda_api: Handler | None = None) -> None:
         self.view = view
+        self.lambda_api = lambda_api
         self._envoy: tuple[Any, EnvoyContext] | None = None
 
     def _envoy_context(self, version: Any) -> EnvoyContext:
@@ -346,6 +388,8 @@ class AdminAPI:
         return EnvoyContext(ctx.mesh, self.view.listener_addresses(), ctx.protocols)
 
     async def __call__(self, request: Request) -> Response:
+        if self.lambda_api is not None and request.path.startswith(LAMBDA_PREFIX):
+            return await self.lambda_api(request)
         path = request.path.rstrip("/") or "/"
         if path not in ENDPOINTS:
             return Response.text(404, f"no such admin endpoint: {path}\n\n{self._help()}")
@@ -363,7 +407,7 @@ class AdminAPI:
             if as_json and path == "/stats":
                 return Response.json(200, stats)
             text = render_prometheus(stats) + tls_metrics(self.view.tls_info(), time.time())
-            text += registry_metrics(stats)
+            text += registry_metrics(stats) + async_metrics(stats)
             text += render_envoy(stats, self._envoy_context(stats.get("version")))
             return Response(200, text.encode(), PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
@@ -384,9 +428,12 @@ class AdminAPI:
             ]})
         return Response.text(200, "".join(f"{name}::{h}:{p}\n" for name, (h, p) in listeners))
 
-    @staticmethod
-    def _help() -> str:
-        return "admin endpoints:\n" + "".join(f"  {p:<18} {d}\n" for p, d in ENDPOINTS.items())
+    def _help(self) -> str:
+        text = "admin endpoints:\n" + "".join(f"  {p:<18} {d}\n" for p, d in ENDPOINTS.items())
+        if self.lambda_api is not None:
+            text += (f"  POST {LAMBDA_PREFIX}functions/NAME/invocations   Lambda's Invoke API "
+                     "(docs/functions.md)\n")
+        return text
 
 
 async def serve_admin(
@@ -394,10 +441,17 @@ async def serve_admin(
     host: str,
     port: int,
     *,
+    lambda_api: Handler | None = None,
+    lambda_max_body: int = MAX_BODY_BYTES,
+    too_large: TooLarge | None = None,
     task_status: TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the admin API for `view` on host:port; reports the bound (host, port) when ready.
+    With `lambda_api`, requests under /2015-03-31/ go to it (Lambda's Invoke API), bodies may
+    be `lambda_max_body` bytes and `too_large` answers larger ones.
 
     Runs until cancelled; cancellation closes the listening socket and every admin connection.
     """
-    await serve_http(AdminAPI(view), host, port, task_status=task_status)
+    limit = max(MAX_BODY_BYTES, lambda_max_body) if lambda_api is not None else MAX_BODY_BYTES
+    await serve_http(AdminAPI(view, lambda_api), host, port, max_body=limit,
+                     too_large=too_large if lambda_api is not None else None, task_status=task_status)

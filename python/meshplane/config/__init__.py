@@ -7,7 +7,7 @@ config into the snapshot document the core applies (schema: rust/src/config/mod.
 
 Layering: imports `meshplane.errors` and the standard library (plus PyYAML) only, never trio
 nor the compiled core; no I/O except reading the file the caller names. Inside the package:
-model, addresses -> schema -> specs -> topology -> checks, tls -> validate -> loaders;
+model, addresses -> schema -> event_invoke -> specs -> topology -> checks, tls -> validate -> loaders;
 routes, tls, resilience -> compile (checks also reads resilience) -> cloudmap. docs/config.md documents the file format.
 """
 

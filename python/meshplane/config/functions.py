@@ -11,7 +11,7 @@ instances, counters and provisioned instances (Lambda allocates provisioned conc
 alias or version the same way).
 
 Pure: no I/O (code paths are only joined to the config file's directory). Imports only
-`schema`, `model` and `topology`.
+`schema`, `model`, `topology` and `event_invoke`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshplane.config.event_invoke import check_event_invoke
 from meshplane.config.model import MeshConfig, Resource
 from meshplane.config.topology import duration_ms, listeners
 
@@ -61,7 +62,7 @@ def cluster_name(function: str, qualifier: str, version: str) -> str:
 # --- validation -----------------------------------------------------------------------------
 
 
-def check_function(r: Resource, _graph: Any) -> list[Issue]:
+def check_function(r: Resource, graph: Any) -> list[Issue]:
     """Lambda's rules a shape cannot say (spec/lambda.md §1)."""
     out: list[Issue] = []
     spec = r.spec
@@ -102,6 +103,7 @@ def check_function(r: Resource, _graph: Any) -> list[Issue]:
         if entry["qualifier"] in seen:
             out.append((path, f"duplicate qualifier {entry['qualifier']!r}"))
         seen.add(entry["qualifier"])
+    out += check_event_invoke(spec.get("eventInvokeConfig"), graph)
     reserved = spec.get("reservedConcurrency")
     total = sum(e["count"] for e in provisioned)
     if reserved is not None and total > reserved:
@@ -156,10 +158,15 @@ class FunctionTarget:
     labels: tuple[str, ...] = field(default=())
 
 
+def config_dir(cfg: MeshConfig) -> str:
+    """The directory relative paths in `cfg` start from: its file's, else the working one."""
+    return os.path.dirname(os.path.abspath(cfg.source)) if os.path.sep in cfg.source or \
+        os.path.exists(cfg.source) else os.getcwd()
+
+
 def latest_settings(cfg: MeshConfig, r: Resource) -> dict[str, Any]:
     """The settings of a Function resource ($LATEST), code paths made absolute."""
-    base = os.path.dirname(os.path.abspath(cfg.source)) if os.path.sep in cfg.source or \
-        os.path.exists(cfg.source) else os.getcwd()
+    base = config_dir(cfg)
 
     def where(code: Any) -> dict[str, str]:
         path = code if isinstance(code, str) else code["path"]

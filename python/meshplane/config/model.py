@@ -97,6 +97,9 @@ class ProxySettings:
     # Distributed tracing: {otlpEndpoint, samplingPercent, propagation, keepErrors,
     # serviceName, maxQueueSpans, maxBatchSpans, exportTimeoutMs, recentSpans}; None = off.
     tracing: Mapping[str, Any] | None = None
+    # Lambda's Invoke API on a listener of its own ("HOST:PORT"), besides the admin address;
+    # None = only on the admin address (docs/functions.md).
+    invoke_api: str | None = None
 
     def bound_port(self, declared: int) -> int:
         """The port a listener declared on `declared` actually binds (0 = ephemeral)."""
@@ -139,6 +142,8 @@ class ProxySettings:
             out["register"] = self.register if isinstance(self.register, bool) else dict(self.register)
         if self.tracing is not None:
             out["tracing"] = dict(self.tracing)
+        if self.invoke_api is not None:
+            out["invokeApi"] = self.invoke_api
         return out
 
 

@@ -6,6 +6,7 @@ keys are marked `# extension` and documented in docs/config.md. Imports only `sc
 
 from __future__ import annotations
 
+from meshplane.config.event_invoke import SHAPE as EVENT_INVOKE_CONFIG
 from meshplane.config.schema import (
     LONG_MAX,
     U32_MAX,
@@ -496,6 +497,8 @@ FUNCTION = Obj(
         # waits for an instance to start before the proxy answers 503.
         "idleTimeout": DURATION,
         "instanceWait": DURATION,
+        # Asynchronous invocation: retries and destinations (docs/functions.md).
+        "eventInvokeConfig": EVENT_INVOKE_CONFIG,
     }
 )
 

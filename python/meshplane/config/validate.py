@@ -143,6 +143,8 @@ def _check_addresses(cfg: MeshConfig) -> list[Problem]:
             out.append(Problem(file, "", field, str(exc)))
 
     address(proxy.admin, "proxy.admin")
+    if proxy.invoke_api is not None:
+        address(proxy.invoke_api, "proxy.invokeApi")
     try:
         parse_ip(proxy.bind)
     except ValueError as exc:

@@ -3,9 +3,12 @@
 A `Function` resource in the mesh config is `$LATEST`; `catalog` keeps published versions and
 aliases in the store; `supervisor` runs each function cluster's instances (`worker` processes,
 one invocation at a time, each a host of the cluster on a Unix socket); `service` is the
-proxy's handle on them (`FunctionService.invoke` for Lambda's Invoke path).
+proxy's handle on them (`FunctionService.invoke` for Lambda's Invoke path). The Invoke API's
+request model is `invocation` (the HTTP side is `meshplane.admin.lambda_api`); asynchronous
+invocations wait in `event_queue` (a SQLite file) and `async_invoke` runs them, retries them
+(`policy.async_retry`) and sends their records to destinations.
 
-Layer: beside `drivers` (trio, h11, config, store); never the compiled core. `worker` and
+Layer: beside `drivers` (trio, h11, sqlite3, config, policy, store); never the compiled core. `worker` and
 `_http_event` import only the standard library and h11: they run in every instance.
 """
 

@@ -2,8 +2,9 @@
 
 Owns the logic that decides, not the code that acts: active health checking
 (`HealthChecker`, `HostHealth`, `HealthCheckPolicy`; envoy-semantics §3), outlier detection
-(`OutlierDetector`, `OutlierPolicy`; envoy-semantics §2) and the retry budget (`RetryBudget`;
-the model the Rust core mirrors). Each object takes events and timestamps and returns decisions;
+(`OutlierDetector`, `OutlierPolicy`; envoy-semantics §2), the retry budget (`RetryBudget`;
+the model the Rust core mirrors) and the retry schedule of asynchronous function invocations
+(`policy.async_retry`; lambda.md §6). Each object takes events and timestamps and returns decisions;
 nothing here sends a probe, reads a clock, sleeps or touches the core. Randomness (jitter,
 enforcement rolls) comes from an injected `random.Random`, so every test is reproducible.
 Trio drivers (`meshplane.drivers`) wrap these objects and carry the decisions to the core.

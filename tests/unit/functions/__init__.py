@@ -1,0 +1,1 @@
+"""Tests of meshplane.functions: the Invoke request model, the async queue and its policy."""

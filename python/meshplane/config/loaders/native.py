@@ -95,6 +95,8 @@ PROXY = Obj(
         "backlog": Int(1, 65535),
         "store": _ADDRESS,
         "tracing": TRACING,
+        # Lambda's Invoke API on a listener of its own, besides the admin address.
+        "invokeApi": _ADDRESS,
         # Register this proxy in the registry while it serves (docs/registry.md): true, or
         # what to register instead of the served node's awsCloudMap defaults.
         "register": Either(
@@ -234,12 +236,13 @@ def _proxy(doc: dict[str, Any], bad: set[str]) -> ProxySettings:
         store=doc["store"] if ok("store") else None,
         register=doc["register"] if ok("register") and doc["register"] is not False else None,
         tracing=doc["tracing"] if ok("tracing") else None,
+        invoke_api=doc["invokeApi"] if ok("invokeApi") else None,
     )
 
 
 _PROXY_KEYS = (
     "admin", "bind", "ports", "app", "outbound", "sds", "requestHeadersTimeoutMs", "backlog",
-    "store", "register", "tracing",
+    "store", "register", "tracing", "invokeApi",
 )
 
 
@@ -253,8 +256,8 @@ def to_native(
 ) -> dict[str, Any]:
     """A meshplane file (as a dict) serving `gateway` or `node` with these resources.
 
-    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds, store, register). A Mesh resource
-    named differently is renamed to `mesh` when it is the only one, else dropped, so the file
+    `proxy` takes the other `proxy` keys (admin, bind, ports, app, outbound, sds, store,
+    register, tracing, invokeApi). A Mesh resource named differently is renamed to `mesh` when it is the only one, else dropped, so the file
     describes one mesh.
     """
     unknown = sorted(set(proxy) - set(_PROXY_KEYS))
