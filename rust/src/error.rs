@@ -236,6 +236,8 @@ impl ProxyError {
             Kind::BadRequest => "bad_request",
             Kind::DownstreamDisconnect => "downstream_disconnect",
             Kind::StreamIdleTimeout => "stream_idle_timeout",
+            Kind::Throttled => "throttled",
+            Kind::NoInstance => "no_instance",
             Kind::Config => "config",
         }
     }
