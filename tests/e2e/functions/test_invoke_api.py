@@ -117,6 +117,11 @@ def payload_of(out: dict[str, Any]) -> Any:
     return json.loads(out["Payload"].read())
 
 
+
+def _has_a_line(path: Path) -> bool:
+    """The handler's line is whole: the file exists as soon as it is opened for writing."""
+    return path.exists() and path.read_text().endswith("\n")
+
 async def test_request_response_dry_run_tail_and_errors(tmp_path: Path) -> None:
     fns = [{"name": "boom", "spec": {"handler": "app.boom"}},
            {"name": "chatty", "spec": {"handler": "app.chatty"}}]
@@ -210,7 +215,7 @@ async def test_event_runs_once_with_its_request_id(tmp_path: Path) -> None:
                          Payload=json.dumps({"log": str(log), "n": 5}).encode())
         assert out["StatusCode"] == 202
         request_id = out["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
-        await eventually(log.exists, timeout=30, what="the queued event to run")
+        await eventually(lambda: _has_a_line(log), timeout=30, what="the queued event to run")
         await eventually(lambda: proxy.stats()["async_invocations"]["queue"]["depth"] == 0,
                          timeout=10, what="the event to leave the queue")
         [line] = log.read_text().splitlines()
@@ -300,7 +305,7 @@ async def test_meshplane_fn_invoke(tmp_path: Path) -> None:
         log = tmp_path / "cli-notes.jsonl"
         out = await run(lambda: _cli(admin, "note", "--async", "--payload", json.dumps({"log": str(log)})))
         assert out.returncode == 0 and b"StatusCode 202" in out.stderr
-        await eventually(log.exists, timeout=30, what="the CLI's queued event to run")
+        await eventually(lambda: _has_a_line(log), timeout=30, what="the CLI's queued event to run")
 
     # The proxy is gone: the CLI says so with its own exit status.
     out = await trio.to_thread.run_sync(lambda: _cli(admin, "hello"))
@@ -344,7 +349,7 @@ async def test_a_success_goes_to_a_destination_function(tmp_path: Path) -> None:
         out = await call(lam.invoke, FunctionName="chatty", InvocationType="Event",
                          Payload=json.dumps({"say": "done", "log": str(log)}).encode())
         request_id = out["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
-        await eventually(log.exists, timeout=30, what="the destination function to run")
+        await eventually(lambda: _has_a_line(log), timeout=30, what="the destination function to run")
         [line] = log.read_text().splitlines()
         note = json.loads(line)
         record = note["event"]
