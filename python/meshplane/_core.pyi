@@ -62,7 +62,24 @@ class Core:
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port), ports read back after binding."""
     def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
-        """Replace a cluster's endpoints as ("IP:PORT", weight) pairs (DNS discovery)."""
+        """Replace a cluster's endpoints as ("IP:PORT", weight) pairs (DNS discovery).
+
+        Hosts that stay keep their state (connections, counters, health); O(hosts).
+        """
+    def update_endpoints(
+        self,
+        cluster: str,
+        upsert: Sequence[tuple[str, int]] = ...,
+        remove: Sequence[str] = ...,
+    ) -> None:
+        """Change some of a cluster's hosts and keep the others: remove the "IP:PORT"
+        addresses in `remove` (one that is not a host is ignored), then add each
+        ("IP:PORT", weight) of `upsert`, or set its weight if it is a host already.
+
+        Costs O(changes), not O(hosts), except that unequal weights rebuild the weighted
+        schedule (O(hosts)). A malformed address raises CoreError(kind="config") and changes
+        nothing.
+        """
     def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
         """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC)."""
     def set_host_ejected(self, cluster: str, address: str, ejected: bool) -> None:

@@ -265,6 +265,29 @@ impl Runtime {
         Ok(())
     }
 
+    /// Add or reweight (`upsert`) and remove hosts of one cluster, keeping the others:
+    /// O(changes), not O(hosts) (`Cluster::update_endpoints`). Nothing changes if an address
+    /// is malformed.
+    pub fn update_endpoints(
+        &self,
+        cluster: &str,
+        upsert: &[(String, u32)],
+        remove: &[String],
+    ) -> Result<(), String> {
+        let c = self.cluster(cluster)?;
+        let parse = |a: &String| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| format!("bad endpoint address {a:?}, expected IP:PORT"))
+        };
+        let upsert = upsert
+            .iter()
+            .map(|(a, w)| Ok((parse(a)?, *w)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let remove = remove.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+        c.update_endpoints(&upsert, &remove);
+        Ok(())
+    }
+
     /// Set one health flag of a host (active health checking or outlier ejection).
     pub fn set_host_flag(
         &self,
@@ -342,8 +365,8 @@ impl Runtime {
         for (cl, tls) in clusters {
             cl.tls.store(tls);
             // New connections use the new material; idle ones made with the old go away.
-            for h in cl.hosts.load().hosts.iter() {
-                h.pool.close_idle();
+            for m in cl.hosts.load().hosts.iter() {
+                m.host.pool.close_idle();
             }
         }
         Ok(n)
@@ -504,8 +527,8 @@ async fn sweep_idle_connections(
         let period = match published.load_full() {
             Some(c) => {
                 for cl in &c.clusters {
-                    for h in cl.hosts.load().hosts.iter() {
-                        h.pool.evict_idle();
+                    for m in cl.hosts.load().hosts.iter() {
+                        m.host.pool.evict_idle();
                     }
                 }
                 c.clusters

@@ -3,9 +3,18 @@
 //!
 //! A `Host` is kept across snapshot applies when its cluster, address and protocol are
 //! unchanged, so its active count, pooled connections and health survive a config change.
+//!
+//! Costs: an apply reuses hosts through an address index (O(hosts)); one host added, removed,
+//! reweighted or flagged costs O(1) in the host count (`members` copies one chunk of the host
+//! list), plus the balancer: O(1) to rebuild for equal weights and RANDOM, O(hosts) for the
+//! EDF schedule of unequal weights (Envoy also rebuilds its scheduler on each change).
 
+mod members;
 mod outlier;
+#[cfg(test)]
+mod tests;
 
+pub use members::{Member, Members};
 pub use outlier::{Outcome, Outcomes, Sample};
 
 use crate::balance::{Balancer, HostView};
@@ -14,9 +23,10 @@ use crate::pool::Pool;
 use crate::stats::{ClusterStats, HostStats};
 use crate::tls::ClientTls;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -63,19 +73,23 @@ impl Host {
 
 /// One immutable membership of a cluster, with the balancer built for it.
 pub struct HostSet {
-    pub hosts: Vec<Arc<Host>>,
-    pub weights: Vec<u32>,
+    pub hosts: Members,
     pub balancer: Balancer,
     healthy: AtomicUsize,
 }
 
 impl HostSet {
-    pub fn new(hosts: Vec<Arc<Host>>, weights: Vec<u32>, lb: config::LbPolicy, bias: f64) -> Self {
-        let healthy = hosts.iter().filter(|h| h.healthy()).count();
-        let balancer = Balancer::new(lb, &weights, bias);
+    fn build(
+        hosts: Members,
+        weighted: bool,
+        healthy: usize,
+        lb: config::LbPolicy,
+        bias: f64,
+    ) -> Self {
+        let balancer =
+            Balancer::for_hosts(lb, hosts.len(), weighted, |i| hosts.get(i).weight, bias);
         HostSet {
             hosts,
-            weights,
             balancer,
             healthy: AtomicUsize::new(healthy),
         }
@@ -93,7 +107,7 @@ impl HostView for HostSet {
     }
     #[inline]
     fn weight(&self, i: usize) -> u32 {
-        self.weights[i]
+        self.hosts.get(i).weight
     }
     #[inline]
     fn active(&self, i: usize) -> u32 {
@@ -106,6 +120,54 @@ impl HostView for HostSet {
     #[inline]
     fn healthy_count(&self) -> usize {
         self.healthy.load(Relaxed)
+    }
+}
+
+/// What the writers of a cluster's membership keep beside the published host set, under one
+/// lock: where each address is, and what the balancer must know without a scan.
+#[derive(Default)]
+struct Membership {
+    /// Address → index in the published host set (the first, if an address repeats).
+    index: HashMap<SocketAddr, usize>,
+    /// Some address appears more than once: deltas then rebuild from the list.
+    repeated: bool,
+    /// Hosts per non-zero weight: more than one key ⇒ unequal weights.
+    weights: HashMap<u32, usize>,
+}
+
+impl Membership {
+    fn of(hosts: &Members) -> Membership {
+        let mut m = Membership::default();
+        m.index.reserve(hosts.len());
+        for (i, member) in hosts.iter().enumerate() {
+            // The first occurrence wins, as a linear search would find it.
+            match m.index.entry(member.host.addr) {
+                std::collections::hash_map::Entry::Occupied(_) => m.repeated = true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+            }
+            m.count_weight(member.weight, true);
+        }
+        m
+    }
+
+    fn count_weight(&mut self, weight: u32, add: bool) {
+        if weight == 0 {
+            return;
+        }
+        if add {
+            *self.weights.entry(weight).or_default() += 1;
+        } else if let Some(n) = self.weights.get_mut(&weight) {
+            *n -= 1;
+            if *n == 0 {
+                self.weights.remove(&weight);
+            }
+        }
+    }
+
+    fn weighted(&self) -> bool {
+        self.weights.len() > 1
     }
 }
 
@@ -127,6 +189,8 @@ pub struct Cluster {
     /// TLS origination; swapped in place when certificates are reloaded.
     pub tls: ArcSwapOption<ClientTls>,
     outlier_sink: Option<OutlierSink>,
+    /// Held by whoever changes `hosts` (endpoints, health flags); requests never take it.
+    membership: Mutex<Membership>,
 }
 
 /// Receives (cluster, host, detector) when a consecutive-failure threshold is reached.
@@ -167,7 +231,13 @@ impl Cluster {
             name: spec.name.as_str().into(),
             spec: spec.clone(),
             protocol: spec.protocol,
-            hosts: ArcSwap::from_pointee(HostSet::new(Vec::new(), Vec::new(), spec.lb, 1.0)),
+            hosts: ArcSwap::from_pointee(HostSet::build(
+                Members::default(),
+                false,
+                0,
+                spec.lb,
+                1.0,
+            )),
             stats,
             breakers: spec.circuit_breakers.clone(),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
@@ -177,6 +247,7 @@ impl Cluster {
             retries_active: AtomicU32::new(0),
             outlier_sink,
             tls: ArcSwapOption::new(tls),
+            membership: Mutex::default(),
         };
         let endpoints: Vec<(SocketAddr, u32)> = spec
             .endpoints
@@ -200,44 +271,139 @@ impl Cluster {
         }
     }
 
+    fn membership(&self) -> MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bias(&self) -> f64 {
+        self.spec.active_request_bias.unwrap_or(1.0)
+    }
+
     /// Replace the membership (static config or discovery); hosts that stay keep their state.
+    /// O(hosts): each address is looked up in an index of the old membership.
     pub fn set_endpoints(&self, endpoints: &[(SocketAddr, u32)], previous: Option<&Cluster>) {
-        let old = previous
-            .map(|p| p.hosts.load_full())
-            .unwrap_or_else(|| self.hosts.load_full());
+        let mut membership = self.membership();
+        let previous_membership = previous.map(|p| p.membership());
+        let (old, old_index) = match (previous, &previous_membership) {
+            (Some(p), Some(m)) => (p.hosts.load_full(), &m.index),
+            _ => (self.hosts.load_full(), &membership.index),
+        };
         let same_protocol = previous.is_none_or(|p| p.protocol == self.protocol);
-        let mut hosts = Vec::with_capacity(endpoints.len());
-        let mut weights = Vec::with_capacity(endpoints.len());
-        for (addr, weight) in endpoints {
-            let reuse = if same_protocol {
-                old.hosts.iter().find(|h| h.addr == *addr).cloned()
-            } else {
-                None
-            };
-            hosts.push(
-                reuse.unwrap_or_else(|| {
-                    Arc::new(Host::new(*addr, self.protocol, self.idle_timeout))
-                }),
-            );
-            weights.push(*weight);
-        }
-        for h in old.hosts.iter() {
-            if !hosts.iter().any(|n| Arc::ptr_eq(n, h)) {
-                h.pool.close_idle();
+        let members: Vec<Member> = endpoints
+            .iter()
+            .map(|&(addr, weight)| {
+                let reused = old_index
+                    .get(&addr)
+                    .filter(|_| same_protocol)
+                    .map(|&i| old.hosts[i].clone());
+                let host = reused
+                    .unwrap_or_else(|| Arc::new(Host::new(addr, self.protocol, self.idle_timeout)));
+                Member { host, weight }
+            })
+            .collect();
+        let members = Members::from_vec(members);
+        let kept: HashSet<*const Host> = members.iter().map(|m| Arc::as_ptr(&m.host)).collect();
+        for m in old.hosts.iter() {
+            if !kept.contains(&Arc::as_ptr(&m.host)) {
+                m.host.pool.close_idle();
             }
         }
-        let bias = self.spec.active_request_bias.unwrap_or(1.0);
-        self.hosts
-            .store(Arc::new(HostSet::new(hosts, weights, self.spec.lb, bias)));
+        drop(previous_membership);
+        *membership = Membership::of(&members);
+        let healthy = members.iter().filter(|m| m.host.healthy()).count();
+        let weighted = membership.weighted();
+        self.hosts.store(Arc::new(HostSet::build(
+            members,
+            weighted,
+            healthy,
+            self.spec.lb,
+            self.bias(),
+        )));
+    }
+
+    /// Change some hosts and keep the rest: remove `remove` (an address that is not a member
+    /// is ignored), then add each of `upsert` or, if it is a member, set its weight. Costs
+    /// O(changes), not O(hosts) (see the module docs); hosts that stay keep their state, a
+    /// removed host has its idle connections closed.
+    pub fn update_endpoints(&self, upsert: &[(SocketAddr, u32)], remove: &[SocketAddr]) {
+        let mut membership = self.membership();
+        let set = self.hosts.load_full();
+        if membership.repeated {
+            // Rare (a config that lists an address twice): the whole-list path keeps the
+            // index right.
+            drop(membership);
+            let gone: HashSet<&SocketAddr> = remove.iter().collect();
+            let mut list: Vec<(SocketAddr, u32)> = set
+                .hosts
+                .iter()
+                .map(|m| (m.host.addr, m.weight))
+                .filter(|(a, _)| !gone.contains(a))
+                .collect();
+            for &(addr, weight) in upsert {
+                match list.iter_mut().find(|(a, _)| *a == addr) {
+                    Some(entry) => entry.1 = weight,
+                    None => list.push((addr, weight)),
+                }
+            }
+            return self.set_endpoints(&list, None);
+        }
+        let mut hosts = set.hosts.clone();
+        let mut healthy = set.healthy.load(Relaxed);
+        for addr in remove {
+            let Some(i) = membership.index.remove(addr) else {
+                continue;
+            };
+            let gone = hosts.get(i).clone();
+            let last = hosts.len() - 1;
+            if i != last {
+                membership.index.insert(hosts[last].addr, i);
+            }
+            hosts = hosts.with_swap_removed(i);
+            membership.count_weight(gone.weight, false);
+            if gone.host.healthy() {
+                healthy -= 1;
+            }
+            gone.host.pool.close_idle();
+        }
+        for &(addr, weight) in upsert {
+            match membership.index.get(&addr) {
+                Some(&i) => {
+                    let member = hosts.get(i);
+                    if member.weight != weight {
+                        membership.count_weight(member.weight, false);
+                        membership.count_weight(weight, true);
+                        let host = member.host.clone();
+                        hosts = hosts.with_set(i, Member { host, weight });
+                    }
+                }
+                None => {
+                    let host = Arc::new(Host::new(addr, self.protocol, self.idle_timeout));
+                    membership.index.insert(addr, hosts.len());
+                    membership.count_weight(weight, true);
+                    healthy += 1;
+                    hosts = hosts.with_pushed(Member { host, weight });
+                }
+            }
+        }
+        let weighted = membership.weighted();
+        self.hosts.store(Arc::new(HostSet::build(
+            hosts,
+            weighted,
+            healthy,
+            self.spec.lb,
+            self.bias(),
+        )));
     }
 
     /// Set or clear one health flag of a host; returns false if the address is not a member.
     /// A host that becomes unavailable has its idle connections closed (Envoy).
     pub fn set_host_flag(&self, addr: SocketAddr, flag: HealthFlag, on: bool) -> bool {
-        let set = self.hosts.load();
-        let Some(h) = set.hosts.iter().find(|h| h.addr == addr) else {
+        let membership = self.membership();
+        let Some(&i) = membership.index.get(&addr) else {
             return false;
         };
+        let set = self.hosts.load();
+        let h = &set.hosts[i];
         let before = h.healthy();
         match flag {
             HealthFlag::FailedActiveHealthCheck => h.failed_active_hc.store(on, Relaxed),
@@ -276,7 +442,7 @@ impl Cluster {
             .load()
             .hosts
             .iter()
-            .map(|h| (h.name.clone(), h.outcomes.take()))
+            .map(|m| (m.host.name.clone(), m.host.outcomes.take()))
             .collect()
     }
 
@@ -309,7 +475,7 @@ impl Cluster {
     /// Close one idle connection of a host other than `except`, freeing a max_connections slot.
     pub fn reclaim_idle_connection(&self, except: &Arc<Host>) {
         let set = self.hosts.load();
-        for h in set.hosts.iter() {
+        for h in set.hosts.iter().map(|m| &m.host) {
             if !Arc::ptr_eq(h, except) && h.pool.close_one_idle() {
                 return;
             }
@@ -337,8 +503,7 @@ impl Cluster {
         let hosts: serde_json::Map<String, serde_json::Value> = set
             .hosts
             .iter()
-            .zip(set.weights.iter())
-            .map(|(h, w)| {
+            .map(|Member { host: h, weight: w }| {
                 let mut hm = h.stats.snapshot();
                 hm.insert("rq_active".into(), h.active.load(Relaxed).into());
                 hm.insert("healthy".into(), h.healthy().into());

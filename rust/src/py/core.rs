@@ -136,8 +136,21 @@ impl Core {
         cluster: &str,
         endpoints: Vec<(String, u32)>,
     ) -> PyResult<()> {
+        let rt = self.rt.clone();
+        py.detach(move || rt.set_endpoints(cluster, &endpoints))
+            .map_err(|m| config_error(py, m, None))
+    }
+
+    #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new()))]
+    fn update_endpoints(
+        &self,
+        py: Python<'_>,
+        cluster: &str,
+        upsert: Vec<(String, u32)>,
+        remove: Vec<String>,
+    ) -> PyResult<()> {
         self.rt
-            .set_endpoints(cluster, &endpoints)
+            .update_endpoints(cluster, &upsert, &remove)
             .map_err(|m| config_error(py, m, None))
     }
 
