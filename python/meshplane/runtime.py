@@ -35,16 +35,16 @@ from meshplane._core import Core, CoreError
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
     MeshConfig,
+    ResilienceTarget,
     cloud_map_targets,
-    compile_snapshot,
     dns_targets,
     from_dict,
     listener_names,
     load_file,
     load_text,
-    resilience_targets,
 )
 from meshplane.config.addresses import parse_address
+from meshplane.config.compile import compile_document, snapshot_json
 from meshplane.config.tls import tls_files
 from meshplane.config.topology import listeners
 from meshplane.drivers.cert_watch import CertWatch, observe
@@ -117,15 +117,18 @@ def _load(config: ConfigInput, overrides: Mapping[int, int] | None) -> MeshConfi
 
 def _compile(
     config: MeshConfig, endpoints: Mapping[str, Any], apply_number: int
-) -> tuple[str, dict[str, Any], bytes]:
+) -> tuple[str, dict[str, Any], bytes, list[ResilienceTarget]]:
     """Compile `config` into (content digest, snapshot labelled "<apply_number>-<digest>", the
-    bytes for `Core.apply`). CPU-bound: run it off the Trio loop."""
-    compiled = compile_snapshot(config, version="", endpoints=endpoints)
-    digest = hashlib.sha256(compiled).hexdigest()[:12]
-    snapshot = json.loads(compiled)
+    bytes for `Core.apply`, the resilience targets). CPU-bound: run it off the Trio loop."""
+    document, targets = compile_document(config, endpoints)
+    # NOTE: one compact serialization serves both the digest and the core; the label goes in
+    # as the last member instead of serializing the document again.
+    body = snapshot_json(document)
+    digest = hashlib.sha256(body).hexdigest()[:12]
     # Version label: apply counter + content hash, so equal labels mean equal snapshots.
-    snapshot["version"] = f"{apply_number}-{digest}"
-    return digest, snapshot, json.dumps(snapshot, separators=(",", ":")).encode()
+    document["version"] = label = f"{apply_number}-{digest}"
+    data = b"%s,\"version\":%s}" % (body[:-1], json.dumps(label).encode())
+    return digest, document, data, targets
 
 
 def _with_ports(config: MeshConfig, overrides: Mapping[int, int] | None) -> MeshConfig:
@@ -343,18 +346,20 @@ class Proxy:
     async def _apply(self, config: MeshConfig) -> str:
         core, discovery, cloud_map = self._require_core(), self._discovery, self._cloud_map
         assert discovery is not None and cloud_map is not None
-        targets = dns_targets(config)
-        registry_targets = cloud_map_targets(config)
+        # Each walks the whole config (every static endpoint too): off the loop.
+        targets, registry_targets = await trio.to_thread.run_sync(
+            lambda: (dns_targets(config), cloud_map_targets(config))
+        )
         endpoints = await discovery.prepare(targets)
         endpoints.update(await cloud_map.prepare(registry_targets))
-        digest, snapshot, data = await trio.to_thread.run_sync(
+        digest, snapshot, data, resilience = await trio.to_thread.run_sync(
             _compile, config, endpoints, self._applied + 1
         )
         if digest == self._digest and self.version is not None:
             self._config = config
             # Health-check and outlier timing are not in the snapshot: they may still change.
             if self._resilience is not None:
-                self._resilience.retarget(resilience_targets(config, endpoints))
+                self._resilience.retarget(resilience)
             return self.version
         tls_seen = observe(tls_files(snapshot))  # before the core reads them: no change is lost
         try:
@@ -374,7 +379,7 @@ class Proxy:
             discovery.commit(targets, endpoints)
             cloud_map.commit(registry_targets, endpoints)
             if self._resilience is not None:
-                self._resilience.retarget(resilience_targets(config, endpoints))
+                self._resilience.retarget(resilience)
         except Exception:
             # A bug, not a config problem; the new version serves with the drivers still set
             # for the previous one. Said loudly rather than hidden behind a failed apply.
