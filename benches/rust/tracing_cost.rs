@@ -145,7 +145,7 @@ fn main() {
             let addr = rt.listeners()[0].1;
             load(addr, 0.3); // warm-up: connections, pools
             let rps = load(addr, secs);
-            let stats = rt.stats();
+            let stats = rt.stats(true);
             eprintln!(
                 "round {round} {:<22} {rps:>10.0} req/s  tracing {}",
                 variants[i].0, stats["tracing"]

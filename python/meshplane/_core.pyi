@@ -98,8 +98,16 @@ class Core:
         """
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use per listener and cluster: path, subject, SANs, not_after."""
-    def stats(self) -> dict[str, Any]:
-        """A copy of every counter, gauge and histogram (see docs/stats.md)."""
+    def stats(self, hosts: bool = True) -> dict[str, Any]:
+        """A copy of every counter, gauge and histogram (see docs/stats.md).
+
+        With `hosts=False` each cluster has no "hosts" but "membership": {"total", "healthy"}
+        host counts, and no per-host object is made (`host_metrics` has the hosts' stats).
+        """
+    def host_metrics(self) -> bytes:
+        """Every host's stats as the `meshplane_host_*` families of the Prometheus text format
+        (UTF-8), exactly as `meshplane.admin.prometheus.render` writes the hosts of `stats()`;
+        written with the GIL released, without a Python object per host."""
     def recent_spans(self) -> list[dict[str, Any]]:
         """The most recent recorded spans (`proxy.tracing`), newest first: ids, timings
         (`duration_ms`, `marks_ms`), route, cluster, upstream host, status (docs/admin.md)."""

@@ -435,12 +435,16 @@ class Proxy:
             raise KeyError(f"no listener declared at port {declared}; listeners: {sorted(bound)}")
         return bound[matches[0]]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """A copy of every counter, gauge and histogram (see docs/stats.md for the shape),
         with the health checker's and outlier detector's view of each cluster and host, and
         the control layer's own losses under `control`: core events the bridge dropped (by
-        kind) and exceptions each driver caught and went on after."""
-        stats = self._require_core().stats()
+        kind) and exceptions each driver caught and went on after.
+
+        `hosts=False` leaves each cluster's hosts out (it has `membership`: `total` and
+        `healthy` host counts instead), so no per-host object is made; `host_metrics()` has
+        the hosts' Prometheus text."""
+        stats = self._require_core().stats(hosts)
         if self._resilience is not None:
             stats = self._resilience.annotate(stats)
         if self._cloud_map is not None and self._cloud_map.connected is not None:
@@ -450,6 +454,12 @@ class Proxy:
             "driver_errors": self._resilience.errors() if self._resilience is not None else {},
         }
         return stats
+
+    def host_metrics(self) -> bytes:
+        """Every host's `meshplane_host_*` Prometheus families as UTF-8 text, written by the
+        core (`Core.host_metrics()`): what `admin.prometheus.render` writes for the hosts of
+        `stats()`, without a Python object per host."""
+        return self._require_core().host_metrics()
 
     async def core_stats(self) -> dict[str, Any]:
         """The core's own counters (`Core.stats()`, without the control layer's annotations

@@ -399,14 +399,16 @@ impl Runtime {
         serde_json::json!({"listeners": listeners, "clusters": clusters})
     }
 
-    pub fn stats(&self) -> serde_json::Value {
+    /// Every counter, gauge and histogram; per host only with `hosts` (else each cluster's
+    /// host count and healthy count, and `host_metrics` writes the hosts' Prometheus text).
+    pub fn stats(&self, hosts: bool) -> serde_json::Value {
         let cur = self.published.load_full();
         let clusters: serde_json::Map<String, serde_json::Value> = cur
             .as_ref()
             .map(|c| {
                 c.clusters
                     .iter()
-                    .map(|cl| (cl.name.to_string(), cl.snapshot()))
+                    .map(|cl| (cl.name.to_string(), cl.snapshot(hosts)))
                     .collect()
             })
             .unwrap_or_default();
@@ -421,6 +423,14 @@ impl Runtime {
             "access_logs": self.log_sinks.snapshot(),
             "tracing": self.exporters.shared.snapshot(),
         })
+    }
+
+    /// The `meshplane_host_*` Prometheus families of every host (`cluster::host_families`).
+    pub fn host_metrics(&self) -> String {
+        match self.published.load_full() {
+            Some(c) => crate::cluster::host_families(&c.clusters),
+            None => String::new(),
+        }
     }
 
     /// The most recent recorded spans, newest first (docs/admin.md `/traces`).
@@ -562,14 +572,14 @@ mod tests {
     #[test]
     fn stats_count_the_events_the_queue_dropped() {
         let rt = Runtime::new(1).expect("runtime");
-        assert_eq!(rt.stats()["core_events_dropped"], 0);
+        assert_eq!(rt.stats(true)["core_events_dropped"], 0);
         for _ in 0..crate::notify::MAX_QUEUED + 3 {
             rt.events().push(crate::notify::Event::Stopped {
                 clean: true,
                 open: 0,
             });
         }
-        assert_eq!(rt.stats()["core_events_dropped"], 3);
+        assert_eq!(rt.stats(true)["core_events_dropped"], 3);
         rt.shutdown(Duration::ZERO);
     }
 

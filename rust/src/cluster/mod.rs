@@ -10,11 +10,13 @@
 //! EDF schedule of unequal weights (Envoy also rebuilds its scheduler on each change).
 
 mod members;
+mod metrics;
 mod outlier;
 #[cfg(test)]
 mod tests;
 
 pub use members::{Member, Members};
+pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
 
 use crate::balance::{Balancer, HostView};
@@ -493,31 +495,41 @@ impl Cluster {
         self.retries_active.load(Relaxed) < limit
     }
 
-    pub fn snapshot(&self) -> serde_json::Value {
+    /// The cluster's stats as JSON; with `hosts`, every host's under "hosts", else only how
+    /// many hosts there are and how many are healthy, under "membership".
+    pub fn snapshot(&self, with_hosts: bool) -> serde_json::Value {
         let mut m = self.stats.snapshot();
         m.insert(
             "retries_active".into(),
             self.retries_active.load(Relaxed).into(),
         );
         let set = self.hosts.load();
-        let hosts: serde_json::Map<String, serde_json::Value> = set
-            .hosts
-            .iter()
-            .map(|Member { host: h, weight: w }| {
-                let mut hm = h.stats.snapshot();
-                hm.insert("rq_active".into(), h.active.load(Relaxed).into());
-                hm.insert("healthy".into(), h.healthy().into());
-                hm.insert(
-                    "failed_active_hc".into(),
-                    h.failed_active_hc.load(Relaxed).into(),
-                );
-                hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
-                hm.insert("weight".into(), (*w).into());
-                hm.insert("idle_connections".into(), h.pool.idle_count().into());
-                (h.name.to_string(), serde_json::Value::Object(hm))
-            })
-            .collect();
-        m.insert("hosts".into(), serde_json::Value::Object(hosts));
+        if with_hosts {
+            let hosts: serde_json::Map<String, serde_json::Value> = set
+                .hosts
+                .iter()
+                .map(|Member { host: h, weight: w }| {
+                    let mut hm = h.stats.snapshot();
+                    hm.insert("rq_active".into(), h.active.load(Relaxed).into());
+                    hm.insert("healthy".into(), h.healthy().into());
+                    hm.insert(
+                        "failed_active_hc".into(),
+                        h.failed_active_hc.load(Relaxed).into(),
+                    );
+                    hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
+                    hm.insert("weight".into(), (*w).into());
+                    hm.insert("idle_connections".into(), h.pool.idle_count().into());
+                    (h.name.to_string(), serde_json::Value::Object(hm))
+                })
+                .collect();
+            m.insert("hosts".into(), serde_json::Value::Object(hosts));
+        } else {
+            let healthy = set.hosts.iter().filter(|m| m.host.healthy()).count();
+            m.insert(
+                "membership".into(),
+                serde_json::json!({"total": set.hosts.len(), "healthy": healthy}),
+            );
+        }
         m.insert(
             "protocol".into(),
             serde_json::to_value(self.protocol).unwrap_or_default(),

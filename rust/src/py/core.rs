@@ -11,7 +11,7 @@ use crate::runtime::Runtime;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,10 +187,17 @@ impl Core {
         json_to_py(py, &self.rt.take_outlier_samples())
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (hosts = true))]
+    fn stats<'py>(&self, py: Python<'py>, hosts: bool) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
-        let v = py.detach(move || rt.stats());
+        let v = py.detach(move || rt.stats(hosts));
         json_to_py(py, &v)
+    }
+
+    fn host_metrics<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let rt = self.rt.clone();
+        let text = py.detach(move || rt.host_metrics());
+        PyBytes::new(py, text.as_bytes())
     }
 
     /// The most recent recorded spans, newest first.
