@@ -22,7 +22,8 @@ asserted; it prints a Markdown report.
    N static hosts while: idle; applying a changed N-host config (`Proxy.apply`); active TCP
    health checks probe all N hosts every second (nothing listens there: every probe is refused,
    so every host turns unhealthy and the core is told); reading `Proxy.stats()` and GET
-   /stats?format=json, /stats/prometheus and /clusters on the admin port.
+   /stats?format=json, /stats/prometheus and /clusters on the admin port (from a client in
+   another thread, as a scraper in another process would be).
 4. **Stats read time** with N hosts: `Core.stats()`, `Proxy.stats()` and each admin GET.
 """
 
@@ -219,11 +220,19 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
             async def sync(fn: Callable[[], object]) -> object:
                 return fn()
 
-            reads.append(("`Core.stats()`", lambda: sync(core.stats)))
-            reads.append(("`Proxy.stats()`", lambda: sync(proxy.stats)))
-            async with httpx.AsyncClient(timeout=60) as client:
+            # Called on the loop, as a caller may: the loop stops for the whole copy.
+            reads.append(("`Core.stats()` (on the loop)", lambda: sync(core.stats)))
+            reads.append(("`Proxy.stats()` (on the loop)", lambda: sync(proxy.stats)))
+            if hasattr(proxy, "read_stats"):
+                reads.append(("`await Proxy.read_stats()`", proxy.read_stats))
+            if hasattr(proxy, "host_metrics"):
+                reads.append(("`Proxy.host_metrics()`", lambda: sync(proxy.host_metrics)))
+            # The scraper is another thread (its own connection each time, as Prometheus): only
+            # the server's work lands on the Trio loop, and the client's share of the GIL.
+            with httpx.Client(timeout=60) as client:
                 for path in ("/stats?format=json", "/stats/prometheus", "/clusters"):
-                    reads.append((f"GET {path}", lambda path=path: client.get(base + path)))  # type: ignore[misc]
+                    reads.append((f"GET {path}", lambda path=path: trio.to_thread.run_sync(
+                        client.get, base + path)))  # type: ignore[misc]
                 for name, read in reads:
                     worst, took = await phase(beat, read, rounds)
                     stall_rows.append(f"| {n:,} | {name} | {ms(worst)} | {ms(took)} |")

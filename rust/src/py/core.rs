@@ -55,35 +55,61 @@ pub struct Core {
 }
 
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    use serde_json::Value::*;
-    Ok(match v {
-        Null => py.None().into_bound(py),
-        Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
-        Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                n.as_f64().unwrap_or(0.0).into_pyobject(py)?.into_any()
+    JsonToPy { converted: 0 }.convert(py, v)
+}
+
+/// Values converted between two releases of the GIL.
+const VALUES_PER_GIL_HOLD: usize = 4096;
+
+/// Converts a JSON value into Python objects, letting other threads take the GIL every
+/// `VALUES_PER_GIL_HOLD` values.
+// NOTE: 10,000 hosts are ~300,000 values, a few hundred milliseconds in one call; called from a
+// worker thread (`Proxy.read_stats`), it would still stop the Trio thread all that time, since
+// a call into Rust never gives up the GIL by itself.
+struct JsonToPy {
+    converted: usize,
+}
+
+impl JsonToPy {
+    fn convert<'py>(
+        &mut self,
+        py: Python<'py>,
+        v: &serde_json::Value,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use serde_json::Value::*;
+        self.converted += 1;
+        if self.converted % VALUES_PER_GIL_HOLD == 0 {
+            py.detach(|| ());
+        }
+        Ok(match v {
+            Null => py.None().into_bound(py),
+            Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+            Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    i.into_pyobject(py)?.into_any()
+                } else if let Some(u) = n.as_u64() {
+                    u.into_pyobject(py)?.into_any()
+                } else {
+                    n.as_f64().unwrap_or(0.0).into_pyobject(py)?.into_any()
+                }
             }
-        }
-        String(s) => s.into_pyobject(py)?.into_any(),
-        Array(a) => {
-            let items: Vec<Bound<'py, PyAny>> = a
-                .iter()
-                .map(|x| json_to_py(py, x))
-                .collect::<PyResult<_>>()?;
-            PyList::new(py, items)?.into_any()
-        }
-        Object(o) => {
-            let d = PyDict::new(py);
-            for (k, x) in o {
-                d.set_item(k, json_to_py(py, x)?)?;
+            String(s) => s.into_pyobject(py)?.into_any(),
+            Array(a) => {
+                let items: Vec<Bound<'py, PyAny>> = a
+                    .iter()
+                    .map(|x| self.convert(py, x))
+                    .collect::<PyResult<_>>()?;
+                PyList::new(py, items)?.into_any()
             }
-            d.into_any()
-        }
-    })
+            Object(o) => {
+                let d = PyDict::new(py);
+                for (k, x) in o {
+                    d.set_item(k, self.convert(py, x)?)?;
+                }
+                d.into_any()
+            }
+        })
+    }
 }
 
 #[pymethods]
@@ -194,10 +220,15 @@ impl Core {
         json_to_py(py, &v)
     }
 
-    fn host_metrics<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+    fn host_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let rt = self.rt.clone();
         let text = py.detach(move || rt.host_metrics());
-        PyBytes::new(py, text.as_bytes())
+        // NOTE: megabytes with many hosts: the bytes object is filled (page faults and copy)
+        // with the GIL released too; nothing else can see it yet.
+        PyBytes::new_with(py, text.len(), |buf| {
+            py.detach(|| buf.copy_from_slice(text.as_bytes()));
+            Ok(())
+        })
     }
 
     /// The most recent recorded spans, newest first.
