@@ -87,7 +87,8 @@ class Core:
     def take_outlier_samples(self) -> dict[str, dict[str, list[int]]]:
         """cluster -> host -> [success, total, local_success, local_total] since the last call.
 
-        Only clusters with outlier detection appear; counters restart at zero.
+        Only clusters with outlier detection appear, and only hosts with traffic since the
+        last call (a host left out had none); counters restart at zero.
         """
     def reload_tls(self) -> int:
         """Re-read every certificate, key and trust file in use and swap them in.

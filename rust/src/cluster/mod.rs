@@ -438,12 +438,14 @@ impl Cluster {
         }
     }
 
-    /// Interval totals of every host, reset for the next interval.
+    /// Interval totals of every host that had traffic, reset for the next interval (a host
+    /// left out had none: the outlier policy reads the two alike).
     pub fn take_samples(&self) -> Vec<(Arc<str>, Sample)> {
         self.hosts
             .load()
             .hosts
             .iter()
+            .filter(|m| !m.host.outcomes.is_empty())
             .map(|m| (m.host.name.clone(), m.host.outcomes.take()))
             .collect()
     }

@@ -171,3 +171,18 @@ fn check_repeated(c: &Cluster) {
     assert!(m.repeated);
     assert_eq!(m.index[&addr(1)], 0);
 }
+
+#[test]
+fn outlier_samples_leave_out_the_hosts_without_traffic() {
+    let c = cluster(300);
+    let spec = config::OutlierSpec::default();
+    let busy = host(&c, addr(200));
+    busy.outcomes.record(Outcome::Status(200), &spec, |_| {});
+    busy.outcomes.record(Outcome::Status(503), &spec, |_| {});
+    let samples = c.take_samples();
+    assert_eq!(samples.len(), 1);
+    assert_eq!(&*samples[0].0, busy.name.as_ref());
+    assert_eq!((samples[0].1.success, samples[0].1.total), (1, 2));
+    // Taken: the next interval starts empty.
+    assert!(c.take_samples().is_empty());
+}

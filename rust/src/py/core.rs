@@ -210,7 +210,9 @@ impl Core {
     }
 
     fn take_outlier_samples<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        json_to_py(py, &self.rt.take_outlier_samples())
+        let rt = self.rt.clone();
+        let samples = py.detach(move || rt.take_outlier_samples());
+        json_to_py(py, &samples)
     }
 
     #[pyo3(signature = (hosts = true))]
