@@ -167,7 +167,7 @@ async def _send(stream: trio.SocketStream, conn: h11.Connection, response: Respo
         with memoryview(part) as view:
             # Pieces, each a task step of its own: one step never copies megabytes.
             for start in range(0, len(view), _SEPARATE_BODY_BYTES * 4):
-                piece = view[start : start + _SEPARATE_BODY_BYTES * 4]
+                piece = bytes(view[start : start + _SEPARATE_BODY_BYTES * 4])
                 await stream.send_all(conn.send(h11.Data(data=piece)) or b"")
     await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 
