@@ -3,8 +3,9 @@
 No method waits on the network or on traffic (`shutdown` drains on the runtime and reports with
 an event). Not every method is short: `apply` parses, compiles and binds, and `apply` and
 `reload_tls` read certificate files, with the GIL released (`meshplane.Proxy` runs `apply` in a
-worker thread); `set_endpoints`, `set_host_health`, `set_host_ejected` and `reload_tls` wait for
-an apply in progress to finish. Rust threads never call into Python; events come back through
+worker thread); `set_endpoints`, `update_endpoints` and `reload_tls` wait for an apply in progress
+to finish, while `set_host_health` and `set_host_ejected` never wait (a verdict given during an
+apply carries over to the version it publishes). Rust threads never call into Python; events come back through
 `Core.wakeup_fd()` + `Core.drain_events()`.
 """
 

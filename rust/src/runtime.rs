@@ -7,9 +7,10 @@
 //! `py/` releases the GIL around them; `join` blocks until the runtime thread has exited (call
 //! it after `shutdown`). Reads (`version`, `stats`, `take_outlier_samples`, `tls_info`) copy
 //! from the published snapshot without waiting for an apply in progress (`listeners` waits
-//! only while one binds and starts its sockets); `set_endpoints`, `set_host_flag` and
-//! `reload_tls` take the apply lock, so during an apply they wait for it to finish (and then
-//! act on the version it published).
+//! only while one binds and starts its sockets); `set_host_flag` acts on the published version
+//! without waiting either (a flag set while an apply builds carries over to the version it
+//! publishes); `set_endpoints`, `update_endpoints` and `reload_tls` take the apply lock, so
+//! during an apply they wait for it to finish (and then act on the version it published).
 
 use crate::accesslog::Sinks;
 use crate::cluster::{HealthFlag, OutlierSink};
@@ -226,6 +227,16 @@ impl Runtime {
         }
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
+        // Host flags are set without the apply lock, on the published version: a flag set on
+        // the previous one while this one was built is on the same `Host` (kept by address),
+        // but not in the healthy count this one took. Retire the previous clusters (a flag
+        // setter that finds one retired retries on this version), then count again.
+        for old in current.iter().flat_map(|c| c.clusters.iter()) {
+            old.retire();
+        }
+        for new in &compiled.clusters {
+            new.recount_healthy();
+        }
         self.sweeper.notify_one();
         *current = Some(compiled);
         Ok(version)
@@ -296,11 +307,23 @@ impl Runtime {
         flag: HealthFlag,
         on: bool,
     ) -> Result<(), String> {
-        let c = self.cluster(cluster)?;
         let addr: SocketAddr = address
             .parse()
             .map_err(|_| format!("bad address {address:?}"))?;
-        if c.set_host_flag(addr, flag, on) {
+        // NOTE: no apply lock: health verdicts come from the Trio thread, which must not wait
+        // for an apply (tens of milliseconds with 10,000 hosts). A cluster an apply retired
+        // while we looked it up is looked up again, on the version that replaced it.
+        let found = loop {
+            let published = self.published.load_full().ok_or("no snapshot applied")?;
+            let i = *published
+                .cluster_index
+                .get(cluster)
+                .ok_or_else(|| format!("unknown cluster {cluster:?}"))?;
+            if let Some(found) = published.clusters[i].set_host_flag(addr, flag, on) {
+                break found;
+            }
+        };
+        if found {
             Ok(())
         } else {
             Err(format!("{address} is not a host of cluster {cluster:?}"))

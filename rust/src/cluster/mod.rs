@@ -135,6 +135,8 @@ struct Membership {
     repeated: bool,
     /// Hosts per non-zero weight: more than one key ⇒ unequal weights.
     weights: HashMap<u32, usize>,
+    /// A newer version replaced the cluster (`Cluster::retire`).
+    retired: bool,
 }
 
 impl Membership {
@@ -397,12 +399,16 @@ impl Cluster {
         )));
     }
 
-    /// Set or clear one health flag of a host; returns false if the address is not a member.
-    /// A host that becomes unavailable has its idle connections closed (Envoy).
-    pub fn set_host_flag(&self, addr: SocketAddr, flag: HealthFlag, on: bool) -> bool {
+    /// Set or clear one health flag of a host; Some(false) if the address is not a member,
+    /// None if an apply retired this cluster (ask the version that replaced it). A host that
+    /// becomes unavailable has its idle connections closed (Envoy).
+    pub fn set_host_flag(&self, addr: SocketAddr, flag: HealthFlag, on: bool) -> Option<bool> {
         let membership = self.membership();
+        if membership.retired {
+            return None;
+        }
         let Some(&i) = membership.index.get(&addr) else {
-            return false;
+            return Some(false);
         };
         let set = self.hosts.load();
         let h = &set.hosts[i];
@@ -423,7 +429,21 @@ impl Cluster {
         } else if !before && after {
             set.healthy.fetch_add(1, Relaxed);
         }
-        true
+        Some(true)
+    }
+
+    /// A newer version replaced this cluster: flag setters go there from now on.
+    pub fn retire(&self) {
+        self.membership().retired = true;
+    }
+
+    /// Count the healthy hosts again (after the previous version was retired: flags set on it
+    /// while this one was built are on shared hosts, but not in this count).
+    pub fn recount_healthy(&self) {
+        let _membership = self.membership();
+        let set = self.hosts.load();
+        let healthy = set.hosts.iter().filter(|m| m.host.healthy()).count();
+        set.healthy.store(healthy, Relaxed);
     }
 
     /// Record an attempt's outcome for outlier detection, reporting reached thresholds.

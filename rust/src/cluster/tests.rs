@@ -76,7 +76,10 @@ fn a_delta_keeps_the_other_hosts_and_their_state() {
     let c = cluster(300); // three chunks
     let kept = host(&c, addr(5));
     kept.stats.rq_total.inc();
-    assert!(c.set_host_flag(addr(7), HealthFlag::Ejected, true));
+    assert_eq!(
+        c.set_host_flag(addr(7), HealthFlag::Ejected, true),
+        Some(true)
+    );
     c.update_endpoints(
         &[(addr(1000), 1), (addr(6), 3)],
         &[addr(0), addr(299), addr(9999)],
@@ -92,9 +95,15 @@ fn a_delta_keeps_the_other_hosts_and_their_state() {
     assert!(!host(&c, addr(7)).healthy());
     assert_eq!(c.hosts.load().healthy_count(), 298);
     // The host moved into the removed one's place is still found by address.
-    assert!(c.set_host_flag(addr(298), HealthFlag::FailedActiveHealthCheck, true));
+    assert_eq!(
+        c.set_host_flag(addr(298), HealthFlag::FailedActiveHealthCheck, true),
+        Some(true)
+    );
     assert!(!host(&c, addr(298)).healthy());
-    assert!(!c.set_host_flag(addr(0), HealthFlag::Ejected, true));
+    assert_eq!(
+        c.set_host_flag(addr(0), HealthFlag::Ejected, true),
+        Some(false)
+    );
     check(&c);
 }
 
@@ -185,4 +194,32 @@ fn outlier_samples_leave_out_the_hosts_without_traffic() {
     assert_eq!((samples[0].1.success, samples[0].1.total), (1, 2));
     // Taken: the next interval starts empty.
     assert!(c.take_samples().is_empty());
+}
+
+#[test]
+fn a_flag_set_on_a_retired_version_reaches_the_new_ones_count() {
+    let old = cluster(10);
+    let eps: Vec<(String, u32)> = (0..10).map(|i| (addr(i).to_string(), 1)).collect();
+    let new = Cluster::build(
+        &spec("tcp", &eps),
+        Arc::new(ClusterStats::default()),
+        Some(&old),
+        None,
+    )
+    .expect("cluster");
+    // Set on the old version after the new one counted its healthy hosts.
+    assert_eq!(
+        old.set_host_flag(addr(3), HealthFlag::Ejected, true),
+        Some(true)
+    );
+    assert_eq!(new.hosts.load().healthy_count(), 10);
+    old.retire();
+    new.recount_healthy();
+    assert_eq!(new.hosts.load().healthy_count(), 9);
+    assert_eq!(old.set_host_flag(addr(4), HealthFlag::Ejected, true), None);
+    assert_eq!(
+        new.set_host_flag(addr(4), HealthFlag::Ejected, true),
+        Some(true)
+    );
+    check(&new);
 }

@@ -2,8 +2,8 @@
 //! Python by method calls that never wait on the network or on traffic (draining runs on the
 //! runtime and ends in an event). `apply`, `reload_tls` and `stats` run on the calling thread
 //! with the GIL released (they parse, compile and bind, read files, or copy every counter;
-//! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, the host flags and
-//! `reload_tls` wait for an apply in progress (`crate::runtime`).
+//! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, `update_endpoints`
+//! and `reload_tls` wait for an apply in progress, the host flags do not (`crate::runtime`).
 
 use crate::cluster::HealthFlag;
 use crate::error::{Kind, ProxyError, Source};
