@@ -6,12 +6,18 @@
 //! on a busy 2-core machine do not inflate). Hosts carry 0–7 requests in flight and one in
 //! eight is unhealthy, so picks pay for rejected draws and passed-over EDF entries as in a live
 //! cluster; the panic check uses `HostTable`'s O(1) healthy count.
+//!
+//! `function/claim_release`: a function cluster's pick (`cluster::FunctionState::claim`, the
+//! most recently released idle instance under the cluster's lock) and its release, with half
+//! of 10 or 1,000 instances busy.
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use meshplane::balance::{Balancer, HostTable};
-use meshplane::config::LbPolicy;
+use meshplane::cluster::{Claimed, FunctionState, Host, HostSet};
+use meshplane::config::{LbPolicy, UpstreamAddress, UpstreamProtocol};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn hosts(n: usize, weighted: bool) -> (Vec<u32>, HostTable) {
@@ -67,6 +73,41 @@ fn pick<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
                 })
             },
         );
+    }
+    for n in [10, 1_000] {
+        let instances: Vec<Arc<Host>> = (0..n)
+            .map(|i| {
+                let addr = UpstreamAddress::Unix(format!("/run/fn/{i}.sock").into());
+                Arc::new(Host::new(
+                    addr,
+                    UpstreamProtocol::Http1,
+                    Duration::from_secs(60),
+                ))
+            })
+            .collect();
+        let set = arc_swap::ArcSwap::from_pointee(HostSet::new(
+            instances,
+            vec![1; n],
+            LbPolicy::LeastRequest,
+            1.0,
+        ));
+        let state = Arc::new(FunctionState::default());
+        let busy: Vec<_> = (0..n / 2)
+            .map(|_| match state.claim(&set, u32::MAX, |_| false) {
+                Claimed::Host(c, _) => c,
+                _ => unreachable!("half the instances are idle"),
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::new("function/claim_release", n), &n, |b, _| {
+            b.iter(|| match state.claim(black_box(&set), u32::MAX, |_| false) {
+                Claimed::Host(c, i) => {
+                    drop(c);
+                    i
+                }
+                _ => unreachable!("an instance is idle"),
+            })
+        });
+        drop(busy);
     }
     // The thread-local generator used in production (the others are seeded).
     let (weights, table) = hosts(10_000, false);

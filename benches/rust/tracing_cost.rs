@@ -7,6 +7,13 @@
 //! an OTLP sink (its own thread) and a closed-loop load generator (its own thread, 32
 //! keep-alive connections). Run: `cargo bench --bench tracing_cost` (`TRACING_BENCH_SECS`,
 //! default 3 s per measurement; `TRACING_BENCH_ROUNDS`, default 3).
+//!
+//! Counting mode, for a repeatable cost on a noisy machine: `TRACING_BENCH_VARIANT=off|1|100|
+//! gone|direct TRACING_BENCH_REQUESTS=N` runs exactly N requests (after 256 to warm up) through
+//! that one variant and exits; `benches/rust/tracing_instructions.py` runs it under
+//! `valgrind --tool=callgrind` at two values of N and reports instructions per request (the
+//! difference, so start-up and warm-up cancel). `direct` sends the load to the upstream
+//! without the proxy: what the load generator and upstream cost, subtracted to get the proxy's.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -68,8 +75,15 @@ fn snapshot(upstream: SocketAddr, tracing: Option<String>) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Requests completed in `secs` by `CONNECTIONS` closed-loop keep-alive clients.
-fn load(target: SocketAddr, secs: f64) -> f64 {
+/// How long a load runs: a duration, or an exact number of requests.
+#[derive(Clone, Copy)]
+enum Until {
+    Secs(f64),
+    Requests(u64),
+}
+
+/// Requests per second of `CONNECTIONS` closed-loop keep-alive clients, until `until`.
+fn load(target: SocketAddr, until: Until) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,8 +93,15 @@ fn load(target: SocketAddr, secs: f64) -> f64 {
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
-        for _ in 0..CONNECTIONS {
+        for c in 0..CONNECTIONS {
             let (done, stop) = (done.clone(), stop.clone());
+            // Counting: each connection sends its share, exactly.
+            let share = match until {
+                Until::Requests(n) => {
+                    Some(n / CONNECTIONS as u64 + u64::from((c as u64) < n % CONNECTIONS as u64))
+                }
+                Until::Secs(_) => None,
+            };
             tasks.push(tokio::spawn(async move {
                 let stream = tokio::net::TcpStream::connect(target).await.unwrap();
                 stream.set_nodelay(true).unwrap();
@@ -88,7 +109,9 @@ fn load(target: SocketAddr, secs: f64) -> f64 {
                     .await
                     .unwrap();
                 tokio::spawn(conn);
-                while !stop.load(Relaxed) {
+                let mut sent = 0u64;
+                while !stop.load(Relaxed) && share.is_none_or(|n| sent < n) {
+                    sent += 1;
                     let req = hyper::Request::get("/bench")
                         .header("host", "bench")
                         .body(Empty::<Bytes>::new())
@@ -100,8 +123,10 @@ fn load(target: SocketAddr, secs: f64) -> f64 {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-        stop.store(true, Relaxed);
+        if let Until::Secs(secs) = until {
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            stop.store(true, Relaxed);
+        }
         for t in tasks {
             let _ = t.await;
         }
@@ -129,6 +154,35 @@ fn main() {
             r#"{{"serviceName": "bench", "samplingPercent": {pct}, "otlpEndpoint": "http://{at}"}}"#
         ))
     };
+    if let Ok(variant) = std::env::var("TRACING_BENCH_VARIANT") {
+        let requests: u64 = std::env::var("TRACING_BENCH_REQUESTS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("TRACING_BENCH_REQUESTS=N with TRACING_BENCH_VARIANT");
+        let tracing = match variant.as_str() {
+            "off" | "direct" => None,
+            "1" => spec(1.0, collector),
+            "100" => spec(100.0, collector),
+            "gone" => spec(100.0, gone),
+            other => panic!("TRACING_BENCH_VARIANT={other}: expected off, 1, 100, gone or direct"),
+        };
+        let rt = Runtime::new(1).unwrap();
+        rt.apply(&snapshot(upstream, tracing)).unwrap();
+        let target = if variant == "direct" {
+            upstream
+        } else {
+            rt.listeners()[0].1
+        };
+        load(target, Until::Requests(256));
+        load(target, Until::Requests(requests));
+        eprintln!(
+            "{variant}: {requests} requests, tracing {}",
+            rt.stats(true)["tracing"]
+        );
+        rt.shutdown(Duration::from_millis(100));
+        rt.join();
+        return;
+    }
     let variants: Vec<(&str, Option<String>)> = vec![
         ("off", None),
         ("1% sampled", spec(1.0, collector)),
@@ -143,8 +197,8 @@ fn main() {
             rt.apply(&snapshot(upstream, variants[i].1.clone()))
                 .unwrap();
             let addr = rt.listeners()[0].1;
-            load(addr, 0.3); // warm-up: connections, pools
-            let rps = load(addr, secs);
+            load(addr, Until::Secs(0.3)); // warm-up: connections, pools
+            let rps = load(addr, Until::Secs(secs));
             let stats = rt.stats(true);
             eprintln!(
                 "round {round} {:<22} {rps:>10.0} req/s  tracing {}",

@@ -23,6 +23,7 @@ __all__ = [
     "Event",
     "EventBridge",
     "EventSource",
+    "InstanceWantedEvent",
     "OutlierEvent",
     "TaskStatus",
     "collapse_groups",
@@ -32,8 +33,9 @@ __all__ = [
 log = logging.getLogger("meshplane.bridge")
 
 class Event(Protocol):
-    """One event from the core (`meshplane._core.OutlierEvent`, `StoppedEvent`, ...): a typed
-    value whose `kind` ("outlier", "stopped") subscribers select it by."""
+    """One event from the core (`meshplane._core.OutlierEvent`, `InstanceWantedEvent`,
+    `StoppedEvent`): a typed value whose `kind` ("outlier", "instance_wanted", "stopped")
+    subscribers select it by."""
 
     @property
     def kind(self) -> str: ...
@@ -50,6 +52,20 @@ class OutlierEvent(Event, Protocol):
     def type(self) -> str: ...
 
 
+class InstanceWantedEvent(Event, Protocol):
+    """`meshplane._core.InstanceWantedEvent`: a request of a function cluster waits for an
+    instance (kind "instance_wanted")."""
+
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def busy(self) -> int: ...
+    @property
+    def hosts(self) -> int: ...
+
+
 TaskStatus: TypeAlias = trio.TaskStatus[Any]
 """What `nursery.start` passes as `task_status`."""
 
@@ -59,7 +75,7 @@ class EventSource(Protocol):
 
     def wakeup_fd(self) -> int: ...
 
-    # Sequence (covariant), so the core's list[OutlierEvent | StoppedEvent] satisfies it.
+    # Sequence (covariant), so the core's list[OutlierEvent | ... | StoppedEvent] satisfies it.
     def drain_events(self) -> Sequence[Event]: ...
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "Balancer",
     "Core",
     "CoreError",
+    "InstanceWantedEvent",
     "OutlierEvent",
     "RouteTable",
     "StoppedEvent",
@@ -63,28 +64,31 @@ class Core:
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port), ports read back after binding."""
     def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
-        """Replace a cluster's endpoints as ("IP:PORT", weight) pairs (DNS discovery).
-
-        Hosts that stay keep their state (connections, counters, health); O(hosts).
-        """
+        """Replace a cluster's endpoints as (address, weight) pairs (DNS discovery, function
+        instances). An address is "IP:PORT" or "unix:/absolute/path" (HTTP over a Unix domain
+        socket). Hosts that stay keep their connections and state; O(hosts). In a function
+        cluster, requests waiting for an instance get the idle hosts at once."""
     def update_endpoints(
         self,
         cluster: str,
         upsert: Sequence[tuple[str, int]] = ...,
         remove: Sequence[str] = ...,
     ) -> None:
-        """Change some of a cluster's hosts and keep the others: remove the "IP:PORT"
-        addresses in `remove` (one that is not a host is ignored), then add each
-        ("IP:PORT", weight) of `upsert`, or set its weight if it is a host already.
+        """Change some of a cluster's hosts and keep the others: remove the addresses in
+        `remove` (one that is not a host is ignored), then add each (address, weight) of
+        `upsert`, or set its weight if it is a host already. Addresses as for
+        `set_endpoints`; in a function cluster, waiting requests get the idle hosts at once.
 
         Costs O(changes), not O(hosts), except that unequal weights rebuild the weighted
         schedule (O(hosts)). A malformed address raises CoreError(kind="config") and changes
         nothing.
         """
     def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
-        """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC)."""
+        """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC). `address`
+        is the endpoint's text as given to `set_endpoints` or the snapshot."""
     def set_host_ejected(self, cluster: str, address: str, ejected: bool) -> None:
-        """The outlier detector's verdict (True sets FAILED_OUTLIER_CHECK)."""
+        """The outlier detector's verdict (True sets FAILED_OUTLIER_CHECK); `address` as for
+        `set_host_health`."""
     def take_outlier_samples(self) -> dict[str, dict[str, list[int]]]:
         """cluster -> host -> [success, total, local_success, local_total] since the last call.
 
@@ -115,7 +119,7 @@ class Core:
         (`duration_ms`, `marks_ms`), route, cluster, upstream host, status (docs/admin.md)."""
     def wakeup_fd(self) -> int:
         """Readable when events are queued; drain with drain_events()."""
-    def drain_events(self) -> list[OutlierEvent | StoppedEvent]:
+    def drain_events(self) -> list[OutlierEvent | InstanceWantedEvent | StoppedEvent]:
         """Every queued event, oldest first (rust/src/notify.rs, one class per kind)."""
     def events_dropped(self) -> int:
         """Events dropped so far because 65,536 were queued unread (oldest first).
@@ -140,10 +144,33 @@ class OutlierEvent:
     def cluster(self) -> str: ...
     @property
     def host(self) -> str:
-        """The endpoint, "IP:PORT"."""
+        """The endpoint, "IP:PORT" or "unix:/path"."""
     @property
     def type(self) -> str:
         """"consecutive_5xx", "consecutive_gateway_failure" or "consecutive_local_origin_failure"."""
+
+@final
+class InstanceWantedEvent:
+    """A request of a function cluster (snapshot `function`) found no idle instance and waits
+    for one, up to the cluster's `instanceWaitMs` (then it is answered 503). The control layer
+    may start an instance and add it with `Core.set_endpoints`: the oldest waiting request
+    gets it at once. One event per request that starts waiting; the counts are taken then.
+    """
+
+    def __new__(cls, cluster: str, waiting: int, busy: int, hosts: int) -> Self: ...
+    @property
+    def kind(self) -> Literal["instance_wanted"]: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for an instance, the one that caused this event included."""
+    @property
+    def busy(self) -> int:
+        """Hosts serving a request."""
+    @property
+    def hosts(self) -> int:
+        """Hosts in the cluster: busy, idle or unhealthy."""
 
 @final
 class StoppedEvent:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshplane import __version__
+from meshplane._cli_functions import add_function_parser, run_functions
 from meshplane._cli_lifecycle import (
     EXIT_CODES,
     EXIT_NONCOMPLIANT,
@@ -185,6 +186,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_registry_parser(sub)
     add_lifecycle_parsers(sub)
+    add_function_parser(sub)
 
     top = sub.add_parser(
         "top", help="live view of a running meshplane: rates, errors, latency, unhealthy hosts",
@@ -481,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _top(args)
         if args.command == "registry":
             return int(trio.run(run_registry, args))
+        if args.command == "fn":
+            return int(trio.run(run_functions, args))
         if args.command in ("apply", "history", "diff", "rollback", "status", "rollout"):
             from meshplane._cli_lifecycle import run_lifecycle
 

@@ -45,6 +45,8 @@ from meshplane.config import (
 )
 from meshplane.config.addresses import parse_address
 from meshplane.config.compile import compile_document, snapshot_json
+from meshplane.config.functions import INVOKE_LISTENER, FunctionTarget
+from meshplane.config.functions import resolve as resolve_functions
 from meshplane.config.tls import tls_files
 from meshplane.config.topology import listeners
 from meshplane.drivers.cert_watch import CertWatch, observe
@@ -53,8 +55,12 @@ from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
+from meshplane.functions.catalog import load_catalog
+from meshplane.functions.catalog import prefix as catalog_prefix
+from meshplane.functions.service import FunctionService
+from meshplane.functions.supervisor import Supervisor
 from meshplane.registry import Registration
-from meshplane.store import open_store, resolve_url
+from meshplane.store import StoreError, open_store, resolve_url
 
 __all__ = ["ConfigInput", "Proxy", "SelfRegistration", "load_config", "serve"]
 
@@ -116,11 +122,15 @@ def _load(config: ConfigInput, overrides: Mapping[int, int] | None) -> MeshConfi
 
 
 def _compile(
-    config: MeshConfig, endpoints: Mapping[str, Any], apply_number: int
+    config: MeshConfig,
+    endpoints: Mapping[str, Any],
+    apply_number: int,
+    functions: Mapping[tuple[str, str], list[FunctionTarget]] | None = None,
 ) -> tuple[str, dict[str, Any], bytes, list[ResilienceTarget]]:
     """Compile `config` into (content digest, snapshot labelled "<apply_number>-<digest>", the
-    bytes for `Core.apply`, the resilience targets). CPU-bound: run it off the Trio loop."""
-    document, targets = compile_document(config, endpoints)
+    bytes for `Core.apply`, the resilience targets); `functions` as for `compile_snapshot`.
+    CPU-bound: run it off the Trio loop."""
+    document, targets = compile_document(config, endpoints, functions=functions)
     # NOTE: one compact serialization serves both the digest and the core; the label goes in
     # as the last member instead of serializing the document again.
     body = snapshot_json(document)
@@ -190,6 +200,11 @@ class Proxy:
         self._lock = trio.Lock()
         self._admin_address: tuple[str, int] | None = None
         self._context: Any = None
+        self._store: Any = None
+        self._supervisor: Supervisor | None = None
+        self._functions: FunctionService | None = None
+        self._catalog_revision = 0
+        self._has_functions = trio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -214,7 +229,10 @@ class Proxy:
         admin_address = parse_address(admin, min_port=0) if admin else None
         # The store is opened lazily: a config without Cloud Map nodes never touches it.
         store = open_store(resolve_url(self._store_url, config.proxy.store))
+        self._store = store
         core = self._core = Core(self._workers)
+        supervisor = self._supervisor = Supervisor(core, store=store, mesh=config.mesh)
+        self._functions = FunctionService(supervisor, self._invoke_address)
         resilience = self._resilience = Resilience(core)
         self._discovery = DnsDiscovery(EndpointFanout(core, resilience), interval=self._dns_interval)
         self._cert_watch = CertWatch(core.reload_tls)
@@ -231,6 +249,7 @@ class Proxy:
         bridge = self._bridge = EventBridge(core)
         stopped = bridge.subscribe("stopped", buffer=1)
         outlier_events = bridge.subscribe("outlier", buffer=4096)
+        instance_events = bridge.subscribe("instance_wanted", buffer=4096)
         with collapse_groups():
             async with trio.open_nursery() as nursery:
                 try:
@@ -239,6 +258,8 @@ class Proxy:
                     await nursery.start(self._cloud_map.run)
                     await nursery.start(resilience.run, outlier_events)
                     await nursery.start(self._cert_watch.run)
+                    await nursery.start(supervisor.run, instance_events)
+                    nursery.start_soon(self._follow_functions)
                     if admin_address is not None:
                         self._admin_address = await nursery.start(serve_admin, self, *admin_address)
                     async with self._registered():
@@ -352,11 +373,16 @@ class Proxy:
         )
         endpoints = await discovery.prepare(targets)
         endpoints.update(await cloud_map.prepare(registry_targets))
+        functions = await self._prepare_functions(config)
+        if self._supervisor is not None:
+            endpoints.update(self._supervisor.endpoints())
         digest, snapshot, data, resilience = await trio.to_thread.run_sync(
-            _compile, config, endpoints, self._applied + 1
+            _compile, config, endpoints, self._applied + 1, functions
         )
         if digest == self._digest and self.version is not None:
             self._config = config
+            if self._supervisor is not None:
+                self._supervisor.retarget(functions)
             # Health-check and outlier timing are not in the snapshot: they may still change.
             if self._resilience is not None:
                 self._resilience.retarget(resilience)
@@ -376,6 +402,8 @@ class Proxy:
         try:
             if self._cert_watch is not None:
                 self._cert_watch.retarget(tls_seen)
+            if self._supervisor is not None:
+                self._supervisor.retarget(functions)
             discovery.commit(targets, endpoints)
             cloud_map.commit(registry_targets, endpoints)
             if self._resilience is not None:
@@ -387,6 +415,61 @@ class Proxy:
                           version, config.source)
         log.info("applied config %s from %s", version, config.source)
         return version
+
+    async def _prepare_functions(
+        self, config: MeshConfig
+    ) -> dict[tuple[str, str], list[FunctionTarget]]:
+        """The function targets of `config`: published versions and aliases read from the
+        store (only when the config has functions), every qualifier resolved, every `$LATEST`
+        code path present; ConfigError otherwise."""
+        if not config.of_kind("Function"):
+            return {}
+        catalog, self._catalog_revision = await load_catalog(self._store, config.mesh)
+        functions, problems = resolve_functions(config, catalog)
+        found = [Problem(config.source, label, "", message) for label, message in problems]
+        for fn in config.of_kind("Function"):
+            for key, codes in (("code", [fn.spec["code"]]), ("layers", fn.spec.get("layers") or [])):
+                for i, code in enumerate(codes):
+                    path = code if isinstance(code, str) else code["path"]
+                    resolved = functions[(fn.name, "$LATEST")][0].settings
+                    full = resolved["code"]["path"] if key == "code" else resolved["layers"][i]["path"]
+                    if not os.path.exists(full):
+                        field = "spec.code" if key == "code" else f"spec.layers[{i}]"
+                        found.append(Problem(config.source, fn.label, field,
+                                             f"no such directory or zip file: {path} ({full})"))
+        if found:
+            raise ConfigError(found)
+        self._has_functions.set()
+        return functions
+
+    async def _follow_functions(self) -> None:
+        """Re-apply the running config when a version or alias of its mesh changes in the
+        store (`meshplane fn publish` / `fn alias`), so traffic follows an alias at once."""
+        await self._has_functions.wait()
+        while True:
+            try:
+                async for _ in self._store.watch(catalog_prefix(self.config.mesh),
+                                                 self._catalog_revision):
+                    try:
+                        await self.apply(self.config)
+                    except ConfigError as exc:
+                        log.error("functions changed in the store, but the config cannot follow:"
+                                  " %s", exc)
+            except StoreError as exc:
+                log.warning("watching function versions: %s; retrying", exc)
+                await trio.sleep(1.0)
+
+    def _invoke_address(self) -> tuple[str, int] | None:
+        if self._core is None:
+            return None
+        return self._core.listeners().get(INVOKE_LISTENER)
+
+    @property
+    def functions(self) -> FunctionService:
+        """The functions this proxy serves (`FunctionService.invoke`, stats, instances)."""
+        if self._functions is None:
+            raise RuntimeError("the proxy is not running; use `async with Proxy(...) as proxy:`")
+        return self._functions
 
     # -- what is running ---------------------------------------------------------------------
 
@@ -444,7 +527,7 @@ class Proxy:
         `hosts=False` leaves each cluster's hosts out (it has `membership`: `total` and
         `healthy` host counts instead), so no per-host object is made; `host_metrics()` has
         the hosts' Prometheus text."""
-        return self._control_view()(self._require_core().stats(hosts))
+        return self._with_functions(self._control_view()(self._require_core().stats(hosts)))
 
     async def read_stats(self) -> dict[str, Any]:
         """`stats()`, taken in a worker thread: the core's copy of every host, made into
@@ -454,6 +537,15 @@ class Proxy:
         stops for (it shares the GIL with the worker, a switch interval at a time)."""
         core, merge = self._require_core(), self._control_view()
         stats: dict[str, Any] = await trio.to_thread.run_sync(lambda: merge(core.stats()))
+        return self._with_functions(stats)
+
+    def _with_functions(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """`stats` with the functions' section (`Supervisor.stats`), made on the caller's
+        thread: it reads the instance pools, which the Trio thread changes, and each function
+        cluster's counters (not its hosts) in `stats`; O(instances), not O(hosts)."""
+        if self._supervisor is not None and self._supervisor.pools:
+            stats["functions"] = self._supervisor.stats(stats)
+            stats["control"] = stats.pop("control")  # last, as before the functions came
         return stats
 
     def _control_view(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -465,7 +557,10 @@ class Proxy:
             extra["registry"] = self._cloud_map.status()
         extra["control"] = {
             "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
-            "driver_errors": self._resilience.errors() if self._resilience is not None else {},
+            "driver_errors": {
+                **(self._resilience.errors() if self._resilience is not None else {}),
+                **({"functions": self._supervisor.errors} if self._supervisor is not None else {}),
+            },
         }
 
         def merge(stats: dict[str, Any]) -> dict[str, Any]:

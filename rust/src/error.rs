@@ -42,6 +42,11 @@ pub enum Kind {
     DownstreamDisconnect,
     /// No request body arrived for the stream idle timeout while the upstream had not answered.
     StreamIdleTimeout,
+    /// A function cluster's concurrency limit is reached (Lambda's throttle: 429
+    /// `TooManyRequestsException`).
+    Throttled,
+    /// A function cluster's request waited `instanceWaitMs` and no instance became idle.
+    NoInstance,
     /// A call from the control layer that cannot be carried out (a snapshot, a host update,
     /// starting the runtime); it is refused to the caller, never sent as a local reply.
     Config,
@@ -116,7 +121,9 @@ impl ProxyError {
             Kind::NoRoute => 404,
             Kind::BadRequest | Kind::DownstreamDisconnect => 400,
             Kind::StreamIdleTimeout => 408,
-            Kind::NoHealthyUpstream
+            Kind::Throttled => 429,
+            Kind::NoInstance
+            | Kind::NoHealthyUpstream
             | Kind::Overflow
             | Kind::ConnectFailure
             | Kind::ConnectTimeout
@@ -158,6 +165,9 @@ impl ProxyError {
                 format!("bad request: {}\n", self.detail)
             }
             Kind::StreamIdleTimeout => "stream timeout\n".into(),
+            // Lambda's service-error shape (spec/lambda.md §4); `local_reply` adds the header.
+            Kind::Throttled => "{\"Type\":\"User\",\"message\":\"Rate Exceeded.\"}".into(),
+            Kind::NoInstance => format!("no healthy upstream: {}\n", self.detail),
             Kind::Config => format!("configuration error: {}\n", self.detail),
         }
     }
@@ -175,6 +185,10 @@ impl ProxyError {
             Kind::BadRequest => ResponseFlags::DPE,
             Kind::DownstreamDisconnect => ResponseFlags::DC,
             Kind::StreamIdleTimeout => ResponseFlags::SI,
+            // Envoy marks a request refused by a limit as overflow, and one that found no
+            // host to serve it as no healthy upstream.
+            Kind::Throttled => ResponseFlags::UO,
+            Kind::NoInstance => ResponseFlags::UH,
             Kind::Config => ResponseFlags::NONE,
         }
     }
@@ -200,7 +214,31 @@ impl ProxyError {
             Kind::BadRequest => "downstream_protocol_error",
             Kind::DownstreamDisconnect => "downstream_remote_disconnect",
             Kind::StreamIdleTimeout => "stream_idle_timeout",
+            Kind::Throttled => "function_concurrency_limit_exceeded",
+            Kind::NoInstance => "function_instance_wait_timeout",
             Kind::Config => "internal",
+        }
+    }
+
+    /// The kind, short and stable (a trace's `error.type`).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::NoRoute => "no_route",
+            Kind::NoHealthyUpstream => "no_healthy_upstream",
+            Kind::Overflow => "overflow",
+            Kind::ConnectFailure => "connect_failure",
+            Kind::ConnectTimeout => "connect_timeout",
+            Kind::TlsFailure => "tls_failure",
+            Kind::Reset => "reset",
+            Kind::RefusedStream => "refused_stream",
+            Kind::Timeout => "timeout",
+            Kind::BadUpstreamResponse => "bad_upstream_response",
+            Kind::BadRequest => "bad_request",
+            Kind::DownstreamDisconnect => "downstream_disconnect",
+            Kind::StreamIdleTimeout => "stream_idle_timeout",
+            Kind::Throttled => "throttled",
+            Kind::NoInstance => "no_instance",
+            Kind::Config => "config",
         }
     }
 
@@ -306,6 +344,20 @@ mod tests {
                 "upstream",
                 false,
                 Some(502),
+            ),
+            (
+                Source::Internal,
+                Kind::Throttled,
+                "internal",
+                false,
+                Some(429),
+            ),
+            (
+                Source::Internal,
+                Kind::NoInstance,
+                "internal",
+                false,
+                Some(503),
             ),
             (Source::Config, Kind::Config, "config", false, None),
             (Source::Internal, Kind::Config, "internal", false, None),

@@ -24,16 +24,26 @@ pub enum Event {
         host: String,
         detector: &'static str,
     },
+    /// A request of function cluster `cluster` found no idle instance and waits for one:
+    /// the control layer may start an instance. `waiting` requests wait (this one included),
+    /// `busy` hosts serve one, of `hosts` hosts in the cluster.
+    InstanceWanted {
+        cluster: String,
+        waiting: u32,
+        busy: u32,
+        hosts: u32,
+    },
     /// The runtime stopped after `shutdown`: `clean` when every connection finished within
     /// the drain; `open` connections were still open.
     Stopped { clean: bool, open: usize },
 }
 
 impl Event {
-    /// The name subscribers select events by ("outlier", "stopped").
+    /// The name subscribers select events by ("outlier", "instance_wanted", "stopped").
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Outlier { .. } => "outlier",
+            Event::InstanceWanted { .. } => "instance_wanted",
             Event::Stopped { .. } => "stopped",
         }
     }

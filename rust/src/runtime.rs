@@ -13,8 +13,8 @@
 //! during an apply they wait for it to finish (and then act on the version it published).
 
 use crate::accesslog::Sinks;
-use crate::cluster::{HealthFlag, OutlierSink};
-use crate::config::{ListenerProtocol, Snapshot, SnapshotError};
+use crate::cluster::{ClusterSinks, HealthFlag, InstanceSink, OutlierSink};
+use crate::config::{ListenerProtocol, Snapshot, SnapshotError, UpstreamAddress};
 use crate::http::{Compiled, ListenerSlot, ListenerState};
 use crate::listener::{self, Connections, RunningListener};
 use crate::notify::{Event, EventQueue};
@@ -148,13 +148,27 @@ impl Runtime {
         current: &mut Option<Arc<Compiled>>,
     ) -> Result<String, SnapshotError> {
         let events = self.events.clone();
-        let sink: OutlierSink = Arc::new(move |cluster: &str, host: &str, kind: &'static str| {
-            events.push(Event::Outlier {
-                cluster: cluster.to_string(),
-                host: host.to_string(),
-                detector: kind,
+        let outlier: OutlierSink =
+            Arc::new(move |cluster: &str, host: &str, kind: &'static str| {
+                events.push(Event::Outlier {
+                    cluster: cluster.to_string(),
+                    host: host.to_string(),
+                    detector: kind,
+                });
+            });
+        let events = self.events.clone();
+        let instance_wanted: InstanceSink = Arc::new(move |w| {
+            events.push(Event::InstanceWanted {
+                cluster: w.cluster.to_string(),
+                waiting: w.waiting,
+                busy: w.busy,
+                hosts: w.hosts,
             });
         });
+        let sinks = ClusterSinks {
+            outlier: Some(outlier),
+            instance_wanted: Some(instance_wanted),
+        };
         let tracing = match &snap.tracing {
             Some(spec) => Some(
                 self.exporters
@@ -170,7 +184,7 @@ impl Runtime {
             snap,
             &self.registry,
             current.as_deref(),
-            &sink,
+            &sinks,
             &self.log_sinks,
             tracing,
         )?);
@@ -225,6 +239,17 @@ impl Runtime {
         if compiled.tracing.is_none() {
             self.exporters.stop();
         }
+        // Hosts the new version dropped retire; waiting function requests get the new
+        // version's idle hosts.
+        if let Some(old) = current.as_deref() {
+            for c in old.clusters.iter() {
+                let next = compiled.cluster_index.get(&*c.name);
+                c.retire_replaced_hosts(next.map(|&i| &*compiled.clusters[i]));
+            }
+        }
+        for c in compiled.clusters.iter() {
+            c.offer_idle_hosts();
+        }
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
         // Host flags are set without the apply lock, on the published version: a flag set on
@@ -267,8 +292,8 @@ impl Runtime {
         let mut parsed = Vec::with_capacity(endpoints.len());
         for (a, w) in endpoints {
             parsed.push((
-                a.parse::<SocketAddr>()
-                    .map_err(|_| format!("bad endpoint address {a:?}, expected IP:PORT"))?,
+                a.parse::<UpstreamAddress>()
+                    .map_err(|m| format!("bad endpoint address {m}"))?,
                 *w,
             ));
         }
@@ -287,8 +312,8 @@ impl Runtime {
     ) -> Result<(), String> {
         let c = self.cluster(cluster)?;
         let parse = |a: &String| {
-            a.parse::<SocketAddr>()
-                .map_err(|_| format!("bad endpoint address {a:?}, expected IP:PORT"))
+            a.parse::<UpstreamAddress>()
+                .map_err(|m| format!("bad endpoint address {m}"))
         };
         let upsert = upsert
             .iter()
@@ -307,9 +332,7 @@ impl Runtime {
         flag: HealthFlag,
         on: bool,
     ) -> Result<(), String> {
-        let addr: SocketAddr = address
-            .parse()
-            .map_err(|_| format!("bad address {address:?}"))?;
+        let addr: UpstreamAddress = address.parse().map_err(|m| format!("bad address {m}"))?;
         // NOTE: no apply lock: health verdicts come from the Trio thread, which must not wait
         // for an apply (tens of milliseconds with 10,000 hosts). A cluster an apply retired
         // while we looked it up is looked up again, on the version that replaced it.
@@ -319,7 +342,7 @@ impl Runtime {
                 .cluster_index
                 .get(cluster)
                 .ok_or_else(|| format!("unknown cluster {cluster:?}"))?;
-            if let Some(found) = published.clusters[i].set_host_flag(addr, flag, on) {
+            if let Some(found) = published.clusters[i].set_host_flag(&addr, flag, on) {
                 break found;
             }
         };

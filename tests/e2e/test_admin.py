@@ -152,8 +152,8 @@ async def test_stats_is_prometheus_text_that_counts_our_requests(proxy: Proxy) -
     assert sum(c.get("rq_total", 0) for c in raw.json()["clusters"].values()) == 5
     # The control layer's own losses: nothing dropped or failed, and the counters are there.
     assert raw.json()["control"] == {
-        "events_dropped": {"outlier": 0, "stopped": 0},
-        "driver_errors": {"health_check": 0, "outlier_detection": 0},
+        "events_dropped": {"outlier": 0, "stopped": 0, "instance_wanted": 0},
+        "driver_errors": {"health_check": 0, "outlier_detection": 0, "functions": 0},
     }
     assert total("meshplane_control_events_dropped_total", kind="outlier") == 0
     assert ("meshplane_control_driver_errors_total", (("driver", "outlier_detection"),)) in samples

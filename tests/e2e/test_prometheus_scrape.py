@@ -105,6 +105,17 @@ async def scalar(client: httpx.AsyncClient, base: str, promql: str) -> float | N
     return float(result[0]["value"][1]) if len(result) == 1 else None
 
 
+def median_bucket(hist: dict[str, Any]) -> tuple[float, float]:
+    """The bounds (ms) of the bucket holding the median of a raw histogram of REQUESTS."""
+    cumulative, at = 0, len(hist["bounds"])
+    for i, count in enumerate(hist["counts"]):
+        cumulative += count
+        if cumulative >= REQUESTS / 2:
+            at = i
+            break
+    return (0.0 if at == 0 else hist["bounds"][at - 1]), hist["bounds"][at]
+
+
 async def test_promtool_accepts_the_exposition_and_lints_only_envoys_spelling(proxy: Proxy) -> None:
     if PROMTOOL is None:
         pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
@@ -139,9 +150,14 @@ async def test_prometheus_scrapes_envoy_and_meshplane_names_with_the_proxys_valu
         assert cluster["rq_total"] == REQUESTS and listener["rq_2xx"] == REQUESTS
 
         upstream_rq = 'envoy_cluster_upstream_rq_total{envoy_cluster_name="api-v1"}'
+        gateway_hcm = ('envoy_http_conn_manager_prefix="ingress",appmesh_virtual_gateway="edge",'
+                       f'appmesh_mesh="shop",appmesh_listener_port="{GATEWAY_PORT}"')
+        downstream_time = f"envoy_http_downstream_rq_time_count{{{gateway_hcm}}}"
 
         async def scraped() -> bool:
-            return await scalar(client, prometheus, upstream_rq) == REQUESTS
+            # A request's downstream time is recorded when its response stream has ended.
+            return (await scalar(client, prometheus, upstream_rq) == REQUESTS
+                    and await scalar(client, prometheus, downstream_time) == REQUESTS)
 
         await eventually(scraped, timeout=60, what="a scrape with the proxy's counters", poll=0.2)
 
@@ -168,17 +184,27 @@ async def test_prometheus_scrapes_envoy_and_meshplane_names_with_the_proxys_valu
         # The histogram is whole: the median from Envoy's buckets (milliseconds) lies inside the
         # bucket the proxy's own counts put it in, and meshplane's (seconds) says the same.
         hist = cluster["rq_time_ms"]
-        cumulative, median_bucket = 0, len(hist["bounds"])
-        for i, count in enumerate(hist["counts"]):
-            cumulative += count
-            if cumulative >= REQUESTS / 2:
-                median_bucket = i
-                break
-        low = 0.0 if median_bucket == 0 else hist["bounds"][median_bucket - 1]
-        high = hist["bounds"][median_bucket]
+        low, high = median_bucket(hist)
         p50_ms = await scalar(client, prometheus,
                               'histogram_quantile(0.5, envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="api-v1"})')
         p50_s = await scalar(client, prometheus,
                              'histogram_quantile(0.5, meshplane_cluster_upstream_rq_time_seconds_bucket{cluster="api-v1"})')
         assert p50_ms is not None and low <= p50_ms <= high
         assert p50_s is not None and abs(p50_s * 1000 - p50_ms) < 1e-6 * max(1.0, p50_ms)
+
+        # The connection manager's downstream request time (Envoy's http.<prefix>.
+        # downstream_rq_time): every request counted, its sum and median the proxy's own.
+        raw = (await client.get(admin_url(proxy, "/stats?format=json"))).json()
+        down = raw["listeners"][f"gateway/edge/{GATEWAY_PORT}"]["rq_time_ms"]
+        assert down["count"] == REQUESTS and down["sum"] > 0
+        assert await scalar(client, prometheus, f"envoy_http_downstream_rq_time_sum{{{gateway_hcm}}}") == (
+            pytest.approx(down["sum"]))
+        assert await scalar(client, prometheus, f'envoy_http_downstream_rq_time_bucket{{{gateway_hcm},le="+Inf"}}'
+                            ) == REQUESTS
+        low, high = median_bucket(down)
+        down_p50 = await scalar(client, prometheus,
+                                f"histogram_quantile(0.5, envoy_http_downstream_rq_time_bucket{{{gateway_hcm}}})")
+        assert down_p50 is not None and low <= down_p50 <= high
+        assert await scalar(client, prometheus,
+                            f'meshplane_listener_downstream_rq_time_seconds_count{{listener="gateway/edge/{GATEWAY_PORT}"}}'
+                            ) == REQUESTS

@@ -14,7 +14,9 @@ def _stats() -> dict[str, Any]:
         "version": "1-abc",
         "listeners": {
             "inbound/api-v1/8080": {"cx_total": 3, "cx_active": 1, "rq_total": 10, "rq_active": 0,
-                                    "rq_2xx": 9, "rq_5xx": 1, "no_route": 0, "tls_handshakes": 0},
+                                    "rq_2xx": 9, "rq_5xx": 1, "no_route": 0, "tls_handshakes": 0,
+                                    "rq_time_ms": {"bounds": [0.5, 1.0, 5.0], "counts": [4, 0, 5, 1],
+                                                   "sum": 31.25, "count": 10}},
             "inbound/api-v1/9090": {"cx_total": 1, "cx_active": 0, "rq_total": 2, "rq_2xx": 2},
             "outbound/api-v1": {"cx_total": 2, "cx_active": 2, "rq_total": 4, "rq_4xx": 4},
         },
@@ -87,6 +89,14 @@ def test_http_families_carry_app_mesh_dimensions_and_listeners_their_address() -
     assert s[("envoy_http_downstream_rq_xx", tuple(sorted(egress + (("envoy_response_code_class", "4"),))))] == 4
     assert s[("envoy_listener_downstream_cx_total", lbl(envoy_listener_address="0.0.0.0_15000"))] == 3
     assert s[("envoy_listener_downstream_cx_active", lbl(envoy_listener_address="[__1]_15001"))] == 0
+    # The connection manager's request time, per prefix and listener dimensions, cumulative ms.
+    assert s[("envoy_http_downstream_rq_time_bucket", tuple(sorted(first + (("le", "0.5"),))))] == 4
+    assert s[("envoy_http_downstream_rq_time_bucket", tuple(sorted(first + (("le", "5"),))))] == 9
+    assert s[("envoy_http_downstream_rq_time_bucket", tuple(sorted(first + (("le", "+Inf"),))))] == 10
+    assert s[("envoy_http_downstream_rq_time_sum", first)] == 31.25
+    assert s[("envoy_http_downstream_rq_time_count", first)] == 10
+    assert ("envoy_http_downstream_rq_time_count", egress) not in s  # no histogram in its stats
+    assert '# TYPE envoy_http_downstream_rq_time histogram\n' in text
     assert '# TYPE envoy_http_downstream_rq_xx counter\n' in text
     assert '# TYPE envoy_cluster_upstream_rq_time histogram\n' in text
     assert '# TYPE envoy_cluster_upstream_rq_active gauge\n' in text

@@ -203,3 +203,24 @@ def test_the_cores_tracing_counters_are_counters_with_help() -> None:
     assert "# TYPE meshplane_tracing_spans_dropped_total counter" in text
     assert "# HELP meshplane_tracing_spans_dropped_total spans dropped because the export queue was full" in text
     assert "meshplane_server_tracing" not in text
+
+
+def test_a_function_clusters_levels_are_gauges_and_its_throttles_a_counter() -> None:
+    stats = {"clusters": {"fn": {
+        "rq_throttled": 2, "rq_waiting": 1, "rq_instance_wait_timeout": 0,
+        "function": {"concurrency": 4, "instance_wait_ms": 10000, "in_flight": 3, "busy_hosts": 3,
+                     "idle_hosts": 1},
+        "hosts": {"unix:/run/fn/a.sock": {"busy": True, "rq_total": 5}},
+    }}}
+    text = render(stats)
+    samples = parse(text)
+    c = (("cluster", "fn"),)
+    assert samples[("meshplane_cluster_upstream_rq_throttled_total", c)] == 2
+    assert "# TYPE meshplane_cluster_upstream_rq_throttled_total counter" in text
+    assert "# TYPE meshplane_cluster_upstream_rq_waiting gauge" in text
+    for key, value in (("concurrency", 4), ("in_flight", 3), ("busy_hosts", 3), ("idle_hosts", 1)):
+        assert f"# TYPE meshplane_cluster_function_{key} gauge" in text
+        assert samples[(f"meshplane_cluster_function_{key}", c)] == value
+    host = (("cluster", "fn"), ("host", "unix:/run/fn/a.sock"))
+    assert samples[("meshplane_host_busy", host)] == 1
+    assert "# TYPE meshplane_host_busy gauge" in text

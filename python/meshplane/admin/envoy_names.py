@@ -154,6 +154,10 @@ def _listeners(out: Families, stats: Mapping[str, Any], ctx: EnvoyContext) -> No
         for ours, envoy in _HCM_STATS.items():
             _add(out, f"envoy_http_{envoy}", hcm, listener.get(ours), f"Envoy http.<prefix>.{envoy}", envoy)
         _classes(out, "envoy_http_downstream_rq_xx", hcm, listener, "Envoy http.<prefix>.downstream_rq_<N>xx")
+        hist = listener.get("rq_time_ms")
+        if isinstance(hist, Mapping):
+            add_histogram(out, "envoy_http_downstream_rq_time", hcm, hist,
+                          help="Envoy http.<prefix>.downstream_rq_time, milliseconds")
 
 
 def _clusters(out: Families, stats: Mapping[str, Any]) -> None:

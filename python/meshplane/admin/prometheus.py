@@ -9,6 +9,7 @@ instead of in the name:
     meshplane_host_<stat>{cluster="...",host="IP:PORT"}
     meshplane_cluster_health_check_<stat>{cluster="..."}      (active health checking)
     meshplane_cluster_outlier_detection_<stat>{cluster="..."} (outlier detection)
+    meshplane_cluster_function_<stat>{cluster="..."}          (a function cluster's instances)
     meshplane_server_<stat>                  (top-level numbers, e.g. downstream_cx_open)
     meshplane_control_events_dropped_total{kind="..."}  (core events the Python bridge dropped)
     meshplane_control_driver_errors_total{driver="..."} (exceptions a control driver caught)
@@ -19,7 +20,8 @@ label, and the exact codes (`rq_codes: {"200": n}`) `..._rq_code_total{response_
 +Inf bucket) become cumulative `_bucket{le=...}`, `_sum` and `_count`, and a histogram in
 milliseconds (`*_ms`) is written in seconds (`*_seconds`, Prometheus' base unit); booleans
 become 0/1 gauges. A stat whose name ends in `_active`, `_open` or `_connections`, or is
-`healthy` or `weight`, is a gauge (a level, not a count of events); other numbers are counters,
+`healthy`, `weight` or another level named in `_GAUGES` (`rq_waiting`, a function cluster's
+`busy_hosts`...), is a gauge (a level, not a count of events); other numbers are counters,
 and a counter's name ends in `_total` (Prometheus' convention, checked by `promtool check
 metrics`). Every family has a `# HELP` line. Strings and nested settings (a cluster's
 `protocol`, `circuit_breakers`) are not stats and are left out. Keys the renderer does not know
@@ -42,13 +44,39 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _STATUS_CLASS = re.compile(r"^(?P<stem>.*?)_?(?P<cls>[1-5])xx$")
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
-_GAUGES = {"healthy", "weight", "failed_active_hc", "ejected"}
+_GAUGES = {"healthy", "weight", "failed_active_hc", "ejected", "busy", "rq_waiting",
+           # a function cluster's `function` section (docs/stats.md)
+           "concurrency", "instance_wait_ms", "busy_hosts", "idle_hosts", "in_flight"}
 _GAUGE_SUFFIXES = ("_active", "_open", "_connections")
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?[ \t]+(?P<value>\S+)$")
 _LABEL = re.compile(r'[ \t]*(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"[ \t]*(?:,|$)')
 _ESCAPE = re.compile(r"\\(.)")
 
-_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "control", "tracing"}
+_SECTIONS = {"version", "listeners", "routes", "clusters", "access_logs", "control", "tracing",
+             "functions"}
+# Lambda's metrics per function, version and alias (`Proxy.stats()["functions"]`,
+# docs/functions.md): key -> (family suffix, type, help).
+_FUNCTION_METRICS = {
+    "invocations": ("invocations_total", "counter", "invocations that ran (Lambda Invocations)"),
+    "errors": ("errors_total", "counter", "invocations that ended in a function error (Errors)"),
+    "throttles": ("throttles_total", "counter",
+                  "requests refused at the reserved concurrency with 429 (Throttles)"),
+    "cold_starts": ("cold_starts_total", "counter", "invocations that started an instance"),
+    "crashes": ("crashes_total", "counter", "instances that ended without a word"),
+    "provisioned_spillover_invocations": (
+        "provisioned_concurrency_spillover_invocations_total", "counter",
+        "invocations served by on-demand instances while provisioned ones were busy"),
+    "concurrent_executions": ("concurrent_executions", "gauge",
+                              "invocations running now (ConcurrentExecutions)"),
+    "instances": ("instances", "gauge", "instances starting or warm"),
+    "provisioned_concurrent_executions": (
+        "provisioned_concurrent_executions", "gauge",
+        "invocations running on provisioned instances (ProvisionedConcurrentExecutions)"),
+    "provisioned_instances": ("provisioned_instances", "gauge", "provisioned instances warm"),
+    "provisioned_concurrency_utilization": (
+        "provisioned_concurrency_utilization", "gauge",
+        "busy share of the provisioned instances (ProvisionedConcurrencyUtilization)"),
+}
 # The control layer's own counters (`Proxy.stats()["control"]`): section -> (family, label).
 _CONTROL = {
     "events_dropped": ("meshplane_control_events_dropped_total", "kind"),
@@ -69,7 +97,7 @@ _TRACING_HELP = {
 }
 # Nested per-cluster stats of the control layer (health checker, outlier detector), rendered as
 # `meshplane_cluster_<section>_<stat>{cluster=...}` like Envoy's `cluster.<c>.<section>.<stat>`.
-_CLUSTER_SECTIONS = ("health_check", "outlier_detection")
+_CLUSTER_SECTIONS = ("health_check", "outlier_detection", "function")
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -189,10 +217,18 @@ _HELP = {
     "cx_none_healthy": "requests with no healthy host to send to", "cx_accept_error": "accept(2) failures",
     "retries_active": "retries in flight", "tls_handshakes": "TLS handshakes completed",
     "tls_handshake_error": "TLS handshakes that failed", "plaintext_cx": "plaintext connections on a PERMISSIVE listener",
-    "rq_time": "upstream request time, from request start to the last response byte",
+    "rq_time": "request time, from the request's start to its response's last byte",
     "healthy": "1 if the host is healthy", "weight": "the host's load-balancing weight",
     "ejected": "1 if outlier detection has ejected the host", "failed_active_hc": "1 if active health checking failed the host",
     "idle_connections": "idle pooled connections", "downstream_cx_open": "downstream connections open",
+    "rq_throttled": "requests throttled at a function cluster's concurrency limit (429)",
+    "rq_waiting": "requests waiting for an idle function instance",
+    "rq_instance_wait_timeout": "requests that waited instanceWaitMs for a function instance in vain (503)",
+    "busy": "1 if the function instance is serving a request",
+    "concurrency": "the function cluster's concurrency limit",
+    "instance_wait_ms": "how long a request waits for a function instance, in ms",
+    "busy_hosts": "function instances serving a request", "idle_hosts": "function instances not serving a request",
+    "in_flight": "requests holding a function instance (concurrent executions)",
     "core_events_dropped": "events the core dropped because Python had not drained its queue",
 }
 
@@ -294,11 +330,43 @@ def render_parts(stats: Mapping[str, Any]) -> tuple[str, str, str]:
         if isinstance(value, int | float) and not isinstance(value, bool):
             family = f"meshplane_tracing_{key}_total"
             out.add(family, "counter", family, (), value, _TRACING_HELP.get(key, f"tracing {key}"))
+    for name, doc in sorted((stats.get("functions") or {}).items()):
+        _add_function(out, (("function", name), ("kind", "function"), ("qualifier", "")), doc)
+        for kind, label in (("versions", "version"), ("aliases", "alias")):
+            for qualifier, sub in sorted((doc.get(kind) or {}).items()):
+                _add_function(out, (("function", name), ("kind", label),
+                                    ("qualifier", qualifier)), sub)
     control = stats.get("control") or {}
     for section, (family, label) in _CONTROL.items():
         for name, count in sorted((control.get(section) or {}).items()):
             out.add(family, "counter", family, ((label, name),), count, _CONTROL_HELP[section])
     return head, hosts, out.text()
+
+
+def _add_function(out: Families, labels: Labels, doc: Mapping[str, Any]) -> None:
+    for key, (suffix, kind, help) in _FUNCTION_METRICS.items():
+        value = doc.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            family = f"meshplane_function_{suffix}"
+            out.add(family, kind, family, labels, value, help)
+    for error_type, count in sorted((doc.get("error_types") or {}).items()):
+        family = "meshplane_function_errors_by_type_total"
+        out.add(family, "counter", family, (*labels, ("error_type", error_type)), count,
+                "function errors by Lambda error type")
+    for key, family, help in (
+        ("duration_ms", "meshplane_function_duration_seconds",
+         "invocation duration over the last 2048 invocations, by quantile (Duration)"),
+        ("init_duration_ms", "meshplane_function_init_duration_seconds",
+         "Init duration of cold starts over the last 2048, by quantile"),
+    ):
+        values = doc.get(key) or {}
+        for quantile, value in sorted(values.items()):
+            if quantile.startswith("p") and isinstance(value, int | float):
+                q = str(int(quantile[1:]) / 100)
+                out.add(family, "summary", family, (*labels, ("quantile", q)), value / 1000, help)
+        if "count" in values:
+            out.add(family, "summary", f"{family}_sum", labels, values.get("sum", 0) / 1000, help)
+            out.add(family, "summary", f"{family}_count", labels, values["count"], help)
 
 
 def _parse_labels(text: str, line: str) -> Labels:

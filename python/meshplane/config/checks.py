@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meshplane.config.addresses import parse_address, parse_ip
+from meshplane.config.functions import check_function, check_function_node
 from meshplane.config.logging import access_log_issues
 from meshplane.config.model import PARENT_KEY, Resource, ResourceIndex
 from meshplane.config.resilience import listener_issues
@@ -213,12 +214,14 @@ def check_virtual_node(r: Resource, g: Graph) -> list[Issue]:
         out.append(
             (
                 "spec.serviceDiscovery",
-                "required when the node has listeners: expected one of dns, awsCloudMap, static",
+                "required when the node has listeners: expected one of dns, awsCloudMap, static, "
+                "function",
             )
         )
     _check_listener_blocks(spec.get("listeners") or [], ("connectionPool", "timeout"), out)
     out += listener_issues(r)
     out += access_log_issues(r)
+    out += check_function_node(r, g)
     discovery = spec.get("serviceDiscovery") or {}
     if "dns" in discovery:
         problem = host_name_issue(discovery["dns"]["hostname"])
@@ -445,4 +448,5 @@ CHECKS: dict[str, Callable[[Resource, Graph], list[Issue]]] = {
     "VirtualService": check_virtual_service,
     "Route": check_route,
     "GatewayRoute": check_gateway_route,
+    "Function": check_function,
 }

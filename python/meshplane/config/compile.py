@@ -24,6 +24,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from meshplane.config.addresses import format_address, parse_address
+from meshplane.config.functions import (
+    INVOKE_LISTENER,
+    INVOKE_TABLE,
+    LATEST,
+    TARGET_HEADER,
+    FunctionTarget,
+    cluster_document,
+    weighted,
+)
+from meshplane.config.functions import resolve as resolve_functions
 from meshplane.config.logging import access_log
 from meshplane.config.model import DnsTarget, MeshConfig, Resource
 from meshplane.config.resilience import (
@@ -60,15 +70,24 @@ from meshplane.config.topology import (
 SCHEMA = 1
 CONNECT_TIMEOUT_MS = 5_000
 Endpoints = Mapping[str, Sequence[tuple[str, int]]]
+FunctionTargets = Mapping[tuple[str, str], list[FunctionTarget]]
 
 
-def compile_snapshot(cfg: MeshConfig, *, version: str, endpoints: Endpoints | None = None) -> bytes:
+def compile_snapshot(
+    cfg: MeshConfig,
+    *,
+    version: str,
+    endpoints: Endpoints | None = None,
+    functions: FunctionTargets | None = None,
+) -> bytes:
     """The snapshot document for `cfg` labelled `version`, as UTF-8 JSON with sorted keys.
 
     `endpoints` maps a cluster name to ("IP:PORT", weight) pairs for clusters discovered outside
-    the file (DNS, Cloud Map); such a cluster without an entry has no endpoints.
+    the file (DNS, Cloud Map; "unix:/PATH" for function instances); such a cluster without an
+    entry has no endpoints. `functions` is `config.functions.resolve`'s answer (None: every
+    function's `$LATEST` only, as without a store).
     """
-    doc = compile_document(cfg, endpoints, resilience=False).document
+    doc = compile_document(cfg, endpoints, functions=functions, resilience=False).document
     doc["version"] = version
     return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
@@ -83,12 +102,17 @@ class Compiled(NamedTuple):
 
 
 def compile_document(
-    cfg: MeshConfig, endpoints: Endpoints | None = None, *, resilience: bool = True
+    cfg: MeshConfig,
+    endpoints: Endpoints | None = None,
+    *,
+    functions: FunctionTargets | None = None,
+    resilience: bool = True,
 ) -> Compiled:
     """The snapshot document for `cfg` (no "version" key) and, unless `resilience` is False,
-    its resilience targets, from one compilation. `meshplane.Proxy` serializes the document
-    itself, compactly, in one pass."""
-    snapshot = _Snapshot(cfg, endpoints or {})
+    its resilience targets, from one compilation (`endpoints` and `functions` as for
+    `compile_snapshot`). `meshplane.Proxy` serializes the document itself, compactly, in one
+    pass."""
+    snapshot = _Snapshot(cfg, endpoints or {}, functions)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "listeners": snapshot.listeners,
@@ -97,9 +121,10 @@ def compile_document(
     }
     tracing = cfg.proxy.tracing
     if tracing is not None:
-        # The served gateway or node names the service its spans come from.
+        # The served gateway or node names the service its spans come from; the Mesh's
+        # propagation applies unless this proxy names its own.
         served = cfg.proxy.gateway if cfg.proxy.gateway is not None else cfg.proxy.node
-        doc["tracing"] = {"serviceName": served or cfg.mesh, **tracing}
+        doc["tracing"] = {"serviceName": served or cfg.mesh, **mesh_tracing(cfg), **tracing}
     apply_gateway_limits(cfg, doc)
     return Compiled(doc, _targets(cfg, snapshot) if resilience and _watched(cfg) else [])
 
@@ -118,6 +143,12 @@ def _targets(cfg: MeshConfig, snapshot: _Snapshot) -> list[ResilienceTarget]:
         for name, cluster in snapshot.clusters.items()
     }
     return _resilience_targets(cfg, snapshot.origins, addresses)
+
+
+def mesh_tracing(cfg: MeshConfig) -> dict[str, Any]:
+    """What the Mesh resource's `tracing` (an extension) sets for every proxy of the mesh."""
+    mesh = next(iter(cfg.of_kind("Mesh")), None)
+    return dict((mesh.spec if mesh else {}).get("tracing") or {})
 
 
 def resilience_targets(
@@ -194,9 +225,12 @@ def snapshot_json(document: dict[str, Any]) -> bytes:
 class _Snapshot:
     """Builds the snapshot's parts; clusters and service route tables are added on first use."""
 
-    def __init__(self, cfg: MeshConfig, endpoints: Endpoints) -> None:
+    def __init__(
+        self, cfg: MeshConfig, endpoints: Endpoints, functions: FunctionTargets | None = None
+    ) -> None:
         self.cfg = cfg
         self.endpoints = endpoints
+        self.functions = functions if functions is not None else resolve_functions(cfg, {})[0]
         self.listeners: list[dict[str, Any]] = []
         self.tables: dict[str, dict[str, Any]] = {}
         self.clusters: dict[str, dict[str, Any]] = {}
@@ -223,8 +257,51 @@ class _Snapshot:
             self._gateway(served)
         else:
             self._sidecar(served)
+        if cfg.of_kind("Function"):
+            self._function_invoke()
 
     # --- clusters -------------------------------------------------------------------------
+
+    def node_targets(self, node_name: str, port: int | None, weight: int) -> list[dict[str, Any]]:
+        """Weighted route clusters of a route target: the node's cluster, or a function node's
+        clusters (an alias splitting between two versions has two)."""
+        node = self.cfg.get("VirtualNode", node_name)
+        ref = ((node.spec if node else {}).get("serviceDiscovery") or {}).get("function")
+        if ref is None:
+            return [{"cluster": self.node_cluster(node_name, port), "weight": weight}]
+        return self.function_clusters(ref["functionName"], ref.get("qualifier", LATEST), weight)
+
+    def function_clusters(self, name: str, qualifier: str, weight: int) -> list[dict[str, Any]]:
+        targets = self.functions.get((name, qualifier)) or []
+        for t in targets:
+            if t.cluster not in self.clusters:
+                self.clusters[t.cluster] = cluster_document(
+                    t, list(self.endpoints.get(t.cluster, []))
+                )
+        return weighted(targets, weight)
+
+    def _function_invoke(self) -> None:
+        """The internal listener `FunctionService.invoke` sends raw invokes to: one route per
+        (function, qualifier), chosen by the `x-meshplane-function: NAME:QUALIFIER` header,
+        with no retry and the function's timeout (plus a margin) as the route's."""
+        routes = []
+        for (name, qualifier), targets in sorted(self.functions.items()):
+            if not targets:
+                continue
+            clusters = self.function_clusters(name, qualifier, 1)
+            timeout = max(int(t.settings["timeoutMs"]) for t in targets)
+            routes.append({
+                "name": f"{INVOKE_TABLE}/{name}:{qualifier}",
+                "match": {"headers": [{"name": TARGET_HEADER, "kind": "exact",
+                                       "value": f"{name}:{qualifier}"}]},
+                "action": {"clusters": clusters, "timeoutMs": timeout + 5_000},
+            })
+        self.tables[INVOKE_TABLE] = {
+            "virtualHosts": [{"name": INVOKE_TABLE, "domains": ["*"], "routes": routes}]
+        }
+        self.listeners.append({"name": INVOKE_LISTENER, "address": "127.0.0.1:0",
+                               "protocol": "http", "routeTable": INVOKE_TABLE})
+        self.declared[INVOKE_LISTENER] = 0
 
     def node_cluster(self, node_name: str, port: int | None) -> str:
         node = self.cfg.get("VirtualNode", node_name)
@@ -313,9 +390,8 @@ class _Snapshot:
         self.service = vs.name
         kind, name = provider(vs) or ("", "")
         if kind == "VirtualNode":
-            cluster = self.node_cluster(name, port)
             action = {
-                "clusters": [{"cluster": cluster, "weight": 1}],
+                "clusters": self.node_targets(name, port, 1),
                 "timeoutMs": DEFAULT_TIMEOUT_MS,
                 "retry": retry_policy(None),
             }
@@ -339,11 +415,9 @@ class _Snapshot:
             ):
                 continue
             clusters = [
-                {
-                    "cluster": self.node_cluster(t["virtualNode"], t.get("port")),
-                    "weight": t["weight"],
-                }
+                c
                 for t in body["action"]["weightedTargets"]
+                for c in self.node_targets(t["virtualNode"], t.get("port"), t["weight"])
             ]
             match = grpc_match(body["match"]) if rtype == "grpcRoute" else http_match(body["match"])
             entry = {

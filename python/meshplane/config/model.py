@@ -23,6 +23,7 @@ KINDS = (
     "VirtualNode",
     "VirtualGateway",
     "GatewayRoute",
+    "Function",  # extension: a Lambda-style function (docs/functions.md)
 )
 # Routes and gateway routes live inside a router or a gateway; their names are unique per parent.
 PARENT_KIND = {"Route": "VirtualRouter", "GatewayRoute": "VirtualGateway"}

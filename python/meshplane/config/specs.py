@@ -14,6 +14,7 @@ from meshplane.config.schema import (
     Enum,
     Int,
     ListOf,
+    NameMap,
     Num,
     Obj,
     Shape,
@@ -187,8 +188,10 @@ SERVICE_DISCOVERY = Obj(
             }
         ),
         "static": Obj({"endpoints*": ListOf(STATIC_ENDPOINT, 1)}),  # extension
+        # extension: a function's instances are the endpoints (docs/functions.md)
+        "function": Obj({"functionName*": Str(1, 64), "qualifier": Str(1, 128)}),
     },
-    one_of=("dns", "awsCloudMap", "static"),
+    one_of=("dns", "awsCloudMap", "static", "function"),
 )
 # meshplane extension on a node listener: what App Mesh's resilience fields cannot say
 # (docs/resilience.md). Keys mirror `HealthCheckPolicy.from_appmesh` and
@@ -296,10 +299,15 @@ VIRTUAL_SERVICE = Obj(
 VIRTUAL_ROUTER = Obj(
     {"listeners": ListOf(Obj({"portMapping*": Obj({"port*": PORT, "protocol*": PROTOCOL})}), 1)}
 )
+# The trace-context formats the core reads and writes (docs/config.md, "Tracing").
+PROPAGATION = Enum("w3c", "b3", "b3multi", "xray")
 MESH = Obj(
     {
         "egressFilter": Obj({"type*": Enum("DROP_ALL", "ALLOW_ALL")}),
         "serviceDiscovery": Obj({"ipPreference": IP_PREFERENCE}),
+        # One trace-context format for every proxy of the mesh; `proxy.tracing.propagation`
+        # overrides it for one proxy.
+        "tracing": Obj({"propagation": PROPAGATION}),  # extension
     }
 )
 
@@ -467,6 +475,30 @@ GATEWAY_ROUTE = Obj(
     one_of=GATEWAY_ROUTE_TYPES,
 )
 
+# --- Function (extension; Lambda's settings and limits, spec/lambda.md §1) ----------------------
+
+_CODE = Either((str, Str(1, None)), (dict, Obj({"path*": Str(1, None)})))
+FUNCTION = Obj(
+    {
+        "handler*": Str(1, 128),
+        "runtime": Enum("python3"),
+        "description": Str(0, 256),
+        "code*": _CODE,
+        "layers": ListOf(_CODE, 0, 5),
+        "environment": Obj({"variables": NameMap(Str(0, None))}),
+        "timeout": DURATION,
+        "memorySize": Int(128, 10240),
+        "reservedConcurrency": Int(0, 1000),
+        "provisionedConcurrency": ListOf(
+            Obj({"qualifier*": Str(1, 128), "count*": Int(1, 1000)}), 0, 50
+        ),
+        # How long an instance may stay idle before it is stopped, and how long a request
+        # waits for an instance to start before the proxy answers 503.
+        "idleTimeout": DURATION,
+        "instanceWait": DURATION,
+    }
+)
+
 SPEC_OF_KIND: dict[str, Shape] = {
     "Mesh": MESH,
     "VirtualService": VIRTUAL_SERVICE,
@@ -475,6 +507,7 @@ SPEC_OF_KIND: dict[str, Shape] = {
     "VirtualNode": VIRTUAL_NODE,
     "VirtualGateway": VIRTUAL_GATEWAY,
     "GatewayRoute": GATEWAY_ROUTE,
+    "Function": FUNCTION,
 }
 # Route type key -> the listener protocol it serves (route type must equal listener protocol).
 ROUTE_PROTOCOL = {

@@ -78,6 +78,11 @@ def validate_config(cfg: MeshConfig) -> list[Problem]:
         )
         return problems
     problems += _check_addresses(cfg)
+    tracing = proxy.tracing or {}
+    if "otlpTls" in tracing and not str(tracing.get("otlpEndpoint", "")).startswith("https://"):
+        problems.append(
+            Problem(file, "", "proxy.tracing.otlpTls", "applies to an https:// otlpEndpoint only")
+        )
     if proxy.gateway is not None:
         target = cfg.get("VirtualGateway", proxy.gateway)
         if target is None:

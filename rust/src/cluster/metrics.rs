@@ -145,6 +145,14 @@ const AFTER_CODES: [Family; 6] = [
     ),
 ];
 
+/// Function clusters' hosts only, after all the others (`HostSet` JSON order).
+const BUSY: Family = family!(
+    "meshplane_host_busy",
+    "gauge",
+    "host: 1 if the function instance is serving a request",
+    |h, w| u8::from(h.claimed.load(std::sync::atomic::Ordering::Relaxed))
+);
+
 /// A Prometheus label value, escaped (backslash, double quote, newline).
 fn escape(value: &str, out: &mut String) {
     for c in value.chars() {
@@ -158,13 +166,13 @@ fn escape(value: &str, out: &mut String) {
 }
 
 /// The `meshplane_host_*` families of `clusters` (in any order) as exposition text; empty if
-/// no cluster has a host.
+/// no cluster has a host. Hosts of function clusters have `meshplane_host_busy` too.
 pub fn host_families(clusters: &[Arc<Cluster>]) -> String {
     let mut clusters: Vec<&Arc<Cluster>> = clusters.iter().collect();
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    // (labels, host, weight) of every host, in the order the samples go.
+    // (labels, host, weight, of a function cluster) of every host, in the order the samples go.
     let sets: Vec<Arc<HostSet>> = clusters.iter().map(|c| c.hosts.load_full()).collect();
-    let mut rows: Vec<(String, &Arc<Host>, u32)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for (cluster, set) in clusters.iter().zip(&sets) {
         let mut hosts: Vec<_> = set.hosts.iter().collect();
         hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
@@ -174,33 +182,56 @@ pub fn host_families(clusters: &[Arc<Cluster>]) -> String {
             labels.push_str("\",host=\"");
             escape(&m.host.name, &mut labels);
             labels.push('"');
-            rows.push((labels, &m.host, m.weight));
+            rows.push(Row {
+                labels,
+                host: &m.host,
+                weight: m.weight,
+                function: cluster.function.is_some(),
+            });
         }
     }
-    let Some((_, first, _)) = rows.first() else {
+    let Some(first) = rows.first() else {
         return String::new();
     };
-    // The exact-code family is first seen with the first host that has a code.
-    let codes_early = first.stats.rq.codes().next().is_some();
-    let codes_late = !codes_early
-        && rows
-            .iter()
-            .any(|(_, h, _)| h.stats.rq.codes().next().is_some());
+    // A family is placed where the renderer first sees it: the exact codes with the first host
+    // that has a code, `busy` with the first host of a function cluster (the last of its
+    // stats); families first seen with a later host follow all of the first host's.
+    let has_codes = |r: &Row| r.host.stats.rq.codes().next().is_some();
+    let codes_early = has_codes(first);
+    let mut late: Vec<(usize, u8, &Family)> = Vec::new();
+    if !codes_early {
+        if let Some(i) = rows.iter().position(has_codes) {
+            late.push((i, 0, &CODES));
+        }
+    }
+    let busy_at = rows.iter().position(|r| r.function);
+    if let Some(i) = busy_at {
+        late.push((i, 1, &BUSY));
+    }
+    late.sort_by_key(|&(i, n, _)| (i, n));
     let mut order: Vec<&Family> = BEFORE_CODES.iter().collect();
     if codes_early {
         order.push(&CODES);
     }
     order.extend(AFTER_CODES.iter());
-    if codes_late {
-        order.push(&CODES);
-    }
+    order.extend(late.into_iter().map(|(_, _, f)| f));
     let mut out = String::with_capacity(rows.len() * 1300);
     for family in order {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-        for (labels, host, weight) in &rows {
-            (family.samples)(&mut out, labels, host, *weight);
+        let only_functions = family.name == BUSY.name;
+        for r in &rows {
+            if !only_functions || r.function {
+                (family.samples)(&mut out, &r.labels, r.host, r.weight);
+            }
         }
     }
     out
+}
+
+struct Row<'a> {
+    labels: String,
+    host: &'a Arc<Host>,
+    weight: u32,
+    function: bool,
 }

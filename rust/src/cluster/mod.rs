@@ -9,31 +9,33 @@
 //! list), plus the balancer: O(1) to rebuild for equal weights and RANDOM, O(hosts) for the
 //! EDF schedule of unequal weights (Envoy also rebuilds its scheduler on each change).
 
+mod function;
 mod members;
 mod metrics;
 mod outlier;
 #[cfg(test)]
 mod tests;
 
+pub use function::{Claim, Claimed, FunctionState, Waiter};
 pub use members::{Member, Members};
 pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
 
 use crate::balance::{Balancer, HostView};
-use crate::config::{self, CircuitBreakers, UpstreamProtocol};
+use crate::config::{self, CircuitBreakers, UpstreamAddress, UpstreamProtocol};
+use crate::error::{Kind, ProxyError};
 use crate::pool::Pool;
 use crate::stats::{ClusterStats, HostStats};
 use crate::tls::ClientTls;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
 pub struct Host {
-    pub addr: SocketAddr,
+    pub addr: UpstreamAddress,
     pub name: Arc<str>,
     pub active: AtomicU32,
     /// Set by the control layer's active health checks.
@@ -43,6 +45,12 @@ pub struct Host {
     pub stats: HostStats,
     pub outcomes: Outcomes,
     pub pool: Pool,
+    /// Function clusters only: the host serves a request now (`function.rs`).
+    pub claimed: AtomicBool,
+    /// Function clusters only: when the host was last released (a release count).
+    pub last_used: AtomicU64,
+    /// Removed from its cluster's host set: a release no longer hands it to a waiter.
+    pub retired: AtomicBool,
 }
 
 /// Which health flag a control-layer decision sets.
@@ -53,16 +61,19 @@ pub enum HealthFlag {
 }
 
 impl Host {
-    pub fn new(addr: SocketAddr, protocol: UpstreamProtocol, idle_timeout: Duration) -> Self {
+    pub fn new(addr: UpstreamAddress, protocol: UpstreamProtocol, idle_timeout: Duration) -> Self {
         Host {
-            addr,
             name: addr.to_string().into(),
+            pool: Pool::new(addr.clone(), protocol, idle_timeout),
+            addr,
             active: AtomicU32::new(0),
             failed_active_hc: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
             stats: HostStats::default(),
             outcomes: Outcomes::default(),
-            pool: Pool::new(addr, protocol, idle_timeout),
+            claimed: AtomicBool::new(false),
+            last_used: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -81,6 +92,20 @@ pub struct HostSet {
 }
 
 impl HostSet {
+    /// A host set of `hosts` with `weights` (same length), as an apply would build it.
+    pub fn new(hosts: Vec<Arc<Host>>, weights: Vec<u32>, lb: config::LbPolicy, bias: f64) -> Self {
+        let members = Members::from_vec(
+            hosts
+                .into_iter()
+                .zip(weights)
+                .map(|(host, weight)| Member { host, weight })
+                .collect(),
+        );
+        let weighted = Membership::of(&members).weighted();
+        let healthy = members.iter().filter(|m| m.host.healthy()).count();
+        HostSet::build(members, weighted, healthy, lb, bias)
+    }
+
     fn build(
         hosts: Members,
         weighted: bool,
@@ -130,7 +155,7 @@ impl HostView for HostSet {
 #[derive(Default)]
 struct Membership {
     /// Address → index in the published host set (the first, if an address repeats).
-    index: HashMap<SocketAddr, usize>,
+    index: HashMap<UpstreamAddress, usize>,
     /// Some address appears more than once: deltas then rebuild from the list.
     repeated: bool,
     /// Hosts per non-zero weight: more than one key ⇒ unequal weights.
@@ -145,7 +170,7 @@ impl Membership {
         m.index.reserve(hosts.len());
         for (i, member) in hosts.iter().enumerate() {
             // The first occurrence wins, as a linear search would find it.
-            match m.index.entry(member.host.addr) {
+            match m.index.entry(member.host.addr.clone()) {
                 std::collections::hash_map::Entry::Occupied(_) => m.repeated = true,
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(i);
@@ -192,13 +217,56 @@ pub struct Cluster {
     pub retries_active: AtomicU32,
     /// TLS origination; swapped in place when certificates are reloaded.
     pub tls: ArcSwapOption<ClientTls>,
+    /// Function clusters (`spec.function`): claims, waiters and the throttle; shared with
+    /// the previous version's cluster of the same name.
+    pub function: Option<Arc<FunctionState>>,
     outlier_sink: Option<OutlierSink>,
+    instance_sink: Option<InstanceSink>,
     /// Held by whoever changes `hosts` (endpoints, health flags); requests never take it.
     membership: Mutex<Membership>,
 }
 
 /// Receives (cluster, host, detector) when a consecutive-failure threshold is reached.
 pub type OutlierSink = Arc<dyn Fn(&str, &str, &'static str) + Send + Sync>;
+
+/// A request of a function cluster found no idle instance and is waiting for one: the
+/// control layer may start an instance. The counts are taken as the request queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceWanted {
+    pub cluster: Arc<str>,
+    /// Requests waiting, this one included.
+    pub waiting: u32,
+    /// Hosts serving a request.
+    pub busy: u32,
+    /// Hosts in the cluster (busy, idle or unhealthy).
+    pub hosts: u32,
+}
+
+/// Receives `InstanceWanted` (the core's event queue, in the runtime).
+pub type InstanceSink = Arc<dyn Fn(InstanceWanted) + Send + Sync>;
+
+/// Where a cluster reports what the control layer must decide on.
+#[derive(Clone, Default)]
+pub struct ClusterSinks {
+    pub outlier: Option<OutlierSink>,
+    pub instance_wanted: Option<InstanceSink>,
+}
+
+/// Counts a request in `rq_waiting` while it lives.
+struct Waiting<'a>(&'a ClusterStats);
+
+impl<'a> Waiting<'a> {
+    fn start(stats: &'a ClusterStats) -> Self {
+        stats.rq_waiting.inc();
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.rq_waiting.dec();
+    }
+}
 
 /// Lives as long as one upstream connection; keeps the connection counters honest.
 pub struct ConnectionGuard {
@@ -223,7 +291,7 @@ impl Cluster {
         spec: &config::Cluster,
         stats: Arc<ClusterStats>,
         previous: Option<&Cluster>,
-        outlier_sink: Option<OutlierSink>,
+        sinks: ClusterSinks,
     ) -> Result<Cluster, crate::tls::TlsError> {
         let tls = Self::build_tls(spec)?;
         let idle_timeout = Duration::from_millis(spec.idle_timeout_ms.unwrap_or(3_600_000));
@@ -231,6 +299,11 @@ impl Cluster {
             Some(p) => (p.cx_open.clone(), p.cx_released.clone()),
             None => (Arc::new(AtomicU32::new(0)), Arc::new(Notify::new())),
         };
+        let function = spec.function.map(|_| {
+            previous
+                .and_then(|p| p.function.clone())
+                .unwrap_or_default()
+        });
         let cluster = Cluster {
             name: spec.name.as_str().into(),
             spec: spec.clone(),
@@ -249,11 +322,13 @@ impl Cluster {
             cx_open,
             cx_released,
             retries_active: AtomicU32::new(0),
-            outlier_sink,
+            function,
+            outlier_sink: sinks.outlier,
+            instance_sink: sinks.instance_wanted,
             tls: ArcSwapOption::new(tls),
             membership: Mutex::default(),
         };
-        let endpoints: Vec<(SocketAddr, u32)> = spec
+        let endpoints: Vec<(UpstreamAddress, u32)> = spec
             .endpoints
             .iter()
             .filter_map(|e| e.address.parse().ok().map(|a| (a, e.weight)))
@@ -285,7 +360,9 @@ impl Cluster {
 
     /// Replace the membership (static config or discovery); hosts that stay keep their state.
     /// O(hosts): each address is looked up in an index of the old membership.
-    pub fn set_endpoints(&self, endpoints: &[(SocketAddr, u32)], previous: Option<&Cluster>) {
+    /// With `previous` (building a new version's cluster) hosts are taken from it; without,
+    /// the change is live: removed hosts retire and waiting requests get the idle hosts.
+    pub fn set_endpoints(&self, endpoints: &[(UpstreamAddress, u32)], previous: Option<&Cluster>) {
         let mut membership = self.membership();
         let previous_membership = previous.map(|p| p.membership());
         let (old, old_index) = match (previous, &previous_membership) {
@@ -295,14 +372,18 @@ impl Cluster {
         let same_protocol = previous.is_none_or(|p| p.protocol == self.protocol);
         let members: Vec<Member> = endpoints
             .iter()
-            .map(|&(addr, weight)| {
+            .map(|(addr, weight)| {
                 let reused = old_index
-                    .get(&addr)
+                    .get(addr)
                     .filter(|_| same_protocol)
                     .map(|&i| old.hosts[i].clone());
-                let host = reused
-                    .unwrap_or_else(|| Arc::new(Host::new(addr, self.protocol, self.idle_timeout)));
-                Member { host, weight }
+                let host = reused.unwrap_or_else(|| {
+                    Arc::new(Host::new(addr.clone(), self.protocol, self.idle_timeout))
+                });
+                Member {
+                    host,
+                    weight: *weight,
+                }
             })
             .collect();
         let members = Members::from_vec(members);
@@ -310,6 +391,9 @@ impl Cluster {
         for m in old.hosts.iter() {
             if !kept.contains(&Arc::as_ptr(&m.host)) {
                 m.host.pool.close_idle();
+                if previous.is_none() {
+                    m.host.retired.store(true, Relaxed);
+                }
             }
         }
         drop(previous_membership);
@@ -323,30 +407,35 @@ impl Cluster {
             self.spec.lb,
             self.bias(),
         )));
+        if previous.is_none() {
+            // NOTE: after the store (see `FunctionState::claim`).
+            self.offer_idle_hosts();
+        }
     }
 
     /// Change some hosts and keep the rest: remove `remove` (an address that is not a member
     /// is ignored), then add each of `upsert` or, if it is a member, set its weight. Costs
     /// O(changes), not O(hosts) (see the module docs); hosts that stay keep their state, a
-    /// removed host has its idle connections closed.
-    pub fn update_endpoints(&self, upsert: &[(SocketAddr, u32)], remove: &[SocketAddr]) {
+    /// removed host has its idle connections closed and retires; waiting requests of a
+    /// function cluster get the idle hosts.
+    pub fn update_endpoints(&self, upsert: &[(UpstreamAddress, u32)], remove: &[UpstreamAddress]) {
         let mut membership = self.membership();
         let set = self.hosts.load_full();
         if membership.repeated {
             // Rare (a config that lists an address twice): the whole-list path keeps the
             // index right.
             drop(membership);
-            let gone: HashSet<&SocketAddr> = remove.iter().collect();
-            let mut list: Vec<(SocketAddr, u32)> = set
+            let gone: HashSet<&UpstreamAddress> = remove.iter().collect();
+            let mut list: Vec<(UpstreamAddress, u32)> = set
                 .hosts
                 .iter()
-                .map(|m| (m.host.addr, m.weight))
-                .filter(|(a, _)| !gone.contains(a))
+                .filter(|m| !gone.contains(&m.host.addr))
+                .map(|m| (m.host.addr.clone(), m.weight))
                 .collect();
-            for &(addr, weight) in upsert {
-                match list.iter_mut().find(|(a, _)| *a == addr) {
-                    Some(entry) => entry.1 = weight,
-                    None => list.push((addr, weight)),
+            for (addr, weight) in upsert {
+                match list.iter_mut().find(|(a, _)| a == addr) {
+                    Some(entry) => entry.1 = *weight,
+                    None => list.push((addr.clone(), *weight)),
                 }
             }
             return self.set_endpoints(&list, None);
@@ -360,7 +449,7 @@ impl Cluster {
             let gone = hosts.get(i).clone();
             let last = hosts.len() - 1;
             if i != last {
-                membership.index.insert(hosts[last].addr, i);
+                membership.index.insert(hosts[last].addr.clone(), i);
             }
             hosts = hosts.with_swap_removed(i);
             membership.count_weight(gone.weight, false);
@@ -368,9 +457,11 @@ impl Cluster {
                 healthy -= 1;
             }
             gone.host.pool.close_idle();
+            gone.host.retired.store(true, Relaxed);
         }
-        for &(addr, weight) in upsert {
-            match membership.index.get(&addr) {
+        for (addr, weight) in upsert {
+            let weight = *weight;
+            match membership.index.get(addr) {
                 Some(&i) => {
                     let member = hosts.get(i);
                     if member.weight != weight {
@@ -381,8 +472,8 @@ impl Cluster {
                     }
                 }
                 None => {
-                    let host = Arc::new(Host::new(addr, self.protocol, self.idle_timeout));
-                    membership.index.insert(addr, hosts.len());
+                    let host = Arc::new(Host::new(addr.clone(), self.protocol, self.idle_timeout));
+                    membership.index.insert(addr.clone(), hosts.len());
                     membership.count_weight(weight, true);
                     healthy += 1;
                     hosts = hosts.with_pushed(Member { host, weight });
@@ -397,17 +488,114 @@ impl Cluster {
             self.spec.lb,
             self.bias(),
         )));
+        // NOTE: after the store (see `FunctionState::claim`).
+        self.offer_idle_hosts();
+    }
+
+    /// Function clusters: hand idle hosts to waiting requests (after the host set changed).
+    pub fn offer_idle_hosts(&self) {
+        if let Some(f) = &self.function {
+            f.offer(&self.hosts.load());
+        }
+    }
+
+    /// A new version replaced this cluster (`next`, None when the cluster is gone): hosts it
+    /// does not keep retire. Called once the new version is committed. O(hosts).
+    pub fn retire_replaced_hosts(&self, next: Option<&Cluster>) {
+        let kept: HashSet<*const Host> = match next {
+            Some(n) => n
+                .hosts
+                .load()
+                .hosts
+                .iter()
+                .map(|m| Arc::as_ptr(&m.host))
+                .collect(),
+            None => HashSet::new(),
+        };
+        for m in self.hosts.load().hosts.iter() {
+            if !kept.contains(&Arc::as_ptr(&m.host)) {
+                m.host.retired.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// Function clusters: claim an idle instance for one attempt (avoiding the hosts `tried`
+    /// by index when another is idle), or throttle (429, `rq_throttled`), or wait for one up
+    /// to `instanceWaitMs` and give up with 503 (`rq_instance_wait_timeout`). While the
+    /// request waits it counts in `rq_waiting`, and the control layer gets `InstanceWanted`.
+    /// The index of the host in the current set comes back when the host was picked there.
+    pub async fn claim_instance(
+        &self,
+        tried: &[usize],
+    ) -> Result<(Claim, Option<usize>), ProxyError> {
+        let (Some(state), Some(spec)) = (&self.function, &self.spec.function) else {
+            return Err(ProxyError::internal(
+                Kind::NoHealthyUpstream,
+                "not a function cluster",
+            ));
+        };
+        let (waiter, waiting, busy, hosts) =
+            match state.claim(&self.hosts, spec.concurrency, |i| tried.contains(&i)) {
+                Claimed::Host(c, i) => return Ok((c, Some(i))),
+                Claimed::Throttled => {
+                    self.stats.rq_throttled.inc();
+                    return Err(ProxyError::internal(
+                        Kind::Throttled,
+                        "function concurrency limit reached",
+                    ));
+                }
+                Claimed::Wait {
+                    waiter,
+                    waiting,
+                    busy,
+                    hosts,
+                } => (waiter, waiting, busy, hosts),
+            };
+        if let Some(sink) = &self.instance_sink {
+            sink(InstanceWanted {
+                cluster: self.name.clone(),
+                waiting,
+                busy,
+                hosts,
+            });
+        }
+        let waited = {
+            // NOTE: a guard, so a request whose client leaves mid-wait stops counting.
+            let _waiting = Waiting::start(&self.stats);
+            waiter
+                .wait(Duration::from_millis(spec.instance_wait_ms))
+                .await
+        };
+        match waited {
+            Some(c) => Ok((c, None)),
+            None => {
+                self.stats.rq_instance_wait_timeout.inc();
+                Err(ProxyError::internal(
+                    Kind::NoInstance,
+                    format!(
+                        "no function instance became idle within {} ms",
+                        spec.instance_wait_ms
+                    ),
+                ))
+            }
+        }
     }
 
     /// Set or clear one health flag of a host; Some(false) if the address is not a member,
     /// None if an apply retired this cluster (ask the version that replaced it). A host that
-    /// becomes unavailable has its idle connections closed (Envoy).
-    pub fn set_host_flag(&self, addr: SocketAddr, flag: HealthFlag, on: bool) -> Option<bool> {
+    /// becomes unavailable has its idle connections closed (Envoy); one that becomes
+    /// available is offered to waiting requests of a function cluster.
+    pub fn set_host_flag(
+        &self,
+        addr: &UpstreamAddress,
+        flag: HealthFlag,
+        on: bool,
+    ) -> Option<bool> {
         let membership = self.membership();
         if membership.retired {
             return None;
         }
-        let Some(&i) = membership.index.get(&addr) else {
+        let Some(&i) = membership.index.get(addr) else {
             return Some(false);
         };
         let set = self.hosts.load();
@@ -428,6 +616,9 @@ impl Cluster {
             h.pool.close_idle();
         } else if !before && after {
             set.healthy.fetch_add(1, Relaxed);
+            if let Some(f) = &self.function {
+                f.offer(&set);
+            }
         }
         Some(true)
     }
@@ -541,6 +732,9 @@ impl Cluster {
                     hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
                     hm.insert("weight".into(), (*w).into());
                     hm.insert("idle_connections".into(), h.pool.idle_count().into());
+                    if self.function.is_some() {
+                        hm.insert("busy".into(), h.claimed.load(Relaxed).into());
+                    }
                     (h.name.to_string(), serde_json::Value::Object(hm))
                 })
                 .collect();
@@ -550,6 +744,23 @@ impl Cluster {
             m.insert(
                 "membership".into(),
                 serde_json::json!({"total": set.hosts.len(), "healthy": healthy}),
+            );
+        }
+        if let (Some(f), Some(spec)) = (&self.function, &self.spec.function) {
+            let busy = set
+                .hosts
+                .iter()
+                .filter(|m| m.host.claimed.load(Relaxed))
+                .count();
+            m.insert(
+                "function".into(),
+                serde_json::json!({
+                    "concurrency": spec.concurrency,
+                    "instance_wait_ms": spec.instance_wait_ms,
+                    "busy_hosts": busy,
+                    "idle_hosts": set.hosts.len() - busy,
+                    "in_flight": f.busy(),
+                }),
             );
         }
         m.insert(

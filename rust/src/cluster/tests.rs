@@ -13,8 +13,11 @@ fn spec(protocol: &str, endpoints: &[(String, u32)]) -> config::Cluster {
     .expect("cluster spec")
 }
 
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 80))
+fn addr(i: usize) -> UpstreamAddress {
+    UpstreamAddress::Tcp(std::net::SocketAddr::from((
+        [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+        80,
+    )))
 }
 
 fn cluster(n: usize) -> Cluster {
@@ -23,22 +26,22 @@ fn cluster(n: usize) -> Cluster {
         &spec("tcp", &eps),
         Arc::new(ClusterStats::default()),
         None,
-        None,
+        ClusterSinks::default(),
     )
     .expect("cluster")
 }
 
 /// (address, weight) of every host, in order.
-fn members(c: &Cluster) -> Vec<(SocketAddr, u32)> {
+fn members(c: &Cluster) -> Vec<(UpstreamAddress, u32)> {
     c.hosts
         .load()
         .hosts
         .iter()
-        .map(|m| (m.host.addr, m.weight))
+        .map(|m| (m.host.addr.clone(), m.weight))
         .collect()
 }
 
-fn host(c: &Cluster, a: SocketAddr) -> Arc<Host> {
+fn host(c: &Cluster, a: UpstreamAddress) -> Arc<Host> {
     let set = c.hosts.load();
     let i = set
         .hosts
@@ -77,7 +80,7 @@ fn a_delta_keeps_the_other_hosts_and_their_state() {
     let kept = host(&c, addr(5));
     kept.stats.rq_total.inc();
     assert_eq!(
-        c.set_host_flag(addr(7), HealthFlag::Ejected, true),
+        c.set_host_flag(&addr(7), HealthFlag::Ejected, true),
         Some(true)
     );
     c.update_endpoints(
@@ -96,12 +99,12 @@ fn a_delta_keeps_the_other_hosts_and_their_state() {
     assert_eq!(c.hosts.load().healthy_count(), 298);
     // The host moved into the removed one's place is still found by address.
     assert_eq!(
-        c.set_host_flag(addr(298), HealthFlag::FailedActiveHealthCheck, true),
+        c.set_host_flag(&addr(298), HealthFlag::FailedActiveHealthCheck, true),
         Some(true)
     );
     assert!(!host(&c, addr(298)).healthy());
     assert_eq!(
-        c.set_host_flag(addr(0), HealthFlag::Ejected, true),
+        c.set_host_flag(&addr(0), HealthFlag::Ejected, true),
         Some(false)
     );
     check(&c);
@@ -111,7 +114,7 @@ fn a_delta_keeps_the_other_hosts_and_their_state() {
 fn deltas_match_a_whole_list_model() {
     // Random adds, removes and reweights across chunk boundaries, checked against a list.
     let c = cluster(0);
-    let mut model: Vec<(SocketAddr, u32)> = Vec::new();
+    let mut model: Vec<(UpstreamAddress, u32)> = Vec::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = |n: u64| {
         seed ^= seed << 13;
@@ -122,11 +125,11 @@ fn deltas_match_a_whole_list_model() {
     for _ in 0..3000 {
         let a = addr(next(400) as usize);
         if next(3) == 0 {
-            c.update_endpoints(&[], &[a]);
+            c.update_endpoints(&[], std::slice::from_ref(&a));
             model.retain(|(m, _)| *m != a);
         } else {
             let w = 1 + next(2) as u32;
-            c.update_endpoints(&[(a, w)], &[]);
+            c.update_endpoints(&[(a.clone(), w)], &[]);
             match model.iter_mut().find(|(m, _)| *m == a) {
                 Some(entry) => entry.1 = w,
                 None => model.push((a, w)),
@@ -134,8 +137,8 @@ fn deltas_match_a_whole_list_model() {
         }
         let mut got = members(&c);
         let mut want = model.clone();
-        got.sort();
-        want.sort();
+        got.sort_by_key(|(a, w)| (a.to_string(), *w));
+        want.sort_by_key(|(a, w)| (a.to_string(), *w));
         assert_eq!(got, want);
     }
     check(&c);
@@ -150,7 +153,7 @@ fn an_apply_reuses_hosts_by_address_and_protocol() {
         &spec("tcp", &eps),
         Arc::new(ClusterStats::default()),
         Some(&old),
-        None,
+        ClusterSinks::default(),
     )
     .expect("cluster");
     check(&new);
@@ -159,7 +162,7 @@ fn an_apply_reuses_hosts_by_address_and_protocol() {
         &spec("http1", &eps),
         Arc::new(ClusterStats::default()),
         Some(&old),
-        None,
+        ClusterSinks::default(),
     )
     .expect("cluster");
     assert!(!Arc::ptr_eq(&h, &host(&other, addr(150))));
@@ -204,22 +207,111 @@ fn a_flag_set_on_a_retired_version_reaches_the_new_ones_count() {
         &spec("tcp", &eps),
         Arc::new(ClusterStats::default()),
         Some(&old),
-        None,
+        ClusterSinks::default(),
     )
     .expect("cluster");
     // Set on the old version after the new one counted its healthy hosts.
     assert_eq!(
-        old.set_host_flag(addr(3), HealthFlag::Ejected, true),
+        old.set_host_flag(&addr(3), HealthFlag::Ejected, true),
         Some(true)
     );
     assert_eq!(new.hosts.load().healthy_count(), 10);
     old.retire();
     new.recount_healthy();
     assert_eq!(new.hosts.load().healthy_count(), 9);
-    assert_eq!(old.set_host_flag(addr(4), HealthFlag::Ejected, true), None);
+    assert_eq!(old.set_host_flag(&addr(4), HealthFlag::Ejected, true), None);
     assert_eq!(
-        new.set_host_flag(addr(4), HealthFlag::Ejected, true),
+        new.set_host_flag(&addr(4), HealthFlag::Ejected, true),
         Some(true)
     );
     check(&new);
+}
+
+fn function_cluster(
+    endpoints: &[&str],
+    concurrency: u32,
+    wait_ms: u64,
+) -> (Cluster, Arc<Mutex<Vec<InstanceWanted>>>) {
+    let doc = serde_json::json!({
+        "name": "fn", "protocol": "http1",
+        "function": {"concurrency": concurrency, "instanceWaitMs": wait_ms},
+        "endpoints": endpoints.iter().map(|a| serde_json::json!({"address": a})).collect::<Vec<_>>(),
+    });
+    let spec: config::Cluster = serde_json::from_value(doc).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink_seen = seen.clone();
+    let sinks = ClusterSinks {
+        outlier: None,
+        instance_wanted: Some(Arc::new(move |w| sink_seen.lock().unwrap().push(w))),
+    };
+    let c = Cluster::build(&spec, Arc::new(ClusterStats::default()), None, sinks).unwrap();
+    (c, seen)
+}
+
+#[tokio::test]
+async fn claim_instance_throttles_waits_with_an_event_and_gives_up() {
+    let (c, seen) = function_cluster(&["unix:/tmp/a.sock"], 2, 20);
+    let (held, i) = c.claim_instance(&[]).await.unwrap();
+    assert_eq!(i, Some(0));
+    assert_eq!(&*held.host().name, "unix:/tmp/a.sock");
+    // The one host is busy: this request waits, the control layer hears of it, and no
+    // instance comes within instanceWaitMs.
+    let e = c.claim_instance(&[]).await.err().unwrap();
+    assert_eq!((e.kind, e.status()), (Kind::NoInstance, 503));
+    assert_eq!(c.stats.rq_instance_wait_timeout.get(), 1);
+    assert_eq!(c.stats.rq_waiting.get(), 0);
+    let wanted = seen.lock().unwrap().clone();
+    assert_eq!(
+        wanted,
+        [InstanceWanted {
+            cluster: "fn".into(),
+            waiting: 1,
+            busy: 1,
+            hosts: 1
+        }]
+    );
+    // A waiter plus the busy host reach concurrency 2: the next one is throttled; the
+    // waiter gets the host once it is released.
+    drop(held);
+    let (c, _) = function_cluster(&["unix:/tmp/a.sock"], 2, 60_000);
+    let c = Arc::new(c);
+    let (held, _) = c.claim_instance(&[]).await.unwrap();
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move { c.claim_instance(&[]).await.map(|(claim, _)| claim) }
+    });
+    while c.stats.rq_waiting.get() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let e = c.claim_instance(&[]).await.err().unwrap();
+    assert_eq!((e.kind, e.status()), (Kind::Throttled, 429));
+    assert_eq!(c.stats.rq_throttled.get(), 1);
+    let host = held.host().clone();
+    drop(held);
+    let handed = waiting.await.unwrap().unwrap();
+    assert!(Arc::ptr_eq(handed.host(), &host));
+    assert_eq!(c.stats.rq_waiting.get(), 0);
+}
+
+#[tokio::test]
+async fn set_endpoints_hands_a_new_host_to_a_waiter_and_retires_removed_ones() {
+    let (c, seen) = function_cluster(&[], 5, 60_000);
+    let c = Arc::new(c);
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move { c.claim_instance(&[]).await.map(|(claim, _)| claim) }
+    });
+    while seen.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let addr: UpstreamAddress = "unix:/tmp/new.sock".parse().unwrap();
+    c.set_endpoints(&[(addr.clone(), 1)], None);
+    let claim = waiting.await.unwrap().unwrap();
+    assert_eq!(claim.host().addr, addr);
+    let host = claim.host().clone();
+    c.set_endpoints(&[], None);
+    assert!(host.retired.load(Relaxed));
+    drop(claim);
+    assert!(!host.claimed.load(Relaxed));
+    assert_eq!(c.function.as_ref().unwrap().busy(), 0);
 }

@@ -50,10 +50,14 @@ pub enum Propagation {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TracingSpec {
-    /// OTLP/HTTP collector, "http://host:port[/prefix]"; spans are POSTed as protobuf to
-    /// `{otlpEndpoint}/v1/traces`. None = spans are kept only in the recent-spans ring buffer.
+    /// OTLP/HTTP collector, "http://host:port[/prefix]" or "https://..."; spans are POSTed as
+    /// protobuf to `{otlpEndpoint}/v1/traces`. None = spans are kept only in the recent-spans
+    /// ring buffer.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// TLS to an `https://` collector. None: the system's CA bundle, no client certificate.
+    #[serde(default)]
+    pub otlp_tls: Option<CollectorTls>,
     /// Share of new traces recorded, 0 to 100. A caller's decision (sampled flag) wins.
     #[serde(default = "default_sampling_percent")]
     pub sampling_percent: f64,
@@ -76,6 +80,19 @@ pub struct TracingSpec {
     /// Recent spans kept for the admin API. None = 256; 0 = none.
     #[serde(default)]
     pub recent_spans: Option<u32>,
+}
+
+/// How the span exporter talks TLS to an `https://` collector.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CollectorTls {
+    /// PEM file of the CAs the collector's certificate must chain to (its name is checked
+    /// against the endpoint's host). None: the system's CA bundle.
+    #[serde(default)]
+    pub trust: Option<String>,
+    /// Client certificate for mutual TLS.
+    #[serde(default)]
+    pub certificate: Option<CertificateSpec>,
 }
 
 fn default_sampling_percent() -> f64 {
@@ -575,6 +592,76 @@ pub struct Cluster {
     /// Originate TLS to the endpoints (App Mesh client policy).
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// Makes this a function cluster (Lambda's execution model): each host (a function
+    /// instance) serves one request at a time, requests beyond `concurrency` are throttled, and
+    /// a request that finds no idle instance waits for one (`docs/snapshot.md`).
+    #[serde(default)]
+    pub function: Option<FunctionSpec>,
+}
+
+/// A function cluster's limits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FunctionSpec {
+    /// Requests in flight plus requests waiting for an instance, at most; one more is
+    /// answered 429 at once (Lambda's reserved concurrency; 0 throttles everything).
+    pub concurrency: u32,
+    /// How long a request waits for an idle instance before it is answered 503. Default
+    /// 10000, Lambda's limit on an on-demand instance's init phase.
+    #[serde(default = "default_instance_wait_ms")]
+    pub instance_wait_ms: u64,
+}
+
+fn default_instance_wait_ms() -> u64 {
+    10_000
+}
+
+/// Where an endpoint is: `IP:PORT` over TCP, or `unix:/absolute/path` over a Unix domain
+/// socket. Its text form (`Display`) is the host's name in stats, events and the calls that
+/// name a host (`set_host_health`, `set_host_ejected`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpstreamAddress {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+/// The longest socket path a `sockaddr_un` holds (108 bytes on Linux, 104 on macOS and the
+/// BSDs, less the terminating NUL).
+#[cfg(target_os = "linux")]
+const MAX_UNIX_PATH: usize = 107;
+#[cfg(not(target_os = "linux"))]
+const MAX_UNIX_PATH: usize = 103;
+
+impl std::str::FromStr for UpstreamAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{s:?}: expected unix:/absolute/path (the path must be absolute)"
+                ));
+            }
+            if path.len() > MAX_UNIX_PATH || path.contains('\0') {
+                return Err(format!(
+                    "{s:?}: a Unix socket path is at most {MAX_UNIX_PATH} bytes, without NUL"
+                ));
+            }
+            return Ok(UpstreamAddress::Unix(path.into()));
+        }
+        s.parse()
+            .map(UpstreamAddress::Tcp)
+            .map_err(|_| format!("{s:?}: expected IP:PORT or unix:/absolute/path"))
+    }
+}
+
+impl std::fmt::Display for UpstreamAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAddress::Tcp(a) => a.fmt(f),
+            UpstreamAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -626,7 +713,8 @@ fn default_connect_timeout_ms() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
-    /// "IP:PORT" (IPv6 as "[::1]:80"). Discovery (static, DNS) happens in Python.
+    /// "IP:PORT" (IPv6 as "[::1]:80"), or "unix:/absolute/path" for a Unix domain socket.
+    /// Discovery (static, DNS) happens in Python.
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -749,13 +837,22 @@ impl Snapshot {
             if !(0.0..=100.0).contains(&t.sampling_percent) {
                 return Err(err("tracing.samplingPercent".into(), "expected 0 to 100"));
             }
-            if let Some(e) = &t.otlp_endpoint {
-                if !e.starts_with("http://") || e.len() <= "http://".len() {
+            let https = match &t.otlp_endpoint {
+                Some(e) if e.len() > "https://".len() && e.starts_with("https://") => true,
+                Some(e) if e.len() > "http://".len() && e.starts_with("http://") => false,
+                Some(_) => {
                     return Err(err(
                         "tracing.otlpEndpoint".into(),
-                        "expected http://host:port",
-                    ));
+                        "expected http://host:port or https://host:port",
+                    ))
                 }
+                None => false,
+            };
+            if t.otlp_tls.is_some() && !https {
+                return Err(err(
+                    "tracing.otlpTls".into(),
+                    "applies to an https:// otlpEndpoint only",
+                ));
             }
         }
         let clusters: std::collections::HashSet<&str> =
@@ -765,14 +862,23 @@ impl Snapshot {
         }
         for (i, c) in self.clusters.iter().enumerate() {
             for (j, e) in c.endpoints.iter().enumerate() {
-                if e.address.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(err(
-                        format!("clusters[{i}].endpoints[{j}].address"),
-                        "expected IP:PORT",
-                    ));
+                if let Err(m) = e.address.parse::<UpstreamAddress>() {
+                    return Err(err(format!("clusters[{i}].endpoints[{j}].address"), &m));
                 }
             }
+            if c.function.is_some() && c.protocol == UpstreamProtocol::Tcp {
+                return Err(err(
+                    format!("clusters[{i}].function"),
+                    "a function cluster speaks http1 or http2, not tcp",
+                ));
+            }
         }
+        let function_clusters: std::collections::HashSet<&str> = self
+            .clusters
+            .iter()
+            .filter(|c| c.function.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
         let check_targets =
             |path: &str, targets: &[WeightedCluster]| -> Result<(), SnapshotError> {
                 for (k, t) in targets.iter().enumerate() {
@@ -817,6 +923,14 @@ impl Snapshot {
                         ));
                     }
                     check_targets(&format!("listeners[{i}].tcpClusters"), &l.tcp_clusters)?;
+                    for (k, t) in l.tcp_clusters.iter().enumerate() {
+                        if function_clusters.contains(t.cluster.as_str()) {
+                            return Err(err(
+                                format!("listeners[{i}].tcpClusters[{k}].cluster"),
+                                "a function cluster serves HTTP only",
+                            ));
+                        }
+                    }
                 }
             }
         }

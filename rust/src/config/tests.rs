@@ -41,6 +41,29 @@ fn syntax_error_has_position() {
     assert!(e.path.starts_with("line 1"), "{e}");
 }
 
+#[test]
+fn collector_endpoint_and_tls_are_checked() {
+    let with = |tracing: &str| {
+        let d = doc("\"c\"");
+        let d = format!("{}, \"tracing\": {tracing}}}", &d[..d.len() - 1]);
+        Snapshot::parse(d.as_bytes())
+    };
+    let ok = with(
+        r#"{"serviceName": "s", "otlpEndpoint": "https://c:4318", "otlpTls": {"trust": "ca.pem"}}"#,
+    )
+    .unwrap();
+    let tls = ok.tracing.unwrap().otlp_tls.unwrap();
+    assert_eq!(tls.trust.as_deref(), Some("ca.pem"));
+    assert!(with(r#"{"serviceName": "s", "otlpEndpoint": "http://c:4318"}"#).is_ok());
+    let e = with(r#"{"serviceName": "s", "otlpEndpoint": "ftp://c"}"#).unwrap_err();
+    assert_eq!(e.path, "tracing.otlpEndpoint", "{e}");
+    let e = with(r#"{"serviceName": "s", "otlpEndpoint": "https://"}"#).unwrap_err();
+    assert_eq!(e.path, "tracing.otlpEndpoint", "{e}");
+    let e = with(r#"{"serviceName": "s", "otlpEndpoint": "http://c:4318", "otlpTls": {}}"#)
+        .unwrap_err();
+    assert_eq!(e.path, "tracing.otlpTls", "{e}");
+}
+
 /// The checked-in schema is the one these types generate. To regenerate after changing a type:
 /// `MESHPLANE_WRITE_SCHEMA=1 cargo test --lib config::tests::checked_in_json_schema_is_current`.
 #[test]
@@ -57,4 +80,74 @@ fn checked_in_json_schema_is_current() {
          regenerate it with `MESHPLANE_WRITE_SCHEMA=1 cargo test --lib \
          config::tests::checked_in_json_schema_is_current` and commit it"
     );
+}
+
+fn with_cluster(cluster: &str, listeners: &str) -> String {
+    format!(
+        r#"{{"schema": 1, "version": "v1", "listeners": [{listeners}],
+            "routeTables": {{"t": {{"virtualHosts": []}}}},
+            "clusters": [{cluster}]}}"#
+    )
+}
+
+#[test]
+fn function_clusters_and_unix_endpoints_parse() {
+    let doc = with_cluster(
+        r#"{"name": "f", "protocol": "http1", "function": {"concurrency": 3},
+            "endpoints": [{"address": "unix:/run/fn/a.sock"}, {"address": "127.0.0.1:9"}]}"#,
+        "",
+    );
+    let s = Snapshot::parse(doc.as_bytes()).unwrap();
+    let c = &s.clusters[0];
+    assert_eq!(
+        c.function,
+        Some(FunctionSpec {
+            concurrency: 3,
+            instance_wait_ms: 10_000
+        })
+    );
+    let a: UpstreamAddress = c.endpoints[0].address.parse().unwrap();
+    assert_eq!(a, UpstreamAddress::Unix("/run/fn/a.sock".into()));
+    assert_eq!(a.to_string(), "unix:/run/fn/a.sock");
+    let t: UpstreamAddress = c.endpoints[1].address.parse().unwrap();
+    assert_eq!(t.to_string(), "127.0.0.1:9");
+}
+
+#[test]
+fn bad_unix_addresses_and_function_misuse_are_named() {
+    let long = format!("unix:/{}", "x".repeat(200));
+    for (address, says) in [
+        ("unix:relative.sock", "absolute"),
+        ("unix:", "absolute"),
+        (long.as_str(), "at most"),
+        ("localhost:80", "IP:PORT or unix:"),
+    ] {
+        let doc = with_cluster(
+            &format!(
+                r#"{{"name": "c", "protocol": "http1", "endpoints": [{{"address": "{address}"}}]}}"#
+            ),
+            "",
+        );
+        let e = Snapshot::parse(doc.as_bytes()).unwrap_err();
+        assert_eq!(e.path, "clusters[0].endpoints[0].address", "{e}");
+        assert!(e.message.contains(says), "{address}: {e}");
+    }
+    let tcp = with_cluster(
+        r#"{"name": "f", "protocol": "tcp", "function": {"concurrency": 1}}"#,
+        "",
+    );
+    let e = Snapshot::parse(tcp.as_bytes()).unwrap_err();
+    assert_eq!(e.path, "clusters[0].function", "{e}");
+    let listener = with_cluster(
+        r#"{"name": "f", "protocol": "http1", "function": {"concurrency": 1}}"#,
+        r#"{"name": "l", "address": "127.0.0.1:0", "protocol": "tcp",
+            "tcpClusters": [{"cluster": "f", "weight": 1}]}"#,
+    );
+    let e = Snapshot::parse(listener.as_bytes()).unwrap_err();
+    assert_eq!(e.path, "listeners[0].tcpClusters[0].cluster", "{e}");
+    let unknown = with_cluster(
+        r#"{"name": "f", "protocol": "http1", "function": {"concurrency": 1, "memory": 5}}"#,
+        "",
+    );
+    assert!(Snapshot::parse(unknown.as_bytes()).is_err());
 }

@@ -2,8 +2,9 @@
 //! The upstream variant carries the attempt's bookkeeping, settled when the body ends.
 
 use crate::accesslog::{AccessLog, Record};
-use crate::cluster::{Cluster, Host};
+use crate::cluster::{Claim, Cluster, Host};
 use crate::pool::H1Sender;
+use crate::stats::ListenerStats;
 use crate::trace::ActiveSpan;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -24,10 +25,19 @@ pub struct InFlight {
     /// The HTTP/1.1 connection, returned to the pool only if the body ended cleanly.
     pub h1: Option<H1Sender>,
     clean: bool,
+    /// A function cluster's claim on the host, released after the connection went back to
+    /// the pool (declared last: dropped after `Drop::drop` ran), so the next request on the
+    /// instance finds it idle.
+    claim: Option<Claim>,
 }
 
 impl InFlight {
-    pub fn start(host: Arc<Host>, cluster: Arc<Cluster>, started: Instant) -> Self {
+    pub fn start(
+        host: Arc<Host>,
+        cluster: Arc<Cluster>,
+        started: Instant,
+        claim: Option<Claim>,
+    ) -> Self {
         host.active.fetch_add(1, Relaxed);
         host.stats.rq_total.inc();
         cluster.stats.rq_active.inc();
@@ -37,7 +47,13 @@ impl InFlight {
             started,
             h1: None,
             clean: false,
+            claim,
         }
+    }
+
+    /// End the attempt but keep its claim on the host (for a reconnect to the same host).
+    pub fn keep_claim(mut self) -> Option<Claim> {
+        self.claim.take()
     }
 
     /// The response is complete: count it done and give its connection back.
@@ -66,6 +82,8 @@ pub struct DownBody {
     log: Option<Box<(Arc<AccessLog>, Record)>>,
     /// The request's span, ended when the stream ends (when this body is dropped).
     span: Option<ActiveSpan>,
+    /// The listener's `rq_time` and when the request arrived: recorded when the stream ends.
+    timing: Option<(Arc<ListenerStats>, Instant)>,
 }
 
 enum BodyKind {
@@ -79,6 +97,9 @@ enum BodyKind {
 
 impl Drop for DownBody {
     fn drop(&mut self) {
+        if let Some((stats, started)) = self.timing.take() {
+            stats.rq_time.record(started.elapsed());
+        }
         if let Some(log) = self.log.take() {
             log.0.finish(&log.1);
         }
@@ -159,6 +180,7 @@ impl DownBody {
             kind: BodyKind::Local(Some(text.into())),
             log: None,
             span: None,
+            timing: None,
         }
     }
 
@@ -171,7 +193,13 @@ impl DownBody {
             },
             log: None,
             span: None,
+            timing: None,
         }
+    }
+
+    /// Record the request's time in `stats` (from `started`) when this response's stream ends.
+    pub fn time_to(&mut self, stats: Arc<ListenerStats>, started: Instant) {
+        self.timing = Some((stats, started));
     }
 
     /// End `span` when this response's stream ends.

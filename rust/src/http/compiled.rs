@@ -2,7 +2,7 @@
 //! resolved actions, clusters, per-listener settings. Built off the request path, swapped whole.
 
 use crate::accesslog::{AccessLog, Sinks};
-use crate::cluster::{Cluster, OutlierSink};
+use crate::cluster::{Cluster, ClusterSinks};
 use crate::config::{self, ListenerProtocol, RetryPolicySpec, Snapshot};
 use crate::route::{RouteTable, WeightedTargets};
 use crate::stats::{ListenerStats, Registry, RouteStats};
@@ -152,7 +152,7 @@ impl Compiled {
         snap: Snapshot,
         registry: &Registry,
         previous: Option<&Compiled>,
-        outlier_sink: &OutlierSink,
+        cluster_sinks: &ClusterSinks,
         log_sinks: &Sinks,
         tracing: Option<Arc<Tracing>>,
     ) -> Result<Compiled, config::SnapshotError> {
@@ -165,7 +165,7 @@ impl Compiled {
                 spec,
                 registry.cluster(&spec.name),
                 prev,
-                Some(outlier_sink.clone()),
+                cluster_sinks.clone(),
             )
             .map_err(|e| config::SnapshotError {
                 path: format!("clusters[{i}].tls"),

@@ -12,7 +12,7 @@ use super::retry::{Again, Attempts, Failure, RequestBody};
 use super::timeouts::Timeouts;
 use super::upstream::{acquire, send_on, Sent};
 use crate::accesslog::{AccessLog, Record, ResponseFlags};
-use crate::cluster::{Cluster, Host, Outcome};
+use crate::cluster::{Claim, Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
 use crate::pool::{BodyState, Sender, UpBody};
 use crate::route;
@@ -79,8 +79,8 @@ pub async fn handle(
 }
 
 /// One request's life as named phases over one context (pingora's `ProxyHttp` with its
-/// `CTX`): `downstream_request` → `route` → `upstream_target` → per attempt `pick_upstream`,
-/// `upstream_request`, then `upstream_response` or `upstream_failure` (each ends in the one
+/// `CTX`): `downstream_request` → `route` → `upstream_target` → per attempt `pick_upstream`
+/// (`pick_instance` in a function cluster), `upstream_request`, then `upstream_response` or `upstream_failure` (each ends in the one
 /// retry decision, `Attempts::decide`) → `downstream_response` → `log`. Tracing, filters and
 /// functions hook into these phases.
 struct Session<'a> {
@@ -177,34 +177,39 @@ impl<'a> Session<'a> {
             timeouts,
             attempts: Attempts::new(&action.retry),
         };
-        let mut reconnect: Option<Arc<Host>> = None;
+        // NOTE: a reconnect keeps the attempt's claim on a function instance.
+        let mut reconnect: Option<(Arc<Host>, Option<Claim>)> = None;
         loop {
-            let (host, fresh) = match reconnect.take() {
-                Some(h) => (h, true),
-                None => (self.pick_upstream(&mut up)?, false),
+            let (host, claim, fresh) = match reconnect.take() {
+                Some((h, c)) => (h, c, true),
+                None if up.target.cluster.function.is_none() => {
+                    (self.pick_upstream(&mut up)?, None, false)
+                }
+                None => {
+                    let claim = self.pick_instance(&mut up).await?;
+                    (claim.host().clone(), Some(claim), false)
+                }
             };
             let cluster = up.target.cluster.clone();
-            let in_flight = InFlight::start(host.clone(), cluster, Instant::now());
+            let in_flight = InFlight::start(host.clone(), cluster, Instant::now(), claim);
             let sent = self.upstream_request(&mut up, &host, fresh).await;
             // The retry this attempt was (if any) is over.
             up.attempts.slot = None;
-            let again = match sent {
+            let (again, claim) = match sent {
                 Ok((resp, h1)) => match self.upstream_response(&mut up, &host, resp) {
                     Ok(resp) => return Ok(self.forward_response(&up, resp, in_flight, h1)),
                     // The response is dropped unread; its connection is not reused.
-                    Err(again) => {
-                        drop(in_flight);
-                        again
-                    }
+                    Err(again) => (again, in_flight.keep_claim()),
                 },
                 Err(e) => {
-                    drop(in_flight);
-                    self.upstream_failure(&mut up, &host, e)?
+                    let claim = in_flight.keep_claim();
+                    (self.upstream_failure(&mut up, &host, e)?, claim)
                 }
             };
             match again {
-                Again::Reconnect => reconnect = Some(host),
+                Again::Reconnect => reconnect = Some((host, claim)),
                 Again::Retry(slot) => {
+                    drop(claim);
                     if let Some(s) = &mut self.span {
                         s.mark(Mark::Retry);
                         s.data().retries += 1;
@@ -373,6 +378,41 @@ impl<'a> Session<'a> {
         Ok(host)
     }
 
+    /// Phase: pick the host of a function cluster: claim an idle instance, or wait for one,
+    /// or be throttled (`Cluster::claim_instance`). A retry prefers an instance not tried.
+    async fn pick_instance(&mut self, up: &mut Upstream<'_>) -> Result<Claim, ProxyError> {
+        let cluster = up.target.cluster.clone();
+        let claim = cluster.claim_instance(&up.attempts.tried);
+        // The route timeout covers the wait for an instance, as Envoy's covers a request
+        // pending in a connection pool (a request whose body is still arriving has no route
+        // deadline yet).
+        let claimed = match up.timeouts.route_deadline() {
+            Some(at) => tokio::select! {
+                r = claim => r,
+                () = tokio::time::sleep_until(at.into()) => {
+                    cluster.stats.rq_timeout.inc();
+                    Err(super::timeouts::route_timeout())
+                }
+            },
+            None => claim.await,
+        };
+        match claimed {
+            Ok((claim, index)) => {
+                up.attempts.tried.extend(index);
+                self.info.upstream_host = Some(claim.host().name.clone());
+                Ok(claim)
+            }
+            Err(e) => {
+                if e.kind == Kind::NoInstance {
+                    cluster.stats.cx_none_healthy.inc();
+                }
+                cluster.stats.rq.record(e.status());
+                up.target.action.stats.rq.record(e.status());
+                Err(e)
+            }
+        }
+    }
+
     /// Phase: one attempt: a connection (pooled, or `fresh`), the request sent on it, the
     /// response head awaited, all under the request's timers.
     async fn upstream_request(
@@ -389,7 +429,16 @@ impl<'a> Session<'a> {
         } = up;
         let started = Instant::now();
         let cluster = &target.cluster;
-        let unsent = attempts.unsent.take();
+        let mut unsent = attempts.unsent.take();
+        if let Some(span) = &mut self.span {
+            // This attempt's CLIENT span is the next hop's parent.
+            let tls = cluster.tls.load().is_some();
+            let headers = match &mut unsent {
+                Some(r) => r.headers_mut(),
+                None => &mut target.parts.headers,
+            };
+            span.attempt(&host.name, tls, headers);
+        }
         let may_retry = attempts.may_retry();
         let returned = &mut attempts.unsent;
         let mut connected: Option<Instant> = None;
@@ -455,10 +504,13 @@ impl<'a> Session<'a> {
         let expired = up.timeouts.route_expired();
         let failure = Failure::Response(status, grpc);
         let flags = &mut self.info.flags;
-        if let Some(again) = up
+        let again = up
             .attempts
-            .decide(failure, cluster, &up.body, expired, flags)
-        {
+            .decide(failure, cluster, &up.body, expired, flags);
+        if let Some(s) = &mut self.span {
+            s.attempt_answered(status, again.is_some());
+        }
+        if let Some(again) = again {
             return Err(again);
         }
         cluster.stats.rq.record(status);
@@ -474,6 +526,9 @@ impl<'a> Session<'a> {
         host: &Host,
         mut e: ProxyError,
     ) -> Result<Again, ProxyError> {
+        if let Some(s) = &mut self.span {
+            s.attempt_failed(e.kind_name());
+        }
         let cluster = &up.target.cluster;
         let expired = up.timeouts.route_expired();
         if e.charged_to_upstream() {
@@ -550,6 +605,8 @@ impl<'a> Session<'a> {
                 self.info.details = e.details();
                 if e.kind == Kind::DownstreamDisconnect {
                     // Nobody to answer; logged as Envoy does: code 0, flag DC.
+                    let stats = &self.state.config.stats;
+                    stats.rq_time.record(self.started.elapsed());
                     drop(self.span_with_info());
                     self.log_unanswered();
                     return Err(DownstreamGone);
@@ -558,7 +615,9 @@ impl<'a> Session<'a> {
             }
         };
         let status = resp.status().as_u16();
-        self.state.config.stats.downstream_rq.record(status);
+        let stats = &self.state.config.stats;
+        stats.downstream_rq.record(status);
+        resp.body_mut().time_to(stats.clone(), self.started);
         if let Some(mut span) = self.span_with_info() {
             span.data().status = status;
             resp.body_mut().end_span_with(span);
@@ -718,6 +777,19 @@ impl Default for RequestInfo {
 pub fn local_reply(e: &ProxyError) -> Response<DownBody> {
     let mut r = Response::new(DownBody::local(e.reply_body()));
     *r.status_mut() = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if e.kind == Kind::Throttled {
+        // Lambda's throttle, as boto3 and the AWS SDKs recognise it.
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            headers::X_AMZN_ERROR_TYPE.clone(),
+            HeaderValue::from_static("TooManyRequestsException"),
+        );
+        return r;
+    }
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if e.kind == Kind::Overflow {

@@ -205,7 +205,15 @@ mod tests {
     fn cluster() -> Arc<Cluster> {
         let spec: config::Cluster =
             serde_json::from_value(serde_json::json!({"name": "c", "protocol": "http1"})).unwrap();
-        Arc::new(Cluster::build(&spec, Arc::new(ClusterStats::default()), None, None).unwrap())
+        Arc::new(
+            Cluster::build(
+                &spec,
+                Arc::new(ClusterStats::default()),
+                None,
+                Default::default(),
+            )
+            .unwrap(),
+        )
     }
 
     fn policy(max: u32, on: &[&str]) -> RetryPolicy {

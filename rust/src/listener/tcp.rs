@@ -3,12 +3,12 @@
 
 use crate::accesslog::{AccessLog, Record, ResponseFlags};
 use crate::http::{Compiled, ListenerConfig};
+use crate::pool::{connect_stream, Stream};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// The access-log line of one TCP connection, written when the connection ends (on every
@@ -82,8 +82,8 @@ pub async fn proxy<D>(
             return;
         }
         let guard = cluster.connection_guard(&host);
-        match tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(host.addr)).await {
-            Ok(Ok(s)) => break (s, guard, host),
+        match connect_stream(&host.addr, cluster.connect_timeout).await {
+            Ok(s) => break (s, guard, host),
             _ => {
                 host.stats.cx_connect_fail.inc();
                 cluster.stats.cx_connect_fail.inc();
@@ -98,18 +98,28 @@ pub async fn proxy<D>(
         }
     };
     let (mut up, _guard, host) = up;
-    let _ = up.set_nodelay(true);
     host.active.fetch_add(1, Relaxed);
     let idle = config.idle_timeout;
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let (mut dr, mut dw) = tokio::io::split(down);
-    let (mut ur, mut uw) = up.split();
     let copy = async {
-        tokio::join!(
-            pump(&mut dr, &mut uw, &last, epoch, &received),
-            pump(&mut ur, &mut dw, &last, epoch, &sent)
-        );
+        match &mut up {
+            Stream::Tcp(s) => {
+                let (mut ur, mut uw) = s.split();
+                tokio::join!(
+                    pump(&mut dr, &mut uw, &last, epoch, &received),
+                    pump(&mut ur, &mut dw, &last, epoch, &sent)
+                );
+            }
+            Stream::Unix(s) => {
+                let (mut ur, mut uw) = s.split();
+                tokio::join!(
+                    pump(&mut dr, &mut uw, &last, epoch, &received),
+                    pump(&mut ur, &mut dw, &last, epoch, &sent)
+                );
+            }
+        }
     };
     let watchdog = async {
         loop {

@@ -7,15 +7,14 @@ mod body;
 
 pub use body::{BodyProgress, BodyState, Replay, UpBody};
 
-use crate::config::UpstreamProtocol;
+use crate::config::{UpstreamAddress, UpstreamProtocol};
 use crate::error::{Kind, ProxyError};
 use crate::tls::ClientTls;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 pub type H1Sender = http1::SendRequest<UpBody>;
 pub type H2Sender = http2::SendRequest<UpBody>;
@@ -32,7 +31,7 @@ struct Idle {
 }
 
 pub struct Pool {
-    addr: SocketAddr,
+    addr: UpstreamAddress,
     protocol: UpstreamProtocol,
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
@@ -41,7 +40,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, protocol: UpstreamProtocol, idle_timeout: Duration) -> Self {
+    pub fn new(addr: UpstreamAddress, protocol: UpstreamProtocol, idle_timeout: Duration) -> Self {
         Pool {
             addr,
             protocol,
@@ -52,8 +51,8 @@ impl Pool {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &UpstreamAddress {
+        &self.addr
     }
 
     pub fn protocol(&self) -> UpstreamProtocol {
@@ -138,22 +137,33 @@ impl Pool {
         tls: Option<Arc<ClientTls>>,
     ) -> Result<Sender, ProxyError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
-            Err(_) => {
-                return Err(ProxyError::upstream(
-                    Kind::ConnectTimeout,
-                    "connection timeout",
-                ))
+        match &self.addr {
+            UpstreamAddress::Tcp(addr) => {
+                let stream = within(deadline, TcpStream::connect(*addr)).await?;
+                let _ = stream.set_nodelay(true);
+                self.secure(stream, deadline, guard, tls).await
             }
-            Ok(Err(e)) => {
-                return Err(ProxyError::upstream(
-                    Kind::ConnectFailure,
-                    format!("connection failure: {e}"),
-                ))
+            // A function instance (or any local upstream) on a Unix domain socket: the same
+            // pool, timeouts and counters; HTTP/1.1 or HTTP/2 over it as the cluster says.
+            UpstreamAddress::Unix(path) => {
+                let stream = within(deadline, UnixStream::connect(path)).await?;
+                self.secure(stream, deadline, guard, tls).await
             }
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        }
+    }
+
+    /// TLS (when `tls` is given) over a connected stream, then the HTTP handshake.
+    async fn secure<I, G>(
+        &self,
+        stream: I,
+        deadline: tokio::time::Instant,
+        guard: G,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Result<Sender, ProxyError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+        G: Send + 'static,
+    {
         match tls {
             None => self.handshake(stream, guard).await,
             Some(tls) => {
@@ -209,4 +219,44 @@ impl Pool {
             }
         }
     }
+}
+
+/// A connect attempt under the connect deadline, its failure classified.
+async fn within<S>(
+    deadline: tokio::time::Instant,
+    connect: impl std::future::Future<Output = std::io::Result<S>>,
+) -> Result<S, ProxyError> {
+    match tokio::time::timeout_at(deadline, connect).await {
+        Err(_) => Err(ProxyError::upstream(
+            Kind::ConnectTimeout,
+            "connection timeout",
+        )),
+        Ok(Err(e)) => Err(ProxyError::upstream(
+            Kind::ConnectFailure,
+            format!("connection failure: {e}"),
+        )),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// A connected upstream byte stream (the TCP proxy's), over TCP or a Unix domain socket.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Connect to `addr` within `timeout` (TCP with TCP_NODELAY).
+pub async fn connect_stream(
+    addr: &UpstreamAddress,
+    timeout: Duration,
+) -> Result<Stream, ProxyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    Ok(match addr {
+        UpstreamAddress::Tcp(a) => {
+            let s = within(deadline, TcpStream::connect(*a)).await?;
+            let _ = s.set_nodelay(true);
+            Stream::Tcp(s)
+        }
+        UpstreamAddress::Unix(p) => Stream::Unix(within(deadline, UnixStream::connect(p)).await?),
+    })
 }

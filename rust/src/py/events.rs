@@ -44,6 +44,50 @@ impl OutlierEvent {
     }
 }
 
+/// A request of a function cluster found no idle instance and waits for one (up to the
+/// cluster's `instanceWaitMs`): the control layer may start an instance and add it with
+/// `set_endpoints`, which hands it to the oldest waiting request.
+#[pyclass(module = "meshplane._core", frozen, eq)]
+#[derive(PartialEq)]
+pub struct InstanceWantedEvent {
+    #[pyo3(get)]
+    cluster: String,
+    /// Requests waiting for an instance, the one that caused the event included.
+    #[pyo3(get)]
+    waiting: u32,
+    /// Hosts serving a request.
+    #[pyo3(get)]
+    busy: u32,
+    /// Hosts in the cluster: busy, idle or unhealthy.
+    #[pyo3(get)]
+    hosts: u32,
+}
+
+#[pymethods]
+impl InstanceWantedEvent {
+    #[new]
+    fn new(cluster: String, waiting: u32, busy: u32, hosts: u32) -> Self {
+        InstanceWantedEvent {
+            cluster,
+            waiting,
+            busy,
+            hosts,
+        }
+    }
+
+    #[getter]
+    fn kind(&self) -> &'static str {
+        "instance_wanted"
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "InstanceWantedEvent(cluster={:?}, waiting={}, busy={}, hosts={})",
+            self.cluster, self.waiting, self.busy, self.hosts
+        )
+    }
+}
+
 /// The runtime stopped after `Core.shutdown`.
 #[pyclass(module = "meshplane._core", frozen, eq)]
 #[derive(PartialEq)]
@@ -90,12 +134,28 @@ pub fn to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
             },
         )?
         .into_any(),
+        Event::InstanceWanted {
+            cluster,
+            waiting,
+            busy,
+            hosts,
+        } => Bound::new(
+            py,
+            InstanceWantedEvent {
+                cluster,
+                waiting,
+                busy,
+                hosts,
+            },
+        )?
+        .into_any(),
         Event::Stopped { clean, open } => Bound::new(py, StoppedEvent { clean, open })?.into_any(),
     })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<OutlierEvent>()?;
+    m.add_class::<InstanceWantedEvent>()?;
     m.add_class::<StoppedEvent>()?;
     Ok(())
 }

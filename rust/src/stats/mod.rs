@@ -163,6 +163,9 @@ pub struct ListenerStats {
     pub rq_header_timeout: Counter,
     /// accept(2) failures (out of file descriptors, ...): the listener backs off and retries.
     pub cx_accept_error: Counter,
+    /// Each routed request's time from its head's arrival to its response's last byte (or the
+    /// client going away): Envoy's `http.<prefix>.downstream_rq_time`.
+    pub rq_time: Histogram,
 }
 
 impl ListenerStats {
@@ -185,6 +188,7 @@ impl ListenerStats {
             json!(self.rq_header_timeout.get()),
         );
         m.insert("cx_accept_error".into(), json!(self.cx_accept_error.get()));
+        m.insert("rq_time_ms".into(), self.rq_time.snapshot());
         self.downstream_rq.write(&mut m);
         Value::Object(m)
     }
@@ -228,6 +232,12 @@ pub struct ClusterStats {
     pub cx_tls_fail: Counter,
     pub cx_overflow: Counter,
     pub cx_none_healthy: Counter,
+    /// Function clusters: requests refused at the concurrency limit (429).
+    pub rq_throttled: Counter,
+    /// Function clusters: requests waiting for an idle instance now.
+    pub rq_waiting: Gauge,
+    /// Function clusters: requests that waited `instanceWaitMs` in vain (503).
+    pub rq_instance_wait_timeout: Counter,
     pub rq_time: Histogram,
 }
 
@@ -255,6 +265,11 @@ impl ClusterStats {
             ("cx_tls_fail", self.cx_tls_fail.get()),
             ("cx_overflow", self.cx_overflow.get()),
             ("cx_none_healthy", self.cx_none_healthy.get()),
+            ("rq_throttled", self.rq_throttled.get()),
+            (
+                "rq_instance_wait_timeout",
+                self.rq_instance_wait_timeout.get(),
+            ),
         ] {
             m.insert(k.into(), json!(v));
         }
@@ -264,6 +279,7 @@ impl ClusterStats {
             json!(self.rq_pending_active.get()),
         );
         m.insert("cx_active".into(), json!(self.cx_active.get()));
+        m.insert("rq_waiting".into(), json!(self.rq_waiting.get()));
         self.rq.write(&mut m);
         m.insert("rq_time_ms".into(), self.rq_time.snapshot());
         m

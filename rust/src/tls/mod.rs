@@ -10,7 +10,7 @@
 
 mod verify;
 
-use crate::config::{CertificateSpec, ListenerTls, TlsMode, UpstreamTls};
+use crate::config::{CertificateSpec, CollectorTls, ListenerTls, TlsMode, UpstreamTls};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -313,5 +313,71 @@ impl ClientTls {
             server_name,
             certs,
         })
+    }
+}
+
+/// Where the system's CA bundle is on the distributions we know (Debian/Ubuntu/Alpine, then
+/// RHEL/Fedora), when a collector's `trust` is not given.
+const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// The span exporter's client config for an `https://` collector: the collector's certificate
+/// verified (chain and name) against `trust` or the system's bundle; a client certificate
+/// when given. Blocking use (`rustls::StreamOwned` on the exporter thread).
+pub fn collector_config(
+    spec: Option<&CollectorTls>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let trust = match spec.and_then(|s| s.trust.as_deref()) {
+        Some(t) => t,
+        None => SYSTEM_CA_BUNDLES
+            .iter()
+            .copied()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or_else(|| TlsError {
+                file: SYSTEM_CA_BUNDLES[0].to_string(),
+                message: "no system CA bundle: give tracing.otlpTls.trust".into(),
+            })?,
+    };
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(load_certs(trust)?);
+    if added == 0 {
+        return Err(TlsError {
+            file: trust.to_string(),
+            message: "no usable CA certificate".into(),
+        });
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError {
+            file: String::new(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    let mut config = match spec.and_then(|s| s.certificate.as_ref()) {
+        Some(c) => {
+            let (key, _) = certified_key(c, &provider)?;
+            builder.with_client_cert_resolver(Arc::new(ClientCertificate(key)))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod collector_tests {
+    use super::*;
+
+    #[test]
+    fn a_collector_trust_that_cannot_be_read_is_named() {
+        let spec = CollectorTls {
+            trust: Some("/nonexistent/ca.pem".into()),
+            certificate: None,
+        };
+        let e = collector_config(Some(&spec)).unwrap_err();
+        assert_eq!(e.file, "/nonexistent/ca.pem", "{e}");
     }
 }

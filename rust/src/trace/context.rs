@@ -40,29 +40,30 @@ pub fn inject(
     span_id: &[u8; 8],
     sampled: bool,
 ) {
-    let mut buf = String::with_capacity(64);
+    // NOTE: formatted on the stack; the header value is the one allocation.
+    let mut buf = Line::default();
     match format {
         Propagation::W3c => {
-            buf.push_str("00-");
-            hex(&mut buf, trace_id);
-            buf.push('-');
-            hex(&mut buf, span_id);
-            buf.push_str(if sampled { "-01" } else { "-00" });
-            put(h, &TRACEPARENT, buf);
+            buf.push(b"00-");
+            buf.hex(trace_id);
+            buf.push(b"-");
+            buf.hex(span_id);
+            buf.push(if sampled { b"-01" } else { b"-00" });
+            buf.put(h, &TRACEPARENT);
         }
         Propagation::B3 => {
-            hex(&mut buf, trace_id);
-            buf.push('-');
-            hex(&mut buf, span_id);
-            buf.push_str(if sampled { "-1" } else { "-0" });
-            put(h, &B3, buf);
+            buf.hex(trace_id);
+            buf.push(b"-");
+            buf.hex(span_id);
+            buf.push(if sampled { b"-1" } else { b"-0" });
+            buf.put(h, &B3);
         }
         Propagation::B3multi => {
-            hex(&mut buf, trace_id);
-            put(h, &B3_TRACE_ID, buf);
-            let mut s = String::with_capacity(16);
-            hex(&mut s, span_id);
-            put(h, &B3_SPAN_ID, s);
+            buf.hex(trace_id);
+            buf.put(h, &B3_TRACE_ID);
+            let mut s = Line::default();
+            s.hex(span_id);
+            s.put(h, &B3_SPAN_ID);
             // The next hop's parent is our span: the caller's span is not its parent.
             h.remove(&B3_PARENT_SPAN_ID);
             h.remove(&B3_FLAGS);
@@ -72,21 +73,70 @@ pub fn inject(
             );
         }
         Propagation::Xray => {
-            buf.push_str("Root=1-");
-            hex(&mut buf, &trace_id[..4]);
-            buf.push('-');
-            hex(&mut buf, &trace_id[4..]);
-            buf.push_str(";Parent=");
-            hex(&mut buf, span_id);
-            buf.push_str(if sampled { ";Sampled=1" } else { ";Sampled=0" });
-            put(h, &XRAY, buf);
+            buf.push(b"Root=1-");
+            buf.hex(&trace_id[..4]);
+            buf.push(b"-");
+            buf.hex(&trace_id[4..]);
+            buf.push(b";Parent=");
+            buf.hex(span_id);
+            buf.push(if sampled {
+                b";Sampled=1"
+            } else {
+                b";Sampled=0"
+            });
+            buf.put(h, &XRAY);
         }
     }
 }
 
-fn put(h: &mut HeaderMap, name: &HeaderName, value: String) {
-    if let Ok(v) = HeaderValue::try_from(value) {
-        h.insert(name.clone(), v);
+/// Each byte's two lower-case hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [digits[i >> 4], digits[i & 15]];
+        i += 1;
+    }
+    table
+};
+
+/// A header value being formatted (the longest, X-Ray's, is 79 bytes).
+struct Line {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Line {
+            buf: [0; 96],
+            len: 0,
+        }
+    }
+}
+
+impl Line {
+    fn push(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    fn hex(&mut self, bytes: &[u8]) {
+        let out = &mut self.buf[self.len..self.len + 2 * bytes.len()];
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair.copy_from_slice(&HEX_PAIRS[*b as usize]);
+        }
+        self.len += 2 * bytes.len();
+    }
+
+    fn put(&self, h: &mut HeaderMap, name: &HeaderName) {
+        let bytes = bytes::Bytes::copy_from_slice(&self.buf[..self.len]);
+        // SAFETY: `Line` only ever holds the ASCII hex digits, letters, '-', ';' and '='
+        // pushed above, all valid in a header value. NOTE: this skips the byte-by-byte check
+        // that `from_bytes` would repeat on every request (debug builds still make it).
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) };
+        h.insert(name.clone(), value);
     }
 }
 

@@ -1,10 +1,12 @@
-//! Distributed tracing: one span per proxied request, made on the request path without a
-//! lock (ids and the sampling decision come from the thread's generator), handed to an
-//! exporter thread through a bounded queue (`try_send`: a full queue drops the span and counts
-//! it), batched there and POSTed as OTLP/HTTP protobuf. The exporter also keeps the most
-//! recent spans in a ring buffer for the admin API.
+//! Distributed tracing: a SERVER span per proxied request and a CLIENT span per upstream
+//! attempt, made on the request path without a lock (ids and the sampling decision come from
+//! the thread's generator), handed to an exporter thread through a bounded queue (`try_send`:
+//! a full queue drops the spans and counts them), batched there and POSTed as OTLP/HTTP
+//! protobuf (over rustls for an `https://` collector). The exporter also keeps the most recent
+//! spans in a ring buffer for the admin API.
 //!
-//! Imports `config`, `stats` and `balance` (its thread-local generator) only.
+//! Imports `config`, `stats`, `balance` (its thread-local generator) and `tls` (the exporter's
+//! client config) only.
 
 pub mod context;
 mod export;
@@ -23,6 +25,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub use export::ExportSettings;
 
 /// Tracing counters and the recent-spans ring buffer: one per runtime, kept across applies.
+/// Spans are counted as the collector sees them: a request's SERVER span and each of its
+/// CLIENT spans.
 #[derive(Default)]
 pub struct TraceShared {
     /// Spans recorded and queued for export (sampled, or kept because they failed).
@@ -43,7 +47,7 @@ pub struct TraceShared {
 #[derive(Default)]
 struct Recent {
     capacity: usize,
-    spans: VecDeque<serde_json::Value>,
+    spans: VecDeque<Arc<SpanData>>,
 }
 
 impl TraceShared {
@@ -60,19 +64,28 @@ impl TraceShared {
 
     /// The most recent spans, newest first (JSON objects, docs/admin.md).
     pub fn recent(&self) -> Vec<serde_json::Value> {
-        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.spans.iter().rev().cloned().collect()
+        let spans: Vec<Arc<SpanData>> = {
+            let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            r.spans.iter().rev().cloned().collect()
+        };
+        spans.iter().map(|s| export::record(s)).collect()
     }
 
-    fn remember(&self, span: serde_json::Value) {
-        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if r.capacity == 0 {
-            return;
-        }
-        while r.spans.len() >= r.capacity {
-            r.spans.pop_front();
-        }
-        r.spans.push_back(span);
+    fn remember(&self, span: &Arc<SpanData>) {
+        let evicted = {
+            let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if r.capacity == 0 {
+                return;
+            }
+            let evicted = (r.spans.len() >= r.capacity).then(|| r.spans.pop_front());
+            while r.spans.len() >= r.capacity {
+                r.spans.pop_front();
+            }
+            r.spans.push_back(span.clone());
+            evicted.flatten()
+        };
+        // Freed outside the lock.
+        drop(evicted);
     }
 
     fn set_capacity(&self, capacity: usize) {
@@ -148,9 +161,11 @@ pub struct Arrival<'a> {
 }
 
 impl Tracing {
-    /// Phase hook (downstream request): continue the caller's trace or start one, decide
-    /// sampling (the caller's decision wins), and put our span in the request's headers as
-    /// the next hop's parent. Returns the span to fill in when it is recorded.
+    /// Phase hook (downstream request): continue the caller's trace or start one and decide
+    /// sampling (the caller's decision wins). Returns the SERVER span to fill in when it is
+    /// recorded; each upstream attempt then gets a CLIENT span of its own, which is what the
+    /// next hop sees as its parent (`ActiveSpan::attempt`). A request that is not recorded
+    /// carries this span's id to the upstream now, so the decision still travels.
     pub fn begin<B>(
         self: &Arc<Self>,
         req: &mut http::Request<B>,
@@ -168,19 +183,20 @@ impl Tracing {
             None => new_trace_id(self.propagation),
         };
         let span_id = nonzero_u64().to_be_bytes();
-        let span = (sampled || self.keep_errors).then(|| {
+        if !(sampled || self.keep_errors) {
+            context::inject(
+                self.propagation,
+                req.headers_mut(),
+                &trace_id,
+                &span_id,
+                sampled,
+            );
+            return None;
+        }
+        Some({
             let headers = req.headers();
+            // NOTE: the request's parts are kept by refcount (Bytes), not copied.
             let header = |n: &http::header::HeaderName| headers.get(n).cloned();
-            let authority = req
-                .uri()
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| {
-                    headers
-                        .get(http::header::HOST)
-                        .and_then(|v| v.to_str().ok())
-                })
-                .unwrap_or("");
             ActiveSpan {
                 tracing: self.clone(),
                 data: Some(Box::new(SpanData {
@@ -190,16 +206,12 @@ impl Tracing {
                     sampled,
                     start_unix_nanos: unix_nanos(),
                     started: Instant::now(),
-                    marks: Vec::with_capacity(4),
+                    marks: Vec::new(),
                     end: None,
                     method: req.method().clone(),
-                    path_and_query: req
-                        .uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_string(),
+                    uri: req.uri().clone(),
+                    host: header(&http::header::HOST),
                     scheme: arrival.scheme,
-                    authority: authority.to_string(),
                     version: req.version(),
                     peer: arrival.peer,
                     listener: arrival.listener.clone(),
@@ -213,17 +225,10 @@ impl Tracing {
                     status: 0,
                     flags: String::new(),
                     details: "downstream_remote_disconnect",
+                    attempts: Vec::new(),
                 })),
             }
-        });
-        context::inject(
-            self.propagation,
-            req.headers_mut(),
-            &trace_id,
-            &span_id,
-            sampled,
-        );
-        span
+        })
     }
 }
 
@@ -289,9 +294,10 @@ pub struct SpanData {
     marks: Vec<(Mark, Instant)>,
     end: Option<Instant>,
     method: Method,
-    path_and_query: String,
+    /// The request target as received, and its Host header.
+    uri: http::Uri,
+    host: Option<HeaderValue>,
     scheme: &'static str,
-    authority: String,
     version: Version,
     peer: IpAddr,
     listener: Arc<str>,
@@ -308,11 +314,46 @@ pub struct SpanData {
     pub flags: String,
     /// Why the response is what it is (`via_upstream`, a local reply's reason).
     pub details: &'static str,
+    /// One CLIENT span per upstream attempt, in order (retries and reconnects included).
+    attempts: Vec<Attempt>,
+}
+
+/// One upstream attempt: a CLIENT span, child of the request's SERVER span.
+pub struct Attempt {
+    pub span_id: [u8; 8],
+    started: Instant,
+    /// When its response head arrived or it failed; None: its response went downstream, and
+    /// the span ends with the request's.
+    end: Option<Instant>,
+    host: Arc<str>,
+    tls: bool,
+    /// The upstream's status (0: no response).
+    status: u16,
+    /// Why it failed without a response (`connect_failure`, `reset`, `timeout`...).
+    error: Option<&'static str>,
 }
 
 impl SpanData {
     fn nanos_at(&self, t: Instant) -> u64 {
         self.start_unix_nanos + t.saturating_duration_since(self.started).as_nanos() as u64
+    }
+
+    fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// The authority the client addressed: the URI's, else the Host header.
+    fn authority(&self) -> &str {
+        self.uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| self.host.as_ref().and_then(|v| v.to_str().ok()))
+            .unwrap_or("")
+    }
+
+    /// The OTLP spans this record makes: the SERVER span and a CLIENT span per attempt.
+    fn span_count(&self) -> u64 {
+        1 + self.attempts.len() as u64
     }
 
     fn is_error(&self) -> bool {
@@ -336,6 +377,50 @@ impl ActiveSpan {
     pub fn mark_at(&mut self, mark: Mark, at: Instant) {
         if let Some(d) = &mut self.data {
             d.marks.push((mark, at));
+        }
+    }
+
+    /// Phase hook (upstream attempt): a CLIENT span for the attempt about to be sent to
+    /// `host`, and its id in `headers` as the next hop's parent.
+    pub fn attempt(&mut self, host: &Arc<str>, tls: bool, headers: &mut http::HeaderMap) {
+        let Some(d) = &mut self.data else {
+            return;
+        };
+        let span_id = nonzero_u64().to_be_bytes();
+        context::inject(
+            self.tracing.propagation,
+            headers,
+            &d.trace_id,
+            &span_id,
+            d.sampled,
+        );
+        d.attempts.push(Attempt {
+            span_id,
+            started: Instant::now(),
+            end: None,
+            host: host.clone(),
+            tls,
+            status: 0,
+            error: None,
+        });
+    }
+
+    /// The current attempt's response head: its status; `retried`: the attempt ends here
+    /// (its response is dropped and the request tried again).
+    pub fn attempt_answered(&mut self, status: u16, retried: bool) {
+        if let Some(a) = self.data.as_mut().and_then(|d| d.attempts.last_mut()) {
+            a.status = status;
+            if retried {
+                a.end = Some(Instant::now());
+            }
+        }
+    }
+
+    /// The current attempt failed without a response.
+    pub fn attempt_failed(&mut self, error: &'static str) {
+        if let Some(a) = self.data.as_mut().and_then(|d| d.attempts.last_mut()) {
+            a.error = Some(error);
+            a.end = Some(Instant::now());
         }
     }
 
@@ -363,12 +448,12 @@ impl Drop for ActiveSpan {
             return;
         }
         let shared = &self.tracing.shared;
-        match self.tracing.queue.try_send(data) {
-            Ok(()) => shared.spans_sampled.inc(),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                shared.spans_sampled.inc();
-                shared.spans_dropped.inc();
-            }
+        let spans = data.span_count();
+        shared.spans_sampled.add(spans);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tracing.queue.try_send(data)
+        {
+            shared.spans_dropped.add(spans);
         }
     }
 }

@@ -154,7 +154,8 @@ async def test_a_driver_exception_is_logged_counted_and_ejection_goes_on(upstrea
         async with httpx.AsyncClient(trust_env=False) as c:
             stats = (await c.get(f"{admin}/stats?format=json")).json()
             prom = (await c.get(f"{admin}/stats")).text
-        assert stats["control"]["driver_errors"] == {"health_check": 0, "outlier_detection": 1}
+        assert stats["control"]["driver_errors"] == {"health_check": 0, "outlier_detection": 1,
+                                                    "functions": 0}
         assert 'meshplane_control_driver_errors_total{driver="outlier_detection"} 1' in prom
     errors = [r for r in caplog.records if r.name == "meshplane.outlier" and r.levelname == "ERROR"]
     assert len(errors) == 1 and "a bug in the outlier driver" in errors[0].getMessage()

@@ -49,8 +49,9 @@ def test_signatures_other_layers_code_against() -> None:
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
         inspect.Parameter.KEYWORD_ONLY,
         inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.KEYWORD_ONLY,
     ]
-    assert list(compile_params) == ["cfg", "version", "endpoints"]
+    assert list(compile_params) == ["cfg", "version", "endpoints", "functions"]
     native = inspect.signature(config.to_native).parameters
     assert list(native) == ["resources", "mesh", "gateway", "node", "proxy"]
     assert inspect.signature(config.load_text).parameters["source"].default == "<string>"

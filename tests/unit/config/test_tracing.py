@@ -49,7 +49,10 @@ def test_an_explicit_service_name_wins_and_no_tracing_compiles_to_none() -> None
     [
         ({"samplingPercent": 101}, "proxy.tracing.samplingPercent", "0..100"),
         ({"samplingPercent": True}, "proxy.tracing.samplingPercent", "0..100"),
-        ({"otlpEndpoint": "https://c:4318"}, "proxy.tracing.otlpEndpoint", "http://"),
+        ({"otlpEndpoint": "ftp://c:4318"}, "proxy.tracing.otlpEndpoint", "https://"),
+        ({"otlpEndpoint": "http://c:4318", "otlpTls": {}}, "proxy.tracing.otlpTls", "https://"),
+        ({"otlpTls": {"certificate": {"certificateChain": "c.pem"}}},
+         "proxy.tracing.otlpTls.certificate.privateKey", "required"),
         ({"propagation": "jaeger"}, "proxy.tracing.propagation", "w3c, b3, b3multi, xray"),
         ({"maxQueueSpans": 0}, "proxy.tracing.maxQueueSpans", "1.."),
         ({"sampling": 5}, "proxy.tracing.sampling", "unknown field"),
@@ -60,3 +63,34 @@ def test_bad_tracing_is_refused_with_its_path(tracing: dict[str, Any], field: st
         from_dict(config(tracing))
     problems = [p for p in info.value.problems if p.field == field]
     assert problems and expected in problems[0].message, info.value
+
+
+def with_mesh(tracing: Any, mesh_spec: dict[str, Any]) -> dict[str, Any]:
+    doc = config(tracing)
+    doc["resources"].insert(0, {"kind": "Mesh", "name": "m", "spec": mesh_spec})
+    return doc
+
+
+def test_the_mesh_chooses_propagation_and_a_proxy_may_override_it() -> None:
+    mesh = {"tracing": {"propagation": "b3"}}
+    doc = json.loads(compile_snapshot(from_dict(with_mesh({"samplingPercent": 5}, mesh)), version="v"))
+    assert_valid_snapshot(doc)
+    assert doc["tracing"] == {"serviceName": "edge", "samplingPercent": 5, "propagation": "b3"}
+    # The proxy's own setting wins over the mesh's.
+    own = from_dict(with_mesh({"propagation": "xray"}, mesh))
+    assert json.loads(compile_snapshot(own, version="v"))["tracing"]["propagation"] == "xray"
+    # The Mesh's choice does not turn tracing on by itself.
+    plain = with_mesh({}, mesh)
+    del plain["proxy"]["tracing"]
+    assert "tracing" not in json.loads(compile_snapshot(from_dict(plain), version="v"))
+    # Round trip keeps it on the Mesh.
+    assert from_dict(own.to_native()).get("Mesh", "m").spec == mesh
+
+
+def test_a_bad_mesh_propagation_is_refused_with_its_path() -> None:
+    with pytest.raises(ConfigError) as info:
+        from_dict(with_mesh({}, {"tracing": {"propagation": "jaeger"}}))
+    messages = {p.field: p.message for p in info.value.problems}
+    assert any(f.endswith("tracing.propagation") for f in messages), messages
+    assert "w3c, b3, b3multi, xray" in next(
+        m for f, m in messages.items() if f.endswith("tracing.propagation")), messages

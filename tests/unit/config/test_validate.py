@@ -201,7 +201,7 @@ def test_service_discovery_one_of() -> None:
         problems_of(doc),
         GW_NODE,
         "spec.serviceDiscovery",
-        "exactly one of dns, awsCloudMap, static",
+        "exactly one of dns, awsCloudMap, static, function",
         "got dns and static",
     )
 

@@ -16,7 +16,6 @@ from meshplane.config.model import KINDS, PARENT_KEY, MeshConfig, ProxySettings,
 from meshplane.config.schema import (
     Bool,
     Either,
-    Enum,
     Int,
     Issue,
     ListOf,
@@ -30,7 +29,7 @@ from meshplane.config.schema import (
     show,
     suggest,
 )
-from meshplane.config.specs import NAME
+from meshplane.config.specs import NAME, PROPAGATION
 from meshplane.config.validate import validate_config, validate_resources
 from meshplane.errors import ConfigError, Problem
 
@@ -47,13 +46,16 @@ SDS_MAPPING = Obj(
 
 
 class _CollectorUrl(Str):
-    """An OTLP/HTTP collector's base URL: plain http (the core POSTs to `{url}/v1/traces`)."""
+    """An OTLP/HTTP collector's base URL, http or https (the core POSTs to `{url}/v1/traces`)."""
 
     def describe(self) -> str:
-        return "an http:// URL such as http://127.0.0.1:4318"
+        return "an http:// or https:// URL such as http://127.0.0.1:4318"
 
     def check(self, value: Any, path: str, out: list[Issue]) -> None:
-        if not isinstance(value, str) or not value.startswith("http://") or len(value) <= 7:
+        ok = isinstance(value, str) and any(
+            value.startswith(scheme) and len(value) > len(scheme) for scheme in ("http://", "https://")
+        )
+        if not ok:
             self.mismatch(value, path, out)
 
 
@@ -61,8 +63,14 @@ class _CollectorUrl(Str):
 TRACING = Obj(
     {
         "otlpEndpoint": _CollectorUrl(),
+        # TLS to an https:// collector: the CAs its certificate must chain to (default: the
+        # system's bundle) and a client certificate for mutual TLS.
+        "otlpTls": Obj({
+            "trust": _PATH,
+            "certificate": Obj({"certificateChain*": _PATH, "privateKey*": _PATH}),
+        }),
         "samplingPercent": Num(0, 100),
-        "propagation": Enum("w3c", "b3", "b3multi", "xray"),
+        "propagation": PROPAGATION,
         "keepErrors": Bool(),
         "serviceName": Str(1, 255),
         "maxQueueSpans": Int(1, 1_000_000),
