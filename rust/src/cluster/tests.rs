@@ -315,3 +315,79 @@ async fn set_endpoints_hands_a_new_host_to_a_waiter_and_retires_removed_ones() {
     assert!(!host.claimed.load(Relaxed));
     assert_eq!(c.function.as_ref().unwrap().busy(), 0);
 }
+
+async fn wait_in_line(
+    c: &Arc<Cluster>,
+    seen: &Mutex<Vec<InstanceWanted>>,
+) -> tokio::task::JoinHandle<Result<Claim, ProxyError>> {
+    let before = seen.lock().unwrap().len();
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move { c.claim_instance(&[]).await.map(|(claim, _)| claim) }
+    });
+    while seen.lock().unwrap().len() == before {
+        tokio::task::yield_now().await;
+    }
+    waiting
+}
+
+#[tokio::test]
+async fn a_delta_hands_a_unix_host_to_a_waiter_and_retires_a_removed_one() {
+    let (c, seen) = function_cluster(&[], 5, 60_000);
+    let c = Arc::new(c);
+    let waiting = wait_in_line(&c, &seen).await;
+    let a: UpstreamAddress = "unix:/tmp/a.sock".parse().unwrap();
+    let b: UpstreamAddress = "unix:/tmp/b.sock".parse().unwrap();
+    c.update_endpoints(&[(a.clone(), 1), (b.clone(), 1)], &[]);
+    check(&c);
+    let claim = waiting.await.unwrap().unwrap();
+    let held = claim.host().clone();
+    let other = if held.addr == a { b } else { a };
+    // The held host leaves: it retires, and once released it goes to no waiter.
+    c.update_endpoints(&[], std::slice::from_ref(&held.addr));
+    check(&c);
+    assert!(held.retired.load(Relaxed));
+    assert_eq!(
+        c.set_host_flag(&held.addr, HealthFlag::Ejected, true),
+        Some(false)
+    );
+    assert_eq!(
+        c.set_host_flag(&other, HealthFlag::Ejected, true),
+        Some(true)
+    );
+    let waiting = wait_in_line(&c, &seen).await;
+    drop(claim);
+    assert!(!held.claimed.load(Relaxed));
+    assert_eq!(c.function.as_ref().unwrap().busy(), 0);
+    // The other host turning healthy again is handed to the waiter at once.
+    assert_eq!(
+        c.set_host_flag(&other, HealthFlag::Ejected, false),
+        Some(true)
+    );
+    let claim = waiting.await.unwrap().unwrap();
+    assert_eq!(claim.host().addr, other);
+    check(&c);
+}
+
+#[test]
+fn an_apply_retires_the_hosts_the_new_version_does_not_keep() {
+    let old = cluster(200);
+    let eps: Vec<(String, u32)> = (100..300).map(|i| (addr(i).to_string(), 1)).collect();
+    let new = Cluster::build(
+        &spec("tcp", &eps),
+        Arc::new(ClusterStats::default()),
+        Some(&old),
+        ClusterSinks::default(),
+    )
+    .expect("cluster");
+    assert!(
+        !host(&old, addr(50)).retired.load(Relaxed),
+        "not before the commit"
+    );
+    old.retire_replaced_hosts(Some(&new));
+    assert!(host(&old, addr(50)).retired.load(Relaxed));
+    assert!(!host(&new, addr(150)).retired.load(Relaxed));
+    assert!(!host(&new, addr(250)).retired.load(Relaxed));
+    new.retire_replaced_hosts(None);
+    assert!(host(&new, addr(150)).retired.load(Relaxed));
+}
