@@ -177,7 +177,7 @@ fn main() {
         load(target, Until::Requests(requests));
         eprintln!(
             "{variant}: {requests} requests, tracing {}",
-            rt.stats()["tracing"]
+            rt.stats(true)["tracing"]
         );
         rt.shutdown(Duration::from_millis(100));
         rt.join();
@@ -199,7 +199,7 @@ fn main() {
             let addr = rt.listeners()[0].1;
             load(addr, Until::Secs(0.3)); // warm-up: connections, pools
             let rps = load(addr, Until::Secs(secs));
-            let stats = rt.stats();
+            let stats = rt.stats(true);
             eprintln!(
                 "round {round} {:<22} {rps:>10.0} req/s  tracing {}",
                 variants[i].0, stats["tracing"]

@@ -3,8 +3,9 @@
 No method waits on the network or on traffic (`shutdown` drains on the runtime and reports with
 an event). Not every method is short: `apply` parses, compiles and binds, and `apply` and
 `reload_tls` read certificate files, with the GIL released (`meshplane.Proxy` runs `apply` in a
-worker thread); `set_endpoints`, `set_host_health`, `set_host_ejected` and `reload_tls` wait for
-an apply in progress to finish. Rust threads never call into Python; events come back through
+worker thread); `set_endpoints`, `update_endpoints` and `reload_tls` wait for an apply in progress
+to finish, while `set_host_health` and `set_host_ejected` never wait (a verdict given during an
+apply carries over to the version it publishes). Rust threads never call into Python; events come back through
 `Core.wakeup_fd()` + `Core.drain_events()`.
 """
 
@@ -65,8 +66,23 @@ class Core:
     def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
         """Replace a cluster's endpoints as (address, weight) pairs (DNS discovery, function
         instances). An address is "IP:PORT" or "unix:/absolute/path" (HTTP over a Unix domain
-        socket). Hosts that stay keep their connections and state; in a function cluster,
-        requests waiting for an instance get the idle hosts at once."""
+        socket). Hosts that stay keep their connections and state; O(hosts). In a function
+        cluster, requests waiting for an instance get the idle hosts at once."""
+    def update_endpoints(
+        self,
+        cluster: str,
+        upsert: Sequence[tuple[str, int]] = ...,
+        remove: Sequence[str] = ...,
+    ) -> None:
+        """Change some of a cluster's hosts and keep the others: remove the addresses in
+        `remove` (one that is not a host is ignored), then add each (address, weight) of
+        `upsert`, or set its weight if it is a host already. Addresses as for
+        `set_endpoints`; in a function cluster, waiting requests get the idle hosts at once.
+
+        Costs O(changes), not O(hosts), except that unequal weights rebuild the weighted
+        schedule (O(hosts)). A malformed address raises CoreError(kind="config") and changes
+        nothing.
+        """
     def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
         """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC). `address`
         is the endpoint's text as given to `set_endpoints` or the snapshot."""
@@ -76,7 +92,8 @@ class Core:
     def take_outlier_samples(self) -> dict[str, dict[str, list[int]]]:
         """cluster -> host -> [success, total, local_success, local_total] since the last call.
 
-        Only clusters with outlier detection appear; counters restart at zero.
+        Only clusters with outlier detection appear, and only hosts with traffic since the
+        last call (a host left out had none); counters restart at zero.
         """
     def reload_tls(self) -> int:
         """Re-read every certificate, key and trust file in use and swap them in.
@@ -87,8 +104,16 @@ class Core:
         """
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use per listener and cluster: path, subject, SANs, not_after."""
-    def stats(self) -> dict[str, Any]:
-        """A copy of every counter, gauge and histogram (see docs/stats.md)."""
+    def stats(self, hosts: bool = True) -> dict[str, Any]:
+        """A copy of every counter, gauge and histogram (see docs/stats.md).
+
+        With `hosts=False` each cluster has no "hosts" but "membership": {"total", "healthy"}
+        host counts, and no per-host object is made (`host_metrics` has the hosts' stats).
+        """
+    def host_metrics(self) -> bytes:
+        """Every host's stats as the `meshplane_host_*` families of the Prometheus text format
+        (UTF-8), exactly as `meshplane.admin.prometheus.render` writes the hosts of `stats()`;
+        written with the GIL released, without a Python object per host."""
     def recent_spans(self) -> list[dict[str, Any]]:
         """The most recent recorded spans (`proxy.tracing`), newest first: ids, timings
         (`duration_ms`, `marks_ms`), route, cluster, upstream host, status (docs/admin.md)."""

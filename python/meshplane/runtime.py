@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from types import TracebackType
@@ -39,16 +39,16 @@ from meshplane.admin.lambda_api import LambdaAPI, serve_lambda_api, too_large
 from meshplane.admin.server import serve_admin
 from meshplane.config import (
     MeshConfig,
+    ResilienceTarget,
     cloud_map_targets,
-    compile_snapshot,
     dns_targets,
     from_dict,
     listener_names,
     load_file,
     load_text,
-    resilience_targets,
 )
 from meshplane.config.addresses import parse_address
+from meshplane.config.compile import compile_document, snapshot_json
 from meshplane.config.event_invoke import EventInvokeConfig
 from meshplane.config.functions import INVOKE_LISTENER, FunctionTarget, config_dir
 from meshplane.config.functions import resolve as resolve_functions
@@ -133,15 +133,19 @@ def _compile(
     endpoints: Mapping[str, Any],
     apply_number: int,
     functions: Mapping[tuple[str, str], list[FunctionTarget]] | None = None,
-) -> tuple[str, dict[str, Any], bytes]:
+) -> tuple[str, dict[str, Any], bytes, list[ResilienceTarget]]:
     """Compile `config` into (content digest, snapshot labelled "<apply_number>-<digest>", the
-    bytes for `Core.apply`). CPU-bound: run it off the Trio loop."""
-    compiled = compile_snapshot(config, version="", endpoints=endpoints, functions=functions)
-    digest = hashlib.sha256(compiled).hexdigest()[:12]
-    snapshot = json.loads(compiled)
+    bytes for `Core.apply`, the resilience targets); `functions` as for `compile_snapshot`.
+    CPU-bound: run it off the Trio loop."""
+    document, targets = compile_document(config, endpoints, functions=functions)
+    # NOTE: one compact serialization serves both the digest and the core; the label goes in
+    # as the last member instead of serializing the document again.
+    body = snapshot_json(document)
+    digest = hashlib.sha256(body).hexdigest()[:12]
     # Version label: apply counter + content hash, so equal labels mean equal snapshots.
-    snapshot["version"] = f"{apply_number}-{digest}"
-    return digest, snapshot, json.dumps(snapshot, separators=(",", ":")).encode()
+    document["version"] = label = f"{apply_number}-{digest}"
+    data = b"%s,\"version\":%s}" % (body[:-1], json.dumps(label).encode())
+    return digest, document, data, targets
 
 
 def _with_ports(config: MeshConfig, overrides: Mapping[int, int] | None) -> MeshConfig:
@@ -381,14 +385,16 @@ class Proxy:
     async def _apply(self, config: MeshConfig) -> str:
         core, discovery, cloud_map = self._require_core(), self._discovery, self._cloud_map
         assert discovery is not None and cloud_map is not None
-        targets = dns_targets(config)
-        registry_targets = cloud_map_targets(config)
+        # Each walks the whole config (every static endpoint too): off the loop.
+        targets, registry_targets = await trio.to_thread.run_sync(
+            lambda: (dns_targets(config), cloud_map_targets(config))
+        )
         endpoints = await discovery.prepare(targets)
         endpoints.update(await cloud_map.prepare(registry_targets))
         functions = await self._prepare_functions(config)
         if self._supervisor is not None:
             endpoints.update(self._supervisor.endpoints())
-        digest, snapshot, data = await trio.to_thread.run_sync(
+        digest, snapshot, data, resilience = await trio.to_thread.run_sync(
             _compile, config, endpoints, self._applied + 1, functions
         )
         if digest == self._digest and self.version is not None:
@@ -397,7 +403,7 @@ class Proxy:
                 self._supervisor.retarget(functions)
             # Health-check and outlier timing are not in the snapshot: they may still change.
             if self._resilience is not None:
-                self._resilience.retarget(resilience_targets(config, endpoints))
+                self._resilience.retarget(resilience)
             return self.version
         tls_seen = observe(tls_files(snapshot))  # before the core reads them: no change is lost
         try:
@@ -419,7 +425,7 @@ class Proxy:
             discovery.commit(targets, endpoints)
             cloud_map.commit(registry_targets, endpoints)
             if self._resilience is not None:
-                self._resilience.retarget(resilience_targets(config, endpoints))
+                self._resilience.retarget(resilience)
         except Exception:
             # A bug, not a config problem; the new version serves with the drivers still set
             # for the previous one. Said loudly rather than hidden behind a failed apply.
@@ -570,28 +576,67 @@ class Proxy:
             raise KeyError(f"no listener declared at port {declared}; listeners: {sorted(bound)}")
         return bound[matches[0]]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """A copy of every counter, gauge and histogram (see docs/stats.md for the shape),
         with the health checker's and outlier detector's view of each cluster and host, and
         the control layer's own losses under `control`: core events the bridge dropped (by
-        kind) and exceptions each driver caught and went on after."""
-        stats = self._require_core().stats()
-        if self._resilience is not None:
-            stats = self._resilience.annotate(stats)
-        if self._cloud_map is not None and self._cloud_map.connected is not None:
-            stats["registry"] = self._cloud_map.status()
+        kind) and exceptions each driver caught and went on after.
+
+        `hosts=False` leaves each cluster's hosts out (it has `membership`: `total` and
+        `healthy` host counts instead), so no per-host object is made; `host_metrics()` has
+        the hosts' Prometheus text."""
+        return self._with_functions(self._control_view()(self._require_core().stats(hosts)))
+
+    async def read_stats(self) -> dict[str, Any]:
+        """`stats()`, taken in a worker thread: the core's copy of every host, made into
+        Python objects, and the control layer's view merged into it. Only the copy of that
+        view (the drivers change it on the Trio thread) is made on the caller's thread. With
+        10,000 hosts this is a few hundred milliseconds of work that the Trio loop no longer
+        stops for (it shares the GIL with the worker, a switch interval at a time)."""
+        core, merge = self._require_core(), self._control_view()
+        stats: dict[str, Any] = await trio.to_thread.run_sync(lambda: merge(core.stats()))
+        return self._with_functions(stats)
+
+    def _with_functions(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """`stats` with the functions' section (`Supervisor.stats`), made on the caller's
+        thread: it reads the instance pools, which the Trio thread changes, and each function
+        cluster's counters (not its hosts) in `stats`; O(instances), not O(hosts)."""
         if self._supervisor is not None and self._supervisor.pools:
             stats["functions"] = self._supervisor.stats(stats)
         if self._async is not None:
             stats["async_invocations"] = self._async.stats()
-        stats["control"] = {
+        if "control" in stats:
+            stats["control"] = stats.pop("control")  # last, as before the functions came
+        return stats
+
+    def _control_view(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """What the control layer adds to a `Core.stats()` copy, copied now; the function
+        returned adds it, touching nothing else."""
+        resilience = self._resilience.view() if self._resilience is not None else None
+        extra: dict[str, Any] = {}
+        if self._cloud_map is not None and self._cloud_map.connected is not None:
+            extra["registry"] = self._cloud_map.status()
+        extra["control"] = {
             "events_dropped": dict(self._bridge.dropped) if self._bridge is not None else {},
             "driver_errors": {
                 **(self._resilience.errors() if self._resilience is not None else {}),
                 **({"functions": self._supervisor.errors} if self._supervisor is not None else {}),
             },
         }
-        return stats
+
+        def merge(stats: dict[str, Any]) -> dict[str, Any]:
+            if resilience is not None:
+                stats = resilience.annotate(stats)
+            stats.update(extra)
+            return stats
+
+        return merge
+
+    def host_metrics(self) -> bytes:
+        """Every host's `meshplane_host_*` Prometheus families as UTF-8 text, written by the
+        core (`Core.host_metrics()`): what `admin.prometheus.render` writes for the hosts of
+        `stats()`, without a Python object per host."""
+        return self._require_core().host_metrics()
 
     async def core_stats(self) -> dict[str, Any]:
         """The core's own counters (`Core.stats()`, without the control layer's annotations

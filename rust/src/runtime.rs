@@ -7,9 +7,10 @@
 //! `py/` releases the GIL around them; `join` blocks until the runtime thread has exited (call
 //! it after `shutdown`). Reads (`version`, `stats`, `take_outlier_samples`, `tls_info`) copy
 //! from the published snapshot without waiting for an apply in progress (`listeners` waits
-//! only while one binds and starts its sockets); `set_endpoints`, `set_host_flag` and
-//! `reload_tls` take the apply lock, so during an apply they wait for it to finish (and then
-//! act on the version it published).
+//! only while one binds and starts its sockets); `set_host_flag` acts on the published version
+//! without waiting either (a flag set while an apply builds carries over to the version it
+//! publishes); `set_endpoints`, `update_endpoints` and `reload_tls` take the apply lock, so
+//! during an apply they wait for it to finish (and then act on the version it published).
 
 use crate::accesslog::Sinks;
 use crate::cluster::{ClusterSinks, HealthFlag, InstanceSink, OutlierSink};
@@ -251,6 +252,16 @@ impl Runtime {
         }
         let version = compiled.version.clone();
         self.published.store(Some(compiled.clone()));
+        // Host flags are set without the apply lock, on the published version: a flag set on
+        // the previous one while this one was built is on the same `Host` (kept by address),
+        // but not in the healthy count this one took. Retire the previous clusters (a flag
+        // setter that finds one retired retries on this version), then count again.
+        for old in current.iter().flat_map(|c| c.clusters.iter()) {
+            old.retire();
+        }
+        for new in &compiled.clusters {
+            new.recount_healthy();
+        }
         self.sweeper.notify_one();
         *current = Some(compiled);
         Ok(version)
@@ -290,6 +301,29 @@ impl Runtime {
         Ok(())
     }
 
+    /// Add or reweight (`upsert`) and remove hosts of one cluster, keeping the others:
+    /// O(changes), not O(hosts) (`Cluster::update_endpoints`). Nothing changes if an address
+    /// is malformed.
+    pub fn update_endpoints(
+        &self,
+        cluster: &str,
+        upsert: &[(String, u32)],
+        remove: &[String],
+    ) -> Result<(), String> {
+        let c = self.cluster(cluster)?;
+        let parse = |a: &String| {
+            a.parse::<UpstreamAddress>()
+                .map_err(|m| format!("bad endpoint address {m}"))
+        };
+        let upsert = upsert
+            .iter()
+            .map(|(a, w)| Ok((parse(a)?, *w)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let remove = remove.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+        c.update_endpoints(&upsert, &remove);
+        Ok(())
+    }
+
     /// Set one health flag of a host (active health checking or outlier ejection).
     pub fn set_host_flag(
         &self,
@@ -298,9 +332,21 @@ impl Runtime {
         flag: HealthFlag,
         on: bool,
     ) -> Result<(), String> {
-        let c = self.cluster(cluster)?;
         let addr: UpstreamAddress = address.parse().map_err(|m| format!("bad address {m}"))?;
-        if c.set_host_flag(&addr, flag, on) {
+        // NOTE: no apply lock: health verdicts come from the Trio thread, which must not wait
+        // for an apply (tens of milliseconds with 10,000 hosts). A cluster an apply retired
+        // while we looked it up is looked up again, on the version that replaced it.
+        let found = loop {
+            let published = self.published.load_full().ok_or("no snapshot applied")?;
+            let i = *published
+                .cluster_index
+                .get(cluster)
+                .ok_or_else(|| format!("unknown cluster {cluster:?}"))?;
+            if let Some(found) = published.clusters[i].set_host_flag(&addr, flag, on) {
+                break found;
+            }
+        };
+        if found {
             Ok(())
         } else {
             Err(format!("{address} is not a host of cluster {cluster:?}"))
@@ -365,8 +411,8 @@ impl Runtime {
         for (cl, tls) in clusters {
             cl.tls.store(tls);
             // New connections use the new material; idle ones made with the old go away.
-            for h in cl.hosts.load().hosts.iter() {
-                h.pool.close_idle();
+            for m in cl.hosts.load().hosts.iter() {
+                m.host.pool.close_idle();
             }
         }
         Ok(n)
@@ -399,14 +445,16 @@ impl Runtime {
         serde_json::json!({"listeners": listeners, "clusters": clusters})
     }
 
-    pub fn stats(&self) -> serde_json::Value {
+    /// Every counter, gauge and histogram; per host only with `hosts` (else each cluster's
+    /// host count and healthy count, and `host_metrics` writes the hosts' Prometheus text).
+    pub fn stats(&self, hosts: bool) -> serde_json::Value {
         let cur = self.published.load_full();
         let clusters: serde_json::Map<String, serde_json::Value> = cur
             .as_ref()
             .map(|c| {
                 c.clusters
                     .iter()
-                    .map(|cl| (cl.name.to_string(), cl.snapshot()))
+                    .map(|cl| (cl.name.to_string(), cl.snapshot(hosts)))
                     .collect()
             })
             .unwrap_or_default();
@@ -421,6 +469,14 @@ impl Runtime {
             "access_logs": self.log_sinks.snapshot(),
             "tracing": self.exporters.shared.snapshot(),
         })
+    }
+
+    /// The `meshplane_host_*` Prometheus families of every host (`cluster::host_families`).
+    pub fn host_metrics(&self) -> String {
+        match self.published.load_full() {
+            Some(c) => crate::cluster::host_families(&c.clusters),
+            None => String::new(),
+        }
     }
 
     /// The most recent recorded spans, newest first (docs/admin.md `/traces`).
@@ -527,8 +583,8 @@ async fn sweep_idle_connections(
         let period = match published.load_full() {
             Some(c) => {
                 for cl in &c.clusters {
-                    for h in cl.hosts.load().hosts.iter() {
-                        h.pool.evict_idle();
+                    for m in cl.hosts.load().hosts.iter() {
+                        m.host.pool.evict_idle();
                     }
                 }
                 c.clusters
@@ -562,14 +618,14 @@ mod tests {
     #[test]
     fn stats_count_the_events_the_queue_dropped() {
         let rt = Runtime::new(1).expect("runtime");
-        assert_eq!(rt.stats()["core_events_dropped"], 0);
+        assert_eq!(rt.stats(true)["core_events_dropped"], 0);
         for _ in 0..crate::notify::MAX_QUEUED + 3 {
             rt.events().push(crate::notify::Event::Stopped {
                 clean: true,
                 open: 0,
             });
         }
-        assert_eq!(rt.stats()["core_events_dropped"], 3);
+        assert_eq!(rt.stats(true)["core_events_dropped"], 3);
         rt.shutdown(Duration::ZERO);
     }
 

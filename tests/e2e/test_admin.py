@@ -272,11 +272,11 @@ async def test_apply_that_fails_unexpectedly_keeps_the_old_version(
 ) -> None:
     import meshplane.runtime
 
-    def broken(*args: object, **kwargs: object) -> bytes:
+    def broken(*args: object, **kwargs: object) -> object:
         raise RecursionError("a bug while compiling")
 
     before = proxy.version
-    monkeypatch.setattr(meshplane.runtime, "compile_snapshot", broken)
+    monkeypatch.setattr(meshplane.runtime, "compile_document", broken)
     with pytest.raises(RecursionError):
         await proxy.apply(mesh(upstream_port, weight_v2=30))
     assert proxy.version == before

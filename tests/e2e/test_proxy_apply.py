@@ -48,7 +48,7 @@ async def test_load_compile_and_apply_run_off_the_trio_thread(monkeypatch: pytes
     threads: list[str] = []
     monkeypatch.setattr(runtime, "Core", lambda workers: CoreSpy(workers, threads))
     monkeypatch.setattr(runtime, "load_config", noting("load", threads, runtime.load_config))
-    monkeypatch.setattr(runtime, "compile_snapshot", noting("compile", threads, runtime.compile_snapshot))
+    monkeypatch.setattr(runtime, "compile_document", noting("compile", threads, runtime.compile_document))
     trio_thread = threading.current_thread().name
     async with Proxy(GATEWAY, admin="", port_overrides=PORTS, drain_ms=200) as proxy:
         started = list(threads)

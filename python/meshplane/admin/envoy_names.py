@@ -179,9 +179,13 @@ def _clusters(out: Families, stats: Mapping[str, Any]) -> None:
         if isinstance(hist, Mapping):
             add_histogram(out, "envoy_cluster_upstream_rq_time", labels, hist,
                           help="Envoy cluster.<name>.upstream_rq_time, milliseconds")
-        hosts = list((cluster.get("hosts") or {}).values())
-        healthy = sum(1 for h in hosts if _host_healthy(h))
-        for stat, value in (("membership_total", len(hosts)), ("membership_healthy", healthy),
+        membership = cluster.get("membership")  # stats taken without hosts (Core.stats)
+        if isinstance(membership, Mapping):
+            total, healthy = int(membership["total"]), int(membership["healthy"])
+        else:
+            hosts = list((cluster.get("hosts") or {}).values())
+            total, healthy = len(hosts), sum(1 for h in hosts if _host_healthy(h))
+        for stat, value in (("membership_total", total), ("membership_healthy", healthy),
                             ("membership_degraded", 0), ("membership_excluded", 0)):
             _add(out, f"envoy_cluster_{stat}", labels, value, f"Envoy cluster.<name>.{stat}", stat)
         hc = cluster.get("health_check")

@@ -37,7 +37,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CONTENT_TYPE", "Families", "Labels", "add_histogram", "escape_label_value", "parse", "render"]
+__all__ = ["CONTENT_TYPE", "Families", "Labels", "add_histogram", "escape_label_value", "parse", "render",
+           "render_parts"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -286,6 +287,14 @@ def _add_stats(out: Families, prefix: str, labels: Labels, stats: Mapping[str, A
 
 def render(stats: Mapping[str, Any]) -> str:
     """The whole stats dict as Prometheus text (families grouped, one `# TYPE` line each)."""
+    head, hosts, tail = render_parts(stats)
+    return head + hosts + tail
+
+
+def render_parts(stats: Mapping[str, Any]) -> tuple[str, str, str]:
+    """`render(stats)` in three parts: the text before the `meshplane_host_*` families, those
+    families, and the text after them. Stats taken without hosts (`Core.stats(hosts=False)`)
+    give an empty middle, for which `Core.host_metrics()` is the same text."""
     out = Families()
     version = stats.get("version")
     if version is not None:
@@ -304,9 +313,14 @@ def render(stats: Mapping[str, Any]) -> str:
         for name, cluster in clusters:
             if isinstance(cluster.get(section), Mapping):
                 _add_stats(out, f"meshplane_cluster_{section}_", (("cluster", name),), cluster[section], set())
+    host_families = Families()
     for name, cluster in clusters:
         for host, host_stats in sorted((cluster.get("hosts") or {}).items()):
-            _add_stats(out, "meshplane_host_", (("cluster", name), ("host", host)), host_stats, set())
+            _add_stats(host_families, "meshplane_host_", (("cluster", name), ("host", host)), host_stats, set())
+    # NOTE: the host families are a block of their own (no other section writes a
+    # `meshplane_host_` family), which the core can write without a per-host Python object.
+    head, hosts = out.text(), host_families.text()
+    out = Families()
     for path, counts in sorted((stats.get("access_logs") or {}).items()):
         for result in ("written", "dropped"):
             out.add("meshplane_access_log_lines_total", "counter", "meshplane_access_log_lines_total",
@@ -326,7 +340,7 @@ def render(stats: Mapping[str, Any]) -> str:
     for section, (family, label) in _CONTROL.items():
         for name, count in sorted((control.get(section) or {}).items()):
             out.add(family, "counter", family, ((label, name),), count, _CONTROL_HELP[section])
-    return out.text()
+    return head, hosts, out.text()
 
 
 def _add_function(out: Families, labels: Labels, doc: Mapping[str, Any]) -> None:

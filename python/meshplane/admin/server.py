@@ -31,7 +31,7 @@ from meshplane.admin.async_metrics import async_metrics
 from meshplane.admin.certs import certs_document, tls_metrics
 from meshplane.admin.envoy_names import EnvoyContext, render_envoy
 from meshplane.admin.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
-from meshplane.admin.prometheus import render as render_prometheus
+from meshplane.admin.prometheus import render_parts as render_prometheus_parts
 from meshplane.admin.registry import registry_json, registry_lines, registry_metrics
 from meshplane.config.tls import trust_files
 
@@ -69,10 +69,17 @@ class Request:
         return next((v for k, v in self.headers if k == name), None)
 
 
+# A body at least this big is written after the head, not copied onto it.
+_SEPARATE_BODY_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class Response:
+    """One answer. `body` is bytes, or a tuple of byte strings sent one after the other (a
+    large body in parts, never joined)."""
+
     status: int
-    body: bytes = b""
+    body: bytes | tuple[bytes, ...] = b""
     content_type: str = TEXT
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -169,18 +176,33 @@ async def _read_request(
 
 
 async def _send(stream: trio.SocketStream, conn: h11.Connection, response: Response, *, head: bool) -> None:
+    parts = response.body if isinstance(response.body, tuple) else (response.body,)
+    length = sum(len(part) for part in parts)
     headers = [
         ("content-type", response.content_type),
-        ("content-length", str(len(response.body))),
+        ("content-length", str(length)),
         ("server", "meshplane"),
         *response.headers,
     ]
     reason = _REASONS.get(response.status, b"")
     data = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason)) or b""
-    if not head and response.body:
-        data += conn.send(h11.Data(data=response.body)) or b""
-    data += conn.send(h11.EndOfMessage()) or b""
+    if head or length < _SEPARATE_BODY_BYTES:
+        for part in () if head else parts:
+            if part:
+                data += conn.send(h11.Data(data=part)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(data)
+        return
+    # NOTE: a scrape of 10,000 hosts is ~12 MB: each copy of it is milliseconds on the Trio
+    # thread, so the parts go out as they are.
     await stream.send_all(data)
+    for part in parts:
+        with memoryview(part) as view:
+            # Pieces, each a task step of its own: one step never copies megabytes.
+            for start in range(0, len(view), _SEPARATE_BODY_BYTES * 4):
+                piece = bytes(view[start : start + _SEPARATE_BODY_BYTES * 4])
+                await stream.send_all(conn.send(h11.Data(data=piece)) or b"")
+    await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 
 
 async def _serve_one(
@@ -242,7 +264,12 @@ class AdminView(Protocol):
     def state(self) -> str:
         """Server state: "LIVE" when serving, else "INITIALIZING" or "DRAINING"."""
 
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self, *, hosts: bool = True) -> dict[str, Any]: ...
+
+    async def read_stats(self) -> dict[str, Any]:
+        """`stats()`, made off the Trio thread."""
+
+    def host_metrics(self) -> bytes: ...
 
     def listener_addresses(self) -> dict[str, tuple[str, int]]: ...
 
@@ -403,16 +430,28 @@ class AdminAPI:
             state = self.view.state
             return Response.text(200 if state == "LIVE" else 503, f"{state}\n")
         if path in ("/stats", "/stats/prometheus"):
-            stats = self.view.stats()
             if as_json and path == "/stats":
-                return Response.json(200, stats)
-            text = render_prometheus(stats) + tls_metrics(self.view.tls_info(), time.time())
-            text += registry_metrics(stats) + async_metrics(stats)
-            text += render_envoy(stats, self._envoy_context(stats.get("version")))
-            return Response(200, text.encode(), PROMETHEUS_CONTENT_TYPE)
+                # NOTE: per-host Python objects, then JSON: built and encoded in worker
+                # threads, so the Trio loop keeps running meanwhile.
+                stats = await self.view.read_stats()
+                return await trio.to_thread.run_sync(Response.json, 200, stats)
+            # NOTE: the core writes the per-host families itself, as bytes; with 10,000 hosts,
+            # making and rendering a Python dict per host took seconds on the Trio thread, and
+            # the 12 MB of host text is never decoded, re-encoded or joined.
+            stats = self.view.stats(hosts=False)
+            head, _, tail = render_prometheus_parts(stats)
+            tail += tls_metrics(self.view.tls_info(), time.time())
+            tail += registry_metrics(stats) + async_metrics(stats)
+            tail += render_envoy(stats, self._envoy_context(stats.get("version")))
+            body = (head.encode(), self.view.host_metrics(), tail.encode())
+            return Response(200, body, PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
-            stats = self.view.stats()
-            return Response.json(200, clusters_json(stats)) if as_json else Response.text(200, clusters_text(stats))
+            stats = await self.view.read_stats()
+
+            def answer() -> Response:
+                return Response.json(200, clusters_json(stats)) if as_json else Response.text(200, clusters_text(stats))
+
+            return await trio.to_thread.run_sync(answer)
         if path == "/config_dump":
             return Response.json(200, self.view.config_dump())
         if path == "/traces":

@@ -7,10 +7,19 @@ Imports only the standard library.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 
 def parse_ip(text: str) -> str:
     """The canonical form of an IP literal; ValueError if `text` is not one."""
+    # NOTE: a dotted quad that inet_pton accepts (four decimal octets, no leading zeros, as
+    # `ipaddress` demands) is its own canonical form; one C call instead of an `ipaddress`
+    # object per endpoint makes compiling 10,000 endpoints several times faster.
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+        return text
+    except (OSError, ValueError, TypeError):
+        pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

@@ -18,8 +18,10 @@ sorted keys. Imports only siblings; never validates (callers load through `from_
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from meshplane.config.addresses import format_address, parse_address
 from meshplane.config.functions import (
@@ -85,10 +87,34 @@ def compile_snapshot(
     entry has no endpoints. `functions` is `config.functions.resolve`'s answer (None: every
     function's `$LATEST` only, as without a store).
     """
+    doc = compile_document(cfg, endpoints, functions=functions, resilience=False).document
+    doc["version"] = version
+    return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+class Compiled(NamedTuple):
+    """`compile_document`'s result: one compilation, both of its uses."""
+
+    document: dict[str, Any]
+    """The snapshot document without its "version" (the caller labels it)."""
+    resilience: list[ResilienceTarget]
+    """What `resilience_targets` returns for the same config and endpoints."""
+
+
+def compile_document(
+    cfg: MeshConfig,
+    endpoints: Endpoints | None = None,
+    *,
+    functions: FunctionTargets | None = None,
+    resilience: bool = True,
+) -> Compiled:
+    """The snapshot document for `cfg` (no "version" key) and, unless `resilience` is False,
+    its resilience targets, from one compilation (`endpoints` and `functions` as for
+    `compile_snapshot`). `meshplane.Proxy` serializes the document itself, compactly, in one
+    pass."""
     snapshot = _Snapshot(cfg, endpoints or {}, functions)
-    doc = {
+    doc: dict[str, Any] = {
         "schema": SCHEMA,
-        "version": version,
         "listeners": snapshot.listeners,
         "routeTables": snapshot.tables,
         "clusters": [snapshot.clusters[name] for name in sorted(snapshot.clusters)],
@@ -100,7 +126,23 @@ def compile_snapshot(
         served = cfg.proxy.gateway if cfg.proxy.gateway is not None else cfg.proxy.node
         doc["tracing"] = {"serviceName": served or cfg.mesh, **mesh_tracing(cfg), **tracing}
     apply_gateway_limits(cfg, doc)
-    return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+    return Compiled(doc, _targets(cfg, snapshot) if resilience and _watched(cfg) else [])
+
+
+def _watched(cfg: MeshConfig) -> bool:
+    return any(
+        lst.get("healthCheck") or lst.get("outlierDetection")
+        for node in cfg.of_kind("VirtualNode")
+        for lst in node.spec.get("listeners") or []
+    )
+
+
+def _targets(cfg: MeshConfig, snapshot: _Snapshot) -> list[ResilienceTarget]:
+    addresses = {
+        name: [e["address"] for e in cluster["endpoints"]]
+        for name, cluster in snapshot.clusters.items()
+    }
+    return _resilience_targets(cfg, snapshot.origins, addresses)
 
 
 def mesh_tracing(cfg: MeshConfig) -> dict[str, Any]:
@@ -114,19 +156,9 @@ def resilience_targets(
 ) -> list[ResilienceTarget]:
     """The clusters of `cfg`'s snapshot the control layer health-checks or watches for
     outliers, with their endpoints ("IP:PORT"; `endpoints` as for `compile_snapshot`)."""
-    watched = any(
-        lst.get("healthCheck") or lst.get("outlierDetection")
-        for node in cfg.of_kind("VirtualNode")
-        for lst in node.spec.get("listeners") or []
-    )
-    if not watched:  # skip compiling a second time: nothing to probe or eject
+    if not _watched(cfg):  # skip compiling: nothing to probe or eject
         return []
-    snapshot = _Snapshot(cfg, endpoints or {})
-    addresses = {
-        name: [e["address"] for e in cluster["endpoints"]]
-        for name, cluster in snapshot.clusters.items()
-    }
-    return _resilience_targets(cfg, snapshot.origins, addresses)
+    return _targets(cfg, _Snapshot(cfg, endpoints or {}))
 
 
 def dns_targets(cfg: MeshConfig) -> list[DnsTarget]:
@@ -137,6 +169,57 @@ def dns_targets(cfg: MeshConfig) -> list[DnsTarget]:
 def listener_names(cfg: MeshConfig) -> dict[str, int]:
     """Listener name -> declared port (App Mesh listener port, TCP backend port, outbound port)."""
     return dict(_Snapshot(cfg, {}).declared)
+
+
+# Canonical "IPv4:PORT" (four decimal octets without leading zeros, a port 1..65535): what
+# `format_address(*parse_address(text))` returns unchanged, with no character JSON escapes.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_IPV4_PORT = rf"(?:{_OCTET}\.){{3}}{_OCTET}:{_PORT}"
+_CANONICAL_LINES = re.compile(rf"(?:{_IPV4_PORT}\n)*{_IPV4_PORT}")
+
+
+def _canonical(addresses: Sequence[Any]) -> bool:
+    """Whether every item is a canonical "IPv4:PORT" string (checked in one regex pass)."""
+    if not addresses or not all(type(a) is str for a in addresses):
+        return False
+    lines = "\n".join(addresses)
+    return lines.count("\n") == len(addresses) - 1 and _CANONICAL_LINES.fullmatch(lines) is not None
+
+
+class _EndpointList(list[dict[str, Any]]):
+    """A cluster's endpoints of canonical addresses, which also carries its JSON text."""
+
+    # NOTE: with 10,000 endpoints, parsing and formatting each address, then encoding each
+    # {"address", "weight"} object, was most of a compile; a batch check and a join are not.
+    def __init__(self, addresses: Sequence[str], weights: Sequence[int]) -> None:
+        super().__init__({"address": a, "weight": w} for a, w in zip(addresses, weights, strict=True))
+        if all(w == 1 for w in weights):
+            self.json = '[{"address":"' + '","weight":1},{"address":"'.join(addresses) + '","weight":1}]'
+        else:
+            self.json = "[" + ",".join(
+                [f'{{"address":"{a}","weight":{w}}}' for a, w in zip(addresses, weights, strict=True)]
+            ) + "]"
+
+
+def snapshot_json(document: dict[str, Any]) -> bytes:
+    """`document` as compact UTF-8 JSON with sorted keys (what `Core.apply` takes); equal
+    documents give equal bytes."""
+    token = uuid.uuid4().hex
+    texts: dict[str, str] = {}
+    clusters = []
+    for i, cluster in enumerate(document.get("clusters") or []):
+        endpoints = cluster.get("endpoints")
+        if isinstance(endpoints, _EndpointList):
+            key = f"{token}-{i}"
+            texts[f'"{key}"'] = endpoints.json
+            cluster = {**cluster, "endpoints": key}
+        clusters.append(cluster)
+    text = json.dumps({**document, "clusters": clusters}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+    for key, value in texts.items():
+        text = text.replace(key, value, 1)
+    return text.encode()
 
 
 class _Snapshot:
@@ -250,8 +333,11 @@ class _Snapshot:
     def _endpoints(self, node: Resource, port: int, cluster: str) -> list[dict[str, Any]]:
         discovery = node.spec.get("serviceDiscovery") or {}
         if "static" in discovery:
+            given = discovery["static"]["endpoints"]
+            if _canonical(given):
+                return _EndpointList(given, [1] * len(given))
             out = []
-            for ep in discovery["static"]["endpoints"]:
+            for ep in given:
                 if isinstance(ep, str):
                     ip, ep_port = parse_address(ep, default_port=port)
                     weight = 1
@@ -271,8 +357,12 @@ class _Snapshot:
                     dns.get("ipPreference", self.ip_preference),
                 )
             )
+        found = sorted(self.endpoints.get(cluster, []))
+        addresses = [address for address, _ in found]
+        if _canonical(addresses) and all(type(w) is int for _, w in found):
+            return _EndpointList(addresses, [w for _, w in found])
         resolved = []
-        for address, weight in sorted(self.endpoints.get(cluster, [])):
+        for address, weight in found:
             try:
                 ip, ep_port = parse_address(address)
             except ValueError as exc:

@@ -11,7 +11,7 @@ discovery driver's sink: the core first, then both drivers. Imports trio, the tw
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
@@ -20,7 +20,7 @@ from meshplane.config.resilience import ResilienceTarget
 from meshplane.drivers.health import ActiveHealthChecks, HealthSink
 from meshplane.drivers.outlier import OutlierCore, OutlierEjections
 
-__all__ = ["EndpointFanout", "Resilience", "health_flags"]
+__all__ = ["EndpointFanout", "Resilience", "ResilienceView", "health_flags"]
 
 
 class ResilienceCore(HealthSink, OutlierCore, Protocol):
@@ -70,8 +70,26 @@ class Resilience:
         """Add to a `Core.stats()` copy, in place: per cluster `health_check` and
         `outlier_detection` counters; per host `health_flags` (Envoy's spelling), `active_hc`
         (state, last result, consecutive counts) and `outlier` (ejected, reason, until)."""
-        hc_stats, od_stats = self.health.stats(), self.outliers.stats()
-        hc_hosts, od_hosts = self.health.hosts(), self.outliers.hosts()
+        return self.view().annotate(stats)
+
+    def view(self) -> ResilienceView:
+        """What `annotate` adds, copied now: take it on the Trio thread (the drivers change
+        their state there), apply it to a `Core.stats()` copy anywhere."""
+        return ResilienceView(self.health.stats(), self.outliers.stats(), self.health.hosts(),
+                              self.outliers.hosts())
+
+
+class ResilienceView(NamedTuple):
+    """The drivers' per-cluster counters and per-host state at one moment (`Resilience.view`)."""
+
+    hc_stats: dict[str, dict[str, int]]
+    od_stats: dict[str, dict[str, int]]
+    hc_hosts: dict[str, dict[str, dict[str, Any]]]
+    od_hosts: dict[str, dict[str, dict[str, Any]]]
+
+    def annotate(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """`Resilience.annotate` with this copy; touches nothing but `stats` and the copy."""
+        hc_stats, od_stats, hc_hosts, od_hosts = self
         for name, cluster in (stats.get("clusters") or {}).items():
             if name in hc_stats:
                 cluster["health_check"] = hc_stats[name]

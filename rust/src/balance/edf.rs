@@ -62,21 +62,29 @@ pub(crate) struct Edf {
 }
 
 impl Edf {
-    pub(crate) fn new(weights: &[u32], bias: Bias, entropy: &Entropy) -> Edf {
-        let inv_weight: Box<[f64]> = weights
-            .iter()
-            .map(|&w| if w == 0 { 0.0 } else { 1.0 / f64::from(w) })
+    /// Over hosts `0..len`, host `i` of weight `weight(i)`.
+    pub(crate) fn new(
+        len: usize,
+        weight: impl Fn(usize) -> u32,
+        bias: Bias,
+        entropy: &Entropy,
+    ) -> Edf {
+        let inv_weight: Box<[f64]> = (0..len)
+            .map(|i| match weight(i) {
+                0 => 0.0,
+                w => 1.0 / f64::from(w),
+            })
             .collect();
         // Envoy starts each scheduler with a random number of pre-picks so that workers are
         // not in lock-step; a random phase in (0, 1] of each host's period does the same in O(n).
-        let entries = (0..weights.len())
-            .filter(|&i| weights[i] > 0)
+        let entries = (0..len)
+            .filter(|&i| inv_weight[i] > 0.0)
             .map(|i| Entry::new(entropy.unit() * inv_weight[i], i as u32, i as u32))
             .collect();
         let heap = DeadlineHeap::from_entries(entries);
         let schedule = Schedule {
             heap,
-            next_seq: weights.len() as u32,
+            next_seq: len as u32,
         };
         Edf {
             inv_weight,

@@ -96,7 +96,7 @@ impl Balancer {
     /// `active_request_bias` applies to LEAST_REQUEST with unequal weights; a negative or
     /// non-finite value is replaced by Envoy's default, 1.0 (as Envoy does at runtime).
     pub fn new(policy: LbPolicy, weights: &[u32], active_request_bias: f64) -> Self {
-        Self::build(policy, weights, active_request_bias, Entropy::new(None))
+        Self::build_from(policy, weights, active_request_bias, Entropy::new(None))
     }
 
     /// Like [`Balancer::new`] but with its own random stream from `seed`: the same picks for
@@ -107,7 +107,7 @@ impl Balancer {
         active_request_bias: f64,
         seed: u64,
     ) -> Self {
-        Self::build(
+        Self::build_from(
             policy,
             weights,
             active_request_bias,
@@ -115,37 +115,74 @@ impl Balancer {
         )
     }
 
-    fn build(policy: LbPolicy, weights: &[u32], bias: f64, entropy: Entropy) -> Self {
-        let bias = if bias.is_finite() && bias >= 0.0 {
-            bias
-        } else {
-            1.0
-        };
+    /// Like [`Balancer::new`] for a host list that knows its weights without a slice:
+    /// `weighted` says whether the non-zero weights differ and `weight(i)` is host `i`'s.
+    /// Equal weights and RANDOM build in O(1), whatever `len`; unequal weights build the EDF
+    /// schedule, O(len).
+    pub fn for_hosts(
+        policy: LbPolicy,
+        len: usize,
+        weighted: bool,
+        weight: impl Fn(usize) -> u32,
+        active_request_bias: f64,
+    ) -> Self {
+        Self::build(
+            policy,
+            len,
+            weighted,
+            weight,
+            active_request_bias,
+            Entropy::new(None),
+        )
+    }
+
+    fn build_from(policy: LbPolicy, weights: &[u32], bias: f64, entropy: Entropy) -> Self {
         // Envoy builds a scheduler only when weights differ; zero weights are never picked,
         // so they do not count as a difference.
         let mut nonzero = weights.iter().filter(|&&w| w > 0);
         let first = nonzero.next();
         let weighted = nonzero.any(|w| Some(w) != first);
+        Self::build(
+            policy,
+            weights.len(),
+            weighted,
+            |i| weights[i],
+            bias,
+            entropy,
+        )
+    }
+
+    fn build(
+        policy: LbPolicy,
+        len: usize,
+        weighted: bool,
+        weight: impl Fn(usize) -> u32,
+        bias: f64,
+        entropy: Entropy,
+    ) -> Self {
+        let bias = if bias.is_finite() && bias >= 0.0 {
+            bias
+        } else {
+            1.0
+        };
         let algorithm = match (policy, weighted) {
             (LbPolicy::LeastRequest, false) => Algorithm::PowerOfTwoChoices,
             (LbPolicy::LeastRequest, true) => {
-                Algorithm::Edf(Edf::new(weights, Bias::new(bias), &entropy))
+                Algorithm::Edf(Edf::new(len, weight, Bias::new(bias), &entropy))
             }
             (LbPolicy::RoundRobin, false) => {
                 // Envoy starts each list at a random index so that workers are not in step.
-                let start = if weights.is_empty() {
-                    0
-                } else {
-                    entropy.below(weights.len())
-                };
+                let start = if len == 0 { 0 } else { entropy.below(len) };
                 Algorithm::Cycle(AtomicUsize::new(start))
             }
-            (LbPolicy::RoundRobin, true) => Algorithm::Edf(Edf::new(weights, Bias::None, &entropy)),
+            (LbPolicy::RoundRobin, true) => {
+                Algorithm::Edf(Edf::new(len, weight, Bias::None, &entropy))
+            }
             (LbPolicy::Random, _) => Algorithm::Uniform,
         };
         Balancer {
             policy,
-            len: weights.len(),
+            len,
             algorithm,
             entropy,
         }

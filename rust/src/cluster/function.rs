@@ -186,8 +186,9 @@ impl FunctionState {
 /// as oldest), among those `skip` does not name.
 fn most_recent_idle(set: &HostSet, skip: impl Fn(usize) -> bool) -> Option<usize> {
     let mut best: Option<(usize, u64)> = None;
-    for (i, h) in set.hosts.iter().enumerate() {
-        if set.weights[i] == 0
+    for (i, m) in set.hosts.iter().enumerate() {
+        let h = &m.host;
+        if m.weight == 0
             || skip(i)
             || h.claimed.load(Relaxed)
             || !h.healthy()

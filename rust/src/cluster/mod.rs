@@ -3,11 +3,22 @@
 //!
 //! A `Host` is kept across snapshot applies when its cluster, address and protocol are
 //! unchanged, so its active count, pooled connections and health survive a config change.
+//!
+//! Costs: an apply reuses hosts through an address index (O(hosts)); one host added, removed,
+//! reweighted or flagged costs O(1) in the host count (`members` copies one chunk of the host
+//! list), plus the balancer: O(1) to rebuild for equal weights and RANDOM, O(hosts) for the
+//! EDF schedule of unequal weights (Envoy also rebuilds its scheduler on each change).
 
 mod function;
+mod members;
+mod metrics;
 mod outlier;
+#[cfg(test)]
+mod tests;
 
 pub use function::{Claim, Claimed, FunctionState, Waiter};
+pub use members::{Member, Members};
+pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
 
 use crate::balance::{Balancer, HostView};
@@ -17,8 +28,9 @@ use crate::pool::Pool;
 use crate::stats::{ClusterStats, HostStats};
 use crate::tls::ClientTls;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -74,19 +86,37 @@ impl Host {
 
 /// One immutable membership of a cluster, with the balancer built for it.
 pub struct HostSet {
-    pub hosts: Vec<Arc<Host>>,
-    pub weights: Vec<u32>,
+    pub hosts: Members,
     pub balancer: Balancer,
     healthy: AtomicUsize,
 }
 
 impl HostSet {
+    /// A host set of `hosts` with `weights` (same length), as an apply would build it.
     pub fn new(hosts: Vec<Arc<Host>>, weights: Vec<u32>, lb: config::LbPolicy, bias: f64) -> Self {
-        let healthy = hosts.iter().filter(|h| h.healthy()).count();
-        let balancer = Balancer::new(lb, &weights, bias);
+        let members = Members::from_vec(
+            hosts
+                .into_iter()
+                .zip(weights)
+                .map(|(host, weight)| Member { host, weight })
+                .collect(),
+        );
+        let weighted = Membership::of(&members).weighted();
+        let healthy = members.iter().filter(|m| m.host.healthy()).count();
+        HostSet::build(members, weighted, healthy, lb, bias)
+    }
+
+    fn build(
+        hosts: Members,
+        weighted: bool,
+        healthy: usize,
+        lb: config::LbPolicy,
+        bias: f64,
+    ) -> Self {
+        let balancer =
+            Balancer::for_hosts(lb, hosts.len(), weighted, |i| hosts.get(i).weight, bias);
         HostSet {
             hosts,
-            weights,
             balancer,
             healthy: AtomicUsize::new(healthy),
         }
@@ -104,7 +134,7 @@ impl HostView for HostSet {
     }
     #[inline]
     fn weight(&self, i: usize) -> u32 {
-        self.weights[i]
+        self.hosts.get(i).weight
     }
     #[inline]
     fn active(&self, i: usize) -> u32 {
@@ -117,6 +147,56 @@ impl HostView for HostSet {
     #[inline]
     fn healthy_count(&self) -> usize {
         self.healthy.load(Relaxed)
+    }
+}
+
+/// What the writers of a cluster's membership keep beside the published host set, under one
+/// lock: where each address is, and what the balancer must know without a scan.
+#[derive(Default)]
+struct Membership {
+    /// Address → index in the published host set (the first, if an address repeats).
+    index: HashMap<UpstreamAddress, usize>,
+    /// Some address appears more than once: deltas then rebuild from the list.
+    repeated: bool,
+    /// Hosts per non-zero weight: more than one key ⇒ unequal weights.
+    weights: HashMap<u32, usize>,
+    /// A newer version replaced the cluster (`Cluster::retire`).
+    retired: bool,
+}
+
+impl Membership {
+    fn of(hosts: &Members) -> Membership {
+        let mut m = Membership::default();
+        m.index.reserve(hosts.len());
+        for (i, member) in hosts.iter().enumerate() {
+            // The first occurrence wins, as a linear search would find it.
+            match m.index.entry(member.host.addr.clone()) {
+                std::collections::hash_map::Entry::Occupied(_) => m.repeated = true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+            }
+            m.count_weight(member.weight, true);
+        }
+        m
+    }
+
+    fn count_weight(&mut self, weight: u32, add: bool) {
+        if weight == 0 {
+            return;
+        }
+        if add {
+            *self.weights.entry(weight).or_default() += 1;
+        } else if let Some(n) = self.weights.get_mut(&weight) {
+            *n -= 1;
+            if *n == 0 {
+                self.weights.remove(&weight);
+            }
+        }
+    }
+
+    fn weighted(&self) -> bool {
+        self.weights.len() > 1
     }
 }
 
@@ -142,6 +222,8 @@ pub struct Cluster {
     pub function: Option<Arc<FunctionState>>,
     outlier_sink: Option<OutlierSink>,
     instance_sink: Option<InstanceSink>,
+    /// Held by whoever changes `hosts` (endpoints, health flags); requests never take it.
+    membership: Mutex<Membership>,
 }
 
 /// Receives (cluster, host, detector) when a consecutive-failure threshold is reached.
@@ -226,7 +308,13 @@ impl Cluster {
             name: spec.name.as_str().into(),
             spec: spec.clone(),
             protocol: spec.protocol,
-            hosts: ArcSwap::from_pointee(HostSet::new(Vec::new(), Vec::new(), spec.lb, 1.0)),
+            hosts: ArcSwap::from_pointee(HostSet::build(
+                Members::default(),
+                false,
+                0,
+                spec.lb,
+                1.0,
+            )),
             stats,
             breakers: spec.circuit_breakers.clone(),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
@@ -238,6 +326,7 @@ impl Cluster {
             outlier_sink: sinks.outlier,
             instance_sink: sinks.instance_wanted,
             tls: ArcSwapOption::new(tls),
+            membership: Mutex::default(),
         };
         let endpoints: Vec<(UpstreamAddress, u32)> = spec
             .endpoints
@@ -261,41 +350,146 @@ impl Cluster {
         }
     }
 
+    fn membership(&self) -> MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bias(&self) -> f64 {
+        self.spec.active_request_bias.unwrap_or(1.0)
+    }
+
     /// Replace the membership (static config or discovery); hosts that stay keep their state.
+    /// O(hosts): each address is looked up in an index of the old membership.
     /// With `previous` (building a new version's cluster) hosts are taken from it; without,
     /// the change is live: removed hosts retire and waiting requests get the idle hosts.
     pub fn set_endpoints(&self, endpoints: &[(UpstreamAddress, u32)], previous: Option<&Cluster>) {
-        let old = previous
-            .map(|p| p.hosts.load_full())
-            .unwrap_or_else(|| self.hosts.load_full());
+        let mut membership = self.membership();
+        let previous_membership = previous.map(|p| p.membership());
+        let (old, old_index) = match (previous, &previous_membership) {
+            (Some(p), Some(m)) => (p.hosts.load_full(), &m.index),
+            _ => (self.hosts.load_full(), &membership.index),
+        };
         let same_protocol = previous.is_none_or(|p| p.protocol == self.protocol);
-        let mut hosts = Vec::with_capacity(endpoints.len());
-        let mut weights = Vec::with_capacity(endpoints.len());
-        for (addr, weight) in endpoints {
-            let reuse = if same_protocol {
-                old.hosts.iter().find(|h| h.addr == *addr).cloned()
-            } else {
-                None
-            };
-            hosts.push(reuse.unwrap_or_else(|| {
-                Arc::new(Host::new(addr.clone(), self.protocol, self.idle_timeout))
-            }));
-            weights.push(*weight);
-        }
-        for h in old.hosts.iter() {
-            if !hosts.iter().any(|n| Arc::ptr_eq(n, h)) {
-                h.pool.close_idle();
+        let members: Vec<Member> = endpoints
+            .iter()
+            .map(|(addr, weight)| {
+                let reused = old_index
+                    .get(addr)
+                    .filter(|_| same_protocol)
+                    .map(|&i| old.hosts[i].clone());
+                let host = reused.unwrap_or_else(|| {
+                    Arc::new(Host::new(addr.clone(), self.protocol, self.idle_timeout))
+                });
+                Member {
+                    host,
+                    weight: *weight,
+                }
+            })
+            .collect();
+        let members = Members::from_vec(members);
+        let kept: HashSet<*const Host> = members.iter().map(|m| Arc::as_ptr(&m.host)).collect();
+        for m in old.hosts.iter() {
+            if !kept.contains(&Arc::as_ptr(&m.host)) {
+                m.host.pool.close_idle();
                 if previous.is_none() {
-                    h.retired.store(true, Relaxed);
+                    m.host.retired.store(true, Relaxed);
                 }
             }
         }
-        let bias = self.spec.active_request_bias.unwrap_or(1.0);
-        self.hosts
-            .store(Arc::new(HostSet::new(hosts, weights, self.spec.lb, bias)));
+        drop(previous_membership);
+        *membership = Membership::of(&members);
+        let healthy = members.iter().filter(|m| m.host.healthy()).count();
+        let weighted = membership.weighted();
+        self.hosts.store(Arc::new(HostSet::build(
+            members,
+            weighted,
+            healthy,
+            self.spec.lb,
+            self.bias(),
+        )));
         if previous.is_none() {
+            // NOTE: after the store (see `FunctionState::claim`).
             self.offer_idle_hosts();
         }
+    }
+
+    /// Change some hosts and keep the rest: remove `remove` (an address that is not a member
+    /// is ignored), then add each of `upsert` or, if it is a member, set its weight. Costs
+    /// O(changes), not O(hosts) (see the module docs); hosts that stay keep their state, a
+    /// removed host has its idle connections closed and retires; waiting requests of a
+    /// function cluster get the idle hosts.
+    pub fn update_endpoints(&self, upsert: &[(UpstreamAddress, u32)], remove: &[UpstreamAddress]) {
+        let mut membership = self.membership();
+        let set = self.hosts.load_full();
+        if membership.repeated {
+            // Rare (a config that lists an address twice): the whole-list path keeps the
+            // index right.
+            drop(membership);
+            let gone: HashSet<&UpstreamAddress> = remove.iter().collect();
+            let mut list: Vec<(UpstreamAddress, u32)> = set
+                .hosts
+                .iter()
+                .filter(|m| !gone.contains(&m.host.addr))
+                .map(|m| (m.host.addr.clone(), m.weight))
+                .collect();
+            for (addr, weight) in upsert {
+                match list.iter_mut().find(|(a, _)| a == addr) {
+                    Some(entry) => entry.1 = *weight,
+                    None => list.push((addr.clone(), *weight)),
+                }
+            }
+            return self.set_endpoints(&list, None);
+        }
+        let mut hosts = set.hosts.clone();
+        let mut healthy = set.healthy.load(Relaxed);
+        for addr in remove {
+            let Some(i) = membership.index.remove(addr) else {
+                continue;
+            };
+            let gone = hosts.get(i).clone();
+            let last = hosts.len() - 1;
+            if i != last {
+                membership.index.insert(hosts[last].addr.clone(), i);
+            }
+            hosts = hosts.with_swap_removed(i);
+            membership.count_weight(gone.weight, false);
+            if gone.host.healthy() {
+                healthy -= 1;
+            }
+            gone.host.pool.close_idle();
+            gone.host.retired.store(true, Relaxed);
+        }
+        for (addr, weight) in upsert {
+            let weight = *weight;
+            match membership.index.get(addr) {
+                Some(&i) => {
+                    let member = hosts.get(i);
+                    if member.weight != weight {
+                        membership.count_weight(member.weight, false);
+                        membership.count_weight(weight, true);
+                        let host = member.host.clone();
+                        hosts = hosts.with_set(i, Member { host, weight });
+                    }
+                }
+                None => {
+                    let host = Arc::new(Host::new(addr.clone(), self.protocol, self.idle_timeout));
+                    membership.index.insert(addr.clone(), hosts.len());
+                    membership.count_weight(weight, true);
+                    healthy += 1;
+                    hosts = hosts.with_pushed(Member { host, weight });
+                }
+            }
+        }
+        let weighted = membership.weighted();
+        self.hosts.store(Arc::new(HostSet::build(
+            hosts,
+            weighted,
+            healthy,
+            self.spec.lb,
+            self.bias(),
+        )));
+        // NOTE: after the store (see `FunctionState::claim`).
+        self.offer_idle_hosts();
     }
 
     /// Function clusters: hand idle hosts to waiting requests (after the host set changed).
@@ -306,15 +500,21 @@ impl Cluster {
     }
 
     /// A new version replaced this cluster (`next`, None when the cluster is gone): hosts it
-    /// does not keep retire. Called once the new version is committed.
+    /// does not keep retire. Called once the new version is committed. O(hosts).
     pub fn retire_replaced_hosts(&self, next: Option<&Cluster>) {
-        let kept = next.map(|n| n.hosts.load_full());
-        for h in self.hosts.load().hosts.iter() {
-            if !kept
-                .as_ref()
-                .is_some_and(|k| k.hosts.iter().any(|n| Arc::ptr_eq(n, h)))
-            {
-                h.retired.store(true, Relaxed);
+        let kept: HashSet<*const Host> = match next {
+            Some(n) => n
+                .hosts
+                .load()
+                .hosts
+                .iter()
+                .map(|m| Arc::as_ptr(&m.host))
+                .collect(),
+            None => HashSet::new(),
+        };
+        for m in self.hosts.load().hosts.iter() {
+            if !kept.contains(&Arc::as_ptr(&m.host)) {
+                m.host.retired.store(true, Relaxed);
             }
         }
     }
@@ -381,13 +581,25 @@ impl Cluster {
         }
     }
 
-    /// Set or clear one health flag of a host; returns false if the address is not a member.
-    /// A host that becomes unavailable has its idle connections closed (Envoy).
-    pub fn set_host_flag(&self, addr: &UpstreamAddress, flag: HealthFlag, on: bool) -> bool {
-        let set = self.hosts.load();
-        let Some(h) = set.hosts.iter().find(|h| h.addr == *addr) else {
-            return false;
+    /// Set or clear one health flag of a host; Some(false) if the address is not a member,
+    /// None if an apply retired this cluster (ask the version that replaced it). A host that
+    /// becomes unavailable has its idle connections closed (Envoy); one that becomes
+    /// available is offered to waiting requests of a function cluster.
+    pub fn set_host_flag(
+        &self,
+        addr: &UpstreamAddress,
+        flag: HealthFlag,
+        on: bool,
+    ) -> Option<bool> {
+        let membership = self.membership();
+        if membership.retired {
+            return None;
+        }
+        let Some(&i) = membership.index.get(addr) else {
+            return Some(false);
         };
+        let set = self.hosts.load();
+        let h = &set.hosts[i];
         let before = h.healthy();
         match flag {
             HealthFlag::FailedActiveHealthCheck => h.failed_active_hc.store(on, Relaxed),
@@ -408,7 +620,21 @@ impl Cluster {
                 f.offer(&set);
             }
         }
-        true
+        Some(true)
+    }
+
+    /// A newer version replaced this cluster: flag setters go there from now on.
+    pub fn retire(&self) {
+        self.membership().retired = true;
+    }
+
+    /// Count the healthy hosts again (after the previous version was retired: flags set on it
+    /// while this one was built are on shared hosts, but not in this count).
+    pub fn recount_healthy(&self) {
+        let _membership = self.membership();
+        let set = self.hosts.load();
+        let healthy = set.hosts.iter().filter(|m| m.host.healthy()).count();
+        set.healthy.store(healthy, Relaxed);
     }
 
     /// Record an attempt's outcome for outlier detection, reporting reached thresholds.
@@ -423,13 +649,15 @@ impl Cluster {
         }
     }
 
-    /// Interval totals of every host, reset for the next interval.
+    /// Interval totals of every host that had traffic, reset for the next interval (a host
+    /// left out had none: the outlier policy reads the two alike).
     pub fn take_samples(&self) -> Vec<(Arc<str>, Sample)> {
         self.hosts
             .load()
             .hosts
             .iter()
-            .map(|h| (h.name.clone(), h.outcomes.take()))
+            .filter(|m| !m.host.outcomes.is_empty())
+            .map(|m| (m.host.name.clone(), m.host.outcomes.take()))
             .collect()
     }
 
@@ -462,7 +690,7 @@ impl Cluster {
     /// Close one idle connection of a host other than `except`, freeing a max_connections slot.
     pub fn reclaim_idle_connection(&self, except: &Arc<Host>) {
         let set = self.hosts.load();
-        for h in set.hosts.iter() {
+        for h in set.hosts.iter().map(|m| &m.host) {
             if !Arc::ptr_eq(h, except) && h.pool.close_one_idle() {
                 return;
             }
@@ -480,36 +708,50 @@ impl Cluster {
         self.retries_active.load(Relaxed) < limit
     }
 
-    pub fn snapshot(&self) -> serde_json::Value {
+    /// The cluster's stats as JSON; with `hosts`, every host's under "hosts", else only how
+    /// many hosts there are and how many are healthy, under "membership".
+    pub fn snapshot(&self, with_hosts: bool) -> serde_json::Value {
         let mut m = self.stats.snapshot();
         m.insert(
             "retries_active".into(),
             self.retries_active.load(Relaxed).into(),
         );
         let set = self.hosts.load();
-        let hosts: serde_json::Map<String, serde_json::Value> = set
-            .hosts
-            .iter()
-            .zip(set.weights.iter())
-            .map(|(h, w)| {
-                let mut hm = h.stats.snapshot();
-                hm.insert("rq_active".into(), h.active.load(Relaxed).into());
-                hm.insert("healthy".into(), h.healthy().into());
-                hm.insert(
-                    "failed_active_hc".into(),
-                    h.failed_active_hc.load(Relaxed).into(),
-                );
-                hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
-                hm.insert("weight".into(), (*w).into());
-                hm.insert("idle_connections".into(), h.pool.idle_count().into());
-                if self.function.is_some() {
-                    hm.insert("busy".into(), h.claimed.load(Relaxed).into());
-                }
-                (h.name.to_string(), serde_json::Value::Object(hm))
-            })
-            .collect();
+        if with_hosts {
+            let hosts: serde_json::Map<String, serde_json::Value> = set
+                .hosts
+                .iter()
+                .map(|Member { host: h, weight: w }| {
+                    let mut hm = h.stats.snapshot();
+                    hm.insert("rq_active".into(), h.active.load(Relaxed).into());
+                    hm.insert("healthy".into(), h.healthy().into());
+                    hm.insert(
+                        "failed_active_hc".into(),
+                        h.failed_active_hc.load(Relaxed).into(),
+                    );
+                    hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
+                    hm.insert("weight".into(), (*w).into());
+                    hm.insert("idle_connections".into(), h.pool.idle_count().into());
+                    if self.function.is_some() {
+                        hm.insert("busy".into(), h.claimed.load(Relaxed).into());
+                    }
+                    (h.name.to_string(), serde_json::Value::Object(hm))
+                })
+                .collect();
+            m.insert("hosts".into(), serde_json::Value::Object(hosts));
+        } else {
+            let healthy = set.hosts.iter().filter(|m| m.host.healthy()).count();
+            m.insert(
+                "membership".into(),
+                serde_json::json!({"total": set.hosts.len(), "healthy": healthy}),
+            );
+        }
         if let (Some(f), Some(spec)) = (&self.function, &self.spec.function) {
-            let busy = set.hosts.iter().filter(|h| h.claimed.load(Relaxed)).count();
+            let busy = set
+                .hosts
+                .iter()
+                .filter(|m| m.host.claimed.load(Relaxed))
+                .count();
             m.insert(
                 "function".into(),
                 serde_json::json!({
@@ -521,7 +763,6 @@ impl Cluster {
                 }),
             );
         }
-        m.insert("hosts".into(), serde_json::Value::Object(hosts));
         m.insert(
             "protocol".into(),
             serde_json::to_value(self.protocol).unwrap_or_default(),
@@ -531,100 +772,5 @@ impl Cluster {
             serde_json::to_value(&self.breakers).unwrap_or_default(),
         );
         serde_json::Value::Object(m)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-
-    fn function_cluster(
-        endpoints: &[&str],
-        concurrency: u32,
-        wait_ms: u64,
-    ) -> (Cluster, Arc<Mutex<Vec<InstanceWanted>>>) {
-        let doc = serde_json::json!({
-            "name": "fn", "protocol": "http1",
-            "function": {"concurrency": concurrency, "instanceWaitMs": wait_ms},
-            "endpoints": endpoints.iter().map(|a| serde_json::json!({"address": a})).collect::<Vec<_>>(),
-        });
-        let spec: config::Cluster = serde_json::from_value(doc).unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink_seen = seen.clone();
-        let sinks = ClusterSinks {
-            outlier: None,
-            instance_wanted: Some(Arc::new(move |w| sink_seen.lock().unwrap().push(w))),
-        };
-        let c = Cluster::build(&spec, Arc::new(ClusterStats::default()), None, sinks).unwrap();
-        (c, seen)
-    }
-
-    #[tokio::test]
-    async fn claim_instance_throttles_waits_with_an_event_and_gives_up() {
-        let (c, seen) = function_cluster(&["unix:/tmp/a.sock"], 2, 20);
-        let (held, i) = c.claim_instance(&[]).await.unwrap();
-        assert_eq!(i, Some(0));
-        assert_eq!(&*held.host().name, "unix:/tmp/a.sock");
-        // The one host is busy: this request waits, the control layer hears of it, and no
-        // instance comes within instanceWaitMs.
-        let e = c.claim_instance(&[]).await.err().unwrap();
-        assert_eq!((e.kind, e.status()), (Kind::NoInstance, 503));
-        assert_eq!(c.stats.rq_instance_wait_timeout.get(), 1);
-        assert_eq!(c.stats.rq_waiting.get(), 0);
-        let wanted = seen.lock().unwrap().clone();
-        assert_eq!(
-            wanted,
-            [InstanceWanted {
-                cluster: "fn".into(),
-                waiting: 1,
-                busy: 1,
-                hosts: 1
-            }]
-        );
-        // A waiter plus the busy host reach concurrency 2: the next one is throttled; the
-        // waiter gets the host once it is released.
-        drop(held);
-        let (c, _) = function_cluster(&["unix:/tmp/a.sock"], 2, 60_000);
-        let c = Arc::new(c);
-        let (held, _) = c.claim_instance(&[]).await.unwrap();
-        let waiting = tokio::spawn({
-            let c = c.clone();
-            async move { c.claim_instance(&[]).await.map(|(claim, _)| claim) }
-        });
-        while c.stats.rq_waiting.get() == 0 {
-            tokio::task::yield_now().await;
-        }
-        let e = c.claim_instance(&[]).await.err().unwrap();
-        assert_eq!((e.kind, e.status()), (Kind::Throttled, 429));
-        assert_eq!(c.stats.rq_throttled.get(), 1);
-        let host = held.host().clone();
-        drop(held);
-        let handed = waiting.await.unwrap().unwrap();
-        assert!(Arc::ptr_eq(handed.host(), &host));
-        assert_eq!(c.stats.rq_waiting.get(), 0);
-    }
-
-    #[tokio::test]
-    async fn set_endpoints_hands_a_new_host_to_a_waiter_and_retires_removed_ones() {
-        let (c, seen) = function_cluster(&[], 5, 60_000);
-        let c = Arc::new(c);
-        let waiting = tokio::spawn({
-            let c = c.clone();
-            async move { c.claim_instance(&[]).await.map(|(claim, _)| claim) }
-        });
-        while seen.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
-        let addr: UpstreamAddress = "unix:/tmp/new.sock".parse().unwrap();
-        c.set_endpoints(&[(addr.clone(), 1)], None);
-        let claim = waiting.await.unwrap().unwrap();
-        assert_eq!(claim.host().addr, addr);
-        let host = claim.host().clone();
-        c.set_endpoints(&[], None);
-        assert!(host.retired.load(Relaxed));
-        drop(claim);
-        assert!(!host.claimed.load(Relaxed));
-        assert_eq!(c.function.as_ref().unwrap().busy(), 0);
     }
 }

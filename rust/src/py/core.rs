@@ -2,8 +2,8 @@
 //! Python by method calls that never wait on the network or on traffic (draining runs on the
 //! runtime and ends in an event). `apply`, `reload_tls` and `stats` run on the calling thread
 //! with the GIL released (they parse, compile and bind, read files, or copy every counter;
-//! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, the host flags and
-//! `reload_tls` wait for an apply in progress (`crate::runtime`).
+//! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, `update_endpoints`
+//! and `reload_tls` wait for an apply in progress, the host flags do not (`crate::runtime`).
 
 use crate::cluster::HealthFlag;
 use crate::error::{Kind, ProxyError, Source};
@@ -11,7 +11,7 @@ use crate::runtime::Runtime;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,35 +55,61 @@ pub struct Core {
 }
 
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    use serde_json::Value::*;
-    Ok(match v {
-        Null => py.None().into_bound(py),
-        Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
-        Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                n.as_f64().unwrap_or(0.0).into_pyobject(py)?.into_any()
+    JsonToPy { converted: 0 }.convert(py, v)
+}
+
+/// Values converted between two releases of the GIL.
+const VALUES_PER_GIL_HOLD: usize = 4096;
+
+/// Converts a JSON value into Python objects, letting other threads take the GIL every
+/// `VALUES_PER_GIL_HOLD` values.
+// NOTE: 10,000 hosts are ~300,000 values, a few hundred milliseconds in one call; called from a
+// worker thread (`Proxy.read_stats`), it would still stop the Trio thread all that time, since
+// a call into Rust never gives up the GIL by itself.
+struct JsonToPy {
+    converted: usize,
+}
+
+impl JsonToPy {
+    fn convert<'py>(
+        &mut self,
+        py: Python<'py>,
+        v: &serde_json::Value,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use serde_json::Value::*;
+        self.converted += 1;
+        if self.converted % VALUES_PER_GIL_HOLD == 0 {
+            py.detach(|| ());
+        }
+        Ok(match v {
+            Null => py.None().into_bound(py),
+            Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+            Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    i.into_pyobject(py)?.into_any()
+                } else if let Some(u) = n.as_u64() {
+                    u.into_pyobject(py)?.into_any()
+                } else {
+                    n.as_f64().unwrap_or(0.0).into_pyobject(py)?.into_any()
+                }
             }
-        }
-        String(s) => s.into_pyobject(py)?.into_any(),
-        Array(a) => {
-            let items: Vec<Bound<'py, PyAny>> = a
-                .iter()
-                .map(|x| json_to_py(py, x))
-                .collect::<PyResult<_>>()?;
-            PyList::new(py, items)?.into_any()
-        }
-        Object(o) => {
-            let d = PyDict::new(py);
-            for (k, x) in o {
-                d.set_item(k, json_to_py(py, x)?)?;
+            String(s) => s.into_pyobject(py)?.into_any(),
+            Array(a) => {
+                let items: Vec<Bound<'py, PyAny>> = a
+                    .iter()
+                    .map(|x| self.convert(py, x))
+                    .collect::<PyResult<_>>()?;
+                PyList::new(py, items)?.into_any()
             }
-            d.into_any()
-        }
-    })
+            Object(o) => {
+                let d = PyDict::new(py);
+                for (k, x) in o {
+                    d.set_item(k, self.convert(py, x)?)?;
+                }
+                d.into_any()
+            }
+        })
+    }
 }
 
 #[pymethods]
@@ -136,8 +162,21 @@ impl Core {
         cluster: &str,
         endpoints: Vec<(String, u32)>,
     ) -> PyResult<()> {
+        let rt = self.rt.clone();
+        py.detach(move || rt.set_endpoints(cluster, &endpoints))
+            .map_err(|m| config_error(py, m, None))
+    }
+
+    #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new()))]
+    fn update_endpoints(
+        &self,
+        py: Python<'_>,
+        cluster: &str,
+        upsert: Vec<(String, u32)>,
+        remove: Vec<String>,
+    ) -> PyResult<()> {
         self.rt
-            .set_endpoints(cluster, &endpoints)
+            .update_endpoints(cluster, &upsert, &remove)
             .map_err(|m| config_error(py, m, None))
     }
 
@@ -171,13 +210,27 @@ impl Core {
     }
 
     fn take_outlier_samples<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        json_to_py(py, &self.rt.take_outlier_samples())
+        let rt = self.rt.clone();
+        let samples = py.detach(move || rt.take_outlier_samples());
+        json_to_py(py, &samples)
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (hosts = true))]
+    fn stats<'py>(&self, py: Python<'py>, hosts: bool) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
-        let v = py.detach(move || rt.stats());
+        let v = py.detach(move || rt.stats(hosts));
         json_to_py(py, &v)
+    }
+
+    fn host_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let rt = self.rt.clone();
+        let text = py.detach(move || rt.host_metrics());
+        // NOTE: megabytes with many hosts: the bytes object is filled (page faults and copy)
+        // with the GIL released too; nothing else can see it yet.
+        PyBytes::new_with(py, text.len(), |buf| {
+            py.detach(|| buf.copy_from_slice(text.as_bytes()));
+            Ok(())
+        })
     }
 
     /// The most recent recorded spans, newest first.

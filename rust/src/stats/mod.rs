@@ -111,6 +111,23 @@ impl StatusClasses {
             block[(status % 100) as usize].inc();
         }
     }
+    /// Responses of class `class` (1..=5).
+    pub fn class(&self, class: usize) -> u64 {
+        self.classes[class - 1].get()
+    }
+
+    /// (code, count) of every exact code seen, in code order.
+    pub fn codes(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.codes.iter().enumerate().flat_map(|(i, block)| {
+            block
+                .get()
+                .into_iter()
+                .flat_map(|b| b.iter().enumerate())
+                .map(move |(j, c)| (((i + 1) * 100 + j) as u16, c.get()))
+                .filter(|(_, n)| *n > 0)
+        })
+    }
+
     fn write(&self, m: &mut Map<String, Value>) {
         for (i, c) in self.classes.iter().enumerate() {
             m.insert(format!("rq_{}xx", i + 1), json!(c.get()));

@@ -29,6 +29,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from meshplane._bridge import EventBridge
 from meshplane._core import CoreError, InstanceWantedEvent
+from meshplane.admin.prometheus import parse, render_parts
 
 from ..asgi import lifespan
 from ..common import next_event, serve_h11
@@ -380,3 +381,75 @@ async def test_an_apply_that_adds_an_instance_serves_the_waiting_request(make_co
         proxy.apply(doc)
     assert [(r.status_code, r.text) for r in responses] == [(200, "applied")]
     assert proxy.cluster_stats()["function"]["in_flight"] == 0
+
+
+async def test_update_endpoints_hands_a_unix_instance_to_a_waiter_and_retires_a_removed_one(
+        make_core, nursery, sock_dir, client):
+    """The delta API (`Core.update_endpoints`) keys hosts by their address, Unix sockets too:
+    an instance added by a delta serves the waiting request; flags reach it by its `unix:`
+    address; a delta that removes it leaves the other instance serving."""
+    a = await start(nursery, sock_dir, "a")
+    b = await start(nursery, sock_dir, "b")
+    a.gate.set()
+    b.gate.set()
+    proxy = make_core(function_doc([], concurrency=5, wait_ms=60_000))
+    responses: list[httpx.Response] = []
+    async with trio.open_nursery() as requests:
+        requests.start_soon(get, client, proxy.url("/"), responses)
+        await eventually(lambda: proxy.cluster_stats()["rq_waiting"] == 1,
+                         what="the request waiting for an instance")
+        proxy.core.update_endpoints("c", [(a.address, 1)])
+    assert [(r.status_code, r.text) for r in responses] == [(200, "a")]
+    proxy.core.update_endpoints("c", [(b.address, 1)])
+    proxy.core.set_host_ejected("c", a.address, True)
+    assert [(await client.get(proxy.url("/"))).text for _ in range(3)] == ["b"] * 3
+    proxy.core.set_host_ejected("c", a.address, False)
+    proxy.core.update_endpoints("c", remove=[b.address])
+    assert list(proxy.cluster_stats()["hosts"]) == [a.address]
+    assert [(await client.get(proxy.url("/"))).text for _ in range(3)] == ["a"] * 3
+    with pytest.raises(CoreError, match="not a host"):
+        proxy.core.set_host_health("c", b.address, False)
+    with pytest.raises(CoreError, match="absolute"):
+        proxy.core.update_endpoints("c", [("unix:relative.sock", 1)])
+    assert list(proxy.cluster_stats()["hosts"]) == [a.address]
+
+
+async def test_the_core_writes_function_hosts_as_the_python_renderer_does(
+        make_core, nursery, sock_dir, client):
+    """`Core.host_metrics()` against `admin.prometheus.render` of a full `Core.stats()`, with
+    an ordinary cluster sorting first (its hosts have no `busy`), a function cluster's host
+    busy and one idle; `stats(hosts=False)` keeps the `function` section."""
+    a = await start(nursery, sock_dir, "a")
+    b = await start(nursery, sock_dir, "b")
+    doc = function_doc([a.address, b.address], concurrency=5)
+    doc["clusters"].insert(0, cluster("an-ordinary", ["127.0.0.1:1"]))
+    proxy = make_core(doc)
+    core = proxy.core
+
+    def same_text() -> str:
+        full, lean = core.stats(), core.stats(hosts=False)
+        head, hosts, tail = render_parts(full)
+        lean_head, lean_hosts, lean_tail = render_parts(lean)
+        assert lean_hosts == ""
+        assert lean["clusters"]["c"]["function"] == full["clusters"]["c"]["function"]
+        assert lean["clusters"]["c"]["membership"] == {"total": 2, "healthy": 2}
+        text = core.host_metrics().decode()
+        assert text == hosts
+        assert (lean_head, lean_tail) == (head, tail)
+        return text
+
+    text = same_text()
+    assert text.count("meshplane_host_busy{") == 2
+    assert 'meshplane_host_busy{cluster="an-ordinary"' not in text
+    responses: list[httpx.Response] = []
+    async with trio.open_nursery() as requests:
+        requests.start_soon(get, client, proxy.url("/"), responses)
+        await eventually(lambda: a.active + b.active == 1, what="one instance busy")
+        samples = parse(same_text())
+        busy = {labels[1][1]: v for (name, labels), v in samples.items()
+                if name == "meshplane_host_busy"}
+        assert sorted(busy.values()) == [0, 1]
+        a.gate.set()
+        b.gate.set()
+    assert [r.status_code for r in responses] == [200]
+    same_text()

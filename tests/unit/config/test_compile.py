@@ -772,3 +772,49 @@ def test_proxy_request_headers_timeout_and_backlog_reach_every_listener() -> Non
     side = sidecar_doc()
     side["proxy"]["backlog"] = 64
     assert {lst["backlog"] for lst in compiled(side)["listeners"]} == {64}
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        ["10.0.0.1:80", "10.0.0.2:8080", "255.255.255.255:65535", "0.0.0.0:1"],  # the fast path
+        ["10.0.0.1:80", "10.0.0.2"],  # a bare IP takes the listener port
+        ["10.0.0.1:080", "10.0.0.2:80"],  # a port with a leading zero is normalized
+        ["[::1]:80", "10.0.0.2:80"],  # IPv6
+        ["10.0.0.1:80", {"address": "10.0.0.2", "port": 81, "weight": 3}],
+    ],
+)
+def test_the_compact_document_equals_the_pretty_one(endpoints: list[Any]) -> None:
+    """`Proxy` serializes `compile_document` with `snapshot_json` (compact, endpoint lists of
+    canonical addresses joined rather than encoded); it must say what `compile_snapshot` says."""
+    from meshplane.config.compile import compile_document, snapshot_json
+
+    doc = gateway_doc()
+    doc["resources"] = [r for r in doc["resources"] if r["name"] != "v1"] + [node("v1", endpoints=endpoints)]
+    cfg = from_dict(doc)
+    document = compile_document(cfg).document
+    assert "version" not in document
+    compact = json.loads(snapshot_json(document))
+    pretty = json.loads(compile_snapshot(cfg, version="v"))
+    del pretty["version"]
+    assert compact == pretty
+    # The document itself still holds the endpoints as objects (the admin API's config_dump).
+    assert [e["address"] for e in cluster(document, "v1")["endpoints"]] == [
+        e["address"] for e in cluster(pretty, "v1")["endpoints"]
+    ]
+
+
+def test_the_compact_document_of_discovered_endpoints_equals_the_pretty_one() -> None:
+    from meshplane.config.compile import compile_document, snapshot_json
+
+    doc = gateway_doc()
+    v1 = node("v1")
+    v1["spec"]["serviceDiscovery"] = {"dns": {"hostname": "v1.apps.local"}}
+    doc["resources"] = [r for r in doc["resources"] if r["name"] != "v1"] + [v1]
+    cfg = from_dict(doc)
+    for found in ([("10.0.0.2:80", 1), ("10.0.0.1:80", 2)], [("[::1]:80", 1)], []):
+        endpoints = {"v1": found}
+        compact = json.loads(snapshot_json(compile_document(cfg, endpoints).document))
+        pretty = json.loads(compile_snapshot(cfg, version="v", endpoints=endpoints))
+        del pretty["version"]
+        assert compact == pretty
