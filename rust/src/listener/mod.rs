@@ -266,10 +266,12 @@ async fn accept_loop(
     let port = bound.port();
     let bound = Some(bound);
     let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_headers(crate::http::MAX_REQUEST_HEADERS);
+    // NOTE: no `.max_headers(MAX_REQUEST_HEADERS)`: hyper's default is the same 100, and an
+    // explicit limit makes hyper fill two 100-slot arrays element by element for every request
+    // head it parses (`smallvec![uninit; n]`, ~1,500 instructions) that the default leaves
+    // uninitialised.
+    const _: () = assert!(crate::http::MAX_REQUEST_HEADERS == 100);
+    http.http1().timer(TokioTimer::new()).keep_alive(true);
     http.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
