@@ -462,9 +462,12 @@ async fn serve_http<I>(
     // Set when the first request head is complete (hyper calls the service).
     let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = first_request.clone();
+    // NOTE: each request's future is boxed for the request's life: hyper otherwise keeps a
+    // box of the future's full size (4.4 KB) for as long as the connection is open, idle
+    // keep-alive connections included.
     let service = service_fn(move |req| {
         seen.store(true, SeqCst);
-        handle(ctx.clone(), req)
+        Box::pin(handle(ctx.clone(), req))
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
