@@ -424,7 +424,8 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
 
     if args.warmup > 0:
         for t in targets:
-            for sc in {s.kind: s for s in scenarios}.values():
+            # (not with openloop: its rate is known only after h1-keepalive)
+            for sc in {s.kind: s for s in scenarios if s.tool != "openloop"}.values():
                 if t.port(sc.kind) is not None:
                     progress(f"warm-up {t.name} {sc.kind} ({args.warmup} s)")
                     driver.measure(sc, t, args.warmup)
