@@ -221,7 +221,24 @@ where
                     self.partial_len = None;
                 }
             }
-            if ready!(self.poll_read_from_io(cx)).map_err(crate::Error::new_io)? == 0 {
+            let read = match self.poll_read_from_io(cx) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    // meshplane patch: a connection waiting for a message head with nothing
+                    // buffered (an idle keep-alive connection, or a pooled client one) holds
+                    // neither buffer (8 KiB each, otherwise kept for the connection's life);
+                    // both are taken again, at the same size, when bytes arrive or the next
+                    // head is written.
+                    if self.read_buf.is_empty() {
+                        self.read_buf = BytesMut::new();
+                    }
+                    if self.write_buf.remaining() == 0 {
+                        self.write_buf.headers = Cursor::new(Vec::new());
+                    }
+                    return Poll::Pending;
+                }
+            };
+            if read.map_err(crate::Error::new_io)? == 0 {
                 trace!("parse eof");
                 return Poll::Ready(Err(crate::Error::new_incomplete()));
             }
@@ -261,15 +278,6 @@ where
             }
             Poll::Pending => {
                 self.read_blocked = true;
-                // meshplane patch: a connection waiting for its next message holds no buffer
-                // (8 KiB each, read and write, kept for the connection's life upstream); they
-                // are taken again, at the same size, when bytes arrive or a head is written.
-                if self.read_buf.is_empty() {
-                    self.read_buf = BytesMut::new();
-                }
-                if self.write_buf.remaining() == 0 && self.write_buf.headers.bytes.capacity() != 0 {
-                    self.write_buf.headers = Cursor::new(Vec::new());
-                }
                 Poll::Pending
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -603,7 +611,7 @@ impl<B: Buf> WriteBuf<B> {
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
         debug_assert!(!self.queue.has_remaining());
-        // meshplane patch: released while idle (see `poll_read_from_io`).
+        // meshplane patch: released while idle (see `parse`).
         if self.headers.bytes.capacity() == 0 {
             self.headers.bytes.reserve(INIT_BUFFER_SIZE);
         }
