@@ -8,6 +8,7 @@ per-request `--log-file`.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -90,4 +91,29 @@ def parse_h2load(text: str, log: Path) -> dict[str, Any]:
         r["latency_error"] = str(exc)
     if r["rps"] is None:
         r["error"] = "could not parse h2load output: " + text[-300:]
+    return r
+
+
+def openloop_argv(openloop: str, *, rate: int, connections: int, duration: int,
+                  port: int) -> list[str]:
+    """The fixed-rate generator of benches/openloop (`cargo build --release --example
+    openloop`): HTTP/1.1 keep-alive, latency from each request's due time."""
+    return [openloop, "--rate", str(rate), "--connections", str(connections),
+            "--duration", str(duration), "--timeout", "5", f"http://{HOST}:{port}/"]
+
+
+def parse_openloop(text: str) -> dict[str, Any]:
+    """Its one JSON line: rps is the achieved rate; errors include requests never sent (the
+    target fell behind the fixed rate by more than the timeout)."""
+    try:
+        j = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"rps": None, "errors": 0, "error": "could not parse openloop output: "
+                + text[-300:]}
+    r: dict[str, Any] = {"rps": j["achieved_rps"], "rate": j["rate"], "requests": j["completed"],
+                         "unsent": j["unsent"], "non_2xx": j["non_2xx"],
+                         "errors": j["errors"] + j["non_2xx"] + j["unsent"]}
+    for q, key in ((50, "p50_us"), (90, "p90_us"), (99, "p99_us"), (99.9, "p999_us")):
+        r[f"p{q:g}_ms".replace(".", "")] = j[key] / 1000.0
+    r["max_ms"] = j["max_us"] / 1000.0
     return r

