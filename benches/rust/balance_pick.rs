@@ -93,19 +93,21 @@ fn pick<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
         ));
         let state = Arc::new(FunctionState::default());
         let busy: Vec<_> = (0..n / 2)
-            .map(|_| match state.claim(&set, u32::MAX, |_| false) {
+            .map(|_| match state.claim(&set, u32::MAX, None, |_| false) {
                 Claimed::Host(c, _) => c,
                 _ => unreachable!("half the instances are idle"),
             })
             .collect();
         group.bench_with_input(BenchmarkId::new("function/claim_release", n), &n, |b, _| {
-            b.iter(|| match state.claim(black_box(&set), u32::MAX, |_| false) {
-                Claimed::Host(c, i) => {
-                    drop(c);
-                    i
-                }
-                _ => unreachable!("an instance is idle"),
-            })
+            b.iter(
+                || match state.claim(black_box(&set), u32::MAX, None, |_| false) {
+                    Claimed::Host(c, i) => {
+                        drop(c);
+                        i
+                    }
+                    _ => unreachable!("an instance is idle"),
+                },
+            )
         });
         drop(busy);
     }

@@ -45,8 +45,11 @@ RESERVED_ENV = frozenset({
 ENV_LIMIT_BYTES = 4096
 DEFAULT_TIMEOUT_MS = 3_000
 DEFAULT_MEMORY_MB = 128
-# Without reserved concurrency, Lambda's account-wide default limit applies.
-UNRESERVED_CONCURRENCY = 1000
+# Lambda's default account limit: functions with reserved concurrency take theirs out of it,
+# the rest share what is left (the unreserved pool), which never falls below 100.
+ACCOUNT_CONCURRENCY = 1000
+MIN_UNRESERVED = 100
+UNRESERVED_GROUP = "unreserved"
 DEFAULT_IDLE_MS = 300_000
 # Lambda limits an on-demand Init to 10 s; a request waits that long (plus a margin) for one.
 DEFAULT_INSTANCE_WAIT_MS = 12_000
@@ -57,6 +60,22 @@ TARGET_HEADER = "x-meshplane-function"
 
 def cluster_name(function: str, qualifier: str, version: str) -> str:
     return f"function/{function}/{qualifier}/{version}"
+
+
+def reserved_total(functions: list[Resource]) -> int:
+    """The concurrency the functions reserve between them."""
+    return sum(int(r.spec.get("reservedConcurrency") or 0) for r in functions)
+
+
+def concurrency_of(r: Resource, functions: list[Resource]) -> tuple[str, int]:
+    """(concurrency group, limit) of a function's clusters: every version and alias of a
+    function with reserved concurrency shares it (Lambda reserves it for the function, not per
+    version); functions without share the unreserved pool (the account's 1,000 less every
+    reservation)."""
+    reserved = r.spec.get("reservedConcurrency")
+    if reserved is not None:
+        return f"function/{r.name}", int(reserved)
+    return UNRESERVED_GROUP, max(MIN_UNRESERVED, ACCOUNT_CONCURRENCY - reserved_total(functions))
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -110,6 +129,14 @@ def check_function(r: Resource, graph: Any) -> list[Issue]:
         out.append(("spec.provisionedConcurrency",
                     f"expected at most reservedConcurrency ({reserved}) instances in total, got "
                     f"{total}"))
+    if reserved:
+        everyone = reserved_total(graph.index.of_kind("Function"))
+        if everyone > ACCOUNT_CONCURRENCY - MIN_UNRESERVED:
+            out.append(("spec.reservedConcurrency",
+                        f"the functions reserve {everyone} between them (this one {reserved}): "
+                        f"expected at most {ACCOUNT_CONCURRENCY - MIN_UNRESERVED}, as Lambda "
+                        f"keeps {MIN_UNRESERVED} of the account's {ACCOUNT_CONCURRENCY} for "
+                        f"functions without a reservation"))
     return out
 
 
@@ -156,6 +183,8 @@ class FunctionTarget:
     idle_ms: int
     provisioned: int = 0
     labels: tuple[str, ...] = field(default=())
+    # The clusters sharing `concurrency` (`concurrency_of`).
+    group: str = UNRESERVED_GROUP
 
 
 def config_dir(cfg: MeshConfig) -> str:
@@ -213,7 +242,8 @@ def resolve(cfg: MeshConfig, catalog: Catalog) -> tuple[dict[tuple[str, str], li
     out: dict[tuple[str, str], list[FunctionTarget]] = {}
     problems: list[Issue] = []
     wanted: list[tuple[str, str, Resource | None]] = []
-    for r in cfg.of_kind("Function"):
+    functions = cfg.of_kind("Function")
+    for r in functions:
         record = catalog.get(r.name) or {}
         wanted.append((r.name, LATEST, None))
         wanted += [(r.name, v, None) for v in sorted(record.get("versions") or {}, key=int)]
@@ -233,7 +263,7 @@ def resolve(cfg: MeshConfig, catalog: Catalog) -> tuple[dict[tuple[str, str], li
                 problems.append((node.label, resolved))
             continue
         spec = fn.spec
-        reserved = spec.get("reservedConcurrency")
+        group, concurrency = concurrency_of(fn, functions)
         provisioned = {e["qualifier"]: e["count"] for e in spec.get("provisionedConcurrency") or []}
         targets = []
         count = provisioned.get(qualifier, 0)
@@ -248,7 +278,7 @@ def resolve(cfg: MeshConfig, catalog: Catalog) -> tuple[dict[tuple[str, str], li
                 cluster=cluster_name(name, qualifier, version),
                 function=name, qualifier=qualifier, version=version, weight=weight,
                 settings=settings,
-                concurrency=UNRESERVED_CONCURRENCY if reserved is None else reserved,
+                concurrency=concurrency, group=group,
                 instance_wait_ms=(duration_ms(spec["instanceWait"]) if "instanceWait" in spec
                                   else DEFAULT_INSTANCE_WAIT_MS),
                 idle_ms=duration_ms(spec["idleTimeout"]) if "idleTimeout" in spec
@@ -286,5 +316,6 @@ def cluster_document(target: FunctionTarget, endpoints: list[tuple[str, int]]) -
         "endpoints": [{"address": a, "weight": int(w)} for a, w in sorted(endpoints)],
         "connectTimeoutMs": 1000,
         "function": {"concurrency": target.concurrency,
+                     "concurrencyGroup": target.group,
                      "instanceWaitMs": target.instance_wait_ms},
     }

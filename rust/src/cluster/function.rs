@@ -9,14 +9,17 @@
 //! healthy, is handed straight to the oldest waiter.
 //!
 //! Claims, releases, hand-offs and the throttle check all take one mutex per cluster, so two
-//! picks can never claim one host and the cap is exact. Ordinary clusters never touch any of
+//! picks can never claim one host and the cap is exact. Clusters of one concurrency group (the
+//! versions and aliases of a function: Lambda's reserved concurrency is the function's, not
+//! each version's) count their requests in one shared `ConcurrencyGroup` instead, admitted by
+//! compare-and-swap, so the cap holds across them. Ordinary clusters never touch any of
 //! this: their hosts are picked by the lock-free balancer as before.
 
 use super::{Host, HostSet};
 use arc_swap::ArcSwap;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -37,10 +40,43 @@ struct Queue {
     releases: u64,
 }
 
+/// Requests admitted (in flight plus waiting) across the clusters of one concurrency group
+/// (`FunctionSpec::concurrency_group`), kept across applies while the group exists.
+#[derive(Default)]
+pub struct ConcurrencyGroup {
+    admitted: AtomicU32,
+}
+
+impl ConcurrencyGroup {
+    /// Requests of the group in flight or waiting now.
+    pub fn admitted(&self) -> u32 {
+        self.admitted.load(Relaxed)
+    }
+
+    /// Admit one request if fewer than `limit` are admitted.
+    fn admit(self: &Arc<Self>, limit: u32) -> Option<Admission> {
+        self.admitted
+            .fetch_update(AcqRel, Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|_| Admission(self.clone()))
+    }
+}
+
+/// One admitted request of a group; it stops counting when dropped (with its claim or wait).
+struct Admission(Arc<ConcurrencyGroup>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, AcqRel);
+    }
+}
+
 /// A host held by one request; released (or handed to a waiter) when dropped.
 pub struct Claim {
     host: Option<Arc<Host>>,
     state: Arc<FunctionState>,
+    /// Dropped after the host is released (fields drop after `Drop::drop`).
+    _admission: Option<Admission>,
 }
 
 /// What an attempt to claim an instance got.
@@ -64,6 +100,7 @@ pub enum Claimed {
 pub struct Waiter {
     rx: oneshot::Receiver<Arc<Host>>,
     state: Arc<FunctionState>,
+    admission: Option<Admission>,
 }
 
 impl FunctionState {
@@ -77,11 +114,13 @@ impl FunctionState {
 
     /// Claim an idle host of `set` (one that `skip` does not name, if there is one), or queue
     /// the request, or throttle it. Nobody jumps the queue: while requests wait, a newcomer
-    /// waits behind them.
+    /// waits behind them. With a `group`, `concurrency` caps the group's requests instead of
+    /// this cluster's.
     pub fn claim(
         self: &Arc<Self>,
         hosts: &ArcSwap<HostSet>,
         concurrency: u32,
+        group: Option<&Arc<ConcurrencyGroup>>,
         skip: impl Fn(usize) -> bool,
     ) -> Claimed {
         let mut q = self.lock();
@@ -92,16 +131,23 @@ impl FunctionState {
         q.waiters.retain(|w| !w.is_closed());
         let waiting = q.waiters.len() as u64;
         let busy = self.busy.load(Relaxed);
-        if u64::from(busy) + waiting >= u64::from(concurrency) {
-            return Claimed::Throttled;
-        }
+        let admission = match group {
+            Some(g) => match g.admit(concurrency) {
+                Some(a) => Some(a),
+                None => return Claimed::Throttled,
+            },
+            None if u64::from(busy) + waiting >= u64::from(concurrency) => {
+                return Claimed::Throttled
+            }
+            None => None,
+        };
         if q.waiters.is_empty() {
             if let Some(i) =
                 most_recent_idle(&set, &skip).or_else(|| most_recent_idle(&set, |_| false))
             {
                 let host = set.hosts[i].clone();
                 self.take(&host);
-                return Claimed::Host(self.claim_of(host), i);
+                return Claimed::Host(self.claim_of(host, admission), i);
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -111,6 +157,7 @@ impl FunctionState {
             waiter: Waiter {
                 rx,
                 state: self.clone(),
+                admission,
             },
             waiting,
             busy,
@@ -134,10 +181,11 @@ impl FunctionState {
         }
     }
 
-    fn claim_of(self: &Arc<Self>, host: Arc<Host>) -> Claim {
+    fn claim_of(self: &Arc<Self>, host: Arc<Host>, admission: Option<Admission>) -> Claim {
         Claim {
             host: Some(host),
             state: self.clone(),
+            _admission: admission,
         }
     }
 
@@ -231,7 +279,8 @@ impl Waiter {
                 self.rx.try_recv().ok()
             }
         };
-        got.map(|h| self.state.claim_of(h))
+        let admission = self.admission.take();
+        got.map(|h| self.state.claim_of(h, admission))
     }
 }
 
@@ -295,9 +344,9 @@ mod tests {
         let state = Arc::new(FunctionState::default());
         let hosts: Vec<_> = (0..3).map(host).collect();
         let set = set_of(&hosts);
-        let (a, ia) = claimed(state.claim(&set, 10, |_| false));
-        let (b, ib) = claimed(state.claim(&set, 10, |_| false));
-        let (c, ic) = claimed(state.claim(&set, 10, |_| false));
+        let (a, ia) = claimed(state.claim(&set, 10, None, |_| false));
+        let (b, ib) = claimed(state.claim(&set, 10, None, |_| false));
+        let (c, ic) = claimed(state.claim(&set, 10, None, |_| false));
         let mut got = vec![ia, ib, ic];
         got.sort();
         assert_eq!(got, [0, 1, 2], "three claims, three different hosts");
@@ -308,12 +357,12 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(state.busy(), 0);
-        let (first, i1) = claimed(state.claim(&set, 10, |_| false));
+        let (first, i1) = claimed(state.claim(&set, 10, None, |_| false));
         assert_eq!(i1, ib);
-        let (_second, i2) = claimed(state.claim(&set, 10, |_| false));
+        let (_second, i2) = claimed(state.claim(&set, 10, None, |_| false));
         assert_eq!(i2, ia);
         drop(first);
-        let (_third, i3) = claimed(state.claim(&set, 10, |_| false));
+        let (_third, i3) = claimed(state.claim(&set, 10, None, |_| false));
         assert_eq!(i3, ib, "released again, the warmest again");
     }
 
@@ -322,13 +371,13 @@ mod tests {
         let state = Arc::new(FunctionState::default());
         let hosts: Vec<_> = (0..2).map(host).collect();
         let set = set_of(&hosts);
-        let (c, i) = claimed(state.claim(&set, 10, |_| false));
+        let (c, i) = claimed(state.claim(&set, 10, None, |_| false));
         drop(c);
-        let (c, j) = claimed(state.claim(&set, 10, |k| k == i));
+        let (c, j) = claimed(state.claim(&set, 10, None, |k| k == i));
         assert_ne!(i, j);
         drop(c);
         // Every host tried: one of them rather than a wait.
-        let (_c, _) = claimed(state.claim(&set, 10, |_| true));
+        let (_c, _) = claimed(state.claim(&set, 10, None, |_| true));
     }
 
     #[test]
@@ -336,34 +385,72 @@ mod tests {
         let state = Arc::new(FunctionState::default());
         let hosts: Vec<_> = (0..3).map(host).collect();
         let set = set_of(&hosts);
-        let (_a, _) = claimed(state.claim(&set, 2, |_| false));
-        let (_b, _) = claimed(state.claim(&set, 2, |_| false));
+        let (_a, _) = claimed(state.claim(&set, 2, None, |_| false));
+        let (_b, _) = claimed(state.claim(&set, 2, None, |_| false));
         // A host is idle, but two requests are in flight: the cap says no.
         assert!(matches!(
-            state.claim(&set, 2, |_| false),
+            state.claim(&set, 2, None, |_| false),
             Claimed::Throttled
         ));
 
         let one = [host(9)];
         let small = set_of(&one);
         let state = Arc::new(FunctionState::default());
-        let (_held, _) = claimed(state.claim(&small, 2, |_| false));
-        let (waiter, waiting, busy) = waits(state.claim(&small, 2, |_| false));
+        let (_held, _) = claimed(state.claim(&small, 2, None, |_| false));
+        let (waiter, waiting, busy) = waits(state.claim(&small, 2, None, |_| false));
         assert_eq!((waiting, busy), (1, 1));
         assert!(matches!(
-            state.claim(&small, 2, |_| false),
+            state.claim(&small, 2, None, |_| false),
             Claimed::Throttled
         ));
         // A waiter that gave up no longer counts.
         drop(waiter);
-        let (_w, waiting, _) = waits(state.claim(&small, 2, |_| false));
+        let (_w, waiting, _) = waits(state.claim(&small, 2, None, |_| false));
         assert_eq!(waiting, 1);
         // Concurrency 0 throttles everything (Lambda).
         let state = Arc::new(FunctionState::default());
         assert!(matches!(
-            state.claim(&set, 0, |_| false),
+            state.claim(&set, 0, None, |_| false),
             Claimed::Throttled
         ));
+    }
+
+    #[tokio::test]
+    async fn clusters_of_one_group_share_its_limit() {
+        // Two versions of one function (two clusters) with reserved concurrency 3.
+        let group = Arc::new(ConcurrencyGroup::default());
+        let (v1, v2) = (
+            Arc::new(FunctionState::default()),
+            Arc::new(FunctionState::default()),
+        );
+        let (h1, h2) = ([host(0), host(1)], [host(2)]);
+        let (s1, s2) = (set_of(&h1), set_of(&h2));
+        let (a, _) = claimed(v1.claim(&s1, 3, Some(&group), |_| false));
+        let (b, _) = claimed(v2.claim(&s2, 3, Some(&group), |_| false));
+        let (w, waiting, _) = waits(v2.claim(&s2, 3, Some(&group), |_| false));
+        assert_eq!((waiting, group.admitted()), (1, 3));
+        // v1 has an idle host and its own cluster has one request, but the function has 3.
+        assert!(matches!(
+            v1.claim(&s1, 3, Some(&group), |_| false),
+            Claimed::Throttled
+        ));
+        // b ends and its host goes to the waiter, which runs on its own admission: 2 left.
+        drop(b);
+        let c = w.wait(Duration::from_secs(30)).await.expect("handed over");
+        assert_eq!(group.admitted(), 2);
+        drop(c);
+        assert_eq!(group.admitted(), 1);
+        // A waiter that gives up (timeout) stops counting.
+        let (held, _) = claimed(v2.claim(&s2, 3, Some(&group), |_| false));
+        let (w, _, _) = waits(v2.claim(&s2, 3, Some(&group), |_| false));
+        assert_eq!(group.admitted(), 3);
+        assert!(w.wait(Duration::from_millis(1)).await.is_none());
+        assert_eq!(group.admitted(), 2);
+        drop((a, held));
+        assert_eq!(group.admitted(), 0);
+        // Without a group, each cluster counts only its own requests.
+        let (_x, _) = claimed(v1.claim(&s1, 1, None, |_| false));
+        let (_y, _) = claimed(v2.claim(&s2, 1, None, |_| false));
     }
 
     #[test]
@@ -377,9 +464,9 @@ mod tests {
             LbPolicy::LeastRequest,
             1.0,
         ));
-        let (_c, i) = claimed(state.claim(&set, 10, |_| false));
+        let (_c, i) = claimed(state.claim(&set, 10, None, |_| false));
         assert_eq!(i, 1);
-        let (_w, _, _) = waits(state.claim(&set, 10, |_| false));
+        let (_w, _, _) = waits(state.claim(&set, 10, None, |_| false));
         let zero = ArcSwap::from_pointee(HostSet::new(
             vec![host(5)],
             vec![0],
@@ -387,7 +474,7 @@ mod tests {
             1.0,
         ));
         let state = Arc::new(FunctionState::default());
-        let (_w, _, _) = waits(state.claim(&zero, 10, |_| false));
+        let (_w, _, _) = waits(state.claim(&zero, 10, None, |_| false));
     }
 
     #[tokio::test]
@@ -395,9 +482,9 @@ mod tests {
         let state = Arc::new(FunctionState::default());
         let hosts = [host(0)];
         let set = set_of(&hosts);
-        let (held, _) = claimed(state.claim(&set, 10, |_| false));
-        let (first, _, _) = waits(state.claim(&set, 10, |_| false));
-        let (second, waiting, busy) = waits(state.claim(&set, 10, |_| false));
+        let (held, _) = claimed(state.claim(&set, 10, None, |_| false));
+        let (first, _, _) = waits(state.claim(&set, 10, None, |_| false));
+        let (second, waiting, busy) = waits(state.claim(&set, 10, None, |_| false));
         assert_eq!((waiting, busy), (2, 1));
         drop(held);
         // Handed over, never idle in between: still one busy host.
@@ -409,7 +496,7 @@ mod tests {
             .expect("handed over");
         assert!(Arc::ptr_eq(got.host(), &hosts[0]));
         // The second waiter is still first in line: a newcomer queues behind it.
-        let (third, waiting, _) = waits(state.claim(&set, 10, |_| false));
+        let (third, waiting, _) = waits(state.claim(&set, 10, None, |_| false));
         assert_eq!(waiting, 2);
         drop(got);
         let got = second
@@ -430,9 +517,9 @@ mod tests {
     async fn a_new_host_is_offered_to_waiters_and_a_wait_can_time_out() {
         let state = Arc::new(FunctionState::default());
         let empty = set_of(&[]);
-        let (w1, waiting, busy) = waits(state.claim(&empty, 10, |_| false));
+        let (w1, waiting, busy) = waits(state.claim(&empty, 10, None, |_| false));
         assert_eq!((waiting, busy, empty.load().hosts.len()), (1, 0, 0));
-        let (w2, _, _) = waits(state.claim(&empty, 10, |_| false));
+        let (w2, _, _) = waits(state.claim(&empty, 10, None, |_| false));
         let hosts = [host(0)];
         let grown = set_of(&hosts);
         state.offer(&grown.load());
@@ -449,14 +536,14 @@ mod tests {
         let state = Arc::new(FunctionState::default());
         let hosts = [host(0)];
         let set = set_of(&hosts);
-        let (held, _) = claimed(state.claim(&set, 10, |_| false));
-        let (waiter, _, _) = waits(state.claim(&set, 10, |_| false));
+        let (held, _) = claimed(state.claim(&set, 10, None, |_| false));
+        let (waiter, _, _) = waits(state.claim(&set, 10, None, |_| false));
         drop(held); // handed to the waiter, which never looks
         assert_eq!(state.busy(), 1);
         drop(waiter);
         assert_eq!(state.busy(), 0);
         assert!(!hosts[0].claimed.load(Relaxed));
-        let (_again, _) = claimed(state.claim(&set, 10, |_| false));
+        let (_again, _) = claimed(state.claim(&set, 10, None, |_| false));
     }
 
     #[test]
@@ -465,8 +552,8 @@ mod tests {
             let state = Arc::new(FunctionState::default());
             let hosts = [host(0)];
             let set = set_of(&hosts);
-            let (held, _) = claimed(state.claim(&set, 10, |_| false));
-            let (waiter, _, _) = waits(state.claim(&set, 10, |_| false));
+            let (held, _) = claimed(state.claim(&set, 10, None, |_| false));
+            let (waiter, _, _) = waits(state.claim(&set, 10, None, |_| false));
             if retire {
                 hosts[0].retired.store(true, Relaxed);
             } else {
@@ -493,7 +580,7 @@ mod tests {
                     (state.clone(), set.clone(), holders.clone(), served.clone());
                 s.spawn(move || {
                     for _ in 0..2000 {
-                        if let Claimed::Host(c, i) = state.claim(&set, 100, |_| false) {
+                        if let Claimed::Host(c, i) = state.claim(&set, 100, None, |_| false) {
                             let now = holders[i].fetch_add(1, Relaxed) + 1;
                             assert_eq!(now, 1, "host {i} held twice");
                             std::hint::spin_loop();

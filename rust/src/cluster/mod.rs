@@ -16,7 +16,7 @@ mod outlier;
 #[cfg(test)]
 mod tests;
 
-pub use function::{Claim, Claimed, FunctionState, Waiter};
+pub use function::{Claim, Claimed, ConcurrencyGroup, FunctionState, Waiter};
 pub use members::{Member, Members};
 pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
@@ -220,6 +220,9 @@ pub struct Cluster {
     /// Function clusters (`spec.function`): claims, waiters and the throttle; shared with
     /// the previous version's cluster of the same name.
     pub function: Option<Arc<FunctionState>>,
+    /// The shared limit of the cluster's `function.concurrencyGroup`, set by `Compiled::build`
+    /// (the group outlives any one cluster of it).
+    pub function_group: Option<Arc<ConcurrencyGroup>>,
     outlier_sink: Option<OutlierSink>,
     instance_sink: Option<InstanceSink>,
     /// Held by whoever changes `hosts` (endpoints, health flags); requests never take it.
@@ -299,7 +302,7 @@ impl Cluster {
             Some(p) => (p.cx_open.clone(), p.cx_released.clone()),
             None => (Arc::new(AtomicU32::new(0)), Arc::new(Notify::new())),
         };
-        let function = spec.function.map(|_| {
+        let function = spec.function.as_ref().map(|_| {
             previous
                 .and_then(|p| p.function.clone())
                 .unwrap_or_default()
@@ -323,6 +326,7 @@ impl Cluster {
             cx_released,
             retries_active: AtomicU32::new(0),
             function,
+            function_group: None,
             outlier_sink: sinks.outlier,
             instance_sink: sinks.instance_wanted,
             tls: ArcSwapOption::new(tls),
@@ -534,23 +538,27 @@ impl Cluster {
                 "not a function cluster",
             ));
         };
-        let (waiter, waiting, busy, hosts) =
-            match state.claim(&self.hosts, spec.concurrency, |i| tried.contains(&i)) {
-                Claimed::Host(c, i) => return Ok((c, Some(i))),
-                Claimed::Throttled => {
-                    self.stats.rq_throttled.inc();
-                    return Err(ProxyError::internal(
-                        Kind::Throttled,
-                        "function concurrency limit reached",
-                    ));
-                }
-                Claimed::Wait {
-                    waiter,
-                    waiting,
-                    busy,
-                    hosts,
-                } => (waiter, waiting, busy, hosts),
-            };
+        let (waiter, waiting, busy, hosts) = match state.claim(
+            &self.hosts,
+            spec.concurrency,
+            self.function_group.as_ref(),
+            |i| tried.contains(&i),
+        ) {
+            Claimed::Host(c, i) => return Ok((c, Some(i))),
+            Claimed::Throttled => {
+                self.stats.rq_throttled.inc();
+                return Err(ProxyError::internal(
+                    Kind::Throttled,
+                    "function concurrency limit reached",
+                ));
+            }
+            Claimed::Wait {
+                waiter,
+                waiting,
+                busy,
+                hosts,
+            } => (waiter, waiting, busy, hosts),
+        };
         if let Some(sink) = &self.instance_sink {
             sink(InstanceWanted {
                 cluster: self.name.clone(),

@@ -600,12 +600,19 @@ pub struct Cluster {
 }
 
 /// A function cluster's limits.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FunctionSpec {
     /// Requests in flight plus requests waiting for an instance, at most; one more is
     /// answered 429 at once (Lambda's reserved concurrency; 0 throttles everything).
     pub concurrency: u32,
+    /// Clusters naming the same group share `concurrency`: requests in flight plus waiting
+    /// across all of them, at most that many (every cluster of a group gives the same value).
+    /// The versions and aliases of one function share its reserved concurrency this way, and
+    /// functions without a reservation share the account's unreserved pool. None: the
+    /// cluster's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_group: Option<String>,
     /// How long a request waits for an idle instance before it is answered 503. Default
     /// 10000, Lambda's limit on an on-demand instance's init phase.
     #[serde(default = "default_instance_wait_ms")]
@@ -871,6 +878,29 @@ impl Snapshot {
                     format!("clusters[{i}].function"),
                     "a function cluster speaks http1 or http2, not tcp",
                 ));
+            }
+        }
+        let mut groups: std::collections::HashMap<&str, (usize, u32)> =
+            std::collections::HashMap::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let Some(f) = &c.function else { continue };
+            let Some(g) = &f.concurrency_group else {
+                continue;
+            };
+            match groups.get(g.as_str()) {
+                Some(&(j, limit)) if limit != f.concurrency => {
+                    return Err(err(
+                        format!("clusters[{i}].function.concurrency"),
+                        &format!(
+                            "concurrency group {g:?} has concurrency {limit} (clusters[{j}]), got {}",
+                            f.concurrency
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    groups.insert(g, (i, f.concurrency));
+                }
             }
         }
         let function_clusters: std::collections::HashSet<&str> = self

@@ -103,6 +103,7 @@ fn function_clusters_and_unix_endpoints_parse() {
         c.function,
         Some(FunctionSpec {
             concurrency: 3,
+            concurrency_group: None,
             instance_wait_ms: 10_000
         })
     );
@@ -150,4 +151,27 @@ fn bad_unix_addresses_and_function_misuse_are_named() {
         "",
     );
     assert!(Snapshot::parse(unknown.as_bytes()).is_err());
+    // The clusters of one concurrency group share one limit: they must agree on it.
+    let group = |second: u32| {
+        with_cluster(
+            &format!(
+                r#"{{"name": "a", "protocol": "http1",
+                     "function": {{"concurrency": 5, "concurrencyGroup": "function/f"}}}},
+                   {{"name": "b", "protocol": "http1",
+                     "function": {{"concurrency": {second}, "concurrencyGroup": "function/f"}}}}"#
+            ),
+            "",
+        )
+    };
+    let s = Snapshot::parse(group(5).as_bytes()).unwrap();
+    assert_eq!(
+        s.clusters[1]
+            .function
+            .as_ref()
+            .and_then(|f| f.concurrency_group.as_deref()),
+        Some("function/f")
+    );
+    let e = Snapshot::parse(group(6).as_bytes()).unwrap_err();
+    assert_eq!(e.path, "clusters[1].function.concurrency", "{e}");
+    assert!(e.message.contains("has concurrency 5 (clusters[0])"), "{e}");
 }

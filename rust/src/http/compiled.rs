@@ -2,7 +2,7 @@
 //! resolved actions, clusters, per-listener settings. Built off the request path, swapped whole.
 
 use crate::accesslog::{AccessLog, Sinks};
-use crate::cluster::{Cluster, ClusterSinks};
+use crate::cluster::{Cluster, ClusterSinks, ConcurrencyGroup};
 use crate::config::{self, ListenerProtocol, RetryPolicySpec, Snapshot};
 use crate::route::{RouteTable, WeightedTargets};
 use crate::stats::{ListenerStats, Registry, RouteStats};
@@ -158,10 +158,23 @@ impl Compiled {
     ) -> Result<Compiled, config::SnapshotError> {
         let mut clusters = Vec::with_capacity(snap.clusters.len());
         let mut cluster_index = HashMap::new();
+        // Concurrency groups carry over by name, with the requests they admitted.
+        let mut groups: HashMap<&str, Arc<ConcurrencyGroup>> = HashMap::new();
+        for c in previous.iter().flat_map(|p| p.clusters.iter()) {
+            if let (Some(g), Some(name)) = (
+                &c.function_group,
+                c.spec
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.concurrency_group.as_deref()),
+            ) {
+                groups.insert(name, g.clone());
+            }
+        }
         for (i, spec) in snap.clusters.iter().enumerate() {
             let prev =
                 previous.and_then(|p| p.cluster_index.get(&spec.name).map(|&j| &*p.clusters[j]));
-            let cluster = Cluster::build(
+            let mut cluster = Cluster::build(
                 spec,
                 registry.cluster(&spec.name),
                 prev,
@@ -171,6 +184,13 @@ impl Compiled {
                 path: format!("clusters[{i}].tls"),
                 message: e.to_string(),
             })?;
+            if let Some(name) = spec
+                .function
+                .as_ref()
+                .and_then(|f| f.concurrency_group.as_deref())
+            {
+                cluster.function_group = Some(groups.entry(name).or_default().clone());
+            }
             clusters.push(Arc::new(cluster));
             cluster_index.insert(spec.name.clone(), i);
         }

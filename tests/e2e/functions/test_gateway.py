@@ -176,6 +176,45 @@ async def test_throttled_at_reserved_concurrency(deploy: Callable[..., Path], st
         assert (await client.get("/", params={"until": str(release)})).status_code == 200
 
 
+async def test_reserved_concurrency_is_the_functions_across_its_versions(
+    deploy: Callable[..., Path], store_url: str, tmp_path: Path
+) -> None:
+    # Lambda reserves concurrency for the function: $LATEST (through the mesh) and version 1
+    # (invoked directly) draw on the same 2.
+    path = deploy({"handler": "app.hold", "reservedConcurrency": 2})
+    version = await publish_with(path, store_url, TAG="v")
+    release = tmp_path / "release"
+    async with running(path, store_url) as (proxy, client):
+        statuses: list[int] = []
+
+        async def held() -> None:
+            r = await client.get("/", params={"until": str(release)})
+            statuses.append(r.status_code)
+
+        host, port = proxy.admin_address
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as admin, \
+                trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(held)
+            await eventually(lambda: fn_stats(proxy).get("concurrent_executions") == 2, 20,
+                             "two invocations of $LATEST running")
+            r = await admin.post("/2015-03-31/functions/fn/invocations",
+                                 params={"Qualifier": version}, content=b"{}")
+            assert r.status_code == 429, r.text
+            assert r.headers["x-amzn-errortype"] == "TooManyRequestsException"
+            release.touch()
+        assert statuses == [200, 200]
+        r = await admin_invoke(proxy, version)
+        assert r.status_code == 200 and r.headers.get("x-amz-executed-version") == version
+
+
+async def admin_invoke(proxy: Proxy, qualifier: str) -> httpx.Response:
+    host, port = proxy.admin_address
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as admin:
+        return await admin.post("/2015-03-31/functions/fn/invocations",
+                                params={"Qualifier": qualifier}, content=b"{}")
+
+
 async def test_provisioned_instances_answer_the_first_request_warm(
     deploy: Callable[..., Path], store_url: str
 ) -> None:

@@ -44,7 +44,8 @@ def test_a_function_node_loads_and_compiles_to_a_function_cluster() -> None:
     assert_valid_snapshot(doc)
     clusters = {c["name"]: c for c in doc["clusters"]}
     cluster = clusters["function/resize/$LATEST/$LATEST"]
-    assert cluster["function"] == {"concurrency": 7, "instanceWaitMs": 12000}
+    assert cluster["function"] == {"concurrency": 7, "concurrencyGroup": "function/resize",
+                                   "instanceWaitMs": 12000}
     assert cluster["protocol"] == "http1" and cluster["endpoints"] == []
     route = doc["routeTables"]["service/svc.local"]["virtualHosts"][0]["routes"][0]
     assert route["action"]["clusters"] == [{"cluster": "function/resize/$LATEST/$LATEST",
@@ -60,6 +61,41 @@ def test_unreserved_concurrency_is_the_account_default() -> None:
     doc = json.loads(compile_snapshot(from_dict(function_doc()), version="1"))
     cluster = next(c for c in doc["clusters"] if c["name"].startswith("function/"))
     assert cluster["function"]["concurrency"] == 1000
+    assert cluster["function"]["concurrencyGroup"] == "unreserved"
+
+
+def test_reservations_are_per_function_and_come_out_of_the_unreserved_pool() -> None:
+    doc = function_doc("live")
+    doc["resources"] += [function("thumbs", reservedConcurrency=300), function("other")]
+    catalog = {"resize": {
+        "versions": {v: {"handler": "app.handler", "timeoutMs": 3000, "memoryMB": 128,
+                         "environment": {}, "code": {"sha256": "ab" * 32}, "layers": []}
+                     for v in ("1", "2")},
+        "aliases": {"live": {"functionVersion": "1", "additionalVersionWeights": {"2": 0.5}}},
+    }}
+    cfg = from_dict(doc)
+    functions, problems = resolve(cfg, catalog)
+    assert problems == []
+    snap = json.loads(compile_snapshot(cfg, version="1", functions=functions))
+    assert_valid_snapshot(snap)
+    limits = {c["name"]: (c["function"]["concurrencyGroup"], c["function"]["concurrency"])
+              for c in snap["clusters"] if "function" in c}
+    # Every qualifier and version of a function without a reservation: the pool 1000 - 300.
+    assert limits["function/resize/live/1"] == limits["function/resize/live/2"] == \
+        limits["function/resize/$LATEST/$LATEST"] == limits["function/other/$LATEST/$LATEST"] \
+        == ("unreserved", 700)
+    assert limits["function/thumbs/$LATEST/$LATEST"] == ("function/thumbs", 300)
+
+
+def test_reservations_leave_at_least_100_unreserved() -> None:
+    doc = function_doc(reservedConcurrency=500)
+    doc["resources"].append(function("thumbs", reservedConcurrency=401))
+    problems = problems_of(doc)
+    for name in ("resize", "thumbs"):
+        message = at(problems, f'Function "{name}"', "spec.reservedConcurrency")
+        assert "reserve 901 between them" in message and "at most 900" in message
+    doc["resources"][-1]["spec"]["reservedConcurrency"] = 400
+    from_dict(doc)  # 900 reserved, 100 left: loads
 
 
 def test_an_alias_with_weights_is_two_weighted_clusters() -> None:
