@@ -140,8 +140,8 @@ backend be_h2
 """
 
 
-def envoy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int) -> dict[str, Any]:
-    def listener(name: str, port: int, cluster: str) -> dict[str, Any]:
+def envoy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int, tls: Tls = None) -> dict[str, Any]:
+    def listener(name: str, port: int, cluster: str, secure: bool = False) -> dict[str, Any]:
         hcm = {
             "@type": "type.googleapis.com/envoy.extensions.filters.network."
                      "http_connection_manager.v3.HttpConnectionManager",
@@ -154,11 +154,27 @@ def envoy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int) -> dict[str, Any]:
             "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
         }
+        chain: dict[str, Any] = {"filters": [{
+            "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        if secure and tls is not None:  # the same settings as the others: TLS 1.2-1.3, ALPN
+            chain["transport_socket"] = {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                             "DownstreamTlsContext",
+                    "common_tls_context": {
+                        "alpn_protocols": ["h2", "http/1.1"],
+                        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                                       "tls_maximum_protocol_version": "TLSv1_3"},
+                        "tls_certificates": [{
+                            "certificate_chain": {"filename": str(tls[1])},
+                            "private_key": {"filename": str(tls[2])}}],
+                    },
+                }}
         return {
             "name": name,
             "address": {"socket_address": {"address": HOST, "port_value": port}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+            "filter_chains": [chain],
         }
 
     def cluster(name: str, port: int, h2: bool) -> dict[str, Any]:
@@ -177,8 +193,11 @@ def envoy_conf(h1: int, h2h2: int, up_h1: int, up_h2: int) -> dict[str, Any]:
                 }}
         return c
 
+    listeners = [listener("h1", h1, "up_h1"), listener("h2h2", h2h2, "up_h2")]
+    if tls is not None:
+        listeners.append(listener("tls", tls[0], "up_h1", secure=True))
     return {"static_resources": {
-        "listeners": [listener("h1", h1, "up_h1"), listener("h2h2", h2h2, "up_h2")],
+        "listeners": listeners,
         "clusters": [cluster("up_h1", up_h1, False), cluster("up_h2", up_h2, True)],
     }}
 

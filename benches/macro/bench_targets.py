@@ -248,7 +248,8 @@ class Starter:
         assert envoy is not None
         h1, h2h2 = free_port(), free_port()
         path = self.work / "envoy.json"
-        path.write_text(json.dumps(envoy_conf(h1, h2h2, up1, up2 or up1), indent=1))
+        tls = self._tls()
+        path.write_text(json.dumps(envoy_conf(h1, h2h2, up1, up2 or up1, tls), indent=1))
         # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
         full = tool_version([envoy, "--version"]).split("version:")[-1].strip()
         t.version = full.split("/")[1] if full.count("/") >= 2 else full
@@ -256,7 +257,8 @@ class Starter:
                                             "--disable-hot-restart", "-l", "warning"],
                                   cpus=self.server_cpus)
         t.ports = {KIND_H1: h1, KIND_H2: h1, KIND_H2H2: h2h2}
-        t.unsupported[KIND_TLS] = "TLS is not configured for Envoy in this harness"
+        if tls is not None:
+            t.ports[KIND_TLS] = tls[0]
 
     # -- idle memory of meshplane alone -----------------------------------------------------
 
