@@ -209,10 +209,11 @@ impl DeframerVecBuffer {
             Ok(n) => n,
             Err(e) => {
                 // meshplane patch: a connection that waits for its peer (the read would block)
-                // with nothing buffered gives its read buffer back; `prepare_read` takes
-                // 4 KiB again for the next read. Otherwise every idle connection holds it.
+                // with nothing buffered gives its read buffer back to this thread's pool;
+                // `prepare_read` takes one again for the next read. Otherwise every idle
+                // connection holds 4 KiB.
                 if self.used == 0 {
-                    self.buf = Vec::new();
+                    read_pool::give(mem::take(&mut self.buf));
                 }
                 return Err(e);
             }
@@ -251,6 +252,11 @@ impl DeframerVecBuffer {
         // make sure to reduce the buffer size again (large messages should be rare).
         // Also, reduce the buffer size if there are neither full nor partial messages in it,
         // which usually means that the other side suspended sending data.
+        // meshplane patch: see `read_pool`.
+        if self.buf.capacity() == 0 {
+            self.buf = read_pool::take();
+        }
+
         let need_capacity = Ord::min(allow_max, self.used + READ_SIZE);
         if need_capacity > self.buf.len() {
             self.buf.resize(need_capacity, 0);
@@ -275,6 +281,45 @@ impl DeframerVecBuffer {
         self.buf[start..end].copy_from_slice(bytes);
         self.used += len;
         Range { start, end }
+    }
+}
+
+/// meshplane patch: read buffers of connections that wait for their peer, kept per thread for
+/// the next connection that reads. Taking a pooled buffer costs neither an allocation nor the
+/// zero-fill of a fresh one; at most `MAX_POOLED` buffers stay per thread, the others are freed.
+///
+/// A pooled buffer holds the bytes of an earlier connection past `used`; like the bytes an
+/// allocator hands out, they are never read: a read writes `buf[used..]` before `used` grows.
+#[cfg(feature = "std")]
+mod read_pool {
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    /// `DeframerVecBuffer::prepare_read`'s read size: the only buffers worth keeping.
+    const SIZE: usize = 4096;
+    const MAX_POOLED: usize = 16;
+
+    std::thread_local! {
+        static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> Vec<u8> {
+        POOL.try_with(|p| p.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    pub(super) fn give(buf: Vec<u8>) {
+        if buf.len() != SIZE || buf.capacity() != SIZE {
+            return;
+        }
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < MAX_POOLED {
+                p.push(buf);
+            }
+        });
     }
 }
 
