@@ -5,6 +5,7 @@
     python benches/macro/memory.py conns [N]    # KiB per idle HTTP/1.1 keep-alive connection
     python benches/macro/memory.py conns tls [N]        # the same over TLS (trustme certificates)
     python benches/macro/memory.py conns nginx-tls [N]  # nginx (one worker) measured the same way
+    python benches/macro/memory.py growth [tls] [N]     # bare Core VmRSS after 100k, +N, +N requests
     python benches/macro/memory.py imports      # VmRSS added by each import of `meshplane run`
 
 Upstream: a threaded `http.server` (HTTP/1.1, 5-byte body) on 127.0.0.1. `run` starts
@@ -42,6 +43,7 @@ from bench_configs import (  # noqa: E402
     meshplane_run_config,
     meshplane_snapshot,
     proxy_nginx_conf,
+    upstream_nginx_conf,
 )
 
 BODY = b"hello"
@@ -231,6 +233,45 @@ def _nginx_tls(work: Path, count: int, cert: Path, key: Path, tls: ssl.SSLContex
         proc.wait(10)
 
 
+def growth(work: Path, count: int, tls_on: bool) -> None:
+    """VmRSS of a bare Core after 100,000 requests, then after each of two runs of `count`
+    (`h2load --h1 -c 50 -t1`, an nginx upstream as in run.py)."""
+    prefix = work / "memory-growth"
+    for d in ("", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    ports = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        ports.append(s.getsockname()[1])
+        s.close()  # nginx binds it next; a race with another process is unlikely here
+    (prefix / "nginx.conf").write_text(upstream_nginx_conf(prefix, ports[0], ports[1]))
+    nginx = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+    tls = _certificates(work)[:2] if tls_on else None
+    snap = work / "memory-growth.json"
+    snap.write_text(json.dumps(meshplane_snapshot(
+        ports[0], None, two_listeners=False, version="memory",
+        tls=None if tls is None else (0, tls[0], tls[1]))))
+    proc = subprocess.Popen([sys.executable, str(HERE / "core_child.py"), str(snap)],
+                            stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert proc.stdout is not None
+        port = json.loads(proc.stdout.readline())["listeners"]["h1tls" if tls_on else "h1"]
+        url = f"{'https' if tls_on else 'http'}://{HOST}:{port}/"
+        for n in (100_000, count, count):
+            out = subprocess.run(["h2load", "--h1", "-n", str(n), "-c", "50", "-t1", url],
+                                 capture_output=True, text=True, check=True).stdout
+            done = re.search(r"(\d+) succeeded, (\d+) failed", out)
+            print(f"+{n} requests ({done[1] if done else '?'} succeeded, "
+                  f"{done[2] if done else '?'} failed): VmRSS {_status(proc.pid, 'VmRSS')} kB",
+                  flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        nginx.terminate()
+        nginx.wait(10)
+
+
 def imports() -> None:
     code = (
         "import importlib, re, sys\n"
@@ -259,6 +300,11 @@ def main() -> None:
         if mode not in ("h1", "tls", "nginx-tls"):
             sys.exit(__doc__)
         conns(work, int(rest[0]) if rest else 1000, mode)
+    elif what == "growth":
+        rest = sys.argv[2:]
+        tls_on = bool(rest) and rest[0] == "tls"
+        rest = rest[1:] if tls_on else rest
+        growth(work, int(rest[0]) if rest else 1_000_000, tls_on)
     elif what == "imports":
         imports()
     else:
