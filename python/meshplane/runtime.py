@@ -23,12 +23,11 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -60,13 +59,16 @@ from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience
 from meshplane.errors import ConfigError, Problem
-from meshplane.functions.async_invoke import AsyncInvoker
 from meshplane.functions.catalog import load_catalog
 from meshplane.functions.catalog import prefix as catalog_prefix
-from meshplane.functions.event_queue import EventQueue, default_queue_path
 from meshplane.functions.service import FunctionNotFound, FunctionService
 from meshplane.functions.supervisor import Supervisor
 from meshplane.registry import Registration
+
+if TYPE_CHECKING:
+    # Imported when the config has functions (`_async_invocations`): sqlite3 and the queue
+    # stay out of a proxy without functions.
+    from meshplane.functions.async_invoke import AsyncInvoker
 from meshplane.store import StoreError, open_store, resolve_url
 
 __all__ = ["ConfigInput", "Proxy", "SelfRegistration", "load_config", "serve"]
@@ -269,8 +271,8 @@ class Proxy:
                     await nursery.start(self._cert_watch.run)
                     await nursery.start(supervisor.run, instance_events)
                     nursery.start_soon(self._follow_functions)
-                    await nursery.start(self._async_invocations, default_queue_path(
-                        resolve_url(self._store_url, config.proxy.store)))
+                    await nursery.start(self._async_invocations,
+                                        resolve_url(self._store_url, config.proxy.store))
                     lambda_api = LambdaAPI(self._functions, lambda: self._async)
                     if admin_address is not None:
                         self._admin_address = await nursery.start(partial(
@@ -478,17 +480,25 @@ class Proxy:
                 await trio.sleep(1.0)
 
     async def _async_invocations(
-        self, queue_path: str, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED
+        self, store_url: str | None, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Once the config has functions: open the asynchronous invocations' queue (a SQLite
-        file beside the store's) and run its consumer until the proxy stops. Started when the
-        queue takes events if the first config has functions (so the admin API never sees it
-        missing), at once otherwise. A queue that cannot be opened is logged; Event
-        invocations then get 500 ServiceException."""
+        file beside the store's, `store_url`) and run its consumer until the proxy stops.
+        Started when the queue takes events if the first config has functions (so the admin
+        API never sees it missing), at once otherwise. A queue that cannot be opened is logged;
+        Event invocations then get 500 ServiceException."""
         if not self._has_functions.is_set():
             task_status.started()
             task_status = trio.TASK_STATUS_IGNORED
             await self._has_functions.wait()
+        # NOTE: imported here, not at the top: a proxy without functions never loads sqlite3
+        # (about 1 MiB resident) nor the queue's modules.
+        import sqlite3
+
+        from meshplane.functions.async_invoke import AsyncInvoker
+        from meshplane.functions.event_queue import EventQueue, default_queue_path
+
+        queue_path = default_queue_path(store_url)
         try:
             queue = await trio.to_thread.run_sync(EventQueue, queue_path)
         except (OSError, sqlite3.Error) as exc:

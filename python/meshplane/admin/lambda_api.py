@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from meshplane._bridge import TaskStatus
 from meshplane.admin.server import LAMBDA_PREFIX as API_PREFIX
 from meshplane.admin.server import Request, Response, serve_http
-from meshplane.functions.async_invoke import AsyncInvoker
 from meshplane.functions.invocation import (
     SYNC_PAYLOAD_LIMIT,
     FunctionInvoker,
@@ -33,6 +33,9 @@ from meshplane.functions.invocation import (
     parse_invoke,
 )
 from meshplane.functions.service import FunctionNotFound
+
+if TYPE_CHECKING:
+    from meshplane.functions.async_invoke import AsyncInvoker
 
 __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "LambdaAPI", "serve_lambda_api"]
 

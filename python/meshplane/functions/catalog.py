@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +56,8 @@ def pack(path: str) -> bytes:
             return f.read()
     if not os.path.isdir(path):
         raise FunctionCatalogError(f"code path {path!r}: no such directory or zip file")
+    import zipfile  # NOTE: here, not at the top: a proxy without functions never loads it
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for root, dirs, files in os.walk(path):
@@ -210,6 +211,8 @@ def _read(path: str) -> bytes:
 
 
 def _extract(data: bytes, target: str) -> None:
+    import zipfile  # NOTE: see `pack`
+
     os.makedirs(os.path.dirname(target), exist_ok=True)
     staging = tempfile.mkdtemp(dir=os.path.dirname(target))
     try:
