@@ -452,6 +452,7 @@ impl<'a> Session<'a> {
         let mut connected: Option<Instant> = None;
         // Only a traced request marks when its connection was ready.
         let traced = self.span.is_some();
+        let conn = self.conn;
         let try_once = async {
             let (sender, reused) = acquire(cluster, host, fresh).await?;
             if traced {
@@ -471,11 +472,14 @@ impl<'a> Session<'a> {
             })
         };
         let sent = if timeouts.armed() {
-            tokio::select! {
+            let mut timer = conn.route_timer.take();
+            let sent = tokio::select! {
                 biased;
                 r = try_once => r,
-                e = timeouts.expiry(started) => Err(e),
-            }
+                e = timeouts.expiry(started, &mut timer) => Err(e),
+            };
+            conn.route_timer.put(timer);
+            sent
         } else {
             try_once.await
         };

@@ -330,6 +330,7 @@ async fn accept_loop(
                     peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
                         .unwrap_or(http::HeaderValue::from_static("unknown")),
                     activity: Default::default(),
+                    route_timer: Default::default(),
                 })
             };
             match accept_tls(stream, &config).await {
