@@ -34,6 +34,8 @@ pub struct ConnCtx {
     /// `peer`'s IP as a header value (for `x-forwarded-for`), made once per connection.
     pub peer_ip: HeaderValue,
     pub activity: ConnActivity,
+    /// The route timer kept between this connection's requests.
+    pub route_timer: super::timeouts::KeptTimer,
 }
 
 impl ConnCtx {

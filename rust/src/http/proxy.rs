@@ -191,8 +191,10 @@ impl<'a> Session<'a> {
                 }
             };
             let cluster = up.target.cluster.clone();
-            let in_flight = InFlight::start(host.clone(), cluster, Instant::now(), claim);
-            let sent = self.upstream_request(&mut up, &host, fresh).await;
+            // NOTE: one clock read for the attempt's stats and its timers.
+            let started = Instant::now();
+            let in_flight = InFlight::start(host.clone(), cluster, started, claim);
+            let sent = self.upstream_request(&mut up, &host, fresh, started).await;
             // The retry this attempt was (if any) is over.
             up.attempts.slot = None;
             let (again, claim) = match sent {
@@ -301,7 +303,17 @@ impl<'a> Session<'a> {
         let cluster = compiled.clusters[action.clusters[weights.pick_random()]].clone();
         self.info.cluster = Some(cluster.name.clone());
         cluster.stats.rq_total.inc();
-        let sent = sent_authority(&parts);
+        // NOTE: one Host lookup for both uses (`sent_authority` without a second `get`).
+        let host_header = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let sent = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or(host_header)
+            .unwrap_or("");
         let authority: &str = match routed.authority.as_deref() {
             Some(a) => a,
             None if sent.is_empty() => "localhost",
@@ -322,10 +334,6 @@ impl<'a> Session<'a> {
                     // NOTE: no rewrite: reuse the parsed path (a refcount, no parse, no copy).
                     None => Uri::from(parts.uri.path_and_query().cloned().ok_or_else(bad_target)?),
                 };
-                let host_header = parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok());
                 let host = if host_header != Some(authority) {
                     Some(HeaderValue::from_str(authority).map_err(|_| bad_target())?)
                 } else {
@@ -420,6 +428,7 @@ impl<'a> Session<'a> {
         up: &mut Upstream<'_>,
         host: &Arc<Host>,
         fresh: bool,
+        started: Instant,
     ) -> Result<Sent, ProxyError> {
         let Upstream {
             target,
@@ -427,7 +436,6 @@ impl<'a> Session<'a> {
             timeouts,
             attempts,
         } = up;
-        let started = Instant::now();
         let cluster = &target.cluster;
         let mut unsent = attempts.unsent.take();
         if let Some(span) = &mut self.span {
@@ -442,9 +450,14 @@ impl<'a> Session<'a> {
         let may_retry = attempts.may_retry();
         let returned = &mut attempts.unsent;
         let mut connected: Option<Instant> = None;
+        // Only a traced request marks when its connection was ready.
+        let traced = self.span.is_some();
+        let conn = self.conn;
         let try_once = async {
             let (sender, reused) = acquire(cluster, host, fresh).await?;
-            connected = Some(Instant::now());
+            if traced {
+                connected = Some(Instant::now());
+            }
             // A reused HTTP/1.1 connection may turn out stale after the body went: keep a copy
             // then too. (HTTP/2 hands an unsent request back; its streams may be long.)
             let keep_copy = may_retry || (reused && matches!(sender, Sender::H1(_)));
@@ -459,11 +472,14 @@ impl<'a> Session<'a> {
             })
         };
         let sent = if timeouts.armed() {
-            tokio::select! {
+            let mut timer = conn.route_timer.take();
+            let sent = tokio::select! {
                 biased;
                 r = try_once => r,
-                e = timeouts.expiry(started) => Err(e),
-            }
+                e = timeouts.expiry(started, &mut timer) => Err(e),
+            };
+            conn.route_timer.put(timer);
+            sent
         } else {
             try_once.await
         };

@@ -6,9 +6,32 @@
 
 use crate::error::{Kind, ProxyError};
 use crate::pool::{BodyProgress, BodyState};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Sleep};
+
+/// A connection's route timer, kept between its requests (HAProxy's model: a timer is moved,
+/// not made, and only when it must fire earlier). NOTE: a timer made, registered and dropped
+/// per request cost ~500 instructions; a kept one is registered at an earlier request's
+/// deadline and moved to the current one only when it fires first (`Timeouts::expiry`).
+/// HTTP/2 streams of one connection share it: one uses it, the others make their own.
+#[derive(Default)]
+pub struct KeptTimer(Mutex<Option<Pin<Box<Sleep>>>>);
+
+impl KeptTimer {
+    pub fn take(&self) -> Option<Pin<Box<Sleep>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Keep `timer` for the next request unless another is kept already.
+    pub fn put(&self, timer: Option<Pin<Box<Sleep>>>) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.is_none() {
+            *kept = timer;
+        }
+    }
+}
 
 pub struct Timeouts {
     route: Option<Duration>,
@@ -63,8 +86,13 @@ impl Timeouts {
 
     /// Resolves with the error of the first timer that fires for an attempt started at
     /// `attempt`. Pending forever if none can. A route or per-try timeout is `Kind::Timeout`;
-    /// `route_expired` tells them apart afterwards.
-    pub async fn expiry(&self, attempt: Instant) -> ProxyError {
+    /// `route_expired` tells them apart afterwards. `timer` is used (and made if None) for the
+    /// deadline (see `KeptTimer`).
+    pub async fn expiry(
+        &self,
+        attempt: Instant,
+        timer: &mut Option<Pin<Box<Sleep>>>,
+    ) -> ProxyError {
         let end = match &self.body {
             None => self.head,
             Some(p) => match self.upload_end(p).await {
@@ -79,8 +107,20 @@ impl Timeouts {
             (Some(at), None) | (None, Some(at)) => (at, route_timeout()),
             (None, None) => return std::future::pending().await,
         };
-        sleep_until(at.into()).await;
-        e
+        let at = tokio::time::Instant::from_std(at);
+        let sleep = timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
+        // At most twice round: after a reset the deadline is `at`.
+        loop {
+            if sleep.deadline() > at {
+                sleep.as_mut().reset(at);
+            }
+            sleep.as_mut().await;
+            if sleep.deadline() >= at {
+                return e;
+            }
+            // Fired at an earlier request's deadline: move it to this one.
+            sleep.as_mut().reset(at);
+        }
     }
 
     /// Wait for the upload to end; fails if it stalls for the idle timeout. A body the client
@@ -112,4 +152,57 @@ impl Timeouts {
 
 pub fn route_timeout() -> ProxyError {
     ProxyError::upstream(Kind::Timeout, "upstream request timeout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_only(route: Duration) -> Timeouts {
+        Timeouts::new(
+            Some(route),
+            None,
+            Duration::from_secs(300),
+            Instant::now(),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_kept_timer_that_fires_first_is_moved_to_the_deadline() {
+        // Kept from an earlier request: registered before this request's deadline.
+        let mut timer = Some(Box::pin(sleep_until(
+            tokio::time::Instant::now() + Duration::from_millis(20),
+        )));
+        let t = route_only(Duration::from_millis(200));
+        let deadline = t.route_deadline().unwrap();
+        let e = t.expiry(Instant::now(), &mut timer).await;
+        assert_eq!(e.kind, Kind::Timeout);
+        assert!(
+            Instant::now() >= deadline,
+            "fired before the route deadline"
+        );
+        assert!(t.route_expired());
+    }
+
+    #[tokio::test]
+    async fn a_kept_timer_due_later_is_moved_earlier() {
+        let mut timer = Some(Box::pin(sleep_until(
+            tokio::time::Instant::now() + Duration::from_secs(3600),
+        )));
+        let t = route_only(Duration::from_millis(20));
+        // Bounded: without the move this would wait an hour.
+        let e = tokio::time::timeout(
+            Duration::from_secs(60),
+            t.expiry(Instant::now(), &mut timer),
+        )
+        .await
+        .expect("the kept timer was not moved to the earlier deadline");
+        assert_eq!(e.kind, Kind::Timeout);
+        assert!(t.route_expired());
+        let mut none = None;
+        let e = t.expiry(Instant::now(), &mut none).await;
+        assert_eq!(e.kind, Kind::Timeout);
+        assert!(none.is_some(), "a timer is made when none is kept");
+    }
 }

@@ -6,7 +6,7 @@ use std::marker::{PhantomData, Unpin};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 #[cfg(feature = "server")]
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::rt::{Read, Write};
 use bytes::{Buf, Bytes};
@@ -63,6 +63,8 @@ where
                 h1_header_read_timeout: None,
                 #[cfg(feature = "server")]
                 h1_header_read_timeout_fut: None,
+                #[cfg(feature = "server")]
+                h1_header_read_deadline: None,
                 #[cfg(feature = "server")]
                 h1_header_read_timeout_running: false,
                 #[cfg(feature = "server")]
@@ -225,10 +227,13 @@ where
             if let Some(h1_header_read_timeout) = self.state.h1_header_read_timeout {
                 let deadline = self.state.timer.now() + h1_header_read_timeout;
                 self.state.h1_header_read_timeout_running = true;
+                // meshplane patch: the timer of the previous head is kept, registered at its
+                // (earlier) deadline, and moved to `deadline` only when it fires (below): one
+                // timer re-registration per timeout period instead of a new timer per request.
+                self.state.h1_header_read_deadline = Some(deadline);
                 match &mut self.state.h1_header_read_timeout_fut {
-                    Some(h1_header_read_timeout_fut) => {
-                        trace!("resetting h1 header read timeout timer");
-                        self.state.timer.reset(h1_header_read_timeout_fut, deadline);
+                    Some(_) => {
+                        trace!("h1 header read timeout timer kept");
                     }
                     None => {
                         trace!("setting h1 header read timeout timer");
@@ -263,7 +268,18 @@ where
                     if let Some(h1_header_read_timeout_fut) =
                         &mut self.state.h1_header_read_timeout_fut
                     {
-                        if Pin::new(h1_header_read_timeout_fut).poll(cx).is_ready() {
+                        let mut fired =
+                            Future::poll(h1_header_read_timeout_fut.as_mut(), cx).is_ready();
+                        // meshplane patch: fired at an earlier head's deadline: move it to this
+                        // head's and poll it again (registers the waker).
+                        if let Some(deadline) = self.state.h1_header_read_deadline {
+                            if fired && self.state.timer.now() < deadline {
+                                self.state.timer.reset(h1_header_read_timeout_fut, deadline);
+                                fired = Future::poll(h1_header_read_timeout_fut.as_mut(), cx)
+                                    .is_ready();
+                            }
+                        }
+                        if fired {
                             self.state.h1_header_read_timeout_running = false;
 
                             warn!("read header from client timeout");
@@ -278,8 +294,8 @@ where
 
         #[cfg(feature = "server")]
         {
+            // meshplane patch: the timer is kept for the next head (see above).
             self.state.h1_header_read_timeout_running = false;
-            self.state.h1_header_read_timeout_fut = None;
         }
 
         // Note: don't deconstruct `msg` into local variables, it appears
@@ -957,6 +973,10 @@ struct State {
     h1_header_read_timeout: Option<Duration>,
     #[cfg(feature = "server")]
     h1_header_read_timeout_fut: Option<Pin<Box<dyn Sleep>>>,
+    /// meshplane patch: when the head being read times out (the timer may be registered
+    /// earlier: it is moved here only when it fires).
+    #[cfg(feature = "server")]
+    h1_header_read_deadline: Option<Instant>,
     #[cfg(feature = "server")]
     h1_header_read_timeout_running: bool,
     #[cfg(feature = "server")]

@@ -14,6 +14,61 @@ use crate::common::buf::BufList;
 /// The initial buffer size allocated before trying to read from IO.
 pub(crate) const INIT_BUFFER_SIZE: usize = 8192;
 
+/// meshplane patch: a per-thread free list of the buffers an idle connection releases (see
+/// `Buffered::parse`), HAProxy's model: a connection that wakes up takes a recycled buffer
+/// instead of allocating one. Bounded (`MAX_POOLED` of each kind per thread, buffers of
+/// `INIT_BUFFER_SIZE` up to `MAX_POOLED_CAPACITY` only); whatever does not fit is freed.
+mod buf_pool {
+    use super::INIT_BUFFER_SIZE;
+    use bytes::BytesMut;
+    use std::cell::RefCell;
+
+    const MAX_POOLED: usize = 64;
+    const MAX_POOLED_CAPACITY: usize = 4 * INIT_BUFFER_SIZE;
+
+    thread_local! {
+        static READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static HEAD: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// `buf` is empty. Pooled when it offers `INIT_BUFFER_SIZE` bytes without allocating:
+    /// `try_reclaim` moves a uniquely owned buffer back to the start of its allocation (the
+    /// `Bytes` of the last message head, split off it, are usually gone by now).
+    pub(super) fn give_read(mut buf: BytesMut) {
+        debug_assert!(buf.is_empty());
+        if buf.capacity() > MAX_POOLED_CAPACITY || !buf.try_reclaim(INIT_BUFFER_SIZE) {
+            return;
+        }
+        let _ = READ.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < MAX_POOLED {
+                pool.push(buf);
+            }
+        });
+    }
+
+    pub(super) fn take_read() -> Option<BytesMut> {
+        READ.try_with(|pool| pool.borrow_mut().pop()).ok().flatten()
+    }
+
+    pub(super) fn give_head(mut bytes: Vec<u8>) {
+        if bytes.capacity() < INIT_BUFFER_SIZE || bytes.capacity() > MAX_POOLED_CAPACITY {
+            return;
+        }
+        bytes.clear();
+        let _ = HEAD.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < MAX_POOLED {
+                pool.push(bytes);
+            }
+        });
+    }
+
+    pub(super) fn take_head() -> Option<Vec<u8>> {
+        HEAD.try_with(|pool| pool.borrow_mut().pop()).ok().flatten()
+    }
+}
+
 /// The minimum value that can be set to max buffer size.
 pub(crate) const MINIMUM_MAX_BUFFER_SIZE: usize = INIT_BUFFER_SIZE;
 
@@ -229,11 +284,17 @@ where
                     // neither buffer (8 KiB each, otherwise kept for the connection's life);
                     // both are taken again, at the same size, when bytes arrive or the next
                     // head is written.
-                    if self.read_buf.is_empty() {
-                        self.read_buf = BytesMut::new();
+                    // Both go to this thread's free list (`buf_pool`), so the next
+                    // connection to wake up takes a recycled buffer instead of malloc.
+                    if self.read_buf.is_empty() && self.read_buf.capacity() != 0 {
+                        buf_pool::give_read(std::mem::take(&mut self.read_buf));
                     }
-                    if self.write_buf.remaining() == 0 {
-                        self.write_buf.headers = Cursor::new(Vec::new());
+                    if self.write_buf.remaining() == 0
+                        && self.write_buf.headers.bytes.capacity() != 0
+                    {
+                        let head =
+                            std::mem::replace(&mut self.write_buf.headers, Cursor::new(Vec::new()));
+                        buf_pool::give_head(head.bytes);
                     }
                     return Poll::Pending;
                 }
@@ -256,7 +317,16 @@ where
                 .saturating_sub(self.read_buf.len()),
         );
         if self.read_buf_remaining_mut() < next {
-            self.read_buf.reserve(next);
+            // meshplane patch: a released (or never used) buffer is taken from this thread's
+            // free list first (see `parse`).
+            if self.read_buf.capacity() == 0 {
+                if let Some(buf) = buf_pool::take_read() {
+                    self.read_buf = buf;
+                }
+            }
+            if self.read_buf_remaining_mut() < next {
+                self.read_buf.reserve(next);
+            }
         }
 
         // SAFETY: ReadBuf and poll_read promise not to set any uninitialized
@@ -613,7 +683,10 @@ impl<B: Buf> WriteBuf<B> {
         debug_assert!(!self.queue.has_remaining());
         // meshplane patch: released while idle (see `parse`).
         if self.headers.bytes.capacity() == 0 {
-            self.headers.bytes.reserve(INIT_BUFFER_SIZE);
+            match buf_pool::take_head() {
+                Some(bytes) => self.headers.bytes = bytes,
+                None => self.headers.bytes.reserve(INIT_BUFFER_SIZE),
+            }
         }
         &mut self.headers
     }
