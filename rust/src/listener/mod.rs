@@ -552,6 +552,58 @@ mod tests {
         assert_eq!(errors.failed(&e, "l", &stats), Duration::from_millis(10));
     }
 
+    /// The vendored hyper keeps one header-read timer per connection and only moves it
+    /// (vendor/hyper/MESHPLANE.md): every wait for a head must still get the whole
+    /// `HTTP1_NEXT_HEAD_TIMEOUT`, counted from that wait's start, and no more.
+    #[tokio::test(start_paused = true)]
+    async fn each_wait_for_the_next_head_gets_the_whole_timeout_and_no_more() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::time::{sleep, Instant};
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(HTTP1_NEXT_HEAD_TIMEOUT);
+        let (mut client, server) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(String::from("ok")))
+            });
+            let _ = http.serve_connection(TokioIo::new(server), svc).await;
+        });
+        let mut buf = vec![0u8; 4096];
+        let mut exchange = async |client: &mut tokio::io::DuplexStream| {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n\r\nok") {
+                let n = client.read(&mut buf).await.unwrap();
+                assert_ne!(n, 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+        };
+        let step = HTTP1_NEXT_HEAD_TIMEOUT * 2 / 3;
+        // Three requests, each after two thirds of the timeout: the second wait ends past the
+        // first wait's deadline, the third past the second's. All are served.
+        exchange(&mut client).await;
+        for _ in 0..2 {
+            sleep(step).await;
+            exchange(&mut client).await;
+        }
+        // Then the connection idles: closed after exactly the timeout (paused clock).
+        let idle = Instant::now();
+        let mut rest = [0u8; 64];
+        assert_eq!(client.read(&mut rest).await.unwrap(), 0);
+        let waited = idle.elapsed();
+        assert!(
+            waited >= HTTP1_NEXT_HEAD_TIMEOUT
+                && waited < HTTP1_NEXT_HEAD_TIMEOUT + Duration::from_secs(1),
+            "closed after {waited:?}"
+        );
+    }
+
     #[test]
     fn bind_uses_the_backlog_and_reads_back_the_port() {
         let l = bind(resolve("127.0.0.1:0").unwrap(), 7).expect("bind");
