@@ -2,7 +2,10 @@
 //! `X-B3-*`) and AWS X-Ray `X-Amzn-Trace-Id`. Pure: parse from and write into a header map.
 
 use crate::config::Propagation;
+use bytes::{Bytes, BytesMut};
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::cell::RefCell;
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static B3: HeaderName = HeaderName::from_static("b3");
@@ -32,6 +35,60 @@ pub fn extract(format: Propagation, h: &HeaderMap) -> Option<Parent> {
     }
 }
 
+/// A request's context header, looked up once to read the caller's context and write ours:
+/// W3C's single `traceparent` through one map entry (one hash of the header name, not two,
+/// and a caller's value replaced in place); the other formats through the map.
+pub enum Carrier<'a> {
+    W3c(Entry<'a, HeaderValue>),
+    Other(Propagation, &'a mut HeaderMap),
+}
+
+impl<'a> Carrier<'a> {
+    pub fn new(format: Propagation, h: &'a mut HeaderMap) -> Self {
+        match format {
+            Propagation::W3c => Carrier::W3c(h.entry(&TRACEPARENT)),
+            other => Carrier::Other(other, h),
+        }
+    }
+
+    /// The caller's context, as `extract` reads it.
+    pub fn extract(&self) -> Option<Parent> {
+        match self {
+            Carrier::W3c(Entry::Occupied(o)) => w3c_value(o.get()),
+            Carrier::W3c(Entry::Vacant(_)) => None,
+            Carrier::Other(format, h) => extract(*format, h),
+        }
+    }
+
+    /// Write our context, as `inject` does.
+    pub fn inject(self, trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) {
+        match self {
+            Carrier::W3c(entry) => {
+                let value = w3c_line(trace_id, span_id, sampled).value();
+                match entry {
+                    Entry::Occupied(mut o) => {
+                        o.insert(value);
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(value);
+                    }
+                }
+            }
+            Carrier::Other(format, h) => inject(format, h, trace_id, span_id, sampled),
+        }
+    }
+}
+
+fn w3c_line(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> Line {
+    let mut buf = Line::default();
+    buf.push(b"00-");
+    buf.hex(trace_id);
+    buf.push(b"-");
+    buf.hex(span_id);
+    buf.push(if sampled { b"-01" } else { b"-00" });
+    buf
+}
+
 /// Replace the context in `format` with ours: our span is the next hop's parent.
 pub fn inject(
     format: Propagation,
@@ -40,17 +97,10 @@ pub fn inject(
     span_id: &[u8; 8],
     sampled: bool,
 ) {
-    // NOTE: formatted on the stack; the header value is the one allocation.
+    // NOTE: formatted on the stack, then copied into the thread's arena (`Line::value`).
     let mut buf = Line::default();
     match format {
-        Propagation::W3c => {
-            buf.push(b"00-");
-            buf.hex(trace_id);
-            buf.push(b"-");
-            buf.hex(span_id);
-            buf.push(if sampled { b"-01" } else { b"-00" });
-            buf.put(h, &TRACEPARENT);
-        }
+        Propagation::W3c => w3c_line(trace_id, span_id, sampled).put(h, &TRACEPARENT),
         Propagation::B3 => {
             buf.hex(trace_id);
             buf.push(b"-");
@@ -131,13 +181,38 @@ impl Line {
     }
 
     fn put(&self, h: &mut HeaderMap, name: &HeaderName) {
-        let bytes = bytes::Bytes::copy_from_slice(&self.buf[..self.len]);
+        h.insert(name, self.value());
+    }
+
+    fn value(&self) -> HeaderValue {
+        let bytes = arena_copy(&self.buf[..self.len]);
         // SAFETY: `Line` only ever holds the ASCII hex digits, letters, '-', ';' and '='
         // pushed above, all valid in a header value. NOTE: this skips the byte-by-byte check
         // that `from_bytes` would repeat on every request (debug builds still make it).
-        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) };
-        h.insert(name.clone(), value);
+        unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) }
     }
+}
+
+/// How much a thread's header-value arena allocates at a time.
+const ARENA_CHUNK: usize = 4096;
+
+thread_local! {
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// `b` as `Bytes` cut from the calling thread's arena.
+// NOTE: one allocation per ~70 header values instead of one each, and a value that is
+// cloned (the request copied for an attempt) or dropped costs a reference count, not an
+// allocation and a free. A chunk is freed when the last value cut from it is.
+fn arena_copy(b: &[u8]) -> Bytes {
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < b.len() {
+            *arena = BytesMut::with_capacity(ARENA_CHUNK.max(b.len()));
+        }
+        arena.extend_from_slice(b);
+        arena.split().freeze()
+    })
 }
 
 pub fn hex(out: &mut String, bytes: &[u8]) {
@@ -179,7 +254,11 @@ fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 }
 
 fn w3c(h: &HeaderMap) -> Option<Parent> {
-    let v = header(h, &TRACEPARENT)?;
+    w3c_value(h.get(&TRACEPARENT)?)
+}
+
+fn w3c_value(v: &HeaderValue) -> Option<Parent> {
+    let v = v.to_str().ok()?.trim();
     let mut parts = v.split('-');
     let version = parts.next()?;
     if version.len() != 2 || version == "ff" {

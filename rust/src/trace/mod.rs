@@ -171,7 +171,8 @@ impl Tracing {
         req: &mut http::Request<B>,
         arrival: Arrival<'_>,
     ) -> Option<ActiveSpan> {
-        let parent = context::extract(self.propagation, req.headers());
+        let carrier = context::Carrier::new(self.propagation, req.headers_mut());
+        let parent = carrier.extract();
         let sampled = match parent.and_then(|p| p.sampled) {
             Some(s) => s,
             None => {
@@ -184,15 +185,10 @@ impl Tracing {
         };
         let span_id = nonzero_u64().to_be_bytes();
         if !(sampled || self.keep_errors) {
-            context::inject(
-                self.propagation,
-                req.headers_mut(),
-                &trace_id,
-                &span_id,
-                sampled,
-            );
+            carrier.inject(&trace_id, &span_id, sampled);
             return None;
         }
+        drop(carrier);
         Some({
             let headers = req.headers();
             // NOTE: the request's parts are kept by refcount (Bytes), not copied.
