@@ -12,12 +12,15 @@ use std::fmt::Write as _;
 use std::hash::BuildHasherDefault;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A batch is sent when it is this full, or this long after its first span.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// While spans come fast (at least BUSY_SPANS a drain), the queue is drained this often.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+const BUSY_SPANS: usize = 2;
 pub const DEFAULT_QUEUE_SPANS: u32 = 2048;
 pub const DEFAULT_BATCH_SPANS: u32 = 512;
 pub const DEFAULT_EXPORT_TIMEOUT_MS: u64 = 10_000;
@@ -71,34 +74,61 @@ pub fn start(
         .name("meshplane-trace".into())
         .spawn(move || {
             let mut batch: Vec<Arc<SpanData>> = Vec::new();
+            let mut fresh: Vec<Arc<SpanData>> = Vec::new();
+            let mut evicted: Vec<Arc<SpanData>> = Vec::new();
             let mut encoder = Encoder::default();
             let mut first_at = Instant::now();
+            let mut busy = false;
             loop {
-                let wait = if batch.is_empty() {
-                    Duration::from_secs(3600)
+                // NOTE: while spans come slowly, the thread sleeps in `recv` until one comes
+                // (or the batch is due); while they come fast, it drains the queue every
+                // DRAIN_EVERY instead, so that neither the request path (waking a waiting
+                // receiver) nor this thread pays a wake-up per span.
+                let mut closed = false;
+                if busy {
+                    let wait = if batch.is_empty() {
+                        DRAIN_EVERY
+                    } else {
+                        DRAIN_EVERY.min(BATCH_DELAY.saturating_sub(first_at.elapsed()))
+                    };
+                    std::thread::sleep(wait);
                 } else {
-                    BATCH_DELAY.saturating_sub(first_at.elapsed())
-                };
-                let closed = match rx.recv_timeout(wait) {
-                    Ok(span) => {
-                        // NOTE: the ring keeps the span itself; /traces renders it when asked.
-                        let span: Arc<SpanData> = Arc::from(span);
-                        shared.remember(&span);
-                        if settings.endpoint.is_some() {
-                            if batch.is_empty() {
-                                first_at = Instant::now();
-                            }
-                            batch.push(span);
-                        }
-                        if batch.len() < settings.batch_spans {
-                            continue;
-                        }
-                        false
+                    let wait = if batch.is_empty() {
+                        Duration::from_secs(3600)
+                    } else {
+                        BATCH_DELAY.saturating_sub(first_at.elapsed())
+                    };
+                    match rx.recv_timeout(wait) {
+                        Ok(span) => fresh.push(Arc::from(span)),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => closed = true,
                     }
-                    Err(RecvTimeoutError::Timeout) => false,
-                    Err(RecvTimeoutError::Disconnected) => true,
-                };
-                if !batch.is_empty() {
+                }
+                while !closed {
+                    match rx.try_recv() {
+                        // NOTE: the ring keeps the span itself; /traces renders it when asked.
+                        Ok(span) => fresh.push(Arc::from(span)),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => closed = true,
+                    }
+                }
+                busy = fresh.len() >= BUSY_SPANS;
+                shared.remember_all(&fresh, &mut evicted);
+                evicted.clear();
+                for span in fresh.drain(..) {
+                    if settings.endpoint.is_none() {
+                        continue;
+                    }
+                    if batch.is_empty() {
+                        first_at = Instant::now();
+                    }
+                    batch.push(span);
+                    if batch.len() >= settings.batch_spans {
+                        send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
+                        batch.clear();
+                    }
+                }
+                if !batch.is_empty() && (closed || first_at.elapsed() >= BATCH_DELAY) {
                     send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
                     batch.clear();
                 }
@@ -121,7 +151,11 @@ fn send(
         return;
     };
     shared.export_requests.inc();
-    let body = || encoder.encode(&settings.service_name, batch);
+    let service = &settings.service_name;
+    let body = move || {
+        let encoder = encoder;
+        encoder.encode_parts(service, batch)
+    };
     match post(endpoint, tls, body, settings.timeout) {
         Ok(status) if (200..300).contains(&status) => {
             shared.spans_exported.add(spans(batch));
@@ -140,10 +174,10 @@ fn spans(batch: &[Arc<SpanData>]) -> u64 {
 /// POST `body` to `{endpoint}/v1/traces` (TLS with `tls` for `https://`); the response
 /// status. The body is encoded once connected: a collector that is gone costs a refused
 /// connection, not an encoding too.
-fn post(
+fn post<'a>(
     endpoint: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    body: impl FnOnce() -> Vec<u8>,
+    body: impl FnOnce() -> (Vec<u8>, &'a [u8]),
     timeout: Duration,
 ) -> std::io::Result<u16> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad otlpEndpoint");
@@ -208,21 +242,25 @@ fn host_of(authority: &str) -> &str {
 }
 
 /// One request and its status line over a connected stream (plain or TLS).
-fn exchange<S: Read + Write + Timeouts>(
+fn exchange<'a, S: Read + Write + Timeouts>(
     mut stream: S,
     authority: &str,
     base: &str,
-    body: impl FnOnce() -> Vec<u8>,
+    body: impl FnOnce() -> (Vec<u8>, &'a [u8]),
     left: impl Fn() -> Duration,
 ) -> std::io::Result<u16> {
-    let body = body();
+    // NOTE: the body is its small head and the batch's spans, written as they are (the
+    // spans are not copied behind the head).
+    let (body_head, spans) = body();
     stream.set_timeouts(left())?;
-    let head = format!(
+    let mut head = format!(
         "POST {base}/v1/traces HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\nuser-agent: meshplane\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&body)?;
+        body_head.len() + spans.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body_head);
+    stream.write_all(&head)?;
+    stream.write_all(spans)?;
     stream.flush()?;
     stream.set_timeouts(left())?;
     // The status line is all we need: "HTTP/1.1 200 OK".
@@ -497,11 +535,23 @@ impl Encoder {
     /// The batch as one `ExportTraceServiceRequest`: a SERVER span per request, as
     /// OpenTelemetry's HTTP server semantic conventions name things plus meshplane's own
     /// attributes for what the proxy chose, and a CLIENT span per upstream attempt.
+    #[cfg(test)]
     pub fn encode<S: std::ops::Deref<Target = SpanData>>(
         &mut self,
         service: &str,
         batch: &[S],
     ) -> Vec<u8> {
+        let (mut head, spans) = self.encode_parts(service, batch);
+        head.extend_from_slice(spans);
+        head
+    }
+
+    /// `encode` as the request's head and its spans, which follow the head on the wire.
+    pub fn encode_parts<S: std::ops::Deref<Target = SpanData>>(
+        &mut self,
+        service: &str,
+        batch: &[S],
+    ) -> (Vec<u8>, &[u8]) {
         self.spans.clear();
         for s in batch {
             self.server_span(s);
@@ -517,12 +567,13 @@ impl Encoder {
             otlp::key!("telemetry.sdk.name"),
             "meshplane",
         );
-        otlp::request(
+        let head = otlp::request_head(
             &resource,
             "meshplane",
             env!("CARGO_PKG_VERSION"),
-            &self.spans,
-        )
+            self.spans.len(),
+        );
+        (head, &self.spans)
     }
 
     fn text(&mut self, f: impl FnOnce(&mut String)) -> &str {

@@ -188,25 +188,25 @@ pub fn error_status(out: &mut Vec<u8>, field: u32, message: &str) {
     varint(out, STATUS_ERROR as u64);
 }
 
-/// The `ExportTraceServiceRequest` of one resource and one scope around `spans`, the `Span`
-/// messages already encoded as `ScopeSpans.spans` fields (2).
-pub fn request(
+/// The start of the `ExportTraceServiceRequest` of one resource and one scope around
+/// `spans_len` bytes of `Span` messages already encoded as `ScopeSpans.spans` fields (2),
+/// which follow it.
+pub fn request_head(
     resource_attrs: &[u8],
     scope_name: &str,
     scope_version: &str,
-    spans: &[u8],
+    spans_len: usize,
 ) -> Vec<u8> {
     let scope = delimited_len(1, scope_name.len()) + delimited_len(2, scope_version.len());
-    let scope_spans = delimited_len(1, scope) + spans.len();
+    let scope_spans = delimited_len(1, scope) + spans_len;
     let resource_spans = delimited_len(1, resource_attrs.len()) + delimited_len(2, scope_spans);
-    let mut out = Vec::with_capacity(delimited_len(1, resource_spans));
+    let mut out = Vec::with_capacity(delimited_len(1, resource_spans) - spans_len);
     len_prefix(&mut out, 1, resource_spans);
     message(&mut out, 1, resource_attrs);
     len_prefix(&mut out, 2, scope_spans);
     len_prefix(&mut out, 1, scope);
     bytes(&mut out, 1, scope_name.as_bytes());
     bytes(&mut out, 2, scope_version.as_bytes());
-    out.extend_from_slice(spans);
     out
 }
 
