@@ -129,8 +129,9 @@ def main() -> None:
                   f"{per_request[variant]['whole'][-1]:,.0f} whole process "
                   f"instructions/request", file=sys.stderr)
     med = {v: {k: statistics.median(xs) for k, xs in d.items()} for v, d in per_request.items()}
-    spread = {v: (max(d["proxy"]) - min(d["proxy"])) / max(med[v]["proxy"], 1)
-              for v, d in per_request.items()}
+    # The spread of the proxy's figure (of the whole process for `direct`, which has no proxy).
+    spread = {v: (max(d[k]) - min(d[k])) / max(med[v][k], 1)
+              for v, d in per_request.items() for k in ["whole" if v == "direct" else "proxy"]}
 
     def cost(v: str, kind: str) -> str:
         if v in ("off", "direct") or "off" not in med:
@@ -144,13 +145,14 @@ def main() -> None:
 
     print(f"instructions per request, callgrind --separate-threads=yes, "
           f"{args.small} vs {args.large} requests, median of {args.repeat}\n")
-    print("| variant | proxy's threads | of which exporter | spread | cost vs off "
+    print("| variant | proxy's threads | of which exporter | spread (max-min)/median | cost vs off "
           "| whole process | whole minus direct | cost vs off (whole minus direct) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for v in names:
         m = med[v]
         minus = f"{m['whole'] - med['direct']['whole']:,.0f}" if "direct" in med and v != "direct" else "-"
-        print(f"| {VARIANTS[v]} | {m['proxy']:,.0f} | {m['exporter']:,.0f} | "
+        own = "-" if v == "direct" else f"{m['proxy']:,.0f}"
+        print(f"| {VARIANTS[v]} | {own} | {m['exporter']:,.0f} | "
               f"{spread[v] * 100:.2f}% | {cost(v, 'proxy')} | {m['whole']:,.0f} | {minus} | "
               f"{cost(v, 'minus direct')} |")
 

@@ -397,11 +397,11 @@ impl std::hash::Hasher for WordHasher {
     }
 }
 
-fn cached<'a, K: std::hash::Hash + Eq>(
-    map: &'a mut HashMap<K, Pinned, BuildHasherDefault<WordHasher>>,
+fn cached<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Pinned, BuildHasherDefault<WordHasher>>,
     key: K,
     make: impl FnOnce() -> Pinned,
-) -> &'a [u8] {
+) -> &[u8] {
     if map.len() >= CONSTANT_PARTS_MAX && !map.contains_key(&key) {
         map.clear();
     }
