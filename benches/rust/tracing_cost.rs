@@ -12,8 +12,9 @@
 //! gone|direct TRACING_BENCH_REQUESTS=N` runs exactly N requests (after 256 to warm up) through
 //! that one variant and exits; `benches/rust/tracing_instructions.py` runs it under
 //! `valgrind --tool=callgrind` at two values of N and reports instructions per request (the
-//! difference, so start-up and warm-up cancel). `direct` sends the load to the upstream
-//! without the proxy: what the load generator and upstream cost, subtracted to get the proxy's.
+//! difference, so start-up and warm-up cancel), for the proxy's own threads (callgrind
+//! `--separate-threads=yes`; the harness's three threads are created first) and for the whole
+//! process. `direct` sends the load to the upstream without the proxy.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -143,6 +144,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    // NOTE: the harness's threads (this one, the upstream's, the sink's) are created before
+    // any `Runtime`: `tracing_instructions.py` counts the threads after them as the proxy's.
     let upstream = serve(b"meshplane-bench-ok\n");
     let collector = serve(b"");
     let gone = {

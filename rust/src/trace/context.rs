@@ -2,7 +2,10 @@
 //! `X-B3-*`) and AWS X-Ray `X-Amzn-Trace-Id`. Pure: parse from and write into a header map.
 
 use crate::config::Propagation;
+use bytes::{Bytes, BytesMut};
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::cell::RefCell;
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static B3: HeaderName = HeaderName::from_static("b3");
@@ -32,6 +35,65 @@ pub fn extract(format: Propagation, h: &HeaderMap) -> Option<Parent> {
     }
 }
 
+/// A request's context header, looked up once to read the caller's context and write ours:
+/// W3C's single `traceparent` through one map entry (one hash of the header name, not two,
+/// and a caller's value replaced in place); the other formats through the map.
+pub enum Carrier<'a> {
+    W3c(Entry<'a, HeaderValue>),
+    Other(Propagation, &'a mut HeaderMap),
+}
+
+impl<'a> Carrier<'a> {
+    pub fn new(format: Propagation, h: &'a mut HeaderMap) -> Self {
+        match format {
+            Propagation::W3c => Carrier::W3c(h.entry(&TRACEPARENT)),
+            other => Carrier::Other(other, h),
+        }
+    }
+
+    /// The caller's context, as `extract` reads it.
+    pub fn extract(&self) -> Option<Parent> {
+        match self {
+            Carrier::W3c(Entry::Occupied(o)) => w3c_value(o.get()),
+            Carrier::W3c(Entry::Vacant(_)) => None,
+            Carrier::Other(format, h) => extract(*format, h),
+        }
+    }
+
+    /// Write our context, as `inject` does.
+    pub fn inject(self, trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) {
+        match self {
+            Carrier::W3c(entry) => {
+                let value = header_value(&traceparent(trace_id, span_id, sampled));
+                match entry {
+                    Entry::Occupied(mut o) => {
+                        o.insert(value);
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(value);
+                    }
+                }
+            }
+            Carrier::Other(format, h) => inject(format, h, trace_id, span_id, sampled),
+        }
+    }
+}
+
+/// A `traceparent` value (version 00): written at fixed offsets, no formatting.
+fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> [u8; 55] {
+    let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for (i, b) in trace_id.iter().enumerate() {
+        v[3 + 2 * i..5 + 2 * i].copy_from_slice(&HEX_PAIRS[*b as usize]);
+    }
+    for (i, b) in span_id.iter().enumerate() {
+        v[36 + 2 * i..38 + 2 * i].copy_from_slice(&HEX_PAIRS[*b as usize]);
+    }
+    if sampled {
+        v[54] = b'1';
+    }
+    v
+}
+
 /// Replace the context in `format` with ours: our span is the next hop's parent.
 pub fn inject(
     format: Propagation,
@@ -40,16 +102,14 @@ pub fn inject(
     span_id: &[u8; 8],
     sampled: bool,
 ) {
-    // NOTE: formatted on the stack; the header value is the one allocation.
+    // NOTE: formatted on the stack, then copied into the thread's arena (`Line::value`).
     let mut buf = Line::default();
     match format {
         Propagation::W3c => {
-            buf.push(b"00-");
-            buf.hex(trace_id);
-            buf.push(b"-");
-            buf.hex(span_id);
-            buf.push(if sampled { b"-01" } else { b"-00" });
-            buf.put(h, &TRACEPARENT);
+            h.insert(
+                &TRACEPARENT,
+                header_value(&traceparent(trace_id, span_id, sampled)),
+            );
         }
         Propagation::B3 => {
             buf.hex(trace_id);
@@ -131,13 +191,42 @@ impl Line {
     }
 
     fn put(&self, h: &mut HeaderMap, name: &HeaderName) {
-        let bytes = bytes::Bytes::copy_from_slice(&self.buf[..self.len]);
-        // SAFETY: `Line` only ever holds the ASCII hex digits, letters, '-', ';' and '='
-        // pushed above, all valid in a header value. NOTE: this skips the byte-by-byte check
-        // that `from_bytes` would repeat on every request (debug builds still make it).
-        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) };
-        h.insert(name.clone(), value);
+        h.insert(name, header_value(&self.buf[..self.len]));
     }
+}
+
+/// A header value of the ASCII hex digits, letters, '-', ';' and '=' that `traceparent`
+/// and `Line` write, cut from the thread's arena.
+fn header_value(b: &[u8]) -> HeaderValue {
+    debug_assert!(b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b"-;=".contains(c)));
+    // SAFETY: the bytes are all valid in a header value (above). NOTE: this skips the
+    // byte-by-byte check that `from_bytes` would repeat on every request.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(arena_copy(b)) }
+}
+
+/// How much a thread's header-value arena allocates at a time.
+const ARENA_CHUNK: usize = 4096;
+
+thread_local! {
+    static ARENA: RefCell<Option<BytesMut>> = const { RefCell::new(None) };
+}
+
+/// `b` as `Bytes` cut from the calling thread's arena.
+// NOTE: one allocation per ~70 header values instead of one each, and a value that is
+// cloned (the request copied for an attempt) or dropped costs a reference count, not an
+// allocation and a free. A chunk is freed when the last value cut from it is.
+fn arena_copy(b: &[u8]) -> Bytes {
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.as_ref().is_none_or(|a| a.capacity() < b.len()) {
+            *arena = Some(BytesMut::with_capacity(ARENA_CHUNK.max(b.len())));
+        }
+        let chunk = arena.as_mut().expect("made above");
+        chunk.extend_from_slice(b);
+        chunk.split().freeze()
+    })
 }
 
 pub fn hex(out: &mut String, bytes: &[u8]) {
@@ -179,7 +268,11 @@ fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 }
 
 fn w3c(h: &HeaderMap) -> Option<Parent> {
-    let v = header(h, &TRACEPARENT)?;
+    w3c_value(h.get(&TRACEPARENT)?)
+}
+
+fn w3c_value(v: &HeaderValue) -> Option<Parent> {
+    let v = v.to_str().ok()?.trim();
     let mut parts = v.split('-');
     let version = parts.next()?;
     if version.len() != 2 || version == "ff" {
@@ -328,6 +421,62 @@ mod tests {
                 None,
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn carrier_reads_and_replaces_the_callers_context_in_place() {
+        let mut h = map(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        let c = Carrier::new(Propagation::W3c, &mut h);
+        let p = c.extract().unwrap();
+        assert_eq!(
+            (p.trace_id, p.span_id, p.sampled),
+            (TRACE, SPAN, Some(true))
+        );
+        c.inject(&p.trace_id, &[1; 8], false);
+        assert_eq!(h.get_all("traceparent").iter().count(), 1);
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0101010101010101-00"
+        );
+        let mut h = HeaderMap::new();
+        let c = Carrier::new(Propagation::W3c, &mut h);
+        assert_eq!(c.extract(), None);
+        c.inject(&TRACE, &SPAN, true);
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let mut h = map(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1")]);
+        let c = Carrier::new(Propagation::B3, &mut h);
+        assert_eq!(c.extract().unwrap().span_id, SPAN);
+        c.inject(&TRACE, &[2; 8], false);
+        assert_eq!(
+            h["b3"],
+            "4bf92f3577b34da6a3ce929d0e0e4736-0202020202020202-0"
+        );
+    }
+
+    #[test]
+    fn values_cut_from_the_arena_stay_whole_across_chunks() {
+        // More values than one chunk holds; each kept alive while later ones are cut.
+        let values: Vec<(u8, HeaderMap)> = (0..=255u8)
+            .map(|i| {
+                let mut h = HeaderMap::new();
+                inject(Propagation::W3c, &mut h, &[i; 16], &[i | 1; 8], i % 2 == 0);
+                (i, h)
+            })
+            .collect();
+        for (i, h) in &values {
+            let mut want = String::from("00-");
+            hex(&mut want, &[*i; 16]);
+            want.push('-');
+            hex(&mut want, &[*i | 1; 8]);
+            want.push_str(if i % 2 == 0 { "-01" } else { "-00" });
+            assert_eq!(h["traceparent"], want.as_str());
         }
     }
 

@@ -7,15 +7,20 @@
 use super::otlp;
 use super::{context, Attempt, SpanData, TraceShared};
 use crate::config::{CollectorTls, TracingSpec};
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::BuildHasherDefault;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A batch is sent when it is this full, or this long after its first span.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
+/// While spans come fast (at least BUSY_SPANS a drain), the queue is drained this often.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+const BUSY_SPANS: usize = 2;
 pub const DEFAULT_QUEUE_SPANS: u32 = 2048;
 pub const DEFAULT_BATCH_SPANS: u32 = 512;
 pub const DEFAULT_EXPORT_TIMEOUT_MS: u64 = 10_000;
@@ -69,34 +74,61 @@ pub fn start(
         .name("meshplane-trace".into())
         .spawn(move || {
             let mut batch: Vec<Arc<SpanData>> = Vec::new();
+            let mut fresh: Vec<Arc<SpanData>> = Vec::new();
+            let mut evicted: Vec<Arc<SpanData>> = Vec::new();
             let mut encoder = Encoder::default();
             let mut first_at = Instant::now();
+            let mut busy = false;
             loop {
-                let wait = if batch.is_empty() {
-                    Duration::from_secs(3600)
+                // NOTE: while spans come slowly, the thread sleeps in `recv` until one comes
+                // (or the batch is due); while they come fast, it drains the queue every
+                // DRAIN_EVERY instead, so that neither the request path (waking a waiting
+                // receiver) nor this thread pays a wake-up per span.
+                let mut closed = false;
+                if busy {
+                    let wait = if batch.is_empty() {
+                        DRAIN_EVERY
+                    } else {
+                        DRAIN_EVERY.min(BATCH_DELAY.saturating_sub(first_at.elapsed()))
+                    };
+                    std::thread::sleep(wait);
                 } else {
-                    BATCH_DELAY.saturating_sub(first_at.elapsed())
-                };
-                let closed = match rx.recv_timeout(wait) {
-                    Ok(span) => {
-                        // NOTE: the ring keeps the span itself; /traces renders it when asked.
-                        let span: Arc<SpanData> = Arc::from(span);
-                        shared.remember(&span);
-                        if settings.endpoint.is_some() {
-                            if batch.is_empty() {
-                                first_at = Instant::now();
-                            }
-                            batch.push(span);
-                        }
-                        if batch.len() < settings.batch_spans {
-                            continue;
-                        }
-                        false
+                    let wait = if batch.is_empty() {
+                        Duration::from_secs(3600)
+                    } else {
+                        BATCH_DELAY.saturating_sub(first_at.elapsed())
+                    };
+                    match rx.recv_timeout(wait) {
+                        Ok(span) => fresh.push(Arc::from(span)),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => closed = true,
                     }
-                    Err(RecvTimeoutError::Timeout) => false,
-                    Err(RecvTimeoutError::Disconnected) => true,
-                };
-                if !batch.is_empty() {
+                }
+                while !closed {
+                    match rx.try_recv() {
+                        // NOTE: the ring keeps the span itself; /traces renders it when asked.
+                        Ok(span) => fresh.push(Arc::from(span)),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => closed = true,
+                    }
+                }
+                busy = fresh.len() >= BUSY_SPANS;
+                shared.remember_all(&fresh, &mut evicted);
+                evicted.clear();
+                for span in fresh.drain(..) {
+                    if settings.endpoint.is_none() {
+                        continue;
+                    }
+                    if batch.is_empty() {
+                        first_at = Instant::now();
+                    }
+                    batch.push(span);
+                    if batch.len() >= settings.batch_spans {
+                        send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
+                        batch.clear();
+                    }
+                }
+                if !batch.is_empty() && (closed || first_at.elapsed() >= BATCH_DELAY) {
                     send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
                     batch.clear();
                 }
@@ -119,7 +151,11 @@ fn send(
         return;
     };
     shared.export_requests.inc();
-    let body = || encoder.encode(&settings.service_name, batch);
+    let service = &settings.service_name;
+    let body = move || {
+        let encoder = encoder;
+        encoder.encode_parts(service, batch)
+    };
     match post(endpoint, tls, body, settings.timeout) {
         Ok(status) if (200..300).contains(&status) => {
             shared.spans_exported.add(spans(batch));
@@ -138,10 +174,10 @@ fn spans(batch: &[Arc<SpanData>]) -> u64 {
 /// POST `body` to `{endpoint}/v1/traces` (TLS with `tls` for `https://`); the response
 /// status. The body is encoded once connected: a collector that is gone costs a refused
 /// connection, not an encoding too.
-fn post(
+fn post<'a>(
     endpoint: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    body: impl FnOnce() -> Vec<u8>,
+    body: impl FnOnce() -> (Vec<u8>, &'a [u8]),
     timeout: Duration,
 ) -> std::io::Result<u16> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad otlpEndpoint");
@@ -206,21 +242,25 @@ fn host_of(authority: &str) -> &str {
 }
 
 /// One request and its status line over a connected stream (plain or TLS).
-fn exchange<S: Read + Write + Timeouts>(
+fn exchange<'a, S: Read + Write + Timeouts>(
     mut stream: S,
     authority: &str,
     base: &str,
-    body: impl FnOnce() -> Vec<u8>,
+    body: impl FnOnce() -> (Vec<u8>, &'a [u8]),
     left: impl Fn() -> Duration,
 ) -> std::io::Result<u16> {
-    let body = body();
+    // NOTE: the body is its small head and the batch's spans, written as they are (the
+    // spans are not copied behind the head).
+    let (body_head, spans) = body();
     stream.set_timeouts(left())?;
-    let head = format!(
+    let mut head = format!(
         "POST {base}/v1/traces HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\nuser-agent: meshplane\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&body)?;
+        body_head.len() + spans.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body_head);
+    stream.write_all(&head)?;
+    stream.write_all(spans)?;
     stream.flush()?;
     stream.set_timeouts(left())?;
     // The status line is all we need: "HTTP/1.1 200 OK".
@@ -280,23 +320,238 @@ fn version_str(v: http::Version) -> &'static str {
 }
 
 /// Reused buffers of one exporter thread: the batch's spans, one span's body, one formatted
-/// attribute value.
+/// attribute value, and the encoded parts of spans that depend only on the configuration.
 #[derive(Default)]
 pub struct Encoder {
     spans: Vec<u8>,
     span: Vec<u8>,
     text: String,
+    constant: ConstantParts,
+}
+
+/// A span's name, kind and the attributes that are the same for every request of one
+/// listener, route, cluster and host (and method, scheme, protocol version, outcome), encoded
+/// once and copied thereafter.
+// NOTE: keyed by the addresses of the configuration's `Arc<str>` names (and of the `&'static
+// str`s); each entry keeps its `Arc`s alive, so an address in a key cannot be reused by
+// another name while the entry exists. Bounded: cleared when full.
+#[derive(Default)]
+struct ConstantParts {
+    server: HashMap<[usize; 8], Pinned, BuildHasherDefault<WordHasher>>,
+    client: HashMap<[usize; 3], Pinned, BuildHasherDefault<WordHasher>>,
+}
+
+const CONSTANT_PARTS_MAX: usize = 4096;
+
+struct Pinned {
+    _names: [Option<Arc<str>>; 4],
+    bytes: Vec<u8>,
+}
+
+fn addr(s: &str) -> usize {
+    s.as_ptr() as usize
+}
+
+fn opt_addr(s: &Option<Arc<str>>) -> usize {
+    s.as_deref().map_or(0, addr)
+}
+
+/// Standard methods by number (their names are static); 0: an extension method, not cached.
+fn method_number(m: &http::Method) -> usize {
+    use http::Method as M;
+    [
+        M::GET,
+        M::POST,
+        M::PUT,
+        M::DELETE,
+        M::HEAD,
+        M::OPTIONS,
+        M::PATCH,
+        M::CONNECT,
+        M::TRACE,
+    ]
+    .iter()
+    .position(|x| x == m)
+    .map_or(0, |i| i + 1)
+}
+
+/// A hasher for keys of machine words (FxHash's mixing): cheap where SipHash's resistance to
+/// chosen keys buys nothing (the keys are addresses).
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl std::hash::Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, w: usize) {
+        self.write_u64(w as u64);
+    }
+}
+
+fn cached<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Pinned, BuildHasherDefault<WordHasher>>,
+    key: K,
+    make: impl FnOnce() -> Pinned,
+) -> &[u8] {
+    if map.len() >= CONSTANT_PARTS_MAX && !map.contains_key(&key) {
+        map.clear();
+    }
+    &map.entry(key).or_insert_with(make).bytes
+}
+
+impl ConstantParts {
+    /// The SERVER span's name, kind and constant attributes.
+    fn server(&mut self, s: &SpanData) -> &[u8] {
+        let method = method_number(&s.method);
+        if method == 0 {
+            self.server.remove(&[0; 8]);
+            return &self
+                .server
+                .entry([0; 8])
+                .or_insert_with(|| server_parts(s))
+                .bytes;
+        }
+        let key = [
+            addr(&s.listener),
+            opt_addr(&s.route),
+            opt_addr(&s.cluster),
+            opt_addr(&s.upstream_host),
+            method,
+            addr(s.scheme),
+            addr(version_str(s.version)),
+            addr(s.details),
+        ];
+        cached(&mut self.server, key, || server_parts(s))
+    }
+
+    /// A CLIENT span's name, kind and constant attributes.
+    fn client(&mut self, s: &SpanData, a: &Attempt) -> &[u8] {
+        let method = method_number(&s.method);
+        if method == 0 {
+            self.client.remove(&[0; 3]);
+            return &self
+                .client
+                .entry([0; 3])
+                .or_insert_with(|| client_parts(s, a))
+                .bytes;
+        }
+        let key = [addr(&a.host), opt_addr(&s.cluster), method];
+        cached(&mut self.client, key, || client_parts(s, a))
+    }
+}
+
+fn server_parts(s: &SpanData) -> Pinned {
+    use otlp::{key, span as f};
+    const A: u32 = f::ATTRIBUTES;
+    let mut out = Vec::with_capacity(512);
+    let mut name = String::new();
+    span_name_into(&mut name, s);
+    otlp::bytes(&mut out, f::NAME, name.as_bytes());
+    otlp::int(&mut out, f::KIND, otlp::SPAN_KIND_SERVER.into());
+    otlp::attr_str(&mut out, A, key!("http.request.method"), s.method.as_str());
+    otlp::attr_str(&mut out, A, key!("url.scheme"), s.scheme);
+    otlp::attr_str(&mut out, A, key!("network.protocol.name"), "http");
+    let version = version_str(s.version);
+    otlp::attr_str(&mut out, A, key!("network.protocol.version"), version);
+    otlp::attr_str(&mut out, A, key!("meshplane.listener"), &s.listener);
+    if let Some(r) = &s.route {
+        otlp::attr_str(&mut out, A, key!("http.route"), r);
+        otlp::attr_str(&mut out, A, key!("meshplane.route"), r);
+    }
+    if let Some(c) = &s.cluster {
+        otlp::attr_str(&mut out, A, key!("meshplane.cluster"), c);
+    }
+    if let Some(h) = &s.upstream_host {
+        otlp::attr_str(&mut out, A, key!("meshplane.upstream_host"), h);
+    }
+    otlp::attr_str(&mut out, A, key!("meshplane.response_details"), s.details);
+    Pinned {
+        _names: [
+            Some(s.listener.clone()),
+            s.route.clone(),
+            s.cluster.clone(),
+            s.upstream_host.clone(),
+        ],
+        bytes: out,
+    }
+}
+
+fn client_parts(s: &SpanData, a: &Attempt) -> Pinned {
+    use otlp::{key, span as f};
+    const A: u32 = f::ATTRIBUTES;
+    let mut out = Vec::with_capacity(256);
+    otlp::bytes(&mut out, f::NAME, s.method.as_str().as_bytes());
+    otlp::int(&mut out, f::KIND, otlp::SPAN_KIND_CLIENT.into());
+    let (host, port) = split_authority(&a.host);
+    otlp::attr_str(&mut out, A, key!("http.request.method"), s.method.as_str());
+    otlp::attr_str(&mut out, A, key!("server.address"), host);
+    otlp::attr_str(&mut out, A, key!("network.peer.address"), host);
+    otlp::attr_str(&mut out, A, key!("meshplane.upstream_host"), &a.host);
+    if let Some(p) = port {
+        otlp::attr_int(&mut out, A, key!("server.port"), p);
+    }
+    if let Some(c) = &s.cluster {
+        otlp::attr_str(&mut out, A, key!("meshplane.cluster"), c);
+    }
+    Pinned {
+        _names: [Some(a.host.clone()), s.cluster.clone(), None, None],
+        bytes: out,
+    }
+}
+
+/// An IPv4 address in dotted decimal without `fmt` (IPv6 through `Display`).
+fn ip_into(t: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    t.push('.');
+                }
+                if o >= 100 {
+                    t.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    t.push(char::from(b'0' + o / 10 % 10));
+                }
+                t.push(char::from(b'0' + o % 10));
+            }
+        }
+        v6 => {
+            let _ = write!(t, "{v6}");
+        }
+    }
 }
 
 impl Encoder {
     /// The batch as one `ExportTraceServiceRequest`: a SERVER span per request, as
     /// OpenTelemetry's HTTP server semantic conventions name things plus meshplane's own
     /// attributes for what the proxy chose, and a CLIENT span per upstream attempt.
+    #[cfg(test)]
     pub fn encode<S: std::ops::Deref<Target = SpanData>>(
         &mut self,
         service: &str,
         batch: &[S],
     ) -> Vec<u8> {
+        let (mut head, spans) = self.encode_parts(service, batch);
+        head.extend_from_slice(spans);
+        head
+    }
+
+    /// `encode` as the request's head and its spans, which follow the head on the wire.
+    pub fn encode_parts<S: std::ops::Deref<Target = SpanData>>(
+        &mut self,
+        service: &str,
+        batch: &[S],
+    ) -> (Vec<u8>, &[u8]) {
         self.spans.clear();
         for s in batch {
             self.server_span(s);
@@ -305,14 +560,20 @@ impl Encoder {
             }
         }
         let mut resource = Vec::with_capacity(64 + service.len());
-        otlp::attr_str(&mut resource, 1, "service.name", service);
-        otlp::attr_str(&mut resource, 1, "telemetry.sdk.name", "meshplane");
-        otlp::request(
+        otlp::attr_str(&mut resource, 1, otlp::key!("service.name"), service);
+        otlp::attr_str(
+            &mut resource,
+            1,
+            otlp::key!("telemetry.sdk.name"),
+            "meshplane",
+        );
+        let head = otlp::request_head(
             &resource,
             "meshplane",
             env!("CARGO_PKG_VERSION"),
-            &self.spans,
-        )
+            self.spans.len(),
+        );
+        (head, &self.spans)
     }
 
     fn text(&mut self, f: impl FnOnce(&mut String)) -> &str {
@@ -322,7 +583,7 @@ impl Encoder {
     }
 
     fn server_span(&mut self, s: &SpanData) {
-        use otlp::span as f;
+        use otlp::{key, span as f};
         const A: u32 = f::ATTRIBUTES;
         let mut out = std::mem::take(&mut self.span);
         out.clear();
@@ -335,63 +596,50 @@ impl Encoder {
             f::PARENT_SPAN_ID,
             s.parent.as_ref().map_or(&[][..], |p| &p[..]),
         );
-        let name = self.text(|t| span_name_into(t, s));
-        otlp::bytes(&mut out, f::NAME, name.as_bytes());
-        otlp::int(&mut out, f::KIND, otlp::SPAN_KIND_SERVER.into());
+        // Name, kind, and the method, scheme, protocol, listener, route, cluster, host and
+        // details attributes.
+        out.extend_from_slice(self.constant.server(s));
         otlp::fixed64(&mut out, f::START, s.start_unix_nanos);
         otlp::fixed64(&mut out, f::END, s.nanos_at(s.end.unwrap_or(s.started)));
         let (path, query) = split_query(s.path_and_query());
-        otlp::attr_str(&mut out, A, "http.request.method", s.method.as_str());
-        otlp::attr_str(&mut out, A, "url.path", path);
-        otlp::attr_str(&mut out, A, "url.scheme", s.scheme);
-        otlp::attr_str(&mut out, A, "network.protocol.name", "http");
-        otlp::attr_str(
-            &mut out,
-            A,
-            "network.protocol.version",
-            version_str(s.version),
-        );
-        let peer = self.text(|t| {
-            let _ = write!(t, "{}", s.peer);
-        });
-        otlp::attr_str(&mut out, A, "client.address", peer);
-        otlp::attr_str(&mut out, A, "meshplane.listener", &s.listener);
+        otlp::attr_str(&mut out, A, key!("url.path"), path);
+        let peer = self.text(|t| ip_into(t, s.peer));
+        otlp::attr_str(&mut out, A, key!("client.address"), peer);
         if let Some(q) = query {
-            otlp::attr_str(&mut out, A, "url.query", q);
+            otlp::attr_str(&mut out, A, key!("url.query"), q);
         }
         let (host, port) = split_authority(s.authority());
         if !host.is_empty() {
-            otlp::attr_str(&mut out, A, "server.address", host);
+            otlp::attr_str(&mut out, A, key!("server.address"), host);
         }
         if let Some(p) = port {
-            otlp::attr_int(&mut out, A, "server.port", p);
+            otlp::attr_int(&mut out, A, key!("server.port"), p);
         }
         if s.status != 0 {
-            otlp::attr_int(&mut out, A, "http.response.status_code", s.status.into());
+            otlp::attr_int(
+                &mut out,
+                A,
+                key!("http.response.status_code"),
+                s.status.into(),
+            );
         }
         if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
-            otlp::attr_str(&mut out, A, "user_agent.original", ua);
+            otlp::attr_str(&mut out, A, key!("user_agent.original"), ua);
         }
         if let Some(id) = s.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            otlp::attr_str(&mut out, A, "meshplane.request_id", id);
-        }
-        if let Some(r) = &s.route {
-            otlp::attr_str(&mut out, A, "http.route", r);
-            otlp::attr_str(&mut out, A, "meshplane.route", r);
-        }
-        if let Some(c) = &s.cluster {
-            otlp::attr_str(&mut out, A, "meshplane.cluster", c);
-        }
-        if let Some(h) = &s.upstream_host {
-            otlp::attr_str(&mut out, A, "meshplane.upstream_host", h);
+            otlp::attr_str(&mut out, A, key!("meshplane.request_id"), id);
         }
         if s.retries > 0 {
-            otlp::attr_int(&mut out, A, "http.request.resend_count", s.retries.into());
+            otlp::attr_int(
+                &mut out,
+                A,
+                key!("http.request.resend_count"),
+                s.retries.into(),
+            );
         }
         if !s.flags.is_empty() {
-            otlp::attr_str(&mut out, A, "meshplane.response_flags", &s.flags);
+            otlp::attr_str(&mut out, A, key!("meshplane.response_flags"), &s.flags);
         }
-        otlp::attr_str(&mut out, A, "meshplane.response_details", s.details);
         let error = s.is_error();
         if error {
             let kind = self.text(|t| match s.status {
@@ -400,7 +648,7 @@ impl Encoder {
                     let _ = write!(t, "{st}");
                 }
             });
-            otlp::attr_str(&mut out, A, "error.type", kind);
+            otlp::attr_str(&mut out, A, key!("error.type"), kind);
         }
         for (m, t) in &s.marks {
             otlp::event(&mut out, f::EVENTS, s.nanos_at(*t), m.name());
@@ -416,43 +664,43 @@ impl Encoder {
     /// An upstream attempt as OpenTelemetry's HTTP client semantic conventions name things: a
     /// CLIENT span named by the method, child of the request's SERVER span.
     fn client_span(&mut self, s: &SpanData, resend: usize, a: &Attempt) {
-        use otlp::span as f;
+        use otlp::{key, span as f};
         const A: u32 = f::ATTRIBUTES;
         let mut out = std::mem::take(&mut self.span);
         out.clear();
         otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
         otlp::bytes(&mut out, f::SPAN_ID, &a.span_id);
         otlp::bytes(&mut out, f::PARENT_SPAN_ID, &s.span_id);
-        otlp::bytes(&mut out, f::NAME, s.method.as_str().as_bytes());
-        otlp::int(&mut out, f::KIND, otlp::SPAN_KIND_CLIENT.into());
+        // Name, kind, and the method, address, port, host and cluster attributes.
+        out.extend_from_slice(self.constant.client(s, a));
         otlp::fixed64(&mut out, f::START, s.nanos_at(a.started));
         otlp::fixed64(
             &mut out,
             f::END,
             s.nanos_at(a.end.or(s.end).unwrap_or(a.started)),
         );
-        let (host, port) = split_authority(&a.host);
-        otlp::attr_str(&mut out, A, "http.request.method", s.method.as_str());
-        otlp::attr_str(&mut out, A, "server.address", host);
-        otlp::attr_str(&mut out, A, "network.peer.address", host);
-        let url = self.text(|t| {
-            t.push_str(if a.tls { "https://" } else { "http://" });
-            t.push_str(&a.host);
-            t.push_str(s.path_and_query());
-        });
-        otlp::attr_str(&mut out, A, "url.full", url);
-        otlp::attr_str(&mut out, A, "meshplane.upstream_host", &a.host);
-        if let Some(p) = port {
-            otlp::attr_int(&mut out, A, "server.port", p);
-        }
-        if let Some(c) = &s.cluster {
-            otlp::attr_str(&mut out, A, "meshplane.cluster", c);
-        }
+        let scheme = if a.tls { "https://" } else { "http://" };
+        otlp::attr_str_parts(
+            &mut out,
+            A,
+            key!("url.full"),
+            &[scheme, &a.host, s.path_and_query()],
+        );
         if a.status != 0 {
-            otlp::attr_int(&mut out, A, "http.response.status_code", a.status.into());
+            otlp::attr_int(
+                &mut out,
+                A,
+                key!("http.response.status_code"),
+                a.status.into(),
+            );
         }
         if resend > 0 {
-            otlp::attr_int(&mut out, A, "http.request.resend_count", resend as i64);
+            otlp::attr_int(
+                &mut out,
+                A,
+                key!("http.request.resend_count"),
+                resend as i64,
+            );
         }
         // An attempt still open when the request ended was abandoned (the client went away).
         let error = match (a.error, a.status) {
@@ -464,7 +712,7 @@ impl Encoder {
             _ => None,
         };
         if let Some(e) = error {
-            otlp::attr_str(&mut out, A, "error.type", e);
+            otlp::attr_str(&mut out, A, key!("error.type"), e);
             otlp::error_status(&mut out, f::STATUS, e);
         }
         otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));

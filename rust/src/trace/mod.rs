@@ -16,6 +16,7 @@ use crate::config::{Propagation, TracingSpec};
 use crate::stats::Counter;
 use context::Parent;
 use http::{HeaderValue, Method, Version};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -71,21 +72,22 @@ impl TraceShared {
         spans.iter().map(|s| export::record(s)).collect()
     }
 
-    fn remember(&self, span: &Arc<SpanData>) {
-        let evicted = {
-            let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            if r.capacity == 0 {
-                return;
-            }
-            let evicted = (r.spans.len() >= r.capacity).then(|| r.spans.pop_front());
+    /// Keep `spans` in the ring (one lock for all); the spans they push out are moved to
+    /// `evicted`, to be freed outside the lock.
+    fn remember_all(&self, spans: &[Arc<SpanData>], evicted: &mut Vec<Arc<SpanData>>) {
+        if spans.is_empty() {
+            return;
+        }
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.capacity == 0 {
+            return;
+        }
+        for span in spans {
             while r.spans.len() >= r.capacity {
-                r.spans.pop_front();
+                evicted.extend(r.spans.pop_front());
             }
             r.spans.push_back(span.clone());
-            evicted.flatten()
-        };
-        // Freed outside the lock.
-        drop(evicted);
+        }
     }
 
     fn set_capacity(&self, capacity: usize) {
@@ -171,7 +173,8 @@ impl Tracing {
         req: &mut http::Request<B>,
         arrival: Arrival<'_>,
     ) -> Option<ActiveSpan> {
-        let parent = context::extract(self.propagation, req.headers());
+        let carrier = context::Carrier::new(self.propagation, req.headers_mut());
+        let parent = carrier.extract();
         let sampled = match parent.and_then(|p| p.sampled) {
             Some(s) => s,
             None => {
@@ -184,19 +187,22 @@ impl Tracing {
         };
         let span_id = nonzero_u64().to_be_bytes();
         if !(sampled || self.keep_errors) {
-            context::inject(
-                self.propagation,
-                req.headers_mut(),
-                &trace_id,
-                &span_id,
-                sampled,
-            );
+            carrier.inject(&trace_id, &span_id, sampled);
             return None;
         }
+        drop(carrier);
         Some({
-            let headers = req.headers();
-            // NOTE: the request's parts are kept by refcount (Bytes), not copied.
-            let header = |n: &http::header::HeaderName| headers.get(n).cloned();
+            // NOTE: the request's parts are kept by refcount (Bytes), not copied; the four
+            // headers recorded are found in one pass (the first value of each, as `get`).
+            let [host, user_agent, request_id, tracestate] = first_values(
+                req.headers(),
+                [
+                    &http::header::HOST,
+                    &http::header::USER_AGENT,
+                    &REQUEST_ID,
+                    &TRACESTATE,
+                ],
+            );
             ActiveSpan {
                 tracing: self.clone(),
                 data: Some(Box::new(SpanData {
@@ -206,18 +212,18 @@ impl Tracing {
                     sampled,
                     start_unix_nanos: unix_nanos(),
                     started: Instant::now(),
-                    marks: Vec::new(),
+                    marks: SmallVec::new(),
                     end: None,
                     method: req.method().clone(),
                     uri: req.uri().clone(),
-                    host: header(&http::header::HOST),
+                    host,
                     scheme: arrival.scheme,
                     version: req.version(),
                     peer: arrival.peer,
                     listener: arrival.listener.clone(),
-                    user_agent: header(&http::header::USER_AGENT),
-                    request_id: header(&REQUEST_ID),
-                    tracestate: header(&TRACESTATE),
+                    user_agent,
+                    request_id,
+                    tracestate,
                     route: None,
                     cluster: None,
                     upstream_host: None,
@@ -225,7 +231,7 @@ impl Tracing {
                     status: 0,
                     flags: String::new(),
                     details: "downstream_remote_disconnect",
-                    attempts: Vec::new(),
+                    attempts: SmallVec::new(),
                 })),
             }
         })
@@ -234,6 +240,22 @@ impl Tracing {
 
 static REQUEST_ID: http::header::HeaderName = http::header::HeaderName::from_static("x-request-id");
 static TRACESTATE: http::header::HeaderName = http::header::HeaderName::from_static("tracestate");
+
+/// The first value of each of `names` in `h`, in one pass over the map.
+fn first_values<const N: usize>(
+    h: &http::HeaderMap,
+    names: [&http::header::HeaderName; N],
+) -> [Option<HeaderValue>; N] {
+    let mut out = [const { None }; N];
+    for (name, value) in h {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            if out[i].is_none() {
+                out[i] = Some(value.clone());
+            }
+        }
+    }
+    out
+}
 
 fn nonzero_u64() -> u64 {
     loop {
@@ -291,7 +313,8 @@ pub struct SpanData {
     pub sampled: bool,
     start_unix_nanos: u64,
     started: Instant,
-    marks: Vec<(Mark, Instant)>,
+    // NOTE: inline up to a request's usual marks and its one attempt: no allocation each.
+    marks: SmallVec<[(Mark, Instant); 4]>,
     end: Option<Instant>,
     method: Method,
     /// The request target as received, and its Host header.
@@ -315,7 +338,7 @@ pub struct SpanData {
     /// Why the response is what it is (`via_upstream`, a local reply's reason).
     pub details: &'static str,
     /// One CLIENT span per upstream attempt, in order (retries and reconnects included).
-    attempts: Vec<Attempt>,
+    attempts: SmallVec<[Attempt; 1]>,
 }
 
 /// One upstream attempt: a CLIENT span, child of the request's SERVER span.
@@ -455,5 +478,26 @@ impl Drop for ActiveSpan {
         {
             shared.spans_dropped.add(spans);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_values_are_what_get_returns() {
+        let mut h = http::HeaderMap::new();
+        h.append("x-request-id", HeaderValue::from_static("a"));
+        h.append("host", HeaderValue::from_static("h"));
+        h.append("x-request-id", HeaderValue::from_static("b"));
+        let [host, ua, id] = first_values(
+            &h,
+            [&http::header::HOST, &http::header::USER_AGENT, &REQUEST_ID],
+        );
+        assert_eq!(host.as_ref(), h.get("host"));
+        assert_eq!(ua, None);
+        assert_eq!(id.as_ref(), h.get("x-request-id"));
+        assert_eq!(id.unwrap(), "a");
     }
 }

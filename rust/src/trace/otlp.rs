@@ -28,7 +28,7 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn key(out: &mut Vec<u8>, field: u32, wire: u32) {
+fn tag(out: &mut Vec<u8>, field: u32, wire: u32) {
     varint(out, u64::from(field << 3 | wire));
 }
 
@@ -38,7 +38,7 @@ fn key_len(field: u32) -> usize {
 
 /// A length-delimited field whose length is `len` (its bytes written next by the caller).
 fn len_prefix(out: &mut Vec<u8>, field: u32, len: usize) {
-    key(out, field, LEN);
+    tag(out, field, LEN);
     varint(out, len as u64);
 }
 
@@ -55,52 +55,91 @@ pub fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
 
 pub fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
-        key(out, field, FIXED64);
+        tag(out, field, FIXED64);
         out.extend_from_slice(&v.to_le_bytes());
     }
 }
 
 pub fn fixed32(out: &mut Vec<u8>, field: u32, v: u32) {
     if v != 0 {
-        key(out, field, FIXED32);
+        tag(out, field, FIXED32);
         out.extend_from_slice(&v.to_le_bytes());
     }
 }
 
 pub fn int(out: &mut Vec<u8>, field: u32, v: i64) {
     if v != 0 {
-        key(out, field, VARINT);
+        tag(out, field, VARINT);
         varint(out, v as u64);
     }
 }
 
-/// A `KeyValue` (common/v1) with a string `AnyValue`, as the repeated field `field`.
-pub fn attr_str(out: &mut Vec<u8>, field: u32, k: &str, v: &str) {
-    let any = delimited_len(1, v.len());
-    len_prefix(
-        out,
-        field,
-        delimited_len(1, k.len()) + delimited_len(2, any),
+/// An attribute key as written: `KeyValue.key` (field 1, its length, the key), then the tag
+/// of `KeyValue.value` (field 2, length-delimited). Made at compile time by `key!`; `N` is the
+/// key's length + 3 (a key is shorter than 128 bytes).
+pub const fn key_bytes<const N: usize>(k: &str) -> [u8; N] {
+    let k = k.as_bytes();
+    assert!(
+        k.len() + 3 == N && k.len() < 128,
+        "an attribute key is 1-127 bytes"
     );
-    len_prefix(out, 1, k.len());
-    out.extend_from_slice(k.as_bytes());
-    len_prefix(out, 2, any);
-    len_prefix(out, 1, v.len());
-    out.extend_from_slice(v.as_bytes());
+    let mut out = [0u8; N];
+    out[0] = 1 << 3 | LEN as u8;
+    out[1] = k.len() as u8;
+    let mut i = 0;
+    while i < k.len() {
+        out[2 + i] = k[i];
+        i += 1;
+    }
+    out[N - 1] = 2 << 3 | LEN as u8;
+    out
+}
+
+/// An attribute key encoded once, at compile time (`otlp::key_bytes`).
+macro_rules! key {
+    ($k:literal) => {{
+        const K: [u8; $k.len() + 3] = $crate::trace::otlp::key_bytes($k);
+        &K
+    }};
+}
+pub(crate) use key;
+
+/// The start of a `KeyValue` of key `k` as the repeated field `field` (< 16), whose
+/// `AnyValue` is `any` bytes long; room reserved for `extra` more bytes after it.
+// NOTE: one reservation per attribute, then the constant key is copied by a fixed-size move
+// (its length is known at compile time); only the value's bytes need a `memcpy` call.
+#[inline]
+fn kv_head<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N], any: usize) {
+    let kv = N + varint_len(any as u64) + any;
+    out.reserve(1 + varint_len(kv as u64) + kv);
+    out.push((field << 3 | LEN) as u8);
+    varint(out, kv as u64);
+    out.extend_from_slice(k);
+    varint(out, any as u64);
+}
+
+/// A `KeyValue` (common/v1) with a string `AnyValue`, as the repeated field `field`.
+#[inline]
+pub fn attr_str<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N], v: &str) {
+    attr_str_parts(out, field, k, &[v]);
+}
+
+/// A `KeyValue` whose string value is `parts` concatenated (written without joining them first).
+#[inline]
+pub fn attr_str_parts<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N], parts: &[&str]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    kv_head(out, field, k, delimited_len(1, len));
+    len_prefix(out, 1, len);
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+    }
 }
 
 /// A `KeyValue` with an int `AnyValue`.
-pub fn attr_int(out: &mut Vec<u8>, field: u32, k: &str, v: i64) {
-    let any = key_len(3) + varint_len(v as u64);
-    len_prefix(
-        out,
-        field,
-        delimited_len(1, k.len()) + delimited_len(2, any),
-    );
-    len_prefix(out, 1, k.len());
-    out.extend_from_slice(k.as_bytes());
-    len_prefix(out, 2, any);
-    key(out, 3, VARINT);
+#[inline]
+pub fn attr_int<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N], v: i64) {
+    kv_head(out, field, k, key_len(3) + varint_len(v as u64));
+    tag(out, 3, VARINT);
     varint(out, v as u64);
 }
 
@@ -130,7 +169,7 @@ pub mod span {
 pub fn event(out: &mut Vec<u8>, field: u32, time_unix_nano: u64, name: &str) {
     let len = (key_len(1) + 8) + delimited_len(2, name.len());
     len_prefix(out, field, len);
-    key(out, 1, FIXED64);
+    tag(out, 1, FIXED64);
     out.extend_from_slice(&time_unix_nano.to_le_bytes());
     len_prefix(out, 2, name.len());
     out.extend_from_slice(name.as_bytes());
@@ -145,29 +184,29 @@ pub fn error_status(out: &mut Vec<u8>, field: u32, message: &str) {
     };
     len_prefix(out, field, msg + key_len(3) + 1);
     bytes(out, 2, message.as_bytes());
-    key(out, 3, VARINT);
+    tag(out, 3, VARINT);
     varint(out, STATUS_ERROR as u64);
 }
 
-/// The `ExportTraceServiceRequest` of one resource and one scope around `spans`, the `Span`
-/// messages already encoded as `ScopeSpans.spans` fields (2).
-pub fn request(
+/// The start of the `ExportTraceServiceRequest` of one resource and one scope around
+/// `spans_len` bytes of `Span` messages already encoded as `ScopeSpans.spans` fields (2),
+/// which follow it.
+pub fn request_head(
     resource_attrs: &[u8],
     scope_name: &str,
     scope_version: &str,
-    spans: &[u8],
+    spans_len: usize,
 ) -> Vec<u8> {
     let scope = delimited_len(1, scope_name.len()) + delimited_len(2, scope_version.len());
-    let scope_spans = delimited_len(1, scope) + spans.len();
+    let scope_spans = delimited_len(1, scope) + spans_len;
     let resource_spans = delimited_len(1, resource_attrs.len()) + delimited_len(2, scope_spans);
-    let mut out = Vec::with_capacity(delimited_len(1, resource_spans));
+    let mut out = Vec::with_capacity(delimited_len(1, resource_spans) - spans_len);
     len_prefix(&mut out, 1, resource_spans);
     message(&mut out, 1, resource_attrs);
     len_prefix(&mut out, 2, scope_spans);
     len_prefix(&mut out, 1, scope);
     bytes(&mut out, 1, scope_name.as_bytes());
     bytes(&mut out, 2, scope_version.as_bytes());
-    out.extend_from_slice(spans);
     out
 }
 
@@ -316,13 +355,16 @@ mod tests {
         use prost::Message;
         let long = "x".repeat(200);
         let mut out = Vec::new();
-        attr_str(&mut out, 1, "k", &long);
-        attr_int(&mut out, 1, "n", -3);
+        attr_str(&mut out, 1, key!("k"), &long);
+        attr_int(&mut out, 1, key!("n"), -3);
+        attr_str_parts(&mut out, 1, key!("joined"), &["http://", "h:1", "/p"]);
         let resource = decode::Resource::decode(&out[..]).unwrap();
-        assert_eq!(resource.attributes.len(), 2);
+        assert_eq!(resource.attributes.len(), 3);
+        assert_eq!(resource.attributes[2].key, "joined");
         assert_eq!(resource.attributes[0].key, "k");
         let value = |i: usize| resource.attributes[i].value.clone().unwrap().value.unwrap();
         assert_eq!(value(0), decode::Value::String(long));
         assert_eq!(value(1), decode::Value::Int(-3));
+        assert_eq!(value(2), decode::Value::String("http://h:1/p".into()));
     }
 }
