@@ -114,6 +114,36 @@ class Core:
         """Every host's stats as the `meshplane_host_*` families of the Prometheus text format
         (UTF-8), exactly as `meshplane.admin.prometheus.render` writes the hosts of `stats()`;
         written with the GIL released, without a Python object per host."""
+    def stats_hosts_json(
+        self,
+        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health_flags: bool = False,
+    ) -> dict[str, Any]:
+        """`stats(hosts=False)`, but each cluster has "hosts" (where "membership" would be):
+        bytes, that value exactly as `json.dumps(stats(), indent=2)` writes it at its place in
+        the document, written with the GIL released (the admin API splices it in).
+
+        `health` and `outliers` are the control layer's per-host views (cluster -> host ->
+        dict: `HealthChecks.hosts()`, `OutlierEjections.hosts()`); with them each host gets
+        `active_hc` and `outlier` as `ResilienceView.annotate` adds them, and with
+        `health_flags` its `health_flags`."""
+    def clusters_text(
+        self,
+        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+    ) -> bytes:
+        """Every host's lines of the admin API's `/clusters` text (`cluster::host::stat::value`,
+        clusters and hosts sorted by name, each line ending in a newline), written with the
+        GIL released; `health` and `outliers` as for `stats_hosts_json`."""
+    def host_statuses_json(
+        self,
+        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """`[(cluster, host_statuses)]`, clusters sorted by name: each cluster's hosts as
+        `/clusters?format=json` lists them, as JSON text for its place in that document
+        (`json.dumps(..., indent=2)`), written with the GIL released."""
     def recent_spans(self) -> list[dict[str, Any]]:
         """The most recent recorded spans (`proxy.tracing`), newest first: ids, timings
         (`duration_ms`, `marks_ms`), route, cluster, upstream host, status (docs/admin.md)."""

@@ -13,7 +13,7 @@
 //! during an apply they wait for it to finish (and then act on the version it published).
 
 use crate::accesslog::Sinks;
-use crate::cluster::{ClusterSinks, HealthFlag, InstanceSink, OutlierSink};
+use crate::cluster::{self, ClusterSinks, HealthFlag, InstanceSink, OutlierSink};
 use crate::config::{ListenerProtocol, Snapshot, SnapshotError, UpstreamAddress};
 use crate::http::{Compiled, ListenerSlot, ListenerState};
 use crate::listener::{self, Connections, RunningListener};
@@ -448,7 +448,61 @@ impl Runtime {
     /// Every counter, gauge and histogram; per host only with `hosts` (else each cluster's
     /// host count and healthy count, and `host_metrics` writes the hosts' Prometheus text).
     pub fn stats(&self, hosts: bool) -> serde_json::Value {
+        let hosts = if hosts {
+            cluster::Hosts::Stats
+        } else {
+            cluster::Hosts::Membership
+        };
+        self.stats_of(&self.published.load_full(), hosts)
+    }
+
+    /// `stats` with each cluster's "hosts" written as `/stats?format=json` text (for a "hosts"
+    /// key at nesting `depth`), by cluster name; the document has null in their place. Both
+    /// from one published version.
+    pub fn stats_hosts_json(
+        &self,
+        notes: &cluster::Notes,
+        depth: usize,
+    ) -> (serde_json::Value, Vec<(String, String)>) {
         let cur = self.published.load_full();
+        let doc = self.stats_of(&cur, cluster::Hosts::Null);
+        let hosts = cur
+            .iter()
+            .flat_map(|c| c.clusters.iter())
+            .map(|cl| (cl.name.to_string(), cluster::hosts_json(cl, notes, depth)))
+            .collect();
+        (doc, hosts)
+    }
+
+    /// Every host's `/clusters` text lines (`cluster::clusters_text`).
+    pub fn clusters_text(&self, notes: &cluster::Notes) -> String {
+        match self.published.load_full() {
+            Some(c) => cluster::clusters_text(&c.clusters, notes),
+            None => String::new(),
+        }
+    }
+
+    /// Each cluster's `/clusters?format=json` `host_statuses` (for the key at nesting
+    /// `depth`), clusters sorted by name.
+    pub fn host_statuses_json(
+        &self,
+        notes: &cluster::Notes,
+        depth: usize,
+    ) -> Vec<(String, String)> {
+        let cur = self.published.load_full();
+        let mut out: Vec<(String, String)> = cur
+            .iter()
+            .flat_map(|c| c.clusters.iter())
+            .map(|cl| {
+                let text = cluster::host_statuses_json(cl, notes, depth);
+                (cl.name.to_string(), text)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn stats_of(&self, cur: &Option<Arc<Compiled>>, hosts: cluster::Hosts) -> serde_json::Value {
         let clusters: serde_json::Map<String, serde_json::Value> = cur
             .as_ref()
             .map(|c| {

@@ -95,7 +95,10 @@ class ResilienceView(NamedTuple):
                 cluster["health_check"] = hc_stats[name]
             if name in od_stats:
                 cluster["outlier_detection"] = od_stats[name]
-            for key, host in (cluster.get("hosts") or {}).items():
+            hosts = cluster.get("hosts")
+            if not isinstance(hosts, dict):  # none, or written by the core (`hosts_json`)
+                continue
+            for key, host in hosts.items():
                 hc = hc_hosts.get(name, {}).get(key)
                 od = od_hosts.get(name, {}).get(key)
                 if hc is not None:
