@@ -63,17 +63,20 @@ class Core:
     def version(self) -> str | None: ...
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port), ports read back after binding."""
-    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> str:
         """Replace a cluster's endpoints as (address, weight) pairs (DNS discovery, function
         instances). An address is "IP:PORT" or "unix:/absolute/path" (HTTP over a Unix domain
         socket). Hosts that stay keep their connections and state; O(hosts). In a function
-        cluster, requests waiting for an instance get the idle hosts at once."""
+        cluster, requests waiting for an instance get the idle hosts at once. Returns the
+        version whose cluster changed (an apply in progress is waited for): the
+        `base_version` of later `update_endpoints` deltas."""
     def update_endpoints(
         self,
         cluster: str,
         upsert: Sequence[tuple[str, int]] = ...,
         remove: Sequence[str] = ...,
-    ) -> None:
+        base_version: str | None = None,
+    ) -> bool:
         """Change some of a cluster's hosts and keep the others: remove the addresses in
         `remove` (one that is not a host is ignored), then add each (address, weight) of
         `upsert`, or set its weight if it is a host already. Addresses as for
@@ -82,6 +85,11 @@ class Core:
         Costs O(changes), not O(hosts), except that unequal weights rebuild the weighted
         schedule (O(hosts)). A malformed address raises CoreError(kind="config") and changes
         nothing.
+
+        With `base_version` (the version the caller's view of the hosts came from, e.g. what
+        `set_endpoints` returned), the change is made only if that version still runs,
+        checked under the apply lock: otherwise nothing changes and it returns False (an apply
+        since has set the hosts its snapshot lists; send the whole list). Else True.
         """
     def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
         """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC). `address`

@@ -277,18 +277,13 @@ impl Runtime {
         v
     }
 
-    fn cluster(&self, name: &str) -> Result<Arc<crate::cluster::Cluster>, String> {
-        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let c = cur.as_ref().ok_or("no snapshot applied")?;
-        let i = c
-            .cluster_index
-            .get(name)
-            .ok_or_else(|| format!("unknown cluster {name:?}"))?;
-        Ok(c.clusters[*i].clone())
-    }
-
-    pub fn set_endpoints(&self, cluster: &str, endpoints: &[(String, u32)]) -> Result<(), String> {
-        let c = self.cluster(cluster)?;
+    /// Replace one cluster's hosts; returns the version whose cluster changed (an apply in
+    /// progress is waited for, and the version it publishes is the one changed).
+    pub fn set_endpoints(
+        &self,
+        cluster: &str,
+        endpoints: &[(String, u32)],
+    ) -> Result<String, String> {
         let mut parsed = Vec::with_capacity(endpoints.len());
         for (a, w) in endpoints {
             parsed.push((
@@ -297,20 +292,38 @@ impl Runtime {
                 *w,
             ));
         }
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, version) = Self::cluster_of(&cur, cluster)?;
         c.set_endpoints(&parsed, None);
-        Ok(())
+        Ok(version)
+    }
+
+    fn cluster_of<'a>(
+        cur: &'a Option<Arc<Compiled>>,
+        name: &str,
+    ) -> Result<(&'a crate::cluster::Cluster, String), String> {
+        let c = cur.as_ref().ok_or("no snapshot applied")?;
+        let i = c
+            .cluster_index
+            .get(name)
+            .ok_or_else(|| format!("unknown cluster {name:?}"))?;
+        Ok((&c.clusters[*i], c.version.clone()))
     }
 
     /// Add or reweight (`upsert`) and remove hosts of one cluster, keeping the others:
     /// O(changes), not O(hosts) (`Cluster::update_endpoints`). Nothing changes if an address
     /// is malformed.
+    ///
+    /// With `base`, the change is made only if `base` is the running version (checked under
+    /// the apply lock): a delta computed against the hosts of an older version is refused
+    /// (`Ok(false)`), since an apply since has set the hosts its snapshot lists.
     pub fn update_endpoints(
         &self,
         cluster: &str,
         upsert: &[(String, u32)],
         remove: &[String],
-    ) -> Result<(), String> {
-        let c = self.cluster(cluster)?;
+        base: Option<&str>,
+    ) -> Result<bool, String> {
         let parse = |a: &String| {
             a.parse::<UpstreamAddress>()
                 .map_err(|m| format!("bad endpoint address {m}"))
@@ -320,8 +333,13 @@ impl Runtime {
             .map(|(a, w)| Ok((parse(a)?, *w)))
             .collect::<Result<Vec<_>, String>>()?;
         let remove = remove.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, version) = Self::cluster_of(&cur, cluster)?;
+        if base.is_some_and(|b| b != version) {
+            return Ok(false);
+        }
         c.update_endpoints(&upsert, &remove);
-        Ok(())
+        Ok(true)
     }
 
     /// Set one health flag of a host (active health checking or outlier ejection).

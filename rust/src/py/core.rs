@@ -253,22 +253,23 @@ impl Core {
         py: Python<'_>,
         cluster: &str,
         endpoints: Vec<(String, u32)>,
-    ) -> PyResult<()> {
+    ) -> PyResult<String> {
         let rt = self.rt.clone();
         py.detach(move || rt.set_endpoints(cluster, &endpoints))
             .map_err(|m| config_error(py, m, None))
     }
 
-    #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new()))]
+    #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new(), base_version = None))]
     fn update_endpoints(
         &self,
         py: Python<'_>,
         cluster: &str,
         upsert: Vec<(String, u32)>,
         remove: Vec<String>,
-    ) -> PyResult<()> {
+        base_version: Option<&str>,
+    ) -> PyResult<bool> {
         self.rt
-            .update_endpoints(cluster, &upsert, &remove)
+            .update_endpoints(cluster, &upsert, &remove, base_version)
             .map_err(|m| config_error(py, m, None))
     }
 
