@@ -23,7 +23,7 @@ asserted; it prints a Markdown report.
    N static hosts while: idle; applying a changed N-host config (`Proxy.apply`); active TCP
    health checks probe all N hosts every second (nothing listens there: every probe is refused,
    so every host turns unhealthy and the core is told); reading `Proxy.stats()` and GET
-   /stats?format=json, /stats/prometheus and /clusters on the admin port (from a client in
+   /stats?format=json, /stats/prometheus and /clusters (text and JSON) on the admin port (from a client in
    another thread, as a scraper in another process would be).
 4. **Stats read time** with N hosts: `Core.stats()`, `Proxy.stats()` and each admin GET.
 """
@@ -102,6 +102,7 @@ def compile_and_apply(sizes: list[int], rounds: int) -> list[str]:
             "|---:|---:|---:|---:|---:|---:|"]
     for n in sizes:
         config = from_dict(mesh(n), source="<bench>")
+        _compile(config, {}, 1)  # warm-up: the first compile also builds caches
         compile_s, compile_cpu = median_time(lambda config=config: _compile(config, {}, 1), rounds)  # type: ignore[misc]
         fresh, kept, kept_cpu = [], [], []
         for r in range(rounds):
@@ -228,6 +229,8 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
             # Called on the loop, as a caller may: the loop stops for the whole copy.
             reads.append(("`Core.stats()` (on the loop)", lambda: sync(core.stats)))
             reads.append(("`Proxy.stats()` (on the loop)", lambda: sync(proxy.stats)))
+            reads.append(("`Proxy.stats(hosts=False)` (on the loop)",
+                          lambda: sync(lambda: proxy.stats(hosts=False))))
             if hasattr(proxy, "read_stats"):
                 reads.append(("`await Proxy.read_stats()`", proxy.read_stats))
             if hasattr(proxy, "host_metrics"):
@@ -235,7 +238,8 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
             # The scraper is another thread (its own connection each time, as Prometheus): only
             # the server's work lands on the Trio loop, and the client's share of the GIL.
             with httpx.Client(timeout=60) as client:
-                for path in ("/stats?format=json", "/stats/prometheus", "/clusters"):
+                for path in ("/stats?format=json", "/stats/prometheus", "/clusters",
+                             "/clusters?format=json"):
                     reads.append((f"GET {path}", lambda path=path: trio.to_thread.run_sync(
                         client.get, base + path)))  # type: ignore[misc]
                 for name, read in reads:

@@ -63,17 +63,20 @@ class Core:
     def version(self) -> str | None: ...
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port), ports read back after binding."""
-    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> str:
         """Replace a cluster's endpoints as (address, weight) pairs (DNS discovery, function
         instances). An address is "IP:PORT" or "unix:/absolute/path" (HTTP over a Unix domain
         socket). Hosts that stay keep their connections and state; O(hosts). In a function
-        cluster, requests waiting for an instance get the idle hosts at once."""
+        cluster, requests waiting for an instance get the idle hosts at once. Returns the
+        version whose cluster changed (an apply in progress is waited for): the
+        `base_version` of later `update_endpoints` deltas."""
     def update_endpoints(
         self,
         cluster: str,
         upsert: Sequence[tuple[str, int]] = ...,
         remove: Sequence[str] = ...,
-    ) -> None:
+        base_version: str | None = None,
+    ) -> bool:
         """Change some of a cluster's hosts and keep the others: remove the addresses in
         `remove` (one that is not a host is ignored), then add each (address, weight) of
         `upsert`, or set its weight if it is a host already. Addresses as for
@@ -82,6 +85,11 @@ class Core:
         Costs O(changes), not O(hosts), except that unequal weights rebuild the weighted
         schedule (O(hosts)). A malformed address raises CoreError(kind="config") and changes
         nothing.
+
+        With `base_version` (the version the caller's view of the hosts came from, e.g. what
+        `set_endpoints` returned), the change is made only if that version still runs,
+        checked under the apply lock: otherwise nothing changes and it returns False (an apply
+        since has set the hosts its snapshot lists; send the whole list). Else True.
         """
     def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
         """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC). `address`
@@ -114,6 +122,36 @@ class Core:
         """Every host's stats as the `meshplane_host_*` families of the Prometheus text format
         (UTF-8), exactly as `meshplane.admin.prometheus.render` writes the hosts of `stats()`;
         written with the GIL released, without a Python object per host."""
+    def stats_hosts_json(
+        self,
+        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health_flags: bool = False,
+    ) -> dict[str, Any]:
+        """`stats(hosts=False)`, but each cluster has "hosts" (where "membership" would be):
+        bytes, that value exactly as `json.dumps(stats(), indent=2)` writes it at its place in
+        the document, written with the GIL released (the admin API splices it in).
+
+        `health` and `outliers` are the control layer's per-host views (cluster -> host ->
+        dict: `HealthChecks.hosts()`, `OutlierEjections.hosts()`); with them each host gets
+        `active_hc` and `outlier` as `ResilienceView.annotate` adds them, and with
+        `health_flags` its `health_flags`."""
+    def clusters_text(
+        self,
+        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+    ) -> bytes:
+        """Every host's lines of the admin API's `/clusters` text (`cluster::host::stat::value`,
+        clusters and hosts sorted by name, each line ending in a newline), written with the
+        GIL released; `health` and `outliers` as for `stats_hosts_json`."""
+    def host_statuses_json(
+        self,
+        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """`[(cluster, host_statuses)]`, clusters sorted by name: each cluster's hosts as
+        `/clusters?format=json` lists them, as JSON text for its place in that document
+        (`json.dumps(..., indent=2)`), written with the GIL released."""
     def recent_spans(self) -> list[dict[str, Any]]:
         """The most recent recorded spans (`proxy.tracing`), newest first: ids, timings
         (`duration_ms`, `marks_ms`), route, cluster, upstream host, status (docs/admin.md)."""

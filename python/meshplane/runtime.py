@@ -18,6 +18,7 @@ Only the CLI and users import it.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -57,7 +58,7 @@ from meshplane.drivers.cert_watch import CertWatch, observe
 from meshplane.drivers.config_watch import ConfigWatch
 from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.drivers.registry import CloudMapDiscovery
-from meshplane.drivers.resilience import EndpointFanout, Resilience
+from meshplane.drivers.resilience import EndpointFanout, Resilience, ResilienceView
 from meshplane.errors import ConfigError, Problem
 from meshplane.functions.catalog import load_catalog
 from meshplane.functions.catalog import prefix as catalog_prefix
@@ -263,6 +264,7 @@ class Proxy:
         instance_events = bridge.subscribe("instance_wanted", buffer=4096)
         with collapse_groups():
             async with trio.open_nursery() as nursery:
+                frozen = False
                 try:
                     await nursery.start(bridge.run)
                     await nursery.start(self._discovery.run)
@@ -284,8 +286,20 @@ class Proxy:
                             *parse_address(config.proxy.invoke_api, min_port=0))
                     async with self._registered():
                         self._state = "LIVE"
+                        # NOTE: what exists now (the config, the snapshot document, the
+                        # drivers and their per-host state) lives as long as the proxy; moved
+                        # out of the collector's sight, a generation-2 collection with 10,000
+                        # hosts pauses the Trio loop for milliseconds instead of 50-200 ms
+                        # (benches/README.md, control plane). Frozen objects are still freed
+                        # by reference counting; only one that ends in a reference cycle waits
+                        # for `gc.unfreeze()`, which runs when the proxy stops: a one-time,
+                        # bounded cost (what was alive at start), never one per request or apply.
+                        gc.freeze()
+                        frozen = True
                         yield self
                 finally:
+                    if frozen:
+                        gc.unfreeze()
                     self._state = "DRAINING"
                     await self._stop(core, stopped)
                     self._state = "STOPPED"
@@ -595,17 +609,45 @@ class Proxy:
         `hosts=False` leaves each cluster's hosts out (it has `membership`: `total` and
         `healthy` host counts instead), so no per-host object is made; `host_metrics()` has
         the hosts' Prometheus text."""
-        return self._with_functions(self._control_view()(self._require_core().stats(hosts)))
+        return self._with_functions(self._control_view()[1](self._require_core().stats(hosts)))
 
-    async def read_stats(self) -> dict[str, Any]:
-        """`stats()`, taken in a worker thread: the core's copy of every host, made into
-        Python objects, and the control layer's view merged into it. Only the copy of that
-        view (the drivers change it on the Trio thread) is made on the caller's thread. With
-        10,000 hosts this is a few hundred milliseconds of work that the Trio loop no longer
-        stops for (it shares the GIL with the worker, a switch interval at a time)."""
-        core, merge = self._require_core(), self._control_view()
-        stats: dict[str, Any] = await trio.to_thread.run_sync(lambda: merge(core.stats()))
+    async def read_stats(self, *, hosts: bool = True) -> dict[str, Any]:
+        """`stats(hosts=hosts)`, taken in a worker thread: the core's copy (with `hosts`, of
+        every host, made into Python objects) and the control layer's view merged into it.
+        Only the copy of that view (the drivers change it on the Trio thread) is made on the
+        caller's thread. With 10,000 hosts the per-host copy is a few hundred milliseconds of
+        work that the Trio loop no longer stops for (it shares the GIL with the worker, a
+        switch interval at a time)."""
+        core, (_, merge) = self._require_core(), self._control_view()
+        stats: dict[str, Any] = await trio.to_thread.run_sync(lambda: merge(core.stats(hosts)))
         return self._with_functions(stats)
+
+    async def read_stats_hosts_json(self) -> dict[str, Any]:
+        """`read_stats()`, where each cluster's "hosts" is bytes: that value as
+        `/stats?format=json` writes it (`json.dumps(..., indent=2)` at its place, the control
+        layer's per-host view included), written by the core with the GIL released
+        (`Core.stats_hosts_json`), so no per-host Python object is made."""
+        core, (view, merge) = self._require_core(), self._control_view()
+        health, outliers = (view.hc_hosts, view.od_hosts) if view is not None else (None, None)
+        stats: dict[str, Any] = await trio.to_thread.run_sync(
+            lambda: merge(core.stats_hosts_json(health, outliers, view is not None))
+        )
+        return self._with_functions(stats)
+
+    async def read_clusters(self, *, as_json: bool = False) -> tuple[dict[str, Any], Any]:
+        """What `/clusters` shows: `read_stats(hosts=False)` (the clusters' own counters and
+        the control layer's view) and every host's part, written by the core with the GIL
+        released: the `cluster::host::stat::value` lines (bytes, `Core.clusters_text`) or, with
+        `as_json`, `[(cluster, its host_statuses as JSON text)]` (`Core.host_statuses_json`)."""
+        core, (view, merge) = self._require_core(), self._control_view()
+        health, outliers = (view.hc_hosts, view.od_hosts) if view is not None else (None, None)
+        hosts_of = core.host_statuses_json if as_json else core.clusters_text
+
+        def read() -> tuple[dict[str, Any], Any]:
+            return merge(core.stats(False)), hosts_of(health, outliers)
+
+        stats, hosts = await trio.to_thread.run_sync(read)
+        return self._with_functions(stats), hosts
 
     def _with_functions(self, stats: dict[str, Any]) -> dict[str, Any]:
         """`stats` with the functions' section (`Supervisor.stats`), made on the caller's
@@ -619,9 +661,11 @@ class Proxy:
             stats["control"] = stats.pop("control")  # last, as before the functions came
         return stats
 
-    def _control_view(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """What the control layer adds to a `Core.stats()` copy, copied now; the function
-        returned adds it, touching nothing else."""
+    def _control_view(
+        self,
+    ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """What the control layer adds to a `Core.stats()` copy, copied now: the resilience
+        drivers' view, and a function that adds it all, touching nothing else."""
         resilience = self._resilience.view() if self._resilience is not None else None
         extra: dict[str, Any] = {}
         if self._cloud_map is not None and self._cloud_map.connected is not None:
@@ -640,7 +684,7 @@ class Proxy:
             stats.update(extra)
             return stats
 
-        return merge
+        return resilience, merge
 
     def host_metrics(self) -> bytes:
         """Every host's `meshplane_host_*` Prometheus families as UTF-8 text, written by the
@@ -648,13 +692,13 @@ class Proxy:
         `stats()`, without a Python object per host."""
         return self._require_core().host_metrics()
 
-    async def core_stats(self) -> dict[str, Any]:
-        """The core's own counters (`Core.stats()`, without the control layer's annotations
-        that `stats()` adds), taken in a worker thread: with 10,000 hosts the copy takes about
-        0.1 s, which periodic readers (`meshplane.drivers.follow`'s heartbeat) keep off the
-        Trio loop's own time."""
+    async def core_stats(self, *, hosts: bool = True) -> dict[str, Any]:
+        """The core's own counters (`Core.stats(hosts)`, without the control layer's
+        annotations that `stats()` adds), taken in a worker thread: with 10,000 hosts the
+        per-host copy takes about 0.1 s, which periodic readers keep off the Trio loop's own
+        time (`meshplane.drivers.follow`'s heartbeat reads only the clusters: `hosts=False`)."""
         core = self._require_core()
-        stats: dict[str, Any] = await trio.to_thread.run_sync(core.stats)
+        stats: dict[str, Any] = await trio.to_thread.run_sync(core.stats, hosts)
         return stats
 
     def recent_spans(self) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@
 //! during an apply they wait for it to finish (and then act on the version it published).
 
 use crate::accesslog::Sinks;
-use crate::cluster::{ClusterSinks, HealthFlag, InstanceSink, OutlierSink};
+use crate::cluster::{self, ClusterSinks, HealthFlag, InstanceSink, OutlierSink};
 use crate::config::{ListenerProtocol, Snapshot, SnapshotError, UpstreamAddress};
 use crate::http::{Compiled, ListenerSlot, ListenerState};
 use crate::listener::{self, Connections, RunningListener};
@@ -277,18 +277,13 @@ impl Runtime {
         v
     }
 
-    fn cluster(&self, name: &str) -> Result<Arc<crate::cluster::Cluster>, String> {
-        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let c = cur.as_ref().ok_or("no snapshot applied")?;
-        let i = c
-            .cluster_index
-            .get(name)
-            .ok_or_else(|| format!("unknown cluster {name:?}"))?;
-        Ok(c.clusters[*i].clone())
-    }
-
-    pub fn set_endpoints(&self, cluster: &str, endpoints: &[(String, u32)]) -> Result<(), String> {
-        let c = self.cluster(cluster)?;
+    /// Replace one cluster's hosts; returns the version whose cluster changed (an apply in
+    /// progress is waited for, and the version it publishes is the one changed).
+    pub fn set_endpoints(
+        &self,
+        cluster: &str,
+        endpoints: &[(String, u32)],
+    ) -> Result<String, String> {
         let mut parsed = Vec::with_capacity(endpoints.len());
         for (a, w) in endpoints {
             parsed.push((
@@ -297,20 +292,38 @@ impl Runtime {
                 *w,
             ));
         }
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, version) = Self::cluster_of(&cur, cluster)?;
         c.set_endpoints(&parsed, None);
-        Ok(())
+        Ok(version)
+    }
+
+    fn cluster_of<'a>(
+        cur: &'a Option<Arc<Compiled>>,
+        name: &str,
+    ) -> Result<(&'a crate::cluster::Cluster, String), String> {
+        let c = cur.as_ref().ok_or("no snapshot applied")?;
+        let i = c
+            .cluster_index
+            .get(name)
+            .ok_or_else(|| format!("unknown cluster {name:?}"))?;
+        Ok((&c.clusters[*i], c.version.clone()))
     }
 
     /// Add or reweight (`upsert`) and remove hosts of one cluster, keeping the others:
     /// O(changes), not O(hosts) (`Cluster::update_endpoints`). Nothing changes if an address
     /// is malformed.
+    ///
+    /// With `base`, the change is made only if `base` is the running version (checked under
+    /// the apply lock): a delta computed against the hosts of an older version is refused
+    /// (`Ok(false)`), since an apply since has set the hosts its snapshot lists.
     pub fn update_endpoints(
         &self,
         cluster: &str,
         upsert: &[(String, u32)],
         remove: &[String],
-    ) -> Result<(), String> {
-        let c = self.cluster(cluster)?;
+        base: Option<&str>,
+    ) -> Result<bool, String> {
         let parse = |a: &String| {
             a.parse::<UpstreamAddress>()
                 .map_err(|m| format!("bad endpoint address {m}"))
@@ -320,8 +333,13 @@ impl Runtime {
             .map(|(a, w)| Ok((parse(a)?, *w)))
             .collect::<Result<Vec<_>, String>>()?;
         let remove = remove.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, version) = Self::cluster_of(&cur, cluster)?;
+        if base.is_some_and(|b| b != version) {
+            return Ok(false);
+        }
         c.update_endpoints(&upsert, &remove);
-        Ok(())
+        Ok(true)
     }
 
     /// Set one health flag of a host (active health checking or outlier ejection).
@@ -448,7 +466,61 @@ impl Runtime {
     /// Every counter, gauge and histogram; per host only with `hosts` (else each cluster's
     /// host count and healthy count, and `host_metrics` writes the hosts' Prometheus text).
     pub fn stats(&self, hosts: bool) -> serde_json::Value {
+        let hosts = if hosts {
+            cluster::Hosts::Stats
+        } else {
+            cluster::Hosts::Membership
+        };
+        self.stats_of(&self.published.load_full(), hosts)
+    }
+
+    /// `stats` with each cluster's "hosts" written as `/stats?format=json` text (for a "hosts"
+    /// key at nesting `depth`), by cluster name; the document has null in their place. Both
+    /// from one published version.
+    pub fn stats_hosts_json(
+        &self,
+        notes: &cluster::Notes,
+        depth: usize,
+    ) -> (serde_json::Value, Vec<(String, String)>) {
         let cur = self.published.load_full();
+        let doc = self.stats_of(&cur, cluster::Hosts::Null);
+        let hosts = cur
+            .iter()
+            .flat_map(|c| c.clusters.iter())
+            .map(|cl| (cl.name.to_string(), cluster::hosts_json(cl, notes, depth)))
+            .collect();
+        (doc, hosts)
+    }
+
+    /// Every host's `/clusters` text lines (`cluster::clusters_text`).
+    pub fn clusters_text(&self, notes: &cluster::Notes) -> String {
+        match self.published.load_full() {
+            Some(c) => cluster::clusters_text(&c.clusters, notes),
+            None => String::new(),
+        }
+    }
+
+    /// Each cluster's `/clusters?format=json` `host_statuses` (for the key at nesting
+    /// `depth`), clusters sorted by name.
+    pub fn host_statuses_json(
+        &self,
+        notes: &cluster::Notes,
+        depth: usize,
+    ) -> Vec<(String, String)> {
+        let cur = self.published.load_full();
+        let mut out: Vec<(String, String)> = cur
+            .iter()
+            .flat_map(|c| c.clusters.iter())
+            .map(|cl| {
+                let text = cluster::host_statuses_json(cl, notes, depth);
+                (cl.name.to_string(), text)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn stats_of(&self, cur: &Option<Arc<Compiled>>, hosts: cluster::Hosts) -> serde_json::Value {
         let clusters: serde_json::Map<String, serde_json::Value> = cur
             .as_ref()
             .map(|c| {

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -266,8 +266,15 @@ class AdminView(Protocol):
 
     def stats(self, *, hosts: bool = True) -> dict[str, Any]: ...
 
-    async def read_stats(self) -> dict[str, Any]:
+    async def read_stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """`stats()`, made off the Trio thread."""
+
+    async def read_stats_hosts_json(self) -> dict[str, Any]:
+        """`read_stats()` with each cluster's "hosts" as JSON text (bytes) for its place."""
+
+    async def read_clusters(self, *, as_json: bool = False) -> tuple[dict[str, Any], Any]:
+        """`read_stats(hosts=False)` and the hosts' `/clusters` part (bytes, or with `as_json`
+        `[(cluster, host_statuses JSON text)]`)."""
 
     def host_metrics(self) -> bytes: ...
 
@@ -293,84 +300,43 @@ ENDPOINTS = {
 }
 
 
-def _health_flags(host: Mapping[str, Any]) -> str:
-    flags = host.get("health_flags")
-    if isinstance(flags, str) and flags:
-        return flags
-    if isinstance(flags, list | tuple) and flags:
-        return "".join(f"/{f}" for f in flags)
-    if host.get("failed_active_hc") or host.get("ejected"):
-        return ("/failed_active_hc" if host.get("failed_active_hc") else "") + (
-            "/failed_outlier_check" if host.get("ejected") else ""
-        )
-    # NOTE: the core only knows healthy/unhealthy; active health checks are what mark a host.
-    return "healthy" if host.get("healthy", True) else "/failed_active_hc"
+def json_parts(doc: Any) -> tuple[bytes, ...]:
+    """`Response.json(200, doc)`'s body, where every bytes value in `doc` is JSON text already
+    written for its place (`json.dumps(..., indent=2)` at that depth; the core writes the
+    hosts so), spliced in as it is: the parts are sent one after another, never joined."""
+    marker = f"\x00{secrets.token_hex(16)}"
+    texts: list[bytes] = []
+
+    def splice(value: Any) -> str:
+        if isinstance(value, bytes):
+            texts.append(value)
+            return marker
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    encoded = json.dumps(doc, indent=2, sort_keys=False, default=splice) + "\n"
+    pieces = encoded.split(json.dumps(marker))
+    assert len(pieces) == len(texts) + 1, "a spliced JSON text went missing"
+    parts = [pieces[0].encode()]
+    for text, piece in zip(texts, pieces[1:], strict=True):
+        parts += [text, piece.encode()]
+    return tuple(parts)
 
 
-def _unix_to_iso(value: Any) -> str:
-    return datetime.fromtimestamp(float(value), tz=UTC).isoformat(timespec="milliseconds")
+def clusters_text(stats: Mapping[str, Any], hosts: bytes) -> tuple[bytes, ...]:
+    """Envoy's `/clusters` text: `cluster::host::stat::value`, one line each: every host's
+    lines (written by the core: `Core.clusters_text`), then the registry's."""
+    registry = registry_lines(stats)
+    return (hosts, ("\n".join(registry) + "\n").encode() if registry else b"")
 
 
-def _resilience_lines(prefix: str, host: Mapping[str, Any]) -> list[str]:
-    """`/clusters` lines for what the health checker and outlier detector know of a host."""
-    lines: list[str] = []
-    hc = host.get("active_hc")
-    if isinstance(hc, Mapping):
-        lines.append(f"{prefix}::active_hc_state::{hc.get('state')}")
-        if hc.get("last_result"):
-            lines.append(f"{prefix}::active_hc_last_result::{hc['last_result']}")
-    od = host.get("outlier")
-    if isinstance(od, Mapping):
-        lines.append(f"{prefix}::outlier_num_ejections::{od.get('num_ejections', 0)}")
-        if od.get("ejected"):
-            lines.append(f"{prefix}::outlier_ejection_reason::{od.get('reason')}")
-            if od.get("ejected_until") is not None:
-                lines.append(f"{prefix}::outlier_ejected_until::{_unix_to_iso(od['ejected_until'])}")
-        if od.get("success_rate") is not None:
-            lines.append(f"{prefix}::success_rate::{od['success_rate']:.1f}")
-    return lines
-
-
-def clusters_text(stats: Mapping[str, Any]) -> str:
-    """Envoy's `/clusters` text: `cluster::host::stat::value`, one line each."""
-    lines: list[str] = []
-    for cname, cluster in sorted((stats.get("clusters") or {}).items()):
-        for addr, host in sorted((cluster.get("hosts") or {}).items()):
-            for key, value in sorted(host.items()):
-                if isinstance(value, int) and not isinstance(value, bool) and key != "weight":
-                    lines.append(f"{cname}::{addr}::{key}::{value}")
-            lines.append(f"{cname}::{addr}::health_flags::{_health_flags(host)}")
-            lines += _resilience_lines(f"{cname}::{addr}", host)
-            lines.append(f"{cname}::{addr}::weight::{host.get('weight', 1)}")
-    lines += registry_lines(stats)
-    return "\n".join(lines) + "\n" if lines else ""
-
-
-def clusters_json(stats: Mapping[str, Any]) -> dict[str, Any]:
+def clusters_json(stats: Mapping[str, Any], hosts: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """`/clusters?format=json`, where each cluster's `host_statuses` is JSON text written by
+    the core (`Core.host_statuses_json`, clusters sorted by name): for `json_parts`."""
+    clusters = stats.get("clusters") or {}
     statuses = []
-    for cname, cluster in sorted((stats.get("clusters") or {}).items()):
-        hosts = []
-        for addr, host in sorted((cluster.get("hosts") or {}).items()):
-            counters = {k: v for k, v in host.items() if isinstance(v, int) and not isinstance(v, bool)}
-            counters.pop("weight", None)
-            entry: dict[str, Any] = {
-                "address": addr,
-                "stats": counters,
-                "health_status": {
-                    "healthy": bool(host.get("healthy", True)),
-                    "failed_active_hc": bool(host.get("failed_active_hc", False)),
-                    "ejected": bool(host.get("ejected", False)),
-                    "flags": _health_flags(host),
-                },
-                "weight": host.get("weight", 1),
-            }
-            for key in ("active_hc", "outlier"):
-                if isinstance(host.get(key), Mapping):
-                    entry[key] = dict(host[key])
-            if entry.get("outlier", {}).get("ejected_until") is not None:
-                entry["outlier"]["ejected_until_iso"] = _unix_to_iso(entry["outlier"]["ejected_until"])
-            hosts.append(entry)
-        status: dict[str, Any] = {"name": cname, "host_statuses": hosts}
+    for cname, host_statuses in hosts:
+        status: dict[str, Any] = {"name": cname, "host_statuses": host_statuses}
+        cluster = clusters.get(cname) or {}
         for key in ("health_check", "outlier_detection"):
             if isinstance(cluster.get(key), Mapping):
                 status[key] = dict(cluster[key])
@@ -431,10 +397,11 @@ class AdminAPI:
             return Response.text(200 if state == "LIVE" else 503, f"{state}\n")
         if path in ("/stats", "/stats/prometheus"):
             if as_json and path == "/stats":
-                # NOTE: per-host Python objects, then JSON: built and encoded in worker
-                # threads, so the Trio loop keeps running meanwhile.
-                stats = await self.view.read_stats()
-                return await trio.to_thread.run_sync(Response.json, 200, stats)
+                # NOTE: the core writes every host's part as JSON text (no per-host Python
+                # object); the rest is encoded in a worker thread and the parts spliced.
+                stats = await self.view.read_stats_hosts_json()
+                body = await trio.to_thread.run_sync(json_parts, stats)
+                return Response(200, body, JSON)
             # NOTE: the core writes the per-host families itself, as bytes; with 10,000 hosts,
             # making and rendering a Python dict per host took seconds on the Trio thread, and
             # the 12 MB of host text is never decoded, re-encoded or joined.
@@ -446,12 +413,11 @@ class AdminAPI:
             body = (head.encode(), self.view.host_metrics(), tail.encode())
             return Response(200, body, PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
-            stats = await self.view.read_stats()
-
-            def answer() -> Response:
-                return Response.json(200, clusters_json(stats)) if as_json else Response.text(200, clusters_text(stats))
-
-            return await trio.to_thread.run_sync(answer)
+            stats, hosts = await self.view.read_clusters(as_json=as_json)
+            if as_json:
+                body = await trio.to_thread.run_sync(json_parts, clusters_json(stats, hosts))
+                return Response(200, body, JSON)
+            return Response(200, clusters_text(stats, hosts))
         if path == "/config_dump":
             return Response.json(200, self.view.config_dump())
         if path == "/traces":

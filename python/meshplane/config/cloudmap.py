@@ -32,7 +32,7 @@ class CloudMapTarget(NamedTuple):
 def cloud_map_targets(cfg: MeshConfig) -> list[CloudMapTarget]:
     """The clusters of `cfg`'s snapshot whose endpoints come from the registry, and what to
     ask it (sorted by cluster name)."""
-    snapshot = _Snapshot(cfg, {})
+    snapshot = _Snapshot(cfg, {}, static_endpoints=False)
     out = []
     for cluster, (node_name, port) in snapshot.origins.items():
         node = cfg.get("VirtualNode", node_name)

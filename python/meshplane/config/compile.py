@@ -163,12 +163,12 @@ def resilience_targets(
 
 def dns_targets(cfg: MeshConfig) -> list[DnsTarget]:
     """The clusters of `cfg`'s snapshot whose endpoints come from DNS, and what to resolve."""
-    return _Snapshot(cfg, {}).dns
+    return _Snapshot(cfg, {}, static_endpoints=False).dns
 
 
 def listener_names(cfg: MeshConfig) -> dict[str, int]:
     """Listener name -> declared port (App Mesh listener port, TCP backend port, outbound port)."""
-    return dict(_Snapshot(cfg, {}).declared)
+    return dict(_Snapshot(cfg, {}, static_endpoints=False).declared)
 
 
 # Canonical "IPv4:PORT" (four decimal octets without leading zeros, a port 1..65535): what
@@ -181,9 +181,12 @@ _CANONICAL_LINES = re.compile(rf"(?:{_IPV4_PORT}\n)*{_IPV4_PORT}")
 
 def _canonical(addresses: Sequence[Any]) -> bool:
     """Whether every item is a canonical "IPv4:PORT" string (checked in one regex pass)."""
-    if not addresses or not all(type(a) is str for a in addresses):
+    if not addresses:
         return False
-    lines = "\n".join(addresses)
+    try:
+        lines = "\n".join(addresses)  # TypeError unless every item is a str
+    except TypeError:
+        return False
     return lines.count("\n") == len(addresses) - 1 and _CANONICAL_LINES.fullmatch(lines) is not None
 
 
@@ -193,10 +196,13 @@ class _EndpointList(list[dict[str, Any]]):
     # NOTE: with 10,000 endpoints, parsing and formatting each address, then encoding each
     # {"address", "weight"} object, was most of a compile; a batch check and a join are not.
     def __init__(self, addresses: Sequence[str], weights: Sequence[int]) -> None:
-        super().__init__({"address": a, "weight": w} for a, w in zip(addresses, weights, strict=True))
         if all(w == 1 for w in weights):
+            super().__init__([{"address": a, "weight": 1} for a in addresses])
             self.json = '[{"address":"' + '","weight":1},{"address":"'.join(addresses) + '","weight":1}]'
         else:
+            super().__init__(
+                [{"address": a, "weight": w} for a, w in zip(addresses, weights, strict=True)]
+            )
             self.json = "[" + ",".join(
                 [f'{{"address":"{a}","weight":{w}}}' for a, w in zip(addresses, weights, strict=True)]
             ) + "]"
@@ -226,10 +232,18 @@ class _Snapshot:
     """Builds the snapshot's parts; clusters and service route tables are added on first use."""
 
     def __init__(
-        self, cfg: MeshConfig, endpoints: Endpoints, functions: FunctionTargets | None = None
+        self,
+        cfg: MeshConfig,
+        endpoints: Endpoints,
+        functions: FunctionTargets | None = None,
+        *,
+        static_endpoints: bool = True,
     ) -> None:
         self.cfg = cfg
         self.endpoints = endpoints
+        # NOTE: False for the parts that never depend on static endpoints (DNS and registry
+        # targets, listener names): 10,000 of them were most of each such walk.
+        self.static_endpoints = static_endpoints
         self.functions = functions if functions is not None else resolve_functions(cfg, {})[0]
         self.listeners: list[dict[str, Any]] = []
         self.tables: dict[str, dict[str, Any]] = {}
@@ -333,6 +347,8 @@ class _Snapshot:
     def _endpoints(self, node: Resource, port: int, cluster: str) -> list[dict[str, Any]]:
         discovery = node.spec.get("serviceDiscovery") or {}
         if "static" in discovery:
+            if not self.static_endpoints:
+                return []
             given = discovery["static"]["endpoints"]
             if _canonical(given):
                 return _EndpointList(given, [1] * len(given))

@@ -45,7 +45,7 @@ class DnsTargetLike(Protocol):
 
 
 class EndpointSink(Protocol):
-    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None: ...
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> object: ...
 
 
 def order_addresses(

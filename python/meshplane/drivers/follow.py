@@ -80,7 +80,7 @@ class Follower:
         if self.proxy is not None:
             try:
                 health = {"state": self.proxy.state,
-                          "clusters": cluster_counters(await self.proxy.core_stats())}
+                          "clusters": cluster_counters(await self.proxy.core_stats(hosts=False))}
             except Exception as exc:  # the core stopped under us: say so rather than fail
                 health = {"state": self.proxy.state, "error": str(exc)}
             if self.proxy.admin_address is not None:

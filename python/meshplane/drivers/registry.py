@@ -41,7 +41,7 @@ BATCH_ABOVE, BATCH_WINDOW_S = 500, 0.05
 
 
 class EndpointSink(Protocol):
-    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None: ...
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> object: ...
 
 
 def _select(target: CloudMapTarget, instances: Sequence[Instance]) -> Endpoints:

@@ -28,7 +28,7 @@ class ResilienceCore(HealthSink, OutlierCore, Protocol):
 
 
 class EndpointSink(Protocol):
-    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None: ...
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> object: ...
 
 
 class Resilience:
@@ -95,7 +95,10 @@ class ResilienceView(NamedTuple):
                 cluster["health_check"] = hc_stats[name]
             if name in od_stats:
                 cluster["outlier_detection"] = od_stats[name]
-            for key, host in (cluster.get("hosts") or {}).items():
+            hosts = cluster.get("hosts")
+            if not isinstance(hosts, dict):  # none, or written by the core (`hosts_json`)
+                continue
+            for key, host in hosts.items():
                 hc = hc_hosts.get(name, {}).get(key)
                 od = od_hosts.get(name, {}).get(key)
                 if hc is not None:
@@ -127,12 +130,42 @@ def health_flags(host: dict[str, Any], hc: dict[str, Any] | None = None) -> str:
 
 
 class EndpointFanout:
-    """A discovery sink: endpoints go to the core, then to the resilience drivers."""
+    """A discovery sink: endpoints go to the core, then to the resilience drivers.
+
+    Discovery hands over a cluster's whole list; the core is sent only what changed since the
+    list this fanout last pushed (`Core.update_endpoints`: O(changes) in the core, not
+    O(hosts)), made against the version that list went into (`base_version`). An apply in
+    between sets the hosts its snapshot lists, so the core refuses such a stale delta and the
+    whole list is sent instead (`Core.set_endpoints`). A list that repeats an address, and a
+    core without `update_endpoints`, always go whole. Hosts that a delta adds go after the
+    others (a whole list sets the order)."""
 
     def __init__(self, core: EndpointSink, resilience: Resilience) -> None:
         self._core = core
         self._resilience = resilience
+        # cluster -> (the version the pushed list went into, address -> weight)
+        self._pushed: dict[str, tuple[str, dict[str, int]]] = {}
 
     def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None:
-        self._core.set_endpoints(cluster, endpoints)
+        new = dict(endpoints)
+        if len(new) != len(endpoints) or not self._delta(cluster, new):
+            version = self._core.set_endpoints(cluster, endpoints)
+            if isinstance(version, str) and len(new) == len(endpoints):
+                self._pushed[cluster] = (version, new)
+            else:
+                self._pushed.pop(cluster, None)
         self._resilience.set_endpoints(cluster, [address for address, _ in endpoints])
+
+    def _delta(self, cluster: str, new: dict[str, int]) -> bool:
+        """Send `new` as a change to the pushed list; False if it must go whole."""
+        pushed = self._pushed.get(cluster)
+        update = getattr(self._core, "update_endpoints", None)
+        if pushed is None or update is None:
+            return False
+        version, old = pushed
+        upsert = [(address, weight) for address, weight in new.items() if old.get(address) != weight]
+        remove = [address for address in old if address not in new]
+        if not update(cluster, upsert, remove, base_version=version):
+            return False  # an apply landed since the last push
+        self._pushed[cluster] = (version, new)
+        return True

@@ -68,7 +68,7 @@ FORKSERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forkserve
 
 
 class EndpointSink(Protocol):
-    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> None: ...
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> object: ...
 
 
 @dataclass(eq=False)

@@ -13,6 +13,7 @@ mod function;
 mod members;
 mod metrics;
 mod outlier;
+mod render;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ pub use function::{Claim, Claimed, ConcurrencyGroup, FunctionState, Waiter};
 pub use members::{Member, Members};
 pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
+pub use render::{clusters_text, host_statuses_json, hosts_json, HostNote, Notes};
 
 use crate::balance::{Balancer, HostView};
 use crate::config::{self, CircuitBreakers, UpstreamAddress, UpstreamProtocol};
@@ -29,6 +31,9 @@ use crate::stats::{ClusterStats, HostStats};
 use crate::tls::ClientTls;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::{HashMap, HashSet};
+
+/// The hasher of the per-cluster address index and host sets built on apply.
+type FastHash = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -155,7 +160,9 @@ impl HostView for HostSet {
 #[derive(Default)]
 struct Membership {
     /// Address → index in the published host set (the first, if an address repeats).
-    index: HashMap<UpstreamAddress, usize>,
+    // NOTE: foldhash, not SipHash: hashing 10,000 addresses twice per apply was a fifth of
+    // an apply's time. Seeded per process, so hosts cannot be chosen to collide.
+    index: HashMap<UpstreamAddress, usize, FastHash>,
     /// Some address appears more than once: deltas then rebuild from the list.
     repeated: bool,
     /// Hosts per non-zero weight: more than one key ⇒ unequal weights.
@@ -391,7 +398,8 @@ impl Cluster {
             })
             .collect();
         let members = Members::from_vec(members);
-        let kept: HashSet<*const Host> = members.iter().map(|m| Arc::as_ptr(&m.host)).collect();
+        let kept: HashSet<*const Host, FastHash> =
+            members.iter().map(|m| Arc::as_ptr(&m.host)).collect();
         for m in old.hosts.iter() {
             if !kept.contains(&Arc::as_ptr(&m.host)) {
                 m.host.pool.close_idle();
@@ -506,7 +514,7 @@ impl Cluster {
     /// A new version replaced this cluster (`next`, None when the cluster is gone): hosts it
     /// does not keep retire. Called once the new version is committed. O(hosts).
     pub fn retire_replaced_hosts(&self, next: Option<&Cluster>) {
-        let kept: HashSet<*const Host> = match next {
+        let kept: HashSet<*const Host, FastHash> = match next {
             Some(n) => n
                 .hosts
                 .load()
@@ -514,7 +522,7 @@ impl Cluster {
                 .iter()
                 .map(|m| Arc::as_ptr(&m.host))
                 .collect(),
-            None => HashSet::new(),
+            None => HashSet::default(),
         };
         for m in self.hosts.load().hosts.iter() {
             if !kept.contains(&Arc::as_ptr(&m.host)) {
@@ -716,34 +724,48 @@ impl Cluster {
         self.retries_active.load(Relaxed) < limit
     }
 
-    /// The cluster's stats as JSON; with `hosts`, every host's under "hosts", else only how
-    /// many hosts there are and how many are healthy, under "membership".
-    pub fn snapshot(&self, with_hosts: bool) -> serde_json::Value {
+    /// One host's stats as `snapshot` lists them under "hosts".
+    pub fn host_stats(
+        &self,
+        Member { host: h, weight: w }: &Member,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut hm = h.stats.snapshot();
+        hm.insert("rq_active".into(), h.active.load(Relaxed).into());
+        hm.insert("healthy".into(), h.healthy().into());
+        hm.insert(
+            "failed_active_hc".into(),
+            h.failed_active_hc.load(Relaxed).into(),
+        );
+        hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
+        hm.insert("weight".into(), (*w).into());
+        hm.insert("idle_connections".into(), h.pool.idle_count().into());
+        if self.function.is_some() {
+            hm.insert("busy".into(), h.claimed.load(Relaxed).into());
+        }
+        hm
+    }
+
+    /// The cluster's stats as JSON; with `Hosts::Stats`, every host's under "hosts", with
+    /// `Hosts::Membership` only how many hosts there are and how many are healthy, under
+    /// "membership"; with `Hosts::Null`, "hosts" is null (the caller writes them: `render`).
+    pub fn snapshot(&self, hosts_as: Hosts) -> serde_json::Value {
         let mut m = self.stats.snapshot();
         m.insert(
             "retries_active".into(),
             self.retries_active.load(Relaxed).into(),
         );
         let set = self.hosts.load();
-        if with_hosts {
+        if hosts_as == Hosts::Null {
+            m.insert("hosts".into(), serde_json::Value::Null);
+        } else if hosts_as == Hosts::Stats {
             let hosts: serde_json::Map<String, serde_json::Value> = set
                 .hosts
                 .iter()
-                .map(|Member { host: h, weight: w }| {
-                    let mut hm = h.stats.snapshot();
-                    hm.insert("rq_active".into(), h.active.load(Relaxed).into());
-                    hm.insert("healthy".into(), h.healthy().into());
-                    hm.insert(
-                        "failed_active_hc".into(),
-                        h.failed_active_hc.load(Relaxed).into(),
-                    );
-                    hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
-                    hm.insert("weight".into(), (*w).into());
-                    hm.insert("idle_connections".into(), h.pool.idle_count().into());
-                    if self.function.is_some() {
-                        hm.insert("busy".into(), h.claimed.load(Relaxed).into());
-                    }
-                    (h.name.to_string(), serde_json::Value::Object(hm))
+                .map(|m| {
+                    (
+                        m.host.name.to_string(),
+                        serde_json::Value::Object(self.host_stats(m)),
+                    )
                 })
                 .collect();
             m.insert("hosts".into(), serde_json::Value::Object(hosts));
@@ -781,4 +803,12 @@ impl Cluster {
         );
         serde_json::Value::Object(m)
     }
+}
+
+/// What `Cluster::snapshot` puts where the hosts go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Hosts {
+    Stats,
+    Membership,
+    Null,
 }

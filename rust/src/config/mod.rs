@@ -656,10 +656,44 @@ impl std::str::FromStr for UpstreamAddress {
             }
             return Ok(UpstreamAddress::Unix(path.into()));
         }
+        if let Some(addr) = canonical_ipv4(s) {
+            return Ok(UpstreamAddress::Tcp(addr));
+        }
         s.parse()
             .map(UpstreamAddress::Tcp)
             .map_err(|_| format!("{s:?}: expected IP:PORT or unix:/absolute/path"))
     }
+}
+
+/// `a.b.c.d:port` with decimal numbers without leading zeros (what Python's compile writes):
+/// parsed directly. Anything else is None and goes to the standard parser, which accepts
+/// every string this does, with the same result.
+// NOTE: the standard parser's generic reader was a fifth of applying 10,000 endpoints.
+fn canonical_ipv4(s: &str) -> Option<std::net::SocketAddr> {
+    fn number(part: &[u8], max: u32) -> Option<u32> {
+        if part.is_empty() || part.len() > 5 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n: u32 = 0;
+        for &c in part {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+        }
+        (n <= max).then_some(n)
+    }
+    let (ip, port) = s.split_once(':')?;
+    let mut octets = [0u8; 4];
+    let mut parts = ip.as_bytes().split(|&c| c == b'.');
+    for octet in &mut octets {
+        *octet = number(parts.next()?, 255)? as u8;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    let port = number(port.as_bytes(), 65_535)? as u16;
+    Some(std::net::SocketAddr::from((octets, port)))
 }
 
 impl std::fmt::Display for UpstreamAddress {
@@ -818,7 +852,13 @@ impl std::error::Error for SnapshotError {}
 impl Snapshot {
     /// Parse and check references. Never partially succeeds.
     pub fn parse(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| SnapshotError {
+        // NOTE: one UTF-8 check of the whole document instead of one per string (10,000
+        // endpoint addresses); invalid UTF-8 goes through `from_slice` for its error.
+        let parsed = match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(bytes),
+        };
+        let snap: Snapshot = parsed.map_err(|e| SnapshotError {
             path: format!("line {} column {}", e.line(), e.column()),
             message: e.to_string(),
         })?;

@@ -175,3 +175,53 @@ fn bad_unix_addresses_and_function_misuse_are_named() {
     assert_eq!(e.path, "clusters[1].function.concurrency", "{e}");
     assert!(e.message.contains("has concurrency 5 (clusters[0])"), "{e}");
 }
+
+#[test]
+fn the_ipv4_fast_path_agrees_with_the_standard_parser() {
+    let fixed = [
+        "1.2.3.4:80",
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "256.1.1.1:1",
+        "1.2.3.4:65536",
+        "01.2.3.4:80",
+        "1.2.3.4:080",
+        "1.2.3:80",
+        "1.2.3.4.5:80",
+        "1.2.3.4:",
+        ":80",
+        "1.2.3.4",
+        "1..3.4:80",
+        "+1.2.3.4:80",
+        "1.2.3.4:+80",
+        "1.2.3.4:80:1",
+        "[::1]:80",
+        "1.2.3.4 :80",
+        "１.2.3.4:80",
+        "127.0.0.1:00000",
+        "127.0.0.1:99999",
+        "1.2.3.4:0080",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let alphabet = b"0123456789.:25";
+    let generated = (0..20_000).map(|_| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = 5 + (seed % 17) as usize;
+        (0..len)
+            .map(|i| alphabet[((seed >> (i * 3)) % alphabet.len() as u64) as usize] as char)
+            .collect::<String>()
+    });
+    for s in fixed.iter().map(|s| s.to_string()).chain(generated) {
+        if let Some(fast) = canonical_ipv4(&s) {
+            assert_eq!(s.parse::<std::net::SocketAddr>().ok(), Some(fast), "{s}");
+            assert_eq!(
+                fast.to_string(),
+                s,
+                "only the canonical spelling takes the fast path"
+            );
+        }
+    }
+    assert!(canonical_ipv4("10.0.0.1:8080").is_some());
+}

@@ -5,13 +5,13 @@
 //! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, `update_endpoints`
 //! and `reload_tls` wait for an apply in progress, the host flags do not (`crate::runtime`).
 
-use crate::cluster::HealthFlag;
+use crate::cluster::{HealthFlag, HostNote, Notes};
 use crate::error::{Kind, ProxyError, Source};
 use crate::runtime::Runtime;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +112,98 @@ impl JsonToPy {
     }
 }
 
+/// Nesting depth of the "hosts" key in `/stats?format=json` (document → "clusters" → name →
+/// "hosts") and of "host_statuses" in `/clusters?format=json` (document → "cluster_statuses"
+/// → item → "host_statuses").
+const HOSTS_KEY_DEPTH: usize = 3;
+
+/// A Python value (as the drivers keep it: None, bool, int, float, str, list, tuple, dict) as
+/// JSON; anything else as its `str()`.
+fn py_to_json(v: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    use serde_json::Value;
+    Ok(if v.is_none() {
+        Value::Null
+    } else if let Ok(b) = v.cast::<PyBool>() {
+        Value::Bool(b.is_true())
+    } else if v.is_instance_of::<PyInt>() {
+        match v.extract::<i64>() {
+            Ok(i) => i.into(),
+            Err(_) => v.extract::<u64>().map(Value::from).unwrap_or(Value::Null),
+        }
+    } else if let Ok(f) = v.cast::<PyFloat>() {
+        serde_json::Number::from_f64(f.value()).map_or(Value::Null, Value::Number)
+    } else if let Ok(s) = v.cast::<PyString>() {
+        Value::String(s.to_cow()?.into_owned())
+    } else if let Ok(d) = v.cast::<PyDict>() {
+        Value::Object(py_dict_to_json(d)?)
+    } else if let Ok(l) = v.cast::<PyList>() {
+        Value::Array(l.iter().map(|x| py_to_json(&x)).collect::<PyResult<_>>()?)
+    } else if let Ok(t) = v.cast::<PyTuple>() {
+        Value::Array(t.iter().map(|x| py_to_json(&x)).collect::<PyResult<_>>()?)
+    } else {
+        Value::String(v.str()?.to_cow()?.into_owned())
+    })
+}
+
+fn py_dict_to_json(d: &Bound<'_, PyDict>) -> PyResult<serde_json::Map<String, serde_json::Value>> {
+    d.iter()
+        .map(|(k, x)| Ok((k.str()?.to_cow()?.into_owned(), py_to_json(&x)?)))
+        .collect()
+}
+
+/// `Notes` from the control layer's per-host views (`ResilienceView.hc_hosts` and
+/// `od_hosts`: cluster → host → dict). Read under the GIL: one entry per host the health
+/// checker or outlier detector tracks, no Python object made.
+fn notes_of(
+    health: Option<&Bound<'_, PyDict>>,
+    outliers: Option<&Bound<'_, PyDict>>,
+    health_flags: bool,
+) -> PyResult<Notes> {
+    let mut notes = Notes {
+        health_flags,
+        ..Notes::default()
+    };
+    let field = |d: &Bound<'_, PyDict>, k: &str| -> PyResult<serde_json::Value> {
+        match d.get_item(k)? {
+            Some(v) => py_to_json(&v),
+            None => Ok(serde_json::Value::Null),
+        }
+    };
+    for (cluster, hosts) in health.iter().flat_map(|d| d.iter()) {
+        let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
+        for (host, hc) in hosts.cast::<PyDict>()?.iter() {
+            let hc = hc.cast::<PyDict>()?;
+            let mut active = serde_json::Map::new();
+            active.insert("state".into(), field(hc, "state")?);
+            active.insert("last_result".into(), field(hc, "last_result")?);
+            active.insert("consecutive_healthy".into(), field(hc, "num_healthy")?);
+            active.insert("consecutive_unhealthy".into(), field(hc, "num_unhealthy")?);
+            let flags = field(hc, "health_flags")?;
+            let note = cluster.entry(host.extract::<String>()?).or_default();
+            note.hc_timeout = flags
+                .as_str()
+                .is_some_and(|f| f.contains("active_hc_timeout"));
+            note.active_hc = Some(active);
+        }
+    }
+    for (cluster, hosts) in outliers.iter().flat_map(|d| d.iter()) {
+        let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
+        for (host, od) in hosts.cast::<PyDict>()?.iter() {
+            let note: &mut HostNote = cluster.entry(host.extract::<String>()?).or_default();
+            note.outlier = Some(py_dict_to_json(od.cast::<PyDict>()?)?);
+        }
+    }
+    Ok(notes)
+}
+
+/// `text` as a bytes object, copied with the GIL released (megabytes with many hosts).
+fn bytes_of<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, text.len(), |buf| {
+        py.detach(|| buf.copy_from_slice(text.as_bytes()));
+        Ok(())
+    })
+}
+
 #[pymethods]
 impl Core {
     #[new]
@@ -161,22 +253,23 @@ impl Core {
         py: Python<'_>,
         cluster: &str,
         endpoints: Vec<(String, u32)>,
-    ) -> PyResult<()> {
+    ) -> PyResult<String> {
         let rt = self.rt.clone();
         py.detach(move || rt.set_endpoints(cluster, &endpoints))
             .map_err(|m| config_error(py, m, None))
     }
 
-    #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new()))]
+    #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new(), base_version = None))]
     fn update_endpoints(
         &self,
         py: Python<'_>,
         cluster: &str,
         upsert: Vec<(String, u32)>,
         remove: Vec<String>,
-    ) -> PyResult<()> {
+        base_version: Option<&str>,
+    ) -> PyResult<bool> {
         self.rt
-            .update_endpoints(cluster, &upsert, &remove)
+            .update_endpoints(cluster, &upsert, &remove, base_version)
             .map_err(|m| config_error(py, m, None))
     }
 
@@ -227,10 +320,70 @@ impl Core {
         let text = py.detach(move || rt.host_metrics());
         // NOTE: megabytes with many hosts: the bytes object is filled (page faults and copy)
         // with the GIL released too; nothing else can see it yet.
-        PyBytes::new_with(py, text.len(), |buf| {
-            py.detach(|| buf.copy_from_slice(text.as_bytes()));
-            Ok(())
-        })
+        bytes_of(py, &text)
+    }
+
+    /// `stats(hosts=False)` where each cluster has "hosts" (in the place of "membership"): its
+    /// hosts as `/stats?format=json` text (bytes), written with the GIL released.
+    #[pyo3(signature = (health = None, outliers = None, health_flags = false))]
+    fn stats_hosts_json<'py>(
+        &self,
+        py: Python<'py>,
+        health: Option<&Bound<'py, PyDict>>,
+        outliers: Option<&Bound<'py, PyDict>>,
+        health_flags: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let notes = notes_of(health, outliers, health_flags)?;
+        let rt = self.rt.clone();
+        let (doc, hosts) = py.detach(move || rt.stats_hosts_json(&notes, HOSTS_KEY_DEPTH));
+        let stats = json_to_py(py, &doc)?;
+        let clusters = stats.get_item("clusters")?;
+        for (name, text) in hosts {
+            clusters
+                .get_item(&name)?
+                .set_item("hosts", bytes_of(py, &text)?)?;
+        }
+        Ok(stats)
+    }
+
+    /// Every host's `/clusters` lines (bytes), written with the GIL released.
+    #[pyo3(signature = (health = None, outliers = None))]
+    fn clusters_text<'py>(
+        &self,
+        py: Python<'py>,
+        health: Option<&Bound<'py, PyDict>>,
+        outliers: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let notes = notes_of(health, outliers, true)?;
+        let rt = self.rt.clone();
+        let text = py.detach(move || rt.clusters_text(&notes));
+        bytes_of(py, &text)
+    }
+
+    /// `[(cluster, host_statuses as /clusters?format=json text)]`, clusters sorted by name.
+    #[pyo3(signature = (health = None, outliers = None))]
+    fn host_statuses_json<'py>(
+        &self,
+        py: Python<'py>,
+        health: Option<&Bound<'py, PyDict>>,
+        outliers: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let notes = notes_of(health, outliers, true)?;
+        let rt = self.rt.clone();
+        let statuses = py.detach(move || rt.host_statuses_json(&notes, HOSTS_KEY_DEPTH));
+        let items = statuses
+            .iter()
+            .map(|(name, text)| {
+                PyTuple::new(
+                    py,
+                    [
+                        name.into_pyobject(py)?.into_any(),
+                        bytes_of(py, text)?.into_any(),
+                    ],
+                )
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
     }
 
     /// The most recent recorded spans, newest first.

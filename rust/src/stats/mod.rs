@@ -4,6 +4,8 @@
 //! reads a copy (`*::snapshot`) without stopping traffic. Objects are created when a snapshot is
 //! built and kept by name across applies, so counters survive configuration changes.
 
+pub mod pyjson;
+
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};

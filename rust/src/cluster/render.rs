@@ -1,0 +1,370 @@
+//! Every host's part of the admin API's `/stats?format=json` and `/clusters` (text and JSON),
+//! written by the core as text exactly as the Python renderers wrote it from one dict per host
+//! (`meshplane.admin.server`), so with 10,000 hosts no per-host Python object is made: the
+//! admin API encodes the rest of the document and splices these in.
+//!
+//! What the control layer knows of a host (its health checker's and outlier detector's state)
+//! comes in as `Notes`.
+
+use super::{Cluster, Member};
+use crate::stats::pyjson::{newline, write_entries, write_f64, write_object, write_str};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// The control layer's view of one host.
+#[derive(Default, Debug, Clone)]
+pub struct HostNote {
+    /// `active_hc`: state, last_result, consecutive_healthy, consecutive_unhealthy.
+    pub active_hc: Option<Map<String, Value>>,
+    /// `outlier`: the outlier detector's entry, as it gives it.
+    pub outlier: Option<Map<String, Value>>,
+    /// The last probe timed out (Envoy's `/active_hc_timeout` flag).
+    pub hc_timeout: bool,
+}
+
+/// The control layer's view of every host it tracks, by cluster and host name.
+#[derive(Default, Debug)]
+pub struct Notes {
+    pub hosts: HashMap<String, HashMap<String, HostNote>>,
+    /// Whether `/stats` hosts carry `health_flags` (the control layer's drivers run).
+    pub health_flags: bool,
+}
+
+impl Notes {
+    fn get(&self, cluster: &str, host: &str) -> Option<&HostNote> {
+        self.hosts.get(cluster)?.get(host)
+    }
+}
+
+/// Envoy's health flags of a host: `healthy`, or `/failed_active_hc` (with
+/// `/active_hc_timeout`), `/failed_outlier_check` as they apply.
+fn health_flags(stats: &Map<String, Value>, timeout: bool) -> String {
+    let flag = |k: &str| stats.get(k).is_some_and(truthy);
+    let mut flags = String::new();
+    if flag("failed_active_hc") {
+        flags.push_str("/failed_active_hc");
+        if timeout {
+            flags.push_str("/active_hc_timeout");
+        }
+    }
+    if flag("ejected") {
+        flags.push_str("/failed_outlier_check");
+    }
+    if flags.is_empty() && !stats.get("healthy").is_none_or(truthy) {
+        flags.push_str("/failed_active_hc");
+    }
+    if flags.is_empty() {
+        flags.push_str("healthy");
+    }
+    flags
+}
+
+/// Python's truth value of a JSON value.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Python's `str()` of a JSON value (what an f-string writes).
+fn py_str(out: &mut String, v: &Value) {
+    match v {
+        Value::Null => out.push_str("None"),
+        Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+        Value::String(s) => out.push_str(s),
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if x.is_nan() {
+                out.push_str("nan");
+            } else if x.is_infinite() {
+                out.push_str(if x > 0.0 { "inf" } else { "-inf" });
+            } else {
+                write_f64(out, x);
+            }
+        }
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// An integer stat (Python `int`, not `bool`).
+fn is_int(v: &Value) -> bool {
+    matches!(v, Value::Number(n) if !n.is_f64())
+}
+
+/// `datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")`.
+fn unix_to_iso(out: &mut String, t: f64) {
+    // As CPython: whole seconds and microseconds rounded half to even, then cut to ms.
+    let mut secs = t.trunc();
+    let mut us = ((t - secs) * 1e6).round_ties_even();
+    if us >= 1e6 {
+        us -= 1e6;
+        secs += 1.0;
+    } else if us < 0.0 {
+        us += 1e6;
+        secs -= 1.0;
+    }
+    let secs = secs as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        us as i64 / 1000
+    );
+}
+
+/// One host's stats with what the control layer adds (`/stats`): `active_hc`, `outlier` and
+/// `health_flags`, in that order, after the core's own.
+fn annotated(cluster: &Cluster, m: &Member, notes: &Notes) -> Map<String, Value> {
+    let mut stats = cluster.host_stats(m);
+    let note = notes.get(&cluster.name, &m.host.name);
+    if let Some(note) = note {
+        if let Some(hc) = &note.active_hc {
+            stats.insert("active_hc".into(), Value::Object(hc.clone()));
+        }
+        if let Some(od) = &note.outlier {
+            stats.insert("outlier".into(), Value::Object(od.clone()));
+        }
+    }
+    if notes.health_flags {
+        let flags = health_flags(&stats, note.is_some_and(|n| n.hc_timeout));
+        stats.insert("health_flags".into(), Value::String(flags));
+    }
+    stats
+}
+
+/// The value of `/stats?format=json`'s `clusters.<name>.hosts` (the key at nesting `depth`):
+/// every host in the cluster's order.
+pub fn hosts_json(cluster: &Cluster, notes: &Notes, depth: usize) -> String {
+    let set = cluster.hosts.load();
+    let mut out = String::with_capacity(set.hosts.len() * 720 + 2);
+    if set.hosts.is_empty() {
+        out.push_str("{}");
+        return out;
+    }
+    for (i, m) in set.hosts.iter().enumerate() {
+        out.push_str(if i == 0 { "{" } else { "," });
+        newline(&mut out, depth + 1);
+        write_str(&mut out, &m.host.name);
+        out.push_str(": ");
+        write_object(&mut out, &annotated(cluster, m, notes), depth + 1);
+    }
+    newline(&mut out, depth);
+    out.push('}');
+    out
+}
+
+fn sorted_members(cluster: &Cluster) -> Vec<Member> {
+    let mut hosts: Vec<Member> = cluster.hosts.load().hosts.iter().cloned().collect();
+    hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+    hosts
+}
+
+/// `/clusters` text lines of every host (`cluster::host::stat::value`), clusters and hosts
+/// sorted by name, each line ending in a newline.
+pub fn clusters_text(clusters: &[Arc<Cluster>], notes: &Notes) -> String {
+    let mut clusters: Vec<&Arc<Cluster>> = clusters.iter().collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::new();
+    for cluster in clusters {
+        for m in sorted_members(cluster) {
+            let stats = cluster.host_stats(&m);
+            let note = notes.get(&cluster.name, &m.host.name);
+            let mut prefix = String::new();
+            let _ = write!(prefix, "{}::{}", cluster.name, m.host.name);
+            let mut keys: Vec<(&String, &Value)> = stats
+                .iter()
+                .filter(|(k, v)| is_int(v) && *k != "weight")
+                .collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for (key, value) in keys {
+                let _ = writeln!(out, "{prefix}::{key}::{value}");
+            }
+            let timeout = note.is_some_and(|n| n.hc_timeout);
+            let _ = writeln!(
+                out,
+                "{prefix}::health_flags::{}",
+                health_flags(&stats, timeout)
+            );
+            if let Some(note) = note {
+                resilience_lines(&mut out, &prefix, note);
+            }
+            let _ = writeln!(out, "{prefix}::weight::{}", m.weight);
+        }
+    }
+    out
+}
+
+/// `/clusters` lines for what the health checker and outlier detector know of a host.
+fn resilience_lines(out: &mut String, prefix: &str, note: &HostNote) {
+    if let Some(hc) = &note.active_hc {
+        let _ = write!(out, "{prefix}::active_hc_state::");
+        py_str(out, hc.get("state").unwrap_or(&Value::Null));
+        out.push('\n');
+        if let Some(result) = hc.get("last_result").filter(|v| truthy(v)) {
+            let _ = write!(out, "{prefix}::active_hc_last_result::");
+            py_str(out, result);
+            out.push('\n');
+        }
+    }
+    if let Some(od) = &note.outlier {
+        let _ = write!(out, "{prefix}::outlier_num_ejections::");
+        py_str(out, od.get("num_ejections").unwrap_or(&Value::from(0)));
+        out.push('\n');
+        if od.get("ejected").is_some_and(truthy) {
+            let _ = write!(out, "{prefix}::outlier_ejection_reason::");
+            py_str(out, od.get("reason").unwrap_or(&Value::Null));
+            out.push('\n');
+            if let Some(until) = od.get("ejected_until").and_then(Value::as_f64) {
+                let _ = write!(out, "{prefix}::outlier_ejected_until::");
+                unix_to_iso(out, until);
+                out.push('\n');
+            }
+        }
+        if let Some(rate) = od.get("success_rate").and_then(Value::as_f64) {
+            let _ = writeln!(out, "{prefix}::success_rate::{}", fixed_1(rate));
+        }
+    }
+}
+
+/// Python's `f"{x:.1f}"`: the exact binary value rounded half to even.
+fn fixed_1(x: f64) -> String {
+    format!("{x:.1}")
+}
+
+/// `/clusters?format=json`'s `host_statuses` of one cluster (the key at nesting `depth`):
+/// hosts sorted by name.
+pub fn host_statuses_json(cluster: &Cluster, notes: &Notes, depth: usize) -> String {
+    let hosts = sorted_members(cluster);
+    let mut out = String::with_capacity(hosts.len() * 800 + 2);
+    if hosts.is_empty() {
+        out.push_str("[]");
+        return out;
+    }
+    for (i, m) in hosts.iter().enumerate() {
+        out.push_str(if i == 0 { "[" } else { "," });
+        newline(&mut out, depth + 1);
+        let stats = cluster.host_stats(m);
+        let note = notes.get(&cluster.name, &m.host.name);
+        let counters: Map<String, Value> = stats
+            .iter()
+            .filter(|(k, v)| is_int(v) && *k != "weight")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let flag = |k: &str, default: bool| stats.get(k).map_or(default, truthy);
+        let health = serde_json::json!({
+            "healthy": flag("healthy", true),
+            "failed_active_hc": flag("failed_active_hc", false),
+            "ejected": flag("ejected", false),
+            "flags": health_flags(&stats, note.is_some_and(|n| n.hc_timeout)),
+        });
+        let address = Value::String(m.host.name.to_string());
+        let counters = Value::Object(counters);
+        let weight = stats.get("weight").cloned().unwrap_or(Value::from(1));
+        let mut entries: Vec<(&str, &Value)> = vec![
+            ("address", &address),
+            ("stats", &counters),
+            ("health_status", &health),
+            ("weight", &weight),
+        ];
+        let active_hc = note.and_then(|n| n.active_hc.clone()).map(Value::Object);
+        if let Some(hc) = &active_hc {
+            entries.push(("active_hc", hc));
+        }
+        let outlier = note.and_then(|n| n.outlier.clone()).map(|mut od| {
+            if let Some(until) = od.get("ejected_until").and_then(Value::as_f64) {
+                let mut iso = String::new();
+                unix_to_iso(&mut iso, until);
+                od.insert("ejected_until_iso".into(), Value::String(iso));
+            }
+            Value::Object(od)
+        });
+        if let Some(od) = &outlier {
+            entries.push(("outlier", od));
+        }
+        write_entries(&mut out, entries.into_iter(), depth + 1);
+    }
+    newline(&mut out, depth);
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times_match_python_datetime() {
+        // Right-hand sides from Python's
+        // datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").
+        let cases = [
+            (0.0, "1970-01-01T00:00:00.000+00:00"),
+            (1_780_000_000.123, "2026-05-28T20:26:40.123+00:00"),
+            (951_782_400.999_9, "2000-02-29T00:00:00.999+00:00"),
+            (951_782_400.999_999_6, "2000-02-29T00:00:01.000+00:00"),
+            (4_102_444_799.5, "2099-12-31T23:59:59.500+00:00"),
+        ];
+        for (t, want) in cases {
+            let mut s = String::new();
+            unix_to_iso(&mut s, t);
+            assert_eq!(s, want, "{t}");
+        }
+    }
+
+    #[test]
+    fn one_decimal_rounds_the_exact_value_half_to_even() {
+        // Python: f"{x:.1f}"
+        let cases = [
+            (0.25, "0.2"),
+            (0.35, "0.3"),
+            (12.5, "12.5"),
+            (99.95, "100.0"),
+            (0.05, "0.1"),
+            (100.0, "100.0"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(fixed_1(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn health_flags_follow_the_core_flags() {
+        let host = |healthy: bool, hc: bool, ej: bool| {
+            let v = serde_json::json!({"healthy": healthy, "failed_active_hc": hc, "ejected": ej});
+            v.as_object().cloned().unwrap_or_default()
+        };
+        assert_eq!(health_flags(&host(true, false, false), false), "healthy");
+        assert_eq!(
+            health_flags(&host(false, true, true), true),
+            "/failed_active_hc/active_hc_timeout/failed_outlier_check"
+        );
+        assert_eq!(
+            health_flags(&host(false, false, false), false),
+            "/failed_active_hc"
+        );
+    }
+}
