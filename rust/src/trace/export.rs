@@ -57,7 +57,7 @@ impl ExportSettings {
 pub fn start(
     settings: ExportSettings,
     shared: Arc<TraceShared>,
-) -> std::io::Result<SyncSender<Box<SpanData>>> {
+) -> std::io::Result<SyncSender<Arc<SpanData>>> {
     let tls = match &settings.endpoint {
         Some(e) if e.starts_with("https://") => Some(
             crate::tls::collector_config(settings.tls.as_ref()).map_err(|e| {
@@ -69,7 +69,7 @@ pub fn start(
         ),
         _ => None,
     };
-    let (tx, rx) = sync_channel::<Box<SpanData>>(settings.queue_spans);
+    let (tx, rx) = sync_channel::<Arc<SpanData>>(settings.queue_spans);
     std::thread::Builder::new()
         .name("meshplane-trace".into())
         .spawn(move || {
@@ -99,7 +99,7 @@ pub fn start(
                         BATCH_DELAY.saturating_sub(first_at.elapsed())
                     };
                     match rx.recv_timeout(wait) {
-                        Ok(span) => fresh.push(Arc::from(span)),
+                        Ok(span) => fresh.push(span),
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => closed = true,
                     }
@@ -107,7 +107,7 @@ pub fn start(
                 while !closed {
                     match rx.try_recv() {
                         // NOTE: the ring keeps the span itself; /traces renders it when asked.
-                        Ok(span) => fresh.push(Arc::from(span)),
+                        Ok(span) => fresh.push(span),
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => closed = true,
                     }
@@ -825,8 +825,8 @@ mod tests {
             sent.push(headers["traceparent"].to_str().unwrap().to_string());
         }
         span.data().status = 200;
-        let mut data = span.data.take().unwrap();
-        data.end = Some(Instant::now());
+        span.data().end = Some(Instant::now());
+        let data = span.data.take().unwrap();
         assert_eq!(data.span_count(), 4);
         let bytes = Encoder::default().encode("t", &[data]);
         let request = decode::ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
