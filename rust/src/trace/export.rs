@@ -733,12 +733,22 @@ fn span_name_into(t: &mut String, s: &SpanData) {
 
 fn split_authority(a: &str) -> (&str, Option<i64>) {
     match a.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !p.contains(']') => match p.parse() {
-            Ok(port) => (h, Some(port)),
-            Err(_) => (a, None),
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => match parse_i64(p) {
+            Some(port) => (h, Some(port)),
+            None => (a, None),
         },
         _ => (a, None),
     }
+}
+
+/// `s.parse::<i64>().ok()`, with a short path for what a port is: 1 to 18 ASCII digits.
+fn parse_i64(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if (1..=18).contains(&b.len()) && b.iter().all(u8::is_ascii_digit) {
+        // NOTE: 18 digits cannot overflow an i64.
+        return Some(b.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')));
+    }
+    s.parse().ok()
 }
 
 /// The ring buffer's view of a span (docs/admin.md `/traces`).
@@ -892,6 +902,23 @@ mod tests {
         assert_eq!(split_authority("svc"), ("svc", None));
         assert_eq!(split_authority("[::1]:80"), ("[::1]", Some(80)));
         assert_eq!(split_authority("[::1]"), ("[::1]", None));
+        for p in [
+            "0",
+            "80",
+            "08080",
+            "65535",
+            "999999999999999999",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-1",
+            "+80",
+            "",
+            "8a",
+            "1 ",
+            "١٢",
+        ] {
+            assert_eq!(parse_i64(p), p.parse().ok(), "{p:?}");
+        }
         assert_eq!(host_of("collector.local:4318"), "collector.local");
         assert_eq!(host_of("[::1]:4318"), "::1");
         assert_eq!(host_of("localhost"), "localhost");
