@@ -319,12 +319,11 @@ fn version_str(v: http::Version) -> &'static str {
     }
 }
 
-/// Reused buffers of one exporter thread: the batch's spans, one span's body, one formatted
-/// attribute value, and the encoded parts of spans that depend only on the configuration.
+/// Reused buffers of one exporter thread: the batch's spans (each written in place), one
+/// formatted attribute value, and the encoded parts of spans that depend only on the configuration.
 #[derive(Default)]
 pub struct Encoder {
     spans: Vec<u8>,
-    span: Vec<u8>,
     text: String,
     constant: ConstantParts,
 }
@@ -585,8 +584,8 @@ impl Encoder {
     fn server_span(&mut self, s: &SpanData) {
         use otlp::{key, span as f};
         const A: u32 = f::ATTRIBUTES;
-        let mut out = std::mem::take(&mut self.span);
-        out.clear();
+        let mut out = std::mem::take(&mut self.spans);
+        let body = otlp::message_start(&mut out, 2);
         otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
         otlp::bytes(&mut out, f::SPAN_ID, &s.span_id);
         let state = s.tracestate.as_ref().and_then(|v| v.to_str().ok());
@@ -657,8 +656,8 @@ impl Encoder {
             otlp::error_status(&mut out, f::STATUS, s.details);
         }
         otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
-        otlp::message(&mut self.spans, 2, &out);
-        self.span = out;
+        otlp::message_end(&mut out, body);
+        self.spans = out;
     }
 
     /// An upstream attempt as OpenTelemetry's HTTP client semantic conventions name things: a
@@ -666,8 +665,8 @@ impl Encoder {
     fn client_span(&mut self, s: &SpanData, resend: usize, a: &Attempt) {
         use otlp::{key, span as f};
         const A: u32 = f::ATTRIBUTES;
-        let mut out = std::mem::take(&mut self.span);
-        out.clear();
+        let mut out = std::mem::take(&mut self.spans);
+        let body = otlp::message_start(&mut out, 2);
         otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
         otlp::bytes(&mut out, f::SPAN_ID, &a.span_id);
         otlp::bytes(&mut out, f::PARENT_SPAN_ID, &s.span_id);
@@ -716,8 +715,8 @@ impl Encoder {
             otlp::error_status(&mut out, f::STATUS, e);
         }
         otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
-        otlp::message(&mut self.spans, 2, &out);
-        self.span = out;
+        otlp::message_end(&mut out, body);
+        self.spans = out;
     }
 }
 
