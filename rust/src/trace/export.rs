@@ -57,7 +57,7 @@ impl ExportSettings {
 pub fn start(
     settings: ExportSettings,
     shared: Arc<TraceShared>,
-) -> std::io::Result<SyncSender<Box<SpanData>>> {
+) -> std::io::Result<SyncSender<Arc<SpanData>>> {
     let tls = match &settings.endpoint {
         Some(e) if e.starts_with("https://") => Some(
             crate::tls::collector_config(settings.tls.as_ref()).map_err(|e| {
@@ -69,7 +69,7 @@ pub fn start(
         ),
         _ => None,
     };
-    let (tx, rx) = sync_channel::<Box<SpanData>>(settings.queue_spans);
+    let (tx, rx) = sync_channel::<Arc<SpanData>>(settings.queue_spans);
     std::thread::Builder::new()
         .name("meshplane-trace".into())
         .spawn(move || {
@@ -99,7 +99,7 @@ pub fn start(
                         BATCH_DELAY.saturating_sub(first_at.elapsed())
                     };
                     match rx.recv_timeout(wait) {
-                        Ok(span) => fresh.push(Arc::from(span)),
+                        Ok(span) => fresh.push(span),
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => closed = true,
                     }
@@ -107,7 +107,7 @@ pub fn start(
                 while !closed {
                     match rx.try_recv() {
                         // NOTE: the ring keeps the span itself; /traces renders it when asked.
-                        Ok(span) => fresh.push(Arc::from(span)),
+                        Ok(span) => fresh.push(span),
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => closed = true,
                     }
@@ -319,12 +319,11 @@ fn version_str(v: http::Version) -> &'static str {
     }
 }
 
-/// Reused buffers of one exporter thread: the batch's spans, one span's body, one formatted
-/// attribute value, and the encoded parts of spans that depend only on the configuration.
+/// Reused buffers of one exporter thread: the batch's spans (each written in place), one
+/// formatted attribute value, and the encoded parts of spans that depend only on the configuration.
 #[derive(Default)]
 pub struct Encoder {
     spans: Vec<u8>,
-    span: Vec<u8>,
     text: String,
     constant: ConstantParts,
 }
@@ -585,8 +584,8 @@ impl Encoder {
     fn server_span(&mut self, s: &SpanData) {
         use otlp::{key, span as f};
         const A: u32 = f::ATTRIBUTES;
-        let mut out = std::mem::take(&mut self.span);
-        out.clear();
+        let mut out = std::mem::take(&mut self.spans);
+        let body = otlp::message_start(&mut out, 2);
         otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
         otlp::bytes(&mut out, f::SPAN_ID, &s.span_id);
         let state = s.tracestate.as_ref().and_then(|v| v.to_str().ok());
@@ -657,8 +656,8 @@ impl Encoder {
             otlp::error_status(&mut out, f::STATUS, s.details);
         }
         otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
-        otlp::message(&mut self.spans, 2, &out);
-        self.span = out;
+        otlp::message_end(&mut out, body);
+        self.spans = out;
     }
 
     /// An upstream attempt as OpenTelemetry's HTTP client semantic conventions name things: a
@@ -666,8 +665,8 @@ impl Encoder {
     fn client_span(&mut self, s: &SpanData, resend: usize, a: &Attempt) {
         use otlp::{key, span as f};
         const A: u32 = f::ATTRIBUTES;
-        let mut out = std::mem::take(&mut self.span);
-        out.clear();
+        let mut out = std::mem::take(&mut self.spans);
+        let body = otlp::message_start(&mut out, 2);
         otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
         otlp::bytes(&mut out, f::SPAN_ID, &a.span_id);
         otlp::bytes(&mut out, f::PARENT_SPAN_ID, &s.span_id);
@@ -716,8 +715,8 @@ impl Encoder {
             otlp::error_status(&mut out, f::STATUS, e);
         }
         otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
-        otlp::message(&mut self.spans, 2, &out);
-        self.span = out;
+        otlp::message_end(&mut out, body);
+        self.spans = out;
     }
 }
 
@@ -733,12 +732,22 @@ fn span_name_into(t: &mut String, s: &SpanData) {
 
 fn split_authority(a: &str) -> (&str, Option<i64>) {
     match a.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !p.contains(']') => match p.parse() {
-            Ok(port) => (h, Some(port)),
-            Err(_) => (a, None),
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => match parse_i64(p) {
+            Some(port) => (h, Some(port)),
+            None => (a, None),
         },
         _ => (a, None),
     }
+}
+
+/// `s.parse::<i64>().ok()`, with a short path for what a port is: 1 to 18 ASCII digits.
+fn parse_i64(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if (1..=18).contains(&b.len()) && b.iter().all(u8::is_ascii_digit) {
+        // NOTE: 18 digits cannot overflow an i64.
+        return Some(b.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')));
+    }
+    s.parse().ok()
 }
 
 /// The ring buffer's view of a span (docs/admin.md `/traces`).
@@ -825,8 +834,8 @@ mod tests {
             sent.push(headers["traceparent"].to_str().unwrap().to_string());
         }
         span.data().status = 200;
-        let mut data = span.data.take().unwrap();
-        data.end = Some(Instant::now());
+        span.data().end = Some(Instant::now());
+        let data = span.data.take().unwrap();
         assert_eq!(data.span_count(), 4);
         let bytes = Encoder::default().encode("t", &[data]);
         let request = decode::ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
@@ -892,6 +901,23 @@ mod tests {
         assert_eq!(split_authority("svc"), ("svc", None));
         assert_eq!(split_authority("[::1]:80"), ("[::1]", Some(80)));
         assert_eq!(split_authority("[::1]"), ("[::1]", None));
+        for p in [
+            "0",
+            "80",
+            "08080",
+            "65535",
+            "999999999999999999",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-1",
+            "+80",
+            "",
+            "8a",
+            "1 ",
+            "١٢",
+        ] {
+            assert_eq!(parse_i64(p), p.parse().ok(), "{p:?}");
+        }
         assert_eq!(host_of("collector.local:4318"), "collector.local");
         assert_eq!(host_of("[::1]:4318"), "::1");
         assert_eq!(host_of("localhost"), "localhost");

@@ -105,7 +105,7 @@ impl TraceShared {
 #[derive(Default)]
 pub struct Exporters {
     pub shared: Arc<TraceShared>,
-    running: Mutex<Option<(ExportSettings, SyncSender<Box<SpanData>>)>>,
+    running: Mutex<Option<(ExportSettings, SyncSender<Arc<SpanData>>)>>,
 }
 
 impl Exporters {
@@ -151,7 +151,7 @@ pub struct Tracing {
     /// A new trace is sampled when a draw is below this (u64::MAX: always).
     threshold: u64,
     keep_errors: bool,
-    queue: SyncSender<Box<SpanData>>,
+    queue: SyncSender<Arc<SpanData>>,
     shared: Arc<TraceShared>,
 }
 
@@ -205,7 +205,7 @@ impl Tracing {
             );
             ActiveSpan {
                 tracing: self.clone(),
-                data: Some(Box::new(SpanData {
+                data: Some(Arc::new(SpanData {
                     trace_id,
                     span_id,
                     parent: parent.map(|p: Parent| p.span_id),
@@ -305,7 +305,8 @@ impl Mark {
     }
 }
 
-/// Everything one span records; boxed once per recorded request.
+/// Everything one span records; allocated once per recorded request, as the `Arc` the
+/// exporter and the `/traces` ring share (no second allocation when it is queued).
 pub struct SpanData {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
@@ -389,16 +390,28 @@ impl SpanData {
 /// the client went away first (status 0, flag DC).
 pub struct ActiveSpan {
     tracing: Arc<Tracing>,
-    data: Option<Box<SpanData>>,
+    // NOTE: the only reference until the span is queued (`d` relies on it).
+    data: Option<Arc<SpanData>>,
 }
 
 impl ActiveSpan {
+    /// The record, while the request path owns it alone (until `drop` queues it).
+    fn d(&mut self) -> Option<&mut SpanData> {
+        let data = self.data.as_mut()?;
+        debug_assert!(Arc::strong_count(data) == 1 && Arc::weak_count(data) == 0);
+        // SAFETY: `data` is the record's only reference (it is made in `begin`, never cloned
+        // and no `Weak` of it is made before `drop` hands it to the queue), so this is the
+        // exclusive borrow `Arc::get_mut` would return, held no longer than `&mut self`.
+        // NOTE: without `get_mut`'s atomic check on every mark and attempt.
+        Some(unsafe { &mut *Arc::as_ptr(data).cast_mut() })
+    }
+
     pub fn mark(&mut self, mark: Mark) {
         self.mark_at(mark, Instant::now());
     }
 
     pub fn mark_at(&mut self, mark: Mark, at: Instant) {
-        if let Some(d) = &mut self.data {
+        if let Some(d) = self.d() {
             d.marks.push((mark, at));
         }
     }
@@ -406,17 +419,12 @@ impl ActiveSpan {
     /// Phase hook (upstream attempt): a CLIENT span for the attempt about to be sent to
     /// `host`, and its id in `headers` as the next hop's parent.
     pub fn attempt(&mut self, host: &Arc<str>, tls: bool, headers: &mut http::HeaderMap) {
-        let Some(d) = &mut self.data else {
+        let propagation = self.tracing.propagation;
+        let Some(d) = self.d() else {
             return;
         };
         let span_id = nonzero_u64().to_be_bytes();
-        context::inject(
-            self.tracing.propagation,
-            headers,
-            &d.trace_id,
-            &span_id,
-            d.sampled,
-        );
+        context::inject(propagation, headers, &d.trace_id, &span_id, d.sampled);
         d.attempts.push(Attempt {
             span_id,
             started: Instant::now(),
@@ -431,7 +439,7 @@ impl ActiveSpan {
     /// The current attempt's response head: its status; `retried`: the attempt ends here
     /// (its response is dropped and the request tried again).
     pub fn attempt_answered(&mut self, status: u16, retried: bool) {
-        if let Some(a) = self.data.as_mut().and_then(|d| d.attempts.last_mut()) {
+        if let Some(a) = self.d().and_then(|d| d.attempts.last_mut()) {
             a.status = status;
             if retried {
                 a.end = Some(Instant::now());
@@ -441,7 +449,7 @@ impl ActiveSpan {
 
     /// The current attempt failed without a response.
     pub fn attempt_failed(&mut self, error: &'static str) {
-        if let Some(a) = self.data.as_mut().and_then(|d| d.attempts.last_mut()) {
+        if let Some(a) = self.d().and_then(|d| d.attempts.last_mut()) {
             a.error = Some(error);
             a.end = Some(Instant::now());
         }
@@ -449,9 +457,8 @@ impl ActiveSpan {
 
     /// What the request path learned, for the span's attributes.
     pub fn data(&mut self) -> &mut SpanData {
-        self.data
-            .as_mut()
-            .expect("an active span has its data until dropped")
+        self.d()
+            .expect("an active span has its data, unshared, until dropped")
     }
 }
 
@@ -459,14 +466,18 @@ impl Drop for ActiveSpan {
     /// The span ends now: queue it for export unless it is neither sampled nor a kept error.
     /// Never waits: a full queue drops it (counted).
     fn drop(&mut self) {
-        let Some(mut data) = self.data.take() else {
+        let keep_errors = self.tracing.keep_errors;
+        let Some(d) = self.d() else {
             return;
         };
-        data.end = Some(Instant::now());
-        if data.status == 0 && data.flags.is_empty() {
-            data.flags.push_str("DC");
+        d.end = Some(Instant::now());
+        if d.status == 0 && d.flags.is_empty() {
+            d.flags.push_str("DC");
         }
-        let keep = data.sampled || (self.tracing.keep_errors && data.is_error());
+        let keep = d.sampled || (keep_errors && d.is_error());
+        let Some(data) = self.data.take() else {
+            return;
+        };
         if !keep {
             return;
         }

@@ -149,6 +149,30 @@ pub fn message(out: &mut Vec<u8>, field: u32, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
+/// The start of a message field (< 16) whose body the caller writes next, in place; returns
+/// where the body starts, for `message_end`.
+// NOTE: room is left for a two-byte length (a body of 128 to 16,383 bytes, as a span's is),
+// so the body is not written elsewhere and copied behind its length; `message_end` moves it
+// when its length takes another size.
+pub fn message_start(out: &mut Vec<u8>, field: u32) -> usize {
+    tag(out, field, LEN);
+    out.extend_from_slice(&[0, 0]);
+    out.len()
+}
+
+/// The end of the message begun by `message_start`: its length written before it.
+pub fn message_end(out: &mut Vec<u8>, body: usize) {
+    let len = out.len() - body;
+    if varint_len(len as u64) == 2 {
+        out[body - 2] = len as u8 | 0x80;
+        out[body - 1] = (len >> 7) as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        varint(&mut prefix, len as u64);
+        out.splice(body - 2..body, prefix);
+    }
+}
+
 /// `Span` (trace/v1) field numbers.
 pub mod span {
     pub const TRACE_ID: u32 = 1;
@@ -347,6 +371,20 @@ mod tests {
             assert_eq!(out.len(), varint_len(v), "{v}");
             let decoded = prost::encoding::decode_varint(&mut &out[..]).unwrap();
             assert_eq!(decoded, v);
+        }
+    }
+
+    #[test]
+    fn a_message_written_in_place_is_the_message_copied_behind_its_length() {
+        for len in [0, 1, 127, 128, 300, 16_383, 16_384, 20_000, 2_097_152] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut copied = vec![7u8];
+            message(&mut copied, 2, &body);
+            let mut in_place = vec![7u8];
+            let start = message_start(&mut in_place, 2);
+            in_place.extend_from_slice(&body);
+            message_end(&mut in_place, start);
+            assert!(copied == in_place, "body of {len} bytes");
         }
     }
 
