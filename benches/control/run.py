@@ -267,6 +267,8 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                 reads.append(("`await Proxy.read_stats()`", proxy.read_stats))
             if hasattr(proxy, "host_metrics"):
                 reads.append(("`Proxy.host_metrics()`", lambda: sync(proxy.host_metrics)))
+            if hasattr(proxy, "read_host_metrics"):
+                reads.append(("`await Proxy.read_host_metrics()`", proxy.read_host_metrics))
             for name, read in reads:
                 worst, took = await phase(beat, read, rounds)
                 stall_rows.append(f"| {n:,} | {name} | {ms(worst)} | {ms(took)} |")

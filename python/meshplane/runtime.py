@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from meshplane._bridge import Event, EventBridge, TaskStatus, collapse_groups
-from meshplane._core import Core, CoreError
+from meshplane._core import Core, CoreError, Text
 from meshplane.admin.lambda_api import MAX_BODY_BYTES as LAMBDA_MAX_BODY
 from meshplane.admin.lambda_api import LambdaAPI, serve_lambda_api, too_large
 from meshplane.admin.server import serve_admin
@@ -691,6 +691,14 @@ class Proxy:
         core (`Core.host_metrics()`): what `admin.prometheus.render` writes for the hosts of
         `stats()`, without a Python object per host."""
         return self._require_core().host_metrics()
+
+    async def read_host_metrics(self) -> Text:
+        """`host_metrics()` written in a worker thread and kept in the core (`meshplane._core.Text`), to be
+        read in pieces (`piece(start, size)`): with 10,000 hosts the text is ~12 MB, whose
+        writing would stop the Trio loop for tens of milliseconds and whose bytes object
+        would be one more copy of it."""
+        core = self._require_core()
+        return await trio.to_thread.run_sync(core.host_metrics_text)
 
     async def core_stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """The core's own counters (`Core.stats(hosts)`, without the control layer's

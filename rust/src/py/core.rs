@@ -54,6 +54,28 @@ pub struct Core {
     rt: Arc<Runtime>,
 }
 
+/// Text the core wrote (UTF-8), kept in the core and handed out in pieces of bounded size,
+/// so that no Python object of the whole (megabytes with many hosts) is made.
+#[pyclass(name = "Text", module = "meshplane._core", frozen)]
+pub struct Text {
+    text: String,
+}
+
+#[pymethods]
+impl Text {
+    fn __len__(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The bytes `[start, start + size)` of the text (fewer at its end, none past it).
+    fn piece<'py>(&self, py: Python<'py>, start: usize, size: usize) -> Bound<'py, PyBytes> {
+        let bytes = self.text.as_bytes();
+        let start = start.min(bytes.len());
+        let end = start.saturating_add(size).min(bytes.len());
+        PyBytes::new(py, &bytes[start..end])
+    }
+}
+
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     JsonToPy { converted: 0 }.convert(py, v)
 }
@@ -323,6 +345,15 @@ impl Core {
         bytes_of(py, &text)
     }
 
+    /// `host_metrics()` as a `Text`: written with the GIL released and kept in the core, read
+    /// in pieces (the admin API's scrape sends it so, from a worker thread's call).
+    fn host_metrics_text(&self, py: Python<'_>) -> Text {
+        let rt = self.rt.clone();
+        Text {
+            text: py.detach(move || rt.host_metrics()),
+        }
+    }
+
     /// `stats(hosts=False)` where each cluster has "hosts" (in the place of "membership"): its
     /// hosts as `/stats?format=json` text (bytes), written with the GIL released.
     #[pyo3(signature = (health = None, outliers = None, health_flags = false))]
@@ -431,6 +462,7 @@ impl Core {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_class::<Text>()?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     Ok(())
 }
