@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import socket
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -149,6 +151,36 @@ def _compile(
     document["version"] = label = f"{apply_number}-{digest}"
     data = b"%s,\"version\":%s}" % (body[:-1], json.dumps(label).encode())
     return digest, document, data, targets
+
+
+# NOTE: a thread that wants the GIL waits up to `sys.getswitchinterval()` (5 ms by default)
+# before the holder is asked to let go. An apply's Python work in a worker thread (loading,
+# walking and compiling a config of 10,000 endpoints: ~10 ms of bytecode) thus kept the Trio
+# loop waiting a whole interval at each of its wake-ups; while such work runs the interval is
+# `_BRIEF_SWITCH_S` (the holder lets go sooner; it pays a few more switches). Process-wide, as
+# the interval is: the first such call sets it, the last one puts the previous value back (a
+# change another party makes meanwhile is then undone).
+_BRIEF_SWITCH_S = 0.0005
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+def _brief_switches(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` with the GIL switch interval at most `_BRIEF_SWITCH_S` (for worker threads)."""
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, _BRIEF_SWITCH_S))
+        _switch_users += 1
+    try:
+        return fn(*args)
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 def _with_ports(config: MeshConfig, overrides: Mapping[int, int] | None) -> MeshConfig:
@@ -394,7 +426,7 @@ class Proxy:
         starts, nothing changes; once it has started, it completes and is recorded, and the
         cancellation is delivered afterwards.
         """
-        new = await trio.to_thread.run_sync(_load, config, self._port_overrides)
+        new = await trio.to_thread.run_sync(_brief_switches, _load, config, self._port_overrides)
         async with self._lock:
             return await self._apply(new)
 
@@ -403,7 +435,7 @@ class Proxy:
         assert discovery is not None and cloud_map is not None
         # Each walks the whole config (every static endpoint too): off the loop.
         targets, registry_targets = await trio.to_thread.run_sync(
-            lambda: (dns_targets(config), cloud_map_targets(config))
+            _brief_switches, lambda: (dns_targets(config), cloud_map_targets(config))
         )
         endpoints = await discovery.prepare(targets)
         endpoints.update(await cloud_map.prepare(registry_targets))
@@ -411,7 +443,7 @@ class Proxy:
         if self._supervisor is not None:
             endpoints.update(self._supervisor.endpoints())
         digest, snapshot, data, resilience = await trio.to_thread.run_sync(
-            _compile, config, endpoints, self._applied + 1, functions
+            _brief_switches, _compile, config, endpoints, self._applied + 1, functions
         )
         if digest == self._digest and self.version is not None:
             self._config = config
