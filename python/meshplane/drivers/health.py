@@ -84,7 +84,8 @@ class ClusterHealth:
     timeout: int = 0
 
     def stats(self) -> dict[str, int]:
-        healthy = sum(1 for h in self.checker.snapshot().values() if h["state"] == "healthy")
+        # NOTE: counted without `snapshot()`'s dict per host (10,000 of them per stats read).
+        healthy = self.checker.count_healthy()
         return {
             "attempt": self.attempt,
             "success": self.success,

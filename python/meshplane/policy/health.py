@@ -322,6 +322,10 @@ class HealthChecker(Generic[K]):
         state = self._hosts[key].state
         return None if state is HealthState.UNKNOWN else state is HealthState.HEALTHY
 
+    def count_healthy(self) -> int:
+        """How many hosts are healthy: what `snapshot()` counts, without its copy per host."""
+        return sum(1 for h in self._hosts.values() if h.state is HealthState.HEALTHY)
+
     def host(self, key: K) -> HostHealth:
         """The state machine of `key` (read-only use). KeyError if not a host."""
         return self._hosts[key]
