@@ -641,7 +641,7 @@ class Proxy:
         `hosts=False` leaves each cluster's hosts out (it has `membership`: `total` and
         `healthy` host counts instead), so no per-host object is made; `host_metrics()` has
         the hosts' Prometheus text."""
-        return self._with_functions(self._control_view()[1](self._require_core().stats(hosts)))
+        return self._with_functions(self._control_view(hosts=hosts)[1](self._require_core().stats(hosts)))
 
     async def read_stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """`stats(hosts=hosts)`, taken in a worker thread: the core's copy (with `hosts`, of
@@ -650,7 +650,7 @@ class Proxy:
         caller's thread. With 10,000 hosts the per-host copy is a few hundred milliseconds of
         work that the Trio loop no longer stops for (it shares the GIL with the worker, a
         switch interval at a time)."""
-        core, (_, merge) = self._require_core(), self._control_view()
+        core, (_, merge) = self._require_core(), self._control_view(hosts=hosts)
         stats: dict[str, Any] = await trio.to_thread.run_sync(lambda: merge(core.stats(hosts)))
         return self._with_functions(stats)
 
@@ -694,11 +694,12 @@ class Proxy:
         return stats
 
     def _control_view(
-        self,
+        self, *, hosts: bool = True
     ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
         """What the control layer adds to a `Core.stats()` copy, copied now: the resilience
-        drivers' view, and a function that adds it all, touching nothing else."""
-        resilience = self._resilience.view() if self._resilience is not None else None
+        drivers' view (without its per-host part unless `hosts`: for a copy without hosts),
+        and a function that adds it all, touching nothing else."""
+        resilience = self._resilience.view(hosts=hosts) if self._resilience is not None else None
         extra: dict[str, Any] = {}
         if self._cloud_map is not None and self._cloud_map.connected is not None:
             extra["registry"] = self._cloud_map.status()
