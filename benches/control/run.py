@@ -25,7 +25,9 @@ asserted; it prints a Markdown report.
    so every host turns unhealthy and the core is told); reading `Proxy.stats()` and GET
    /stats?format=json, /stats/prometheus and /clusters (text and JSON) on the admin port, from
    `scraper.py` in a process of its own (as Prometheus is): only the server's work is in this
-   process, and the durations are the scraper's (request sent to last body byte read).
+   process, and the durations are the scraper's (request sent to last body byte read); then,
+   with every host health-checked, `Proxy.stats(hosts=False)`, GET /stats/prometheus and
+   GET /clusters again (the checker's per-host state joins those reads).
 4. **Stats read time** with N hosts: `Core.stats()`, `Proxy.stats()` and each admin GET.
 """
 
@@ -288,12 +290,33 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                     stall_rows.append(f"| {n:,} | GET {path} | {ms(worst)} | {ms(took)} |")
                     read_rows.append(f"| {n:,} | GET {path} | {ms(took)} |")
         if probe_seconds > 0:
-            async with Proxy(mesh(n, health=True), admin="127.0.0.1:0"):
+            async with Proxy(mesh(n, health=True), admin="127.0.0.1:0") as proxy:
                 await trio.sleep(0.05)
                 beat.reset()
                 await trio.sleep(probe_seconds)
                 stall_rows.append(f"| {n:,} | TCP health checks, 1 s interval ({probe_seconds:g} s) "
                                   f"| {ms(beat.worst)} | |")
+                # Stats reads while every host is checked (the checker's per-host state joins them).
+                assert proxy.admin_address is not None
+                host, port = proxy.admin_address
+                base = f"http://{host}:{port}"
+
+                async def lean() -> object:
+                    return proxy.stats(hosts=False)
+
+                worst, took = await phase(beat, lean, rounds)
+                stall_rows.append(f"| {n:,} | with health checks: `Proxy.stats(hosts=False)` (on the loop) "
+                                  f"| {ms(worst)} | {ms(took)} |")
+                async with Scraper() as scraper:
+                    for path in ("/stats/prometheus", "/clusters"):
+                        durations = []
+
+                        async def get(path: str = path, durations: list[float] = durations) -> None:
+                            durations.append(await scraper.get(base + path))  # noqa: B023 (awaited now)
+
+                        worst, _ = await phase(beat, get, rounds)
+                        stall_rows.append(f"| {n:,} | with health checks: GET {path} | {ms(worst)} "
+                                          f"| {ms(statistics.median(durations))} |")
         nursery.cancel_scope.cancel()
     return stall_rows, read_rows
 
