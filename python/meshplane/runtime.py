@@ -659,7 +659,7 @@ class Proxy:
         `/stats?format=json` writes it (`json.dumps(..., indent=2)` at its place, the control
         layer's per-host view included), written by the core with the GIL released
         (`Core.stats_hosts_json`), so no per-host Python object is made."""
-        core, (view, merge) = self._require_core(), self._control_view()
+        core, (view, merge) = self._require_core(), await self._read_control_view()
         health, outliers = (view.hc_hosts, view.od_hosts) if view is not None else (None, None)
         stats: dict[str, Any] = await trio.to_thread.run_sync(
             lambda: merge(core.stats_hosts_json(health, outliers, view is not None))
@@ -671,7 +671,7 @@ class Proxy:
         the control layer's view) and every host's part, written by the core with the GIL
         released: the `cluster::host::stat::value` lines (bytes, `Core.clusters_text`) or, with
         `as_json`, `[(cluster, its host_statuses as JSON text)]` (`Core.host_statuses_json`)."""
-        core, (view, merge) = self._require_core(), self._control_view()
+        core, (view, merge) = self._require_core(), await self._read_control_view()
         health, outliers = (view.hc_hosts, view.od_hosts) if view is not None else (None, None)
         hosts_of = core.host_statuses_json if as_json else core.clusters_text
 
@@ -693,13 +693,23 @@ class Proxy:
             stats["control"] = stats.pop("control")  # last, as before the functions came
         return stats
 
+    async def _read_control_view(
+        self,
+    ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """`_control_view()`, with the health checker's per-host view copied in steps
+        (`Resilience.read_view`), for reads that pass it to the core."""
+        view = await self._resilience.read_view() if self._resilience is not None else None
+        return self._control_view(view=view)
+
     def _control_view(
-        self, *, hosts: bool = True
+        self, *, hosts: bool = True, view: ResilienceView | None = None
     ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
         """What the control layer adds to a `Core.stats()` copy, copied now: the resilience
-        drivers' view (without its per-host part unless `hosts`: for a copy without hosts),
-        and a function that adds it all, touching nothing else."""
-        resilience = self._resilience.view(hosts=hosts) if self._resilience is not None else None
+        drivers' view (`view` if given; without its per-host part unless `hosts`: for a copy
+        without hosts), and a function that adds it all, touching nothing else."""
+        resilience = view
+        if resilience is None and self._resilience is not None:
+            resilience = self._resilience.view(hosts=hosts)
         extra: dict[str, Any] = {}
         if self._cloud_map is not None and self._cloud_map.connected is not None:
             extra["registry"] = self._cloud_map.status()

@@ -83,6 +83,12 @@ class Resilience:
         return ResilienceView(self.health.stats(), self.outliers.stats(), self.health.hosts(),
                               self.outliers.hosts())
 
+    async def read_view(self) -> ResilienceView:
+        """`view()`, with the health checker's per-host part copied in steps
+        (`ActiveHealthChecks.read_hosts`): each host as at its own step, not all at one moment."""
+        hc_hosts = await self.health.read_hosts()
+        return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, self.outliers.hosts())
+
 
 class ResilienceView(NamedTuple):
     """The drivers' per-cluster counters and per-host state at one moment (`Resilience.view`)."""

@@ -345,6 +345,17 @@ def test_count_healthy_counts_what_the_snapshot_shows() -> None:
     assert checker.count_healthy() == counted() == 1
 
 
+def test_snapshot_of_some_keys_skips_those_no_longer_hosts() -> None:
+    checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=0.0), random.Random(1))
+    checker.set_hosts(["a", "b", "c"], now=0.0)
+    checker.record("b", OK, 0.5)
+    whole = checker.snapshot()
+    assert checker.keys() == ["a", "b", "c"]
+    assert checker.snapshot(["c", "b"]) == {"c": whole["c"], "b": whole["b"]}
+    assert checker.snapshot(["gone", "a"]) == {"a": whole["a"]}
+    assert checker.snapshot([]) == {}
+
+
 def test_checker_set_hosts_adds_and_forgets() -> None:
     checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=0.0), random.Random(1))
     checker.set_hosts(["a", "b"], now=0.0)
