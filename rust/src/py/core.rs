@@ -176,6 +176,9 @@ fn py_dict_to_json(d: &Bound<'_, PyDict>) -> PyResult<serde_json::Map<String, se
 /// `Notes` from the control layer's per-host views (`ResilienceView.hc_hosts` and
 /// `od_hosts`: cluster → host → dict). Read under the GIL: one entry per host the health
 /// checker or outlier detector tracks, no Python object made.
+/// Hosts of the control layer's view read between two releases of the GIL (`notes_of`).
+const HOSTS_PER_GIL_HOLD: usize = 1024;
+
 fn notes_of(
     health: Option<&Bound<'_, PyDict>>,
     outliers: Option<&Bound<'_, PyDict>>,
@@ -191,9 +194,20 @@ fn notes_of(
             None => Ok(serde_json::Value::Null),
         }
     };
+    // NOTE: this runs in a worker thread with the GIL held, and Rust code never lets the
+    // interpreter switch threads: with 10,000 hosts the whole walk kept the Trio loop waiting
+    // for ~15 ms. The GIL is let go (and the thread yields) every `HOSTS_PER_GIL_HOLD` hosts.
+    let mut walked = 0usize;
+    let mut breathe = |py: Python<'_>| {
+        walked += 1;
+        if walked % HOSTS_PER_GIL_HOLD == 0 {
+            py.detach(std::thread::yield_now);
+        }
+    };
     for (cluster, hosts) in health.iter().flat_map(|d| d.iter()) {
         let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
         for (host, hc) in hosts.cast::<PyDict>()?.iter() {
+            breathe(host.py());
             let hc = hc.cast::<PyDict>()?;
             let mut active = serde_json::Map::new();
             active.insert("state".into(), field(hc, "state")?);
@@ -211,6 +225,7 @@ fn notes_of(
     for (cluster, hosts) in outliers.iter().flat_map(|d| d.iter()) {
         let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
         for (host, od) in hosts.cast::<PyDict>()?.iter() {
+            breathe(host.py());
             let note: &mut HostNote = cluster.entry(host.extract::<String>()?).or_default();
             note.outlier = Some(py_dict_to_json(od.cast::<PyDict>()?)?);
         }
