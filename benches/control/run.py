@@ -23,21 +23,24 @@ asserted; it prints a Markdown report.
    N static hosts while: idle; applying a changed N-host config (`Proxy.apply`); active TCP
    health checks probe all N hosts every second (nothing listens there: every probe is refused,
    so every host turns unhealthy and the core is told); reading `Proxy.stats()` and GET
-   /stats?format=json, /stats/prometheus and /clusters (text and JSON) on the admin port (from a client in
-   another thread, as a scraper in another process would be).
+   /stats?format=json, /stats/prometheus and /clusters (text and JSON) on the admin port, from
+   `scraper.py` in a process of its own (as Prometheus is): only the server's work is in this
+   process, and the durations are the scraper's (request sent to last body byte read); then,
+   with every host health-checked, `Proxy.stats(hosts=False)`, GET /stats/prometheus and
+   GET /clusters again (the checker's per-host state joins those reads).
 4. **Stats read time** with N hosts: `Core.stats()`, `Proxy.stats()` and each admin GET.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
 import trio
 from meshplane import Proxy
 from meshplane._core import Core
@@ -199,6 +202,37 @@ async def phase(beat: Heartbeat, work: Callable[[], Awaitable[object]], repeat: 
     return beat.worst, statistics.median(took)
 
 
+class Scraper:
+    """`scraper.py` in a subprocess: `get(url)` sends it the URL and awaits its line."""
+
+    async def __aenter__(self) -> Scraper:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scraper.py")
+        self.process = await trio.lowlevel.open_process(
+            [sys.executable, script], stdin=-1, stdout=-1)  # -1: subprocess.PIPE
+        self.pending = b""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.aclose()
+        with trio.fail_after(10):
+            await self.process.wait()
+
+    async def get(self, url: str) -> float:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        await self.process.stdin.send_all(url.encode() + b"\n")
+        while b"\n" not in self.pending:
+            data = await self.process.stdout.receive_some()
+            if not data:
+                raise RuntimeError(f"scraper ended (exit {self.process.poll()}) on {url}")
+            self.pending += data
+        line, _, self.pending = self.pending.partition(b"\n")
+        seconds, status, _size = line.split()
+        if status != b"200":
+            raise RuntimeError(f"GET {url}: {status.decode()}")
+        return float(seconds)
+
+
 async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[list[str], list[str]]:
     beat = Heartbeat()
     stall_rows: list[str] = []
@@ -235,24 +269,54 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                 reads.append(("`await Proxy.read_stats()`", proxy.read_stats))
             if hasattr(proxy, "host_metrics"):
                 reads.append(("`Proxy.host_metrics()`", lambda: sync(proxy.host_metrics)))
-            # The scraper is another thread (its own connection each time, as Prometheus): only
-            # the server's work lands on the Trio loop, and the client's share of the GIL.
-            with httpx.Client(timeout=60) as client:
+            if hasattr(proxy, "read_host_metrics"):
+                reads.append(("`await Proxy.read_host_metrics()`", proxy.read_host_metrics))
+            for name, read in reads:
+                worst, took = await phase(beat, read, rounds)
+                stall_rows.append(f"| {n:,} | {name} | {ms(worst)} | {ms(took)} |")
+                read_rows.append(f"| {n:,} | {name} | {ms(took)} |")
+            # The scraper is another process (a new connection each GET, as Prometheus): only
+            # the server's work is in this process; its duration is the scraper's own figure.
+            async with Scraper() as scraper:
                 for path in ("/stats?format=json", "/stats/prometheus", "/clusters",
                              "/clusters?format=json"):
-                    reads.append((f"GET {path}", lambda path=path: trio.to_thread.run_sync(
-                        client.get, base + path)))  # type: ignore[misc]
-                for name, read in reads:
-                    worst, took = await phase(beat, read, rounds)
-                    stall_rows.append(f"| {n:,} | {name} | {ms(worst)} | {ms(took)} |")
-                    read_rows.append(f"| {n:,} | {name} | {ms(took)} |")
+                    durations: list[float] = []
+
+                    async def get(path: str = path, durations: list[float] = durations) -> None:
+                        durations.append(await scraper.get(base + path))
+
+                    worst, _ = await phase(beat, get, rounds)
+                    took = statistics.median(durations)
+                    stall_rows.append(f"| {n:,} | GET {path} | {ms(worst)} | {ms(took)} |")
+                    read_rows.append(f"| {n:,} | GET {path} | {ms(took)} |")
         if probe_seconds > 0:
-            async with Proxy(mesh(n, health=True), admin="127.0.0.1:0"):
+            async with Proxy(mesh(n, health=True), admin="127.0.0.1:0") as proxy:
                 await trio.sleep(0.05)
                 beat.reset()
                 await trio.sleep(probe_seconds)
                 stall_rows.append(f"| {n:,} | TCP health checks, 1 s interval ({probe_seconds:g} s) "
                                   f"| {ms(beat.worst)} | |")
+                # Stats reads while every host is checked (the checker's per-host state joins them).
+                assert proxy.admin_address is not None
+                host, port = proxy.admin_address
+                base = f"http://{host}:{port}"
+
+                async def lean() -> object:
+                    return proxy.stats(hosts=False)
+
+                worst, took = await phase(beat, lean, rounds)
+                stall_rows.append(f"| {n:,} | with health checks: `Proxy.stats(hosts=False)` (on the loop) "
+                                  f"| {ms(worst)} | {ms(took)} |")
+                async with Scraper() as scraper:
+                    for path in ("/stats/prometheus", "/clusters"):
+                        durations = []
+
+                        async def get(path: str = path, durations: list[float] = durations) -> None:
+                            durations.append(await scraper.get(base + path))  # noqa: B023 (awaited now)
+
+                        worst, _ = await phase(beat, get, rounds)
+                        stall_rows.append(f"| {n:,} | with health checks: GET {path} | {ms(worst)} "
+                                          f"| {ms(statistics.median(durations))} |")
         nursery.cancel_scope.cancel()
     return stall_rows, read_rows
 

@@ -20,6 +20,7 @@ __all__ = [
     "OutlierEvent",
     "RouteTable",
     "StoppedEvent",
+    "Text",
     "__version__",
 ]
 __version__: str
@@ -40,6 +41,14 @@ class CoreError(Exception):
     retryable: bool
     status: int | None
     path: str | None
+
+@final
+class Text:
+    """Text the core wrote (UTF-8), kept in the core and read in pieces of bounded size."""
+
+    def __len__(self) -> int: ...
+    def piece(self, start: int, size: int) -> bytes:
+        """The bytes `[start, start + size)` of the text (fewer at its end, none past it)."""
 
 @final
 class Core:
@@ -122,6 +131,9 @@ class Core:
         """Every host's stats as the `meshplane_host_*` families of the Prometheus text format
         (UTF-8), exactly as `meshplane.admin.prometheus.render` writes the hosts of `stats()`;
         written with the GIL released, without a Python object per host."""
+    def host_metrics_text(self) -> Text:
+        """`host_metrics()` kept in the core as a `Text` (written with the GIL released), to be
+        read in pieces: no bytes object of the whole text is made."""
     def stats_hosts_json(
         self,
         health: dict[str, dict[str, dict[str, Any]]] | None = None,

@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import socket
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from meshplane._bridge import Event, EventBridge, TaskStatus, collapse_groups
-from meshplane._core import Core, CoreError
+from meshplane._core import Core, CoreError, Text
 from meshplane.admin.lambda_api import MAX_BODY_BYTES as LAMBDA_MAX_BODY
 from meshplane.admin.lambda_api import LambdaAPI, serve_lambda_api, too_large
 from meshplane.admin.server import serve_admin
@@ -149,6 +151,36 @@ def _compile(
     document["version"] = label = f"{apply_number}-{digest}"
     data = b"%s,\"version\":%s}" % (body[:-1], json.dumps(label).encode())
     return digest, document, data, targets
+
+
+# NOTE: a thread that wants the GIL waits up to `sys.getswitchinterval()` (5 ms by default)
+# before the holder is asked to let go. An apply's Python work in a worker thread (loading,
+# walking and compiling a config of 10,000 endpoints: ~10 ms of bytecode) thus kept the Trio
+# loop waiting a whole interval at each of its wake-ups; while such work runs the interval is
+# `_BRIEF_SWITCH_S` (the holder lets go sooner; it pays a few more switches). Process-wide, as
+# the interval is: the first such call sets it, the last one puts the previous value back (a
+# change another party makes meanwhile is then undone).
+_BRIEF_SWITCH_S = 0.0005
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+def _brief_switches(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` with the GIL switch interval at most `_BRIEF_SWITCH_S` (for worker threads)."""
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, _BRIEF_SWITCH_S))
+        _switch_users += 1
+    try:
+        return fn(*args)
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 def _with_ports(config: MeshConfig, overrides: Mapping[int, int] | None) -> MeshConfig:
@@ -394,7 +426,7 @@ class Proxy:
         starts, nothing changes; once it has started, it completes and is recorded, and the
         cancellation is delivered afterwards.
         """
-        new = await trio.to_thread.run_sync(_load, config, self._port_overrides)
+        new = await trio.to_thread.run_sync(_brief_switches, _load, config, self._port_overrides)
         async with self._lock:
             return await self._apply(new)
 
@@ -403,7 +435,7 @@ class Proxy:
         assert discovery is not None and cloud_map is not None
         # Each walks the whole config (every static endpoint too): off the loop.
         targets, registry_targets = await trio.to_thread.run_sync(
-            lambda: (dns_targets(config), cloud_map_targets(config))
+            _brief_switches, lambda: (dns_targets(config), cloud_map_targets(config))
         )
         endpoints = await discovery.prepare(targets)
         endpoints.update(await cloud_map.prepare(registry_targets))
@@ -411,7 +443,7 @@ class Proxy:
         if self._supervisor is not None:
             endpoints.update(self._supervisor.endpoints())
         digest, snapshot, data, resilience = await trio.to_thread.run_sync(
-            _compile, config, endpoints, self._applied + 1, functions
+            _brief_switches, _compile, config, endpoints, self._applied + 1, functions
         )
         if digest == self._digest and self.version is not None:
             self._config = config
@@ -609,7 +641,7 @@ class Proxy:
         `hosts=False` leaves each cluster's hosts out (it has `membership`: `total` and
         `healthy` host counts instead), so no per-host object is made; `host_metrics()` has
         the hosts' Prometheus text."""
-        return self._with_functions(self._control_view()[1](self._require_core().stats(hosts)))
+        return self._with_functions(self._control_view(hosts=hosts)[1](self._require_core().stats(hosts)))
 
     async def read_stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """`stats(hosts=hosts)`, taken in a worker thread: the core's copy (with `hosts`, of
@@ -618,7 +650,7 @@ class Proxy:
         caller's thread. With 10,000 hosts the per-host copy is a few hundred milliseconds of
         work that the Trio loop no longer stops for (it shares the GIL with the worker, a
         switch interval at a time)."""
-        core, (_, merge) = self._require_core(), self._control_view()
+        core, (_, merge) = self._require_core(), self._control_view(hosts=hosts)
         stats: dict[str, Any] = await trio.to_thread.run_sync(lambda: merge(core.stats(hosts)))
         return self._with_functions(stats)
 
@@ -627,7 +659,7 @@ class Proxy:
         `/stats?format=json` writes it (`json.dumps(..., indent=2)` at its place, the control
         layer's per-host view included), written by the core with the GIL released
         (`Core.stats_hosts_json`), so no per-host Python object is made."""
-        core, (view, merge) = self._require_core(), self._control_view()
+        core, (view, merge) = self._require_core(), await self._read_control_view()
         health, outliers = (view.hc_hosts, view.od_hosts) if view is not None else (None, None)
         stats: dict[str, Any] = await trio.to_thread.run_sync(
             lambda: merge(core.stats_hosts_json(health, outliers, view is not None))
@@ -639,7 +671,7 @@ class Proxy:
         the control layer's view) and every host's part, written by the core with the GIL
         released: the `cluster::host::stat::value` lines (bytes, `Core.clusters_text`) or, with
         `as_json`, `[(cluster, its host_statuses as JSON text)]` (`Core.host_statuses_json`)."""
-        core, (view, merge) = self._require_core(), self._control_view()
+        core, (view, merge) = self._require_core(), await self._read_control_view()
         health, outliers = (view.hc_hosts, view.od_hosts) if view is not None else (None, None)
         hosts_of = core.host_statuses_json if as_json else core.clusters_text
 
@@ -661,12 +693,23 @@ class Proxy:
             stats["control"] = stats.pop("control")  # last, as before the functions came
         return stats
 
-    def _control_view(
+    async def _read_control_view(
         self,
     ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """`_control_view()`, with the health checker's per-host view copied in steps
+        (`Resilience.read_view`), for reads that pass it to the core."""
+        view = await self._resilience.read_view() if self._resilience is not None else None
+        return self._control_view(view=view)
+
+    def _control_view(
+        self, *, hosts: bool = True, view: ResilienceView | None = None
+    ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
         """What the control layer adds to a `Core.stats()` copy, copied now: the resilience
-        drivers' view, and a function that adds it all, touching nothing else."""
-        resilience = self._resilience.view() if self._resilience is not None else None
+        drivers' view (`view` if given; without its per-host part unless `hosts`: for a copy
+        without hosts), and a function that adds it all, touching nothing else."""
+        resilience = view
+        if resilience is None and self._resilience is not None:
+            resilience = self._resilience.view(hosts=hosts)
         extra: dict[str, Any] = {}
         if self._cloud_map is not None and self._cloud_map.connected is not None:
             extra["registry"] = self._cloud_map.status()
@@ -691,6 +734,14 @@ class Proxy:
         core (`Core.host_metrics()`): what `admin.prometheus.render` writes for the hosts of
         `stats()`, without a Python object per host."""
         return self._require_core().host_metrics()
+
+    async def read_host_metrics(self) -> Text:
+        """`host_metrics()` written in a worker thread and kept in the core (`meshplane._core.Text`), to be
+        read in pieces (`piece(start, size)`): with 10,000 hosts the text is ~12 MB, whose
+        writing would stop the Trio loop for tens of milliseconds and whose bytes object
+        would be one more copy of it."""
+        core = self._require_core()
+        return await trio.to_thread.run_sync(core.host_metrics_text)
 
     async def core_stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """The core's own counters (`Core.stats(hosts)`, without the control layer's

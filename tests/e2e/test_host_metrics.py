@@ -51,6 +51,14 @@ def assert_same_text(proxy: Proxy) -> str:
     lean = proxy.stats(hosts=False)
     assert "hosts" not in lean["clusters"][CLUSTER]
     host_text = proxy.host_metrics().decode()
+    # The same text kept in the core and read in pieces (as the scrape sends it).
+    kept = proxy._require_core().host_metrics_text()
+    assert len(kept) == len(host_text.encode())
+    for size in (1, 7, 4096, len(kept) + 1):
+        pieces = [kept.piece(start, size) for start in range(0, len(kept), size)]
+        assert all(len(p) == size for p in pieces[:-1]) and 0 < len(pieces[-1]) <= size
+        assert b"".join(pieces).decode() == host_text
+    assert kept.piece(len(kept), 10) == b"" and kept.piece(len(kept) + 5, 10) == b""
     head, hosts, tail = render_parts(lean)
     assert hosts == ""
     text = head + host_text + tail
@@ -142,8 +150,28 @@ async def test_a_large_body_goes_out_in_its_parts(nursery: trio.Nursery) -> None
     a client sees one body of the summed length, and the connection stays usable."""
     parts = (b"a" * 100_000, b"", b"b" * 70_000)
 
+    class Kept:
+        """A part read in pieces (as `meshplane._core.Text`)."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def __len__(self) -> int:
+            return len(self.data)
+
+        def piece(self, start: int, size: int) -> bytes:
+            return self.data[start : start + size]
+
+    kept = b"".join(bytes([65 + i % 26]) for i in range(300_000))
+
     async def handler(request: Request) -> Response:
-        return Response(200, parts if request.path == "/big" else b"small")
+        if request.path == "/big":
+            return Response(200, parts)
+        if request.path == "/kept":
+            return Response(200, (b"<", Kept(kept), b">"))
+        if request.path == "/kept-small":
+            return Response(200, (b"<", Kept(b"xyz"), b">"))
+        return Response(200, b"small")
 
     host, port = await nursery.start(serve_http, handler, "127.0.0.1", 0)
     async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
@@ -152,3 +180,7 @@ async def test_a_large_body_goes_out_in_its_parts(nursery: trio.Nursery) -> None
         head = await client.head("/big")
         assert head.content == b"" and head.headers["content-length"] == "170000"
         assert (await client.get("/other")).content == b"small"
+        got = await client.get("/kept")
+        assert got.content == b"<" + kept + b">" and got.headers["content-length"] == str(len(kept) + 2)
+        assert (await client.get("/kept-small")).content == b"<xyz>"
+        assert (await client.head("/kept")).headers["content-length"] == str(len(kept) + 2)

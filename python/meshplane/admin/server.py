@@ -73,13 +73,21 @@ class Request:
 _SEPARATE_BODY_BYTES = 64 * 1024
 
 
+class Pieces(Protocol):
+    """A body part kept elsewhere (`meshplane._core.Text`), read in pieces of bounded size."""
+
+    def __len__(self) -> int: ...
+
+    def piece(self, start: int, size: int) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Response:
-    """One answer. `body` is bytes, or a tuple of byte strings sent one after the other (a
-    large body in parts, never joined)."""
+    """One answer. `body` is bytes, or a tuple of parts sent one after the other (a large body
+    in parts, never joined): byte strings, or `Pieces` read a bounded piece at a time."""
 
     status: int
-    body: bytes | tuple[bytes, ...] = b""
+    body: bytes | tuple[bytes | Pieces, ...] = b""
     content_type: str = TEXT
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -189,20 +197,28 @@ async def _send(stream: trio.SocketStream, conn: h11.Connection, response: Respo
     if head or length < _SEPARATE_BODY_BYTES:
         for part in () if head else parts:
             if part:
-                data += conn.send(h11.Data(data=part)) or b""
+                data += conn.send(h11.Data(data=_whole(part))) or b""
         data += conn.send(h11.EndOfMessage()) or b""
         await stream.send_all(data)
         return
     # NOTE: a scrape of 10,000 hosts is ~12 MB: each copy of it is milliseconds on the Trio
-    # thread, so the parts go out as they are.
+    # thread, so the parts go out as they are, a bounded piece per task step.
     await stream.send_all(data)
+    step = _SEPARATE_BODY_BYTES * 4
     for part in parts:
-        with memoryview(part) as view:
-            # Pieces, each a task step of its own: one step never copies megabytes.
-            for start in range(0, len(view), _SEPARATE_BODY_BYTES * 4):
-                piece = bytes(view[start : start + _SEPARATE_BODY_BYTES * 4])
-                await stream.send_all(conn.send(h11.Data(data=piece)) or b"")
+        if isinstance(part, bytes):
+            with memoryview(part) as view:
+                for start in range(0, len(view), step):
+                    piece = bytes(view[start : start + step])
+                    await stream.send_all(conn.send(h11.Data(data=piece)) or b"")
+        else:
+            for start in range(0, len(part), step):
+                await stream.send_all(conn.send(h11.Data(data=part.piece(start, step))) or b"")
     await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
+
+
+def _whole(part: bytes | Pieces) -> bytes:
+    return part if isinstance(part, bytes) else part.piece(0, len(part))
 
 
 async def _serve_one(
@@ -276,7 +292,8 @@ class AdminView(Protocol):
         """`read_stats(hosts=False)` and the hosts' `/clusters` part (bytes, or with `as_json`
         `[(cluster, host_statuses JSON text)]`)."""
 
-    def host_metrics(self) -> bytes: ...
+    async def read_host_metrics(self) -> Pieces:
+        """`host_metrics()` (the `meshplane_host_*` families), written off the Trio thread."""
 
     def listener_addresses(self) -> dict[str, tuple[str, int]]: ...
 
@@ -404,13 +421,14 @@ class AdminAPI:
                 return Response(200, body, JSON)
             # NOTE: the core writes the per-host families itself, as bytes; with 10,000 hosts,
             # making and rendering a Python dict per host took seconds on the Trio thread, and
-            # the 12 MB of host text is never decoded, re-encoded or joined.
+            # the 12 MB of host text is written in a worker thread and kept in the core, then
+            # sent a piece at a time: never decoded, re-encoded, joined or copied whole.
             stats = self.view.stats(hosts=False)
             head, _, tail = render_prometheus_parts(stats)
             tail += tls_metrics(self.view.tls_info(), time.time())
             tail += registry_metrics(stats) + async_metrics(stats)
             tail += render_envoy(stats, self._envoy_context(stats.get("version")))
-            body = (head.encode(), self.view.host_metrics(), tail.encode())
+            body = (head.encode(), await self.view.read_host_metrics(), tail.encode())
             return Response(200, body, PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
             stats, hosts = await self.view.read_clusters(as_json=as_json)

@@ -84,7 +84,8 @@ class ClusterHealth:
     timeout: int = 0
 
     def stats(self) -> dict[str, int]:
-        healthy = sum(1 for h in self.checker.snapshot().values() if h["state"] == "healthy")
+        # NOTE: counted without `snapshot()`'s dict per host (10,000 of them per stats read).
+        healthy = self.checker.count_healthy()
         return {
             "attempt": self.attempt,
             "success": self.success,
@@ -326,6 +327,21 @@ class ActiveHealthChecks:
         """Per cluster, per host: `HealthChecker.snapshot()` entries (state, health_flags,
         last_result, last_check, last_change, counters, next_check; times on `clock`)."""
         return {name: c.checker.snapshot() for name, c in self._clusters.items()}
+
+    async def read_hosts(self, step: int = 1024) -> dict[str, dict[str, dict[str, Any]]]:
+        """`hosts()`, copied `step` hosts per task step (a checkpoint between steps): with
+        10,000 hosts the whole copy is ~16 ms, which one step would take from the Trio loop.
+        Each host's entry is as it was at its own step (the checks go on meanwhile); hosts
+        removed meanwhile are left out, hosts added meanwhile are not in it."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, cluster in list(self._clusters.items()):
+            keys = cluster.checker.keys()
+            hosts: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(keys), step):
+                hosts.update(cluster.checker.snapshot(keys[start : start + step]))
+                await trio.lowlevel.checkpoint()
+            out[name] = hosts
+        return out
 
     def policy(self, cluster: str) -> HealthCheckPolicy | None:
         state = self._clusters.get(cluster)

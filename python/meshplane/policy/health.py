@@ -322,6 +322,10 @@ class HealthChecker(Generic[K]):
         state = self._hosts[key].state
         return None if state is HealthState.UNKNOWN else state is HealthState.HEALTHY
 
+    def count_healthy(self) -> int:
+        """How many hosts are healthy: what `snapshot()` counts, without its copy per host."""
+        return sum(1 for h in self._hosts.values() if h.state is HealthState.HEALTHY)
+
     def host(self, key: K) -> HostHealth:
         """The state machine of `key` (read-only use). KeyError if not a host."""
         return self._hosts[key]
@@ -332,12 +336,18 @@ class HealthChecker(Generic[K]):
     def __contains__(self, key: object) -> bool:
         return key in self._hosts
 
-    def snapshot(self) -> dict[K, dict[str, Any]]:
+    def keys(self) -> list[K]:
+        """The hosts, in `snapshot()`'s order (a copy)."""
+        return list(self._hosts)
+
+    def snapshot(self, keys: Iterable[K] | None = None) -> dict[K, dict[str, Any]]:
         """Per host, for the admin API: state, Envoy health flags, last result and check time,
         last change time, the consecutive counters, change pending, next due time (None while a
-        probe is in flight)."""
+        probe is in flight). With `keys`, only those of them that are hosts now."""
         out: dict[K, dict[str, Any]] = {}
-        for key, h in self._hosts.items():
+        hosts = self._hosts
+        chosen = hosts.items() if keys is None else ((k, hosts[k]) for k in keys if k in hosts)
+        for key, h in chosen:
             entry = self._scheduled.get(key)
             out[key] = {
                 "state": h.state.value,

@@ -54,6 +54,28 @@ pub struct Core {
     rt: Arc<Runtime>,
 }
 
+/// Text the core wrote (UTF-8), kept in the core and handed out in pieces of bounded size,
+/// so that no Python object of the whole (megabytes with many hosts) is made.
+#[pyclass(name = "Text", module = "meshplane._core", frozen)]
+pub struct Text {
+    text: String,
+}
+
+#[pymethods]
+impl Text {
+    fn __len__(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The bytes `[start, start + size)` of the text (fewer at its end, none past it).
+    fn piece<'py>(&self, py: Python<'py>, start: usize, size: usize) -> Bound<'py, PyBytes> {
+        let bytes = self.text.as_bytes();
+        let start = start.min(bytes.len());
+        let end = start.saturating_add(size).min(bytes.len());
+        PyBytes::new(py, &bytes[start..end])
+    }
+}
+
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     JsonToPy { converted: 0 }.convert(py, v)
 }
@@ -154,6 +176,9 @@ fn py_dict_to_json(d: &Bound<'_, PyDict>) -> PyResult<serde_json::Map<String, se
 /// `Notes` from the control layer's per-host views (`ResilienceView.hc_hosts` and
 /// `od_hosts`: cluster → host → dict). Read under the GIL: one entry per host the health
 /// checker or outlier detector tracks, no Python object made.
+/// Hosts of the control layer's view read between two releases of the GIL (`notes_of`).
+const HOSTS_PER_GIL_HOLD: usize = 1024;
+
 fn notes_of(
     health: Option<&Bound<'_, PyDict>>,
     outliers: Option<&Bound<'_, PyDict>>,
@@ -169,9 +194,20 @@ fn notes_of(
             None => Ok(serde_json::Value::Null),
         }
     };
+    // NOTE: this runs in a worker thread with the GIL held, and Rust code never lets the
+    // interpreter switch threads: with 10,000 hosts the whole walk kept the Trio loop waiting
+    // for ~15 ms. The GIL is let go (and the thread yields) every `HOSTS_PER_GIL_HOLD` hosts.
+    let mut walked = 0usize;
+    let mut breathe = |py: Python<'_>| {
+        walked += 1;
+        if walked % HOSTS_PER_GIL_HOLD == 0 {
+            py.detach(std::thread::yield_now);
+        }
+    };
     for (cluster, hosts) in health.iter().flat_map(|d| d.iter()) {
         let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
         for (host, hc) in hosts.cast::<PyDict>()?.iter() {
+            breathe(host.py());
             let hc = hc.cast::<PyDict>()?;
             let mut active = serde_json::Map::new();
             active.insert("state".into(), field(hc, "state")?);
@@ -189,6 +225,7 @@ fn notes_of(
     for (cluster, hosts) in outliers.iter().flat_map(|d| d.iter()) {
         let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
         for (host, od) in hosts.cast::<PyDict>()?.iter() {
+            breathe(host.py());
             let note: &mut HostNote = cluster.entry(host.extract::<String>()?).or_default();
             note.outlier = Some(py_dict_to_json(od.cast::<PyDict>()?)?);
         }
@@ -323,6 +360,15 @@ impl Core {
         bytes_of(py, &text)
     }
 
+    /// `host_metrics()` as a `Text`: written with the GIL released and kept in the core, read
+    /// in pieces (the admin API's scrape sends it so, from a worker thread's call).
+    fn host_metrics_text(&self, py: Python<'_>) -> Text {
+        let rt = self.rt.clone();
+        Text {
+            text: py.detach(move || rt.host_metrics()),
+        }
+    }
+
     /// `stats(hosts=False)` where each cluster has "hosts" (in the place of "membership"): its
     /// hosts as `/stats?format=json` text (bytes), written with the GIL released.
     #[pyo3(signature = (health = None, outliers = None, health_flags = false))]
@@ -431,6 +477,7 @@ impl Core {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_class::<Text>()?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     Ok(())
 }

@@ -804,6 +804,21 @@ def test_the_compact_document_equals_the_pretty_one(endpoints: list[Any]) -> Non
     ]
 
 
+def test_the_canonical_check_covers_every_step_of_a_long_list() -> None:
+    """The addresses are checked a step at a time: a bad one in a later step still counts."""
+    from meshplane.config.compile import _CANONICAL_STEP, _canonical
+
+    good = [f"10.0.{i >> 8 & 255}.{i & 255}:80" for i in range(_CANONICAL_STEP * 2 + 5)]
+    assert _canonical(good)
+    assert _canonical(good[: _CANONICAL_STEP + 1]) and _canonical(good[:1])
+    assert not _canonical([])
+    for bad in ("10.0.0.1:080", "10.0.0.1", "[::1]:80", "10.0.0.1:80\n10.0.0.2:80", 7):
+        for at in (0, _CANONICAL_STEP - 1, _CANONICAL_STEP, len(good) - 1):
+            addresses: list[Any] = list(good)
+            addresses[at] = bad
+            assert not _canonical(addresses), (bad, at)
+
+
 def test_the_compact_document_of_discovered_endpoints_equals_the_pretty_one() -> None:
     from meshplane.config.compile import compile_document, snapshot_json
 

@@ -75,3 +75,16 @@ async def test_a_probe_that_raises_is_logged_counted_and_the_host_stays_checked(
     assert len(caplog.records) == 2
     assert all(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
     assert f"the probe of cluster c host {HOST} failed (RuntimeError: a bug in the probe)" in caplog.records[0].getMessage()
+
+
+async def test_read_hosts_in_steps_equals_hosts_and_stats_count_the_same() -> None:
+    """The per-host view copied in steps (checkpoints between them) is the one-moment copy
+    when nothing changes meanwhile, and the `healthy` gauge counts what it shows."""
+    checks = ActiveHealthChecks(Recorder())
+    hosts = tuple(f"10.0.{i // 256}.{i % 256}:80" for i in range(10))
+    checks.retarget([ResilienceTarget("c", "n", 80, "http", hosts, "n", health_check=CHECK)])
+    whole = checks.hosts()
+    for step in (1, 3, 10, 1024):
+        assert await checks.read_hosts(step) == whole
+    healthy = sum(1 for h in whole["c"].values() if h["state"] == "healthy")
+    assert checks.stats()["c"]["healthy"] == healthy

@@ -328,6 +328,34 @@ def test_checker_records_transitions_and_reschedules() -> None:
     assert snap["b"]["state"] == "unhealthy" and snap["b"]["health_flags"] == "/failed_active_hc"
 
 
+def test_count_healthy_counts_what_the_snapshot_shows() -> None:
+    checker: HealthChecker[str] = HealthChecker(policy(interval=5.0, interval_jitter_percent=0,
+                                                       initial_jitter=0.0), random.Random(1))
+    checker.set_hosts(["a", "b", "c", "d"], now=0.0)
+
+    def counted() -> int:
+        return sum(1 for h in checker.snapshot().values() if h["state"] == "healthy")
+
+    assert checker.count_healthy() == counted() == 0  # all unknown
+    checker.record("a", OK, 0.5)
+    checker.record("b", OK, 0.5)
+    checker.record("c", ACTIVE, 0.5)
+    assert checker.count_healthy() == counted() == 2
+    checker.set_hosts(["b", "c", "d"], now=1.0)  # a healthy host goes
+    assert checker.count_healthy() == counted() == 1
+
+
+def test_snapshot_of_some_keys_skips_those_no_longer_hosts() -> None:
+    checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=0.0), random.Random(1))
+    checker.set_hosts(["a", "b", "c"], now=0.0)
+    checker.record("b", OK, 0.5)
+    whole = checker.snapshot()
+    assert checker.keys() == ["a", "b", "c"]
+    assert checker.snapshot(["c", "b"]) == {"c": whole["c"], "b": whole["b"]}
+    assert checker.snapshot(["gone", "a"]) == {"a": whole["a"]}
+    assert checker.snapshot([]) == {}
+
+
 def test_checker_set_hosts_adds_and_forgets() -> None:
     checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=0.0), random.Random(1))
     checker.set_hosts(["a", "b"], now=0.0)
