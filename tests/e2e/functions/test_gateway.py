@@ -9,6 +9,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,16 +151,19 @@ async def test_publish_and_shift_traffic_without_a_failed_request(
         assert {t for _, t in results} == {"one", "two"}
 
 
+async def held_request(client: httpx.AsyncClient, release: Path, statuses: list[int]) -> None:
+    """GET / on the `app.hold` function, which runs until `release` exists."""
+    r = await client.get("/", params={"until": str(release)})
+    statuses.append(r.status_code)
+
+
 async def test_throttled_at_reserved_concurrency(deploy: Callable[..., Path], store_url: str,
                                                  tmp_path: Path) -> None:
     path = deploy({"handler": "app.hold", "reservedConcurrency": 2})
     release = tmp_path / "release"
     async with running(path, store_url) as (proxy, client):
         statuses: list[int] = []
-
-        async def held() -> None:
-            r = await client.get("/", params={"until": str(release)})
-            statuses.append(r.status_code)
+        held = partial(held_request, client, release, statuses)
 
         async with trio.open_nursery() as nursery:
             for _ in range(2):
@@ -186,20 +190,14 @@ async def test_reserved_concurrency_is_the_functions_across_its_versions(
     release = tmp_path / "release"
     async with running(path, store_url) as (proxy, client):
         statuses: list[int] = []
+        held = partial(held_request, client, release, statuses)
 
-        async def held() -> None:
-            r = await client.get("/", params={"until": str(release)})
-            statuses.append(r.status_code)
-
-        host, port = proxy.admin_address
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as admin, \
-                trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             for _ in range(2):
                 nursery.start_soon(held)
             await eventually(lambda: fn_stats(proxy).get("concurrent_executions") == 2, 20,
                              "two invocations of $LATEST running")
-            r = await admin.post("/2015-03-31/functions/fn/invocations",
-                                 params={"Qualifier": version}, content=b"{}")
+            r = await admin_invoke(proxy, version)
             assert r.status_code == 429, r.text
             assert r.headers["x-amzn-errortype"] == "TooManyRequestsException"
             release.touch()
