@@ -147,9 +147,9 @@ async def run_functions(args: argparse.Namespace) -> int:
                     raise FunctionCatalogError("give --version N (or --delete)")
                 out = await set_alias(store, mesh, args.name, args.alias, args.version,
                                       dict(args.weight), args.description)
-                extra = "".join(f", {w:.0%} to version {v}" for v, w in
-                                (out.get("additionalVersionWeights") or {}).items())
-                text = f"alias {args.name}:{args.alias} -> version {args.version}{extra}"
+                shares = "".join(f", {w:.0%} to version {v}" for v, w in
+                                 (out.get("additionalVersionWeights") or {}).items())
+                text = f"alias {args.name}:{args.alias} -> version {args.version}{shares}"
         else:
             catalog, _ = await load_catalog(store, mesh)
             if command == "versions":
@@ -181,9 +181,9 @@ async def run_functions(args: argparse.Namespace) -> int:
                     versions_list: list[str] = item["versions"]
                     lines.append(f"{head}\tversions: {', '.join(versions_list) or '-'}")
                     for alias, a in sorted(item["aliases"].items()):
-                        extra = "".join(f" + {w:.0%} -> {v}" for v, w in
-                                        (a.get("additionalVersionWeights") or {}).items())
-                        lines.append(f"  alias {alias} -> {a['functionVersion']}{extra}")
+                        shares = "".join(f" + {w:.0%} -> {v}" for v, w in
+                                         (a.get("additionalVersionWeights") or {}).items())
+                        lines.append(f"  alias {alias} -> {a['functionVersion']}{shares}")
                 text = "\n".join(lines) or "(no functions)"
     print(json.dumps(out, indent=2, sort_keys=True) if args.json else text)
     return 0
