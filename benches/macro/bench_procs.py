@@ -179,6 +179,25 @@ def group_rss_kb(pgid: int) -> tuple[int, int]:
     return total, count
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU time (user + system, every thread, seconds) used so far by the live processes of
+    process group `pgid`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid:  # fields: state ppid pgrp ... utime (11) stime (12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def http_get_ok(port: int, timeout: float = 2.0) -> bool:
     """One HTTP/1.1 GET / on a fresh connection: 200 with the upstream's body?"""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)

@@ -17,6 +17,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+        "target_cpu_us_per_req": med("target_cpu_us_per_req"),
+        "upstream_cpu_us_per_req": med("upstream_cpu_us_per_req"),
         "rps_min": min((r["rps"] for r in good), default=None),
         "rps_max": max((r["rps"] for r in good), default=None),
         "errors": sum(r.get("errors", 0) for r in runs),
@@ -43,6 +45,10 @@ def fmt_spread(s: dict[str, Any]) -> str:
     return f"±{50 * (hi - lo) / mid:.0f}%"
 
 
+def fmt_cpu(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
 def fmt_ratio(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
@@ -60,8 +66,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"-c{cfg['h2_clients']} -m{cfg['h2_streams']}"
         + ("; load generator pinned to CPU 0, servers to the rest" if cfg["pin"] else "") + ".",
         "",
-        "| scenario | target | req/s | spread | p50 ms | p99 ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | target | req/s | spread | p50 ms | p99 ms | errors | CPU µs/req: target "
+        "+ upstream |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for sc_name, per_target in result["scenarios"].items():
         for tname, s in per_target["targets"].items():
@@ -71,7 +78,9 @@ def markdown(result: dict[str, Any]) -> str:
             err = str(s["errors"]) + (f" ({s['failed_runs']} failed runs)" if s["failed_runs"]
                                       else "")
             lines.append(f"| {sc_name} | {tname} | {fmt_rps(s['rps'])} | {fmt_spread(s)} "
-                         f"| {fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {err} |")
+                         f"| {fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {err} "
+                         f"| {fmt_cpu(s.get('target_cpu_us_per_req'))} + "
+                         f"{fmt_cpu(s.get('upstream_cpu_us_per_req'))} |")
     others = ("direct", *PEERS)
     lines += ["", "Throughput ratios, meshplane req/s ÷ other req/s (> 1: meshplane faster; "
               "p99 ratio meshplane ÷ other in brackets, < 1: meshplane lower):", "",

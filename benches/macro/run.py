@@ -58,6 +58,7 @@ from bench_procs import (  # noqa: E402
     Processes,
     find_binary,
     find_envoy,
+    group_cpu_s,
     group_rss_kb,
     raise_interrupt,
     tool_version,
@@ -449,7 +450,22 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
                     continue
                 progress(f"{sc.name} run {rep + 1}/{args.repeat}: {t.name}")
                 load_before = loadavg()
+                # CPU time of the target's and the upstream's processes over the measurement:
+                # per request, the cost that decides how close to saturation a fixed rate runs
+                # the cores the servers share (pinned: one core for target and upstream).
+                groups: dict[str, int] = {}
+                if t.proc is not None:
+                    groups["target"] = t.proc.pid
+                if starter.upstream.proc is not None:
+                    groups["upstream"] = starter.upstream.proc.pid
+                cpu0 = {who: group_cpu_s(g) for who, g in groups.items()}
                 r = driver.measure(sc, t, args.duration)
+                requests = (r.get("rps") or 0) * args.duration
+                for who, before in cpu0.items():
+                    used = group_cpu_s(groups[who]) - before
+                    r[f"{who}_cpu_s"] = round(used, 2)
+                    if requests:
+                        r[f"{who}_cpu_us_per_req"] = round(used * 1e6 / requests, 2)
                 r["round"] = rep
                 r["loadavg_before"] = load_before
                 runs[t.name].append(r)
