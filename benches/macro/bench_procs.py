@@ -198,6 +198,26 @@ def group_cpu_s(pgid: int) -> float:
     return total / tick
 
 
+def group_wait_s(pgid: int) -> float:
+    """Time (seconds) the threads of process group `pgid` have spent runnable but waiting for
+    a CPU (the second field of /proc/PID/task/TID/schedstat), summed over live threads."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            if int(stat[stat.rfind(")") + 2:].split()[2]) != pgid:
+                continue
+            for tid in os.listdir(f"/proc/{entry}/task"):
+                with open(f"/proc/{entry}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def http_get_ok(port: int, timeout: float = 2.0) -> bool:
     """One HTTP/1.1 GET / on a fresh connection: 200 with the upstream's body?"""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)

@@ -19,6 +19,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
         "target_cpu_us_per_req": med("target_cpu_us_per_req"),
         "upstream_cpu_us_per_req": med("upstream_cpu_us_per_req"),
+        "target_runqueue_wait_s": med("target_runqueue_wait_s"),
+        "upstream_runqueue_wait_s": med("upstream_runqueue_wait_s"),
+        "target_cpu_s": med("target_cpu_s"), "upstream_cpu_s": med("upstream_cpu_s"),
         "rps_min": min((r["rps"] for r in good), default=None),
         "rps_max": max((r["rps"] for r in good), default=None),
         "errors": sum(r.get("errors", 0) for r in runs),
@@ -47,6 +50,10 @@ def fmt_spread(s: dict[str, Any]) -> str:
 
 def fmt_cpu(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
+
+
+def fmt_s(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
 
 
 def fmt_ratio(v: float | None) -> str:
@@ -101,8 +108,9 @@ def markdown(result: dict[str, Any]) -> str:
         direct = per_target["targets"].get("direct", {})
         lines += ["", f"{sc_name}: latency added over direct at {result.get('rate', 0):,} req/s "
                   "(target's percentile minus direct's, ms; from each request's due time):", "",
-                  "| target | p50 added | p99 added | achieved req/s | errors (incl. unsent) |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+                  "| target | p50 added | p99 added | achieved req/s | errors (incl. unsent) "
+                  "| CPU s: target + upstream | waiting for a CPU s: target + upstream |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for tname, s in per_target["targets"].items():
             if tname == "direct" or "skipped" in s:
                 continue
@@ -111,7 +119,10 @@ def markdown(result: dict[str, Any]) -> str:
                 v, d = s.get(f), direct.get(f)
                 cells.append("–" if v is None or d is None else f"{v - d:+.3f}")
             lines.append(f"| {tname} | {cells[0]} | {cells[1]} | {fmt_rps(s['rps'])} "
-                         f"| {s['errors']} |")
+                         f"| {s['errors']} | {fmt_s(s.get('target_cpu_s'))} + "
+                         f"{fmt_s(s.get('upstream_cpu_s'))} | "
+                         f"{fmt_s(s.get('target_runqueue_wait_s'))} + "
+                         f"{fmt_s(s.get('upstream_runqueue_wait_s'))} |")
     mem = result["memory"]
     lines += ["", "Resident memory (VmRSS):", "", "| process | RSS MiB | notes |",
               "| --- | ---: | --- |"]

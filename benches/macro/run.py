@@ -60,6 +60,7 @@ from bench_procs import (  # noqa: E402
     find_envoy,
     group_cpu_s,
     group_rss_kb,
+    group_wait_s,
     raise_interrupt,
     tool_version,
 )
@@ -458,12 +459,16 @@ def run(args: argparse.Namespace, raw: list[str], procs: Processes) -> int:
                     groups["target"] = t.proc.pid
                 if starter.upstream.proc is not None:
                     groups["upstream"] = starter.upstream.proc.pid
+                # (and the time their threads were runnable but waited for a CPU: scheduling
+                # delay, which a fixed-rate run sees as latency)
                 cpu0 = {who: group_cpu_s(g) for who, g in groups.items()}
+                wait0 = {who: group_wait_s(g) for who, g in groups.items()}
                 r = driver.measure(sc, t, args.duration)
                 requests = (r.get("rps") or 0) * args.duration
                 for who, before in cpu0.items():
                     used = group_cpu_s(groups[who]) - before
                     r[f"{who}_cpu_s"] = round(used, 2)
+                    r[f"{who}_runqueue_wait_s"] = round(group_wait_s(groups[who]) - wait0[who], 3)
                     if requests:
                         r[f"{who}_cpu_us_per_req"] = round(used * 1e6 / requests, 2)
                 r["round"] = rep
