@@ -66,12 +66,12 @@ from meshplane.functions.catalog import load_catalog
 from meshplane.functions.catalog import prefix as catalog_prefix
 from meshplane.functions.service import FunctionNotFound, FunctionService
 from meshplane.functions.supervisor import Supervisor
-from meshplane.registry import Registration
 
 if TYPE_CHECKING:
     # Imported when the config has functions (`_async_invocations`): sqlite3 and the queue
     # stay out of a proxy without functions.
     from meshplane.functions.async_invoke import AsyncInvoker
+    from meshplane.registry import Registration
 from meshplane.store import StoreError, open_store, resolve_url
 
 __all__ = ["ConfigInput", "Proxy", "SelfRegistration", "load_config", "serve"]
