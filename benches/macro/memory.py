@@ -1,7 +1,8 @@
 """Memory figures of benches/README.md ("Memory, second pass"), without the full harness.
 
-    python benches/macro/memory.py run [--smaps]  # idle `meshplane run` VmRSS (+ AnonHugePages;
-                                                  # --smaps: the largest mappings)
+    python benches/macro/memory.py run [--smaps] [--yaml]  # idle `meshplane run` VmRSS (+
+                                   # AnonHugePages; --smaps: by component and the largest
+                                   # mappings; --yaml: the config file in YAML instead of JSON)
     python benches/macro/memory.py conns [N]    # KiB per idle HTTP/1.1 keep-alive connection
     python benches/macro/memory.py conns tls [N]        # the same over TLS (trustme certificates)
     python benches/macro/memory.py conns nginx-tls [N]  # nginx (one worker) measured the same way
@@ -10,7 +11,8 @@
 
 Upstream: a threaded `http.server` (HTTP/1.1, 5-byte body) on 127.0.0.1. `run` starts
 `python -m meshplane.cli run` with `bench_configs.meshplane_run_config` (one listener, admin API
-on) and reads VmRSS after one proxied request. `conns` starts a bare Core (`core_child.py`, one
+on; JSON, or YAML with --yaml) and reads VmRSS after one proxied request (the package is
+byte-compiled first, as pip does). `conns` starts a bare Core (`core_child.py`, one
 listener), opens and closes 24 warm-up connections, then holds N (1,000) connections open, each
 after one keep-alive GET, and divides the VmRSS increase by N (`tls`: through a STRICT TLS
 listener, TLS 1.3, certificates from trustme; `nginx-tls`: an nginx worker proxying to the same
@@ -97,9 +99,67 @@ def _print_smaps(pid: int, top: int = 25) -> None:
               f"{c['Anonymous']:7d}")
 
 
-def run_idle(work: Path, smaps: bool = False) -> None:
-    cfg = work / "memory-run.json"
-    cfg.write_text(json.dumps(meshplane_run_config(_upstream())))
+def _components(pid: int) -> None:
+    """VmRSS by component (kB): anonymous memory by what owns it, file-backed pages and the
+    pages relocated at load (the anonymous part of a library's mapping) by library."""
+    total: dict[str, int] = {}
+    name, perm, size = "[anon]", "", 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            name, perm, size = (parts[5] if len(parts) > 5 else "[anon]"), parts[1], end - start
+            continue
+        if parts[0] not in ("Rss:", "Anonymous:"):
+            continue
+        kb = int(parts[1])
+        lib = re.sub(r"(\.cpython-\d+[^.]*)?\.so.*$", "", name.rsplit("/", 1)[-1])
+        if name == "[anon]" and parts[0] == "Rss:":
+            # mimalloc reserves its arena as one 1 GiB mapping; thread stacks are 8 MiB (glibc)
+            # or 2 MiB (Rust std) mappings with a few pages touched; the rest is Python's
+            # obmalloc arenas (1 MiB each) and blocks over 512 bytes that glibc mmapped.
+            key = ("anon: mimalloc arena (Rust core)" if size >= 1 << 30 else
+                   "anon: thread stacks" if size in (8 << 20, 2 << 20) and kb < 512 else
+                   "anon: Python obmalloc arenas")
+        elif name == "[heap]" and parts[0] == "Rss:":
+            key = "anon: [heap] (glibc malloc: Python objects > 512 B, C libraries)"
+        elif name == "[stack]" and parts[0] == "Rss:":
+            key = "anon: main thread stack"
+        elif name.startswith("/") and parts[0] == "Rss:":
+            key = f"file: {lib} ({'text' if 'x' in perm else 'data'})"
+        elif name.startswith("/") and parts[0] == "Anonymous:":
+            # counted under Rss above as file-backed; moved here: written at load (relocations)
+            total[f"file: {lib} ({'text' if 'x' in perm else 'data'})"] -= kb
+            key = f"anon: relocated/.data of {lib}"
+        else:
+            continue
+        total[key] = total.get(key, 0) + kb
+    print(f"{'component':66s} {'kB':>7s}")
+    for key, kb in sorted(total.items(), key=lambda kv: -kv[1]):
+        if kb >= 40:
+            print(f"{key:66s} {kb:7d}")
+    print(f"{'(smaller ones)':66s} {sum(v for v in total.values() if v < 40):7d}")
+
+
+def _compile_package() -> None:
+    """Byte-compile the meshplane package that `meshplane run` will import, as `pip install`
+    does for a wheel: without .pyc files (a checkout run with PYTHONDONTWRITEBYTECODE=1) every
+    run compiles the modules from source, which leaves ~0.5 MiB more resident."""
+    code = "import compileall, os, meshplane; compileall.compile_dir(os.path.dirname(meshplane.__file__), quiet=1)"
+    subprocess.run([sys.executable, "-c", code], env=_env(), check=True)
+
+
+def run_idle(work: Path, smaps: bool = False, as_yaml: bool = False) -> None:
+    _compile_package()
+    doc = meshplane_run_config(_upstream())
+    if as_yaml:
+        import yaml  # a runtime dependency of meshplane
+
+        cfg = work / "memory-run.yaml"
+        cfg.write_text(yaml.safe_dump(doc))
+    else:
+        cfg = work / "memory-run.json"
+        cfg.write_text(json.dumps(doc))
     cmd = [sys.executable, "-m", "meshplane.cli", "run", str(cfg), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env())
     try:
@@ -125,6 +185,7 @@ def run_idle(work: Path, smaps: bool = False) -> None:
         print(f"idle `meshplane run`: VmRSS {rss} kB ({rss / 1024:.1f} MiB), "
               f"AnonHugePages {huge} kB, {threads} threads")
         if smaps:
+            _components(proc.pid)
             _print_smaps(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -293,7 +354,7 @@ def main() -> None:
     work = Path(os.environ.get("TMPDIR", "/tmp"))
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "run":
-        run_idle(work, smaps="--smaps" in sys.argv[2:])
+        run_idle(work, smaps="--smaps" in sys.argv[2:], as_yaml="--yaml" in sys.argv[2:])
     elif what == "conns":
         rest = sys.argv[2:]
         mode = rest.pop(0) if rest and not rest[0].isdigit() else "h1"

@@ -18,7 +18,6 @@ is text, or JSON with `--format json` for pipelines. Exit codes (also in `--help
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -288,6 +287,8 @@ def _summary(changes: Sequence[Any]) -> str:
 
 
 def _when(ts: float) -> str:
+    import datetime  # here: `meshplane run` imports this module but never loads it
+
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

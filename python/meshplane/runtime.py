@@ -62,16 +62,14 @@ from meshplane.drivers.discovery import DnsDiscovery
 from meshplane.drivers.registry import CloudMapDiscovery
 from meshplane.drivers.resilience import EndpointFanout, Resilience, ResilienceView
 from meshplane.errors import ConfigError, Problem
-from meshplane.functions.catalog import load_catalog
-from meshplane.functions.catalog import prefix as catalog_prefix
 from meshplane.functions.service import FunctionNotFound, FunctionService
 from meshplane.functions.supervisor import Supervisor
-from meshplane.registry import Registration
 
 if TYPE_CHECKING:
     # Imported when the config has functions (`_async_invocations`): sqlite3 and the queue
     # stay out of a proxy without functions.
     from meshplane.functions.async_invoke import AsyncInvoker
+    from meshplane.registry import Registration
 from meshplane.store import StoreError, open_store, resolve_url
 
 __all__ = ["ConfigInput", "Proxy", "SelfRegistration", "load_config", "serve"]
@@ -490,6 +488,8 @@ class Proxy:
         code path present; ConfigError otherwise."""
         if not config.of_kind("Function"):
             return {}
+        from meshplane.functions.catalog import load_catalog  # only a config with functions
+
         catalog, self._catalog_revision = await load_catalog(self._store, config.mesh)
         functions, problems = resolve_functions(config, catalog)
         found = [Problem(config.source, label, "", message) for label, message in problems]
@@ -512,6 +512,8 @@ class Proxy:
         """Re-apply the running config when a version or alias of its mesh changes in the
         store (`meshplane fn publish` / `fn alias`), so traffic follows an alias at once."""
         await self._has_functions.wait()
+        from meshplane.functions.catalog import prefix as catalog_prefix
+
         while True:
             try:
                 async for _ in self._store.watch(catalog_prefix(self.config.mesh),

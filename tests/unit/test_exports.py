@@ -58,3 +58,18 @@ def test_importing_the_package_cli_and_config_loads_neither_trio_nor_the_core() 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported eagerly: {out.stdout.strip()}"
+
+
+def test_the_runtime_leaves_what_an_idle_proxy_does_not_use_unloaded() -> None:
+    # Each of these waits for the feature that needs it (benches/README.md, "Memory, fourth
+    # pass": together about 3 MiB of an idle `meshplane run`); an eager import of one of them
+    # anywhere under meshplane.runtime or meshplane.cli shows up here.
+    lazy = ("sqlite3", "yaml", "difflib", "datetime", "meshplane.policy", "meshplane.drivers.probes",
+            "meshplane.registry", "meshplane.config.loaders.aws", "meshplane.config.loaders.cfn",
+            "meshplane.config.loaders.k8s", "meshplane.functions.catalog", "meshplane.functions.worker")
+    code = (
+        "import sys, meshplane.cli, meshplane.runtime\n"
+        f"print(','.join(m for m in {lazy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported eagerly: {out.stdout.strip()}"

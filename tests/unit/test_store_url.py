@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from meshplane.store import (
     EtcdStore,
@@ -37,3 +42,23 @@ def test_urls_name_their_store() -> None:
         with pytest.raises(StoreError) as info:
             open_store(bad)
         assert bad in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_embedded_store_loads_sqlite3_when_first_used(tmp_path: Path) -> None:
+    # A proxy creates the default store whether or not its config uses it; sqlite3 (~0.9 MiB
+    # resident) must wait for the first operation (benches/README.md, "Memory, fourth pass").
+    code = (
+        "import sys, trio\n"
+        "from meshplane.store import open_store\n"
+        "store = open_store(sys.argv[1])\n"
+        "print('sqlite3' in sys.modules)\n"
+        "async def main():\n"
+        "    await store.put('k', b'v')\n"
+        "    print((await store.get('k')).value, 'sqlite3' in sys.modules)\n"
+        "    await store.aclose()\n"
+        "trio.run(main)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code, f"sqlite://{tmp_path}/s.db"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "b'v'", "True"]

@@ -10,7 +10,6 @@ error. Imports only `model`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any
 
@@ -156,6 +155,8 @@ def _close(word: str, choices: list[str]) -> str | None:
     upper = word.upper()
     if upper in choices:
         return upper
+    import difflib  # only a config with a mistake in it needs it (~0.15 MiB)
+
     found = difflib.get_close_matches(upper, choices, n=1, cutoff=0.6)
     return found[0] if found else None
 

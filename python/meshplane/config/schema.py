@@ -9,7 +9,6 @@ are in `specs`. Imports only the standard library.
 from __future__ import annotations
 
 import abc
-import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +40,10 @@ def suggest(word: str, choices: list[str]) -> str:
     """' (did you mean "x"?)' when a choice is close to `word`, else ''."""
     lowered = {c.lower(): c for c in choices}
     close = [lowered[word.lower()]] if word.lower() in lowered else []
-    close = close or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        import difflib  # only a config with a mistake in it needs it (~0.15 MiB)
+
+        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 

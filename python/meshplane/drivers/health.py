@@ -22,7 +22,9 @@ unchecked.
 
 Cost: one task per probe, h11/h2 state reused per connection, wake-ups batched to
 `SCHEDULING_QUANTUM` (benches/python/bench_health.py measures 5,000 endpoints at 1 s).
-Imports trio, `meshplane.policy`, `meshplane.config` types and `drivers.probes`.
+Imports trio and `meshplane.config` types; `meshplane.policy` and `drivers.probes` (about
+0.4 MiB resident) with the first health-checked cluster, so a proxy that checks none and has
+no outlier detection never loads them (benches/README.md, "Memory, fourth pass").
 """
 
 from __future__ import annotations
@@ -33,15 +35,17 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from meshplane._bridge import TaskStatus
 from meshplane.config.addresses import parse_address
 from meshplane.config.resilience import ResilienceTarget
-from meshplane.drivers.probes import Probe, ProbeSpec, make_probe
-from meshplane.policy import HealthChecker, HealthCheckPolicy, HealthState, PolicyError, ProbeResult
+
+if TYPE_CHECKING:
+    from meshplane.drivers.probes import Probe, ProbeSpec
+    from meshplane.policy import HealthChecker, HealthCheckPolicy, ProbeResult
 
 __all__ = ["PROBES_PER_STEP", "SCHEDULING_QUANTUM", "ActiveHealthChecks", "ClusterHealth", "HealthSink"]
 
@@ -102,7 +106,16 @@ class ClusterHealth:
                 probe.close()
 
 
+def make_probe(spec: ProbeSpec, ip: str, port: int) -> Probe:
+    """`drivers.probes.make_probe`, imported with the first probe (module docstring)."""
+    from meshplane.drivers import probes
+
+    return probes.make_probe(spec, ip, port)
+
+
 def _policy(target: ResilienceTarget) -> HealthCheckPolicy:
+    from meshplane.policy import HealthCheckPolicy
+
     assert target.health_check is not None
     return HealthCheckPolicy.from_appmesh(target.health_check, target.health_extension)
 
@@ -151,6 +164,9 @@ class ActiveHealthChecks:
         wanted = {t.cluster: t for t in targets if t.health_check}
         for name in [n for n in self._clusters if n not in wanted]:
             self._drop(self._clusters.pop(name))
+        if wanted:  # the first health check loads these (module docstring)
+            from meshplane.drivers.probes import ProbeSpec
+            from meshplane.policy import HealthChecker, PolicyError
         for name, target in wanted.items():
             current = self._clusters.get(name)
             try:
@@ -191,6 +207,8 @@ class ActiveHealthChecks:
 
     def _drop(self, cluster: ClusterHealth) -> None:
         """Stop checking `cluster`: close its probes and clear the flags this driver set."""
+        from meshplane.policy.health import HealthState
+
         cluster.close_probes()
         for key, host in cluster.checker.snapshot().items():
             if host["state"] == HealthState.UNHEALTHY.value:
@@ -247,6 +265,8 @@ class ActiveHealthChecks:
             nursery.start_soon(self._probe, cluster, key)
 
     async def _probe(self, cluster: ClusterHealth, key: str) -> None:
+        from meshplane.policy.health import ProbeResult  # loaded with the cluster's checker
+
         try:
             try:
                 result = await self._run_probe(cluster, key)
@@ -265,6 +285,8 @@ class ActiveHealthChecks:
                 self._wake.set()  # a slot is free: the scheduler starts the next ones
 
     async def _run_probe(self, cluster: ClusterHealth, key: str) -> ProbeResult:
+        from meshplane.policy.health import ProbeResult
+
         probe = cluster.probes.get(key)
         if probe is None:
             ip, port = parse_address(key)
@@ -279,6 +301,8 @@ class ActiveHealthChecks:
         return result
 
     def _record(self, cluster: ClusterHealth, key: str, result: ProbeResult) -> None:
+        from meshplane.policy.health import HealthState, ProbeResult
+
         if result is ProbeResult.SUCCESS:
             cluster.success += 1
         else:

@@ -18,8 +18,9 @@ whose policy changes, or that loses outlier detection, has its ejected hosts ret
 
 An exception while handling an event, sweeping a cluster or telling the core is logged at
 error level and counted in `errors` (the admin API's `control.driver_errors`), and the driver
-goes on: one failure must not silently end ejection for every cluster. Imports trio, `meshplane.policy`,
-`meshplane.config` types and `meshplane._bridge`.
+goes on: one failure must not silently end ejection for every cluster. Imports trio,
+`meshplane.config` types and `meshplane._bridge`; `meshplane.policy` with the first cluster
+that has outlier detection (as `drivers.health` does: a proxy without either never loads it).
 """
 
 from __future__ import annotations
@@ -30,20 +31,20 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
 from meshplane._bridge import Event, OutlierEvent, TaskStatus
 from meshplane.config.resilience import ResilienceTarget
-from meshplane.policy import (
-    Decision,
-    Eject,
-    OutlierDetector,
-    OutlierPolicy,
-    PolicyError,
-    Sample,
-)
+
+if TYPE_CHECKING:
+    from meshplane.policy import (
+        Decision,
+        OutlierDetector,
+        OutlierPolicy,
+        Sample,
+    )
 
 __all__ = ["ClusterOutliers", "OutlierCore", "OutlierEjections"]
 
@@ -75,6 +76,8 @@ class ClusterOutliers:
                 acc[i] += int(n)
 
     def take_samples(self) -> dict[str, Sample]:
+        from meshplane.policy import PolicyError, Sample
+
         out = {}
         for host, (ok, total, local_ok, local_total) in self.samples.items():
             try:
@@ -86,6 +89,8 @@ class ClusterOutliers:
 
 
 def _policy(target: ResilienceTarget) -> OutlierPolicy:
+    from meshplane.policy import OutlierPolicy
+
     assert target.outlier_detection is not None
     return OutlierPolicy.from_appmesh(target.outlier_detection, target.outlier_extension)
 
@@ -122,6 +127,8 @@ class OutlierEjections:
         wanted = {t.cluster: t for t in targets if t.outlier_detection}
         for name in [n for n in self._clusters if n not in wanted]:
             self._release(self._clusters.pop(name))
+        if wanted:  # the first cluster with outlier detection loads the policy (module docstring)
+            from meshplane.policy import OutlierDetector, PolicyError
         for name, target in wanted.items():
             try:
                 policy = _policy(target)
@@ -156,6 +163,8 @@ class OutlierEjections:
         cluster = self._clusters.get(event.cluster)
         if cluster is None:
             return
+        from meshplane.policy import PolicyError  # loaded with the cluster's detector
+
         try:
             decisions = cluster.detector.on_consecutive(event.host, event.type, self._clock())
         except PolicyError as exc:
@@ -197,6 +206,8 @@ class OutlierEjections:
                 cluster.add_samples(hosts)
 
     def _apply(self, cluster: ClusterOutliers, decisions: Sequence[Decision[str]]) -> None:
+        from meshplane.policy.outlier import Eject  # loaded with the cluster's detector
+
         for decision in decisions:
             ejected = isinstance(decision, Eject)
             self._tell_core(cluster.name, decision.key, ejected)

@@ -11,8 +11,9 @@ says the registry is disconnected and since when, and each watcher retries with 
 backoff (0.1 s to 5 s). A cluster whose selection has no instance is logged by name, once per
 change, and shown by `status()` (the admin API's /clusters), never a silent 503.
 
-Imports trio, `meshplane.store`, `meshplane.registry` and config types; the core is any object
-with `set_endpoints`.
+Imports trio, `meshplane.store` and config types, and `meshplane.registry` when the registry is
+first used (a Cloud Map node, a registration): a proxy without either never loads it. The core
+is any object with `set_endpoints`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from meshplane._bridge import TaskStatus, collapse_groups
 from meshplane.config.cloudmap import CloudMapTarget
-from meshplane.registry import Instance, Registry, endpoints
 from meshplane.store import Store, StoreError, WatchExpired
+
+if TYPE_CHECKING:
+    from meshplane.registry import Instance, Registry
 
 __all__ = ["CloudMapDiscovery"]
 
@@ -45,6 +48,8 @@ class EndpointSink(Protocol):
 
 
 def _select(target: CloudMapTarget, instances: Sequence[Instance]) -> Endpoints:
+    from meshplane.registry import endpoints
+
     return endpoints(instances, attributes=dict(target.attributes), port=target.port,
                      ip_preference=target.ip_preference)
 
@@ -55,7 +60,7 @@ class CloudMapDiscovery:
     def __init__(self, sink: EndpointSink, store: Store) -> None:
         self._sink = sink
         self.store = store
-        self.registry = Registry(store)
+        self._registry: Registry | None = None
         self._targets: dict[str, CloudMapTarget] = {}
         self._endpoints: dict[str, Endpoints] = {}
         self._instances: dict[tuple[str, str], int] = {}  # (ns, svc) -> instances last read
@@ -65,6 +70,16 @@ class CloudMapDiscovery:
         self.disconnected_since: float | None = None
         self.last_error: str | None = None
         self.updates = 0
+
+    @property
+    def registry(self) -> Registry:
+        """The service registry in `store` (made, and `meshplane.registry` imported, on first
+        use: about 0.1 MiB resident that a proxy without Cloud Map nodes never needs)."""
+        if self._registry is None:
+            from meshplane.registry import Registry
+
+            self._registry = Registry(self.store)
+        return self._registry
 
     # -- state -----------------------------------------------------------------------------
 

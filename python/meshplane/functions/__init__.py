@@ -14,20 +14,24 @@ Layer: beside `drivers` (trio, h11, sqlite3, config, policy, store); never the c
 
 from __future__ import annotations
 
-from meshplane.functions.catalog import (
-    FunctionCatalogError,
-    load_catalog,
-    materialize,
-    publish,
-    set_alias,
-)
-from meshplane.functions.service import (
-    FunctionNotFound,
-    FunctionService,
-    Invocation,
-    split_name,
-)
-from meshplane.functions.supervisor import Supervisor
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshplane.functions.catalog import (
+        FunctionCatalogError,
+        load_catalog,
+        materialize,
+        publish,
+        set_alias,
+    )
+    from meshplane.functions.service import (
+        FunctionNotFound,
+        FunctionService,
+        Invocation,
+        split_name,
+    )
+    from meshplane.functions.supervisor import Supervisor
 
 __all__ = [
     "FunctionCatalogError",
@@ -41,3 +45,26 @@ __all__ = [
     "set_alias",
     "split_name",
 ]
+
+# NOTE: each name loads its module on first use, so a proxy without functions (which imports
+# `service` and `supervisor` only) never loads the code catalog nor the worker's module
+# (benches/README.md, "Memory, fourth pass").
+_LAZY = {
+    "FunctionCatalogError": "catalog", "load_catalog": "catalog", "materialize": "catalog",
+    "publish": "catalog", "set_alias": "catalog", "FunctionNotFound": "service",
+    "FunctionService": "service", "Invocation": "service", "split_name": "service",
+    "Supervisor": "supervisor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -26,7 +26,6 @@ import trio
 from meshplane.config.functions import LATEST, TARGET_HEADER, FunctionTarget
 from meshplane.errors import MeshplaneError
 from meshplane.functions.supervisor import Supervisor
-from meshplane.functions.worker import INVOKE_HEADER, LOG_TAIL_HEADER, REQUEST_ID_HEADER
 
 __all__ = ["FunctionNotFound", "FunctionService", "Invocation", "split_name"]
 
@@ -123,6 +122,8 @@ class FunctionService:
         invoke listener cannot be reached. Cancellation abandons the request (the instance
         finishes the invocation; its result is dropped).
         """
+        from meshplane.functions.worker import INVOKE_HEADER, LOG_TAIL_HEADER, REQUEST_ID_HEADER
+
         if invocation_type not in INVOCATION_TYPES:
             raise ValueError(f"invocation_type: expected one of {', '.join(INVOCATION_TYPES)}, "
                              f"got {invocation_type!r}")

@@ -50,8 +50,6 @@ import trio
 from meshplane._bridge import Event, TaskStatus
 from meshplane.config.functions import LATEST, FunctionTarget
 from meshplane.functions._metrics import ClusterMetrics, summary
-from meshplane.functions.catalog import FunctionCatalogError, materialize
-from meshplane.functions.worker import SPEC_ENV
 from meshplane.store import Store
 
 __all__ = ["Instance", "Supervisor"]
@@ -295,6 +293,10 @@ class Supervisor:
             _kill(inst)
 
     async def _instance(self, pool: Pool, inst: Instance) -> None:
+        # NOTE: here, not at the top: a proxy without functions never loads the code catalog
+        # nor the worker's module (benches/README.md, "Memory, fourth pass").
+        from meshplane.functions.catalog import FunctionCatalogError, materialize
+
         target = pool.target
         crashed_request: str | None = None
         reason: str | None = None
@@ -377,6 +379,8 @@ class Supervisor:
     async def _start(self, inst: Instance, env: dict[str, str]) -> tuple[int, Any]:
         """Start the instance's process: forked by the fork server when it runs, else spawned.
         Returns the control pipe's read end and a stream of its output."""
+        from meshplane.functions.worker import SPEC_ENV
+
         if self.use_forkserver and not self._forkserver_started and self._nursery is not None:
             async with self._fork_lock:  # the first instance starts the fork server
                 if not self._forkserver_started:
@@ -453,6 +457,8 @@ class Supervisor:
 
     def _env(self, target: FunctionTarget, code_dir: str, layer_dirs: list[str],
              provisioned: bool) -> dict[str, str]:
+        from meshplane.functions.worker import SPEC_ENV
+
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME")}
         env["PYTHONPATH"] = os.pathsep.join(_import_path())
         env["PYTHONUNBUFFERED"] = "1"

@@ -10,18 +10,19 @@ the store revision every `poll_interval` seconds per store object, then read the
 and a watcher that fell further behind gets `WatchExpired`.
 
 Blocking SQLite calls run in a worker thread (`trio.to_thread`), one at a time per store
-object. Imports trio, sqlite3 and `meshplane.store._base`.
+object. Imports trio and `meshplane.store._base`; `sqlite3` (the module and libsqlite3, about
+0.9 MiB resident) when the store is first used, so a proxy that creates the default store but
+never reads it (no Cloud Map node, no registration, no functions) never loads it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -34,6 +35,9 @@ from meshplane.store._base import (
     WatchExpired,
     prefix_end,
 )
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["SqliteStore"]
 
@@ -72,6 +76,8 @@ class SqliteStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            import sqlite3
+
             try:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 db = sqlite3.connect(
@@ -88,6 +94,8 @@ class SqliteStore(Store):
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
+            import sqlite3  # first used here or in `_connect` (module docstring)
+
             with self._thread_lock:
                 db = self._connect()
                 try:

@@ -4,6 +4,7 @@ the compiled core (so `meshplane validate` works without either)."""
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,23 @@ def test_imports_neither_trio_nor_the_core() -> None:
     for source in package.rglob("*.py"):
         text = source.read_text()
         assert "import trio" not in text and "_core" not in text, source
+
+
+def test_pyyaml_loads_with_the_first_yaml_text_only() -> None:
+    # A JSON config never pays for PyYAML (~1.1 MiB resident; benches/README.md, "Memory,
+    # fourth pass"); YAML still loads, through the same entry point.
+    gateway = Path(__file__).parents[3] / "examples" / "gateway.yaml"
+    code = (
+        "import json, sys, meshplane.config as c\n"
+        "text = open(sys.argv[1]).read()\n"
+        "c.load_text(json.dumps(json.loads(sys.argv[2])), source='x.json')\n"
+        "print('yaml' in sys.modules)\n"
+        "c.load_text(text, source='gateway.yaml')\n"
+        "print('yaml' in sys.modules)\n"
+    )
+    import yaml
+
+    as_json = json.dumps(yaml.safe_load(gateway.read_text()))
+    out = subprocess.run([sys.executable, "-c", code, str(gateway), as_json],
+                         capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr

@@ -5,6 +5,9 @@ network failure, and the host keeps being checked."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -88,3 +91,29 @@ async def test_read_hosts_in_steps_equals_hosts_and_stats_count_the_same() -> No
         assert await checks.read_hosts(step) == whole
     healthy = sum(1 for h in whole["c"].values() if h["state"] == "healthy")
     assert checks.stats()["c"]["healthy"] == healthy
+
+
+def test_the_policy_modules_load_with_the_first_checked_cluster_only() -> None:
+    # A proxy without health checks or outlier detection never loads meshplane.policy nor the
+    # probes (~0.4 MiB resident; benches/README.md, "Memory, fourth pass").
+    code = (
+        "import sys\n"
+        "from meshplane.config.resilience import ResilienceTarget\n"
+        "from meshplane.drivers.resilience import Resilience\n"
+        "def loaded():\n"
+        "    return sorted(m for m in sys.modules if m.startswith(('meshplane.policy', 'meshplane.drivers.probes')))\n"
+        "class Core:\n"
+        "    def set_host_health(self, *a): pass\n"
+        "    def set_host_ejected(self, *a): pass\n"
+        "async def main():\n"
+        "    r = Resilience(Core())\n"
+        "    r.retarget([ResilienceTarget('c', 'n', 80, 'http', ('10.0.0.1:80',), 'n')])\n"
+        "    print(loaded() == [])\n"
+        f"    r.retarget([ResilienceTarget('c', 'n', 80, 'http', ('10.0.0.1:80',), 'n', health_check={CHECK!r})])\n"
+        "    print('meshplane.policy' in loaded(), r.health.stats()['c']['attempt'])\n"
+        "import trio\n"
+        "trio.run(main)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "True", "0"], out.stderr

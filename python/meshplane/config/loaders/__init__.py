@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from meshplane.config.loaders import aws, cfn, k8s
 from meshplane.config.loaders._text import parse_documents
 from meshplane.config.loaders.native import Imported, from_dict, parse_entry, to_native
 from meshplane.config.model import PARENT_KEY, PARENT_KIND, MeshConfig, Resource
@@ -37,6 +36,11 @@ def detect(docs: list[Any]) -> str:
     first = docs[0]
     if len(docs) == 1 and isinstance(first, dict) and ("proxy" in first or "resources" in first):
         return "native"
+    # NOTE: the loaders of the other shapes load with the first file that is not a meshplane
+    # file, so `meshplane run` never imports them (~0.15 MiB; benches/README.md, "Memory,
+    # fourth pass"); the same in import_text, import_paths and _holds_app_mesh.
+    from meshplane.config.loaders import cfn, k8s
+
     if len(docs) == 1 and cfn.is_cfn(first):
         return "cfn"
     if k8s.is_k8s(docs):
@@ -84,12 +88,15 @@ def import_text(text: str, source: str = "<string>") -> list[Resource]:
             resource, found = parse_entry(entry, i, source)
             problems += found
             resources += [resource] if resource is not None else []
-    elif shape == "cfn":
-        resources, problems = cfn.load(docs[0], source)
-    elif shape == "k8s":
-        resources, problems = k8s.load(docs, source)
     else:
-        resources, problems = aws.load(docs, source)
+        from meshplane.config.loaders import aws, cfn, k8s
+
+        if shape == "cfn":
+            resources, problems = cfn.load(docs[0], source)
+        elif shape == "k8s":
+            resources, problems = k8s.load(docs, source)
+        else:
+            resources, problems = aws.load(docs, source)
     if problems:
         raise ConfigError(problems)
     return resources
@@ -113,6 +120,8 @@ def import_paths(paths: list[str | os.PathLike[str]], *, strict: bool = False) -
     The same resource defined twice is a problem naming both places. Unless `strict`, CRD spec
     fields Kubernetes would prune are dropped with a warning each. Problems are returned in
     `Imported.problems`, not raised."""
+    from meshplane.config.loaders import aws, cfn, k8s
+
     found = Imported()
     k8s_docs: list[Any] = []
     k8s_sources: list[str] = []
@@ -197,6 +206,8 @@ def _expand(
 def _holds_app_mesh(docs: list[Any], shape: str) -> bool:
     if shape == "native":
         return True
+    from meshplane.config.loaders import aws, k8s
+
     if shape == "cfn":
         return any(
             isinstance(r, dict) and str(r.get("Type", "")).startswith("AWS::AppMesh::")
