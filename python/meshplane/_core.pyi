@@ -9,7 +9,7 @@ apply carries over to the version it publishes). Rust threads never call into Py
 `Core.wakeup_fd()` + `Core.drain_events()`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Self, final
 
 __all__ = [
@@ -136,7 +136,8 @@ class Core:
         read in pieces: no bytes object of the whole text is made."""
     def stats_hosts_json(
         self,
-        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        | None = None,
         outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
         health_flags: bool = False,
     ) -> dict[str, Any]:
@@ -147,10 +148,14 @@ class Core:
         `health` and `outliers` are the control layer's per-host views (cluster -> host ->
         dict: `HealthChecks.hosts()`, `OutlierEjections.hosts()`); with them each host gets
         `active_hc` and `outlier` as `ResilienceView.annotate` adds them, and with
-        `health_flags` its `health_flags`."""
+        `health_flags` its `health_flags`. A cluster's health view may instead be compact,
+        `(keys, records, names)` (`ActiveHealthChecks.read_packed()`: five native 8-byte
+        numbers per key): then no Python object is read per host, and the view is unpacked
+        with the GIL released. ValueError if its sizes disagree."""
     def clusters_text(
         self,
-        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        | None = None,
         outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
     ) -> bytes:
         """Every host's lines of the admin API's `/clusters` text (`cluster::host::stat::value`,
@@ -158,7 +163,8 @@ class Core:
         GIL released; `health` and `outliers` as for `stats_hosts_json`."""
     def host_statuses_json(
         self,
-        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        | None = None,
         outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
     ) -> list[tuple[str, bytes]]:
         """`[(cluster, host_statuses)]`, clusters sorted by name: each cluster's hosts as

@@ -17,7 +17,7 @@ import trio
 
 from meshplane._bridge import Event, TaskStatus
 from meshplane.config.resilience import ResilienceTarget
-from meshplane.drivers.health import ActiveHealthChecks, HealthSink
+from meshplane.drivers.health import ActiveHealthChecks, HealthSink, PackedHosts
 from meshplane.drivers.outlier import OutlierCore, OutlierEjections
 
 __all__ = ["EndpointFanout", "Resilience", "ResilienceView", "health_flags"]
@@ -84,9 +84,11 @@ class Resilience:
                               self.outliers.hosts())
 
     async def read_view(self) -> ResilienceView:
-        """`view()`, with the health checker's per-host part copied in steps
-        (`ActiveHealthChecks.read_hosts`): each host as at its own step, not all at one moment."""
-        hc_hosts = await self.health.read_hosts()
+        """`view()` for the core's renderers (`Core.clusters_text` and the like), with the
+        health checker's per-host part copied in steps and in compact form
+        (`ActiveHealthChecks.read_packed`: each host as at its own step, not all at one moment,
+        and no dict per host); `annotate` does not read that part."""
+        hc_hosts = await self.health.read_packed()
         return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, self.outliers.hosts())
 
 
@@ -95,11 +97,14 @@ class ResilienceView(NamedTuple):
 
     hc_stats: dict[str, dict[str, int]]
     od_stats: dict[str, dict[str, int]]
-    hc_hosts: dict[str, dict[str, dict[str, Any]]]
+    hc_hosts: dict[str, dict[str, dict[str, Any]]] | dict[str, PackedHosts]
+    """Per cluster, per host, as `ActiveHealthChecks.hosts()`; or (`Resilience.read_view`)
+    per cluster in compact form, for the core only."""
     od_hosts: dict[str, dict[str, dict[str, Any]]]
 
     def annotate(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """`Resilience.annotate` with this copy; touches nothing but `stats` and the copy."""
+        """`Resilience.annotate` with this copy; touches nothing but `stats` and the copy.
+        Hosts are annotated only when `stats` has them as dicts and so has `hc_hosts`."""
         hc_stats, od_stats, hc_hosts, od_hosts = self
         for name, cluster in (stats.get("clusters") or {}).items():
             if name in hc_stats:
@@ -109,8 +114,10 @@ class ResilienceView(NamedTuple):
             hosts = cluster.get("hosts")
             if not isinstance(hosts, dict):  # none, or written by the core (`hosts_json`)
                 continue
+            health = hc_hosts.get(name, {})
+            assert isinstance(health, dict), "a packed health view is for the core only"
             for key, host in hosts.items():
-                hc = hc_hosts.get(name, {}).get(key)
+                hc = health.get(key)
                 od = od_hosts.get(name, {}).get(key)
                 if hc is not None:
                     host["active_hc"] = {
