@@ -156,7 +156,9 @@ class EndpointFanout:
     between sets the hosts its snapshot lists, so the core refuses such a stale delta and the
     whole list is sent instead (`Core.set_endpoints`). A list that repeats an address, and a
     core without `update_endpoints`, always go whole. Hosts that a delta adds go after the
-    others (a whole list sets the order)."""
+    others (a whole list sets the order). Neither call waits for an apply in progress: a delta
+    is then refused and the whole list goes, which the core makes right after the apply (it
+    returns no version then, so the next change goes whole too)."""
 
     def __init__(self, core: EndpointSink, resilience: Resilience) -> None:
         self._core = core

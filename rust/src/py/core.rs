@@ -2,8 +2,9 @@
 //! Python by method calls that never wait on the network or on traffic (draining runs on the
 //! runtime and ends in an event). `apply`, `reload_tls` and `stats` run on the calling thread
 //! with the GIL released (they parse, compile and bind, read files, or copy every counter;
-//! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, `update_endpoints`
-//! and `reload_tls` wait for an apply in progress, the host flags do not (`crate::runtime`).
+//! `meshplane.Proxy` calls `apply` from a worker thread); none of the others waits for an
+//! apply in progress: endpoint changes given during one are made right after it, on the
+//! version it leaves running (`crate::runtime`).
 
 use crate::cluster::{HealthFlag, HostNote, Notes, PackedHealth};
 use crate::error::{Kind, ProxyError, Source};
@@ -172,6 +173,9 @@ fn py_dict_to_json(d: &Bound<'_, PyDict>) -> PyResult<serde_json::Map<String, se
         .map(|(k, x)| Ok((k.str()?.to_cow()?.into_owned(), py_to_json(&x)?)))
         .collect()
 }
+
+/// Endpoint lists at least this long are set with the GIL released (`set_endpoints`).
+const ENDPOINTS_SET_WITHOUT_THE_GIL: usize = 1024;
 
 /// Hosts of the control layer's view read between two releases of the GIL (`notes_of`).
 const HOSTS_PER_GIL_HOLD: usize = 1024;
@@ -347,10 +351,17 @@ impl Core {
         py: Python<'_>,
         cluster: &str,
         endpoints: Vec<(String, u32)>,
-    ) -> PyResult<String> {
-        let rt = self.rt.clone();
-        py.detach(move || rt.set_endpoints(cluster, &endpoints))
-            .map_err(|m| config_error(py, m, None))
+    ) -> PyResult<Option<String>> {
+        // NOTE: the GIL is let go only for long lists: taking it back costs the Trio thread up
+        // to a switch interval whenever another thread runs Python (an apply's compile), far
+        // more than the few microseconds a short list takes.
+        let result = if endpoints.len() >= ENDPOINTS_SET_WITHOUT_THE_GIL {
+            let rt = self.rt.clone();
+            py.detach(move || rt.set_endpoints(cluster, &endpoints))
+        } else {
+            self.rt.set_endpoints(cluster, &endpoints)
+        };
+        result.map_err(|m| config_error(py, m, None))
     }
 
     #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new(), base_version = None))]
