@@ -26,8 +26,9 @@ asserted; it prints a Markdown report.
    /stats?format=json, /stats/prometheus and /clusters (text and JSON) on the admin port, from
    `scraper.py` in a process of its own (as Prometheus is): only the server's work is in this
    process, and the durations are the scraper's (request sent to last body byte read); then,
-   with every host health-checked, `Proxy.stats(hosts=False)`, GET /stats/prometheus and
-   GET /clusters again (the checker's per-host state joins those reads).
+   with every host health-checked, `Proxy.stats(hosts=False)`, `await Proxy.read_stats()`,
+   GET /stats/prometheus and GET /clusters again (the checker's per-host state joins those
+   reads).
 4. **Stats read time** with N hosts: `Core.stats()`, `Proxy.stats()` and each admin GET.
 """
 
@@ -306,6 +307,9 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
 
                 worst, took = await phase(beat, lean, rounds)
                 stall_rows.append(f"| {n:,} | with health checks: `Proxy.stats(hosts=False)` (on the loop) "
+                                  f"| {ms(worst)} | {ms(took)} |")
+                worst, took = await phase(beat, proxy.read_stats, rounds)
+                stall_rows.append(f"| {n:,} | with health checks: `await Proxy.read_stats()` "
                                   f"| {ms(worst)} | {ms(took)} |")
                 async with Scraper() as scraper:
                     for path in ("/stats/prometheus", "/clusters"):
