@@ -87,11 +87,11 @@ class Resilience:
                               self.outliers.hosts())
 
     async def read_view(self) -> ResilienceView:
-        """`view()`, with the health checker's per-host part copied in steps
-        (`ActiveHealthChecks.read_packed`): each host as at its own step, not all at one
-        moment."""
+        """`view()`, with the per-host parts copied in steps (`ActiveHealthChecks.read_packed`,
+        `OutlierEjections.read_hosts`): each host as at its own step, not all at one moment."""
         hc_hosts = await self.health.read_packed()
-        return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, self.outliers.hosts())
+        od_hosts = await self.outliers.read_hosts()
+        return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, od_hosts)
 
 
 class ResilienceView(NamedTuple):
