@@ -700,8 +700,8 @@ class Proxy:
     async def _read_control_view(
         self,
     ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
-        """`_control_view()`, with the health checker's per-host view copied in steps
-        (`Resilience.read_view`), for reads that pass it to the core."""
+        """`_control_view()`, with the drivers' per-host views copied in steps
+        (`Resilience.read_view`)."""
         view = await self._resilience.read_view() if self._resilience is not None else None
         return self._control_view(view=view)
 
