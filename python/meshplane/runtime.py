@@ -649,13 +649,11 @@ class Proxy:
         Only the copy of that view (the drivers change it on the Trio thread) is made on the
         caller's thread, the health checker's part in steps and compact (no object per host).
         With 10,000 hosts the per-host copy is a few hundred milliseconds of work that the
-        Trio loop no longer stops for (it shares the GIL with the worker, half a millisecond
-        at a time: `_brief_switches`)."""
+        Trio loop no longer stops for (it shares the GIL with the worker, a switch interval
+        at a time)."""
         core = self._require_core()
         _, merge = await self._read_control_view() if hosts else self._control_view(hosts=False)
-        stats: dict[str, Any] = await trio.to_thread.run_sync(
-            _brief_switches, lambda: merge(core.stats(hosts))
-        )
+        stats: dict[str, Any] = await trio.to_thread.run_sync(lambda: merge(core.stats(hosts)))
         return self._with_functions(stats)
 
     async def read_stats_hosts_json(self) -> dict[str, Any]:
