@@ -4,9 +4,13 @@ apply-side measures of issue 13 switched on and off in one process (same build, 
 - `switch`: the apply's Python work in worker threads runs with a 0.5 ms GIL switch interval
   (`meshplane.runtime._BRIEF_SWITCH_S`; off = 5 ms, Python's default);
 - `regex`: canonical endpoint addresses are checked a regex pass per 1,024
-  (`meshplane.config.compile._CANONICAL_STEP`; off = one pass over all).
+  (`meshplane.config.compile._CANONICAL_STEP`; off = one pass over all);
+- `nice` (only with both others: `both+nice`): that Python work runs in a thread of its own
+  niced by 10 (`meshplane.runtime._APPLY_NICE`; off = 0, in Trio's worker thread).
 
-    PYTHONPATH=python python3 benches/control/apply_stall.py [applies per mode, default 20] [rounds, default 2]
+    PYTHONPATH=python python3 benches/control/apply_stall.py [applies per mode, default 20] [rounds, default 2] [modes]
+
+(`modes`: comma-separated, default all, e.g. `both,both+nice`.)
 
 Prints, per mode and round, the median / p90 / max stall over the applies, and the same for an
 idle 15 ms wait before each apply (the machine's own noise). Last, the floor any apply meets
@@ -32,7 +36,7 @@ from meshplane import Proxy  # noqa: E402
 from meshplane.config import from_dict  # noqa: E402
 from run import Heartbeat, mesh  # noqa: E402
 
-MODES = ("neither", "switch", "regex", "both")
+MODES = ("neither", "switch", "regex", "both", "both+nice")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -40,8 +44,9 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def one(mode: str, applies: int) -> str:
-    runtime._BRIEF_SWITCH_S = 0.0005 if mode in ("switch", "both") else 0.005
-    compile_module._CANONICAL_STEP = 1024 if mode in ("regex", "both") else 10**9
+    runtime._BRIEF_SWITCH_S = 0.0005 if mode in ("switch", "both", "both+nice") else 0.005
+    compile_module._CANONICAL_STEP = 1024 if mode in ("regex", "both", "both+nice") else 10**9
+    runtime._APPLY_NICE = 10 if mode == "both+nice" else 0
     configs = [from_dict(mesh(10000, offset=k), source="<bench>") for k in range(2)]
     beat = Heartbeat()
     stalls: list[float] = []
@@ -92,10 +97,11 @@ async def hog_floor(waits: int) -> str:
 def main() -> None:
     applies = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    modes = sys.argv[3].split(",") if len(sys.argv) > 3 else MODES
     print("| mode | apply stall p50 (ms) | p90 | max | idle 15 ms p50 | p90 | max |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for _ in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             print(trio.run(one, mode, applies))
     print(trio.run(hog_floor, applies))
 

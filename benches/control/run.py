@@ -26,8 +26,11 @@ asserted; it prints a Markdown report.
    /stats?format=json, /stats/prometheus and /clusters (text and JSON) on the admin port, from
    `scraper.py` in a process of its own (as Prometheus is): only the server's work is in this
    process, and the durations are the scraper's (request sent to last body byte read); then,
-   with every host health-checked, `Proxy.stats(hosts=False)`, GET /stats/prometheus and
-   GET /clusters again (the checker's per-host state joins those reads).
+   with every host health-checked, `Proxy.stats(hosts=False)`, `await Proxy.read_stats()`,
+   GET /stats/prometheus and GET /clusters again (the checker's per-host state joins those
+   reads). Beside each stall, the most CPU time one task step of the loop took (a Trio
+   instrument): the loop's own work, which neither the machine's load nor the GIL inflates
+   much.
 4. **Stats read time** with N hosts: `Core.stats()`, `Proxy.stats()` and each admin GET.
 """
 
@@ -171,15 +174,38 @@ def endpoint_change(sizes: list[int], rounds: int) -> list[str]:
 # --- 3 and 4. the loop's longest stall, stats reads ----------------------------------------------
 
 
+class StepCPU(trio.abc.Instrument):
+    """`worst`: the most CPU time (of the Trio thread) one task step took since the last reset.
+    Unlike the heartbeat's lateness it leaves out what the machine's other processes and
+    this process's other threads (the GIL) cost the loop: what the loop's own work is."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._start = 0.0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._start = time.thread_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.worst = max(self.worst, time.thread_time() - self._start)
+
+
 class Heartbeat:
-    """Sleeps `period` at a time; `worst` is the longest lateness since the last `reset`."""
+    """Sleeps `period` at a time; `worst` is the longest lateness since the last `reset`, and
+    `steps.worst` the longest task step's CPU time (once `steps` is added as an instrument)."""
 
     def __init__(self, period: float = 0.001) -> None:
         self.period = period
         self.worst = 0.0
+        self.steps = StepCPU()
 
     def reset(self) -> None:
         self.worst = 0.0
+        self.steps.worst = 0.0
+
+    def figure(self, worst: float) -> str:
+        """The stall column: `worst` lateness / longest task step's CPU time, in ms."""
+        return f"{ms(worst)} / {ms(self.steps.worst)}"
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -235,6 +261,7 @@ class Scraper:
 
 async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[list[str], list[str]]:
     beat = Heartbeat()
+    trio.lowlevel.add_instrument(beat.steps)
     stall_rows: list[str] = []
     read_rows: list[str] = []
     async with trio.open_nursery() as nursery:
@@ -244,7 +271,7 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
             host, port = proxy.admin_address
             base = f"http://{host}:{port}"
             worst, _ = await phase(beat, lambda: trio.sleep(0.1), 5)
-            stall_rows.append(f"| {n:,} | idle (0.5 s) | {ms(worst)} | |")
+            stall_rows.append(f"| {n:,} | idle (0.5 s) | {beat.figure(worst)} | |")
             configs = [from_dict(mesh(n, offset=k % 2), source="<bench>") for k in range(2)]
             counter = iter(range(10**6))
 
@@ -252,7 +279,7 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                 await proxy.apply(configs[next(counter) % 2])
 
             worst, took = await phase(beat, apply, rounds)
-            stall_rows.append(f"| {n:,} | `Proxy.apply`, one host changed | {ms(worst)} | {ms(took)} |")
+            stall_rows.append(f"| {n:,} | `Proxy.apply`, one host changed | {beat.figure(worst)} | {ms(took)} |")
 
             core = proxy._require_core()
             reads: list[tuple[str, Callable[[], Awaitable[object]]]] = []
@@ -273,7 +300,7 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                 reads.append(("`await Proxy.read_host_metrics()`", proxy.read_host_metrics))
             for name, read in reads:
                 worst, took = await phase(beat, read, rounds)
-                stall_rows.append(f"| {n:,} | {name} | {ms(worst)} | {ms(took)} |")
+                stall_rows.append(f"| {n:,} | {name} | {beat.figure(worst)} | {ms(took)} |")
                 read_rows.append(f"| {n:,} | {name} | {ms(took)} |")
             # The scraper is another process (a new connection each GET, as Prometheus): only
             # the server's work is in this process; its duration is the scraper's own figure.
@@ -287,7 +314,7 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
 
                     worst, _ = await phase(beat, get, rounds)
                     took = statistics.median(durations)
-                    stall_rows.append(f"| {n:,} | GET {path} | {ms(worst)} | {ms(took)} |")
+                    stall_rows.append(f"| {n:,} | GET {path} | {beat.figure(worst)} | {ms(took)} |")
                     read_rows.append(f"| {n:,} | GET {path} | {ms(took)} |")
         if probe_seconds > 0:
             async with Proxy(mesh(n, health=True), admin="127.0.0.1:0") as proxy:
@@ -295,7 +322,7 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                 beat.reset()
                 await trio.sleep(probe_seconds)
                 stall_rows.append(f"| {n:,} | TCP health checks, 1 s interval ({probe_seconds:g} s) "
-                                  f"| {ms(beat.worst)} | |")
+                                  f"| {beat.figure(beat.worst)} | |")
                 # Stats reads while every host is checked (the checker's per-host state joins them).
                 assert proxy.admin_address is not None
                 host, port = proxy.admin_address
@@ -306,7 +333,10 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
 
                 worst, took = await phase(beat, lean, rounds)
                 stall_rows.append(f"| {n:,} | with health checks: `Proxy.stats(hosts=False)` (on the loop) "
-                                  f"| {ms(worst)} | {ms(took)} |")
+                                  f"| {beat.figure(worst)} | {ms(took)} |")
+                worst, took = await phase(beat, proxy.read_stats, rounds)
+                stall_rows.append(f"| {n:,} | with health checks: `await Proxy.read_stats()` "
+                                  f"| {beat.figure(worst)} | {ms(took)} |")
                 async with Scraper() as scraper:
                     for path in ("/stats/prometheus", "/clusters"):
                         durations = []
@@ -315,7 +345,7 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                             durations.append(await scraper.get(base + path))  # noqa: B023 (awaited now)
 
                         worst, _ = await phase(beat, get, rounds)
-                        stall_rows.append(f"| {n:,} | with health checks: GET {path} | {ms(worst)} "
+                        stall_rows.append(f"| {n:,} | with health checks: GET {path} | {beat.figure(worst)} "
                                           f"| {ms(statistics.median(durations))} |")
         nursery.cancel_scope.cancel()
     return stall_rows, read_rows
@@ -334,7 +364,8 @@ def main() -> None:
     print("\n".join(compile_and_apply(sizes, args.rounds)))
     print("\n## One endpoint change\n")
     print("\n".join(endpoint_change(sizes, args.rounds)))
-    stalls = ["| hosts | activity | longest loop stall (ms) | median duration (ms) |", "|---:|---|---:|---:|"]
+    stalls = ["| hosts | activity | longest loop stall / longest task step, CPU (ms) | median duration (ms) |",
+              "|---:|---|---:|---:|"]
     reads = ["| hosts | read | median (ms) |", "|---:|---|---:|"]
     for n in sizes:
         s, r = trio.run(loop_and_stats, n, args.rounds, args.probe_seconds)

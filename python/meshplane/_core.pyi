@@ -3,13 +3,15 @@
 No method waits on the network or on traffic (`shutdown` drains on the runtime and reports with
 an event). Not every method is short: `apply` parses, compiles and binds, and `apply` and
 `reload_tls` read certificate files, with the GIL released (`meshplane.Proxy` runs `apply` in a
-worker thread); `set_endpoints`, `update_endpoints` and `reload_tls` wait for an apply in progress
-to finish, while `set_host_health` and `set_host_ejected` never wait (a verdict given during an
-apply carries over to the version it publishes). Rust threads never call into Python; events come back through
-`Core.wakeup_fd()` + `Core.drain_events()`.
+worker thread). No other method waits for an apply in progress: `set_host_health` and
+`set_host_ejected` act at once (a verdict given during an apply carries over to the version it
+publishes), endpoint changes given during an apply are made right after it, on the version it
+leaves running and in the order given, and `reload_tls` reloads the running version at once and
+the apply's version again once published. Rust threads never call into Python; events come back
+through `Core.wakeup_fd()` + `Core.drain_events()`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Self, final
 
 __all__ = [
@@ -72,13 +74,16 @@ class Core:
     def version(self) -> str | None: ...
     def listeners(self) -> dict[str, tuple[str, int]]:
         """Listener name -> bound (host, port), ports read back after binding."""
-    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> str:
+    def set_endpoints(self, cluster: str, endpoints: Sequence[tuple[str, int]]) -> str | None:
         """Replace a cluster's endpoints as (address, weight) pairs (DNS discovery, function
         instances). An address is "IP:PORT" or "unix:/absolute/path" (HTTP over a Unix domain
         socket). Hosts that stay keep their connections and state; O(hosts). In a function
         cluster, requests waiting for an instance get the idle hosts at once. Returns the
-        version whose cluster changed (an apply in progress is waited for): the
-        `base_version` of later `update_endpoints` deltas."""
+        version whose cluster changed: the `base_version` of later `update_endpoints` deltas.
+
+        During an apply it does not wait: the change is made right after the apply, on the
+        version it leaves running (so the apply does not undo it), and None is returned (a
+        cluster that version lacks drops the change). A malformed address raises at once."""
     def update_endpoints(
         self,
         cluster: str,
@@ -98,7 +103,9 @@ class Core:
         With `base_version` (the version the caller's view of the hosts came from, e.g. what
         `set_endpoints` returned), the change is made only if that version still runs,
         checked under the apply lock: otherwise nothing changes and it returns False (an apply
-        since has set the hosts its snapshot lists; send the whole list). Else True.
+        since has set the hosts its snapshot lists; send the whole list). During an apply
+        it never waits: with `base_version` it returns False (that apply sets the hosts), without
+        it the change is made right after the apply, as `set_endpoints` does. Else True.
         """
     def set_host_health(self, cluster: str, address: str, healthy: bool) -> None:
         """Active health checking's verdict (False sets Envoy's FAILED_ACTIVE_HC). `address`
@@ -117,7 +124,9 @@ class Core:
 
         New handshakes use the new material; established connections keep theirs. If any file
         is bad nothing changes and CoreError(kind="config") names it. Returns how many TLS
-        contexts were rebuilt.
+        contexts were rebuilt. During an apply it does not wait: it reloads the version still
+        running, and the apply's version re-reads the files once published (a bad file then
+        leaves it the material it read when it was built).
         """
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use per listener and cluster: path, subject, SANs, not_after."""
@@ -136,7 +145,8 @@ class Core:
         read in pieces: no bytes object of the whole text is made."""
     def stats_hosts_json(
         self,
-        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        | None = None,
         outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
         health_flags: bool = False,
     ) -> dict[str, Any]:
@@ -147,10 +157,14 @@ class Core:
         `health` and `outliers` are the control layer's per-host views (cluster -> host ->
         dict: `HealthChecks.hosts()`, `OutlierEjections.hosts()`); with them each host gets
         `active_hc` and `outlier` as `ResilienceView.annotate` adds them, and with
-        `health_flags` its `health_flags`."""
+        `health_flags` its `health_flags`. A cluster's health view may instead be compact,
+        `(keys, records, names)` (`ActiveHealthChecks.read_packed()`: five native 8-byte
+        numbers per key): then no Python object is read per host, and the view is unpacked
+        with the GIL released. ValueError if its sizes disagree."""
     def clusters_text(
         self,
-        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        | None = None,
         outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
     ) -> bytes:
         """Every host's lines of the admin API's `/clusters` text (`cluster::host::stat::value`,
@@ -158,7 +172,8 @@ class Core:
         GIL released; `health` and `outliers` as for `stats_hosts_json`."""
     def host_statuses_json(
         self,
-        health: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        | None = None,
         outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
     ) -> list[tuple[str, bytes]]:
         """`[(cluster, host_statuses)]`, clusters sorted by name: each cluster's hosts as

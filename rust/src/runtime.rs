@@ -9,8 +9,10 @@
 //! from the published snapshot without waiting for an apply in progress (`listeners` waits
 //! only while one binds and starts its sockets); `set_host_flag` acts on the published version
 //! without waiting either (a flag set while an apply builds carries over to the version it
-//! publishes); `set_endpoints`, `update_endpoints` and `reload_tls` take the apply lock, so
-//! during an apply they wait for it to finish (and then act on the version it published).
+//! publishes); nor do `set_endpoints`, `update_endpoints` and `reload_tls`: during an apply an
+//! endpoint change is queued (`Pending`) and made, in order, on the version the apply leaves
+//! running before anyone else can change it, and a TLS reload swaps the material of the
+//! running version at once and is made again on the apply's version.
 
 use crate::accesslog::Sinks;
 use crate::cluster::{self, ClusterSinks, HealthFlag, InstanceSink, OutlierSink};
@@ -48,6 +50,51 @@ pub struct Runtime {
     exporters: crate::trace::Exporters,
     events: Arc<EventQueue>,
     conns: Arc<Connections>,
+    /// What callers asked for while an apply was in progress (taken before `current`).
+    pending: Mutex<Pending>,
+}
+
+/// Endpoint changes and TLS reloads asked for while an apply is in progress. They do not wait
+/// for it (the Trio thread calls them): the apply makes them on the version it leaves running,
+/// in the order they came, under the apply lock, so a change made during an apply is neither
+/// lost nor undone by it, exactly as if it had waited.
+// NOTE: the lock order is `pending`, then `current`. An apply counts itself in `applying`
+// (under `pending`) before it takes `current`, and counts itself out (under `pending`, while
+// still holding `current`) after it has made the queued changes; so a caller that sees
+// `applying == 0` under `pending` finds `current` free or held by another caller only briefly.
+#[derive(Default)]
+struct Pending {
+    /// Applies counted in and not yet out.
+    applying: usize,
+    changes: Vec<EndpointChange>,
+    reload_tls: bool,
+}
+
+enum EndpointChange {
+    Whole {
+        cluster: String,
+        endpoints: Vec<(UpstreamAddress, u32)>,
+    },
+    Delta {
+        cluster: String,
+        upsert: Vec<(UpstreamAddress, u32)>,
+        remove: Vec<UpstreamAddress>,
+    },
+}
+
+/// Counts an apply out of `Pending::applying` if it unwinds before doing so itself.
+struct Applying<'a> {
+    pending: &'a Mutex<Pending>,
+    counted_out: bool,
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        if !self.counted_out {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.applying -= 1;
+        }
+    }
 }
 
 impl Runtime {
@@ -91,6 +138,7 @@ impl Runtime {
             exporters: crate::trace::Exporters::default(),
             events: Arc::new(EventQueue::new()?),
             conns: Arc::new(Connections::default()),
+            pending: Mutex::new(Pending::default()),
         })
     }
 
@@ -109,6 +157,11 @@ impl Runtime {
     /// name changed keeps its socket, removed ones drain, and the version is published.
     pub fn apply(&self, bytes: &[u8]) -> Result<String, SnapshotError> {
         let snap = Snapshot::parse(bytes)?;
+        self.pending().applying += 1;
+        let mut applying = Applying {
+            pending: &self.pending,
+            counted_out: false,
+        };
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.apply_locked(snap, &mut current);
         if result.is_err() {
@@ -122,7 +175,45 @@ impl Runtime {
                 }
             }
         }
+        self.catch_up(&current);
+        applying.counted_out = true;
         result
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The end of an apply (`current` still locked): make what was asked for meanwhile on the
+    /// version now running (a change to a cluster it lacks has nowhere to go and is dropped;
+    /// a TLS reload that fails leaves the material this version read when it was built), and
+    /// count the apply out.
+    fn catch_up(&self, current: &Option<Arc<Compiled>>) {
+        let mut p = self.pending();
+        for change in p.changes.drain(..) {
+            match change {
+                EndpointChange::Whole { cluster, endpoints } => {
+                    if let Ok((c, _)) = Self::cluster_of(current, &cluster) {
+                        c.set_endpoints(&endpoints, None);
+                    }
+                }
+                EndpointChange::Delta {
+                    cluster,
+                    upsert,
+                    remove,
+                } => {
+                    if let Ok((c, _)) = Self::cluster_of(current, &cluster) {
+                        c.update_endpoints(&upsert, &remove);
+                    }
+                }
+            }
+        }
+        if std::mem::take(&mut p.reload_tls) {
+            if let Some(c) = current {
+                let _ = Self::reload_tls_of(c);
+            }
+        }
+        p.applying -= 1;
     }
 
     /// Drop stats and access-log files that `compiled` (the running snapshot) does not use.
@@ -277,13 +368,14 @@ impl Runtime {
         v
     }
 
-    /// Replace one cluster's hosts; returns the version whose cluster changed (an apply in
-    /// progress is waited for, and the version it publishes is the one changed).
+    /// Replace one cluster's hosts; returns the version whose cluster changed, or None if an
+    /// apply is in progress: then the change is queued and made on the version the apply
+    /// leaves running, before anything else changes it (`Pending`).
     pub fn set_endpoints(
         &self,
         cluster: &str,
         endpoints: &[(String, u32)],
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         let mut parsed = Vec::with_capacity(endpoints.len());
         for (a, w) in endpoints {
             parsed.push((
@@ -292,10 +384,19 @@ impl Runtime {
                 *w,
             ));
         }
+        let mut pending = self.pending();
+        if pending.applying > 0 {
+            pending.changes.push(EndpointChange::Whole {
+                cluster: cluster.to_string(),
+                endpoints: parsed,
+            });
+            return Ok(None);
+        }
         let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        drop(pending);
         let (c, version) = Self::cluster_of(&cur, cluster)?;
         c.set_endpoints(&parsed, None);
-        Ok(version)
+        Ok(Some(version))
     }
 
     fn cluster_of<'a>(
@@ -316,7 +417,9 @@ impl Runtime {
     ///
     /// With `base`, the change is made only if `base` is the running version (checked under
     /// the apply lock): a delta computed against the hosts of an older version is refused
-    /// (`Ok(false)`), since an apply since has set the hosts its snapshot lists.
+    /// (`Ok(false)`), since an apply since has set the hosts its snapshot lists; so is one
+    /// given while an apply is in progress (it is about to set them). Without `base`, a change
+    /// given during an apply is queued and made after it, as `set_endpoints` does.
     pub fn update_endpoints(
         &self,
         cluster: &str,
@@ -333,7 +436,20 @@ impl Runtime {
             .map(|(a, w)| Ok((parse(a)?, *w)))
             .collect::<Result<Vec<_>, String>>()?;
         let remove = remove.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+        let mut pending = self.pending();
+        if pending.applying > 0 {
+            if base.is_some() {
+                return Ok(false);
+            }
+            pending.changes.push(EndpointChange::Delta {
+                cluster: cluster.to_string(),
+                upsert,
+                remove,
+            });
+            return Ok(true);
+        }
         let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        drop(pending);
         let (c, version) = Self::cluster_of(&cur, cluster)?;
         if base.is_some_and(|b| b != version) {
             return Ok(false);
@@ -394,14 +510,23 @@ impl Runtime {
 
     /// Re-read every certificate, key and trust file of the running snapshot and swap the
     /// new TLS material in: new handshakes use it, established connections keep theirs. If
-    /// any file is bad, nothing changes and the error says which.
+    /// any file is bad, nothing changes and the error says which. During an apply this is the
+    /// version being replaced; the apply's own version reads the files again when it has
+    /// been published (`Pending`), so no change it missed while building stays missed.
     pub fn reload_tls(&self) -> Result<usize, SnapshotError> {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(c) = cur else { return Ok(0) };
+        {
+            let mut pending = self.pending();
+            if pending.applying > 0 {
+                pending.reload_tls = true;
+            }
+        }
+        match self.published.load_full() {
+            Some(c) => Self::reload_tls_of(&c),
+            None => Ok(0),
+        }
+    }
+
+    fn reload_tls_of(c: &Compiled) -> Result<usize, SnapshotError> {
         let mut listeners = Vec::new();
         for (i, spec) in c.snapshot.listeners.iter().enumerate() {
             if spec.tls.is_some() {
@@ -721,6 +846,77 @@ mod tests {
                 "endpoints": [{"address": upstream.to_string()}]}]})
         .to_string()
         .into_bytes()
+    }
+
+    fn hosts_of(rt: &Runtime, cluster: &str) -> Vec<String> {
+        let published = rt.published.load_full().expect("a version runs");
+        let c = &published.clusters[published.cluster_index[cluster]];
+        let names = c
+            .hosts
+            .load()
+            .hosts
+            .iter()
+            .map(|m| m.host.name.to_string())
+            .collect();
+        names
+    }
+
+    #[test]
+    fn endpoint_changes_during_an_apply_wait_in_no_caller_and_land_on_its_version() {
+        let rt = Runtime::new(1).expect("runtime");
+        let one: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let listeners = [("l", "127.0.0.1:0", "tcp")];
+        rt.apply(&doc("v1", &listeners, one)).expect("v1");
+        let whole = |a: &str| vec![(a.to_string(), 1)];
+        // An apply counted in (as `apply` does before it takes the apply lock) and not out.
+        rt.pending().applying += 1;
+        assert_eq!(rt.set_endpoints("c", &whole("127.0.0.1:2")), Ok(None));
+        assert_eq!(rt.set_endpoints("gone", &whole("127.0.0.1:2")), Ok(None));
+        let three = whole("127.0.0.1:3");
+        // A delta against a version about to be replaced is refused; one without a base waits.
+        assert_eq!(rt.update_endpoints("c", &three, &[], Some("v1")), Ok(false));
+        assert_eq!(rt.update_endpoints("c", &three, &[], None), Ok(true));
+        assert!(rt.set_endpoints("c", &whole("no address")).is_err());
+        assert_eq!(hosts_of(&rt, "c"), ["127.0.0.1:1"], "nothing changed yet");
+        rt.pending().applying -= 1;
+        // The next apply to finish lists 127.0.0.1:1 again; what was asked meanwhile comes after.
+        rt.apply(&doc("v2", &listeners, one)).expect("v2");
+        assert_eq!(hosts_of(&rt, "c"), ["127.0.0.1:2", "127.0.0.1:3"]);
+        assert!(rt.pending().changes.is_empty() && rt.pending().applying == 0);
+        // No apply in progress: made at once, on the running version.
+        assert_eq!(
+            rt.set_endpoints("c", &whole("127.0.0.1:4")),
+            Ok(Some("v2".to_string()))
+        );
+        assert_eq!(hosts_of(&rt, "c"), ["127.0.0.1:4"]);
+        assert_eq!(rt.update_endpoints("c", &three, &[], Some("v2")), Ok(true));
+        assert_eq!(hosts_of(&rt, "c"), ["127.0.0.1:4", "127.0.0.1:3"]);
+        rt.shutdown(Duration::ZERO);
+    }
+
+    #[test]
+    fn a_failed_apply_still_makes_what_was_asked_meanwhile() {
+        let rt = Runtime::new(1).expect("runtime");
+        let one: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        rt.apply(&doc("v1", &[("l", "127.0.0.1:0", "tcp")], one))
+            .expect("v1");
+        rt.pending().applying += 1;
+        let two = vec![("127.0.0.1:2".to_string(), 1)];
+        assert_eq!(rt.set_endpoints("c", &two), Ok(None));
+        rt.pending().applying -= 1;
+        // A listener on an address in use: refused after parsing, and v1 keeps running, with
+        // the change made.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let busy = held.local_addr().expect("address").to_string();
+        let bad = doc(
+            "v2",
+            &[("l", "127.0.0.1:0", "tcp"), ("m", &busy, "tcp")],
+            one,
+        );
+        assert!(rt.apply(&bad).is_err());
+        assert_eq!(rt.version().as_deref(), Some("v1"));
+        assert_eq!(hosts_of(&rt, "c"), ["127.0.0.1:2"]);
+        rt.shutdown(Duration::ZERO);
     }
 
     /// Connect to `port` and wait until `upstream` accepts the connection the proxy forwards.

@@ -248,3 +248,44 @@ async def test_admin_bodies_over_a_real_socket_equal_the_python_rendering(nurser
                     raise AssertionError(f"the stats never held still around GET {path}")
                 assert got.status_code == 200
                 assert got.content.decode() == render(after).decode(), path
+
+
+async def test_a_packed_health_view_renders_as_the_dict_per_host_view(nursery: trio.Nursery) -> None:
+    """The health view in compact form (`ActiveHealthChecks.read_packed`, what the admin API
+    passes) gives the core's renderers the same bytes as a dict per host: every state, a
+    timeout, a key that is no longer checked (the core's host then has no view)."""
+    import random
+    from array import array
+
+    from meshplane.policy import HealthChecker, HealthCheckPolicy, ProbeResult
+    from meshplane.policy.health import VIEW_NAMES
+
+    ok = await serve_asgi(nursery, upstream_app)
+    config = mesh(ok)
+    node = next(r for r in config["resources"] if r["name"] == CLUSTER)
+    hosts = [f"127.0.0.1:{ok}", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    node["spec"]["serviceDiscovery"] = {"static": {"endpoints": hosts}}
+    policy = HealthCheckPolicy("tcp", 5.0, 2.0, 2, 2, initial_jitter=0.0)
+    checker: HealthChecker[str] = HealthChecker(policy, random.Random(5))
+    checker.set_hosts(hosts, 0.0)
+    checker.record(hosts[0], ProbeResult.SUCCESS, 1.0)
+    checker.record(hosts[1], ProbeResult.TIMEOUT, 1.0)
+    keys = checker.keys()
+    records: array[int] = array("Q")
+    checker.pack(keys, records)
+    checker.set_hosts(hosts[:3], 2.0)  # hosts[3] is no longer checked: absent in a fresh pack
+    records_now: array[int] = array("Q")
+    checker.pack(keys, records_now)
+    as_dicts = {CLUSTER: checker.snapshot()}
+    packed = {CLUSTER: (keys, records_now.tobytes(), VIEW_NAMES)}
+    async with Proxy(config, admin="127.0.0.1:0", drain_ms=200) as proxy:
+        core = proxy._core  # type: ignore[attr-defined]
+        core.set_host_health(CLUSTER, hosts[1], False)
+        assert core.clusters_text(packed, None) == core.clusters_text(as_dicts, None)
+        assert core.host_statuses_json(packed, None) == core.host_statuses_json(as_dicts, None)
+        assert core.stats_hosts_json(packed, None, True) == core.stats_hosts_json(as_dicts, None, True)
+        text = core.clusters_text(packed, None)
+        assert b"active_hc_timeout" in text and f"{hosts[2]}::active_hc_state::unknown".encode() in text
+        assert f"{hosts[3]}::active_hc".encode() not in text
+        with pytest.raises(ValueError, match="8-byte numbers per key"):
+            core.clusters_text({CLUSTER: (keys, records.tobytes()[:-8], VIEW_NAMES)}, None)

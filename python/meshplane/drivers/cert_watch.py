@@ -144,7 +144,7 @@ class CertWatch:
 
     async def run(self, *, task_status: TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Poll every `interval` seconds until cancelled. A reload is one synchronous call (it
-        reads the files, after any core apply in progress has finished), so cancellation never
+        reads the files; it does not wait for a core apply in progress), so cancellation never
         leaves it half done."""
         task_status.started()
         while True:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,10 @@ if TYPE_CHECKING:
     from meshplane.drivers.probes import Probe, ProbeSpec
     from meshplane.policy import HealthChecker, HealthCheckPolicy, ProbeResult
 
-__all__ = ["PROBES_PER_STEP", "SCHEDULING_QUANTUM", "ActiveHealthChecks", "ClusterHealth", "HealthSink"]
+__all__ = [
+    "PROBES_PER_STEP", "SCHEDULING_QUANTUM", "ActiveHealthChecks", "ClusterHealth", "HealthSink",
+    "PackedHosts",
+]
 
 log = logging.getLogger("meshplane.health")
 
@@ -63,6 +67,12 @@ PROBES_PER_STEP = 16
 # nothing started since is late by the passes it waited, never starved.
 
 OnSuccess = Callable[[str, str], None]
+
+PackedHosts = tuple[list[str], bytes, tuple[str | None, ...]]
+"""One cluster's per-host view in compact form, `(keys, records, names)`: five native 8-byte
+numbers per key (`HealthChecker.pack`) and the spellings they index (`VIEW_NAMES`). What the
+core's `clusters_text`, `host_statuses_json` and `stats_hosts_json` take in place of a dict
+per host."""
 
 
 class HealthSink(Protocol):
@@ -365,6 +375,37 @@ class ActiveHealthChecks:
                 hosts.update(cluster.checker.snapshot(keys[start : start + step]))
                 await trio.lowlevel.checkpoint()
             out[name] = hosts
+        return out
+
+    def packed(self) -> dict[str, PackedHosts]:
+        """`hosts()` in compact form, copied now (`read_packed` in one step): ~0.2 ms per
+        1,024 hosts, and no object per host."""
+        from meshplane.policy.health import VIEW_NAMES  # loaded with the first checker
+
+        out: dict[str, PackedHosts] = {}
+        for name, cluster in self._clusters.items():
+            keys = cluster.checker.keys()
+            records: array[int] = array("Q")
+            cluster.checker.pack(keys, records)
+            out[name] = (keys, records.tobytes(), VIEW_NAMES)
+        return out
+
+    async def read_packed(self, step: int = 1024) -> dict[str, PackedHosts]:
+        """What `read_hosts` copies, for the core, in compact form (`PackedHosts`): the keys
+        and five numbers per host, `step` hosts per task step; no object is made per host
+        (with 10,000 hosts a dict each was ~16 ms of the loop's time and, kept alive across
+        the steps, work for the garbage collector). Hosts removed meanwhile are marked absent
+        (`VIEW_ABSENT`), hosts added meanwhile are not in it."""
+        from meshplane.policy.health import VIEW_NAMES  # loaded with the first checker
+
+        out: dict[str, PackedHosts] = {}
+        for name, cluster in list(self._clusters.items()):
+            keys = cluster.checker.keys()
+            records: array[int] = array("Q")
+            for start in range(0, len(keys), step):
+                cluster.checker.pack(keys[start : start + step], records)
+                await trio.lowlevel.checkpoint()
+            out[name] = (keys, records.tobytes(), VIEW_NAMES)
         return out
 
     def policy(self, cluster: str) -> HealthCheckPolicy | None:

@@ -10,14 +10,14 @@ discovery driver's sink: the core first, then both drivers. Imports trio, the tw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import trio
 
 from meshplane._bridge import Event, TaskStatus
 from meshplane.config.resilience import ResilienceTarget
-from meshplane.drivers.health import ActiveHealthChecks, HealthSink
+from meshplane.drivers.health import ActiveHealthChecks, HealthSink, PackedHosts
 from meshplane.drivers.outlier import OutlierCore, OutlierEjections
 
 __all__ = ["EndpointFanout", "Resilience", "ResilienceView", "health_flags"]
@@ -74,20 +74,23 @@ class Resilience:
 
     def view(self, *, hosts: bool = True) -> ResilienceView:
         """What `annotate` adds, copied now: take it on the Trio thread (the drivers change
-        their state there), apply it to a `Core.stats()` copy anywhere. `hosts=False` leaves
-        the per-host state out (empty), for stats without hosts (`Core.stats(hosts=False)`),
-        to which `annotate` adds none: with 10,000 checked hosts that copy is milliseconds of
+        their state there), apply it to a `Core.stats()` copy anywhere. The health checker's
+        per-host part is in compact form (`ActiveHealthChecks.packed`: no dict per host;
+        `annotate` makes each host's `active_hc` where it runs). `hosts=False` leaves the
+        per-host state out (empty), for stats without hosts (`Core.stats(hosts=False)`), to
+        which `annotate` adds none: with 10,000 checked hosts that copy is milliseconds of
         the Trio loop's time."""
         if not hosts:
             return ResilienceView(self.health.stats(), self.outliers.stats(), {}, {})
-        return ResilienceView(self.health.stats(), self.outliers.stats(), self.health.hosts(),
+        return ResilienceView(self.health.stats(), self.outliers.stats(), self.health.packed(),
                               self.outliers.hosts())
 
     async def read_view(self) -> ResilienceView:
-        """`view()`, with the health checker's per-host part copied in steps
-        (`ActiveHealthChecks.read_hosts`): each host as at its own step, not all at one moment."""
-        hc_hosts = await self.health.read_hosts()
-        return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, self.outliers.hosts())
+        """`view()`, with the per-host parts copied in steps (`ActiveHealthChecks.read_packed`,
+        `OutlierEjections.read_hosts`): each host as at its own step, not all at one moment."""
+        hc_hosts = await self.health.read_packed()
+        od_hosts = await self.outliers.read_hosts()
+        return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, od_hosts)
 
 
 class ResilienceView(NamedTuple):
@@ -95,7 +98,9 @@ class ResilienceView(NamedTuple):
 
     hc_stats: dict[str, dict[str, int]]
     od_stats: dict[str, dict[str, int]]
-    hc_hosts: dict[str, dict[str, dict[str, Any]]]
+    hc_hosts: Mapping[str, Mapping[str, dict[str, Any]] | PackedHosts]
+    """Per cluster: per host, as `ActiveHealthChecks.hosts()`, or in compact form
+    (`ActiveHealthChecks.packed()`, what `Resilience` gives)."""
     od_hosts: dict[str, dict[str, dict[str, Any]]]
 
     def annotate(self, stats: dict[str, Any]) -> dict[str, Any]:
@@ -109,29 +114,62 @@ class ResilienceView(NamedTuple):
             hosts = cluster.get("hosts")
             if not isinstance(hosts, dict):  # none, or written by the core (`hosts_json`)
                 continue
+            health = hc_hosts.get(name, {})
+            timeouts = _active_hc(hosts, health) if isinstance(health, tuple) else None
             for key, host in hosts.items():
-                hc = hc_hosts.get(name, {}).get(key)
                 od = od_hosts.get(name, {}).get(key)
-                if hc is not None:
+                timeout = False
+                if timeouts is not None:
+                    timeout = key in timeouts
+                elif (hc := health.get(key)) is not None:  # type: ignore[union-attr]
                     host["active_hc"] = {
                         "state": hc["state"],
                         "last_result": hc["last_result"],
                         "consecutive_healthy": hc["num_healthy"],
                         "consecutive_unhealthy": hc["num_unhealthy"],
                     }
+                    timeout = "active_hc_timeout" in hc.get("health_flags", "")
                 if od is not None:
                     host["outlier"] = od
-                host["health_flags"] = health_flags(host, hc)
+                host["health_flags"] = _flags(host, timeout)
         return stats
+
+
+def _active_hc(hosts: dict[str, dict[str, Any]], packed: PackedHosts) -> set[str]:
+    """Give each host of `hosts` that `packed` has its `active_hc` (first of what `annotate`
+    adds); returns the keys whose flags say `active_hc_timeout`."""
+    from meshplane.policy.health import VIEW_ABSENT  # loaded with the first checker
+
+    keys, data, names = packed
+    records = memoryview(data).cast("Q")
+    timeouts: set[str] = set()
+    for i, key in enumerate(keys):
+        host = hosts.get(key)
+        at = i * 5
+        if host is None or records[at] == VIEW_ABSENT:
+            continue
+        host["active_hc"] = {
+            "state": names[records[at]],
+            "last_result": names[records[at + 1]],
+            "consecutive_healthy": records[at + 2],
+            "consecutive_unhealthy": records[at + 3],
+        }
+        if records[at + 4]:
+            timeouts.add(key)
+    return timeouts
 
 
 def health_flags(host: dict[str, Any], hc: dict[str, Any] | None = None) -> str:
     """Envoy's `/clusters` health_flags: `healthy`, or `/failed_active_hc`,
     `/active_hc_timeout`, `/failed_outlier_check` as they apply (the core's flags decide)."""
+    return _flags(host, hc is not None and "active_hc_timeout" in hc.get("health_flags", ""))
+
+
+def _flags(host: dict[str, Any], timeout: bool) -> str:
     flags = ""
     if host.get("failed_active_hc"):
         flags += "/failed_active_hc"
-        if hc is not None and "active_hc_timeout" in hc.get("health_flags", ""):
+        if timeout:
             flags += "/active_hc_timeout"
     if host.get("ejected"):
         flags += "/failed_outlier_check"
@@ -149,7 +187,9 @@ class EndpointFanout:
     between sets the hosts its snapshot lists, so the core refuses such a stale delta and the
     whole list is sent instead (`Core.set_endpoints`). A list that repeats an address, and a
     core without `update_endpoints`, always go whole. Hosts that a delta adds go after the
-    others (a whole list sets the order)."""
+    others (a whole list sets the order). Neither call waits for an apply in progress: a delta
+    is then refused and the whole list goes, which the core makes right after the apply (it
+    returns no version then, so the next change goes whole too)."""
 
     def __init__(self, core: EndpointSink, resilience: Resilience) -> None:
         self._core = core

@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from array import array
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -43,9 +44,9 @@ from meshplane.policy._health_policy import (
 )
 
 __all__ = [
-    "ONLY_200", "PROTOCOLS", "HealthCheckPolicy", "HealthChecker", "HealthProtocol", "HealthState",
-    "HostHealth", "ProbeResult", "StatusRange", "Transition", "classify_grpc_health",
-    "classify_http_status",
+    "ONLY_200", "PROTOCOLS", "VIEW_ABSENT", "VIEW_NAMES", "HealthChecker", "HealthCheckPolicy",
+    "HealthProtocol", "HealthState", "HostHealth", "ProbeResult", "StatusRange", "Transition",
+    "classify_grpc_health", "classify_http_status",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -250,6 +251,23 @@ def _draw(rng: random.Random) -> int:
     return rng.getrandbits(64)
 
 
+# --- the per-host view in compact form ---------------------------------------------------------
+
+VIEW_NAMES: Final[tuple[str | None, ...]] = (
+    None, *(s.value for s in HealthState), *(r.value for r in ProbeResult)
+)
+"""The spellings `HealthChecker.pack` refers to by index: state and last result (None first)."""
+
+VIEW_ABSENT: Final = 2**64 - 1
+"""`HealthChecker.pack`'s first field for a key that is not a host (any more)."""
+
+_ABSENT_RECORD: Final = (VIEW_ABSENT, 0, 0, 0, 0)
+
+_VIEW_CODE: Final[dict[HealthState | ProbeResult | None, int]] = {
+    None: 0, **{v: VIEW_NAMES.index(v.value) for v in (*HealthState, *ProbeResult)}
+}
+
+
 # --- many hosts -----------------------------------------------------------------------------
 
 
@@ -361,6 +379,27 @@ class HealthChecker(Generic[K]):
                 "next_check": None if entry is None else entry[0],
             }
         return out
+
+    def pack(self, keys: Iterable[K], out: array[int]) -> None:
+        """Append to `out` (an `array("Q")`) five numbers per key of `keys`, what the admin
+        API shows of a host (`snapshot()`'s state, last_result, num_healthy, num_unhealthy,
+        and whether its health flags say `active_hc_timeout`): state and last result as
+        indexes into `VIEW_NAMES`, the counters, 1 or 0. A key that is not a host gets
+        `VIEW_ABSENT` first and zeros. No object is made per host (the core reads `out`)."""
+        hosts = self._hosts
+        code = _VIEW_CODE
+        append = out.append
+        for key in keys:
+            h = hosts.get(key)
+            if h is None:
+                out.extend(_ABSENT_RECORD)
+                continue
+            append(code[h.state])
+            append(code[h.last_result])
+            append(h.num_healthy)
+            append(h.num_unhealthy)
+            # `flags()` says active_hc_timeout exactly when it is set and the host is not healthy.
+            append(h.active_hc_timeout and h.state is not HealthState.HEALTHY)
 
     def _schedule(self, key: K, at: float) -> None:
         seq = next(self._seq)

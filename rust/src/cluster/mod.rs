@@ -21,7 +21,7 @@ pub use function::{Claim, Claimed, ConcurrencyGroup, FunctionState, Waiter};
 pub use members::{Member, Members};
 pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
-pub use render::{clusters_text, host_statuses_json, hosts_json, HostNote, Notes};
+pub use render::{clusters_text, host_statuses_json, hosts_json, HostNote, Notes, PackedHealth};
 
 use crate::balance::{Balancer, HostView};
 use crate::config::{self, CircuitBreakers, UpstreamAddress, UpstreamProtocol};

@@ -36,6 +36,56 @@ impl Notes {
     fn get(&self, cluster: &str, host: &str) -> Option<&HostNote> {
         self.hosts.get(cluster)?.get(host)
     }
+
+    /// Add a cluster's health-check view given in compact form: each host's `active_hc`
+    /// (state, last_result, consecutive_healthy, consecutive_unhealthy) and timeout flag.
+    pub fn add_health(&mut self, cluster: String, packed: PackedHealth) {
+        let PackedHealth {
+            keys,
+            records,
+            names,
+        } = packed;
+        let name = |i: u64| -> Value {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| names.get(i).cloned().flatten())
+                .map_or(Value::Null, Value::String)
+        };
+        let hosts = self.hosts.entry(cluster).or_default();
+        for (key, r) in keys
+            .into_iter()
+            .zip(records.chunks_exact(PackedHealth::FIELDS))
+        {
+            if r[0] == PackedHealth::ABSENT {
+                continue;
+            }
+            let mut active = Map::new();
+            active.insert("state".into(), name(r[0]));
+            active.insert("last_result".into(), name(r[1]));
+            active.insert("consecutive_healthy".into(), Value::from(r[2]));
+            active.insert("consecutive_unhealthy".into(), Value::from(r[3]));
+            let note = hosts.entry(key).or_default();
+            note.hc_timeout = r[4] != 0;
+            note.active_hc = Some(active);
+        }
+    }
+}
+
+/// A health checker's view of one cluster's hosts in compact form (Python's
+/// `HealthChecker.pack`), so that no object per host is made to pass it: `FIELDS` numbers per
+/// key of `keys`: the state and the last result as indexes into `names` (None: null), the
+/// consecutive healthy and unhealthy counts, and 1 when the health flags say
+/// `active_hc_timeout`. A key whose first number is `ABSENT` is no host (any more).
+#[derive(Default, Debug)]
+pub struct PackedHealth {
+    pub keys: Vec<String>,
+    pub records: Vec<u64>,
+    pub names: Vec<Option<String>>,
+}
+
+impl PackedHealth {
+    pub const FIELDS: usize = 5;
+    pub const ABSENT: u64 = u64::MAX;
 }
 
 /// Envoy's health flags of a host: `healthy`, or `/failed_active_hc` (with

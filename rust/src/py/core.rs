@@ -2,10 +2,11 @@
 //! Python by method calls that never wait on the network or on traffic (draining runs on the
 //! runtime and ends in an event). `apply`, `reload_tls` and `stats` run on the calling thread
 //! with the GIL released (they parse, compile and bind, read files, or copy every counter;
-//! `meshplane.Proxy` calls `apply` from a worker thread); `set_endpoints`, `update_endpoints`
-//! and `reload_tls` wait for an apply in progress, the host flags do not (`crate::runtime`).
+//! `meshplane.Proxy` calls `apply` from a worker thread); none of the others waits for an
+//! apply in progress: endpoint changes given during one are made right after it, on the
+//! version it leaves running (`crate::runtime`).
 
-use crate::cluster::{HealthFlag, HostNote, Notes};
+use crate::cluster::{HealthFlag, HostNote, Notes, PackedHealth};
 use crate::error::{Kind, ProxyError, Source};
 use crate::runtime::Runtime;
 use pyo3::create_exception;
@@ -173,21 +174,75 @@ fn py_dict_to_json(d: &Bound<'_, PyDict>) -> PyResult<serde_json::Map<String, se
         .collect()
 }
 
-/// `Notes` from the control layer's per-host views (`ResilienceView.hc_hosts` and
-/// `od_hosts`: cluster → host → dict). Read under the GIL: one entry per host the health
-/// checker or outlier detector tracks, no Python object made.
+/// Endpoint lists at least this long are set with the GIL released (`set_endpoints`).
+const ENDPOINTS_SET_WITHOUT_THE_GIL: usize = 1024;
+
 /// Hosts of the control layer's view read between two releases of the GIL (`notes_of`).
 const HOSTS_PER_GIL_HOLD: usize = 1024;
 
+/// What `notes_of` read under the GIL: the notes, and the health views given in compact form,
+/// to be added (`Notes::add_health`) with the GIL released.
+struct ReadNotes {
+    notes: Notes,
+    packed: Vec<(String, PackedHealth)>,
+}
+
+impl ReadNotes {
+    fn into_notes(self) -> Notes {
+        let mut notes = self.notes;
+        for (cluster, packed) in self.packed {
+            notes.add_health(cluster, packed);
+        }
+        notes
+    }
+}
+
+/// A cluster's health view in compact form, `(keys, records, names)` (`PackedHealth`): the
+/// keys' text and the records' bytes copied, no Python object made.
+fn packed_health(view: &Bound<'_, PyTuple>, mut breathe: impl FnMut()) -> PyResult<PackedHealth> {
+    let (keys, records, names): (Bound<'_, PyList>, Bound<'_, PyBytes>, Bound<'_, PyAny>) =
+        view.extract()?;
+    let mut packed = PackedHealth {
+        keys: Vec::with_capacity(keys.len()),
+        ..PackedHealth::default()
+    };
+    for key in keys.iter() {
+        breathe();
+        packed
+            .keys
+            .push(key.cast::<PyString>()?.to_str()?.to_owned());
+    }
+    let bytes = records.as_bytes();
+    if bytes.len() != keys.len() * PackedHealth::FIELDS * 8 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "a packed health view needs {} 8-byte numbers per key: {} keys, {} bytes",
+            PackedHealth::FIELDS,
+            keys.len(),
+            bytes.len()
+        )));
+    }
+    packed.records = bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    packed.names = names.extract()?;
+    Ok(packed)
+}
+
+/// `Notes` from the control layer's per-host views (`ResilienceView.hc_hosts` and
+/// `od_hosts`: cluster -> host -> dict; a cluster's health view may instead be the compact
+/// `(keys, records, names)` of `PackedHealth`). Read under the GIL: one entry per host the
+/// health checker or outlier detector tracks, no Python object made.
 fn notes_of(
     health: Option<&Bound<'_, PyDict>>,
     outliers: Option<&Bound<'_, PyDict>>,
     health_flags: bool,
-) -> PyResult<Notes> {
+) -> PyResult<ReadNotes> {
     let mut notes = Notes {
         health_flags,
         ..Notes::default()
     };
+    let mut packed = Vec::new();
     let field = |d: &Bound<'_, PyDict>, k: &str| -> PyResult<serde_json::Value> {
         match d.get_item(k)? {
             Some(v) => py_to_json(&v),
@@ -205,7 +260,13 @@ fn notes_of(
         }
     };
     for (cluster, hosts) in health.iter().flat_map(|d| d.iter()) {
-        let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
+        let name = cluster.extract::<String>()?;
+        if let Ok(view) = hosts.cast::<PyTuple>() {
+            let py = view.py();
+            packed.push((name, packed_health(view, || breathe(py))?));
+            continue;
+        }
+        let cluster = notes.hosts.entry(name).or_default();
         for (host, hc) in hosts.cast::<PyDict>()?.iter() {
             breathe(host.py());
             let hc = hc.cast::<PyDict>()?;
@@ -230,7 +291,7 @@ fn notes_of(
             note.outlier = Some(py_dict_to_json(od.cast::<PyDict>()?)?);
         }
     }
-    Ok(notes)
+    Ok(ReadNotes { notes, packed })
 }
 
 /// `text` as a bytes object, copied with the GIL released (megabytes with many hosts).
@@ -290,10 +351,17 @@ impl Core {
         py: Python<'_>,
         cluster: &str,
         endpoints: Vec<(String, u32)>,
-    ) -> PyResult<String> {
-        let rt = self.rt.clone();
-        py.detach(move || rt.set_endpoints(cluster, &endpoints))
-            .map_err(|m| config_error(py, m, None))
+    ) -> PyResult<Option<String>> {
+        // NOTE: the GIL is let go only for long lists: taking it back costs the Trio thread up
+        // to a switch interval whenever another thread runs Python (an apply's compile), far
+        // more than the few microseconds a short list takes.
+        let result = if endpoints.len() >= ENDPOINTS_SET_WITHOUT_THE_GIL {
+            let rt = self.rt.clone();
+            py.detach(move || rt.set_endpoints(cluster, &endpoints))
+        } else {
+            self.rt.set_endpoints(cluster, &endpoints)
+        };
+        result.map_err(|m| config_error(py, m, None))
     }
 
     #[pyo3(signature = (cluster, upsert = Vec::new(), remove = Vec::new(), base_version = None))]
@@ -381,7 +449,8 @@ impl Core {
     ) -> PyResult<Bound<'py, PyAny>> {
         let notes = notes_of(health, outliers, health_flags)?;
         let rt = self.rt.clone();
-        let (doc, hosts) = py.detach(move || rt.stats_hosts_json(&notes, HOSTS_KEY_DEPTH));
+        let (doc, hosts) =
+            py.detach(move || rt.stats_hosts_json(&notes.into_notes(), HOSTS_KEY_DEPTH));
         let stats = json_to_py(py, &doc)?;
         let clusters = stats.get_item("clusters")?;
         for (name, text) in hosts {
@@ -402,7 +471,7 @@ impl Core {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let notes = notes_of(health, outliers, true)?;
         let rt = self.rt.clone();
-        let text = py.detach(move || rt.clusters_text(&notes));
+        let text = py.detach(move || rt.clusters_text(&notes.into_notes()));
         bytes_of(py, &text)
     }
 
@@ -416,7 +485,8 @@ impl Core {
     ) -> PyResult<Bound<'py, PyList>> {
         let notes = notes_of(health, outliers, true)?;
         let rt = self.rt.clone();
-        let statuses = py.detach(move || rt.host_statuses_json(&notes, HOSTS_KEY_DEPTH));
+        let statuses =
+            py.detach(move || rt.host_statuses_json(&notes.into_notes(), HOSTS_KEY_DEPTH));
         let items = statuses
             .iter()
             .map(|(name, text)| {

@@ -117,3 +117,52 @@ def test_the_policy_modules_load_with_the_first_checked_cluster_only() -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["True", "True", "0"], out.stderr
+
+
+async def test_annotate_from_the_packed_view_equals_annotate_from_dicts(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ResilienceView.annotate` gives hosts the same `active_hc` and `health_flags` (in the same
+    order, beside `outlier`) from the compact view as from a dict per host: healthy, unknown,
+    unhealthy after a timeout, a host the stats lack, a host the checker lacks."""
+    from meshplane.drivers.resilience import ResilienceView
+
+    results = {"10.0.0.1:80": ProbeResult.SUCCESS, "10.0.0.2:80": ProbeResult.TIMEOUT}
+
+    class Fixed:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        async def probe(self) -> ProbeResult:
+            return results[self.key]
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(health, "make_probe", lambda spec, ip, port: Fixed(f"{ip}:{port}"))
+    checks = ActiveHealthChecks(Recorder())
+    hosts = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
+    check = {**CHECK, "protocol": "tcp"}
+    extension = {"initialJitterMillis": 0}
+    checks.retarget([ResilienceTarget("c", "n", 80, "tcp", hosts, "n", health_check=check,
+                                      health_extension=extension)])
+    checks.set_endpoints("c", hosts[:2])  # 10.0.0.3 unchecked again: the core still has it
+    async with trio.open_nursery() as nursery:
+        await nursery.start(checks.run)
+        await trio.sleep(30)  # virtual: both hosts probed several times
+        nursery.cancel_scope.cancel()
+
+    def stats() -> dict[str, object]:
+        core_hosts = {key: {"healthy": key != hosts[1], "failed_active_hc": key == hosts[1]}
+                      for key in (*hosts[1:], "10.0.0.9:80")}
+        return {"clusters": {"c": {"hosts": core_hosts}}}
+
+    od = {"c": {hosts[1]: {"ejected": False, "num_ejections": 0}}}
+    from_dicts = ResilienceView({}, {}, checks.hosts(), od).annotate(stats())
+    from_packed = ResilienceView({}, {}, checks.packed(), od).annotate(stats())
+    assert from_packed == from_dicts
+    got = from_packed["clusters"]["c"]["hosts"]  # type: ignore[index]
+    assert [list(h) for h in got.values()] == [list(h) for h in from_dicts["clusters"]["c"]["hosts"].values()]  # type: ignore[index]
+    assert got[hosts[1]]["health_flags"] == "/failed_active_hc/active_hc_timeout"
+    assert got[hosts[1]]["active_hc"]["last_result"] == "timeout"
+    assert "active_hc" not in got["10.0.0.9:80"] and "active_hc" not in got["10.0.0.3:80"]

@@ -183,3 +183,23 @@ def test_releasing_a_cluster_the_core_no_longer_has_is_not_an_error(caplog: pyte
     with caplog.at_level(logging.ERROR, logger="meshplane.outlier"):
         ejections.retarget([])
     assert ejections.errors == 0 and caplog.records == [] and ejections.stats() == {}
+
+
+async def test_read_hosts_in_steps_equals_hosts() -> None:
+    """The per-host view copied in steps (checkpoints between them) is the one-moment copy
+    when nothing changes meanwhile, an ejected host included."""
+    core, now = FakeCore(), [100.0]
+    ejections = OutlierEjections(core, clock=lambda: now[0])
+    ejections.retarget([target(), target("d")])
+    ejections.on_event(Outlier("c", HOSTS[1], "consecutive_5xx"))
+
+    def settled(view: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+        # `ejected_until` is on the wall clock, which moves between two copies.
+        return {c: {k: {f: v for f, v in h.items() if f != "ejected_until"} for k, h in hosts.items()}
+                for c, hosts in view.items()}
+
+    whole = ejections.hosts()
+    assert whole["c"][HOSTS[1]]["ejected"] and whole["c"][HOSTS[1]]["ejected_until"] is not None
+    assert list(whole) == ["c", "d"]
+    for step in (1, 2, 1024):
+        assert settled(await ejections.read_hosts(step)) == settled(whole)

@@ -386,3 +386,36 @@ def test_checker_scales_to_5000_hosts_at_1s() -> None:
     # Stale entries are compacted: the heap stays proportional to the host count.
     assert len(checker._heap) <= 2 * n + 64
     assert all(checker.healthy(k) for k in range(0, n, 97))
+
+
+# --- the compact per-host view ----------------------------------------------------------------
+
+
+def test_pack_says_what_snapshot_says_with_no_object_per_host() -> None:
+    """Five numbers per key: state and last result (indexes into VIEW_NAMES), the consecutive
+    counters, the active_hc_timeout flag; a key that is not a host is marked absent."""
+    from array import array
+
+    from meshplane.policy.health import VIEW_ABSENT, VIEW_NAMES
+
+    checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=0.0), random.Random(3))
+    keys = [f"10.0.0.{i}:80" for i in range(6)]
+    checker.set_hosts(keys, 0.0)
+    script = {keys[1]: [OK], keys[2]: [OK, NET], keys[3]: [TIMEOUT], keys[4]: [ACTIVE, OK],
+              keys[5]: [OK, TIMEOUT, TIMEOUT, TIMEOUT]}
+    for key, results in script.items():
+        for t, result in enumerate(results):
+            checker.record(key, result, float(t))
+    out: array[int] = array("Q")
+    checker.pack([*keys, "10.9.9.9:1"], out)
+    records = [out[i : i + 5] for i in range(0, len(out), 5)]
+    assert records[-1].tolist() == [VIEW_ABSENT, 0, 0, 0, 0]
+    snapshot = checker.snapshot()
+    for key, record in zip(keys, records, strict=False):
+        want = snapshot[key]
+        state, result, healthy, unhealthy, timeout = record
+        assert (VIEW_NAMES[state], VIEW_NAMES[result]) == (want["state"], want["last_result"])
+        assert (healthy, unhealthy) == (want["num_healthy"], want["num_unhealthy"])
+        assert bool(timeout) == ("active_hc_timeout" in want["health_flags"])
+    assert {VIEW_NAMES[r[0]] for r in records[:-1]} == {"unknown", "healthy", "unhealthy"}
+    assert any(r[4] for r in records)  # a timed-out unhealthy host
