@@ -181,16 +181,22 @@ impl Tracing {
                 self.threshold == u64::MAX || crate::balance::thread_random_u64() < self.threshold
             }
         };
+        if !(sampled || self.keep_errors) {
+            // Not recorded: the ids only travel upstream.
+            match parent {
+                Some(p) => carrier.inject(&p.trace_id, &nonzero_u64().to_be_bytes(), false),
+                None => carrier.inject_new_unsampled(|| {
+                    (new_trace_id(self.propagation), nonzero_u64().to_be_bytes())
+                }),
+            }
+            return None;
+        }
+        drop(carrier);
         let trace_id = match parent {
             Some(p) => p.trace_id,
             None => new_trace_id(self.propagation),
         };
         let span_id = nonzero_u64().to_be_bytes();
-        if !(sampled || self.keep_errors) {
-            carrier.inject(&trace_id, &span_id, sampled);
-            return None;
-        }
-        drop(carrier);
         Some({
             // NOTE: the request's parts are kept by refcount (Bytes), not copied; the four
             // headers recorded are found in one pass (the first value of each, as `get`).
