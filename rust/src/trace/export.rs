@@ -754,7 +754,7 @@ fn parse_i64(s: &str) -> Option<i64> {
 pub fn record(s: &SpanData) -> serde_json::Value {
     let mut name = String::new();
     span_name_into(&mut name, s);
-    let ms = |t: std::time::Instant| t.saturating_duration_since(s.started).as_secs_f64() * 1e3;
+    let ms = |t: super::Moment| t.since(s.started) as f64 / 1e6;
     let marks: serde_json::Map<String, serde_json::Value> = s
         .marks
         .iter()
@@ -834,7 +834,7 @@ mod tests {
             sent.push(headers["traceparent"].to_str().unwrap().to_string());
         }
         span.data().status = 200;
-        span.data().end = Some(Instant::now());
+        span.data().end = Some(crate::trace::Moment::now());
         let data = span.data.take().unwrap();
         assert_eq!(data.span_count(), 4);
         let bytes = Encoder::default().encode("t", &[data]);
