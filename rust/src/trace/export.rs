@@ -384,7 +384,13 @@ impl std::hash::Hasher for WordHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        // NOTE: a word at a time: `[usize; N]` keys arrive here as one slice of their bytes
+        // (~90 per-byte rounds a request at 100% sampling).
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.write_u64(u64::from_ne_bytes(w.try_into().expect("8 bytes")));
+        }
+        for b in words.remainder() {
             self.write_u64(u64::from(*b));
         }
     }
