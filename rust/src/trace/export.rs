@@ -594,7 +594,7 @@ impl Encoder {
         let body = otlp::message_start(&mut out, 2);
         otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
         otlp::bytes(&mut out, f::SPAN_ID, &s.span_id);
-        let state = s.tracestate.as_ref().and_then(super::header_text);
+        let state = s.tracestate.as_ref().and_then(|v| v.to_str().ok());
         otlp::bytes(&mut out, f::TRACE_STATE, state.unwrap_or("").as_bytes());
         otlp::bytes(
             &mut out,
@@ -628,10 +628,10 @@ impl Encoder {
                 s.status.into(),
             );
         }
-        if let Some(ua) = s.user_agent.as_ref().and_then(super::header_text) {
+        if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
             otlp::attr_str(&mut out, A, key!("user_agent.original"), ua);
         }
-        if let Some(id) = s.request_id.as_ref().and_then(super::header_text) {
+        if let Some(id) = s.request_id.as_ref().and_then(|v| v.to_str().ok()) {
             otlp::attr_str(&mut out, A, key!("meshplane.request_id"), id);
         }
         if s.retries > 0 {
