@@ -42,6 +42,12 @@ pub fn thread_random_u64() -> u64 {
     Entropy::Thread.next_u64()
 }
 
+/// `out` filled with draws from the calling thread's generator (the same stream as
+/// `thread_random_u64`, one thread-local access for all of them).
+pub fn thread_random_fill(out: &mut [u64]) {
+    rng::fill_from_thread(out);
+}
+
 /// What a balancer needs to know about the hosts of one cluster, indexed `0..len`.
 pub trait HostView {
     fn len(&self) -> usize;

@@ -19,6 +19,18 @@ fn wymix(s: u64) -> u64 {
     ((t >> 64) as u64) ^ (t as u64)
 }
 
+/// `out` filled from the calling thread's generator: `Entropy::Thread.next_u64()` each.
+pub(crate) fn fill_from_thread(out: &mut [u64]) {
+    THREAD_STATE.with(|c| {
+        let mut s = c.get();
+        for o in out {
+            s = s.wrapping_add(WY_INC);
+            *o = wymix(s);
+        }
+        c.set(s);
+    });
+}
+
 /// Where a balancer's randomness comes from.
 #[derive(Debug)]
 pub(crate) enum Entropy {

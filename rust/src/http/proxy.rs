@@ -17,7 +17,7 @@ use crate::error::{Kind, ProxyError, Source};
 use crate::pool::{BodyState, Sender, UpBody};
 use crate::route;
 use crate::stats::ListenerStats;
-use crate::trace::{ActiveSpan, Arrival, Mark};
+use crate::trace::{ActiveSpan, Arrival, Mark, Moment};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -449,14 +449,14 @@ impl<'a> Session<'a> {
         }
         let may_retry = attempts.may_retry();
         let returned = &mut attempts.unsent;
-        let mut connected: Option<Instant> = None;
+        let mut connected: Option<Moment> = None;
         // Only a traced request marks when its connection was ready.
         let traced = self.span.is_some();
         let conn = self.conn;
         let try_once = async {
             let (sender, reused) = acquire(cluster, host, fresh).await?;
             if traced {
-                connected = Some(Instant::now());
+                connected = Some(Moment::now());
             }
             // A reused HTTP/1.1 connection may turn out stale after the body went: keep a copy
             // then too. (HTTP/2 hands an unsent request back; its streams may be long.)

@@ -60,6 +60,24 @@ impl<'a> Carrier<'a> {
         }
     }
 
+    /// Start a trace that is not sampled: a new trace id and span id (`new_ids`) written as
+    /// `inject` would write them; they are not needed afterwards.
+    // NOTE: W3C's value comes pre-rendered from the thread's chunk (`unsampled_traceparent`).
+    pub fn inject_new_unsampled(self, new_ids: impl FnOnce() -> ([u8; 16], [u8; 8])) {
+        match self {
+            Carrier::W3c(Entry::Vacant(v)) => {
+                v.insert(unsampled_traceparent());
+            }
+            Carrier::W3c(Entry::Occupied(mut o)) => {
+                o.insert(unsampled_traceparent());
+            }
+            other => {
+                let (trace_id, span_id) = new_ids();
+                other.inject(&trace_id, &span_id, false);
+            }
+        }
+    }
+
     /// Write our context, as `inject` does.
     pub fn inject(self, trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) {
         match self {
@@ -80,18 +98,119 @@ impl<'a> Carrier<'a> {
 }
 
 /// A `traceparent` value (version 00): written at fixed offsets, no formatting.
-fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> [u8; 55] {
-    let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    for (i, b) in trace_id.iter().enumerate() {
-        v[3 + 2 * i..5 + 2 * i].copy_from_slice(&HEX_PAIRS[*b as usize]);
-    }
-    for (i, b) in span_id.iter().enumerate() {
-        v[36 + 2 * i..38 + 2 * i].copy_from_slice(&HEX_PAIRS[*b as usize]);
-    }
-    if sampled {
-        v[54] = b'1';
-    }
+fn traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> [u8; TRACEPARENT_LEN] {
+    let mut v = [0u8; TRACEPARENT_LEN];
+    let (hi, lo) = trace_id.split_at(8);
+    let word = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    write_traceparent(
+        &mut v,
+        word(hi),
+        word(lo),
+        u64::from_be_bytes(*span_id),
+        sampled,
+    );
     v
+}
+
+const TRACEPARENT_LEN: usize = 55;
+
+/// `traceparent` of the trace id `hi`,`lo` (its two halves, big-endian) and span id `span`.
+#[inline]
+fn write_traceparent(v: &mut [u8; TRACEPARENT_LEN], hi: u64, lo: u64, span: u64, sampled: bool) {
+    v[..3].copy_from_slice(b"00-");
+    v[3..19].copy_from_slice(&hex16(hi));
+    v[19..35].copy_from_slice(&hex16(lo));
+    v[35] = b'-';
+    v[36..52].copy_from_slice(&hex16(span));
+    v[52..].copy_from_slice(if sampled { b"-01" } else { b"-00" });
+}
+
+/// The 16 lower-case hex digits of `w`, most significant first.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn hex16(w: u64) -> [u8; 16] {
+    use std::arch::x86_64::*;
+    // NOTE: SSE2 (in every x86_64): the nibbles of the 8 bytes interleaved and turned into
+    // digits 16 at a time, ~10 instructions instead of a table lookup and a store per byte.
+    // SAFETY: SSE2 is enabled (the cfg above); `out` is 16 writable bytes and the store needs
+    // no alignment.
+    unsafe {
+        let x = _mm_cvtsi64_si128(w.swap_bytes() as i64);
+        let low4 = _mm_set1_epi8(0x0f);
+        let high = _mm_and_si128(_mm_srli_epi16::<4>(x), low4);
+        let nibbles = _mm_unpacklo_epi8(high, _mm_and_si128(x, low4));
+        let letters = _mm_and_si128(
+            _mm_cmpgt_epi8(nibbles, _mm_set1_epi8(9)),
+            _mm_set1_epi8((b'a' - b'0' - 10) as i8),
+        );
+        let digits = _mm_add_epi8(_mm_add_epi8(nibbles, _mm_set1_epi8(b'0' as i8)), letters);
+        let mut out = [0u8; 16];
+        _mm_storeu_si128(out.as_mut_ptr().cast(), digits);
+        out
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn hex16(w: u64) -> [u8; 16] {
+    hex16_table(w)
+}
+
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn hex16_table(w: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (pair, b) in out.chunks_exact_mut(2).zip(w.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[b as usize]);
+    }
+    out
+}
+
+/// How many new unsampled `traceparent` values a thread renders at a time.
+const UNSAMPLED_CHUNK: usize = 64;
+
+thread_local! {
+    static UNSAMPLED: RefCell<(Bytes, usize)> = const { RefCell::new((Bytes::new(), 0)) };
+}
+
+/// The `traceparent` of a new trace that is not sampled (random trace and span ids, flags
+/// 00), cut from a chunk of such values the calling thread rendered ahead.
+// NOTE: a request that starts an unsampled trace needs its ids only in this header, so they
+// are drawn and rendered UNSAMPLED_CHUNK at a time (one thread-local access, one
+// allocation) and each request takes a slice (a reference count). The ids are as random as
+// ever; they are only drawn earlier.
+fn unsampled_traceparent() -> HeaderValue {
+    let value = UNSAMPLED.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let (chunk, at) = &mut *cell;
+        if *at >= chunk.len() {
+            *chunk = render_unsampled_chunk();
+            *at = 0;
+        }
+        let value = chunk.slice(*at..*at + TRACEPARENT_LEN);
+        *at += TRACEPARENT_LEN;
+        value
+    });
+    // SAFETY: hex digits and '-' only (`write_traceparent`). NOTE: no check per request.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
+}
+
+fn render_unsampled_chunk() -> Bytes {
+    // NOTE: filled by appending, not zeroed first (a `memset` of the chunk).
+    let mut buf = Vec::with_capacity(UNSAMPLED_CHUNK * TRACEPARENT_LEN);
+    let mut v = [0u8; TRACEPARENT_LEN];
+    for _ in 0..UNSAMPLED_CHUNK {
+        let mut id = [0u64; 3];
+        crate::balance::thread_random_fill(&mut id);
+        // All-zero ids are invalid (a draw of 0 is redrawn, as `nonzero_u64` does).
+        for w in &mut id {
+            while *w == 0 {
+                *w = crate::balance::thread_random_u64();
+            }
+        }
+        write_traceparent(&mut v, id[0], id[1], id[2], false);
+        buf.extend_from_slice(&v);
+    }
+    Bytes::from(buf)
 }
 
 /// Replace the context in `format` with ours: our span is the next hop's parent.
@@ -478,6 +597,64 @@ mod tests {
             want.push_str(if i % 2 == 0 { "-01" } else { "-00" });
             assert_eq!(h["traceparent"], want.as_str());
         }
+    }
+
+    #[test]
+    fn hex16_is_the_table_hex() {
+        let mut w = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..1000 {
+            let mut want = String::new();
+            hex(&mut want, &w.to_be_bytes());
+            assert_eq!(hex16(w), want.as_bytes(), "{w:#x}");
+            assert_eq!(hex16_table(w), want.as_bytes(), "{w:#x}");
+            w = w.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7) ^ 0xff;
+        }
+        for w in [0, u64::MAX, 0x0a0a_0a0a_0a0a_0a0a, 0x9999_9999_9999_9999] {
+            let mut want = String::new();
+            hex(&mut want, &w.to_be_bytes());
+            assert_eq!(hex16(w), want.as_bytes(), "{w:#x}");
+        }
+    }
+
+    #[test]
+    fn new_unsampled_traces_are_valid_distinct_and_not_sampled() {
+        // Across more than one pre-rendered chunk, each value kept while later ones are cut.
+        let (mut traces, mut spans) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        let mut maps = Vec::new();
+        for _ in 0..3 * UNSAMPLED_CHUNK + 5 {
+            let mut h = HeaderMap::new();
+            let c = Carrier::new(Propagation::W3c, &mut h);
+            c.inject_new_unsampled(|| unreachable!("W3C values are pre-rendered"));
+            maps.push(h);
+        }
+        for h in &maps {
+            let v = h["traceparent"].to_str().unwrap();
+            let p = w3c_value(&h["traceparent"]).unwrap();
+            assert_eq!(p.sampled, Some(false));
+            let mut want = String::from("00-");
+            hex(&mut want, &p.trace_id);
+            want.push('-');
+            hex(&mut want, &p.span_id);
+            want.push_str("-00");
+            assert_eq!(v, want);
+            assert!(traces.insert(p.trace_id), "trace ids repeat");
+            assert!(spans.insert(p.span_id), "span ids repeat");
+        }
+        // A caller's value (here unsampled, and not used: a new trace) is replaced in place.
+        let mut h = map(&[("traceparent", "garbage")]);
+        Carrier::new(Propagation::W3c, &mut h).inject_new_unsampled(|| unreachable!());
+        assert_eq!(h.get_all("traceparent").iter().count(), 1);
+        assert!(w3c(&h).is_some());
+        // Other formats write the ids they are given.
+        let mut h = HeaderMap::new();
+        Carrier::new(Propagation::B3, &mut h).inject_new_unsampled(|| (TRACE, SPAN));
+        assert_eq!(
+            h["b3"],
+            "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"
+        );
     }
 
     #[test]

@@ -21,7 +21,6 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use export::ExportSettings;
 
@@ -181,16 +180,22 @@ impl Tracing {
                 self.threshold == u64::MAX || crate::balance::thread_random_u64() < self.threshold
             }
         };
+        if !(sampled || self.keep_errors) {
+            // Not recorded: the ids only travel upstream.
+            match parent {
+                Some(p) => carrier.inject(&p.trace_id, &nonzero_u64().to_be_bytes(), false),
+                None => carrier.inject_new_unsampled(|| {
+                    (new_trace_id(self.propagation), nonzero_u64().to_be_bytes())
+                }),
+            }
+            return None;
+        }
+        drop(carrier);
         let trace_id = match parent {
             Some(p) => p.trace_id,
             None => new_trace_id(self.propagation),
         };
         let span_id = nonzero_u64().to_be_bytes();
-        if !(sampled || self.keep_errors) {
-            carrier.inject(&trace_id, &span_id, sampled);
-            return None;
-        }
-        drop(carrier);
         Some({
             // NOTE: the request's parts are kept by refcount (Bytes), not copied; the four
             // headers recorded are found in one pass (the first value of each, as `get`).
@@ -211,7 +216,7 @@ impl Tracing {
                     parent: parent.map(|p: Parent| p.span_id),
                     sampled,
                     start_unix_nanos: unix_nanos(),
-                    started: Instant::now(),
+                    started: Moment::now(),
                     marks: SmallVec::new(),
                     end: None,
                     method: req.method().clone(),
@@ -278,10 +283,60 @@ fn new_trace_id(format: Propagation) -> [u8; 16] {
     id
 }
 
+/// Now, in nanoseconds since the Unix epoch.
+#[cfg(unix)]
 fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    clock_nanos(libc::CLOCK_REALTIME)
+}
+
+#[cfg(not(unix))]
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A clock's reading in nanoseconds (0 if it cannot be read, as `SystemTime` before 1970 was).
+#[cfg(unix)]
+#[inline]
+fn clock_nanos(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 || ts.tv_sec < 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A reading of the monotonic clock (the one `Instant` reads), in nanoseconds: a span's
+/// moments, whose differences the exporter computes several times a span.
+// NOTE: a difference of two of these is a subtraction; `Instant`'s (`duration_since`, then
+// `as_nanos`) was ~45 instructions, 7 a request at 100% sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Moment(u64);
+
+impl Moment {
+    #[cfg(unix)]
+    #[inline]
+    pub fn now() -> Self {
+        Moment(clock_nanos(libc::CLOCK_MONOTONIC))
+    }
+
+    #[cfg(not(unix))]
+    pub fn now() -> Self {
+        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let base = *BASE.get_or_init(std::time::Instant::now);
+        Moment(base.elapsed().as_nanos() as u64)
+    }
+
+    /// Nanoseconds from `earlier` to this (0 if `earlier` is later).
+    #[inline]
+    pub fn since(self, earlier: Moment) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
 }
 
 /// A moment in the request's life, recorded as a span event.
@@ -313,10 +368,10 @@ pub struct SpanData {
     pub parent: Option<[u8; 8]>,
     pub sampled: bool,
     start_unix_nanos: u64,
-    started: Instant,
+    started: Moment,
     // NOTE: inline up to a request's usual marks and its one attempt: no allocation each.
-    marks: SmallVec<[(Mark, Instant); 4]>,
-    end: Option<Instant>,
+    marks: SmallVec<[(Mark, Moment); 4]>,
+    end: Option<Moment>,
     method: Method,
     /// The request target as received, and its Host header.
     uri: http::Uri,
@@ -345,10 +400,10 @@ pub struct SpanData {
 /// One upstream attempt: a CLIENT span, child of the request's SERVER span.
 pub struct Attempt {
     pub span_id: [u8; 8],
-    started: Instant,
+    started: Moment,
     /// When its response head arrived or it failed; None: its response went downstream, and
     /// the span ends with the request's.
-    end: Option<Instant>,
+    end: Option<Moment>,
     host: Arc<str>,
     tls: bool,
     /// The upstream's status (0: no response).
@@ -358,8 +413,8 @@ pub struct Attempt {
 }
 
 impl SpanData {
-    fn nanos_at(&self, t: Instant) -> u64 {
-        self.start_unix_nanos + t.saturating_duration_since(self.started).as_nanos() as u64
+    fn nanos_at(&self, t: Moment) -> u64 {
+        self.start_unix_nanos + t.since(self.started)
     }
 
     fn path_and_query(&self) -> &str {
@@ -407,10 +462,10 @@ impl ActiveSpan {
     }
 
     pub fn mark(&mut self, mark: Mark) {
-        self.mark_at(mark, Instant::now());
+        self.mark_at(mark, Moment::now());
     }
 
-    pub fn mark_at(&mut self, mark: Mark, at: Instant) {
+    pub fn mark_at(&mut self, mark: Mark, at: Moment) {
         if let Some(d) = self.d() {
             d.marks.push((mark, at));
         }
@@ -427,7 +482,7 @@ impl ActiveSpan {
         context::inject(propagation, headers, &d.trace_id, &span_id, d.sampled);
         d.attempts.push(Attempt {
             span_id,
-            started: Instant::now(),
+            started: Moment::now(),
             end: None,
             host: host.clone(),
             tls,
@@ -442,7 +497,7 @@ impl ActiveSpan {
         if let Some(a) = self.d().and_then(|d| d.attempts.last_mut()) {
             a.status = status;
             if retried {
-                a.end = Some(Instant::now());
+                a.end = Some(Moment::now());
             }
         }
     }
@@ -451,7 +506,7 @@ impl ActiveSpan {
     pub fn attempt_failed(&mut self, error: &'static str) {
         if let Some(a) = self.d().and_then(|d| d.attempts.last_mut()) {
             a.error = Some(error);
-            a.end = Some(Instant::now());
+            a.end = Some(Moment::now());
         }
     }
 
@@ -470,7 +525,7 @@ impl Drop for ActiveSpan {
         let Some(d) = self.d() else {
             return;
         };
-        d.end = Some(Instant::now());
+        d.end = Some(Moment::now());
         if d.status == 0 && d.flags.is_empty() {
             d.flags.push_str("DC");
         }
