@@ -344,7 +344,7 @@ async fn accept_loop(
                     }
                 },
                 Accepted::Tls(s) => {
-                    let sans = crate::tls::peer_identity(s.get_ref().1.peer_certificates());
+                    let sans = crate::tls::peer_identity(s.connection().peer_certificates());
                     let xfcc = client_cert_header(&sans);
                     match protocol {
                         ListenerProtocol::Http => {
@@ -393,7 +393,7 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 
 enum Accepted {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<crate::tls::ServerStream>),
     Refused,
 }
 
@@ -417,7 +417,7 @@ async fn accept_tls(stream: TcpStream, config: &ListenerConfig) -> Accepted {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
         Ok(Ok(s)) => {
             config.stats.tls_handshakes.inc();
-            Accepted::Tls(Box::new(s))
+            Accepted::Tls(Box::new(crate::tls::ServerStream::new(s)))
         }
         _ => {
             config.stats.tls_handshake_error.inc();

@@ -8,7 +8,10 @@
 //! Defaults: TLS 1.2 and 1.3 only, rustls' modern cipher suites, no renegotiation (rustls has
 //! none), session resumption on (server session cache + tickets; client session cache).
 
+mod stream;
 mod verify;
+
+pub use stream::ServerStream;
 
 use crate::config::{CertificateSpec, CollectorTls, ListenerTls, TlsMode, UpstreamTls};
 use rustls::crypto::CryptoProvider;

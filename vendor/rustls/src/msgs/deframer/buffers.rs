@@ -181,6 +181,15 @@ impl DeframerVecBuffer {
             self.used -= taken;
         } else if taken >= self.used {
             self.used = 0;
+            // meshplane patch: every record read so far is processed and nothing partial is
+            // left, so the read buffer goes back to this thread's pool (see `read_pool`) until
+            // the next read. A reader that waits for the socket to be readable before calling
+            // `read_tls` (meshplane's listener does) never meets the would-block read that
+            // otherwise returns it.
+            #[cfg(feature = "std")]
+            if !self.buf.is_empty() {
+                read_pool::give(mem::take(&mut self.buf));
+            }
         }
     }
 
