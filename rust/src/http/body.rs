@@ -3,7 +3,7 @@
 
 use crate::accesslog::{AccessLog, Record};
 use crate::cluster::{Claim, Cluster, Host};
-use crate::pool::H1Sender;
+use crate::pool::H1;
 use crate::stats::ListenerStats;
 use crate::trace::ActiveSpan;
 use bytes::Bytes;
@@ -23,7 +23,7 @@ pub struct InFlight {
     pub cluster: Arc<Cluster>,
     pub started: Instant,
     /// The HTTP/1.1 connection, returned to the pool only if the body ended cleanly.
-    pub h1: Option<H1Sender>,
+    pub h1: Option<Box<H1>>,
     clean: bool,
     /// A function cluster's claim on the host, released after the connection went back to
     /// the pool (declared last: dropped after `Drop::drop` ran), so the next request on the
@@ -255,6 +255,11 @@ impl DownBody {
                 in_flight,
                 timer,
             } => {
+                // NOTE: an HTTP/1.1 upstream connection has no task of its own: reading its
+                // body drives it (and a slow reader holds it back, as the channel did).
+                if let Some(h1) = in_flight.as_mut().and_then(|f| f.h1.as_mut()) {
+                    let _ = h1.poll_drive(cx);
+                }
                 let r = Pin::new(&mut *body).poll_frame(cx);
                 match &r {
                     Poll::Ready(None) => {

@@ -99,6 +99,19 @@ where
         }
     }
 
+    // meshplane patch: what `client::conn::http1::InlineConnection` needs of its dispatcher.
+    #[cfg(feature = "client")]
+    pub(crate) fn dispatch_mut(&mut self) -> &mut D {
+        &mut self.dispatch
+    }
+
+    // meshplane patch: whether a new message head can be written now (the connection is idle,
+    // open, and nothing is being sent).
+    #[cfg(feature = "client")]
+    pub(crate) fn can_send_head(&self) -> bool {
+        !self.is_closing && self.body_rx.is_none() && self.conn.can_write_head()
+    }
+
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
         let (io, buf) = self.conn.into_inner();
         (io, buf, self.dispatch)
@@ -763,6 +776,128 @@ cfg_client! {
 
         fn should_poll(&self) -> bool {
             self.callback.is_none()
+        }
+    }
+}
+
+// ===== impl Inline (meshplane patch) =====
+
+cfg_client! {
+    /// meshplane patch: the client dispatch of `InlineConnection`. The caller owns the
+    /// dispatcher and polls it itself, so a request is handed over in a slot and its response
+    /// (or error) comes back in one: no channel, no oneshot, no wake-up of another task.
+    pub(crate) struct Inline<B> {
+        queued: Option<Request<B>>,
+        /// A request was taken by the connection and its response head has not come.
+        in_flight: bool,
+        pub(crate) answer: Option<Result<http::Response<IncomingBody>, TrySendError<Request<B>>>>,
+    }
+
+    // The request is moved out of `queued` before it is polled; nothing here is pinned.
+    impl<B> Unpin for Inline<B> {}
+
+    impl<B> Inline<B> {
+        pub(crate) fn new() -> Self {
+            Inline {
+                queued: None,
+                in_flight: false,
+                answer: None,
+            }
+        }
+
+        /// Nothing queued, nothing awaiting an answer.
+        pub(crate) fn is_free(&self) -> bool {
+            self.queued.is_none() && !self.in_flight && self.answer.is_none()
+        }
+
+        pub(crate) fn queue(&mut self, req: Request<B>) {
+            self.queued = Some(req);
+        }
+
+        /// The request that was queued and never taken by the connection, if any.
+        pub(crate) fn take_queued(&mut self) -> Option<Request<B>> {
+            self.queued.take()
+        }
+
+        pub(crate) fn awaits_answer(&self) -> bool {
+            self.queued.is_some() || self.in_flight
+        }
+    }
+
+    impl<B> Dispatch for Inline<B>
+    where
+        B: Body,
+    {
+        type PollItem = RequestHead;
+        type PollBody = B;
+        type PollError = Infallible;
+        type RecvItem = crate::proto::ResponseHead;
+
+        fn poll_msg(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<(Self::PollItem, Self::PollBody), Infallible>>> {
+            let this = self.get_mut();
+            match this.queued.take() {
+                Some(req) => {
+                    let (parts, body) = req.into_parts();
+                    let head = RequestHead {
+                        version: parts.version,
+                        subject: crate::proto::RequestLine(parts.method, parts.uri),
+                        headers: parts.headers,
+                        extensions: parts.extensions,
+                    };
+                    this.in_flight = true;
+                    Poll::Ready(Some(Ok((head, body))))
+                }
+                // The owner queues a request and polls the connection itself: no waker to keep.
+                None => Poll::Pending,
+            }
+        }
+
+        fn recv_msg(&mut self, msg: crate::Result<(Self::RecvItem, IncomingBody)>) -> crate::Result<()> {
+            match msg {
+                Ok((msg, body)) => {
+                    if self.in_flight {
+                        self.in_flight = false;
+                        self.answer = Some(Ok(msg.into_response(body)));
+                        Ok(())
+                    } else {
+                        Err(crate::Error::new_unexpected_message())
+                    }
+                }
+                Err(err) => {
+                    if self.in_flight {
+                        self.in_flight = false;
+                        self.answer = Some(Err(TrySendError {
+                            error: err,
+                            message: None,
+                        }));
+                        Ok(())
+                    } else if let Some(req) = self.queued.take() {
+                        // never started: the caller may send it elsewhere
+                        self.answer = Some(Err(TrySendError {
+                            error: crate::Error::new_canceled().with(err),
+                            message: Some(req),
+                        }));
+                        Ok(())
+                    } else {
+                        Err(err)
+                    }
+                }
+            }
+        }
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            if self.in_flight {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Ready(Err(()))
+            }
+        }
+
+        fn should_poll(&self) -> bool {
+            !self.in_flight
         }
     }
 }
