@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// One in-flight request to one host. Counts it active from creation until the response body
@@ -255,12 +255,23 @@ impl DownBody {
                 in_flight,
                 timer,
             } => {
-                // NOTE: an HTTP/1.1 upstream connection has no task of its own: reading its
-                // body drives it (and a slow reader holds it back, as the channel did).
-                if let Some(h1) = in_flight.as_mut().and_then(|f| f.h1.as_mut()) {
-                    let _ = h1.poll_drive(cx);
-                }
-                let r = Pin::new(&mut *body).poll_frame(cx);
+                let r = match in_flight.as_mut().and_then(|f| f.h1.as_mut()) {
+                    None => Pin::new(&mut *body).poll_frame(cx),
+                    // NOTE: an HTTP/1.1 upstream connection has no task of its own: reading
+                    // its body drives it (and a slow reader holds it back, as the channel
+                    // did). What it read with the head is often the whole body: look first,
+                    // without a waker (only the connection, polled below, fills the body), and
+                    // drive it only if there was nothing.
+                    Some(h1) => match Pin::new(&mut *body)
+                        .poll_frame(&mut Context::from_waker(Waker::noop()))
+                    {
+                        Poll::Pending => {
+                            let _ = h1.poll_drive(cx);
+                            Pin::new(&mut *body).poll_frame(cx)
+                        }
+                        r => r,
+                    },
+                };
                 match &r {
                     Poll::Ready(None) => {
                         if let Some(mut f) = in_flight.take() {
