@@ -68,16 +68,19 @@ impl H1 {
     fn usable(&mut self) -> bool {
         // NOTE: nobody waits on an idle connection: what it reads now is an EOF or an error,
         // and the next poll (by a request) registers that request's waker.
-        let _ = self
-            .conn
-            .poll_drive(&mut Context::from_waker(Waker::noop()));
-        self.conn.is_ready()
+        self.conn.poll_idle(&mut Context::from_waker(Waker::noop()))
     }
 
     /// `usable` for a connection whose response just ended: it was polled then, so it is
     /// polled again only if it did not look idle.
     fn reusable(&mut self) -> bool {
-        self.conn.is_ready() || self.usable()
+        if self.conn.is_ready() {
+            return true;
+        }
+        let _ = self
+            .conn
+            .poll_drive(&mut Context::from_waker(Waker::noop()));
+        self.conn.is_ready()
     }
 }
 

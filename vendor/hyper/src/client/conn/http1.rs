@@ -699,6 +699,19 @@ where
         !self.closed && self.inner.dispatch_mut().is_free() && self.inner.can_send_head()
     }
 
+    /// [`is_ready`](InlineConnection::is_ready) for a connection that waited: notices a server
+    /// that closed it (or sent bytes nobody asked for) by looking at its read side only, and
+    /// polls the whole connection (to close it) only then.
+    pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        if self.inner.poll_idle_read(cx) {
+            let _ = self.poll_drive(cx);
+        }
+        self.is_ready()
+    }
+
     /// Whether the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.closed

@@ -112,6 +112,15 @@ where
         !self.is_closing && self.body_rx.is_none() && self.conn.can_write_head()
     }
 
+    // meshplane patch: on an idle client connection (`can_send_head`) only the read side can
+    // change (an EOF, an error, unexpected bytes). Look at it alone; true when it has something
+    // to say, and then the whole dispatcher must run to act on it.
+    #[cfg(feature = "client")]
+    pub(crate) fn poll_idle_read(&mut self, cx: &mut Context<'_>) -> bool {
+        debug_assert!(self.can_send_head());
+        self.conn.poll_read_keep_alive(cx).is_ready()
+    }
+
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
         let (io, buf) = self.conn.into_inner();
         (io, buf, self.dispatch)
