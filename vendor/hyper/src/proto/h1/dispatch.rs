@@ -334,6 +334,18 @@ where
             Some(Ok((mut head, body_len, wants))) => {
                 let body = match body_len {
                     DecodedLength::ZERO => IncomingBody::empty(),
+                    // meshplane patch: a client's response body that is already whole in the
+                    // read buffer is handed over as it is, without a body channel.
+                    #[cfg(feature = "client")]
+                    other
+                        if T::is_client()
+                            && !wants.contains(Wants::UPGRADE)
+                            && other
+                                .into_opt()
+                                .is_some_and(|n| self.conn.buffered_len() as u64 >= n) =>
+                    {
+                        self.read_buffered_body(cx, other)
+                    }
                     other => {
                         let (tx, rx) =
                             IncomingBody::new_channel(other, wants.contains(Wants::EXPECT));
@@ -373,6 +385,32 @@ where
                 Poll::Ready(Ok(()))
             }
         }
+    }
+
+    // meshplane patch: the body of a response whose `Content-Length` bytes are all in the read
+    // buffer: one decode reads it whole (no IO) and ends the message. Anything else (it cannot
+    // happen with the bytes buffered) falls back to the body channel with what was read.
+    #[cfg(feature = "client")]
+    fn read_buffered_body(&mut self, cx: &mut Context<'_>, len: DecodedLength) -> IncomingBody {
+        let first = match self.conn.poll_read_body(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() && !self.conn.can_read_body() => {
+                return IncomingBody::full(frame.into_data().unwrap_or_else(|_| unreachable!()));
+            }
+            other => other,
+        };
+        let (mut tx, rx) = IncomingBody::new_channel(len, false);
+        match first {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    let _ = tx.try_send_data(data);
+                }
+                self.body_tx.set(tx);
+            }
+            Poll::Ready(Some(Err(e))) => tx.send_error(crate::Error::new_body(e)),
+            Poll::Ready(None) => {}
+            Poll::Pending => self.body_tx.set(tx),
+        }
+        rx
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
