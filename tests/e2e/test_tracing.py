@@ -571,7 +571,9 @@ async def test_spans_are_exported_over_mutual_tls_to_an_https_collector(
             return bool(mesh.sidecar.stats()["tracing"]["spans_export_failed"] >= 1)
 
         await eventually(failed, timeout=DEADLINE_S, what="the untrusting sidecar's export to fail")
-        assert mesh.gateway.stats()["tracing"]["spans_exported"] >= 2
+        # The collector holds the spans before the exporter has read its answer and counted.
+        await eventually(lambda: mesh.gateway.stats()["tracing"]["spans_exported"] >= 2,
+                         timeout=DEADLINE_S, what="the gateway to count its exported spans")
         assert all(svc == "edge" for svc, _ in receiver.spans)
     # Without a client certificate the collector refuses the handshake.
     no_cert = {**good, "otlpTls": {"trust": pki.ca}}

@@ -3,7 +3,7 @@
 
 use crate::accesslog::{AccessLog, Record};
 use crate::cluster::{Claim, Cluster, Host};
-use crate::pool::H1Sender;
+use crate::pool::H1;
 use crate::stats::ListenerStats;
 use crate::trace::ActiveSpan;
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// One in-flight request to one host. Counts it active from creation until the response body
@@ -23,7 +23,7 @@ pub struct InFlight {
     pub cluster: Arc<Cluster>,
     pub started: Instant,
     /// The HTTP/1.1 connection, returned to the pool only if the body ended cleanly.
-    pub h1: Option<H1Sender>,
+    pub h1: Option<Box<H1>>,
     clean: bool,
     /// A function cluster's claim on the host, released after the connection went back to
     /// the pool (declared last: dropped after `Drop::drop` ran), so the next request on the
@@ -255,7 +255,23 @@ impl DownBody {
                 in_flight,
                 timer,
             } => {
-                let r = Pin::new(&mut *body).poll_frame(cx);
+                let r = match in_flight.as_mut().and_then(|f| f.h1.as_mut()) {
+                    None => Pin::new(&mut *body).poll_frame(cx),
+                    // NOTE: an HTTP/1.1 upstream connection has no task of its own: reading
+                    // its body drives it (and a slow reader holds it back, as the channel
+                    // did). What it read with the head is often the whole body: look first,
+                    // without a waker (only the connection, polled below, fills the body), and
+                    // drive it only if there was nothing.
+                    Some(h1) => match Pin::new(&mut *body)
+                        .poll_frame(&mut Context::from_waker(Waker::noop()))
+                    {
+                        Poll::Pending => {
+                            let _ = h1.poll_drive(cx);
+                            Pin::new(&mut *body).poll_frame(cx)
+                        }
+                        r => r,
+                    },
+                };
                 match &r {
                     Poll::Ready(None) => {
                         if let Some(mut f) = in_flight.take() {

@@ -587,7 +587,7 @@ impl<'a> Session<'a> {
         up: &Upstream<'_>,
         resp: Response<Incoming>,
         mut in_flight: InFlight,
-        h1: Option<crate::pool::H1Sender>,
+        h1: Option<Box<crate::pool::H1>>,
     ) -> Response<DownBody> {
         in_flight.h1 = h1;
         let timer = BodyTimer::new(up.timeouts.route_deadline(), Some(up.timeouts.idle));

@@ -9,7 +9,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
-pub type Sent = (Response<Incoming>, Option<crate::pool::H1Sender>);
+pub type Sent = (Response<Incoming>, Option<Box<crate::pool::H1>>);
 
 /// Send on a connection we hold. On failure, the request comes back if hyper never wrote it.
 pub async fn send_on(
@@ -18,10 +18,17 @@ pub async fn send_on(
     req: Request<UpBody>,
 ) -> Result<Sent, (ProxyError, Option<Request<UpBody>>)> {
     match sender {
-        Sender::H1(mut s) => match s.try_send_request(req).await {
-            Ok(resp) => Ok((resp, Some(s))),
-            Err(e) => Err(classify_send(e)),
-        },
+        Sender::H1(mut c) => {
+            if let Err(req) = c.send(req) {
+                let mut e = ProxyError::upstream(Kind::Reset, "connection was not ready");
+                e.closed_before_response = true;
+                return Err((e, Some(req)));
+            }
+            match std::future::poll_fn(|cx| c.poll_response(cx)).await {
+                Ok(resp) => Ok((resp, Some(c))),
+                Err(e) => Err(classify_send(e)),
+            }
+        }
         Sender::H2(mut s) => {
             let active = cluster.stats.rq_active.get();
             if active > i64::from(cluster.breakers.max_requests) {

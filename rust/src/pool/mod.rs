@@ -10,23 +10,82 @@ pub use body::{BodyProgress, BodyState, Replay, UpBody};
 use crate::config::{UpstreamAddress, UpstreamProtocol};
 use crate::error::{Kind, ProxyError};
 use crate::tls::ClientTls;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpStream, UnixStream};
 
-pub type H1Sender = http1::SendRequest<UpBody>;
 pub type H2Sender = http2::SendRequest<UpBody>;
 
 /// A connection ready to carry one request (HTTP/1.1) or many (HTTP/2).
 pub enum Sender {
-    H1(H1Sender),
+    H1(Box<H1>),
     H2(H2Sender),
 }
 
+/// The byte stream under an upstream HTTP/1.1 connection: TCP or a Unix socket, with or
+/// without TLS.
+pub trait UpIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> UpIo for T {}
+
+/// An upstream HTTP/1.1 connection. It has no task of its own: the request using it drives it
+/// (`send`, `poll_response`), then the response body as it is read (`poll_drive`), and the
+/// pool checks it when it comes back and before it is reused.
+// NOTE: hyper's spawned `Connection` took each request over an mpsc channel and gave the
+// response back over a oneshot, waking its task and then the request's: ~2.5k instructions
+// per request (vendor/hyper/MESHPLANE.md, `InlineConnection`).
+pub struct H1 {
+    conn: http1::InlineConnection<TokioIo<Box<dyn UpIo>>, UpBody>,
+    /// The caller's connection counters: released when the connection is dropped (closed).
+    _guard: Box<dyn Send>,
+}
+
+impl H1 {
+    /// Queue `req`; it comes back if the connection cannot take it.
+    #[allow(clippy::result_large_err)]
+    pub fn send(&mut self, req: http::Request<UpBody>) -> Result<(), http::Request<UpBody>> {
+        self.conn.send(req)
+    }
+
+    /// Drive the connection until the response head is there (or the request failed).
+    pub fn poll_response(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<http::Response<hyper::body::Incoming>, TrySendError<http::Request<UpBody>>>>
+    {
+        self.conn.poll_response(cx)
+    }
+
+    /// Drive the connection while its response body is read; `Ready` once it is closed.
+    pub fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.conn.poll_drive(cx)
+    }
+
+    /// Whether it can carry the next request: open (a server that closed it is noticed here),
+    /// idle, not told to close.
+    fn usable(&mut self) -> bool {
+        // NOTE: nobody waits on an idle connection: what it reads now is an EOF or an error,
+        // and the next poll (by a request) registers that request's waker.
+        self.conn.poll_idle(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// `usable` for a connection whose response just ended: it was polled then, so it is
+    /// polled again only if it did not look idle.
+    fn reusable(&mut self) -> bool {
+        if self.conn.is_ready() {
+            return true;
+        }
+        let _ = self
+            .conn
+            .poll_drive(&mut Context::from_waker(Waker::noop()));
+        self.conn.is_ready()
+    }
+}
+
 struct Idle {
-    sender: H1Sender,
+    conn: Box<H1>,
     since: Instant,
 }
 
@@ -68,30 +127,28 @@ impl Pool {
                     .filter(|s| !s.is_closed())
                     .map(|s| Sender::H2(s.clone()))
             }
-            _ => {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            _ => loop {
                 // NOTE: LIFO keeps the hottest connection busy and lets the others age out.
-                while let Some(c) = idle.pop() {
-                    if c.sender.is_closed() || c.since.elapsed() > self.idle_timeout {
-                        continue; // dropping the sender closes the connection
-                    }
-                    if c.sender.is_ready() {
-                        return Some(Sender::H1(c.sender));
-                    }
+                let c = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+                if c.since.elapsed() > self.idle_timeout {
+                    continue; // dropping it closes the connection
                 }
-                None
-            }
+                let mut conn = c.conn;
+                if conn.usable() {
+                    return Some(Sender::H1(conn));
+                }
+            },
         }
     }
 
     /// Give an HTTP/1.1 connection back after its response completed cleanly.
-    pub fn put_idle(&self, sender: H1Sender) {
-        if sender.is_closed() {
+    pub fn put_idle(&self, mut conn: Box<H1>) {
+        if !conn.reusable() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     }
@@ -103,7 +160,7 @@ impl Pool {
     /// Close HTTP/1.1 connections idle longer than the idle timeout.
     pub fn evict_idle(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() <= self.idle_timeout);
+        idle.retain_mut(|c| c.since.elapsed() <= self.idle_timeout && c.conn.usable());
     }
 
     /// Serializes opening the shared HTTP/2 connection, so a burst of requests on a cold host
@@ -188,14 +245,13 @@ impl Pool {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
         G: Send + 'static,
     {
-        let io = TokioIo::new(io);
         match self.protocol {
             UpstreamProtocol::Http2 => {
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(hyper_util::rt::TokioTimer::new())
                     .initial_stream_window_size(16 * 1024 * 1024)
                     .initial_connection_window_size(24 * 1024 * 1024)
-                    .handshake(io)
+                    .handshake(TokioIo::new(io))
                     .await
                     .map_err(|e| {
                         ProxyError::upstream(Kind::ConnectFailure, format!("http2 handshake: {e}"))
@@ -208,14 +264,12 @@ impl Pool {
                 Ok(Sender::H2(sender))
             }
             _ => {
-                let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(|e| {
-                    ProxyError::upstream(Kind::ConnectFailure, format!("http1 handshake: {e}"))
-                })?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(guard);
-                });
-                Ok(Sender::H1(sender))
+                let io: Box<dyn UpIo> = Box::new(io);
+                let conn = http1::Builder::new().handshake_inline(TokioIo::new(io));
+                Ok(Sender::H1(Box::new(H1 {
+                    conn,
+                    _guard: Box::new(guard),
+                })))
             }
         }
     }

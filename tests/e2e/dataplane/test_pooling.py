@@ -11,7 +11,7 @@ import httpx
 import trio
 
 from ..waiting import eventually
-from .support import AsgiEcho, Exchange, Proxy, RawH2, echo, one_route
+from .support import AsgiEcho, Exchange, Proxy, RawH2, echo, one_route, pattern, sha256
 
 
 class Gate:
@@ -186,6 +186,42 @@ async def test_abandoned_response_does_not_return_its_connection(make_core, upst
     assert r.json()["conn"] == 1
     await eventually(lambda: proxy.cluster_stats()["cx_active"] == 1,
                      what="the abandoned upstream connection to close")
+
+
+async def test_a_streamed_body_read_slowly_then_its_connection_is_reused(make_core, upstreams,
+                                                                        client):
+    # The upstream HTTP/1.1 connection has no task of its own: the response body moves only
+    # as the client reads it. A large chunked body, read a little at a time, and a large
+    # upload both arrive whole, and the connection goes back to the pool after each.
+    size = 3 * 1024 * 1024 + 17
+    data = pattern(size, seed=5)
+
+    async def download_or_echo(ex: Exchange) -> None:
+        if ex.path != "/download":
+            await echo(ex)
+            return
+        await ex.start(200, [])  # no Content-Length: chunked
+        for i in range(0, size, 64 * 1024):
+            await ex.send(data[i:i + 64 * 1024])
+        await ex.end()
+
+    up = await upstreams.h1(download_or_echo)
+    proxy = make_core(one_route([up.address]))
+    with trio.fail_after(60):
+        got = bytearray()
+        async with client.stream("GET", proxy.url("/download")) as r:
+            assert r.status_code == 200
+            async for chunk in r.aiter_bytes(4096):
+                got += chunk
+                await trio.lowlevel.checkpoint()
+        assert sha256(bytes(got)) == sha256(data)
+        upload = pattern(size, seed=6)
+        r = await client.post(proxy.url("/upload"), content=upload)
+        assert (r.json()["body_len"], r.json()["body_sha256"]) == (size, sha256(upload))
+        r = await client.get(proxy.url("/next"))
+    assert r.status_code == 200
+    assert up.accepted == 1, f"{up.accepted} upstream connections for 3 sequential requests"
+    assert proxy.cluster_stats()["cx_active"] == 1
 
 
 async def test_idle_upstream_connection_is_closed(make_core, upstreams, client):

@@ -42,6 +42,10 @@ pub struct Incoming {
 
 enum Kind {
     Empty,
+    // meshplane patch: an HTTP/1 client response body that was whole in the read buffer with its
+    // head (`proto::h1::dispatch`), handed over without a channel.
+    #[cfg(all(feature = "http1", feature = "client"))]
+    Full(Option<Bytes>),
     #[cfg(all(feature = "http1", any(feature = "client", feature = "server")))]
     Chan {
         content_length: DecodedLength,
@@ -95,6 +99,12 @@ impl Incoming {
 
     fn new(kind: Kind) -> Incoming {
         Incoming { kind }
+    }
+
+    // meshplane patch: see `Kind::Full`.
+    #[cfg(all(feature = "http1", feature = "client"))]
+    pub(crate) fn full(data: Bytes) -> Incoming {
+        Incoming::new(Kind::Full(Some(data)))
     }
 
     #[allow(dead_code)]
@@ -164,6 +174,8 @@ impl Body for Incoming {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match &mut self.kind {
             Kind::Empty => Poll::Ready(None),
+            #[cfg(all(feature = "http1", feature = "client"))]
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             #[cfg(all(feature = "http1", any(feature = "client", feature = "server")))]
             Kind::Chan {
                 content_length: len,
@@ -234,6 +246,8 @@ impl Body for Incoming {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Empty => true,
+            #[cfg(all(feature = "http1", feature = "client"))]
+            Kind::Full(data) => data.is_none(),
             #[cfg(all(feature = "http1", any(feature = "client", feature = "server")))]
             Kind::Chan { content_length, .. } => *content_length == DecodedLength::ZERO,
             #[cfg(all(feature = "http2", any(feature = "client", feature = "server")))]
@@ -258,6 +272,8 @@ impl Body for Incoming {
 
         match self.kind {
             Kind::Empty => SizeHint::with_exact(0),
+            #[cfg(all(feature = "http1", feature = "client"))]
+            Kind::Full(ref data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             #[cfg(all(feature = "http1", any(feature = "client", feature = "server")))]
             Kind::Chan { content_length, .. } => opt_len(content_length),
             #[cfg(all(feature = "http2", any(feature = "client", feature = "server")))]

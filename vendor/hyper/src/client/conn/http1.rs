@@ -18,6 +18,9 @@ use crate::proto;
 
 type Dispatcher<T, B> =
     proto::dispatch::Dispatcher<proto::dispatch::Client<B>, B, T, proto::h1::ClientTransaction>;
+// meshplane patch: see `InlineConnection`.
+type InlineDispatcher<T, B> =
+    proto::dispatch::Dispatcher<proto::dispatch::Inline<B>, B, T, proto::h1::ClientTransaction>;
 
 /// The sender side of an established connection.
 pub struct SendRequest<B> {
@@ -587,8 +590,38 @@ impl Builder {
             trace!("client handshake HTTP/1");
 
             let (tx, rx) = dispatch::channel();
+            let conn = opts.conn::<T, B>(io);
+            let cd = proto::h1::dispatch::Client::new(rx);
+            let proto = proto::h1::Dispatcher::new(cd, conn);
+
+            Ok((SendRequest { dispatch: tx }, Connection { inner: proto }))
+        }
+    }
+
+    /// meshplane patch: a connection the caller drives itself (see [`InlineConnection`]).
+    pub fn handshake_inline<T, B>(&self, io: T) -> InlineConnection<T, B>
+    where
+        T: Read + Write + Unpin,
+        B: Body + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let conn = self.conn::<T, B>(io);
+        InlineConnection {
+            inner: proto::h1::Dispatcher::new(proto::h1::dispatch::Inline::new(), conn),
+            closed: false,
+        }
+    }
+
+    fn conn<T, B>(&self, io: T) -> proto::Conn<T, B::Data, proto::h1::ClientTransaction>
+    where
+        T: Read + Write + Unpin,
+        B: Body + 'static,
+    {
+        let opts = self;
+        {
             let mut conn = proto::Conn::new(io);
-            conn.set_h1_parser_config(opts.h1_parser_config);
+            conn.set_h1_parser_config(opts.h1_parser_config.clone());
             if let Some(writev) = opts.h1_writev {
                 if writev {
                     conn.set_write_strategy_queue();
@@ -623,11 +656,126 @@ impl Builder {
             if let Some(max) = opts.h1_max_buf_size {
                 conn.set_max_buf_size(max);
             }
-            let cd = proto::h1::dispatch::Client::new(rx);
-            let proto = proto::h1::Dispatcher::new(cd, conn);
-
-            Ok((SendRequest { dispatch: tx }, Connection { inner: proto }))
+            conn
         }
+    }
+}
+
+// ===== impl InlineConnection (meshplane patch)
+
+/// meshplane patch: an HTTP/1 client connection without a separate task.
+///
+/// [`Connection`] is meant to be spawned, and [`SendRequest`] hands it each request over a
+/// channel and gets the response back over a oneshot: two wake-ups of other tasks per request.
+/// An `InlineConnection` is both halves in one value that the task using it polls: [`send`]
+/// queues a request, [`poll_response`] drives the connection until its response head (or an
+/// error) is there, and [`poll_drive`] drives it while the response body is read (the body
+/// makes progress only while the connection is polled) and, between requests, notices that
+/// the server closed it. Dropping it closes the connection.
+///
+/// [`send`]: InlineConnection::send
+/// [`poll_response`]: InlineConnection::poll_response
+/// [`poll_drive`]: InlineConnection::poll_drive
+#[must_use = "an inline connection does nothing unless polled"]
+pub struct InlineConnection<T, B>
+where
+    T: Read + Write,
+    B: Body + 'static,
+{
+    inner: InlineDispatcher<T, B>,
+    /// The dispatcher completed (the connection is closed): it is not polled again.
+    closed: bool,
+}
+
+impl<T, B> InlineConnection<T, B>
+where
+    T: Read + Write + Unpin,
+    B: Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    /// Whether a request can be sent now: the connection is open and idle.
+    pub fn is_ready(&mut self) -> bool {
+        !self.closed && self.inner.dispatch_mut().is_free() && self.inner.can_send_head()
+    }
+
+    /// [`is_ready`](InlineConnection::is_ready) for a connection that waited: notices a server
+    /// that closed it (or sent bytes nobody asked for) by looking at its read side only, and
+    /// polls the whole connection (to close it) only then.
+    pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        if self.inner.poll_idle_read(cx) {
+            let _ = self.poll_drive(cx);
+        }
+        self.is_ready()
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Queue `req`; it is written by the next polls. Gives it back if the connection is not
+    /// ready (see [`is_ready`](InlineConnection::is_ready)).
+    #[allow(clippy::result_large_err)]
+    pub fn send(&mut self, req: Request<B>) -> Result<(), Request<B>> {
+        if !self.is_ready() {
+            return Err(req);
+        }
+        self.inner.dispatch_mut().queue(req);
+        Ok(())
+    }
+
+    /// Drive the connection until the response head of the request sent is there. On error, the
+    /// request comes back if it was never written.
+    #[allow(clippy::result_large_err)]
+    pub fn poll_response(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<IncomingBody>, TrySendError<Request<B>>>> {
+        let done = self.poll_drive(cx);
+        if let Some(answer) = self.inner.dispatch_mut().answer.take() {
+            return Poll::Ready(answer);
+        }
+        match done {
+            Poll::Pending if self.inner.dispatch_mut().awaits_answer() => Poll::Pending,
+            Poll::Pending | Poll::Ready(Ok(())) => {
+                let message = self.inner.dispatch_mut().take_queued();
+                let error = if message.is_some() {
+                    crate::Error::new_canceled().with("connection closed")
+                } else {
+                    crate::Error::new_incomplete()
+                };
+                Poll::Ready(Err(TrySendError { error, message }))
+            }
+            Poll::Ready(Err(error)) => {
+                let message = self.inner.dispatch_mut().take_queued();
+                Poll::Ready(Err(TrySendError { error, message }))
+            }
+        }
+    }
+
+    /// Drive the connection: write what is queued, read what arrived. `Ready` when the
+    /// connection is closed (cleanly, or with the error that closed it).
+    pub fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        let r = ready!(Pin::new(&mut self.inner).poll(cx));
+        self.closed = true;
+        Poll::Ready(r.map(|_| ()))
+    }
+}
+
+impl<T, B> fmt::Debug for InlineConnection<T, B>
+where
+    T: Read + Write,
+    B: Body + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InlineConnection").finish()
     }
 }
 

@@ -179,6 +179,12 @@ where
         self.state.is_write_closed()
     }
 
+    // meshplane patch: bytes read and not yet parsed (see `Dispatcher::read_buffered_body`).
+    #[cfg(feature = "client")]
+    pub(crate) fn buffered_len(&self) -> usize {
+        self.io.read_buf().len()
+    }
+
     pub(crate) fn can_read_head(&self) -> bool {
         if !matches!(self.state.reading, Reading::Init) {
             return false;

@@ -99,6 +99,28 @@ where
         }
     }
 
+    // meshplane patch: what `client::conn::http1::InlineConnection` needs of its dispatcher.
+    #[cfg(feature = "client")]
+    pub(crate) fn dispatch_mut(&mut self) -> &mut D {
+        &mut self.dispatch
+    }
+
+    // meshplane patch: whether a new message head can be written now (the connection is idle,
+    // open, and nothing is being sent).
+    #[cfg(feature = "client")]
+    pub(crate) fn can_send_head(&self) -> bool {
+        !self.is_closing && self.body_rx.is_none() && self.conn.can_write_head()
+    }
+
+    // meshplane patch: on an idle client connection (`can_send_head`) only the read side can
+    // change (an EOF, an error, unexpected bytes). Look at it alone; true when it has something
+    // to say, and then the whole dispatcher must run to act on it.
+    #[cfg(feature = "client")]
+    pub(crate) fn poll_idle_read(&mut self, cx: &mut Context<'_>) -> bool {
+        debug_assert!(self.can_send_head());
+        self.conn.poll_read_keep_alive(cx).is_ready()
+    }
+
     pub(crate) fn into_inner(self) -> (I, Bytes, D) {
         let (io, buf) = self.conn.into_inner();
         (io, buf, self.dispatch)
@@ -312,6 +334,18 @@ where
             Some(Ok((mut head, body_len, wants))) => {
                 let body = match body_len {
                     DecodedLength::ZERO => IncomingBody::empty(),
+                    // meshplane patch: a client's response body that is already whole in the
+                    // read buffer is handed over as it is, without a body channel.
+                    #[cfg(feature = "client")]
+                    other
+                        if T::is_client()
+                            && !wants.contains(Wants::UPGRADE)
+                            && other
+                                .into_opt()
+                                .is_some_and(|n| self.conn.buffered_len() as u64 >= n) =>
+                    {
+                        self.read_buffered_body(cx, other)
+                    }
                     other => {
                         let (tx, rx) =
                             IncomingBody::new_channel(other, wants.contains(Wants::EXPECT));
@@ -351,6 +385,32 @@ where
                 Poll::Ready(Ok(()))
             }
         }
+    }
+
+    // meshplane patch: the body of a response whose `Content-Length` bytes are all in the read
+    // buffer: one decode reads it whole (no IO) and ends the message. Anything else (it cannot
+    // happen with the bytes buffered) falls back to the body channel with what was read.
+    #[cfg(feature = "client")]
+    fn read_buffered_body(&mut self, cx: &mut Context<'_>, len: DecodedLength) -> IncomingBody {
+        let first = match self.conn.poll_read_body(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() && !self.conn.can_read_body() => {
+                return IncomingBody::full(frame.into_data().unwrap_or_else(|_| unreachable!()));
+            }
+            other => other,
+        };
+        let (mut tx, rx) = IncomingBody::new_channel(len, false);
+        match first {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    let _ = tx.try_send_data(data);
+                }
+                self.body_tx.set(tx);
+            }
+            Poll::Ready(Some(Err(e))) => tx.send_error(crate::Error::new_body(e)),
+            Poll::Ready(None) => {}
+            Poll::Pending => self.body_tx.set(tx),
+        }
+        rx
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
@@ -763,6 +823,128 @@ cfg_client! {
 
         fn should_poll(&self) -> bool {
             self.callback.is_none()
+        }
+    }
+}
+
+// ===== impl Inline (meshplane patch) =====
+
+cfg_client! {
+    /// meshplane patch: the client dispatch of `InlineConnection`. The caller owns the
+    /// dispatcher and polls it itself, so a request is handed over in a slot and its response
+    /// (or error) comes back in one: no channel, no oneshot, no wake-up of another task.
+    pub(crate) struct Inline<B> {
+        queued: Option<Request<B>>,
+        /// A request was taken by the connection and its response head has not come.
+        in_flight: bool,
+        pub(crate) answer: Option<Result<http::Response<IncomingBody>, TrySendError<Request<B>>>>,
+    }
+
+    // The request is moved out of `queued` before it is polled; nothing here is pinned.
+    impl<B> Unpin for Inline<B> {}
+
+    impl<B> Inline<B> {
+        pub(crate) fn new() -> Self {
+            Inline {
+                queued: None,
+                in_flight: false,
+                answer: None,
+            }
+        }
+
+        /// Nothing queued, nothing awaiting an answer.
+        pub(crate) fn is_free(&self) -> bool {
+            self.queued.is_none() && !self.in_flight && self.answer.is_none()
+        }
+
+        pub(crate) fn queue(&mut self, req: Request<B>) {
+            self.queued = Some(req);
+        }
+
+        /// The request that was queued and never taken by the connection, if any.
+        pub(crate) fn take_queued(&mut self) -> Option<Request<B>> {
+            self.queued.take()
+        }
+
+        pub(crate) fn awaits_answer(&self) -> bool {
+            self.queued.is_some() || self.in_flight
+        }
+    }
+
+    impl<B> Dispatch for Inline<B>
+    where
+        B: Body,
+    {
+        type PollItem = RequestHead;
+        type PollBody = B;
+        type PollError = Infallible;
+        type RecvItem = crate::proto::ResponseHead;
+
+        fn poll_msg(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<(Self::PollItem, Self::PollBody), Infallible>>> {
+            let this = self.get_mut();
+            match this.queued.take() {
+                Some(req) => {
+                    let (parts, body) = req.into_parts();
+                    let head = RequestHead {
+                        version: parts.version,
+                        subject: crate::proto::RequestLine(parts.method, parts.uri),
+                        headers: parts.headers,
+                        extensions: parts.extensions,
+                    };
+                    this.in_flight = true;
+                    Poll::Ready(Some(Ok((head, body))))
+                }
+                // The owner queues a request and polls the connection itself: no waker to keep.
+                None => Poll::Pending,
+            }
+        }
+
+        fn recv_msg(&mut self, msg: crate::Result<(Self::RecvItem, IncomingBody)>) -> crate::Result<()> {
+            match msg {
+                Ok((msg, body)) => {
+                    if self.in_flight {
+                        self.in_flight = false;
+                        self.answer = Some(Ok(msg.into_response(body)));
+                        Ok(())
+                    } else {
+                        Err(crate::Error::new_unexpected_message())
+                    }
+                }
+                Err(err) => {
+                    if self.in_flight {
+                        self.in_flight = false;
+                        self.answer = Some(Err(TrySendError {
+                            error: err,
+                            message: None,
+                        }));
+                        Ok(())
+                    } else if let Some(req) = self.queued.take() {
+                        // never started: the caller may send it elsewhere
+                        self.answer = Some(Err(TrySendError {
+                            error: crate::Error::new_canceled().with(err),
+                            message: Some(req),
+                        }));
+                        Ok(())
+                    } else {
+                        Err(err)
+                    }
+                }
+            }
+        }
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            if self.in_flight {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Ready(Err(()))
+            }
+        }
+
+        fn should_poll(&self) -> bool {
+            !self.in_flight
         }
     }
 }
