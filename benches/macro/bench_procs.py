@@ -20,7 +20,7 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +159,9 @@ def vmrss_kb(pid: int) -> int | None:
     return None
 
 
-def group_rss_kb(pgid: int) -> tuple[int, int]:
-    """(sum of VmRSS, process count) over the processes of process group `pgid`."""
-    total = count = 0
+def group_stats(pgid: int) -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of each live process of
+    process group `pgid` (fields: state ppid pgrp ... utime (11) stime (12) ...)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -171,47 +171,36 @@ def group_rss_kb(pgid: int) -> tuple[int, int]:
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid:  # fields: state ppid pgrp ...
-            rss = vmrss_kb(int(entry))
-            if rss is not None:
-                total += rss
-                count += 1
+        if int(fields[2]) == pgid:
+            yield int(entry), fields
+
+
+def group_rss_kb(pgid: int) -> tuple[int, int]:
+    """(sum of VmRSS, process count) over the processes of process group `pgid`."""
+    total = count = 0
+    for pid, _ in group_stats(pgid):
+        rss = vmrss_kb(pid)
+        if rss is not None:
+            total += rss
+            count += 1
     return total, count
 
 
 def group_cpu_s(pgid: int) -> float:
     """CPU time (user + system, every thread, seconds) used so far by the live processes of
     process group `pgid`."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid:  # fields: state ppid pgrp ... utime (11) stime (12)
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in group_stats(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def group_wait_s(pgid: int) -> float:
     """Time (seconds) the threads of process group `pgid` have spent runnable but waiting for
     a CPU (the second field of /proc/PID/task/TID/schedstat), summed over live threads."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, _ in group_stats(pgid):
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            if int(stat[stat.rfind(")") + 2:].split()[2]) != pgid:
-                continue
-            for tid in os.listdir(f"/proc/{entry}/task"):
-                with open(f"/proc/{entry}/task/{tid}/schedstat") as f:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                     total += int(f.read().split()[1])
         except (OSError, IndexError, ValueError):
             continue
