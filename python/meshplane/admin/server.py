@@ -428,8 +428,8 @@ class AdminAPI:
             tail += tls_metrics(self.view.tls_info(), time.time())
             tail += registry_metrics(stats) + async_metrics(stats)
             tail += render_envoy(stats, self._envoy_context(stats.get("version")))
-            body = (head.encode(), await self.view.read_host_metrics(), tail.encode())
-            return Response(200, body, PROMETHEUS_CONTENT_TYPE)
+            parts = (head.encode(), await self.view.read_host_metrics(), tail.encode())
+            return Response(200, parts, PROMETHEUS_CONTENT_TYPE)
         if path == "/clusters":
             stats, hosts = await self.view.read_clusters(as_json=as_json)
             if as_json:
