@@ -4,7 +4,8 @@ has a `healthCheck`, and tells the core the moment a host's health changes.
 `ActiveHealthChecks` owns one `HealthChecker` (sans-I/O state and schedule, with its jitter)
 per cluster and one probe object per endpoint (`drivers.probes`). Its `run` task sleeps until
 the earliest host is due, starts the due probes (at most `max_concurrent` in flight and
-`PROBES_PER_STEP` per pass of the Trio loop; the rest wait their turn), and for each result:
+`PROBES_PER_STEP` per pass of the Trio loop, taken off the schedules `DUE_PER_STEP` per cluster
+at a time; the rest wait their turn), and for each result:
 
 - a `Transition` goes to the core at once (`set_host_health`), first results included;
 - a success on a host that is healthy goes to `on_success` (the outlier detector unejects it,
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
     from meshplane.policy import HealthChecker, HealthCheckPolicy, ProbeResult
 
 __all__ = [
-    "PROBES_PER_STEP", "SCHEDULING_QUANTUM", "ActiveHealthChecks", "ClusterHealth", "HealthSink",
-    "PackedHosts",
+    "DUE_PER_STEP", "PROBES_PER_STEP", "SCHEDULING_QUANTUM", "ActiveHealthChecks", "ClusterHealth",
+    "HealthSink", "PackedHosts",
 ]
 
 log = logging.getLogger("meshplane.health")
@@ -66,6 +67,14 @@ PROBES_PER_STEP = 16
 # their 512 answers that arrive together, made batches of 50-400 ms with 10,000 hosts; starting
 # a few per pass bounds a batch to about twice this many probe steps. A probe that finds
 # nothing started since is late by the passes it waited, never starved.
+
+DUE_PER_STEP = 64
+"""Due hosts the scheduler takes from each cluster's schedule per pass, and only while fewer
+than this many wait to start."""
+# NOTE: after the loop was held up (a long scrape, a busy machine), a thousand hosts could be
+# due at once; taking them all off the schedule in one step was 1-2 ms of the loop with
+# 10,000 hosts (benches/README.md, control plane, fifth pass). Those left are due as before
+# and taken in the next passes, earliest first.
 
 OnSuccess = Callable[[str, str], None]
 
@@ -161,6 +170,7 @@ class ActiveHealthChecks:
         self._queue: deque[str] = deque()
         self._queue_clusters: deque[ClusterHealth] = deque()
         self._in_flight = 0
+        self._more_due = False  # due hosts left on a schedule when the scheduler last looked
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._sleep_until = math.inf  # when the scheduler wakes next unless woken earlier
@@ -246,12 +256,16 @@ class ActiveHealthChecks:
                 while True:
                     now = self._clock()
                     last = now
-                    for cluster in list(self._clusters.values()):
-                        due = cluster.checker.due(now)
-                        self._queue.extend(due)
-                        self._queue_clusters.extend(itertools.repeat(cluster, len(due)))
+                    more = False  # a cluster has due hosts left on its schedule
+                    if len(self._queue) < DUE_PER_STEP:
+                        for cluster in list(self._clusters.values()):
+                            due = cluster.checker.due(now, DUE_PER_STEP)
+                            self._queue.extend(due)
+                            self._queue_clusters.extend(itertools.repeat(cluster, len(due)))
+                            more = more or len(due) == DUE_PER_STEP
+                    self._more_due = more
                     self._start_queued()
-                    if self._queue and self._in_flight < self.max_concurrent:
+                    if (self._queue or more) and self._in_flight < self.max_concurrent:
                         await trio.sleep(0)  # the next PROBES_PER_STEP in the next pass
                         continue
                     wake_at = self._next_due()
@@ -299,7 +313,7 @@ class ActiveHealthChecks:
                 self._error(f"recording the probe of cluster {cluster.name} host {key}", exc)
         finally:
             self._in_flight -= 1
-            if self._queue:
+            if self._queue or self._more_due:
                 self._wake.set()  # a slot is free: the scheduler starts the next ones
 
     async def _run_probe(self, cluster: ClusterHealth, key: str) -> ProbeResult:

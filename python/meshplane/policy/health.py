@@ -303,11 +303,13 @@ class HealthChecker(Generic[K]):
                 self._schedule(key, now + host.next_delay(self._rng))
         self._compact()
 
-    def due(self, now: float) -> list[K]:
-        """The hosts whose probe is due at `now`, earliest first; they are now in flight."""
+    def due(self, now: float, limit: int | None = None) -> list[K]:
+        """The hosts whose probe is due at `now`, earliest first; they are now in flight. With
+        `limit`, at most that many (the earliest); the others stay scheduled, due as before."""
         out: list[K] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        room = len(heap) if limit is None else limit
+        while heap and heap[0][0] <= now and len(out) < room:
             _, seq, key = heapq.heappop(heap)
             entry = self._scheduled.get(key)
             if entry is not None and entry[1] == seq:
