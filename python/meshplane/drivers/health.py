@@ -2,10 +2,11 @@
 has a `healthCheck`, and tells the core the moment a host's health changes.
 
 `ActiveHealthChecks` owns one `HealthChecker` (sans-I/O state and schedule, with its jitter)
-per cluster and one probe object per endpoint (`drivers.probes`). Its `run` task sleeps until
-the earliest host is due, starts the due probes (at most `max_concurrent` in flight and
-`PROBES_PER_STEP` per pass of the Trio loop, taken off the schedules `DUE_PER_STEP` per cluster
-at a time; the rest wait their turn), and for each result:
+per cluster and one probe object per endpoint (`drivers.probes`; none is kept for TCP, whose
+probe has no state between probes). Its `run` task sleeps until the earliest host is due,
+starts the due probes (at most `max_concurrent` in flight and `PROBES_PER_STEP` per pass of the
+Trio loop, taken off the schedules `DUE_PER_STEP` per cluster at a time; the rest wait their
+turn), and for each result:
 
 - a `Transition` goes to the core at once (`set_host_health`), first results included;
 - a success on a host that is healthy goes to `on_success` (the outlier detector unejects it,
