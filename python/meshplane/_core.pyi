@@ -126,7 +126,8 @@ class Core:
         is bad nothing changes and CoreError(kind="config") names it. Returns how many TLS
         contexts were rebuilt. During an apply it does not wait: it reloads the version still
         running, and the apply's version re-reads the files once published (a bad file then
-        leaves it the material it read when it was built).
+        leaves it the material it read when it was built). The GIL is released while files
+        are read; with no TLS material in use there is none to read, and it is kept.
         """
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use per listener and cluster: path, subject, SANs, not_after."""

@@ -4,8 +4,9 @@
 //! No method waits on the network or on traffic: draining runs on the runtime and reports
 //! completion as an event. Not every method is short, though: `apply` parses and compiles a
 //! snapshot and binds sockets, and `apply` and `reload_tls` read certificate and key files, so
-//! `py/` releases the GIL around them; `join` blocks until the runtime thread has exited (call
-//! it after `shutdown`). Reads (`version`, `stats`, `take_outlier_samples`, `tls_info`) copy
+//! `py/` releases the GIL around them (not around a TLS reload with no file to read:
+//! `reload_tls_at_once`); `join` blocks until the runtime thread has exited (call it after
+//! `shutdown`). Reads (`version`, `stats`, `take_outlier_samples`, `tls_info`) copy
 //! from the published snapshot without waiting for an apply in progress (`listeners` waits
 //! only while one binds and starts its sockets); `set_host_flag` acts on the published version
 //! without waiting either (a flag set while an apply builds carries over to the version it
@@ -526,6 +527,33 @@ impl Runtime {
         }
     }
 
+    /// `reload_tls` when it is sure to read no file and wait for no one: the running version
+    /// has no TLS material (so it reloads nothing and returns 0) and nobody holds the
+    /// pending-changes lock. None otherwise: then `reload_tls`, which may do both, is the call
+    /// (`py/` makes it with the GIL released, this one with the GIL held).
+    pub fn reload_tls_at_once(&self) -> Option<usize> {
+        let mut pending = match self.pending.try_lock() {
+            Ok(p) => p,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if self.published.load().as_deref().is_some_and(Self::has_tls) {
+            return None;
+        }
+        // As `reload_tls`: an apply in progress reads its own version's files again once it
+        // is published (this one has none to read).
+        if pending.applying > 0 {
+            pending.reload_tls = true;
+        }
+        Some(0)
+    }
+
+    /// Whether `reload_tls_of(c)` has any file to read.
+    fn has_tls(c: &Compiled) -> bool {
+        c.snapshot.listeners.iter().any(|l| l.tls.is_some())
+            || c.clusters.iter().any(|cl| cl.spec.tls.is_some())
+    }
+
     fn reload_tls_of(c: &Compiled) -> Result<usize, SnapshotError> {
         let mut listeners = Vec::new();
         for (i, spec) in c.snapshot.listeners.iter().enumerate() {
@@ -891,6 +919,33 @@ mod tests {
         assert_eq!(hosts_of(&rt, "c"), ["127.0.0.1:4"]);
         assert_eq!(rt.update_endpoints("c", &three, &[], Some("v2")), Ok(true));
         assert_eq!(hosts_of(&rt, "c"), ["127.0.0.1:4", "127.0.0.1:3"]);
+        rt.shutdown(Duration::ZERO);
+    }
+
+    #[test]
+    fn a_tls_reload_without_tls_material_is_made_at_once_and_marked_for_an_apply() {
+        let rt = Runtime::new(1).expect("runtime");
+        assert_eq!(
+            rt.reload_tls_at_once(),
+            Some(0),
+            "nothing runs: nothing to read"
+        );
+        let one: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        rt.apply(&doc("v1", &[("l", "127.0.0.1:0", "tcp")], one))
+            .expect("v1");
+        assert_eq!(rt.reload_tls_at_once(), Some(0));
+        assert_eq!(rt.reload_tls_at_once(), rt.reload_tls().ok());
+        assert!(!rt.pending().reload_tls);
+        // During an apply: made at once, and the apply's version is to read its files again.
+        rt.pending().applying += 1;
+        assert_eq!(rt.reload_tls_at_once(), Some(0));
+        assert!(rt.pending().reload_tls);
+        rt.pending().applying -= 1;
+        rt.pending().reload_tls = false;
+        // Someone holds the pending-changes lock: not at once (the caller would wait).
+        let held = rt.pending();
+        assert_eq!(rt.reload_tls_at_once(), None);
+        drop(held);
         rt.shutdown(Duration::ZERO);
     }
 

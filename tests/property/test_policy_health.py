@@ -184,3 +184,5 @@ def test_checker_matches_a_scan_of_due_times(
         for k, session in sessions.items():
             state = session.state()
             assert checker.healthy(k) == (None if state is HealthState.UNKNOWN else state is HealthState.HEALTHY)
+        # the kept count agrees with the model's states after every operation
+        assert checker.count_healthy() == sum(s.state() is HealthState.HEALTHY for s in sessions.values())

@@ -2,9 +2,11 @@
 has a `healthCheck`, and tells the core the moment a host's health changes.
 
 `ActiveHealthChecks` owns one `HealthChecker` (sans-I/O state and schedule, with its jitter)
-per cluster and one probe object per endpoint (`drivers.probes`). Its `run` task sleeps until
-the earliest host is due, starts the due probes (at most `max_concurrent` in flight and
-`PROBES_PER_STEP` per pass of the Trio loop; the rest wait their turn), and for each result:
+per cluster and one probe object per endpoint (`drivers.probes`; none is kept for TCP, whose
+probe has no state between probes). Its `run` task sleeps until the earliest host is due,
+starts the due probes (at most `max_concurrent` in flight and `PROBES_PER_STEP` per pass of the
+Trio loop, taken off the schedules `DUE_PER_STEP` per cluster at a time; the rest wait their
+turn), and for each result:
 
 - a `Transition` goes to the core at once (`set_host_health`), first results included;
 - a success on a host that is healthy goes to `on_success` (the outlier detector unejects it,
@@ -29,6 +31,7 @@ no outlier detection never loads them (benches/README.md, "Memory, fourth pass")
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -49,8 +52,8 @@ if TYPE_CHECKING:
     from meshplane.policy import HealthChecker, HealthCheckPolicy, ProbeResult
 
 __all__ = [
-    "PROBES_PER_STEP", "SCHEDULING_QUANTUM", "ActiveHealthChecks", "ClusterHealth", "HealthSink",
-    "PackedHosts",
+    "DUE_PER_STEP", "PROBES_PER_STEP", "SCHEDULING_QUANTUM", "ActiveHealthChecks", "ClusterHealth",
+    "HealthSink", "PackedHosts",
 ]
 
 log = logging.getLogger("meshplane.health")
@@ -65,6 +68,14 @@ PROBES_PER_STEP = 16
 # their 512 answers that arrive together, made batches of 50-400 ms with 10,000 hosts; starting
 # a few per pass bounds a batch to about twice this many probe steps. A probe that finds
 # nothing started since is late by the passes it waited, never starved.
+
+DUE_PER_STEP = 64
+"""Due hosts the scheduler takes from each cluster's schedule per pass, and only while fewer
+than this many wait to start."""
+# NOTE: after the loop was held up (a long scrape, a busy machine), a thousand hosts could be
+# due at once; taking them all off the schedule in one step was 1-2 ms of the loop with
+# 10,000 hosts (benches/README.md, control plane, fifth pass). Those left are due as before
+# and taken in the next passes, earliest first.
 
 OnSuccess = Callable[[str, str], None]
 
@@ -153,8 +164,14 @@ class ActiveHealthChecks:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._clusters: dict[str, ClusterHealth] = {}
-        self._queue: deque[tuple[ClusterHealth, str]] = deque()
+        # The due hosts waiting to start, in order: the key and its cluster at the same place.
+        # NOTE: two deques, not one of (cluster, key) pairs: with 10,000 hosts thousands of
+        # pairs wait at once, each a new object the cyclic collector walks, young and then
+        # old (benches/README.md, control plane, fifth pass).
+        self._queue: deque[str] = deque()
+        self._queue_clusters: deque[ClusterHealth] = deque()
         self._in_flight = 0
+        self._more_due = False  # due hosts left on a schedule when the scheduler last looked
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._sleep_until = math.inf  # when the scheduler wakes next unless woken earlier
@@ -240,11 +257,16 @@ class ActiveHealthChecks:
                 while True:
                     now = self._clock()
                     last = now
-                    for cluster in list(self._clusters.values()):
-                        for key in cluster.checker.due(now):
-                            self._queue.append((cluster, key))
+                    more = False  # a cluster has due hosts left on its schedule
+                    if len(self._queue) < DUE_PER_STEP:
+                        for cluster in list(self._clusters.values()):
+                            due = cluster.checker.due(now, DUE_PER_STEP)
+                            self._queue.extend(due)
+                            self._queue_clusters.extend(itertools.repeat(cluster, len(due)))
+                            more = more or len(due) == DUE_PER_STEP
+                    self._more_due = more
                     self._start_queued()
-                    if self._queue and self._in_flight < self.max_concurrent:
+                    if (self._queue or more) and self._in_flight < self.max_concurrent:
                         await trio.sleep(0)  # the next PROBES_PER_STEP in the next pass
                         continue
                     wake_at = self._next_due()
@@ -257,6 +279,7 @@ class ActiveHealthChecks:
         finally:
             self._nursery = None
             self._queue.clear()
+            self._queue_clusters.clear()
             for cluster in self._clusters.values():
                 cluster.close_probes()
 
@@ -270,7 +293,7 @@ class ActiveHealthChecks:
         while (nursery is not None and self._queue and self._in_flight < self.max_concurrent
                and started < PROBES_PER_STEP):
             started += 1
-            cluster, key = self._queue.popleft()
+            cluster, key = self._queue_clusters.popleft(), self._queue.popleft()
             self._in_flight += 1
             nursery.start_soon(self._probe, cluster, key)
 
@@ -291,7 +314,7 @@ class ActiveHealthChecks:
                 self._error(f"recording the probe of cluster {cluster.name} host {key}", exc)
         finally:
             self._in_flight -= 1
-            if self._queue:
+            if self._queue or self._more_due:
                 self._wake.set()  # a slot is free: the scheduler starts the next ones
 
     async def _run_probe(self, cluster: ClusterHealth, key: str) -> ProbeResult:
@@ -301,7 +324,14 @@ class ActiveHealthChecks:
         if probe is None:
             ip, port = parse_address(key)
             port = cluster.policy.port or port
-            probe = cluster.probes[key] = make_probe(cluster.spec, ip, port)
+            probe = make_probe(cluster.spec, ip, port)
+            if cluster.spec.protocol != "tcp":
+                cluster.probes[key] = probe
+            # NOTE: a TCP probe keeps no state between probes (connect, close), so none is kept
+            # per host: 10,000 long-lived objects the cyclic collector would walk at each
+            # generation-2 collection (made after `gc.freeze()`, so not frozen): ~3-8 ms of the
+            # Trio loop per collection, about once a second while probing (benches/README.md,
+            # control plane, fifth pass). A new one per probe is the address parse, ~1.3 µs.
         cluster.attempt += 1
         result = ProbeResult.TIMEOUT
         with trio.move_on_after(cluster.policy.timeout):

@@ -1,10 +1,10 @@
 //! `meshplane._core.Core`: one data plane (runtime, listeners, clusters, stats) driven from
 //! Python by method calls that never wait on the network or on traffic (draining runs on the
-//! runtime and ends in an event). `apply`, `reload_tls` and `stats` run on the calling thread
-//! with the GIL released (they parse, compile and bind, read files, or copy every counter;
-//! `meshplane.Proxy` calls `apply` from a worker thread); none of the others waits for an
-//! apply in progress: endpoint changes given during one are made right after it, on the
-//! version it leaves running (`crate::runtime`).
+//! runtime and ends in an event). `apply`, `reload_tls` (when TLS files are in use) and `stats`
+//! run on the calling thread with the GIL released (they parse, compile and bind, read files,
+//! or copy every counter; `meshplane.Proxy` calls `apply` from a worker thread); none of the
+//! others waits for an apply in progress: endpoint changes given during one are made right
+//! after it, on the version it leaves running (`crate::runtime`).
 
 use crate::cluster::{HealthFlag, HostNote, Notes, PackedHealth};
 use crate::error::{Kind, ProxyError, Source};
@@ -508,6 +508,11 @@ impl Core {
     }
 
     fn reload_tls(&self, py: Python<'_>) -> PyResult<usize> {
+        // NOTE: without TLS material there is no file to read: no need to let the GIL go
+        // (and wait to take it back behind a thread that holds it, such as an apply's compile).
+        if let Some(n) = self.rt.reload_tls_at_once() {
+            return Ok(n);
+        }
         let rt = self.rt.clone();
         py.detach(move || rt.reload_tls()).map_err(|e| {
             config_error(

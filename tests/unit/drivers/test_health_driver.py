@@ -166,3 +166,45 @@ async def test_annotate_from_the_packed_view_equals_annotate_from_dicts(
     assert got[hosts[1]]["health_flags"] == "/failed_active_hc/active_hc_timeout"
     assert got[hosts[1]]["active_hc"]["last_result"] == "timeout"
     assert "active_hc" not in got["10.0.0.9:80"] and "active_hc" not in got["10.0.0.3:80"]
+
+
+class CountingProbe:
+    """Succeeds after one checkpoint; counts its probes in `probed`."""
+
+    def __init__(self, probed: dict[str, int], key: str) -> None:
+        self.probed, self.key = probed, key
+
+    async def probe(self) -> ProbeResult:
+        await trio.lowlevel.checkpoint()
+        self.probed[self.key] = self.probed.get(self.key, 0) + 1
+        return ProbeResult.SUCCESS
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("max_concurrent", [3, 512])
+async def test_every_due_host_of_every_cluster_starts_without_the_clock_moving(
+    mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, max_concurrent: int
+) -> None:
+    """More hosts due at one moment than the scheduler takes per pass (`DUE_PER_STEP`, per
+    cluster) and starts per pass (`PROBES_PER_STEP`): all of them are probed at that moment,
+    in both clusters, the clock standing still (no pass waits for a timer)."""
+    probed: dict[str, int] = {}
+
+    def make_probe(spec: ProbeSpec, ip: str, port: int) -> CountingProbe:
+        return CountingProbe(probed, f"{ip}:{port}")
+
+    monkeypatch.setattr(health, "make_probe", make_probe)
+    count = 3 * health.DUE_PER_STEP + 5
+    clusters = {name: tuple(f"10.{k}.{i // 256}.{i % 256}:80" for i in range(count))
+                for k, name in enumerate(("a", "b"))}
+    checks = ActiveHealthChecks(Recorder(), max_concurrent=max_concurrent)
+    checks.retarget([ResilienceTarget(name, "n", 80, "http", hosts, "n", health_check=CHECK)
+                     for name, hosts in clusters.items()])
+    mock_clock.jump(10)  # past every host's first due time (initial jitter: one 5 s interval)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(checks.run)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert probed == {key: 1 for hosts in clusters.values() for key in hosts}

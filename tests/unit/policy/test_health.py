@@ -419,3 +419,20 @@ def test_pack_says_what_snapshot_says_with_no_object_per_host() -> None:
         assert bool(timeout) == ("active_hc_timeout" in want["health_flags"])
     assert {VIEW_NAMES[r[0]] for r in records[:-1]} == {"unknown", "healthy", "unhealthy"}
     assert any(r[4] for r in records)  # a timed-out unhealthy host
+
+
+def test_due_with_a_limit_takes_the_earliest_and_leaves_the_rest_scheduled() -> None:
+    checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=1.0), random.Random(7))
+    keys = [f"h{i}" for i in range(20)]
+    checker.set_hosts(keys, now=0.0)
+    scheduled = {k: v["next_check"] for k, v in checker.snapshot().items()}
+    order = sorted(keys, key=lambda k: scheduled[k])
+    first = checker.due(1.0, limit=8)
+    assert first == order[:8]
+    rest = checker.snapshot()
+    assert all(rest[k]["next_check"] is None for k in first)  # in flight
+    assert all(rest[k]["next_check"] == scheduled[k] for k in order[8:])  # due as before
+    assert checker.next_due() == scheduled[order[8]]
+    assert checker.due(1.0, limit=8) == order[8:16]
+    assert checker.due(1.0) == order[16:]
+    assert checker.due(1.0, limit=8) == []
