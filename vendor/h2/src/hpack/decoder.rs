@@ -489,7 +489,13 @@ fn consume(buf: &mut Cursor<&mut BytesMut>) {
     // remove bytes from the internal BytesMut when they have been successfully
     // decoded. This is a more permanent cursor position, which will be
     // used to resume if decoding was only partial.
-    take(buf, 0);
+    //
+    // meshplane patch: the decoded bytes are advanced over in place. `take(buf, 0)` did the
+    // same through `split_to` (which makes the buffer shared, with a reference count to
+    // take and drop) and `freeze`, ~120 instructions per header field.
+    let pos = buf.position() as usize;
+    buf.get_mut().advance(pos);
+    buf.set_position(0);
 }
 
 // ===== impl Table =====
