@@ -43,6 +43,8 @@ struct Slot {
     hash: HashValue,
     header: Header,
     next: Option<usize>,
+    // meshplane patch: `value_fingerprint` of the header's value, checked before `value_eq`.
+    value_fp: u64,
 }
 
 #[derive(Debug, Clone, Copy, Eq, PartialEq)]
@@ -214,11 +216,18 @@ impl Table {
         // There already is a match for the given header name. Check if a value
         // matches. The header will also only be inserted if the table is not at
         // capacity.
+        //
+        // meshplane patch: a name's chain runs from its oldest value to its newest, and a
+        // name whose values keep changing (`date`, a latency in milliseconds) has many, so
+        // most steps compare a value that differs: the fingerprints are compared first.
+        let value_fp = value_fingerprint(&header);
         loop {
             // Compute the real index into the VecDeque
             let real_idx = index.wrapping_add(self.inserted);
 
-            if self.slots[real_idx].header.value_eq(&header) {
+            if self.slots[real_idx].value_fp == value_fp
+                && self.slots[real_idx].header.value_eq(&header)
+            {
                 // We have a full match!
                 return Index::Indexed(real_idx + DYN_OFFSET, header);
             }
@@ -237,7 +246,7 @@ impl Table {
             self.update_size(header.len(), Some(index));
 
             // Insert the new header
-            self.insert(header, hash);
+            self.insert(header, hash, value_fp);
 
             // Recompute real_idx as it just changed.
             let new_real_idx = index.wrapping_add(self.inserted);
@@ -302,7 +311,8 @@ impl Table {
 
         debug_assert!(self.assert_valid_state("after update"));
 
-        self.insert(header, hash);
+        let value_fp = value_fingerprint(&header);
+        self.insert(header, hash, value_fp);
 
         let pos_idx = 0usize.wrapping_sub(self.inserted);
 
@@ -334,13 +344,14 @@ impl Table {
         }
     }
 
-    fn insert(&mut self, header: Header, hash: HashValue) {
+    fn insert(&mut self, header: Header, hash: HashValue, value_fp: u64) {
         self.inserted = self.inserted.wrapping_add(1);
 
         self.slots.push_front(Slot {
             hash,
             header,
             next: None,
+            value_fp,
         });
     }
 
@@ -657,6 +668,20 @@ fn desired_pos(mask: usize, hash: HashValue) -> usize {
 #[inline]
 fn probe_distance(mask: usize, hash: HashValue, current: usize) -> usize {
     current.wrapping_sub(desired_pos(mask, hash)) & mask
+}
+
+/// meshplane patch: the value's length and last (at most) eight bytes, where values of one
+/// name that change usually differ (a date's seconds, a number's last digits). Equal values
+/// have equal fingerprints; `value_eq` still decides.
+fn value_fingerprint(header: &Header) -> u64 {
+    let v = header.value_slice();
+    let n = v.len();
+    let tail = if n >= 8 {
+        u64::from_le_bytes(v[n - 8..].try_into().unwrap())
+    } else {
+        v.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    };
+    tail ^ ((n as u64) << 56)
 }
 
 fn hash_header(header: &Header) -> HashValue {
