@@ -8,11 +8,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
 import httpx
 import pytest
 import trio
 
-from .support import GrpcUpstream, Proxy, one_route, pattern, sha256
+from .support import Exchange, GrpcUpstream, Proxy, one_route, pattern, sha256
 
 
 async def test_h2c_client_to_h2_upstream(make_core, upstreams, h2_client):
@@ -183,3 +188,58 @@ async def test_host_rewrite_becomes_the_h2_authority(make_core, upstreams, clien
     r = await client.get(proxy.url("/"))
     hosts = [v for k, v in r.json()["headers"] if k == "host"]
     assert hosts == ["svc.local"]
+
+
+async def test_a_response_larger_than_the_client_window_waits_for_window_updates(make_core,
+                                                                                 upstreams):
+    # The last (here: only) chunk of a response body goes to h2 without waiting for stream
+    # capacity (vendor/hyper/MESHPLANE.md): h2 must still send no more than the client's
+    # window, send the rest after WINDOW_UPDATE, and drop it on RST_STREAM with the connection
+    # left usable. python-h2 raises FlowControlError if the proxy sends past the window.
+    size, window = 3000, 1000
+    data = pattern(size, seed=3)
+
+    async def body(ex: Exchange) -> None:
+        await ex.body()
+        await ex.respond(200, [], data)
+
+    up = await upstreams.h1(body)
+    proxy = make_core(one_route([up.address], "http1"))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    got: dict[int, bytearray] = {}
+    ended: set[int] = set()
+    with trio.fail_after(20):
+        sock = await trio.open_tcp_stream("127.0.0.1", proxy.port())
+
+        async def until(done: Callable[[], bool]) -> None:
+            await sock.send_all(conn.data_to_send())
+            while not done():
+                chunk = await sock.receive_some(65536)
+                assert chunk, "the proxy closed the connection"
+                for ev in conn.receive_data(chunk):
+                    if isinstance(ev, h2.events.DataReceived):
+                        got.setdefault(ev.stream_id, bytearray()).extend(ev.data)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        ended.add(ev.stream_id)
+                    elif isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                        raise AssertionError(f"unexpected {ev}")
+                await sock.send_all(conn.data_to_send())
+
+        request = [(":method", "GET"), (":scheme", "http"), (":path", "/big"),
+                   (":authority", f"127.0.0.1:{proxy.port()}")]
+        # Stream 1: the window's worth arrives, then the client gives up on it.
+        conn.send_headers(1, request, end_stream=True)
+        await until(lambda: len(got.get(1, b"")) >= window)
+        assert len(got[1]) == window and 1 not in ended
+        conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+        # Stream 3, same connection: the rest follows a WINDOW_UPDATE.
+        conn.send_headers(3, request, end_stream=True)
+        await until(lambda: len(got.get(3, b"")) >= window)
+        assert len(got[3]) == window and 3 not in ended
+        conn.increment_flow_control_window(size - window, stream_id=3)
+        await until(lambda: 3 in ended)
+        await sock.aclose()
+    assert bytes(got[3]) == data
+    assert len(got[1]) == window

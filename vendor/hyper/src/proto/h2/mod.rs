@@ -208,7 +208,14 @@ where
                         let len = chunk.remaining();
                         trace!("send body chunk: {} bytes, eos={}", len, is_eos);
 
-                        if len == 0 {
+                        // meshplane patch: the last chunk (`is_eos`) goes straight to h2
+                        // too, as a zero-length one does. h2 queues it and sends it as the
+                        // stream and connection windows allow (it raises the stream's
+                        // capacity request to the buffered length itself); waiting here
+                        // for capacity only holds back further reads of the body, and
+                        // there are none after the last chunk. Saves a capacity
+                        // reservation and a second pass (~700 instructions per response).
+                        if len == 0 || is_eos {
                             // Zero-length data frames need no capacity; send
                             // them straight through so trailing empty frames
                             // (e.g. an explicit end-of-stream marker) are

@@ -383,9 +383,12 @@ pin_project! {
             fut: F,
             connect_parts: Option<ConnectParts>,
         },
+        // meshplane patch: boxed. The pipe holds the whole response body (meshplane's is a few
+        // hundred bytes), and an `H2Stream` is moved about a dozen times between
+        // `poll_server` and the spawned task's cell, before the body exists; boxed, those moves
+        // are of a small value (vendor/hyper/MESHPLANE.md).
         Body {
-            #[pin]
-            pipe: PipeToSendStream<B>,
+            pipe: Pin<Box<PipeToSendStream<B>>>,
         },
     }
 }
@@ -519,7 +522,7 @@ where
 
                         let body_tx = reply!(me, res, false);
                         H2StreamState::Body {
-                            pipe: PipeToSendStream::new(body, body_tx),
+                            pipe: Box::pin(PipeToSendStream::new(body, body_tx)),
                         }
                     } else {
                         reply!(me, res, true);
@@ -527,7 +530,7 @@ where
                     }
                 }
                 H2StreamStateProj::Body { pipe } => {
-                    return pipe.poll(cx);
+                    return pipe.as_mut().poll(cx);
                 }
             };
             me.state.set(next);
