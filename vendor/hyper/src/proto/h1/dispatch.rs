@@ -40,6 +40,18 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
+    /// meshplane patch: whether the heads `poll_msg` gives are handed back once written
+    /// (`head_written`), unchanged, instead of being consumed.
+    fn keeps_heads(&self) -> bool {
+        false
+    }
+    /// meshplane patch: the header line to write after the head `poll_msg` just gave (taken
+    /// with that message: it never goes out with another).
+    fn take_extra_line(&mut self) -> Option<super::ExtraLine> {
+        None
+    }
+    /// meshplane patch: a head written, as it was given (`keeps_heads`).
+    fn head_written(&mut self, _head: Self::PollItem) {}
 }
 
 cfg_server! {
@@ -436,7 +448,15 @@ where
                         self.body_rx.set(Some(body));
                         btype
                     };
-                    self.conn.write_head(head, body_type);
+                    // meshplane patch: a kept head and the message's extra line.
+                    let extra = self.dispatch.take_extra_line();
+                    let keep = self.dispatch.keeps_heads();
+                    if let Some(head) =
+                        self.conn
+                            .write_head_with(head, body_type, keep, extra.as_ref())
+                    {
+                        self.dispatch.head_written(head);
+                    }
                 } else {
                     self.close();
                     return Poll::Ready(Ok(()));
@@ -835,6 +855,12 @@ cfg_client! {
     /// (or error) comes back in one: no channel, no oneshot, no wake-up of another task.
     pub(crate) struct Inline<B> {
         queued: Option<Request<B>>,
+        /// The queued request's extra header line; moves with it to `writing`.
+        queued_extra: Option<super::ExtraLine>,
+        /// The extra line of the message `poll_msg` just gave, taken by its `write_head`.
+        writing_extra: Option<super::ExtraLine>,
+        /// The head of the request written last, as it was queued (`take_sent_head`).
+        sent_head: Option<RequestHead>,
         /// A request was taken by the connection and its response head has not come.
         in_flight: bool,
         pub(crate) answer: Option<Result<http::Response<IncomingBody>, TrySendError<Request<B>>>>,
@@ -847,6 +873,9 @@ cfg_client! {
         pub(crate) fn new() -> Self {
             Inline {
                 queued: None,
+                queued_extra: None,
+                writing_extra: None,
+                sent_head: None,
                 in_flight: false,
                 answer: None,
             }
@@ -857,13 +886,29 @@ cfg_client! {
             self.queued.is_none() && !self.in_flight && self.answer.is_none()
         }
 
-        pub(crate) fn queue(&mut self, req: Request<B>) {
+        pub(crate) fn queue(&mut self, req: Request<B>, extra: Option<super::ExtraLine>) {
             self.queued = Some(req);
+            self.queued_extra = extra;
+            self.sent_head = None;
         }
 
-        /// The request that was queued and never taken by the connection, if any.
+        /// The request that was queued and never taken by the connection, if any (its extra
+        /// line is dropped: the caller gives one again with the request).
         pub(crate) fn take_queued(&mut self) -> Option<Request<B>> {
+            self.queued_extra = None;
             self.queued.take()
+        }
+
+        /// The head of the request written last, unchanged, without its body.
+        pub(crate) fn take_sent_head(&mut self) -> Option<http::request::Parts> {
+            let head = self.sent_head.take()?;
+            let mut req = Request::new(());
+            *req.method_mut() = head.subject.0;
+            *req.uri_mut() = head.subject.1;
+            *req.version_mut() = head.version;
+            *req.headers_mut() = head.headers;
+            *req.extensions_mut() = head.extensions;
+            Some(req.into_parts().0)
         }
 
         pub(crate) fn awaits_answer(&self) -> bool {
@@ -895,6 +940,7 @@ cfg_client! {
                         extensions: parts.extensions,
                     };
                     this.in_flight = true;
+                    this.writing_extra = this.queued_extra.take();
                     Poll::Ready(Some(Ok((head, body))))
                 }
                 // The owner queues a request and polls the connection itself: no waker to keep.
@@ -945,6 +991,18 @@ cfg_client! {
 
         fn should_poll(&self) -> bool {
             !self.in_flight
+        }
+
+        fn keeps_heads(&self) -> bool {
+            true
+        }
+
+        fn take_extra_line(&mut self) -> Option<super::ExtraLine> {
+            self.writing_extra.take()
+        }
+
+        fn head_written(&mut self, head: RequestHead) {
+            self.sent_head = Some(head);
         }
     }
 }
