@@ -43,10 +43,27 @@ pub struct H1 {
 }
 
 impl H1 {
-    /// Queue `req`; it comes back if the connection cannot take it.
+    /// Queue `req`, with `extra` written as one more header line after its own (hyper patch
+    /// `send_with`: the line goes out with this request only); it comes back if the connection
+    /// cannot take it.
     #[allow(clippy::result_large_err)]
-    pub fn send(&mut self, req: http::Request<UpBody>) -> Result<(), http::Request<UpBody>> {
-        self.conn.send(req)
+    pub fn send(
+        &mut self,
+        req: http::Request<UpBody>,
+        extra: Option<(http::HeaderName, http::HeaderValue)>,
+    ) -> Result<(), http::Request<UpBody>> {
+        self.conn.send_with(req, extra)
+    }
+
+    /// The head of the request written last, as it was given to `send` (hyper patch: the
+    /// encoder keeps it unchanged), so that another attempt can send it again without a copy.
+    pub fn take_sent_head(&mut self) -> Option<http::request::Parts> {
+        self.conn.take_sent_head()
+    }
+
+    /// The request given to `send` that was never written, if any.
+    pub fn take_unsent(&mut self) -> Option<http::Request<UpBody>> {
+        self.conn.take_unsent()
     }
 
     /// Drive the connection until the response head is there (or the request failed).
