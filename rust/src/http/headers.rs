@@ -225,6 +225,23 @@ mod tests {
     }
 
     #[test]
+    fn the_pass_over_the_names_notes_a_traceparent_and_keeps_it() {
+        let mut h = HeaderMap::new();
+        h.insert("x-app", HeaderValue::from_static("ok"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: false });
+        h.insert("traceparent", HeaderValue::from_static("00-a-b-01"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: true });
+        // Also beside hop-by-hop headers (the path past the early return).
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: true });
+        assert_eq!(h["traceparent"], "00-a-b-01");
+        assert!(!h.contains_key(header::CONNECTION));
+        h.remove("traceparent");
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: false });
+    }
+
+    #[test]
     fn te_named_in_connection_goes_and_other_names_are_kept() {
         let mut h = HeaderMap::new();
         h.insert(

@@ -115,9 +115,9 @@ struct Target<'a> {
 
 /// The request head every attempt sends.
 struct Head {
-    parts: http::request::Parts,
-    uri: Uri,
-    version: Version,
+    /// Method, upstream URI and version, headers; `None` while an HTTP/1.1 attempt has it
+    /// (`lend`, `give_back`).
+    parts: Option<http::request::Parts>,
     /// Our `traceparent` when it is not an entry in `parts.headers`: hyper's HTTP/1.1 encoder
     /// writes it after the head's headers (see `Session::downstream_request`).
     traceparent: Option<HeaderValue>,
@@ -384,13 +384,16 @@ impl<'a> Session<'a> {
                 parts.headers.append(TRACEPARENT.clone(), v);
             }
         }
+        // The parts become the upstream's head (no downstream extensions: hyper's client
+        // reads some, and the upstream request never had them).
+        parts.uri = uri;
+        parts.version = version;
+        parts.extensions = http::Extensions::new();
         Ok(Target {
             action,
             cluster,
             head: Head {
-                parts,
-                uri,
-                version,
+                parts: Some(parts),
                 traceparent,
             },
         })
@@ -477,11 +480,13 @@ impl<'a> Session<'a> {
         if let Some(span) = &mut self.span {
             // This attempt's CLIENT span is the next hop's parent.
             let tls = cluster.tls.load().is_some();
-            let headers = match &mut unsent {
-                Some(r) => r.headers_mut(),
-                None => &mut head.parts.headers,
+            let headers = match (&mut unsent, &mut head.parts) {
+                (Some(r), _) => Some(r.headers_mut()),
+                (None, p) => p.as_mut().map(|p| &mut p.headers),
             };
-            span.attempt(&host.name, tls, headers);
+            if let Some(headers) = headers {
+                span.attempt(&host.name, tls, headers);
+            }
         }
         let may_retry = attempts.may_retry();
         let returned = &mut attempts.unsent;
@@ -504,7 +509,7 @@ impl<'a> Session<'a> {
                 Sender::H1(c) => {
                     let req = match unsent {
                         Some(r) => r,
-                        None => head.lend(body.next(keep_copy)),
+                        None => head.lend(body.next(keep_copy))?,
                     };
                     let extra = head.extra_line();
                     send_h1(h1.insert(c), req, extra).await
@@ -512,7 +517,7 @@ impl<'a> Session<'a> {
                 Sender::H2(s) => {
                     let req = match unsent {
                         Some(r) => r,
-                        None => head.request(body.next(keep_copy)),
+                        None => head.request(body.next(keep_copy))?,
                     };
                     send_h2(cluster, s, req).await
                 }
@@ -759,32 +764,29 @@ impl<'a> Session<'a> {
 impl Head {
     /// The request of an attempt on an HTTP/2 connection: a copy of the head (hyper's HTTP/2
     /// client consumes it).
-    fn request(&self, body: UpBody) -> Request<UpBody> {
+    fn request(&self, body: UpBody) -> Result<Request<UpBody>, ProxyError> {
+        let parts = self.parts.as_ref().ok_or_else(head_lost)?;
         let mut req = Request::new(body);
-        *req.method_mut() = self.parts.method.clone();
-        *req.headers_mut() = self.parts.headers.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        req
+        *req.method_mut() = parts.method.clone();
+        *req.headers_mut() = parts.headers.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = parts.version;
+        Ok(req)
     }
 
-    /// The request of an attempt on an HTTP/1.1 connection: the head's header map is lent to
-    /// it and comes back unchanged once hyper wrote it (`give_back`; hyper patch: its encoder
-    /// keeps the head).
-    // NOTE: the copy of the header map per attempt (`request`) was ~990 instructions a request
-    // (benches/README.md, data plane "Fifth pass").
-    fn lend(&mut self, body: UpBody) -> Request<UpBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.parts.method.clone();
-        *req.headers_mut() = std::mem::take(&mut self.parts.headers);
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        req
+    /// The request of an attempt on an HTTP/1.1 connection: the head itself, lent to it; it
+    /// comes back unchanged once hyper wrote it, or with the request if hyper never did
+    /// (`give_back`; hyper patch: its encoder keeps the head).
+    // NOTE: the copy of the head per attempt (`request`: the header map, the URI) was ~1,000
+    // instructions a request (benches/README.md, data plane "Fifth pass").
+    fn lend(&mut self, body: UpBody) -> Result<Request<UpBody>, ProxyError> {
+        let parts = self.parts.take().ok_or_else(head_lost)?;
+        Ok(Request::from_parts(parts, body))
     }
 
     /// The head lent by `lend`, back from hyper.
     fn give_back(&mut self, head: http::request::Parts) {
-        self.parts.headers = head.headers;
+        self.parts = Some(head);
     }
 
     /// The header line written after the map's on HTTP/1.1 (hyper patch `send_with`): our
@@ -938,6 +940,12 @@ fn outcome_of(e: &ProxyError) -> Option<Outcome> {
         Kind::BadUpstreamResponse => Some(Outcome::Status(502)),
         _ => None,
     }
+}
+
+/// A head lent to hyper that did not come back: never expected (every way an attempt ends
+/// gives it back), answered as an internal error rather than a panic.
+fn head_lost() -> ProxyError {
+    ProxyError::internal(Kind::Reset, "request head not returned by the connection")
 }
 
 fn bad_target() -> ProxyError {
