@@ -728,6 +728,12 @@ where
             head.headers = original;
         }
         head.version = version;
+        // The response head is parsed into a map of the request's size, as into the
+        // request's own map before (a smaller one grows while it is filled and, passed on
+        // downstream and reused there for the next request, again there).
+        if self.state.cached_headers.is_none() {
+            self.state.cached_headers = Some(HeaderMap::with_capacity(head.headers.capacity()));
+        }
         match encoded {
             Ok(encoder) => (Some(encoder), Some(head)),
             Err(err) => {

@@ -859,8 +859,11 @@ cfg_client! {
         queued_extra: Option<super::ExtraLine>,
         /// The extra line of the message `poll_msg` just gave, taken by its `write_head`.
         writing_extra: Option<super::ExtraLine>,
+        /// The parts of the request being written, their fields lent to its head; they get
+        /// the head back when it is written (`head_written`), so no new `Parts` is made.
+        shell: Option<http::request::Parts>,
         /// The head of the request written last, as it was queued (`take_sent_head`).
-        sent_head: Option<RequestHead>,
+        sent_head: Option<http::request::Parts>,
         /// A request was taken by the connection and its response head has not come.
         in_flight: bool,
         pub(crate) answer: Option<Result<http::Response<IncomingBody>, TrySendError<Request<B>>>>,
@@ -875,6 +878,7 @@ cfg_client! {
                 queued: None,
                 queued_extra: None,
                 writing_extra: None,
+                shell: None,
                 sent_head: None,
                 in_flight: false,
                 answer: None,
@@ -901,14 +905,7 @@ cfg_client! {
 
         /// The head of the request written last, unchanged, without its body.
         pub(crate) fn take_sent_head(&mut self) -> Option<http::request::Parts> {
-            let head = self.sent_head.take()?;
-            let mut req = Request::new(());
-            *req.method_mut() = head.subject.0;
-            *req.uri_mut() = head.subject.1;
-            *req.version_mut() = head.version;
-            *req.headers_mut() = head.headers;
-            *req.extensions_mut() = head.extensions;
-            Some(req.into_parts().0)
+            self.sent_head.take()
         }
 
         pub(crate) fn awaits_answer(&self) -> bool {
@@ -932,13 +929,19 @@ cfg_client! {
             let this = self.get_mut();
             match this.queued.take() {
                 Some(req) => {
-                    let (parts, body) = req.into_parts();
+                    let (mut parts, body) = req.into_parts();
+                    // NOTE: the fields are moved out and the emptied parts kept, to take the
+                    // head back without making a `Request` (~300 instructions).
                     let head = RequestHead {
                         version: parts.version,
-                        subject: crate::proto::RequestLine(parts.method, parts.uri),
-                        headers: parts.headers,
-                        extensions: parts.extensions,
+                        subject: crate::proto::RequestLine(
+                            std::mem::replace(&mut parts.method, http::Method::GET),
+                            std::mem::take(&mut parts.uri),
+                        ),
+                        headers: std::mem::take(&mut parts.headers),
+                        extensions: std::mem::take(&mut parts.extensions),
                     };
+                    this.shell = Some(parts);
                     this.in_flight = true;
                     this.writing_extra = this.queued_extra.take();
                     Poll::Ready(Some(Ok((head, body))))
@@ -1002,7 +1005,14 @@ cfg_client! {
         }
 
         fn head_written(&mut self, head: RequestHead) {
-            self.sent_head = Some(head);
+            if let Some(mut parts) = self.shell.take() {
+                parts.method = head.subject.0;
+                parts.uri = head.subject.1;
+                parts.version = head.version;
+                parts.headers = head.headers;
+                parts.extensions = head.extensions;
+                self.sent_head = Some(parts);
+            }
         }
     }
 }
