@@ -110,3 +110,17 @@ async def test_an_access_log_that_prints_traceparent_sees_the_proxys_context(
     [seen] = up.seen
     assert json.loads(line)["tp"] == seen.header("traceparent")
     assert len(seen.header_all("traceparent")) == 1
+
+
+async def test_an_http2_upstream_gets_the_proxys_context_in_its_header_block(
+    make_core, upstreams
+):
+    app = await upstreams.asgi()
+    proxy = make_core(unsampled(one_route([app.address], "http2")))
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.get(proxy.url("/h2"))
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["http_version"] == "2"
+    [value] = [v for k, v in doc["headers"] if k == "traceparent"]
+    assert NEW_UNSAMPLED.match(value), value
