@@ -167,6 +167,17 @@ impl AccessLog {
         Ok(AccessLog { format, sink })
     }
 
+    /// Whether the format prints the request header `name` (`%REQ(name)%`, also as a
+    /// fallback name).
+    pub fn reads_request_header(&self, name: &http::HeaderName) -> bool {
+        self.format.ops().any(|op| match op {
+            Op::Req(names, _) => names
+                .iter()
+                .any(|n| matches!(n, ReqName::Header(h) if h == name)),
+            _ => false,
+        })
+    }
+
     /// Start a record: evaluates the request-side operators now.
     pub fn begin<B>(
         &self,

@@ -7,6 +7,7 @@ use crate::config::{self, ListenerProtocol, RetryPolicySpec, Snapshot};
 use crate::route::{RouteTable, WeightedTargets};
 use crate::stats::{ListenerStats, Registry, RouteStats};
 use crate::tls::ServerTls;
+use crate::trace::context::TRACEPARENT;
 use crate::trace::Tracing;
 use arc_swap::ArcSwapOption;
 use std::collections::HashMap;
@@ -112,6 +113,11 @@ pub struct ListenerConfig {
     /// TLS termination; swapped in place when certificates are reloaded.
     pub tls: ArcSwapOption<ServerTls>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// A W3C `traceparent` this proxy starts goes into the request's header map, where the
+    /// snapshot's routes or this listener's access log read it (as before); otherwise it is
+    /// written by hyper's HTTP/1.1 encoder after the head's headers, without a map entry
+    /// (`proxy::Session::downstream_request`).
+    pub traceparent_in_map: bool,
 }
 
 /// Build a listener's TLS from its spec (None when absent or DISABLED).
@@ -235,6 +241,13 @@ impl Compiled {
             })?;
             tables.push(Arc::new(table));
         }
+        let routes_read_traceparent = snap
+            .route_tables
+            .values()
+            .flat_map(|t| &t.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .flat_map(|r| &r.matcher.headers)
+            .any(|h| h.name.eq_ignore_ascii_case(TRACEPARENT.as_str()));
         let mut listeners = HashMap::new();
         for (i, l) in snap.listeners.iter().enumerate() {
             // Zero would close every connection at once, or queue none.
@@ -278,6 +291,10 @@ impl Compiled {
                     ),
                     stats: registry.listener(&l.name),
                     tls: ArcSwapOption::new(tls),
+                    traceparent_in_map: routes_read_traceparent
+                        || access_log
+                            .as_ref()
+                            .is_some_and(|a| a.reads_request_header(&TRACEPARENT)),
                     access_log,
                 }),
             );

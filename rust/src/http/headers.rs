@@ -38,19 +38,31 @@ static ALWAYS: [&HeaderName; 8] = [
 const CONNECTION_BIT: u8 = 1 << 0;
 const TE_BIT: u8 = 1 << 5;
 
+/// What `strip_hop_by_hop`'s pass over the header names saw besides hop-by-hop headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// A `traceparent` header is there (W3C trace context).
+    pub traceparent: bool,
+}
+
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
 /// `TE: trailers` survives: gRPC needs it end to end.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub fn strip_hop_by_hop(h: &mut HeaderMap) -> Seen {
     // NOTE: one pass over the (few) names first, noting which of the eight are present: most
     // messages carry none, and a response from nginx carries only `Connection: keep-alive`;
     // only the present ones are removed (each `remove` hashes and probes: ~1,000 instructions
-    // for eight).
-    let mut present = 0u8;
+    // for eight). The same pass notes a `traceparent`, so tracing looks it up only when it
+    // is there (~220 instructions).
+    let mut present = 0u16;
     for n in h.keys() {
         present |= hop_bit(n);
     }
+    let seen = Seen {
+        traceparent: present & TRACEPARENT_BIT != 0,
+    };
+    let present = present as u8;
     if present == 0 {
-        return;
+        return seen;
     }
     // The fixed names `Connection` lists: removed below with the others if present (`TE`
     // named there goes even when it is `trailers`).
@@ -85,12 +97,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    seen
 }
 
-/// `n`'s bit in `ALWAYS` order, 0 for any other name. NOTE: a `match` on the name (its length,
-/// then one comparison) instead of eight `HeaderName` comparisons per name.
-fn hop_bit(n: &HeaderName) -> u8 {
+/// Not hop-by-hop: `Seen::traceparent`.
+const TRACEPARENT_BIT: u16 = 1 << 8;
+
+/// `n`'s bit in `ALWAYS` order (or `TRACEPARENT_BIT`), 0 for any other name. NOTE: a `match`
+/// on the name (its length, then one comparison) instead of eight `HeaderName` comparisons
+/// per name.
+fn hop_bit(n: &HeaderName) -> u16 {
     match n.as_str() {
+        "traceparent" => TRACEPARENT_BIT,
         "connection" => 1 << 0,
         "transfer-encoding" => 1 << 1,
         "upgrade" => 1 << 2,
@@ -204,6 +222,23 @@ mod tests {
             assert!(!h.contains_key(name), "{name}");
             assert_eq!(h.len(), 1);
         }
+    }
+
+    #[test]
+    fn the_pass_over_the_names_notes_a_traceparent_and_keeps_it() {
+        let mut h = HeaderMap::new();
+        h.insert("x-app", HeaderValue::from_static("ok"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: false });
+        h.insert("traceparent", HeaderValue::from_static("00-a-b-01"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: true });
+        // Also beside hop-by-hop headers (the path past the early return).
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: true });
+        assert_eq!(h["traceparent"], "00-a-b-01");
+        assert!(!h.contains_key(header::CONNECTION));
+        h.remove("traceparent");
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(strip_hop_by_hop(&mut h), Seen { traceparent: false });
     }
 
     #[test]

@@ -10,15 +10,16 @@ use super::conn::{ConnCtx, ListenerState};
 use super::headers;
 use super::retry::{Again, Attempts, Failure, RequestBody};
 use super::timeouts::Timeouts;
-use super::upstream::{acquire, send_on, Sent};
+use super::upstream::{acquire, send_h1, send_h2, Sent};
 use crate::accesslog::{AccessLog, Record, ResponseFlags};
 use crate::cluster::{Claim, Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
-use crate::pool::{BodyState, Sender, UpBody};
+use crate::pool::{BodyState, Sender, UpBody, H1};
 use crate::route;
 use crate::stats::ListenerStats;
-use crate::trace::{ActiveSpan, Arrival, Mark, Moment};
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use crate::trace::context::TRACEPARENT;
+use crate::trace::{ActiveSpan, Arrival, Mark, Moment, W3cHeader};
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,6 +92,9 @@ struct Session<'a> {
     log: Option<PendingLog<'a>>,
     /// The request's span when the snapshot traces and the request is recorded.
     span: Option<ActiveSpan>,
+    /// The W3C `traceparent` this proxy started for the request, when it is not in the
+    /// request's header map: the attempts send it (`Head::traceparent`).
+    traceparent: Option<HeaderValue>,
     info: RequestInfo,
     started: Instant,
 }
@@ -106,9 +110,17 @@ struct Routed<'a> {
 struct Target<'a> {
     action: &'a Action,
     cluster: Arc<Cluster>,
-    parts: http::request::Parts,
-    uri: Uri,
-    version: Version,
+    head: Head,
+}
+
+/// The request head every attempt sends.
+struct Head {
+    /// Method, upstream URI and version, headers; `None` while an HTTP/1.1 attempt has it
+    /// (`lend`, `give_back`).
+    parts: Option<http::request::Parts>,
+    /// Our `traceparent` when it is not an entry in `parts.headers`: hyper's HTTP/1.1 encoder
+    /// writes it after the head's headers (see `Session::downstream_request`).
+    traceparent: Option<HeaderValue>,
 }
 
 /// The upstream side of one request, across its attempts.
@@ -130,15 +142,28 @@ impl<'a> Session<'a> {
         let stats = &state.config.stats;
         stats.rq_total.inc();
         let active = ActiveRequest::begin(conn, stats);
-        prepare_request(conn, req.headers_mut());
-        // Continue or start the trace; the request carries our span to the upstream.
+        let seen = prepare_request(conn, req.headers_mut());
+        // Continue or start the trace; the request carries our span to the upstream. A new
+        // W3C context that is not recorded (most requests at a low sampling rate) stays out of
+        // the header map when nothing before the upstream reads it there (the routes' header
+        // matches, this listener's access log): hyper's HTTP/1.1 encoder writes it after the
+        // request's headers (`Head::extra_line`; an HTTP/2 upstream gets it in the map,
+        // `upstream_target`). The upstream receives the same header either way.
+        // NOTE: one fewer header-map entry: its lookup, insert, copy per attempt and free
+        // (~500 instructions a request; benches/README.md, tracing cost "Fifth pass").
+        let mut traceparent = None;
         let span = state.compiled.tracing.as_ref().and_then(|t| {
             let arrival = Arrival {
                 scheme: conn.scheme,
                 peer: conn.peer.ip(),
                 listener: &conn.slot.name,
             };
-            t.begin(req, arrival)
+            let w3c = match (seen.traceparent, state.config.traceparent_in_map) {
+                (true, _) => W3cHeader::Present,
+                (false, true) => W3cHeader::Absent,
+                (false, false) => W3cHeader::AbsentOutOfMap(&mut traceparent),
+            };
+            t.begin(req, arrival, w3c)
         });
         // A client that goes away before the response still gets its line (flag DC, code 0).
         let log = state.config.access_log.as_ref().map(|l| PendingLog {
@@ -151,6 +176,7 @@ impl<'a> Session<'a> {
             _active: active,
             log,
             span,
+            traceparent,
             info: RequestInfo::default(),
             started: Instant::now(),
         }
@@ -351,12 +377,25 @@ impl<'a> Session<'a> {
             }
             _ => {}
         }
+        let mut traceparent = self.traceparent.take();
+        if version == Version::HTTP_2 {
+            // hyper's HTTP/2 client writes the map only.
+            if let Some(v) = traceparent.take() {
+                parts.headers.append(TRACEPARENT.clone(), v);
+            }
+        }
+        // The parts become the upstream's head (no downstream extensions: hyper's client
+        // reads some, and the upstream request never had them).
+        parts.uri = uri;
+        parts.version = version;
+        parts.extensions = http::Extensions::new();
         Ok(Target {
             action,
             cluster,
-            parts,
-            uri,
-            version,
+            head: Head {
+                parts: Some(parts),
+                traceparent,
+            },
         })
     }
 
@@ -436,16 +475,18 @@ impl<'a> Session<'a> {
             timeouts,
             attempts,
         } = up;
-        let cluster = &target.cluster;
+        let (cluster, head) = (&target.cluster, &mut target.head);
         let mut unsent = attempts.unsent.take();
         if let Some(span) = &mut self.span {
             // This attempt's CLIENT span is the next hop's parent.
             let tls = cluster.tls.load().is_some();
-            let headers = match &mut unsent {
-                Some(r) => r.headers_mut(),
-                None => &mut target.parts.headers,
+            let headers = match (&mut unsent, &mut head.parts) {
+                (Some(r), _) => Some(r.headers_mut()),
+                (None, p) => p.as_mut().map(|p| &mut p.headers),
             };
-            span.attempt(&host.name, tls, headers);
+            if let Some(headers) = headers {
+                span.attempt(&host.name, tls, headers);
+            }
         }
         let may_retry = attempts.may_retry();
         let returned = &mut attempts.unsent;
@@ -453,6 +494,9 @@ impl<'a> Session<'a> {
         // Only a traced request marks when its connection was ready.
         let traced = self.span.is_some();
         let conn = self.conn;
+        // The HTTP/1.1 connection of this attempt, held here rather than in `try_once`: the
+        // head lent to it comes back from it below even when a timer ends the attempt.
+        let mut h1: Option<Box<H1>> = None;
         let try_once = async {
             let (sender, reused) = acquire(cluster, host, fresh).await?;
             if traced {
@@ -461,11 +505,24 @@ impl<'a> Session<'a> {
             // A reused HTTP/1.1 connection may turn out stale after the body went: keep a copy
             // then too. (HTTP/2 hands an unsent request back; its streams may be long.)
             let keep_copy = may_retry || (reused && matches!(sender, Sender::H1(_)));
-            let req = match unsent {
-                Some(r) => r,
-                None => target.request(body.next(keep_copy)),
+            let sent = match sender {
+                Sender::H1(c) => {
+                    let req = match unsent {
+                        Some(r) => r,
+                        None => head.lend(body.next(keep_copy))?,
+                    };
+                    let extra = head.extra_line();
+                    send_h1(h1.insert(c), req, extra).await
+                }
+                Sender::H2(s) => {
+                    let req = match unsent {
+                        Some(r) => r,
+                        None => head.request(body.next(keep_copy))?,
+                    };
+                    send_h2(cluster, s, req).await
+                }
             };
-            send_on(cluster, sender, req).await.map_err(|(mut e, req)| {
+            sent.map_err(|(mut e, req)| {
                 e.reused = reused;
                 *returned = req;
                 e
@@ -483,6 +540,17 @@ impl<'a> Session<'a> {
         } else {
             try_once.await
         };
+        // The head lent to the HTTP/1.1 connection comes back, unchanged: written (hyper keeps
+        // it), or never taken (a timer ended the attempt first); a request hyper handed back
+        // unsent is in `attempts.unsent` with its head.
+        if let Some(c) = &mut h1 {
+            if let Some(sent) = c.take_sent_head() {
+                head.give_back(sent);
+            } else if let Some(req) = c.take_unsent() {
+                head.give_back(req.into_parts().0);
+            }
+        }
+        let sent = sent.map(|resp| (resp, h1));
         if let (Some(s), Some(at)) = (&mut self.span, connected) {
             s.mark_at(Mark::UpstreamConnected, at);
         }
@@ -693,14 +761,40 @@ impl<'a> Session<'a> {
     }
 }
 
-impl Target<'_> {
-    fn request(&self, body: UpBody) -> Request<UpBody> {
+impl Head {
+    /// The request of an attempt on an HTTP/2 connection: a copy of the head (hyper's HTTP/2
+    /// client consumes it).
+    fn request(&self, body: UpBody) -> Result<Request<UpBody>, ProxyError> {
+        let parts = self.parts.as_ref().ok_or_else(head_lost)?;
         let mut req = Request::new(body);
-        *req.method_mut() = self.parts.method.clone();
-        *req.headers_mut() = self.parts.headers.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        req
+        *req.method_mut() = parts.method.clone();
+        *req.headers_mut() = parts.headers.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = parts.version;
+        Ok(req)
+    }
+
+    /// The request of an attempt on an HTTP/1.1 connection: the head itself, lent to it; it
+    /// comes back unchanged once hyper wrote it, or with the request if hyper never did
+    /// (`give_back`; hyper patch: its encoder keeps the head).
+    // NOTE: the copy of the head per attempt (`request`: the header map, the URI) was ~1,000
+    // instructions a request (benches/README.md, data plane "Fifth pass").
+    fn lend(&mut self, body: UpBody) -> Result<Request<UpBody>, ProxyError> {
+        let parts = self.parts.take().ok_or_else(head_lost)?;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// The head lent by `lend`, back from hyper.
+    fn give_back(&mut self, head: http::request::Parts) {
+        self.parts = Some(head);
+    }
+
+    /// The header line written after the map's on HTTP/1.1 (hyper patch `send_with`): our
+    /// `traceparent` when it was not put in the map (`Session::downstream_request`).
+    fn extra_line(&self) -> Option<(HeaderName, HeaderValue)> {
+        self.traceparent
+            .as_ref()
+            .map(|v| (TRACEPARENT.clone(), v.clone()))
     }
 }
 
@@ -744,14 +838,15 @@ fn charge(cluster: &Cluster, host: &Host, e: &ProxyError) {
 /// hop-by-hop headers go, `x-forwarded-for` / `-proto` and `x-request-id` are set, and
 /// `x-forwarded-client-cert` carries only the verified client certificate (SANITIZE_SET), so
 /// routes and access logs see the request as the upstream will.
-fn prepare_request(ctx: &ConnCtx, h: &mut http::HeaderMap) {
-    headers::strip_hop_by_hop(h);
+fn prepare_request(ctx: &ConnCtx, h: &mut http::HeaderMap) -> headers::Seen {
+    let seen = headers::strip_hop_by_hop(h);
     headers::forwarded(h, &ctx.peer_ip, ctx.scheme);
     headers::request_id(h);
     match &ctx.client_cert {
         Some(v) => h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), v.clone()),
         None => h.remove(&headers::X_FORWARDED_CLIENT_CERT),
     };
+    seen
 }
 
 struct PendingLog<'a> {
@@ -845,6 +940,12 @@ fn outcome_of(e: &ProxyError) -> Option<Outcome> {
         Kind::BadUpstreamResponse => Some(Outcome::Status(502)),
         _ => None,
     }
+}
+
+/// A head lent to hyper that did not come back: never expected (every way an attempt ends
+/// gives it back), answered as an internal error rather than a panic.
+fn head_lost() -> ProxyError {
+    ProxyError::internal(Kind::Reset, "request head not returned by the connection")
 }
 
 fn bad_target() -> ProxyError {

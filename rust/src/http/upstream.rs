@@ -4,54 +4,55 @@
 
 use crate::cluster::{Cluster, Host, Outcome};
 use crate::error::{Kind, ProxyError, Source};
-use crate::pool::{Sender, UpBody};
+use crate::pool::{H2Sender, Sender, UpBody};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
 pub type Sent = (Response<Incoming>, Option<Box<crate::pool::H1>>);
 
-/// Send on a connection we hold. On failure, the request comes back if hyper never wrote it.
-pub async fn send_on(
-    cluster: &Cluster,
-    sender: Sender,
+/// A request that failed, and the request itself when hyper never wrote it.
+pub type Failed = (ProxyError, Option<Request<UpBody>>);
+
+/// Send on an HTTP/1.1 connection we hold, with `extra` as one more header line (see
+/// `H1::send`). The connection stays with the caller, who takes the head back from it
+/// (`H1::take_sent_head`) whatever happens here.
+pub async fn send_h1(
+    c: &mut crate::pool::H1,
     req: Request<UpBody>,
-) -> Result<Sent, (ProxyError, Option<Request<UpBody>>)> {
-    match sender {
-        Sender::H1(mut c) => {
-            if let Err(req) = c.send(req) {
-                let mut e = ProxyError::upstream(Kind::Reset, "connection was not ready");
-                e.closed_before_response = true;
-                return Err((e, Some(req)));
-            }
-            match std::future::poll_fn(|cx| c.poll_response(cx)).await {
-                Ok(resp) => Ok((resp, Some(c))),
-                Err(e) => Err(classify_send(e)),
-            }
-        }
-        Sender::H2(mut s) => {
-            let active = cluster.stats.rq_active.get();
-            if active > i64::from(cluster.breakers.max_requests) {
-                cluster.stats.rq_pending_overflow.inc();
-                let e = ProxyError::internal(Kind::Overflow, "max requests");
-                return Err((e, None));
-            }
-            if let Err(e) = s.ready().await {
-                let mut e = classify(e);
-                e.closed_before_response = true;
-                return Err((e, Some(req)));
-            }
-            match s.try_send_request(req).await {
-                Ok(resp) => Ok((resp, None)),
-                Err(e) => Err(classify_send(e)),
-            }
-        }
+    extra: Option<(http::HeaderName, http::HeaderValue)>,
+) -> Result<Response<Incoming>, Failed> {
+    if let Err(req) = c.send(req, extra) {
+        let mut e = ProxyError::upstream(Kind::Reset, "connection was not ready");
+        e.closed_before_response = true;
+        return Err((e, Some(req)));
     }
+    std::future::poll_fn(|cx| c.poll_response(cx))
+        .await
+        .map_err(classify_send)
 }
 
-fn classify_send(
-    mut e: hyper::client::conn::TrySendError<Request<UpBody>>,
-) -> (ProxyError, Option<Request<UpBody>>) {
+/// Send on an HTTP/2 connection. On failure, the request comes back if hyper never wrote it.
+pub async fn send_h2(
+    cluster: &Cluster,
+    mut s: H2Sender,
+    req: Request<UpBody>,
+) -> Result<Response<Incoming>, Failed> {
+    let active = cluster.stats.rq_active.get();
+    if active > i64::from(cluster.breakers.max_requests) {
+        cluster.stats.rq_pending_overflow.inc();
+        let e = ProxyError::internal(Kind::Overflow, "max requests");
+        return Err((e, None));
+    }
+    if let Err(e) = s.ready().await {
+        let mut e = classify(e);
+        e.closed_before_response = true;
+        return Err((e, Some(req)));
+    }
+    s.try_send_request(req).await.map_err(classify_send)
+}
+
+fn classify_send(mut e: hyper::client::conn::TrySendError<Request<UpBody>>) -> Failed {
     let unsent = e.take_message();
     let mut pe = classify(e.into_error());
     pe.closed_before_response |= unsent.is_some();

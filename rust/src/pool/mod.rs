@@ -43,10 +43,27 @@ pub struct H1 {
 }
 
 impl H1 {
-    /// Queue `req`; it comes back if the connection cannot take it.
+    /// Queue `req`, with `extra` written as one more header line after its own (hyper patch
+    /// `send_with`: the line goes out with this request only); it comes back if the connection
+    /// cannot take it.
     #[allow(clippy::result_large_err)]
-    pub fn send(&mut self, req: http::Request<UpBody>) -> Result<(), http::Request<UpBody>> {
-        self.conn.send(req)
+    pub fn send(
+        &mut self,
+        req: http::Request<UpBody>,
+        extra: Option<(http::HeaderName, http::HeaderValue)>,
+    ) -> Result<(), http::Request<UpBody>> {
+        self.conn.send_with(req, extra)
+    }
+
+    /// The head of the request written last, as it was given to `send` (hyper patch: the
+    /// encoder keeps it unchanged), so that another attempt can send it again without a copy.
+    pub fn take_sent_head(&mut self) -> Option<http::request::Parts> {
+        self.conn.take_sent_head()
+    }
+
+    /// The request given to `send` that was never written, if any.
+    pub fn take_unsent(&mut self) -> Option<http::Request<UpBody>> {
+        self.conn.take_unsent()
     }
 
     /// Drive the connection until the response head is there (or the request failed).
@@ -313,4 +330,140 @@ pub async fn connect_stream(
         }
         UpstreamAddress::Unix(p) => Stream::Unix(within(deadline, UnixStream::connect(p)).await?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderName, HeaderValue, Method, Request};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// An upstream that answers every request on one connection with an empty 200 and
+    /// reports each request as it arrived on the wire (head and body).
+    async fn upstream() -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                // One whole request (head, then its Content-Length body) out of `buf`.
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8(buf[..end + 4].to_vec()).unwrap();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buf.len() < end + 4 + len {
+                        break;
+                    }
+                    let whole: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                    tx.send(String::from_utf8(whole).unwrap()).unwrap();
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    async fn roundtrip(c: &mut H1) {
+        let Ok(resp) = std::future::poll_fn(|cx| c.poll_response(cx)).await else {
+            panic!("no response");
+        };
+        assert_eq!(resp.status(), 200);
+        // The body is empty: the connection is idle again once it is driven.
+        assert!(c.reusable());
+    }
+
+    fn request(method: Method, body: Option<&'static [u8]>) -> http::Request<UpBody> {
+        let mut req = Request::new(UpBody::Full(body.map(Bytes::from_static)));
+        *req.method_mut() = method;
+        *req.uri_mut() = "/path?q=1".parse().unwrap();
+        let h = req.headers_mut();
+        h.insert(http::header::HOST, HeaderValue::from_static("svc.local"));
+        h.insert("x-first", HeaderValue::from_static("1"));
+        h.append("x-multi", HeaderValue::from_static("a"));
+        h.append("x-multi", HeaderValue::from_static("b"));
+        req
+    }
+
+    #[tokio::test]
+    async fn the_sent_head_comes_back_unchanged_and_the_extra_line_goes_with_its_request_only() {
+        let (addr, mut seen) = upstream().await;
+        let io: Box<dyn UpIo> = Box::new(TcpStream::connect(addr).await.unwrap());
+        let mut c = H1 {
+            conn: http1::Builder::new().handshake_inline(TokioIo::new(io)),
+            _guard: Box::new(()),
+        };
+        let traceparent = (
+            HeaderName::from_static("traceparent"),
+            HeaderValue::from_static("00-0123456789abcdef0123456789abcdef-0123456789abcdef-00"),
+        );
+
+        // A GET with the extra line: written last, after the map's headers.
+        let get = request(Method::GET, None);
+        let original = get.headers().clone();
+        assert!(c.send(get, Some(traceparent.clone())).is_ok());
+        roundtrip(&mut c).await;
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            "GET /path?q=1 HTTP/1.1\r\nhost: svc.local\r\nx-first: 1\r\nx-multi: a\r\n\
+             x-multi: b\r\ntraceparent: 00-0123456789abcdef0123456789abcdef-0123456789abcdef-00\
+             \r\n\r\n"
+        );
+        let head = c
+            .take_sent_head()
+            .expect("the head comes back once written");
+        assert_eq!(head.headers, original);
+        assert_eq!(
+            (head.method, head.version),
+            (Method::GET, http::Version::HTTP_11)
+        );
+        assert_eq!(head.uri, "/path?q=1");
+        assert!(c.take_sent_head().is_none());
+
+        // A body of known length without Content-Length: hyper adds the header on the wire,
+        // the head that comes back is the one given (a retry sends the same head again).
+        let post = request(Method::POST, Some(b"hello"));
+        let original = post.headers().clone();
+        assert!(c.send(post, None).is_ok());
+        roundtrip(&mut c).await;
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            "POST /path?q=1 HTTP/1.1\r\nhost: svc.local\r\nx-first: 1\r\nx-multi: a\r\n\
+             x-multi: b\r\ncontent-length: 5\r\n\r\nhello"
+        );
+        let head = c.take_sent_head().unwrap();
+        assert_eq!(head.headers, original);
+        assert!(!head.headers.contains_key(http::header::CONTENT_LENGTH));
+
+        // A request queued with its line and taken back unsent: the line does not go out with
+        // the next request on the connection.
+        assert!(c
+            .send(request(Method::GET, None), Some(traceparent))
+            .is_ok());
+        let Some(unsent) = c.take_unsent() else {
+            panic!("never written");
+        };
+        assert!(!unsent.headers().contains_key("traceparent"));
+        assert!(c.take_sent_head().is_none());
+        assert!(c.send(request(Method::DELETE, None), None).is_ok());
+        roundtrip(&mut c).await;
+        let wire = seen.recv().await.unwrap();
+        assert!(wire.starts_with("DELETE /path?q=1 HTTP/1.1\r\n"), "{wire}");
+        assert!(!wire.contains("traceparent"), "{wire}");
+    }
 }

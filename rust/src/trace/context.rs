@@ -178,7 +178,7 @@ thread_local! {
 // are drawn and rendered UNSAMPLED_CHUNK at a time (one thread-local access, one
 // allocation) and each request takes a slice (a reference count). The ids are as random as
 // ever; they are only drawn earlier.
-fn unsampled_traceparent() -> HeaderValue {
+pub fn unsampled_traceparent() -> HeaderValue {
     let value = UNSAMPLED.with(|cell| {
         let mut cell = cell.borrow_mut();
         let (chunk, at) = &mut *cell;

@@ -832,7 +832,9 @@ mod tests {
             peer: "127.0.0.1".parse().unwrap(),
             listener: &listener,
         };
-        let mut span = tracing.begin(&mut req, arrival).unwrap();
+        let mut span = tracing
+            .begin(&mut req, arrival, crate::trace::W3cHeader::Present)
+            .unwrap();
         // A recorded request names no parent upstream until an attempt is made.
         assert!(req.headers().get("traceparent").is_none());
         let host: Arc<str> = "10.0.0.1:9080".into();

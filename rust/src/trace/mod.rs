@@ -154,6 +154,18 @@ pub struct Tracing {
     shared: Arc<TraceShared>,
 }
 
+/// What the request path knows of a request's W3C `traceparent` before `Tracing::begin`.
+#[derive(Debug)]
+pub enum W3cHeader<'a> {
+    /// The request carries one (it may be the caller's context).
+    Present,
+    /// It carries none; ours goes into the header map.
+    Absent,
+    /// It carries none; a new context that is not recorded is left in this slot, for the
+    /// request path to send without a header-map entry.
+    AbsentOutOfMap(&'a mut Option<HeaderValue>),
+}
+
 /// Where a request arrived.
 pub struct Arrival<'a> {
     pub scheme: &'static str,
@@ -167,13 +179,22 @@ impl Tracing {
     /// recorded; each upstream attempt then gets a CLIENT span of its own, which is what the
     /// next hop sees as its parent (`ActiveSpan::attempt`). A request that is not recorded
     /// carries this span's id to the upstream now, so the decision still travels.
+    ///
+    /// `w3c` says what the caller knows of the request's `traceparent` (from its pass over
+    /// the header names); it matters with W3C propagation only. When it is absent, nothing is
+    /// looked up; with `AbsentOutOfMap` a new context that is not recorded is put in the
+    /// given slot instead of the header map, for the caller to send.
     pub fn begin<B>(
         self: &Arc<Self>,
         req: &mut http::Request<B>,
         arrival: Arrival<'_>,
+        w3c: W3cHeader<'_>,
     ) -> Option<ActiveSpan> {
-        let carrier = context::Carrier::new(self.propagation, req.headers_mut());
-        let parent = carrier.extract();
+        let w3c_absent = self.propagation == Propagation::W3c && !matches!(w3c, W3cHeader::Present);
+        // NOTE: no lookup of a `traceparent` the request does not carry (~220 instructions).
+        let carrier =
+            (!w3c_absent).then(|| context::Carrier::new(self.propagation, req.headers_mut()));
+        let parent = carrier.as_ref().and_then(|c| c.extract());
         let sampled = match parent.and_then(|p| p.sampled) {
             Some(s) => s,
             None => {
@@ -182,11 +203,17 @@ impl Tracing {
         };
         if !(sampled || self.keep_errors) {
             // Not recorded: the ids only travel upstream.
-            match parent {
-                Some(p) => carrier.inject(&p.trace_id, &nonzero_u64().to_be_bytes(), false),
-                None => carrier.inject_new_unsampled(|| {
-                    (new_trace_id(self.propagation), nonzero_u64().to_be_bytes())
-                }),
+            let new_ids = || (new_trace_id(self.propagation), nonzero_u64().to_be_bytes());
+            match (carrier, parent, w3c) {
+                (Some(c), Some(p), _) => c.inject(&p.trace_id, &nonzero_u64().to_be_bytes(), false),
+                (Some(c), None, _) => c.inject_new_unsampled(new_ids),
+                (None, _, W3cHeader::AbsentOutOfMap(slot)) => {
+                    *slot = Some(context::unsampled_traceparent());
+                }
+                (None, _, _) => {
+                    context::Carrier::new(self.propagation, req.headers_mut())
+                        .inject_new_unsampled(new_ids);
+                }
             }
             return None;
         }

@@ -721,11 +721,38 @@ where
     /// ready (see [`is_ready`](InlineConnection::is_ready)).
     #[allow(clippy::result_large_err)]
     pub fn send(&mut self, req: Request<B>) -> Result<(), Request<B>> {
+        self.send_with(req, None)
+    }
+
+    /// [`send`](InlineConnection::send) with one more header line, `name: value`, written
+    /// after the request's own headers without an entry in its map (the caller makes sure the
+    /// map has no `name`). The line belongs to this request only: it is written with it, or
+    /// dropped if the request never is.
+    #[allow(clippy::result_large_err)]
+    pub fn send_with(
+        &mut self,
+        req: Request<B>,
+        extra: Option<(http::HeaderName, http::HeaderValue)>,
+    ) -> Result<(), Request<B>> {
         if !self.is_ready() {
             return Err(req);
         }
-        self.inner.dispatch_mut().queue(req);
+        self.inner.dispatch_mut().queue(req, extra);
         Ok(())
+    }
+
+    /// The request queued by [`send`](InlineConnection::send) that the connection has not
+    /// taken yet (it was never written), if any.
+    pub fn take_unsent(&mut self) -> Option<Request<B>> {
+        self.inner.dispatch_mut().take_queued()
+    }
+
+    /// The head (method, URI, version, headers, extensions) of the request written last, as it
+    /// was sent to [`send`](InlineConnection::send): the encoder does not consume it, and the
+    /// framing headers it adds or removes (`Content-Length`, `Transfer-Encoding`, `Connection`)
+    /// are not in it. `None` before a request was written and once taken.
+    pub fn take_sent_head(&mut self) -> Option<http::request::Parts> {
+        self.inner.dispatch_mut().take_sent_head()
     }
 
     /// Drive the connection until the response head of the request sent is there. On error, the

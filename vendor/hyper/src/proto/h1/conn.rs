@@ -622,7 +622,21 @@ where
     }
 
     pub(crate) fn write_head(&mut self, head: MessageHead<T::Outgoing>, body: Option<BodyLength>) {
-        if let Some(encoder) = self.encode_head(head, body) {
+        let _ = self.write_head_with(head, body, false, None);
+    }
+
+    /// meshplane patch: `write_head`, and with `keep` the head comes back as it was given
+    /// (its header map, version and framing headers unchanged: a retry can send it again);
+    /// `extra` is a header line written after the head's own.
+    pub(crate) fn write_head_with(
+        &mut self,
+        head: MessageHead<T::Outgoing>,
+        body: Option<BodyLength>,
+        keep: bool,
+        extra: Option<&super::ExtraLine>,
+    ) -> Option<MessageHead<T::Outgoing>> {
+        let (encoder, kept) = self.encode_head(head, body, keep, extra);
+        if let Some(encoder) = encoder {
             self.state.writing = if !encoder.is_eof() {
                 Writing::Body(encoder)
             } else if encoder.is_last() {
@@ -631,13 +645,18 @@ where
                 Writing::KeepAlive
             };
         }
+        kept
     }
 
     fn encode_head(
         &mut self,
         mut head: MessageHead<T::Outgoing>,
         body: Option<BodyLength>,
-    ) -> Option<Encoder> {
+        keep: bool,
+        #[cfg_attr(not(feature = "client"), allow(unused_variables))] extra: Option<
+            &super::ExtraLine,
+        >,
+    ) -> (Option<Encoder>, Option<MessageHead<T::Outgoing>>) {
         debug_assert!(self.can_write_head());
 
         if !T::should_read_first() {
@@ -653,10 +672,23 @@ where
             }
         }
 
+        // meshplane patch: a kept head's original map is saved before anything may change it
+        // (`enforce_version` adds `Connection` headers for an HTTP/1.0 peer or a connection
+        // that will close; the encoder saves it before rewriting framing headers).
+        let version = head.version;
+        #[cfg_attr(not(feature = "client"), allow(unused_mut))]
+        let mut saved: Option<HeaderMap> = None;
+        if keep
+            && (self.state.version == Version::HTTP_10
+                || matches!(self.state.keep_alive.status(), KA::Disabled))
+        {
+            saved = Some(head.headers.clone());
+        }
+
         self.enforce_version(&mut head);
 
         let buf = self.io.headers_buf();
-        match super::role::encode_headers::<T>(
+        let encoded = super::role::encode_headers::<T>(
             Encode {
                 head: &mut head,
                 body,
@@ -666,26 +698,48 @@ where
                 title_case_headers: self.state.title_case_headers,
                 #[cfg(feature = "server")]
                 date_header: self.state.date_header,
+                #[cfg(feature = "client")]
+                kept: if keep { Some(&mut saved) } else { None },
+                #[cfg(feature = "client")]
+                extra,
             },
             buf,
-        ) {
-            Ok(encoder) => {
-                debug_assert!(self.state.cached_headers.is_none());
-                debug_assert!(head.headers.is_empty());
-                self.state.cached_headers = Some(head.headers);
-
-                #[cfg(feature = "client")]
-                {
-                    self.state.on_informational =
-                        head.extensions.remove::<crate::ext::OnInformational>();
+        );
+        #[cfg(feature = "client")]
+        {
+            self.state.on_informational = head.extensions.remove::<crate::ext::OnInformational>();
+        }
+        if !keep {
+            return match encoded {
+                Ok(encoder) => {
+                    debug_assert!(self.state.cached_headers.is_none());
+                    debug_assert!(head.headers.is_empty());
+                    self.state.cached_headers = Some(head.headers);
+                    (Some(encoder), None)
                 }
-
-                Some(encoder)
-            }
+                Err(err) => {
+                    self.state.error = Some(err);
+                    self.state.writing = Writing::Closed;
+                    (None, None)
+                }
+            };
+        }
+        if let Some(original) = saved {
+            head.headers = original;
+        }
+        head.version = version;
+        // The response head is parsed into a map of the request's size, as into the
+        // request's own map before (a smaller one grows while it is filled and, passed on
+        // downstream and reused there for the next request, again there).
+        if self.state.cached_headers.is_none() {
+            self.state.cached_headers = Some(HeaderMap::with_capacity(head.headers.capacity()));
+        }
+        match encoded {
+            Ok(encoder) => (Some(encoder), Some(head)),
             Err(err) => {
                 self.state.error = Some(err);
                 self.state.writing = Writing::Closed;
-                None
+                (None, Some(head))
             }
         }
     }

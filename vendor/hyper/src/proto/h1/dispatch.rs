@@ -40,6 +40,18 @@ pub(crate) trait Dispatch {
         -> crate::Result<()>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>>;
     fn should_poll(&self) -> bool;
+    /// meshplane patch: whether the heads `poll_msg` gives are handed back once written
+    /// (`head_written`), unchanged, instead of being consumed.
+    fn keeps_heads(&self) -> bool {
+        false
+    }
+    /// meshplane patch: the header line to write after the head `poll_msg` just gave (taken
+    /// with that message: it never goes out with another).
+    fn take_extra_line(&mut self) -> Option<super::ExtraLine> {
+        None
+    }
+    /// meshplane patch: a head written, as it was given (`keeps_heads`).
+    fn head_written(&mut self, _head: Self::PollItem) {}
 }
 
 cfg_server! {
@@ -436,7 +448,15 @@ where
                         self.body_rx.set(Some(body));
                         btype
                     };
-                    self.conn.write_head(head, body_type);
+                    // meshplane patch: a kept head and the message's extra line.
+                    let extra = self.dispatch.take_extra_line();
+                    let keep = self.dispatch.keeps_heads();
+                    if let Some(head) =
+                        self.conn
+                            .write_head_with(head, body_type, keep, extra.as_ref())
+                    {
+                        self.dispatch.head_written(head);
+                    }
                 } else {
                     self.close();
                     return Poll::Ready(Ok(()));
@@ -835,6 +855,15 @@ cfg_client! {
     /// (or error) comes back in one: no channel, no oneshot, no wake-up of another task.
     pub(crate) struct Inline<B> {
         queued: Option<Request<B>>,
+        /// The queued request's extra header line; moves with it to `writing`.
+        queued_extra: Option<super::ExtraLine>,
+        /// The extra line of the message `poll_msg` just gave, taken by its `write_head`.
+        writing_extra: Option<super::ExtraLine>,
+        /// The parts of the request being written, their fields lent to its head; they get
+        /// the head back when it is written (`head_written`), so no new `Parts` is made.
+        shell: Option<http::request::Parts>,
+        /// The head of the request written last, as it was queued (`take_sent_head`).
+        sent_head: Option<http::request::Parts>,
         /// A request was taken by the connection and its response head has not come.
         in_flight: bool,
         pub(crate) answer: Option<Result<http::Response<IncomingBody>, TrySendError<Request<B>>>>,
@@ -847,6 +876,10 @@ cfg_client! {
         pub(crate) fn new() -> Self {
             Inline {
                 queued: None,
+                queued_extra: None,
+                writing_extra: None,
+                shell: None,
+                sent_head: None,
                 in_flight: false,
                 answer: None,
             }
@@ -857,13 +890,22 @@ cfg_client! {
             self.queued.is_none() && !self.in_flight && self.answer.is_none()
         }
 
-        pub(crate) fn queue(&mut self, req: Request<B>) {
+        pub(crate) fn queue(&mut self, req: Request<B>, extra: Option<super::ExtraLine>) {
             self.queued = Some(req);
+            self.queued_extra = extra;
+            self.sent_head = None;
         }
 
-        /// The request that was queued and never taken by the connection, if any.
+        /// The request that was queued and never taken by the connection, if any (its extra
+        /// line is dropped: the caller gives one again with the request).
         pub(crate) fn take_queued(&mut self) -> Option<Request<B>> {
+            self.queued_extra = None;
             self.queued.take()
+        }
+
+        /// The head of the request written last, unchanged, without its body.
+        pub(crate) fn take_sent_head(&mut self) -> Option<http::request::Parts> {
+            self.sent_head.take()
         }
 
         pub(crate) fn awaits_answer(&self) -> bool {
@@ -887,14 +929,21 @@ cfg_client! {
             let this = self.get_mut();
             match this.queued.take() {
                 Some(req) => {
-                    let (parts, body) = req.into_parts();
+                    let (mut parts, body) = req.into_parts();
+                    // NOTE: the fields are moved out and the emptied parts kept, to take the
+                    // head back without making a `Request` (~300 instructions).
                     let head = RequestHead {
                         version: parts.version,
-                        subject: crate::proto::RequestLine(parts.method, parts.uri),
-                        headers: parts.headers,
-                        extensions: parts.extensions,
+                        subject: crate::proto::RequestLine(
+                            std::mem::replace(&mut parts.method, http::Method::GET),
+                            std::mem::take(&mut parts.uri),
+                        ),
+                        headers: std::mem::take(&mut parts.headers),
+                        extensions: std::mem::take(&mut parts.extensions),
                     };
+                    this.shell = Some(parts);
                     this.in_flight = true;
+                    this.writing_extra = this.queued_extra.take();
                     Poll::Ready(Some(Ok((head, body))))
                 }
                 // The owner queues a request and polls the connection itself: no waker to keep.
@@ -945,6 +994,25 @@ cfg_client! {
 
         fn should_poll(&self) -> bool {
             !self.in_flight
+        }
+
+        fn keeps_heads(&self) -> bool {
+            true
+        }
+
+        fn take_extra_line(&mut self) -> Option<super::ExtraLine> {
+            self.writing_extra.take()
+        }
+
+        fn head_written(&mut self, head: RequestHead) {
+            if let Some(mut parts) = self.shell.take() {
+                parts.method = head.subject.0;
+                parts.uri = head.subject.1;
+                parts.version = head.version;
+                parts.headers = head.headers;
+                parts.extensions = head.extensions;
+                self.sent_head = Some(parts);
+            }
         }
     }
 }

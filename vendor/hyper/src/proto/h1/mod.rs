@@ -92,7 +92,19 @@ pub(crate) struct Encode<'encode, T> {
     title_case_headers: bool,
     #[cfg(feature = "server")]
     date_header: bool,
+    /// meshplane patch: the head is kept, not consumed: the encoder leaves its header map as
+    /// it was (a framing change is made on it after its original is saved here).
+    #[cfg(feature = "client")]
+    kept: Option<&'encode mut Option<http::HeaderMap>>,
+    /// meshplane patch: one more header line, written after the head's own.
+    #[cfg(feature = "client")]
+    extra: Option<&'encode ExtraLine>,
 }
+
+/// meshplane patch: a header line written after a request's own headers without an entry in
+/// its map (`InlineConnection::send_with`). The caller makes sure the map has no such name.
+#[allow(dead_code)]
+pub(crate) type ExtraLine = (http::HeaderName, http::HeaderValue);
 
 /// Extra flags that a request "wants", like expect-continue or upgrades.
 #[derive(Clone, Copy, Debug)]

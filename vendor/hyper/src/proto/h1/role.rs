@@ -1212,7 +1212,7 @@ impl Http1Transaction for Client {
         }
     }
 
-    fn encode(msg: Encode<'_, Self::Outgoing>, dst: &mut Vec<u8>) -> crate::Result<Encoder> {
+    fn encode(mut msg: Encode<'_, Self::Outgoing>, dst: &mut Vec<u8>) -> crate::Result<Encoder> {
         trace!(
             "Client::encode method={:?}, body={:?}",
             msg.head.subject.0,
@@ -1221,7 +1221,11 @@ impl Http1Transaction for Client {
 
         *msg.req_method = Some(msg.head.subject.0.clone());
 
-        let body = Client::set_length(msg.head, msg.body);
+        // meshplane patch: a kept head's map is changed only after its original is saved.
+        let body = match msg.kept.as_deref_mut() {
+            Some(saved) => Client::set_length_kept(msg.head, msg.body, saved),
+            None => Client::set_length(msg.head, msg.body),
+        };
 
         let init_cap = 30 + msg.head.headers.len() * AVERAGE_HEADER_SIZE;
         dst.reserve(init_cap);
@@ -1255,9 +1259,22 @@ impl Http1Transaction for Client {
         } else {
             write_headers(&msg.head.headers, dst);
         }
+        // meshplane patch: the caller's pre-rendered line, after the map's.
+        if let Some((name, value)) = msg.extra {
+            if msg.title_case_headers {
+                title_case(dst, name.as_str().as_bytes());
+            } else {
+                extend(dst, name.as_str().as_bytes());
+            }
+            extend(dst, b": ");
+            extend(dst, value.as_bytes());
+            extend(dst, b"\r\n");
+        }
 
         extend(dst, b"\r\n");
-        msg.head.headers.clear(); //TODO: remove when switching to drain()
+        if msg.kept.is_none() {
+            msg.head.headers.clear(); //TODO: remove when switching to drain()
+        }
 
         Ok(body)
     }
@@ -1340,6 +1357,37 @@ impl Client {
             Ok(Some((DecodedLength::CLOSE_DELIMITED, false)))
         }
     }
+    /// meshplane patch: `set_length` for a head the caller keeps. The usual requests (no
+    /// `Transfer-Encoding`, and no body, a valid `Content-Length`, or a GET/HEAD/CONNECT of
+    /// unknown length) are answered as `set_length` answers them, which changes nothing; any
+    /// other first saves the map in `saved`, then lets `set_length` rewrite the framing headers.
+    fn set_length_kept(
+        head: &mut RequestHead,
+        body: Option<BodyLength>,
+        saved: &mut Option<HeaderMap>,
+    ) -> Encoder {
+        if !head.headers.contains_key(header::TRANSFER_ENCODING) {
+            match body {
+                None => return Encoder::length(0),
+                Some(ref body) if head.version == Version::HTTP_11 => {
+                    if let Some(len) = headers::content_length_parse_all(&head.headers) {
+                        return Encoder::length(len);
+                    }
+                    if matches!(body, BodyLength::Unknown)
+                        && matches!(head.subject.0, Method::GET | Method::HEAD | Method::CONNECT)
+                    {
+                        return Encoder::length(0);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if saved.is_none() {
+            *saved = Some(head.headers.clone());
+        }
+        Client::set_length(head, body)
+    }
+
     fn set_length(head: &mut RequestHead, body: Option<BodyLength>) -> Encoder {
         let body = if let Some(body) = body {
             body
@@ -2777,6 +2825,10 @@ mod tests {
                             keep_alive: true,
                             req_method: &mut None,
                             title_case_headers: false,
+                            #[cfg(feature = "client")]
+                            kept: None,
+                            #[cfg(feature = "client")]
+                            extra: None,
                             #[cfg(feature = "server")]
                             date_header: true,
                         },
@@ -2833,6 +2885,10 @@ mod tests {
                     keep_alive: true,
                     req_method: &mut None,
                     title_case_headers: false,
+                    #[cfg(feature = "client")]
+                    kept: None,
+                    #[cfg(feature = "client")]
+                    extra: None,
                     #[cfg(feature = "server")]
                     date_header: true,
                 },
@@ -2874,6 +2930,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut None,
                 title_case_headers: true,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 #[cfg(feature = "server")]
                 date_header: true,
             },
@@ -2908,6 +2968,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut None,
                 title_case_headers: false,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 #[cfg(feature = "server")]
                 date_header: true,
             },
@@ -2945,6 +3009,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut None,
                 title_case_headers: true,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 #[cfg(feature = "server")]
                 date_header: true,
             },
@@ -2972,6 +3040,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut Some(Method::CONNECT),
                 title_case_headers: false,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 date_header: true,
             },
             &mut vec,
@@ -3003,6 +3075,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut None,
                 title_case_headers: true,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 date_header: true,
             },
             &mut vec,
@@ -3039,6 +3115,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut None,
                 title_case_headers: false,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 date_header: true,
             },
             &mut vec,
@@ -3075,6 +3155,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut None,
                 title_case_headers: true,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 date_header: true,
             },
             &mut vec,
@@ -3112,6 +3196,10 @@ mod tests {
                 keep_alive: true,
                 req_method: &mut None,
                 title_case_headers: true,
+                #[cfg(feature = "client")]
+                kept: None,
+                #[cfg(feature = "client")]
+                extra: None,
                 date_header: false,
             },
             &mut vec,
@@ -3576,6 +3664,10 @@ mod tests {
                     keep_alive: true,
                     req_method: &mut Some(Method::GET),
                     title_case_headers: false,
+                    #[cfg(feature = "client")]
+                    kept: None,
+                    #[cfg(feature = "client")]
+                    extra: None,
                     date_header: true,
                 },
                 &mut vec,
@@ -3605,6 +3697,10 @@ mod tests {
                     keep_alive: true,
                     req_method: &mut Some(Method::GET),
                     title_case_headers: false,
+                    #[cfg(feature = "client")]
+                    kept: None,
+                    #[cfg(feature = "client")]
+                    extra: None,
                     date_header: true,
                 },
                 &mut vec,
