@@ -324,6 +324,7 @@ fn version_str(v: http::Version) -> &'static str {
 #[derive(Default)]
 pub struct Encoder {
     spans: Vec<u8>,
+    /// The client's IPv6 address as text.
     text: String,
     constant: ConstantParts,
 }
@@ -513,25 +514,36 @@ fn client_parts(s: &SpanData, a: &Attempt) -> Pinned {
     }
 }
 
-/// An IPv4 address in dotted decimal without `fmt` (IPv6 through `Display`).
-fn ip_into(t: &mut String, ip: std::net::IpAddr) {
+/// An address as text: IPv4 in dotted decimal without `fmt`, in `v4`; IPv6 through
+/// `Display`, in `v6`.
+// NOTE: written into a stack buffer by index: a `String` push per character was ~10
+// instructions each.
+fn ip_text<'a>(ip: std::net::IpAddr, v4: &'a mut [u8; 15], v6: &'a mut String) -> &'a [u8] {
     match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().into_iter().enumerate() {
+        std::net::IpAddr::V4(a) => {
+            let mut n = 0;
+            for (i, o) in a.octets().into_iter().enumerate() {
                 if i > 0 {
-                    t.push('.');
+                    v4[n] = b'.';
+                    n += 1;
                 }
                 if o >= 100 {
-                    t.push(char::from(b'0' + o / 100));
+                    v4[n] = b'0' + o / 100;
+                    n += 1;
                 }
                 if o >= 10 {
-                    t.push(char::from(b'0' + o / 10 % 10));
+                    v4[n] = b'0' + o / 10 % 10;
+                    n += 1;
                 }
-                t.push(char::from(b'0' + o % 10));
+                v4[n] = b'0' + o % 10;
+                n += 1;
             }
+            &v4[..n]
         }
-        v6 => {
-            let _ = write!(t, "{v6}");
+        ip => {
+            v6.clear();
+            let _ = write!(v6, "{ip}");
+            v6.as_bytes()
         }
     }
 }
@@ -581,149 +593,164 @@ impl Encoder {
         (head, &self.spans)
     }
 
-    fn text(&mut self, f: impl FnOnce(&mut String)) -> &str {
-        self.text.clear();
-        f(&mut self.text);
-        &self.text
-    }
-
     fn server_span(&mut self, s: &SpanData) {
-        use otlp::{key, span as f};
+        use otlp::{key, span as f, FIELD_MAX};
         const A: u32 = f::ATTRIBUTES;
-        let mut out = std::mem::take(&mut self.spans);
-        let body = otlp::message_start(&mut out, 2);
-        otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
-        otlp::bytes(&mut out, f::SPAN_ID, &s.span_id);
-        let state = s.tracestate.as_ref().and_then(|v| v.to_str().ok());
-        otlp::bytes(&mut out, f::TRACE_STATE, state.unwrap_or("").as_bytes());
-        otlp::bytes(
-            &mut out,
-            f::PARENT_SPAN_ID,
-            s.parent.as_ref().map_or(&[][..], |p| &p[..]),
-        );
         // Name, kind, and the method, scheme, protocol, listener, route, cluster, host and
         // details attributes.
-        out.extend_from_slice(self.constant.server(s));
-        otlp::fixed64(&mut out, f::START, s.start_unix_nanos);
-        otlp::fixed64(&mut out, f::END, s.nanos_at(s.end.unwrap_or(s.started)));
+        let constant = self.constant.server(s);
+        let mut v4 = [0; 15];
+        let peer = ip_text(s.peer, &mut v4, &mut self.text);
+        fn text(v: &Option<http::HeaderValue>) -> Option<&str> {
+            v.as_ref().and_then(|v| v.to_str().ok())
+        }
+        let state = text(&s.tracestate).unwrap_or("");
+        let user_agent = text(&s.user_agent);
+        let request_id = text(&s.request_id);
         let (path, query) = split_query(s.path_and_query());
-        otlp::attr_str(&mut out, A, key!("url.path"), path);
-        let peer = self.text(|t| ip_into(t, s.peer));
-        otlp::attr_str(&mut out, A, key!("client.address"), peer);
-        if let Some(q) = query {
-            otlp::attr_str(&mut out, A, key!("url.query"), q);
-        }
         let (host, port) = split_authority(s.authority());
-        if !host.is_empty() {
-            otlp::attr_str(&mut out, A, key!("server.address"), host);
-        }
-        if let Some(p) = port {
-            otlp::attr_int(&mut out, A, key!("server.port"), p);
-        }
-        if s.status != 0 {
-            otlp::attr_int(
-                &mut out,
-                A,
-                key!("http.response.status_code"),
-                s.status.into(),
-            );
-        }
-        if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
-            otlp::attr_str(&mut out, A, key!("user_agent.original"), ua);
-        }
-        if let Some(id) = s.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            otlp::attr_str(&mut out, A, key!("meshplane.request_id"), id);
-        }
-        if s.retries > 0 {
-            otlp::attr_int(
-                &mut out,
-                A,
-                key!("http.request.resend_count"),
-                s.retries.into(),
-            );
-        }
-        if !s.flags.is_empty() {
-            otlp::attr_str(&mut out, A, key!("meshplane.response_flags"), &s.flags);
-        }
         let error = s.is_error();
-        if error {
-            let kind = self.text(|t| match s.status {
-                0 => t.push_str("downstream_disconnect"),
-                st => {
-                    let _ = write!(t, "{st}");
-                }
-            });
-            otlp::attr_str(&mut out, A, key!("error.type"), kind);
-        }
-        for (m, t) in &s.marks {
-            otlp::event(&mut out, f::EVENTS, s.nanos_at(*t), m.name());
-        }
-        if error {
-            otlp::error_status(&mut out, f::STATUS, s.details);
-        }
-        otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
-        otlp::message_end(&mut out, body);
-        self.spans = out;
+        let mut digits = [0; 5];
+        let kind = match s.status {
+            0 => "downstream_disconnect",
+            st => status_text(st, &mut digits),
+        };
+        // NOTE: room for every field below at its longest (19 and a field per mark), so the
+        // span is written after one reservation (`otlp::Room`).
+        let room = 3
+            + 40
+            + constant.len()
+            + FIELD_MAX * (19 + s.marks.len())
+            + state.len()
+            + path.len()
+            + peer.len()
+            + query.map_or(0, str::len)
+            + host.len()
+            + user_agent.map_or(0, str::len)
+            + request_id.map_or(0, str::len)
+            + s.flags.len()
+            + kind.len()
+            + s.details.len();
+        let start = self.spans.len();
+        let body = otlp::write_in(&mut self.spans, room, |o| {
+            let body = o.message_start(2);
+            o.bytes(f::TRACE_ID, &s.trace_id);
+            o.bytes(f::SPAN_ID, &s.span_id);
+            o.bytes(f::TRACE_STATE, state.as_bytes());
+            o.bytes(
+                f::PARENT_SPAN_ID,
+                s.parent.as_ref().map_or(&[][..], |p| &p[..]),
+            );
+            o.slice(constant);
+            o.fixed64(f::START, s.start_unix_nanos);
+            o.fixed64(f::END, s.nanos_at(s.end.unwrap_or(s.started)));
+            o.attr_str(A, key!("url.path"), path);
+            o.attr_bytes(A, key!("client.address"), peer);
+            if let Some(q) = query {
+                o.attr_str(A, key!("url.query"), q);
+            }
+            if !host.is_empty() {
+                o.attr_str(A, key!("server.address"), host);
+            }
+            if let Some(p) = port {
+                o.attr_int(A, key!("server.port"), p);
+            }
+            if s.status != 0 {
+                o.attr_int(A, key!("http.response.status_code"), s.status.into());
+            }
+            if let Some(ua) = user_agent {
+                o.attr_str(A, key!("user_agent.original"), ua);
+            }
+            if let Some(id) = request_id {
+                o.attr_str(A, key!("meshplane.request_id"), id);
+            }
+            if s.retries > 0 {
+                o.attr_int(A, key!("http.request.resend_count"), s.retries.into());
+            }
+            if !s.flags.is_empty() {
+                o.attr_str(A, key!("meshplane.response_flags"), &s.flags);
+            }
+            if error {
+                o.attr_str(A, key!("error.type"), kind);
+            }
+            for (m, t) in &s.marks {
+                o.event(f::EVENTS, s.nanos_at(*t), m.name());
+            }
+            if error {
+                o.error_status(f::STATUS, s.details);
+            }
+            o.fixed32(f::FLAGS, u32::from(s.sampled));
+            body
+        });
+        otlp::message_end(&mut self.spans, start + body);
     }
 
     /// An upstream attempt as OpenTelemetry's HTTP client semantic conventions name things: a
     /// CLIENT span named by the method, child of the request's SERVER span.
     fn client_span(&mut self, s: &SpanData, resend: usize, a: &Attempt) {
-        use otlp::{key, span as f};
+        use otlp::{key, span as f, FIELD_MAX};
         const A: u32 = f::ATTRIBUTES;
-        let mut out = std::mem::take(&mut self.spans);
-        let body = otlp::message_start(&mut out, 2);
-        otlp::bytes(&mut out, f::TRACE_ID, &s.trace_id);
-        otlp::bytes(&mut out, f::SPAN_ID, &a.span_id);
-        otlp::bytes(&mut out, f::PARENT_SPAN_ID, &s.span_id);
         // Name, kind, and the method, address, port, host and cluster attributes.
-        out.extend_from_slice(self.constant.client(s, a));
-        otlp::fixed64(&mut out, f::START, s.nanos_at(a.started));
-        otlp::fixed64(
-            &mut out,
-            f::END,
-            s.nanos_at(a.end.or(s.end).unwrap_or(a.started)),
-        );
+        let constant = self.constant.client(s, a);
         let scheme = if a.tls { "https://" } else { "http://" };
-        otlp::attr_str_parts(
-            &mut out,
-            A,
-            key!("url.full"),
-            &[scheme, &a.host, s.path_and_query()],
-        );
-        if a.status != 0 {
-            otlp::attr_int(
-                &mut out,
-                A,
-                key!("http.response.status_code"),
-                a.status.into(),
-            );
-        }
-        if resend > 0 {
-            otlp::attr_int(
-                &mut out,
-                A,
-                key!("http.request.resend_count"),
-                resend as i64,
-            );
-        }
+        let path = s.path_and_query();
         // An attempt still open when the request ended was abandoned (the client went away).
+        let mut digits = [0; 5];
         let error = match (a.error, a.status) {
-            (Some(e), _) => Some(self.text(|t| t.push_str(e))),
-            (None, 0) => Some(self.text(|t| t.push_str("_OTHER"))),
-            (None, st) if st >= 500 => Some(self.text(|t| {
-                let _ = write!(t, "{st}");
-            })),
+            (Some(e), _) => Some(e),
+            (None, 0) => Some("_OTHER"),
+            (None, st) if st >= 500 => Some(status_text(st, &mut digits)),
             _ => None,
         };
-        if let Some(e) = error {
-            otlp::attr_str(&mut out, A, key!("error.type"), e);
-            otlp::error_status(&mut out, f::STATUS, e);
-        }
-        otlp::fixed32(&mut out, f::FLAGS, u32::from(s.sampled));
-        otlp::message_end(&mut out, body);
-        self.spans = out;
+        // NOTE: room for every field below at its longest (11), as in `server_span`.
+        let room = 3
+            + 40
+            + constant.len()
+            + FIELD_MAX * 11
+            + scheme.len()
+            + a.host.len()
+            + path.len()
+            + 2 * error.map_or(0, str::len);
+        let start = self.spans.len();
+        let body = otlp::write_in(&mut self.spans, room, |o| {
+            let body = o.message_start(2);
+            o.bytes(f::TRACE_ID, &s.trace_id);
+            o.bytes(f::SPAN_ID, &a.span_id);
+            o.bytes(f::PARENT_SPAN_ID, &s.span_id);
+            o.slice(constant);
+            o.fixed64(f::START, s.nanos_at(a.started));
+            o.fixed64(f::END, s.nanos_at(a.end.or(s.end).unwrap_or(a.started)));
+            o.attr_str_parts(A, key!("url.full"), &[scheme, &a.host, path]);
+            if a.status != 0 {
+                o.attr_int(A, key!("http.response.status_code"), a.status.into());
+            }
+            if resend > 0 {
+                o.attr_int(A, key!("http.request.resend_count"), resend as i64);
+            }
+            if let Some(e) = error {
+                o.attr_str(A, key!("error.type"), e);
+                o.error_status(f::STATUS, e);
+            }
+            o.fixed32(f::FLAGS, u32::from(s.sampled));
+            body
+        });
+        otlp::message_end(&mut self.spans, start + body);
     }
+}
+
+/// A status code in decimal (`{st}`), without `fmt`.
+fn status_text(st: u16, buf: &mut [u8; 5]) -> &str {
+    let mut at = buf.len();
+    let mut v = st;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
 }
 
 /// The span's name: OpenTelemetry's `{method} {route}` (the route's name stands for the
@@ -906,6 +933,257 @@ mod tests {
             assert!(client.end_time_unix_nano <= server.end_time_unix_nano);
         }
         exporters.stop();
+    }
+
+    /// The span encoders as they were before `otlp::Room` (appending to a `Vec`), to compare
+    /// with byte for byte.
+    fn reference_spans(out: &mut Vec<u8>, s: &SpanData) {
+        use otlp::{key, span as f};
+        const A: u32 = f::ATTRIBUTES;
+        let mut constant = ConstantParts::default();
+        let body = otlp::message_start(out, 2);
+        otlp::bytes(out, f::TRACE_ID, &s.trace_id);
+        otlp::bytes(out, f::SPAN_ID, &s.span_id);
+        let state = s.tracestate.as_ref().and_then(|v| v.to_str().ok());
+        otlp::bytes(out, f::TRACE_STATE, state.unwrap_or("").as_bytes());
+        otlp::bytes(
+            out,
+            f::PARENT_SPAN_ID,
+            s.parent.as_ref().map_or(&[][..], |p| &p[..]),
+        );
+        out.extend_from_slice(constant.server(s));
+        otlp::fixed64(out, f::START, s.start_unix_nanos);
+        otlp::fixed64(out, f::END, s.nanos_at(s.end.unwrap_or(s.started)));
+        let (path, query) = split_query(s.path_and_query());
+        otlp::attr_str(out, A, key!("url.path"), path);
+        otlp::attr_str(out, A, key!("client.address"), &s.peer.to_string());
+        if let Some(q) = query {
+            otlp::attr_str(out, A, key!("url.query"), q);
+        }
+        let (host, port) = split_authority(s.authority());
+        if !host.is_empty() {
+            otlp::attr_str(out, A, key!("server.address"), host);
+        }
+        if let Some(p) = port {
+            otlp::attr_int(out, A, key!("server.port"), p);
+        }
+        if s.status != 0 {
+            otlp::attr_int(out, A, key!("http.response.status_code"), s.status.into());
+        }
+        if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            otlp::attr_str(out, A, key!("user_agent.original"), ua);
+        }
+        if let Some(id) = s.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            otlp::attr_str(out, A, key!("meshplane.request_id"), id);
+        }
+        if s.retries > 0 {
+            otlp::attr_int(out, A, key!("http.request.resend_count"), s.retries.into());
+        }
+        if !s.flags.is_empty() {
+            otlp::attr_str(out, A, key!("meshplane.response_flags"), &s.flags);
+        }
+        let error = s.is_error();
+        if error {
+            let kind = match s.status {
+                0 => "downstream_disconnect".to_string(),
+                st => format!("{st}"),
+            };
+            otlp::attr_str(out, A, key!("error.type"), &kind);
+        }
+        for (m, t) in &s.marks {
+            otlp::event(out, f::EVENTS, s.nanos_at(*t), m.name());
+        }
+        if error {
+            otlp::error_status(out, f::STATUS, s.details);
+        }
+        otlp::fixed32(out, f::FLAGS, u32::from(s.sampled));
+        otlp::message_end(out, body);
+        for (resend, a) in s.attempts.iter().enumerate() {
+            let body = otlp::message_start(out, 2);
+            otlp::bytes(out, f::TRACE_ID, &s.trace_id);
+            otlp::bytes(out, f::SPAN_ID, &a.span_id);
+            otlp::bytes(out, f::PARENT_SPAN_ID, &s.span_id);
+            out.extend_from_slice(constant.client(s, a));
+            otlp::fixed64(out, f::START, s.nanos_at(a.started));
+            otlp::fixed64(
+                out,
+                f::END,
+                s.nanos_at(a.end.or(s.end).unwrap_or(a.started)),
+            );
+            let scheme = if a.tls { "https://" } else { "http://" };
+            otlp::attr_str_parts(
+                out,
+                A,
+                key!("url.full"),
+                &[scheme, &a.host, s.path_and_query()],
+            );
+            if a.status != 0 {
+                otlp::attr_int(out, A, key!("http.response.status_code"), a.status.into());
+            }
+            if resend > 0 {
+                otlp::attr_int(out, A, key!("http.request.resend_count"), resend as i64);
+            }
+            let error = match (a.error, a.status) {
+                (Some(e), _) => Some(e.to_string()),
+                (None, 0) => Some("_OTHER".to_string()),
+                (None, st) if st >= 500 => Some(format!("{st}")),
+                _ => None,
+            };
+            if let Some(e) = error {
+                otlp::attr_str(out, A, key!("error.type"), &e);
+                otlp::error_status(out, f::STATUS, &e);
+            }
+            otlp::fixed32(out, f::FLAGS, u32::from(s.sampled));
+            otlp::message_end(out, body);
+        }
+    }
+
+    /// A recorded request of `uri` with `headers` from `peer`, through `attempts` (each an
+    /// upstream status or an error), answered `status`.
+    fn recorded(
+        uri: &str,
+        headers: &[(&str, &str)],
+        peer: &str,
+        attempts: &[Result<u16, &'static str>],
+        status: u16,
+    ) -> Arc<SpanData> {
+        let exporters = Exporters::default();
+        let spec: TracingSpec =
+            serde_json::from_str(r#"{"serviceName": "t", "keepErrors": true}"#).unwrap();
+        let tracing = exporters.tracing_for(&spec).unwrap();
+        let mut req = http::Request::get(uri).body(()).unwrap();
+        for (k, v) in headers {
+            req.headers_mut().append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
+        }
+        let listener: Arc<str> = "l".into();
+        let arrival = Arrival {
+            scheme: "http",
+            peer: peer.parse().unwrap(),
+            listener: &listener,
+        };
+        let mut span = tracing.begin(&mut req, arrival).unwrap();
+        span.mark(crate::trace::Mark::Routed);
+        span.data().route = Some("r".into());
+        span.data().cluster = Some("c".into());
+        let host: Arc<str> = "10.0.0.1:9080".into();
+        for (i, outcome) in attempts.iter().enumerate() {
+            span.attempt(&host, i % 2 == 1, &mut http::HeaderMap::new());
+            match outcome {
+                Ok(st) => span.attempt_answered(*st, i + 1 < attempts.len()),
+                Err(e) => span.attempt_failed(e),
+            }
+            if i + 1 < attempts.len() {
+                span.mark(crate::trace::Mark::Retry);
+                span.data().retries += 1;
+            }
+        }
+        span.mark(crate::trace::Mark::FirstByte);
+        span.data().status = status;
+        if status >= 500 {
+            span.data().flags.push_str("URX");
+            span.data().details = "upstream_reset_before_response_started";
+        }
+        span.data().end = Some(crate::trace::Moment::now());
+        let data = span.data.take().unwrap();
+        exporters.stop();
+        data
+    }
+
+    #[test]
+    fn spans_written_in_reserved_room_are_the_spans_appended_before() {
+        let long = "/".to_string() + &"a".repeat(20_000);
+        let medium = format!("/{}?q={}", "p".repeat(100), "v".repeat(100));
+        let cases = [
+            recorded("http://svc:8080/p?q=1", &[], "127.0.0.1", &[Ok(200)], 200),
+            recorded(
+                "/x",
+                &[
+                    ("host", "svc.local"),
+                    ("user-agent", "curl/8"),
+                    ("x-request-id", "abc"),
+                    ("tracestate", "k=v"),
+                    (
+                        "traceparent",
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    ),
+                ],
+                "2001:db8::1",
+                &[Ok(503), Err("reset"), Ok(502)],
+                502,
+            ),
+            recorded(&medium, &[("host", "[::1]:81")], "10.1.2.3", &[], 0),
+            recorded(
+                &long,
+                &[("user-agent", &"u".repeat(300))],
+                "1.2.3.4",
+                &[Ok(204)],
+                204,
+            ),
+            recorded(
+                "http://h/",
+                &[],
+                "127.0.0.1",
+                &[Err("connect_failure")],
+                503,
+            ),
+        ];
+        for (i, s) in cases.iter().enumerate() {
+            let mut encoder = Encoder::default();
+            let (_, spans) = encoder.encode_parts("t", std::slice::from_ref(s));
+            let mut want = Vec::new();
+            reference_spans(&mut want, s);
+            assert!(spans == &want[..], "case {i}");
+        }
+        // And one batch of all of them, through one encoder.
+        let mut want = Vec::new();
+        for s in &cases {
+            reference_spans(&mut want, s);
+        }
+        let mut encoder = Encoder::default();
+        let (_, spans) = encoder.encode_parts("t", &cases);
+        assert!(spans == &want[..]);
+        let request = {
+            let (mut head, spans) = encoder.encode_parts("t", &cases);
+            head.extend_from_slice(spans);
+            decode::ExportTraceServiceRequest::decode(&head[..]).unwrap()
+        };
+        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 2 + 4 + 1 + 2 + 2);
+        assert_eq!(
+            attr(&spans[6], "url.path"),
+            Some(&Value::String(medium[..101].into()))
+        );
+        assert_eq!(attr(&spans[7], "url.path"), Some(&Value::String(long)));
+    }
+
+    #[test]
+    fn ip_text_is_display() {
+        let mut v6 = String::new();
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "1.22.133.4",
+            "100.9.99.10",
+            "::1",
+            "2001:db8::ff",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut v4 = [0; 15];
+            let text = ip_text(ip, &mut v4, &mut v6);
+            assert_eq!(text, ip.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn status_text_is_decimal() {
+        for st in [0u16, 1, 9, 10, 99, 100, 200, 503, 999, 1000, 65_535] {
+            assert_eq!(status_text(st, &mut [0; 5]), st.to_string());
+        }
     }
 
     #[test]
