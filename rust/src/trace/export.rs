@@ -4,15 +4,13 @@
 //! it waits on a slow collector the queue fills and the request path drops (and counts) spans
 //! instead of waiting.
 
-use super::otlp;
-use super::{context, Attempt, SpanData, TraceShared};
+use super::{context, otlp, queue, Attempt, SpanData, TraceShared};
 use crate::config::{CollectorTls, TracingSpec};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::BuildHasherDefault;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,7 +55,7 @@ impl ExportSettings {
 pub fn start(
     settings: ExportSettings,
     shared: Arc<TraceShared>,
-) -> std::io::Result<SyncSender<Arc<SpanData>>> {
+) -> std::io::Result<queue::Sender<Arc<SpanData>>> {
     let tls = match &settings.endpoint {
         Some(e) if e.starts_with("https://") => Some(
             crate::tls::collector_config(settings.tls.as_ref()).map_err(|e| {
@@ -69,7 +67,7 @@ pub fn start(
         ),
         _ => None,
     };
-    let (tx, rx) = sync_channel::<Arc<SpanData>>(settings.queue_spans);
+    let (tx, rx) = queue::channel::<Arc<SpanData>>(settings.queue_spans);
     std::thread::Builder::new()
         .name("meshplane-trace".into())
         .spawn(move || {
@@ -80,38 +78,27 @@ pub fn start(
             let mut first_at = Instant::now();
             let mut busy = false;
             loop {
-                // NOTE: while spans come slowly, the thread sleeps in `recv` until one comes
-                // (or the batch is due); while they come fast, it drains the queue every
-                // DRAIN_EVERY instead, so that neither the request path (waking a waiting
-                // receiver) nor this thread pays a wake-up per span.
-                let mut closed = false;
+                // NOTE: while spans come slowly, the thread waits until one comes (or the
+                // batch is due); while they come fast, it takes the queue every DRAIN_EVERY
+                // instead, so that neither the request path (waking a waiting receiver) nor
+                // this thread pays a wake-up per span.
+                let due = || BATCH_DELAY.saturating_sub(first_at.elapsed());
                 if busy {
                     let wait = if batch.is_empty() {
                         DRAIN_EVERY
                     } else {
-                        DRAIN_EVERY.min(BATCH_DELAY.saturating_sub(first_at.elapsed()))
+                        DRAIN_EVERY.min(due())
                     };
                     std::thread::sleep(wait);
                 } else {
-                    let wait = if batch.is_empty() {
+                    rx.wait(if batch.is_empty() {
                         Duration::from_secs(3600)
                     } else {
-                        BATCH_DELAY.saturating_sub(first_at.elapsed())
-                    };
-                    match rx.recv_timeout(wait) {
-                        Ok(span) => fresh.push(span),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => closed = true,
-                    }
+                        due()
+                    });
                 }
-                while !closed {
-                    match rx.try_recv() {
-                        // NOTE: the ring keeps the span itself; /traces renders it when asked.
-                        Ok(span) => fresh.push(span),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => closed = true,
-                    }
-                }
+                // NOTE: the ring keeps the span itself; /traces renders it when asked.
+                let closed = rx.take_all(&mut fresh);
                 busy = fresh.len() >= BUSY_SPANS;
                 shared.remember_all(&fresh, &mut evicted);
                 evicted.clear();
