@@ -226,37 +226,54 @@ pub fn write_in<R>(out: &mut Vec<u8>, room: usize, fill: impl FnOnce(&mut Room<'
     };
     let value = fill(&mut r);
     let written = r.at;
-    // SAFETY: `Room` initialises every byte it counts in `at` (`byte` and `slice` write
-    // before they advance it), all within `out`'s spare capacity from `start`.
+    // SAFETY: every byte `Room` counts in `at` was written (`take`'s callers write all it
+    // gives them before returning), all within `out`'s spare capacity from `start`.
     unsafe { out.set_len(start + written) };
     value
 }
 
 impl Room<'_> {
+    /// The next `n` bytes of the room, which the caller writes in full (every writer below
+    /// does, before it returns; a panic on the way leaves `write_in` before it keeps anything).
+    // NOTE: one bounds check for a whole field; its bytes are then written at offsets the
+    // compiler can check against the slice's known length.
+    #[inline]
+    fn take(&mut self, n: usize) -> &mut [MaybeUninit<u8>] {
+        let at = self.at;
+        let dst = &mut self.buf[at..at + n];
+        self.at = at + n;
+        dst
+    }
+
     #[inline]
     pub fn byte(&mut self, b: u8) {
-        self.buf[self.at].write(b);
-        self.at += 1;
+        self.take(1)[0].write(b);
     }
 
     #[inline]
     pub fn slice(&mut self, s: &[u8]) {
-        let dst = &mut self.buf[self.at..self.at + s.len()];
-        // SAFETY: `dst` is `s.len()` bytes of this room (the indexing checked it) and cannot
-        // overlap `s` (the room is borrowed mutably).
-        unsafe {
-            std::ptr::copy_nonoverlapping(s.as_ptr(), dst.as_mut_ptr().cast::<u8>(), s.len())
-        };
-        self.at += s.len();
+        copy(self.take(s.len()), 0, s);
     }
 
     #[inline]
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte(v as u8 | 0x80);
-            v >>= 7;
+    fn put<const M: usize>(&mut self, b: [u8; M]) {
+        copy(self.take(M), 0, &b);
+    }
+
+    #[inline]
+    fn varint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.put([v as u8]);
+        } else if v < 0x4000 {
+            self.put([v as u8 | 0x80, (v >> 7) as u8]);
+        } else {
+            let mut v = v;
+            while v >= 0x80 {
+                self.byte(v as u8 | 0x80);
+                v >>= 7;
+            }
+            self.byte(v as u8);
         }
-        self.byte(v as u8);
     }
 
     #[inline]
@@ -274,15 +291,22 @@ impl Room<'_> {
     /// where the body starts in the room, for `message_end` (at the room's start plus that).
     #[inline]
     pub fn message_start(&mut self, field: u32) -> usize {
-        self.tag(field, LEN);
-        self.slice(&[0, 0]);
+        self.put([(field << 3 | LEN) as u8, 0, 0]);
         self.at
     }
 
     /// As `bytes`.
     #[inline]
     pub fn bytes(&mut self, field: u32, b: &[u8]) {
-        if !b.is_empty() {
+        if b.is_empty() {
+            return;
+        }
+        if field < 16 && b.len() < 128 {
+            let dst = self.take(2 + b.len());
+            dst[0].write((field << 3 | LEN) as u8);
+            dst[1].write(b.len() as u8);
+            copy(dst, 2, b);
+        } else {
             self.len_prefix(field, b.len());
             self.slice(b);
         }
@@ -293,7 +317,7 @@ impl Room<'_> {
     pub fn fixed64(&mut self, field: u32, v: u64) {
         if v != 0 {
             self.tag(field, FIXED64);
-            self.slice(&v.to_le_bytes());
+            self.put(v.to_le_bytes());
         }
     }
 
@@ -302,7 +326,7 @@ impl Room<'_> {
     pub fn fixed32(&mut self, field: u32, v: u32) {
         if v != 0 {
             self.tag(field, FIXED32);
-            self.slice(&v.to_le_bytes());
+            self.put(v.to_le_bytes());
         }
     }
 
@@ -311,9 +335,16 @@ impl Room<'_> {
     pub fn attr_str_parts<const N: usize>(&mut self, field: u32, k: &[u8; N], parts: &[&str]) {
         const { assert!(N <= KEY_MAX) };
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.attr_str_head(field, k, len);
+        let Some(dst) = self.attr_str_head(field, k, len) else {
+            for p in parts {
+                self.slice(p.as_bytes());
+            }
+            return;
+        };
+        let mut at = dst.len() - len;
         for p in parts {
-            self.slice(p.as_bytes());
+            copy(dst, at, p.as_bytes());
+            at += p.len();
         }
     }
 
@@ -327,19 +358,41 @@ impl Room<'_> {
     #[inline]
     pub fn attr_bytes<const N: usize>(&mut self, field: u32, k: &[u8; N], v: &[u8]) {
         const { assert!(N <= KEY_MAX) };
-        self.attr_str_head(field, k, v.len());
-        self.slice(v);
+        match self.attr_str_head(field, k, v.len()) {
+            Some(dst) => copy(dst, dst.len() - v.len(), v),
+            None => self.slice(v),
+        }
     }
 
-    /// A string `KeyValue` up to its value's `len` bytes.
+    /// A string `KeyValue` up to its value's `len` bytes. When every length in it takes one
+    /// byte (most attributes): the whole field's room, its value's `len` bytes left to write
+    /// at its end; else the head is written and the value is to follow.
     #[inline]
-    fn attr_str_head<const N: usize>(&mut self, field: u32, k: &[u8; N], len: usize) {
+    fn attr_str_head<const N: usize>(
+        &mut self,
+        field: u32,
+        k: &[u8; N],
+        len: usize,
+    ) -> Option<&mut [MaybeUninit<u8>]> {
+        let kv = N + 3 + len;
+        if field < 16 && kv < 128 {
+            let dst = self.take(2 + kv);
+            dst[0].write((field << 3 | LEN) as u8);
+            dst[1].write(kv as u8);
+            copy(dst, 2, k);
+            // AnyValue: its length, then `string_value` (field 1) and the string's length.
+            dst[2 + N].write((len + 2) as u8);
+            dst[3 + N].write((1 << 3 | LEN) as u8);
+            dst[4 + N].write(len as u8);
+            return Some(dst);
+        }
         let any = delimited_len(1, len);
         self.tag(field, LEN);
         self.varint((N + varint_len(any as u64) + any) as u64);
         self.slice(k);
         self.varint(any as u64);
         self.len_prefix(1, len);
+        None
     }
 
     /// As `attr_int`.
@@ -347,8 +400,27 @@ impl Room<'_> {
     pub fn attr_int<const N: usize>(&mut self, field: u32, k: &[u8; N], v: i64) {
         const { assert!(N <= KEY_MAX) };
         let any = key_len(3) + varint_len(v as u64);
+        let kv = N + 1 + any;
+        if field < 16 && kv < 128 {
+            let dst = self.take(2 + kv);
+            dst[0].write((field << 3 | LEN) as u8);
+            dst[1].write(kv as u8);
+            copy(dst, 2, k);
+            dst[2 + N].write(any as u8);
+            // AnyValue's `int_value` (field 3).
+            dst[3 + N].write((3 << 3 | VARINT) as u8);
+            let mut at = 4 + N;
+            let mut x = v as u64;
+            while x >= 0x80 {
+                dst[at].write(x as u8 | 0x80);
+                x >>= 7;
+                at += 1;
+            }
+            dst[at].write(x as u8);
+            return;
+        }
         self.tag(field, LEN);
-        self.varint((N + 1 + any) as u64);
+        self.varint(kv as u64);
         self.slice(k);
         self.varint(any as u64);
         self.tag(3, VARINT);
@@ -358,9 +430,21 @@ impl Room<'_> {
     /// As `event`.
     #[inline]
     pub fn event(&mut self, field: u32, time_unix_nano: u64, name: &str) {
-        self.len_prefix(field, (key_len(1) + 8) + delimited_len(2, name.len()));
+        let body = (key_len(1) + 8) + delimited_len(2, name.len());
+        if field < 16 && body < 128 {
+            let dst = self.take(2 + body);
+            dst[0].write((field << 3 | LEN) as u8);
+            dst[1].write(body as u8);
+            dst[2].write((1 << 3 | FIXED64) as u8);
+            copy(dst, 3, &time_unix_nano.to_le_bytes());
+            dst[11].write((2 << 3 | LEN) as u8);
+            dst[12].write(name.len() as u8);
+            copy(dst, 13, name.as_bytes());
+            return;
+        }
+        self.len_prefix(field, body);
         self.tag(1, FIXED64);
-        self.slice(&time_unix_nano.to_le_bytes());
+        self.put(time_unix_nano.to_le_bytes());
         self.len_prefix(2, name.len());
         self.slice(name.as_bytes());
     }
@@ -377,6 +461,17 @@ impl Room<'_> {
         self.tag(3, VARINT);
         self.varint(STATUS_ERROR as u64);
     }
+}
+
+/// `src` written into `dst` from `at`.
+#[inline]
+fn copy(dst: &mut [MaybeUninit<u8>], at: usize, src: &[u8]) {
+    let dst = &mut dst[at..at + src.len()];
+    // SAFETY: `dst` is `src.len()` bytes (the indexing checked it) and cannot overlap `src`
+    // (it is borrowed mutably).
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len())
+    };
 }
 
 /// The most any of `Room`'s field writers adds to its variable bytes (a string's, a name's):
@@ -632,10 +727,9 @@ mod tests {
 
     #[test]
     fn room_writers_write_what_the_vec_writers_append() {
-        let sizes = [
-            0, 1, 100, 123, 124, 125, 127, 128, 200, 16_383, 16_384, 20_000,
-        ];
-        for len in sizes {
+        // Either side of each writer's short path (every length in one byte) and of the
+        // two-byte lengths.
+        for len in (0..140).chain([200, 16_383, 16_384, 20_000]) {
             let v = "v".repeat(len);
             let n = len as u64 * 1_000_003;
             let mut want = vec![9u8];
