@@ -292,8 +292,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn split_query(pq: &str) -> (&str, Option<&str>) {
-    match pq.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
+    // NOTE: a byte search ('?' is ASCII, so the split is on a char boundary): `split_once('?')`
+    // went through the char searcher, ~75 instructions a request.
+    match pq.bytes().position(|b| b == b'?') {
+        Some(i) => (&pq[..i], Some(&pq[i + 1..])),
         None => (pq, None),
     }
 }
@@ -1199,6 +1201,13 @@ mod tests {
             "١٢",
         ] {
             assert_eq!(parse_i64(p), p.parse().ok(), "{p:?}");
+        }
+        for pq in ["/", "/p?q=1", "/p?", "?", "/é?ü=1?x", "/a/b"] {
+            let want = match pq.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (pq, None),
+            };
+            assert_eq!(split_query(pq), want, "{pq}");
         }
         assert_eq!(host_of("collector.local:4318"), "collector.local");
         assert_eq!(host_of("[::1]:4318"), "::1");
