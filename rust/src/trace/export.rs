@@ -101,7 +101,7 @@ pub fn start(
                 let closed = rx.take_all(&mut fresh);
                 busy = fresh.len() >= BUSY_SPANS;
                 shared.remember_all(&fresh, &mut evicted);
-                shared.recycle(&mut evicted);
+                evicted.clear();
                 for span in fresh.drain(..) {
                     if settings.endpoint.is_none() {
                         continue;
@@ -112,12 +112,12 @@ pub fn start(
                     batch.push(span);
                     if batch.len() >= settings.batch_spans {
                         send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
-                        shared.recycle(&mut batch);
+                        batch.clear();
                     }
                 }
                 if !batch.is_empty() && (closed || first_at.elapsed() >= BATCH_DELAY) {
                     send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
-                    shared.recycle(&mut batch);
+                    batch.clear();
                 }
                 if closed {
                     return;

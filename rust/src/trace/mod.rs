@@ -42,14 +42,7 @@ pub struct TraceShared {
     pub export_requests: Counter,
     pub export_failures: Counter,
     recent: Mutex<Recent>,
-    /// Records the exporter is done with, for `begin` to fill again (`recycle`, `record`).
-    spare: Mutex<Vec<Arc<SpanData>>>,
 }
-
-/// At most this many records wait in `TraceShared::spare`.
-// NOTE: each may keep its last request's buffers (the URI's, header values') until it is
-// filled again, as the `/traces` ring keeps those of its records.
-const SPARE_RECORDS: usize = 64;
 
 #[derive(Default)]
 struct Recent {
@@ -93,45 +86,6 @@ impl TraceShared {
                 evicted.extend(r.spans.pop_front());
             }
             r.spans.push_back(span.clone());
-        }
-    }
-
-    /// Empty `records`: those the exporter held the last reference to are kept (up to
-    /// SPARE_RECORDS) for `record` to fill again; the others are dropped.
-    // NOTE: a record freed here, on the exporter thread, was a free into the request thread's
-    // heap (mimalloc's cross-thread free, ~130 instructions a request at 100% sampling, its
-    // fields' ~300 more); filled again, its allocation is not freed at all, and its old
-    // fields are dropped on the request thread, where their buffers were made.
-    fn recycle(&self, records: &mut Vec<Arc<SpanData>>) {
-        if records.is_empty() {
-            return;
-        }
-        {
-            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-            for mut r in records.drain(..) {
-                if spare.len() >= SPARE_RECORDS {
-                    break;
-                }
-                if Arc::get_mut(&mut r).is_some() {
-                    spare.push(r);
-                }
-            }
-        }
-        records.clear();
-    }
-
-    /// `data` as a shared record: in the allocation of a spare one when there is one.
-    fn record(&self, data: SpanData) -> Arc<SpanData> {
-        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match spare {
-            Some(mut r) => match Arc::get_mut(&mut r) {
-                Some(slot) => {
-                    *slot = data;
-                    r
-                }
-                None => Arc::new(data),
-            },
-            None => Arc::new(data),
         }
     }
 
@@ -256,7 +210,7 @@ impl Tracing {
             );
             ActiveSpan {
                 tracing: self.clone(),
-                data: Some(self.shared.record(SpanData {
+                data: Some(Arc::new(SpanData {
                     trace_id,
                     span_id,
                     parent: parent.map(|p: Parent| p.span_id),
@@ -594,46 +548,6 @@ impl Drop for ActiveSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_the_exporter_held_last_are_filled_again() {
-        let exporters = Exporters::default();
-        let spec: TracingSpec = serde_json::from_str(r#"{"serviceName": "t"}"#).unwrap();
-        let tracing = exporters.tracing_for(&spec).unwrap();
-        let listener: Arc<str> = "l".into();
-        let begin = |path: &str| {
-            let mut req = http::Request::get(path).body(()).unwrap();
-            let arrival = Arrival {
-                scheme: "http",
-                peer: "127.0.0.1".parse().unwrap(),
-                listener: &listener,
-            };
-            tracing
-                .begin(&mut req, arrival)
-                .unwrap()
-                .data
-                .take()
-                .unwrap()
-        };
-        let shared = &tracing.shared;
-        let (a, b) = (begin("/a"), begin("/b"));
-        let (a_at, b_at) = (Arc::as_ptr(&a), Arc::as_ptr(&b));
-        // `b` is still referenced elsewhere (as by a `/traces` reader): not kept.
-        let held = b.clone();
-        shared.recycle(&mut vec![a, b]);
-        let c = begin("/c");
-        assert_eq!(Arc::as_ptr(&c), a_at);
-        assert_eq!(c.path_and_query(), "/c");
-        let d = begin("/d");
-        assert_ne!(Arc::as_ptr(&d), b_at);
-        assert_eq!(held.path_and_query(), "/b");
-        // Bounded.
-        let mut many: Vec<_> = (0..SPARE_RECORDS + 10).map(|_| begin("/")).collect();
-        shared.recycle(&mut many);
-        assert!(many.is_empty());
-        assert_eq!(shared.spare.lock().unwrap().len(), SPARE_RECORDS);
-        exporters.stop();
-    }
 
     #[test]
     fn first_values_are_what_get_returns() {
