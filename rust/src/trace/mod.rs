@@ -11,6 +11,7 @@
 pub mod context;
 mod export;
 pub mod otlp;
+mod queue;
 
 use crate::config::{Propagation, TracingSpec};
 use crate::stats::Counter;
@@ -19,7 +20,6 @@ use http::{HeaderValue, Method, Version};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 pub use export::ExportSettings;
@@ -104,7 +104,7 @@ impl TraceShared {
 #[derive(Default)]
 pub struct Exporters {
     pub shared: Arc<TraceShared>,
-    running: Mutex<Option<(ExportSettings, SyncSender<Arc<SpanData>>)>>,
+    running: Mutex<Option<(ExportSettings, queue::Sender<Arc<SpanData>>)>>,
 }
 
 impl Exporters {
@@ -150,7 +150,7 @@ pub struct Tracing {
     /// A new trace is sampled when a draw is below this (u64::MAX: always).
     threshold: u64,
     keep_errors: bool,
-    queue: SyncSender<Arc<SpanData>>,
+    queue: queue::Sender<Arc<SpanData>>,
     shared: Arc<TraceShared>,
 }
 
@@ -566,9 +566,7 @@ impl Drop for ActiveSpan {
         let shared = &self.tracing.shared;
         let spans = data.span_count();
         shared.spans_sampled.add(spans);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tracing.queue.try_send(data)
-        {
+        if self.tracing.queue.try_send(data).is_err() {
             shared.spans_dropped.add(spans);
         }
     }
