@@ -1078,7 +1078,12 @@ mod tests {
             peer: peer.parse().unwrap(),
             listener: &listener,
         };
-        let mut span = tracing.begin(&mut req, arrival).unwrap();
+        let w3c = if req.headers().contains_key("traceparent") {
+            crate::trace::W3cHeader::Present
+        } else {
+            crate::trace::W3cHeader::Absent
+        };
+        let mut span = tracing.begin(&mut req, arrival, w3c).unwrap();
         span.mark(crate::trace::Mark::Routed);
         span.data().route = Some("r".into());
         span.data().cluster = Some("c".into());
