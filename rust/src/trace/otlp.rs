@@ -127,37 +127,12 @@ pub fn attr_str<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N], v: &
 }
 
 /// A `KeyValue` whose string value is `parts` concatenated (written without joining them first).
+// NOTE: these `Vec` writers serve the cold paths (the constant parts cached per route, cluster
+// and host; the resource) and are the plain reference the tests hold `Room`'s writers to; the
+// per-span path writes through `Room`.
 #[inline]
 pub fn attr_str_parts<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N], parts: &[&str]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    // The KeyValue's length, when every length in it takes one byte (most attributes).
-    let kv = N + 3 + len;
-    if kv < 128 {
-        // NOTE: its 5 bytes of tags and lengths, the key and the value written after one
-        // reservation, without a varint loop or a capacity check per byte.
-        out.reserve(2 + kv);
-        let at = out.len();
-        // SAFETY: `2 + kv` bytes are reserved past `at`; exactly that many are written (2
-        // tag and length bytes, the N key bytes, 3 more, the `len` bytes of `parts`) before
-        // the length is set.
-        unsafe {
-            let p = out.as_mut_ptr().add(at);
-            *p = (field << 3 | LEN) as u8;
-            *p.add(1) = kv as u8;
-            std::ptr::copy_nonoverlapping(k.as_ptr(), p.add(2), N);
-            // AnyValue: its length, then `string_value` (field 1) and the string's length.
-            *p.add(2 + N) = (len + 2) as u8;
-            *p.add(3 + N) = (1 << 3 | LEN) as u8;
-            *p.add(4 + N) = len as u8;
-            let mut q = p.add(5 + N);
-            for part in parts {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), q, part.len());
-                q = q.add(part.len());
-            }
-            out.set_len(at + 2 + kv);
-        }
-        return;
-    }
     kv_head(out, field, k, delimited_len(1, len));
     len_prefix(out, 1, len);
     for p in parts {
@@ -168,36 +143,7 @@ pub fn attr_str_parts<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N]
 /// A `KeyValue` with an int `AnyValue`.
 #[inline]
 pub fn attr_int<const N: usize>(out: &mut Vec<u8>, field: u32, k: &[u8; N], v: i64) {
-    let any = key_len(3) + varint_len(v as u64);
-    let kv = N + 1 + any;
-    if kv < 128 {
-        // NOTE: as `attr_str_parts`' short path: one reservation, then the bytes.
-        out.reserve(2 + kv);
-        let at = out.len();
-        // SAFETY: `2 + kv` bytes are reserved past `at`; exactly that many are written (2
-        // tag and length bytes, the N key bytes, the AnyValue's length and tag, and the
-        // varint's `any - 1` bytes) before the length is set.
-        unsafe {
-            let p = out.as_mut_ptr().add(at);
-            *p = (field << 3 | LEN) as u8;
-            *p.add(1) = kv as u8;
-            std::ptr::copy_nonoverlapping(k.as_ptr(), p.add(2), N);
-            *p.add(2 + N) = any as u8;
-            // AnyValue's `int_value` (field 3).
-            *p.add(3 + N) = (3 << 3 | VARINT) as u8;
-            let mut q = p.add(4 + N);
-            let mut x = v as u64;
-            while x >= 0x80 {
-                *q = x as u8 | 0x80;
-                x >>= 7;
-                q = q.add(1);
-            }
-            *q = x as u8;
-            out.set_len(at + 2 + kv);
-        }
-        return;
-    }
-    kv_head(out, field, k, any);
+    kv_head(out, field, k, key_len(3) + varint_len(v as u64));
     tag(out, 3, VARINT);
     varint(out, v as u64);
 }
@@ -779,11 +725,14 @@ mod tests {
     fn attributes_decode_as_key_values() {
         use prost::Message;
         let long = "x".repeat(200);
-        // Either side of the one-byte-lengths short path (`attr_str_parts`).
+        // Either side of the one-byte-lengths short path (`Room::attr_str_head`), against
+        // the general encoding.
         for len in 0..140 {
             let v = "v".repeat(len);
             let mut short = Vec::new();
-            attr_str(&mut short, 9, key!("url.path"), &v);
+            write_in(&mut short, 32 + len, |r| {
+                r.attr_str(9, key!("url.path"), &v)
+            });
             let mut general = Vec::new();
             kv_head(&mut general, 9, key!("url.path"), delimited_len(1, len));
             len_prefix(&mut general, 1, len);
@@ -792,7 +741,9 @@ mod tests {
         }
         for v in [0i64, 1, 127, 128, 200, 65_535, -1, i64::MAX, i64::MIN] {
             let mut short = Vec::new();
-            attr_int(&mut short, 9, key!("http.response.status_code"), v);
+            write_in(&mut short, 48, |r| {
+                r.attr_int(9, key!("http.response.status_code"), v)
+            });
             let mut general = Vec::new();
             let any = key_len(3) + varint_len(v as u64);
             kv_head(&mut general, 9, key!("http.response.status_code"), any);
