@@ -608,12 +608,9 @@ impl Encoder {
         let constant = self.constant.server(s);
         let mut v4 = [0; 15];
         let peer = ip_text(s.peer, &mut v4, &mut self.text);
-        fn text(v: &Option<http::HeaderValue>) -> Option<&str> {
-            v.as_ref().and_then(|v| v.to_str().ok())
-        }
-        let state = text(&s.tracestate).unwrap_or("");
-        let user_agent = text(&s.user_agent);
-        let request_id = text(&s.request_id);
+        let state = s.tracestate();
+        let user_agent = s.user_agent();
+        let request_id = s.request_id();
         let (path, query) = split_query(s.path_and_query());
         let (host, port) = split_authority(s.authority());
         let error = s.is_error();
@@ -953,8 +950,7 @@ mod tests {
         let body = otlp::message_start(out, 2);
         otlp::bytes(out, f::TRACE_ID, &s.trace_id);
         otlp::bytes(out, f::SPAN_ID, &s.span_id);
-        let state = s.tracestate.as_ref().and_then(|v| v.to_str().ok());
-        otlp::bytes(out, f::TRACE_STATE, state.unwrap_or("").as_bytes());
+        otlp::bytes(out, f::TRACE_STATE, s.tracestate().as_bytes());
         otlp::bytes(
             out,
             f::PARENT_SPAN_ID,
@@ -979,10 +975,10 @@ mod tests {
         if s.status != 0 {
             otlp::attr_int(out, A, key!("http.response.status_code"), s.status.into());
         }
-        if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+        if let Some(ua) = s.user_agent() {
             otlp::attr_str(out, A, key!("user_agent.original"), ua);
         }
-        if let Some(id) = s.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+        if let Some(id) = s.request_id() {
             otlp::attr_str(out, A, key!("meshplane.request_id"), id);
         }
         if s.retries > 0 {
