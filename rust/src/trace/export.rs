@@ -872,7 +872,7 @@ mod tests {
         let mut sent = Vec::new();
         for (tls, outcome) in [(false, Ok(503)), (true, Err("reset")), (false, Ok(200))] {
             let mut headers = http::HeaderMap::new();
-            span.attempt(&host, tls, &mut headers);
+            span.attempt(&host, tls, &mut headers, None);
             match outcome {
                 Ok(status) => span.attempt_answered(status, status != 200),
                 Err(e) => span.attempt_failed(e),
@@ -1085,7 +1085,7 @@ mod tests {
         span.data().cluster = Some("c".into());
         let host: Arc<str> = "10.0.0.1:9080".into();
         for (i, outcome) in attempts.iter().enumerate() {
-            span.attempt(&host, i % 2 == 1, &mut http::HeaderMap::new());
+            span.attempt(&host, i % 2 == 1, &mut http::HeaderMap::new(), None);
             match outcome {
                 Ok(st) => span.attempt_answered(*st, i + 1 < attempts.len()),
                 Err(e) => span.attempt_failed(e),

@@ -607,14 +607,27 @@ impl ActiveSpan {
     }
 
     /// Phase hook (upstream attempt): a CLIENT span for the attempt about to be sent to
-    /// `host`, and its id in `headers` as the next hop's parent.
-    pub fn attempt(&mut self, host: &Arc<str>, tls: bool, headers: &mut http::HeaderMap) {
+    /// `host`, and its id in `headers` as the next hop's parent; a W3C `traceparent` goes
+    /// into `line` instead when it is given (the request path sends it without a header-map
+    /// entry; `headers` then has none).
+    pub fn attempt(
+        &mut self,
+        host: &Arc<str>,
+        tls: bool,
+        headers: &mut http::HeaderMap,
+        line: Option<&mut Option<HeaderValue>>,
+    ) {
         let propagation = self.tracing.propagation;
         let Some(d) = self.d() else {
             return;
         };
         let span_id = nonzero_u64().to_be_bytes();
-        context::inject(propagation, headers, &d.trace_id, &span_id, d.sampled);
+        match line {
+            Some(line) if propagation == Propagation::W3c => {
+                *line = Some(context::traceparent_value(&d.trace_id, &span_id, d.sampled));
+            }
+            _ => context::inject(propagation, headers, &d.trace_id, &span_id, d.sampled),
+        }
         d.attempts.push(Attempt {
             span_id,
             started: Moment::now(),
@@ -713,6 +726,64 @@ mod tests {
         };
         let span = tracing.begin(req, arrival, W3cHeader::Present).unwrap();
         (exporters, span)
+    }
+
+    #[test]
+    fn an_attempts_w3c_context_goes_to_the_line_when_given_and_others_to_the_map() {
+        for (propagation, name) in [("w3c", "traceparent"), ("b3", "b3")] {
+            let exporters = Exporters::default();
+            let spec: TracingSpec = serde_json::from_str(&format!(
+                r#"{{"serviceName": "t", "propagation": "{propagation}"}}"#
+            ))
+            .unwrap();
+            let tracing = exporters.tracing_for(&spec).unwrap();
+            let listener: Arc<str> = "l".into();
+            let mut req = http::Request::get("/").body(()).unwrap();
+            let arrival = Arrival {
+                scheme: "http",
+                peer: "127.0.0.1".parse().unwrap(),
+                listener: &listener,
+            };
+            let mut span = tracing.begin(&mut req, arrival, W3cHeader::Absent).unwrap();
+            let host: Arc<str> = "h:1".into();
+            let mut sent = Vec::new();
+            for _ in 0..2 {
+                let (mut map, mut line) = (http::HeaderMap::new(), None);
+                span.attempt(&host, false, &mut map, Some(&mut line));
+                let mut in_map = http::HeaderMap::new();
+                span.attempt(&host, false, &mut in_map, None);
+                let value = match propagation {
+                    "w3c" => {
+                        assert!(map.is_empty(), "{map:?}");
+                        line.expect("the line")
+                    }
+                    _ => {
+                        assert!(line.is_none());
+                        map[name].clone()
+                    }
+                };
+                // The same value as the map path's, for this attempt's span.
+                let d = span.data();
+                let a = &d.attempts[d.attempts.len() - 2];
+                let mut want = http::HeaderMap::new();
+                context::inject(
+                    d_propagation(propagation),
+                    &mut want,
+                    &d.trace_id,
+                    &a.span_id,
+                    true,
+                );
+                assert_eq!(value, want[name]);
+                assert_eq!(in_map.len(), 1);
+                sent.push(value);
+            }
+            assert_ne!(sent[0], sent[1]);
+            exporters.stop();
+        }
+    }
+
+    fn d_propagation(p: &str) -> Propagation {
+        serde_json::from_value(serde_json::Value::String(p.into())).unwrap()
     }
 
     #[test]
