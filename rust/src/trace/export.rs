@@ -615,7 +615,10 @@ impl Encoder {
         let (host, port) = split_authority(s.authority());
         let error = s.is_error();
         let mut digits = [0; 5];
+        // NOTE: the error type only for an error: the status in decimal was ~60 instructions
+        // a span.
         let kind = match s.status {
+            _ if !error => "",
             0 => "downstream_disconnect",
             st => status_text(st, &mut digits),
         };
