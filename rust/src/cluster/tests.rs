@@ -169,6 +169,51 @@ fn an_apply_reuses_hosts_by_address_and_protocol() {
 }
 
 #[test]
+fn an_apply_of_the_same_hosts_keeps_every_host_and_a_working_index() {
+    // The list unchanged (order and weights): every host is the old one, the index finds each,
+    // and a delta afterwards is made on the new version as on a freshly built one.
+    for weights in [[1u32, 1, 1], [1, 2, 1], [0, 3, 3]] {
+        let eps: Vec<(String, u32)> = (0..300)
+            .map(|i| (addr(i).to_string(), weights[i % 3]))
+            .collect();
+        let build = |previous: Option<&Cluster>, protocol: &str| {
+            Cluster::build(
+                &spec(protocol, &eps),
+                Arc::new(ClusterStats::default()),
+                previous,
+                ClusterSinks::default(),
+            )
+            .expect("cluster")
+        };
+        let old = build(None, "tcp");
+        old.set_host_flag(&addr(7), HealthFlag::Ejected, true);
+        let new = build(Some(&old), "tcp");
+        check(&new);
+        assert_eq!(members(&new), members(&old));
+        for i in [0, 7, 128, 299] {
+            assert!(Arc::ptr_eq(&host(&old, addr(i)), &host(&new, addr(i))));
+        }
+        assert_eq!(new.hosts.load().healthy_count(), 299);
+        new.update_endpoints(&[(addr(1000), 2)], &[addr(0)]);
+        check(&new);
+        check(&old); // the old version's membership is its own
+        assert_eq!(members(&old).len(), 300);
+        // Another protocol keeps no host, as before.
+        let other = build(Some(&old), "http1");
+        check(&other);
+        assert!(!Arc::ptr_eq(&host(&old, addr(5)), &host(&other, addr(5))));
+    }
+    // An address listed twice takes the general path (its repeat shares the first's host).
+    let twice = [(addr(1), 1), (addr(2), 1), (addr(1), 1)];
+    let c = cluster(0);
+    c.set_endpoints(&twice, None);
+    let first = c.hosts.load().hosts[0].clone();
+    c.set_endpoints(&twice, None);
+    check_repeated(&c);
+    assert!(Arc::ptr_eq(&first, &c.hosts.load().hosts[2]));
+}
+
+#[test]
 fn a_repeated_address_falls_back_to_the_whole_list() {
     let c = cluster(0);
     c.set_endpoints(&[(addr(1), 1), (addr(2), 1), (addr(1), 1)], None);
