@@ -645,6 +645,23 @@ impl Runtime {
         (doc, hosts)
     }
 
+    /// `stats` with each cluster's hosts apart (`cluster::HostRows`, each with its part of the
+    /// control layer's view in `notes`), by cluster name; the document has null in their
+    /// place. Both from one published version.
+    pub fn stats_host_rows(
+        &self,
+        mut notes: cluster::Notes,
+    ) -> (serde_json::Value, Vec<(String, cluster::HostRows)>) {
+        let cur = self.published.load_full();
+        let doc = self.stats_of(&cur, cluster::Hosts::Null);
+        let hosts = cur
+            .iter()
+            .flat_map(|c| c.clusters.iter())
+            .map(|cl| (cl.name.to_string(), cluster::HostRows::of(cl, &mut notes)))
+            .collect();
+        (doc, hosts)
+    }
+
     /// Every host's `/clusters` text lines (`cluster::clusters_text`).
     pub fn clusters_text(&self, notes: &cluster::Notes) -> String {
         match self.published.load_full() {

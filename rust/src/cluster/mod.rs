@@ -21,7 +21,9 @@ pub use function::{Claim, Claimed, ConcurrencyGroup, FunctionState, Waiter};
 pub use members::{Member, Members};
 pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
-pub use render::{clusters_text, host_statuses_json, hosts_json, HostNote, Notes, PackedHealth};
+pub use render::{
+    clusters_text, host_statuses_json, hosts_json, HostNote, HostRow, HostRows, Notes, PackedHealth,
+};
 
 use crate::balance::{Balancer, HostView};
 use crate::config::{self, CircuitBreakers, UpstreamAddress, UpstreamProtocol};
@@ -778,24 +780,8 @@ impl Cluster {
     }
 
     /// One host's stats as `snapshot` lists them under "hosts".
-    pub fn host_stats(
-        &self,
-        Member { host: h, weight: w }: &Member,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        let mut hm = h.stats.snapshot();
-        hm.insert("rq_active".into(), h.active.load(Relaxed).into());
-        hm.insert("healthy".into(), h.healthy().into());
-        hm.insert(
-            "failed_active_hc".into(),
-            h.failed_active_hc.load(Relaxed).into(),
-        );
-        hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
-        hm.insert("weight".into(), (*w).into());
-        hm.insert("idle_connections".into(), h.pool.idle_count().into());
-        if self.function.is_some() {
-            hm.insert("busy".into(), h.claimed.load(Relaxed).into());
-        }
-        hm
+    pub fn host_stats(&self, m: &Member) -> serde_json::Map<String, serde_json::Value> {
+        HostRow::of(self, m).map()
     }
 
     /// The cluster's stats as JSON; with `Hosts::Stats`, every host's under "hosts", with
