@@ -41,34 +41,21 @@ impl Notes {
     /// Add a cluster's health-check view given in compact form: each host's `active_hc`
     /// (state, last_result, consecutive_healthy, consecutive_unhealthy) and timeout flag.
     pub fn add_health(&mut self, cluster: String, packed: PackedHealth) {
-        let PackedHealth {
-            keys,
-            records,
-            names,
-        } = packed;
-        let name = |i: u64| -> Value {
-            usize::try_from(i)
-                .ok()
-                .and_then(|i| names.get(i).cloned().flatten())
-                .map_or(Value::Null, Value::String)
-        };
         let hosts = self.hosts.entry(cluster).or_default();
-        for (key, r) in keys
-            .into_iter()
-            .zip(records.chunks_exact(PackedHealth::FIELDS))
-        {
-            if r[0] == PackedHealth::ABSENT {
-                continue;
+        for (i, key) in packed.keys.iter().enumerate() {
+            if let Some(view) = packed.view(i) {
+                let note = hosts.entry(key.clone()).or_default();
+                note.set_health(view);
             }
-            let mut active = Map::new();
-            active.insert("state".into(), name(r[0]));
-            active.insert("last_result".into(), name(r[1]));
-            active.insert("consecutive_healthy".into(), Value::from(r[2]));
-            active.insert("consecutive_unhealthy".into(), Value::from(r[3]));
-            let note = hosts.entry(key).or_default();
-            note.hc_timeout = r[4] != 0;
-            note.active_hc = Some(active);
         }
+    }
+}
+
+impl HostNote {
+    /// The health checker's part of the note: `active_hc` and the timeout flag.
+    fn set_health(&mut self, (active, timeout): (Map<String, Value>, bool)) {
+        self.hc_timeout = timeout;
+        self.active_hc = Some(active);
     }
 }
 
@@ -87,6 +74,26 @@ pub struct PackedHealth {
 impl PackedHealth {
     pub const FIELDS: usize = 5;
     pub const ABSENT: u64 = u64::MAX;
+
+    /// The `active_hc` object and the timeout flag of the host at `i` (None if it is absent).
+    fn view(&self, i: usize) -> Option<(Map<String, Value>, bool)> {
+        let r = self.records.get(i * Self::FIELDS..(i + 1) * Self::FIELDS)?;
+        if r[0] == Self::ABSENT {
+            return None;
+        }
+        let name = |i: u64| -> Value {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| self.names.get(i).cloned().flatten())
+                .map_or(Value::Null, Value::String)
+        };
+        let mut active = Map::new();
+        active.insert("state".into(), name(r[0]));
+        active.insert("last_result".into(), name(r[1]));
+        active.insert("consecutive_healthy".into(), Value::from(r[2]));
+        active.insert("consecutive_unhealthy".into(), Value::from(r[3]));
+        Some((active, r[4] != 0))
+    }
 }
 
 /// Envoy's health flags of a host: `healthy`, or `/failed_active_hc` (with
@@ -296,12 +303,17 @@ pub struct HostRows {
     rows: Vec<HostRow>,
     index: HashMap<Arc<str>, usize>,
     notes: HashMap<String, HostNote>,
+    /// The health checker's view in compact form, and where each host's record is: unpacked
+    /// when a host is read (no object per host made for the copy).
+    packed: PackedHealth,
+    packed_index: HashMap<String, usize>,
     health_flags: bool,
 }
 
 impl HostRows {
-    /// `cluster`'s hosts now, with its part of `notes` (taken out of them).
-    pub fn of(cluster: &Cluster, notes: &mut Notes) -> HostRows {
+    /// `cluster`'s hosts now, with its part of `notes` (taken out of them) and its health
+    /// view in compact form (`packed`), which overrides a note's.
+    pub fn of(cluster: &Cluster, notes: &mut Notes, packed: Option<PackedHealth>) -> HostRows {
         let set = cluster.hosts.load();
         let mut rows: Vec<HostRow> = Vec::with_capacity(set.hosts.len());
         let mut index = HashMap::with_capacity(set.hosts.len());
@@ -317,10 +329,19 @@ impl HostRows {
                 }
             }
         }
+        let mut packed = packed.unwrap_or_default();
+        // As `Notes::add_health` would: a key given twice takes its last record.
+        let packed_index = std::mem::take(&mut packed.keys)
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| (key, i))
+            .collect();
         HostRows {
             rows,
             index,
             notes: notes.hosts.remove(&*cluster.name).unwrap_or_default(),
+            packed,
+            packed_index,
             health_flags: notes.health_flags,
         }
     }
@@ -353,7 +374,16 @@ impl HostRows {
     }
 
     fn object(&self, row: &HostRow) -> Map<String, Value> {
-        row.annotated(self.notes.get(&*row.name), self.health_flags)
+        let health = self
+            .packed_index
+            .get(&*row.name)
+            .and_then(|&i| self.packed.view(i));
+        let Some(health) = health else {
+            return row.annotated(self.notes.get(&*row.name), self.health_flags);
+        };
+        let mut note = self.notes.get(&*row.name).cloned().unwrap_or_default();
+        note.set_health(health);
+        row.annotated(Some(&note), self.health_flags)
     }
 }
 

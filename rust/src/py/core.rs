@@ -571,7 +571,10 @@ impl Core {
             return json_to_py(py, &v);
         }
         let notes = notes_of(health, outliers, health_flags)?;
-        let (doc, tables) = py.detach(move || rt.stats_host_rows(notes.into_notes()));
+        // NOTE: the compact health views stay compact in the tables (unpacked per host read):
+        // unpacking 10,000 into notes was most of a copy with health-checked hosts.
+        let ReadNotes { notes, packed } = notes;
+        let (doc, tables) = py.detach(move || rt.stats_host_rows(notes, packed));
         let stats = json_to_py(py, &doc)?;
         let clusters = stats.get_item("clusters")?;
         for (name, hosts) in tables {
