@@ -436,3 +436,74 @@ fn an_apply_retires_the_hosts_the_new_version_does_not_keep() {
     new.retire_replaced_hosts(None);
     assert!(host(&new, addr(150)).retired.load(Relaxed));
 }
+
+#[test]
+fn host_rows_read_as_the_host_objects_with_the_view() {
+    // A row per address (an address listed twice: its first place, the last one's numbers,
+    // as a map of host name to stats), each read as `host_stats` plus the control layer's
+    // view; the compact health view overrides a note's, an absent record leaves it be.
+    use serde_json::{Map, Value};
+    let c = cluster(0);
+    c.set_endpoints(&[(addr(1), 1), (addr(2), 2), (addr(1), 3)], None);
+    c.set_host_flag(&addr(2), HealthFlag::FailedActiveHealthCheck, true);
+    let (one, two) = (addr(1).to_string(), addr(2).to_string());
+    let mut notes = Notes {
+        health_flags: true,
+        ..Notes::default()
+    };
+    let mut outlier = Map::new();
+    outlier.insert("ejected".into(), Value::Bool(false));
+    let mut stale = Map::new();
+    stale.insert("state".into(), Value::String("stale".into()));
+    let hosts = notes.hosts.entry("c".into()).or_default();
+    hosts.insert(
+        one.clone(),
+        HostNote {
+            active_hc: Some(stale.clone()),
+            outlier: Some(outlier.clone()),
+            hc_timeout: false,
+        },
+    );
+    hosts.insert(
+        two.clone(),
+        HostNote {
+            active_hc: Some(stale.clone()),
+            outlier: None,
+            hc_timeout: false,
+        },
+    );
+    let packed = PackedHealth {
+        keys: vec![one.clone(), two.clone()],
+        records: vec![1, 0, 4, 0, 0, PackedHealth::ABSENT, 0, 0, 0, 0],
+        names: vec![Some("healthy".into()), Some("unhealthy".into())],
+    };
+    let rows = HostRows::of(&c, &mut notes, Some(packed));
+    assert!(notes.hosts.is_empty()); // taken out
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows.names().collect::<Vec<_>>(),
+        [one.as_str(), two.as_str()]
+    );
+    let set = c.hosts.load();
+    let first = rows.get(&one).expect("row");
+    let mut want = c.host_stats(set.hosts.get(2));
+    let mut active = Map::new();
+    active.insert("state".into(), Value::String("unhealthy".into()));
+    active.insert("last_result".into(), Value::String("healthy".into()));
+    active.insert("consecutive_healthy".into(), Value::from(4u64));
+    active.insert("consecutive_unhealthy".into(), Value::from(0u64));
+    want.insert("active_hc".into(), Value::Object(active));
+    want.insert("outlier".into(), Value::Object(outlier));
+    want.insert("health_flags".into(), Value::String("healthy".into()));
+    assert_eq!(first, want);
+    assert_eq!(first["weight"], Value::from(3u32));
+    let second = rows.get(&two).expect("row");
+    assert_eq!(second["active_hc"], Value::Object(stale));
+    assert_eq!(
+        second["health_flags"],
+        Value::String("/failed_active_hc".into())
+    );
+    assert!(rows.get("10.9.9.9:80").is_none() && !rows.contains("10.9.9.9:80"));
+    let objects: Vec<_> = rows.objects().map(|(k, m)| (k.to_owned(), m)).collect();
+    assert_eq!(objects, [(one, first), (two, second)]);
+}
