@@ -27,7 +27,7 @@ asserted; it prints a Markdown report.
    `scraper.py` in a process of its own (as Prometheus is): only the server's work is in this
    process, and the durations are the scraper's (request sent to last body byte read); then,
    with every host health-checked, `Proxy.stats(hosts=False)`, `await Proxy.read_stats()`,
-   GET /stats/prometheus and GET /clusters again (the checker's per-host state joins those
+   `Proxy.stats()`, GET /stats/prometheus and GET /clusters again (the checker's per-host state joins those
    reads). Beside each stall, the most CPU time one task step of the loop took (a Trio
    instrument): the loop's own work, which neither the machine's load nor the GIL inflates
    much.
@@ -336,6 +336,13 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                                   f"| {beat.figure(worst)} | {ms(took)} |")
                 worst, took = await phase(beat, proxy.read_stats, rounds)
                 stall_rows.append(f"| {n:,} | with health checks: `await Proxy.read_stats()` "
+                                  f"| {beat.figure(worst)} | {ms(took)} |")
+
+                async def full() -> object:
+                    return proxy.stats()
+
+                worst, took = await phase(beat, full, rounds)
+                stall_rows.append(f"| {n:,} | with health checks: `Proxy.stats()` (on the loop) "
                                   f"| {beat.figure(worst)} | {ms(took)} |")
                 async with Scraper() as scraper:
                     for path in ("/stats/prometheus", "/clusters"):

@@ -5,6 +5,7 @@
     PYTHONPATH=python python3 benches/control/steps.py lean               # 3 x stats(hosts=False)
     PYTHONPATH=python python3 benches/control/steps.py probe --hosts 1000 --top 5
     PYTHONPATH=python python3 benches/control/steps.py rate               # the probing's pace
+    PYTHONPATH=python python3 benches/control/steps.py threads            # who ran while the loop was late
 
 A real `Proxy` with N health-checked static hosts (`run.py`'s mesh: TCP probes every second,
 all refused); after 1 s of probing, a Trio instrument records every task step over
@@ -13,8 +14,11 @@ duration in ms) that ran inside each: what a stall of `run.py` is made of. Then,
 how many objects the collector's oldest generation holds outside the frozen ones, by type, and
 the CPU time of one full collection. `rate` instead samples the probing each second for 5 s:
 due hosts queued, probes in flight, probes started per second, and the Trio thread's share of
-a core (with 10,000 hosts at a 1 s interval, 10,000 probes/s keep up). Prints text; asserts
-nothing.
+a core (with 10,000 hosts at a 1 s interval, 10,000 probes/s keep up). `threads` sleeps 1 ms
+at a time for 3 s while probing and, for each wake-up later than `--late` ms, prints how long
+the Trio thread waited for a CPU and how much CPU each thread of the process used meanwhile
+(Linux schedstat): whether the loop waited for a core or for the GIL, and whose. Prints text;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import collections
 import gc
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -60,6 +65,63 @@ class Steps(trio.abc.Instrument):
             self.rows.append((cpu * 1000, (time.perf_counter() - self._wall) * 1000, task.name, self.collections))
 
 
+def thread_times() -> dict[int, tuple[str, int, int]]:
+    """Every thread of this process: tid -> (name, ns on a CPU, ns waiting for one), from
+    /proc (Linux schedstat)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                ran, waited, _ = f.read().split()
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = (name, int(ran), int(waited))
+    return out
+
+
+async def late_threads(seconds: float, threshold: float) -> None:
+    """Sleep 1 ms at a time for `seconds`; for each wake-up later than `threshold` ms, which
+    threads ran meanwhile (ms on a CPU) and how long the Trio thread waited for a CPU."""
+    me = threading.get_native_id()
+    late: list[tuple[float, float, dict[str, float]]] = []
+    totals: collections.Counter[str] = collections.Counter()
+    before = thread_times()
+    first = dict(before)
+    end = time.perf_counter() + seconds
+    own: list[float] = []  # the Trio thread's CPU between two wake-ups (ms): its batches
+    while time.perf_counter() < end:
+        start, cpu = time.perf_counter(), time.thread_time()
+        await trio.sleep(0.001)
+        lateness = (time.perf_counter() - start - 0.001) * 1000
+        own.append((time.thread_time() - cpu) * 1000)
+        now = thread_times()
+        if lateness > threshold:
+            ran: collections.Counter[str] = collections.Counter()
+            for tid, (name, on_cpu, _) in now.items():
+                was = before.get(tid, (name, 0, 0))[1]
+                label = "Trio thread" if tid == me else name
+                ran[label] += (on_cpu - was) / 1e6
+            waited = (now[me][2] - before.get(me, ("", 0, 0))[2]) / 1e6
+            late.append((lateness, waited, dict(ran)))
+        before = now
+    for tid, (name, on_cpu, _) in before.items():
+        label = "Trio thread" if tid == me else name
+        totals[label] += (on_cpu - first.get(tid, (name, 0, 0))[1]) / 1e6
+    own.sort()
+    print(f"the Trio thread's CPU between two wake-ups of a 1 ms sleep (what a quiet machine's "
+          f"stall would be), ms: max {own[-1]:.2f}, p99 {own[int(len(own) * 0.99)]:.2f}, "
+          f"p90 {own[int(len(own) * 0.9)]:.2f} ({len(own)} wake-ups)")
+    print(f"CPU per thread over {seconds:g} s (ms): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in totals.most_common()))
+    print(f"{len(late)} wake-ups later than {threshold:g} ms; the latest, with the Trio thread's "
+          "wait for a CPU and what each thread ran meanwhile (ms):")
+    for lateness, waited, ran in sorted(late, key=lambda r: r[0], reverse=True)[:10]:
+        busy = ", ".join(f"{k} {v:.1f}" for k, v in sorted(ran.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        print(f"  late {lateness:6.2f}  Trio thread waited for a CPU {waited:5.2f}  ran: {busy}")
+
+
 async def main(args: argparse.Namespace) -> None:
     steps = Steps(args.threshold / 1000)
     trio.lowlevel.add_instrument(steps)
@@ -76,6 +138,9 @@ async def main(args: argparse.Namespace) -> None:
                 wall = time.perf_counter() - wall
                 print(f"queued {len(health._queue):5d}  in flight {health._in_flight:3d}  "
                       f"{done / wall:6.0f} probes/s  Trio thread {(time.thread_time() - cpu) / wall:4.0%} of a core")
+            return
+        if args.what == "threads":
+            await late_threads(3.0, args.late)
             return
         steps.on = True
         if args.what == "probe":
@@ -110,7 +175,8 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", help="probe | rate | lean | an admin path such as /clusters")
+    parser.add_argument("what", help="probe | rate | threads | lean | an admin path such as /clusters")
+    parser.add_argument("--late", type=float, default=3.0, help="threads: ms late to report")
     parser.add_argument("--hosts", type=int, default=10000)
     parser.add_argument("--threshold", type=float, default=1.0, help="ms of CPU time")
     parser.add_argument("--top", type=int, default=8)

@@ -11,13 +11,14 @@ the apply's version again once published. Rust threads never call into Python; e
 through `Core.wakeup_fd()` + `Core.drain_events()`.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, Self, final
 
 __all__ = [
     "Balancer",
     "Core",
     "CoreError",
+    "HostTable",
     "InstanceWantedEvent",
     "OutlierEvent",
     "RouteTable",
@@ -51,6 +52,39 @@ class Text:
     def __len__(self) -> int: ...
     def piece(self, start: int, size: int) -> bytes:
         """The bytes `[start, start + size)` of the text (fewer at its end, none past it)."""
+
+@final
+class HostTable(Mapping[str, dict[str, Any]]):
+    """One cluster's hosts in a `Core.stats()` copy: a read-only mapping of host name
+    (`IP:PORT`, `unix:/path`) to that host's stats (docs/stats.md), in the cluster's order.
+
+    The core copies every host's numbers at the moment of `stats()` (with the GIL released, no
+    Python object per host) and keeps them; a host's dict is made when it is read. Reading all
+    of them (`items()`, `values()`, `dict(table)`, `to_dict()`) makes every dict, as a copy
+    with hosts did before the table. Equal to a mapping with the same hosts and stats;
+    `copy.copy` and `copy.deepcopy` give the table itself (it never changes)."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def __getitem__(self, key: str, /) -> dict[str, Any]:
+        """The stats of host `key` (a new dict); KeyError if the cluster has no such host."""
+    def __iter__(self) -> Iterator[str]: ...
+    def keys(self) -> list[str]:  # type: ignore[override]
+        """The host names, in the cluster's order."""
+    def values(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """Every host's stats (a dict each, made now), in the cluster's order."""
+    def items(self) -> list[tuple[str, dict[str, Any]]]:  # type: ignore[override]
+        """(host name, its stats) pairs (a dict each, made now), in the cluster's order."""
+    def get(self, key: object, default: Any = None) -> Any:  # type: ignore[override]
+        """The stats of host `key`, or `default`."""
+    def column(self, name: str) -> list[Any]:
+        """One stat of every host, in the cluster's order (None for a host without it, such
+        as `active_hc` of a host the health checker has not seen): `sum(t.column("rq_total"))`."""
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Every host's stats as a plain dict of dicts (for `json.dumps`, a copy to change)."""
+    def __eq__(self, value: object, /) -> bool: ...
+    def __copy__(self) -> Self: ...
+    def __deepcopy__(self, memo: Any) -> Self: ...
 
 @final
 class Core:
@@ -131,11 +165,20 @@ class Core:
         """
     def tls_info(self) -> dict[str, Any]:
         """Certificates in use per listener and cluster: path, subject, SANs, not_after."""
-    def stats(self, hosts: bool = True) -> dict[str, Any]:
+    def stats(
+        self,
+        hosts: bool = True,
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        | None = None,
+        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+        health_flags: bool = False,
+    ) -> dict[str, Any]:
         """A copy of every counter, gauge and histogram (see docs/stats.md).
 
-        With `hosts=False` each cluster has no "hosts" but "membership": {"total", "healthy"}
-        host counts, and no per-host object is made (`host_metrics` has the hosts' stats).
+        Each cluster's "hosts" is a `HostTable` (no Python object per host until one is read);
+        `health`, `outliers` and `health_flags` add the control layer's view of each host as
+        for `stats_hosts_json`. With `hosts=False` each cluster has no "hosts" but
+        "membership": {"total", "healthy"} host counts (`host_metrics` has the hosts' stats).
         """
     def host_metrics(self) -> bytes:
         """Every host's stats as the `meshplane_host_*` families of the Prometheus text format

@@ -645,6 +645,29 @@ impl Runtime {
         (doc, hosts)
     }
 
+    /// `stats` with each cluster's hosts apart (`cluster::HostRows`, each with its part of the
+    /// control layer's view in `notes` and `packed`), by cluster name; the document has null in their
+    /// place. Both from one published version.
+    pub fn stats_host_rows(
+        &self,
+        mut notes: cluster::Notes,
+        packed: Vec<(String, cluster::PackedHealth)>,
+    ) -> (serde_json::Value, Vec<(String, cluster::HostRows)>) {
+        let mut packed: HashMap<String, cluster::PackedHealth> = packed.into_iter().collect();
+        let cur = self.published.load_full();
+        let doc = self.stats_of(&cur, cluster::Hosts::Null);
+        let hosts = cur
+            .iter()
+            .flat_map(|c| c.clusters.iter())
+            .map(|cl| {
+                let health = packed.remove(&*cl.name);
+                let rows = cluster::HostRows::of(cl, &mut notes, health);
+                (cl.name.to_string(), rows)
+            })
+            .collect();
+        (doc, hosts)
+    }
+
     /// Every host's `/clusters` text lines (`cluster::clusters_text`).
     pub fn clusters_text(&self, notes: &cluster::Notes) -> String {
         match self.published.load_full() {

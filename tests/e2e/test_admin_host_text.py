@@ -17,6 +17,7 @@ import trio
 pytest.importorskip("meshplane._core", reason="meshplane._core is not built: run `maturin develop --release`")
 
 from meshplane import Proxy
+from meshplane._core import HostTable
 from meshplane.admin.registry import registry_json, registry_lines
 from meshplane.admin.server import Response, clusters_json, clusters_text, json_parts
 from meshplane.drivers.resilience import ResilienceView
@@ -119,8 +120,19 @@ def reference_clusters_json(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {"cluster_statuses": statuses, **({"registry": registry} if registry else {})}
 
 
+def plain(stats: dict[str, Any]) -> dict[str, Any]:
+    """`stats` with each cluster's `HostTable` as the dict of dicts it reads as."""
+    if "clusters" not in stats:
+        return stats
+    clusters = {
+        name: {**c, "hosts": c["hosts"].to_dict()} if isinstance(c.get("hosts"), HostTable) else c
+        for name, c in (stats.get("clusters") or {}).items()
+    }
+    return {**stats, "clusters": clusters}
+
+
 def reference_stats_json(stats: dict[str, Any]) -> bytes:
-    body = Response.json(200, stats).body
+    body = Response.json(200, plain(stats)).body
     assert isinstance(body, bytes)
     return body
 
@@ -151,7 +163,7 @@ def rendered(proxy: Proxy, view: ResilienceView | None) -> dict[str, bytes]:
 
 def reference(proxy: Proxy, view: ResilienceView | None) -> dict[str, bytes]:
     core = proxy._core  # type: ignore[attr-defined]
-    stats = core.stats()
+    stats = plain(core.stats())  # the hosts as dicts: `annotate` adds the view to them
     if view is not None:
         view.annotate(stats)
     return {
@@ -205,6 +217,13 @@ async def test_core_written_host_parts_equal_the_python_rendering(nursery: trio.
         proxy._core.set_host_health(CLUSTER, hosts[1], False)  # type: ignore[attr-defined]
         view = synthetic_view(hosts)
         assert rendered(proxy, None) == reference(proxy, None)
+        # The core's host tables carry the view as `annotate` adds it to the hosts' dicts.
+        core = proxy._core  # type: ignore[attr-defined]
+        tables = core.stats(True, view.hc_hosts, view.od_hosts, True)["clusters"][CLUSTER]["hosts"]
+        dicts = view.annotate(plain(core.stats()))["clusters"][CLUSTER]["hosts"]
+        assert isinstance(tables, HostTable) and tables.to_dict() == dicts and tables == dicts
+        assert [tables[h] for h in hosts] == [dicts[h] for h in hosts]
+        assert "outlier" in tables[hosts[0]] and "active_hc" in tables[hosts[1]]
         mine, theirs = rendered(proxy, view), reference(proxy, view)
         for key in mine:
             assert mine[key].decode() == theirs[key].decode(), key

@@ -184,19 +184,37 @@ _CANONICAL_LINES = re.compile(rf"(?:{_IPV4_PORT}\n)*{_IPV4_PORT}")
 # loop wait for; a pass per `_CANONICAL_STEP` addresses lets it in between.
 _CANONICAL_STEP = 1024
 
+# NOTE: the regex is most of a compile of 10,000 static endpoints (~2.5 ms), and a config is
+# compiled again with mostly the same addresses (every `Proxy.apply`, discovery changing one
+# host). Addresses found canonical are remembered (the str objects themselves, whose hashes
+# they cache), so a compile checks only the ones it has not seen: a set lookup each (~25 ns)
+# instead of the regex (~250 ns). Bounded: emptied when `_KNOWN_LIMIT` would be passed (~8 MB
+# of set at most, the strings being the config's own). A str is immutable, so an entry never
+# goes stale; its equal strings are equally canonical.
+_KNOWN_LIMIT = 1 << 18
+_known_canonical: set[str] = set()
+
 
 def _canonical(addresses: Sequence[Any]) -> bool:
-    """Whether every item is a canonical "IPv4:PORT" string (checked a regex pass per step)."""
+    """Whether every item is a canonical "IPv4:PORT" string (checked a regex pass per step,
+    for the items not already known canonical)."""
     if not addresses:
         return False
+    known = _known_canonical
     for start in range(0, len(addresses), _CANONICAL_STEP):
         step = addresses[start : start + _CANONICAL_STEP]
         try:
-            lines = "\n".join(step)  # TypeError unless every item is a str
-        except TypeError:
+            if known.issuperset(step):
+                continue
+            new = [a for a in step if a not in known]
+            lines = "\n".join(new)  # TypeError unless every item is a str
+        except TypeError:  # an unhashable item (an endpoint object), or not a str
             return False
-        if lines.count("\n") != len(step) - 1 or _CANONICAL_LINES.fullmatch(lines) is None:
+        if lines.count("\n") != len(new) - 1 or _CANONICAL_LINES.fullmatch(lines) is None:
             return False
+        if len(known) + len(new) > _KNOWN_LIMIT:
+            known.clear()
+        known.update(new)
     return True
 
 

@@ -61,13 +61,17 @@ log = logging.getLogger("meshplane.health")
 SCHEDULING_QUANTUM = 0.005
 """Probes due within this many seconds of each other start in one wake-up of the scheduler."""
 
-PROBES_PER_STEP = 16
+PROBES_PER_STEP = 8
 """Probes the scheduler starts per pass of the Trio loop; more due ones wait for the next pass."""
 # NOTE: Trio runs every task made runnable since its last look at I/O and timers in one batch,
 # without checking the clock in between. Starting 512 probes at once, and later handling
 # their 512 answers that arrive together, made batches of 50-400 ms with 10,000 hosts; starting
 # a few per pass bounds a batch to about twice this many probe steps. A probe that finds
-# nothing started since is late by the passes it waited, never starved.
+# nothing started since is late by the passes it waited, never starved. With 10,000 hosts the
+# Trio thread ran 6.5-8.3 ms of such a batch (16 per pass) between two wake-ups of a 1 ms sleep,
+# and 3.8-4.5 ms with 8: the loop's stall while probing on a quiet machine, since nothing else
+# in the process runs then (`benches/control/steps.py threads`). The price: fewer probes per
+# second when the Trio thread is the bottleneck (about 20-30 % fewer on the 2-core machine).
 
 DUE_PER_STEP = 64
 """Due hosts the scheduler takes from each cluster's schedule per pass, and only while fewer
@@ -410,6 +414,8 @@ class ActiveHealthChecks:
     def packed(self) -> dict[str, PackedHosts]:
         """`hosts()` in compact form, copied now (`read_packed` in one step): ~0.2 ms per
         1,024 hosts, and no object per host."""
+        if not self._clusters:  # nothing checked: no need to import the policy (~20 ms once)
+            return {}
         from meshplane.policy.health import VIEW_NAMES  # loaded with the first checker
 
         out: dict[str, PackedHosts] = {}
@@ -426,6 +432,8 @@ class ActiveHealthChecks:
         (with 10,000 hosts a dict each was ~16 ms of the loop's time and, kept alive across
         the steps, work for the garbage collector). Hosts removed meanwhile are marked absent
         (`VIEW_ABSENT`), hosts added meanwhile are not in it."""
+        if not self._clusters:  # as `packed`
+            return {}
         from meshplane.policy.health import VIEW_NAMES  # loaded with the first checker
 
         out: dict[str, PackedHosts] = {}

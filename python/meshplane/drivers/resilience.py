@@ -104,7 +104,9 @@ class ResilienceView(NamedTuple):
     od_hosts: dict[str, dict[str, dict[str, Any]]]
 
     def annotate(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """`Resilience.annotate` with this copy; touches nothing but `stats` and the copy."""
+        """`Resilience.annotate` with this copy; touches nothing but `stats` and the copy.
+        Hosts given as dicts get the per-host view here; a `HostTable` (`Core.stats(True,
+        hc_hosts, od_hosts, True)`, what `Proxy.stats()` takes) carries it already."""
         hc_stats, od_stats, hc_hosts, od_hosts = self
         for name, cluster in (stats.get("clusters") or {}).items():
             if name in hc_stats:
@@ -112,7 +114,7 @@ class ResilienceView(NamedTuple):
             if name in od_stats:
                 cluster["outlier_detection"] = od_stats[name]
             hosts = cluster.get("hosts")
-            if not isinstance(hosts, dict):  # none, or written by the core (`hosts_json`)
+            if not isinstance(hosts, dict):  # none, a `HostTable`, or text (`hosts_json`)
                 continue
             health = hc_hosts.get(name, {})
             timeouts = _active_hc(hosts, health) if isinstance(health, tuple) else None

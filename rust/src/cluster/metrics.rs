@@ -4,7 +4,7 @@
 //! The text is exactly what `meshplane.admin.prometheus.render` writes for the hosts of a
 //! `Core.stats()` copy (tests/unit/test_prometheus.py and the e2e scrape tests compare them):
 //! families in first-seen order (clusters by name, hosts by name, a host's stats in
-//! `HostStats::snapshot` order), each with its `# HELP` and `# TYPE` lines.
+//! `HostRow::map` order), each with its `# HELP` and `# TYPE` lines.
 
 use super::{Cluster, Host, HostSet};
 use std::fmt::Write;

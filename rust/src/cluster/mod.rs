@@ -21,7 +21,9 @@ pub use function::{Claim, Claimed, ConcurrencyGroup, FunctionState, Waiter};
 pub use members::{Member, Members};
 pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
-pub use render::{clusters_text, host_statuses_json, hosts_json, HostNote, Notes, PackedHealth};
+pub use render::{
+    clusters_text, host_statuses_json, hosts_json, HostNote, HostRow, HostRows, Notes, PackedHealth,
+};
 
 use crate::balance::{Balancer, HostView};
 use crate::config::{self, CircuitBreakers, UpstreamAddress, UpstreamProtocol};
@@ -157,7 +159,7 @@ impl HostView for HostSet {
 
 /// What the writers of a cluster's membership keep beside the published host set, under one
 /// lock: where each address is, and what the balancer must know without a scan.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Membership {
     /// Address → index in the published host set (the first, if an address repeats).
     // NOTE: foldhash, not SipHash: hashing 10,000 addresses twice per apply was a fifth of
@@ -166,7 +168,7 @@ struct Membership {
     /// Some address appears more than once: deltas then rebuild from the list.
     repeated: bool,
     /// Hosts per non-zero weight: more than one key ⇒ unequal weights.
-    weights: HashMap<u32, usize>,
+    weights: HashMap<u32, usize, FastHash>,
     /// A newer version replaced the cluster (`Cluster::retire`).
     retired: bool,
 }
@@ -175,6 +177,9 @@ impl Membership {
     fn of(hosts: &Members) -> Membership {
         let mut m = Membership::default();
         m.index.reserve(hosts.len());
+        // NOTE: weights are counted per run of equal weights (one map entry per run, not per
+        // host): with 10,000 hosts of one weight that is one update instead of 10,000.
+        let mut run = (0u32, 0usize);
         for (i, member) in hosts.iter().enumerate() {
             // The first occurrence wins, as a linear search would find it.
             match m.index.entry(member.host.addr.clone()) {
@@ -183,9 +188,21 @@ impl Membership {
                     v.insert(i);
                 }
             }
-            m.count_weight(member.weight, true);
+            if member.weight != run.0 {
+                m.count_weights(run.0, run.1);
+                run = (member.weight, 0);
+            }
+            run.1 += 1;
         }
+        m.count_weights(run.0, run.1);
         m
+    }
+
+    /// `n` more hosts of `weight`.
+    fn count_weights(&mut self, weight: u32, n: usize) {
+        if weight != 0 && n != 0 {
+            *self.weights.entry(weight).or_default() += n;
+        }
     }
 
     fn count_weight(&mut self, weight: u32, add: bool) {
@@ -193,7 +210,7 @@ impl Membership {
             return;
         }
         if add {
-            *self.weights.entry(weight).or_default() += 1;
+            self.count_weights(weight, 1);
         } else if let Some(n) = self.weights.get_mut(&weight) {
             *n -= 1;
             if *n == 0 {
@@ -376,11 +393,49 @@ impl Cluster {
     pub fn set_endpoints(&self, endpoints: &[(UpstreamAddress, u32)], previous: Option<&Cluster>) {
         let mut membership = self.membership();
         let previous_membership = previous.map(|p| p.membership());
-        let (old, old_index) = match (previous, &previous_membership) {
-            (Some(p), Some(m)) => (p.hosts.load_full(), &m.index),
-            _ => (self.hosts.load_full(), &membership.index),
+        let (old, old_index, old_repeated) = match (previous, &previous_membership) {
+            (Some(p), Some(m)) => (p.hosts.load_full(), &m.index, m.repeated),
+            _ => (
+                self.hosts.load_full(),
+                &membership.index,
+                membership.repeated,
+            ),
         };
         let same_protocol = previous.is_none_or(|p| p.protocol == self.protocol);
+        // NOTE: an apply mostly gives each cluster the hosts it had, in the same order with
+        // the same weights. Then the host set's chunks and the address index are taken as
+        // they are (the index is cloned, not rebuilt: no hashing) and no host leaves, so
+        // nothing is looked up, counted or retired per host beyond one comparison. (Not when an
+        // address repeats: the general path gives its repeats the first one's host.)
+        let unchanged = same_protocol
+            && !old_repeated
+            && old.hosts.len() == endpoints.len()
+            && old
+                .hosts
+                .iter()
+                .zip(endpoints)
+                .all(|(m, (addr, weight))| m.weight == *weight && m.host.addr == *addr);
+        if unchanged {
+            if let Some(m) = &previous_membership {
+                *membership = (*m).clone();
+            }
+            drop(previous_membership);
+            membership.retired = false; // as `Membership::of` leaves it
+            let members = old.hosts.clone();
+            let healthy = members.iter().filter(|m| m.host.healthy()).count();
+            let weighted = membership.weighted();
+            self.hosts.store(Arc::new(HostSet::build(
+                members,
+                weighted,
+                healthy,
+                self.spec.lb,
+                self.bias(),
+            )));
+            if previous.is_none() {
+                self.offer_idle_hosts();
+            }
+            return;
+        }
         let members: Vec<Member> = endpoints
             .iter()
             .map(|(addr, weight)| {
@@ -725,24 +780,8 @@ impl Cluster {
     }
 
     /// One host's stats as `snapshot` lists them under "hosts".
-    pub fn host_stats(
-        &self,
-        Member { host: h, weight: w }: &Member,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        let mut hm = h.stats.snapshot();
-        hm.insert("rq_active".into(), h.active.load(Relaxed).into());
-        hm.insert("healthy".into(), h.healthy().into());
-        hm.insert(
-            "failed_active_hc".into(),
-            h.failed_active_hc.load(Relaxed).into(),
-        );
-        hm.insert("ejected".into(), h.ejected.load(Relaxed).into());
-        hm.insert("weight".into(), (*w).into());
-        hm.insert("idle_connections".into(), h.pool.idle_count().into());
-        if self.function.is_some() {
-            hm.insert("busy".into(), h.claimed.load(Relaxed).into());
-        }
-        hm
+    pub fn host_stats(&self, m: &Member) -> serde_json::Map<String, serde_json::Value> {
+        HostRow::of(self, m).map()
     }
 
     /// The cluster's stats as JSON; with `Hosts::Stats`, every host's under "hosts", with

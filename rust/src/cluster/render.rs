@@ -11,6 +11,7 @@ use crate::stats::pyjson::{newline, write_entries, write_f64, write_object, writ
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// The control layer's view of one host.
@@ -40,34 +41,21 @@ impl Notes {
     /// Add a cluster's health-check view given in compact form: each host's `active_hc`
     /// (state, last_result, consecutive_healthy, consecutive_unhealthy) and timeout flag.
     pub fn add_health(&mut self, cluster: String, packed: PackedHealth) {
-        let PackedHealth {
-            keys,
-            records,
-            names,
-        } = packed;
-        let name = |i: u64| -> Value {
-            usize::try_from(i)
-                .ok()
-                .and_then(|i| names.get(i).cloned().flatten())
-                .map_or(Value::Null, Value::String)
-        };
         let hosts = self.hosts.entry(cluster).or_default();
-        for (key, r) in keys
-            .into_iter()
-            .zip(records.chunks_exact(PackedHealth::FIELDS))
-        {
-            if r[0] == PackedHealth::ABSENT {
-                continue;
+        for (i, key) in packed.keys.iter().enumerate() {
+            if let Some(view) = packed.view(i) {
+                let note = hosts.entry(key.clone()).or_default();
+                note.set_health(view);
             }
-            let mut active = Map::new();
-            active.insert("state".into(), name(r[0]));
-            active.insert("last_result".into(), name(r[1]));
-            active.insert("consecutive_healthy".into(), Value::from(r[2]));
-            active.insert("consecutive_unhealthy".into(), Value::from(r[3]));
-            let note = hosts.entry(key).or_default();
-            note.hc_timeout = r[4] != 0;
-            note.active_hc = Some(active);
         }
+    }
+}
+
+impl HostNote {
+    /// The health checker's part of the note: `active_hc` and the timeout flag.
+    fn set_health(&mut self, (active, timeout): (Map<String, Value>, bool)) {
+        self.hc_timeout = timeout;
+        self.active_hc = Some(active);
     }
 }
 
@@ -86,6 +74,26 @@ pub struct PackedHealth {
 impl PackedHealth {
     pub const FIELDS: usize = 5;
     pub const ABSENT: u64 = u64::MAX;
+
+    /// The `active_hc` object and the timeout flag of the host at `i` (None if it is absent).
+    fn view(&self, i: usize) -> Option<(Map<String, Value>, bool)> {
+        let r = self.records.get(i * Self::FIELDS..(i + 1) * Self::FIELDS)?;
+        if r[0] == Self::ABSENT {
+            return None;
+        }
+        let name = |i: u64| -> Value {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| self.names.get(i).cloned().flatten())
+                .map_or(Value::Null, Value::String)
+        };
+        let mut active = Map::new();
+        active.insert("state".into(), name(r[0]));
+        active.insert("last_result".into(), name(r[1]));
+        active.insert("consecutive_healthy".into(), Value::from(r[2]));
+        active.insert("consecutive_unhealthy".into(), Value::from(r[3]));
+        Some((active, r[4] != 0))
+    }
 }
 
 /// Envoy's health flags of a host: `healthy`, or `/failed_active_hc` (with
@@ -181,21 +189,202 @@ fn unix_to_iso(out: &mut String, t: f64) {
 /// One host's stats with what the control layer adds (`/stats`): `active_hc`, `outlier` and
 /// `health_flags`, in that order, after the core's own.
 fn annotated(cluster: &Cluster, m: &Member, notes: &Notes) -> Map<String, Value> {
-    let mut stats = cluster.host_stats(m);
-    let note = notes.get(&cluster.name, &m.host.name);
-    if let Some(note) = note {
-        if let Some(hc) = &note.active_hc {
-            stats.insert("active_hc".into(), Value::Object(hc.clone()));
-        }
-        if let Some(od) = &note.outlier {
-            stats.insert("outlier".into(), Value::Object(od.clone()));
+    HostRow::of(cluster, m).annotated(notes.get(&cluster.name, &m.host.name), notes.health_flags)
+}
+
+/// Names of `HostRow::counters`, in the order a host's stats list them.
+const HOST_COUNTERS: [&str; 5] = [
+    "rq_total",
+    "rq_error",
+    "rq_timeout",
+    "cx_total",
+    "cx_connect_fail",
+];
+
+/// One host's stats at one moment as plain numbers, copied without building a map (a
+/// `HostTable` keeps 10,000 of them); `map` makes the object every stats reader sees, so
+/// `Cluster::host_stats`, the admin API's texts and the tables share one spelling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostRow {
+    pub name: Arc<str>,
+    counters: [u64; 5],
+    cx_active: i64,
+    classes: [u64; 5],
+    /// (code, count) of every exact code seen, in code order.
+    codes: Vec<(u16, u64)>,
+    rq_active: u32,
+    healthy: bool,
+    failed_active_hc: bool,
+    ejected: bool,
+    weight: u32,
+    idle_connections: usize,
+    /// Function clusters only: serving a request now.
+    busy: Option<bool>,
+}
+
+impl HostRow {
+    pub fn of(cluster: &Cluster, Member { host: h, weight }: &Member) -> HostRow {
+        let s = &h.stats;
+        HostRow {
+            name: h.name.clone(),
+            counters: [
+                s.rq_total.get(),
+                s.rq_error.get(),
+                s.rq_timeout.get(),
+                s.cx_total.get(),
+                s.cx_connect_fail.get(),
+            ],
+            cx_active: s.cx_active.get(),
+            classes: std::array::from_fn(|i| s.rq.class(i + 1)),
+            codes: s.rq.codes().collect(),
+            rq_active: h.active.load(Relaxed),
+            healthy: h.healthy(),
+            failed_active_hc: h.failed_active_hc.load(Relaxed),
+            ejected: h.ejected.load(Relaxed),
+            weight: *weight,
+            idle_connections: h.pool.idle_count(),
+            busy: cluster.function.is_some().then(|| h.claimed.load(Relaxed)),
         }
     }
-    if notes.health_flags {
-        let flags = health_flags(&stats, note.is_some_and(|n| n.hc_timeout));
-        stats.insert("health_flags".into(), Value::String(flags));
+
+    /// The host's stats (docs/stats.md: `clusters.<name>.hosts.<host>`).
+    pub fn map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in HOST_COUNTERS.iter().zip(self.counters) {
+            m.insert((*k).into(), v.into());
+        }
+        m.insert("cx_active".into(), self.cx_active.into());
+        for (i, n) in self.classes.iter().enumerate() {
+            m.insert(format!("rq_{}xx", i + 1), (*n).into());
+        }
+        let codes = self
+            .codes
+            .iter()
+            .map(|(code, n)| (code.to_string(), Value::from(*n)))
+            .collect();
+        m.insert("rq_codes".into(), Value::Object(codes));
+        m.insert("rq_active".into(), self.rq_active.into());
+        m.insert("healthy".into(), self.healthy.into());
+        m.insert("failed_active_hc".into(), self.failed_active_hc.into());
+        m.insert("ejected".into(), self.ejected.into());
+        m.insert("weight".into(), self.weight.into());
+        m.insert("idle_connections".into(), self.idle_connections.into());
+        if let Some(busy) = self.busy {
+            m.insert("busy".into(), busy.into());
+        }
+        m
     }
-    stats
+
+    /// `map()` with the control layer's view of the host (`note`) and, when its drivers
+    /// run (`health_flags`), Envoy's health flags.
+    pub fn annotated(&self, note: Option<&HostNote>, health_flags: bool) -> Map<String, Value> {
+        let mut stats = self.map();
+        if let Some(note) = note {
+            if let Some(hc) = &note.active_hc {
+                stats.insert("active_hc".into(), Value::Object(hc.clone()));
+            }
+            if let Some(od) = &note.outlier {
+                stats.insert("outlier".into(), Value::Object(od.clone()));
+            }
+        }
+        if health_flags {
+            let flags = self::health_flags(&stats, note.is_some_and(|n| n.hc_timeout));
+            stats.insert("health_flags".into(), Value::String(flags));
+        }
+        stats
+    }
+}
+
+/// One cluster's hosts at one moment (`Core.stats()`'s `HostTable`): a row of numbers per
+/// host in the cluster's order, and the control layer's view of them; each host's object is
+/// made when asked for.
+#[derive(Debug, Default)]
+pub struct HostRows {
+    rows: Vec<HostRow>,
+    index: HashMap<Arc<str>, usize>,
+    notes: HashMap<String, HostNote>,
+    /// The health checker's view in compact form, and where each host's record is: unpacked
+    /// when a host is read (no object per host made for the copy).
+    packed: PackedHealth,
+    packed_index: HashMap<String, usize>,
+    health_flags: bool,
+}
+
+impl HostRows {
+    /// `cluster`'s hosts now, with its part of `notes` (taken out of them) and its health
+    /// view in compact form (`packed`), which overrides a note's.
+    pub fn of(cluster: &Cluster, notes: &mut Notes, packed: Option<PackedHealth>) -> HostRows {
+        let set = cluster.hosts.load();
+        let mut rows: Vec<HostRow> = Vec::with_capacity(set.hosts.len());
+        let mut index = HashMap::with_capacity(set.hosts.len());
+        for m in set.hosts.iter() {
+            let row = HostRow::of(cluster, m);
+            // An address listed twice has one entry, where it first appears, with the last
+            // one's numbers (as a map of host name to stats has).
+            match index.entry(row.name.clone()) {
+                std::collections::hash_map::Entry::Occupied(at) => rows[*at.get()] = row,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(rows.len());
+                    rows.push(row);
+                }
+            }
+        }
+        let mut packed = packed.unwrap_or_default();
+        // As `Notes::add_health` would: a key given twice takes its last record.
+        let packed_index = std::mem::take(&mut packed.keys)
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| (key, i))
+            .collect();
+        HostRows {
+            rows,
+            index,
+            notes: notes.hosts.remove(&*cluster.name).unwrap_or_default(),
+            packed,
+            packed_index,
+            health_flags: notes.health_flags,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Host names, in the cluster's order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.rows.iter().map(|r| &*r.name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The stats of host `name` (with the control layer's view).
+    pub fn get(&self, name: &str) -> Option<Map<String, Value>> {
+        self.index.get(name).map(|&i| self.object(&self.rows[i]))
+    }
+
+    /// Every host's stats, in the cluster's order.
+    pub fn objects(&self) -> impl Iterator<Item = (&str, Map<String, Value>)> {
+        self.rows.iter().map(|r| (&*r.name, self.object(r)))
+    }
+
+    fn object(&self, row: &HostRow) -> Map<String, Value> {
+        let health = self
+            .packed_index
+            .get(&*row.name)
+            .and_then(|&i| self.packed.view(i));
+        let Some(health) = health else {
+            return row.annotated(self.notes.get(&*row.name), self.health_flags);
+        };
+        let mut note = self.notes.get(&*row.name).cloned().unwrap_or_default();
+        note.set_health(health);
+        row.annotated(Some(&note), self.health_flags)
+    }
 }
 
 /// The value of `/stats?format=json`'s `clusters.<name>.hosts` (the key at nesting `depth`):

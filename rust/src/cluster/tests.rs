@@ -169,6 +169,51 @@ fn an_apply_reuses_hosts_by_address_and_protocol() {
 }
 
 #[test]
+fn an_apply_of_the_same_hosts_keeps_every_host_and_a_working_index() {
+    // The list unchanged (order and weights): every host is the old one, the index finds each,
+    // and a delta afterwards is made on the new version as on a freshly built one.
+    for weights in [[1u32, 1, 1], [1, 2, 1], [0, 3, 3]] {
+        let eps: Vec<(String, u32)> = (0..300)
+            .map(|i| (addr(i).to_string(), weights[i % 3]))
+            .collect();
+        let build = |previous: Option<&Cluster>, protocol: &str| {
+            Cluster::build(
+                &spec(protocol, &eps),
+                Arc::new(ClusterStats::default()),
+                previous,
+                ClusterSinks::default(),
+            )
+            .expect("cluster")
+        };
+        let old = build(None, "tcp");
+        old.set_host_flag(&addr(7), HealthFlag::Ejected, true);
+        let new = build(Some(&old), "tcp");
+        check(&new);
+        assert_eq!(members(&new), members(&old));
+        for i in [0, 7, 128, 299] {
+            assert!(Arc::ptr_eq(&host(&old, addr(i)), &host(&new, addr(i))));
+        }
+        assert_eq!(new.hosts.load().healthy_count(), 299);
+        new.update_endpoints(&[(addr(1000), 2)], &[addr(0)]);
+        check(&new);
+        check(&old); // the old version's membership is its own
+        assert_eq!(members(&old).len(), 300);
+        // Another protocol keeps no host, as before.
+        let other = build(Some(&old), "http1");
+        check(&other);
+        assert!(!Arc::ptr_eq(&host(&old, addr(5)), &host(&other, addr(5))));
+    }
+    // An address listed twice takes the general path (its repeat shares the first's host).
+    let twice = [(addr(1), 1), (addr(2), 1), (addr(1), 1)];
+    let c = cluster(0);
+    c.set_endpoints(&twice, None);
+    let first = c.hosts.load().hosts[0].clone();
+    c.set_endpoints(&twice, None);
+    check_repeated(&c);
+    assert!(Arc::ptr_eq(&first, &c.hosts.load().hosts[2]));
+}
+
+#[test]
 fn a_repeated_address_falls_back_to_the_whole_list() {
     let c = cluster(0);
     c.set_endpoints(&[(addr(1), 1), (addr(2), 1), (addr(1), 1)], None);
@@ -390,4 +435,75 @@ fn an_apply_retires_the_hosts_the_new_version_does_not_keep() {
     assert!(!host(&new, addr(250)).retired.load(Relaxed));
     new.retire_replaced_hosts(None);
     assert!(host(&new, addr(150)).retired.load(Relaxed));
+}
+
+#[test]
+fn host_rows_read_as_the_host_objects_with_the_view() {
+    // A row per address (an address listed twice: its first place, the last one's numbers,
+    // as a map of host name to stats), each read as `host_stats` plus the control layer's
+    // view; the compact health view overrides a note's, an absent record leaves it be.
+    use serde_json::{Map, Value};
+    let c = cluster(0);
+    c.set_endpoints(&[(addr(1), 1), (addr(2), 2), (addr(1), 3)], None);
+    c.set_host_flag(&addr(2), HealthFlag::FailedActiveHealthCheck, true);
+    let (one, two) = (addr(1).to_string(), addr(2).to_string());
+    let mut notes = Notes {
+        health_flags: true,
+        ..Notes::default()
+    };
+    let mut outlier = Map::new();
+    outlier.insert("ejected".into(), Value::Bool(false));
+    let mut stale = Map::new();
+    stale.insert("state".into(), Value::String("stale".into()));
+    let hosts = notes.hosts.entry("c".into()).or_default();
+    hosts.insert(
+        one.clone(),
+        HostNote {
+            active_hc: Some(stale.clone()),
+            outlier: Some(outlier.clone()),
+            hc_timeout: false,
+        },
+    );
+    hosts.insert(
+        two.clone(),
+        HostNote {
+            active_hc: Some(stale.clone()),
+            outlier: None,
+            hc_timeout: false,
+        },
+    );
+    let packed = PackedHealth {
+        keys: vec![one.clone(), two.clone()],
+        records: vec![1, 0, 4, 0, 0, PackedHealth::ABSENT, 0, 0, 0, 0],
+        names: vec![Some("healthy".into()), Some("unhealthy".into())],
+    };
+    let rows = HostRows::of(&c, &mut notes, Some(packed));
+    assert!(notes.hosts.is_empty()); // taken out
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows.names().collect::<Vec<_>>(),
+        [one.as_str(), two.as_str()]
+    );
+    let set = c.hosts.load();
+    let first = rows.get(&one).expect("row");
+    let mut want = c.host_stats(set.hosts.get(2));
+    let mut active = Map::new();
+    active.insert("state".into(), Value::String("unhealthy".into()));
+    active.insert("last_result".into(), Value::String("healthy".into()));
+    active.insert("consecutive_healthy".into(), Value::from(4u64));
+    active.insert("consecutive_unhealthy".into(), Value::from(0u64));
+    want.insert("active_hc".into(), Value::Object(active));
+    want.insert("outlier".into(), Value::Object(outlier));
+    want.insert("health_flags".into(), Value::String("healthy".into()));
+    assert_eq!(first, want);
+    assert_eq!(first["weight"], Value::from(3u32));
+    let second = rows.get(&two).expect("row");
+    assert_eq!(second["active_hc"], Value::Object(stale));
+    assert_eq!(
+        second["health_flags"],
+        Value::String("/failed_active_hc".into())
+    );
+    assert!(rows.get("10.9.9.9:80").is_none() && !rows.contains("10.9.9.9:80"));
+    let objects: Vec<_> = rows.objects().map(|(k, m)| (k.to_owned(), m)).collect();
+    assert_eq!(objects, [(one, first), (two, second)]);
 }

@@ -6,7 +6,7 @@
 //! others waits for an apply in progress: endpoint changes given during one are made right
 //! after it, on the version it leaves running (`crate::runtime`).
 
-use crate::cluster::{HealthFlag, HostNote, Notes, PackedHealth};
+use crate::cluster::{HealthFlag, HostNote, HostRows, Notes, PackedHealth};
 use crate::error::{Kind, ProxyError, Source};
 use crate::runtime::Runtime;
 use pyo3::create_exception;
@@ -77,6 +77,140 @@ impl Text {
     }
 }
 
+/// One cluster's hosts in a stats copy (`Core.stats()`): a read-only mapping of host name
+/// (`IP:PORT`, `unix:/path`) to that host's stats, in the cluster's order. The copy is taken
+/// by the core with the GIL released and kept there; a host's dict is made only when it is
+/// read, so a copy of 10,000 hosts makes no Python object per host until someone looks.
+// NOTE: `dict(table)`, `table.items()`, `to_dict()` make every host's dict, as the stats with
+// hosts did before; the conversion lets the GIL go every `VALUES_PER_GIL_HOLD` values.
+#[pyclass(name = "HostTable", module = "meshplane._core", frozen, mapping)]
+pub struct HostTable {
+    hosts: HostRows,
+}
+
+impl HostTable {
+    fn row<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.hosts
+            .get(key)
+            .map(|m| JsonToPy { converted: 0 }.convert_map(py, &m))
+            .transpose()
+    }
+}
+
+#[pymethods]
+impl HostTable {
+    fn __len__(&self) -> usize {
+        self.hosts.len()
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> bool {
+        key.cast::<PyString>()
+            .ok()
+            .and_then(|k| k.to_str().ok().map(|k| self.hosts.contains(k)))
+            .unwrap_or(false)
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.row(py, key)?
+            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.to_owned()))
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.keys(py)?.try_iter().map(Bound::into_any)
+    }
+
+    /// The host names, in the cluster's order.
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.hosts.names())
+    }
+
+    /// Every host's stats (a dict each, made now), in the cluster's order.
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut convert = JsonToPy { converted: 0 };
+        let rows = self
+            .hosts
+            .objects()
+            .map(|(_, m)| convert.convert_map(py, &m))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, rows)
+    }
+
+    /// (host name, its stats) pairs (a dict each, made now), in the cluster's order.
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut convert = JsonToPy { converted: 0 };
+        let rows = self
+            .hosts
+            .objects()
+            .map(|(k, m)| Ok((k, convert.convert_map(py, &m)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, rows)
+    }
+
+    #[pyo3(signature = (key, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let found = match key.cast::<PyString>() {
+            Ok(k) => self.row(py, k.to_str()?)?,
+            Err(_) => None,
+        };
+        Ok(found.or(default))
+    }
+
+    /// One stat of every host, in the cluster's order (None for a host without it, such as
+    /// `active_hc` of a host the health checker has not seen): `sum(t.column("rq_total"))`.
+    fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
+        let mut convert = JsonToPy { converted: 0 };
+        let null = serde_json::Value::Null;
+        let values = self
+            .hosts
+            .objects()
+            .map(|(_, m)| convert.convert(py, m.get(name).unwrap_or(&null)))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, values)
+    }
+
+    /// Every host's stats as a plain dict of dicts (what `stats()` gave before the table):
+    /// for `json.dumps`, a copy to change, or comparing with a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let mut convert = JsonToPy { converted: 0 };
+        let d = PyDict::new(py);
+        for (k, m) in self.hosts.objects() {
+            d.set_item(k, convert.convert_map(py, &m)?)?;
+        }
+        Ok(d)
+    }
+
+    /// Equal to another table or mapping with the same hosts and stats.
+    fn __eq__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let mapping = py.import("collections.abc")?.getattr("Mapping")?;
+        if !other.is_instance(&mapping)? {
+            return Ok(false);
+        }
+        let other = match other.cast::<HostTable>() {
+            Ok(t) => t.get().to_dict(py)?.into_any(),
+            Err(_) => other.clone(),
+        };
+        self.to_dict(py)?.eq(other)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<HostTable of {} hosts>", self.hosts.len())
+    }
+
+    /// Read-only: a copy is the table itself.
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
+    }
+}
+
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     JsonToPy { converted: 0 }.convert(py, v)
 }
@@ -124,14 +258,20 @@ impl JsonToPy {
                     .collect::<PyResult<_>>()?;
                 PyList::new(py, items)?.into_any()
             }
-            Object(o) => {
-                let d = PyDict::new(py);
-                for (k, x) in o {
-                    d.set_item(k, self.convert(py, x)?)?;
-                }
-                d.into_any()
-            }
+            Object(o) => self.convert_map(py, o)?,
         })
+    }
+
+    fn convert_map<'py>(
+        &mut self,
+        py: Python<'py>,
+        o: &serde_json::Map<String, serde_json::Value>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let d = PyDict::new(py);
+        for (k, x) in o {
+            d.set_item(k, self.convert(py, x)?)?;
+        }
+        Ok(d.into_any())
     }
 }
 
@@ -413,11 +553,36 @@ impl Core {
         json_to_py(py, &samples)
     }
 
-    #[pyo3(signature = (hosts = true))]
-    fn stats<'py>(&self, py: Python<'py>, hosts: bool) -> PyResult<Bound<'py, PyAny>> {
+    /// With `hosts`, each cluster's "hosts" is a `HostTable` (the hosts' stats kept in the
+    /// core, with the control layer's view from `health`, `outliers` and `health_flags` as
+    /// `stats_hosts_json` takes them); without, "membership" counts.
+    #[pyo3(signature = (hosts = true, health = None, outliers = None, health_flags = false))]
+    fn stats<'py>(
+        &self,
+        py: Python<'py>,
+        hosts: bool,
+        health: Option<&Bound<'py, PyDict>>,
+        outliers: Option<&Bound<'py, PyDict>>,
+        health_flags: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
-        let v = py.detach(move || rt.stats(hosts));
-        json_to_py(py, &v)
+        if !hosts {
+            let v = py.detach(move || rt.stats(false));
+            return json_to_py(py, &v);
+        }
+        let notes = notes_of(health, outliers, health_flags)?;
+        // NOTE: the compact health views stay compact in the tables (unpacked per host read):
+        // unpacking 10,000 into notes was most of a copy with health-checked hosts.
+        let ReadNotes { notes, packed } = notes;
+        let (doc, tables) = py.detach(move || rt.stats_host_rows(notes, packed));
+        let stats = json_to_py(py, &doc)?;
+        let clusters = stats.get_item("clusters")?;
+        for (name, hosts) in tables {
+            clusters
+                .get_item(&name)?
+                .set_item("hosts", Bound::new(py, HostTable { hosts })?)?;
+        }
+        Ok(stats)
     }
 
     fn host_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
@@ -553,6 +718,8 @@ impl Core {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<Text>()?;
+    m.add_class::<HostTable>()?;
+    pyo3::types::PyMapping::register::<HostTable>(m.py())?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     Ok(())
 }

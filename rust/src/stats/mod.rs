@@ -300,24 +300,6 @@ pub struct HostStats {
     pub cx_connect_fail: Counter,
 }
 
-impl HostStats {
-    pub fn snapshot(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        for (k, v) in [
-            ("rq_total", self.rq_total.get()),
-            ("rq_error", self.rq_error.get()),
-            ("rq_timeout", self.rq_timeout.get()),
-            ("cx_total", self.cx_total.get()),
-            ("cx_connect_fail", self.cx_connect_fail.get()),
-        ] {
-            m.insert(k.into(), json!(v));
-        }
-        m.insert("cx_active".into(), json!(self.cx_active.get()));
-        self.rq.write(&mut m);
-        m
-    }
-}
-
 /// Stats objects by name, so a rebuilt snapshot finds the counters of the previous one.
 #[derive(Default)]
 pub struct Registry {

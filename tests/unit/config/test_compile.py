@@ -819,6 +819,25 @@ def test_the_canonical_check_covers_every_step_of_a_long_list() -> None:
             assert not _canonical(addresses), (bad, at)
 
 
+def test_the_canonical_check_remembers_only_canonical_addresses(monkeypatch: Any) -> None:
+    """Addresses found canonical are remembered; an unknown or bad one beside them is still
+    checked, and the memory is emptied before it passes its bound."""
+    from meshplane.config import compile as compile_module
+    from meshplane.config.compile import _canonical
+
+    known: set[str] = set()
+    monkeypatch.setattr(compile_module, "_known_canonical", known)
+    monkeypatch.setattr(compile_module, "_KNOWN_LIMIT", 8)
+    good = [f"10.1.0.{i}:80" for i in range(6)]
+    assert _canonical(good) and known == set(good)
+    for bad in ("10.1.0.256:80", "010.1.0.1:80", {"address": "10.1.0.1:80"}, 7):
+        assert not _canonical([*good, bad]) and not _canonical([bad, *good]), bad
+        assert known == set(good)
+    more = [f"10.2.0.{i}:80" for i in range(4)]
+    assert _canonical(good + more) and known == set(more)  # 6 + 4 > 8: emptied first
+    assert _canonical(good) and known == set(good)
+
+
 def test_the_compact_document_of_discovered_endpoints_equals_the_pretty_one() -> None:
     from meshplane.config.compile import compile_document, snapshot_json
 
