@@ -95,6 +95,9 @@ struct Session<'a> {
     /// The W3C `traceparent` this proxy started for the request, when it is not in the
     /// request's header map: the attempts send it (`Head::traceparent`).
     traceparent: Option<HeaderValue>,
+    /// Our `traceparent` may be sent without a header-map entry: the request carries none
+    /// and nothing before the upstream reads it in the map (`downstream_request`).
+    traceparent_out_of_map: bool,
     info: RequestInfo,
     started: Instant,
 }
@@ -121,6 +124,9 @@ struct Head {
     /// Our `traceparent` when it is not an entry in `parts.headers`: hyper's HTTP/1.1 encoder
     /// writes it after the head's headers (see `Session::downstream_request`).
     traceparent: Option<HeaderValue>,
+    /// A recorded request's attempts put their `traceparent` in `traceparent`, not in the
+    /// map (HTTP/1.1 upstreams, when `Session::traceparent_out_of_map`).
+    traceparent_out_of_map: bool,
 }
 
 /// The upstream side of one request, across its attempts.
@@ -152,6 +158,7 @@ impl<'a> Session<'a> {
         // NOTE: one fewer header-map entry: its lookup, insert, copy per attempt and free
         // (~500 instructions a request; benches/README.md, tracing cost "Fifth pass").
         let mut traceparent = None;
+        let traceparent_out_of_map = !(seen.traceparent || state.config.traceparent_in_map);
         let span = state.compiled.tracing.as_ref().and_then(|t| {
             let arrival = Arrival {
                 scheme: conn.scheme,
@@ -177,6 +184,7 @@ impl<'a> Session<'a> {
             log,
             span,
             traceparent,
+            traceparent_out_of_map,
             info: RequestInfo::default(),
             started: Instant::now(),
         }
@@ -395,6 +403,7 @@ impl<'a> Session<'a> {
             head: Head {
                 parts: Some(parts),
                 traceparent,
+                traceparent_out_of_map: self.traceparent_out_of_map && version != Version::HTTP_2,
             },
         })
     }
@@ -478,14 +487,24 @@ impl<'a> Session<'a> {
         let (cluster, head) = (&target.cluster, &mut target.head);
         let mut unsent = attempts.unsent.take();
         if let Some(span) = &mut self.span {
-            // This attempt's CLIENT span is the next hop's parent.
+            // This attempt's CLIENT span is the next hop's parent. Its W3C `traceparent` is
+            // written as hyper's extra line when an unrecorded request's would be
+            // (`downstream_request`).
+            // NOTE: no header-map entry: its hash, probe and insert (~500 instructions a
+            // recorded request; benches/README.md, tracing cost "Sixth pass").
             let tls = cluster.tls.load().is_some();
-            let headers = match (&mut unsent, &mut head.parts) {
+            let Head {
+                parts,
+                traceparent,
+                traceparent_out_of_map,
+            } = head;
+            let headers = match (&mut unsent, parts) {
                 (Some(r), _) => Some(r.headers_mut()),
                 (None, p) => p.as_mut().map(|p| &mut p.headers),
             };
             if let Some(headers) = headers {
-                span.attempt(&host.name, tls, headers);
+                let line = traceparent_out_of_map.then_some(traceparent);
+                span.attempt(&host.name, tls, headers, line);
             }
         }
         let may_retry = attempts.may_retry();

@@ -213,6 +213,11 @@ fn render_unsampled_chunk() -> Bytes {
     Bytes::from(buf)
 }
 
+/// The `traceparent` value of a span (version 00).
+pub fn traceparent_value(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> HeaderValue {
+    header_value(&traceparent(trace_id, span_id, sampled))
+}
+
 /// Replace the context in `format` with ours: our span is the next hop's parent.
 pub fn inject(
     format: Propagation,
@@ -225,10 +230,7 @@ pub fn inject(
     let mut buf = Line::default();
     match format {
         Propagation::W3c => {
-            h.insert(
-                &TRACEPARENT,
-                header_value(&traceparent(trace_id, span_id, sampled)),
-            );
+            h.insert(&TRACEPARENT, traceparent_value(trace_id, span_id, sampled));
         }
         Propagation::B3 => {
             buf.hex(trace_id);

@@ -124,3 +124,55 @@ async def test_an_http2_upstream_gets_the_proxys_context_in_its_header_block(
     assert doc["http_version"] == "2"
     [value] = [v for k, v in doc["headers"] if k == "traceparent"]
     assert NEW_UNSAMPLED.match(value), value
+
+
+NEW_SAMPLED = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
+
+
+def sampled(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with tracing on at 100% (W3C; no collector): every request is recorded."""
+    return {**doc, "tracing": {"serviceName": "edge", "samplingPercent": 100}}
+
+
+async def test_a_recorded_requests_attempts_each_send_their_own_span_once(
+    make_core, upstreams
+):
+    # A recorded request's attempts are CLIENT spans of one trace: each attempt sends its own
+    # span as the parent, once, to an HTTP/1.1 upstream (out of the header map) and to an
+    # HTTP/2 one (in its header block).
+    answered = 0
+
+    async def fail_first(ex: Exchange) -> None:
+        nonlocal answered
+        answered += 1
+        if answered == 1:
+            await ex.body()
+            await ex.respond(503)
+        else:
+            await echo(ex)
+
+    up = await upstreams.h1(fail_first)
+    proxy = make_core(sampled(one_route(
+        [up.address], retry={"maxRetries": 1, "retryOn": ["5xx"]})))
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.post(proxy.url("/orders?id=7"), content=b"hello")
+        assert r.status_code == 200
+    first, retry = up.seen
+    contexts = []
+    for seen in (first, retry):
+        [value] = seen.header_all("traceparent")
+        m = NEW_SAMPLED.match(value)
+        assert m, value
+        contexts.append(m.groups())
+    assert contexts[0][0] == contexts[1][0] and contexts[0][1] != contexts[1][1]
+    # Everything else of the head is the same on both attempts.
+    without = [[(k, v) for k, v in s.headers if k != "traceparent"] for s in (first, retry)]
+    assert without[0] == without[1]
+
+    app = await upstreams.asgi()
+    proxy = make_core(sampled(one_route([app.address], "http2")))
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.get(proxy.url("/h2"))
+    assert r.status_code == 200
+    [value] = [v for k, v in r.json()["headers"] if k == "traceparent"]
+    assert NEW_SAMPLED.match(value), value
