@@ -78,17 +78,35 @@ class SqliteStore(Store):
         if self._db is None:
             import sqlite3
 
-            try:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                db = sqlite3.connect(
-                    self.path, timeout=self._busy_timeout, isolation_level=None,
-                    check_same_thread=False,
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreUnavailable(self.url, f"cannot open: {exc}") from None
+            # NOTE: SQLite returns "database is locked" at once, without waiting out the busy
+            # timeout, in some of the steps of opening a file that other connections are
+            # opening at the same moment (switching a new file to WAL, recovering the WAL
+            # index): eight processes applying to a fresh store met it. The open is retried
+            # until the busy timeout has passed, as a locked write would have waited.
+            deadline = time.monotonic() + self._busy_timeout
+            pause = 0.005
+            while True:
+                db = None
+                try:
+                    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                    db = sqlite3.connect(
+                        self.path, timeout=self._busy_timeout, isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+                    break
+                except (OSError, sqlite3.Error) as exc:
+                    if db is not None:
+                        db.close()
+                    locked = isinstance(exc, sqlite3.OperationalError) and (
+                        "locked" in str(exc) or "busy" in str(exc)
+                    )
+                    if not locked or time.monotonic() + pause > deadline:
+                        raise StoreUnavailable(self.url, f"cannot open: {exc}") from None
+                    time.sleep(pause)  # a worker thread's (`_run`), never the Trio thread's
+                    pause = min(pause * 2, 0.1)
             self._db = db
         return self._db
 
