@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 from meshplane.errors import ConfigError, MeshplaneError, Problem
 
 if TYPE_CHECKING:
-    from meshplane._core import CoreError
+    from meshplane._core import CoreError, HostTable
     from meshplane.config import MeshConfig, from_dict, load_file, load_text
     from meshplane.runtime import Proxy, serve
 
 __all__ = [
     "ConfigError",
     "CoreError",
+    "HostTable",
     "MeshConfig",
     "MeshplaneError",
     "Problem",
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "CoreError": "meshplane._core",
+    "HostTable": "meshplane._core",
     "MeshConfig": "meshplane.config",
     "from_dict": "meshplane.config",
     "load_file": "meshplane.config",

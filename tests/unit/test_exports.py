@@ -11,7 +11,7 @@ import sys
 import meshplane
 import pytest
 
-NEEDS_CORE = {"Proxy", "serve", "CoreError"}
+NEEDS_CORE = {"Proxy", "serve", "CoreError", "HostTable"}
 HAVE_CORE = importlib.util.find_spec("meshplane._core") is not None
 
 
