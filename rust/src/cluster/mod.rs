@@ -421,19 +421,7 @@ impl Cluster {
             }
             drop(previous_membership);
             membership.retired = false; // as `Membership::of` leaves it
-            let members = old.hosts.clone();
-            let healthy = members.iter().filter(|m| m.host.healthy()).count();
-            let weighted = membership.weighted();
-            self.hosts.store(Arc::new(HostSet::build(
-                members,
-                weighted,
-                healthy,
-                self.spec.lb,
-                self.bias(),
-            )));
-            if previous.is_none() {
-                self.offer_idle_hosts();
-            }
+            self.publish(old.hosts.clone(), membership.weighted(), previous.is_none());
             return;
         }
         let members: Vec<Member> = endpoints
@@ -465,8 +453,14 @@ impl Cluster {
         }
         drop(previous_membership);
         *membership = Membership::of(&members);
+        self.publish(members, membership.weighted(), previous.is_none());
+    }
+
+    /// Store `members` as the host set (`weighted`: their weights differ); a live change (not
+    /// the build of a new version's cluster) then offers the idle hosts to waiting requests,
+    /// after the store (see `FunctionState::claim`).
+    fn publish(&self, members: Members, weighted: bool, live: bool) {
         let healthy = members.iter().filter(|m| m.host.healthy()).count();
-        let weighted = membership.weighted();
         self.hosts.store(Arc::new(HostSet::build(
             members,
             weighted,
@@ -474,8 +468,7 @@ impl Cluster {
             self.spec.lb,
             self.bias(),
         )));
-        if previous.is_none() {
-            // NOTE: after the store (see `FunctionState::claim`).
+        if live {
             self.offer_idle_hosts();
         }
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -34,12 +35,11 @@ def unsampled(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "tracing": {"serviceName": "edge", "samplingPercent": 0}}
 
 
-async def test_a_new_context_goes_upstream_once_and_a_retry_resends_the_same_head(
-    make_core, upstreams
-):
+def fail_first_then_echo() -> Callable[[Exchange], Awaitable[None]]:
+    """An upstream handler that answers its first request 503 and echoes every later one."""
     answered = 0
 
-    async def fail_first(ex: Exchange) -> None:
+    async def handle(ex: Exchange) -> None:
         nonlocal answered
         answered += 1
         if answered == 1:
@@ -48,7 +48,13 @@ async def test_a_new_context_goes_upstream_once_and_a_retry_resends_the_same_hea
         else:
             await echo(ex)
 
-    up = await upstreams.h1(fail_first)
+    return handle
+
+
+async def test_a_new_context_goes_upstream_once_and_a_retry_resends_the_same_head(
+    make_core, upstreams
+):
+    up = await upstreams.h1(fail_first_then_echo())
     proxy = make_core(unsampled(one_route(
         [up.address], retry={"maxRetries": 1, "retryOn": ["5xx"]})))
     async with httpx.AsyncClient(timeout=10) as client:
@@ -140,18 +146,7 @@ async def test_a_recorded_requests_attempts_each_send_their_own_span_once(
     # A recorded request's attempts are CLIENT spans of one trace: each attempt sends its own
     # span as the parent, once, to an HTTP/1.1 upstream (out of the header map) and to an
     # HTTP/2 one (in its header block).
-    answered = 0
-
-    async def fail_first(ex: Exchange) -> None:
-        nonlocal answered
-        answered += 1
-        if answered == 1:
-            await ex.body()
-            await ex.respond(503)
-        else:
-            await echo(ex)
-
-    up = await upstreams.h1(fail_first)
+    up = await upstreams.h1(fail_first_then_echo())
     proxy = make_core(sampled(one_route(
         [up.address], retry={"maxRetries": 1, "retryOn": ["5xx"]})))
     async with httpx.AsyncClient(timeout=10) as client:
