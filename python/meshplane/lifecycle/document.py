@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,7 +145,10 @@ def _field_changes(old: Any, new: Any, path: Path) -> list[FieldChange]:
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
             out += _field_changes(a, b, (*path, i))
         return out
-    if old == new and type(old) is type(new):
+    # NOTE: equal as the content hash sees them: 0.0 == -0.0, but their JSON differs.
+    if old == new and type(old) is type(new) and (
+        type(old) is not float or math.copysign(1.0, old) == math.copysign(1.0, new)
+    ):
         return []
     return [FieldChange(path, old, new)]
 
