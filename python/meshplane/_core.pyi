@@ -202,7 +202,7 @@ class Core:
         dict: `HealthChecks.hosts()`, `OutlierEjections.hosts()`); with them each host gets
         `active_hc` and `outlier` as `ResilienceView.annotate` adds them, and with
         `health_flags` its `health_flags`. A cluster's health view may instead be compact,
-        `(keys, records, names)` (`ActiveHealthChecks.read_packed()`: five native 8-byte
+        `(keys, records, names)` (`ActiveHealthChecks.packed()`: five native 8-byte
         numbers per key): then no Python object is read per host, and the view is unpacked
         with the GIL released. ValueError if its sizes disagree."""
     def clusters_text(

@@ -8,6 +8,7 @@ scheduler is checked against a dict of due times and a scan.
 from __future__ import annotations
 
 import random
+from array import array
 from typing import Any
 
 from hypothesis import given, settings
@@ -186,3 +187,9 @@ def test_checker_matches_a_scan_of_due_times(
             assert checker.healthy(k) == (None if state is HealthState.UNKNOWN else state is HealthState.HEALTHY)
         # the kept count agrees with the model's states after every operation
         assert checker.count_healthy() == sum(s.state() is HealthState.HEALTHY for s in sessions.values())
+        # the kept compact view is every host exactly once, each record as `pack` makes it now
+        keys, records = checker.view()
+        assert sorted(keys) == sorted(sessions) and len(records) == 5 * len(keys)
+        packed: array[int] = array("Q")
+        checker.pack(keys, packed)
+        assert records == packed

@@ -86,9 +86,10 @@ class Resilience:
                               self.outliers.hosts())
 
     async def read_view(self) -> ResilienceView:
-        """`view()`, with the per-host parts copied in steps (`ActiveHealthChecks.read_packed`,
-        `OutlierEjections.read_hosts`): each host as at its own step, not all at one moment."""
-        hc_hosts = await self.health.read_packed()
+        """`view()`, with the outlier detector's per-host part copied in steps
+        (`OutlierEjections.read_hosts`): each host as at its own step, not all at one moment.
+        The health checker's (`ActiveHealthChecks.packed`) is one copy of its kept view."""
+        hc_hosts = self.health.packed()
         od_hosts = await self.outliers.read_hosts()
         return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, od_hosts)
 

@@ -22,7 +22,8 @@ pub use members::{Member, Members};
 pub use metrics::host_families;
 pub use outlier::{Outcome, Outcomes, Sample};
 pub use render::{
-    clusters_text, host_statuses_json, hosts_json, HostNote, HostRow, HostRows, Notes, PackedHealth,
+    clusters_text, host_statuses_json, hosts_json, HostNote, HostRow, HostRows, Notes,
+    PackedHealth, PackedKeys,
 };
 
 use crate::balance::{Balancer, HostView};

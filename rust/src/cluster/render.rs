@@ -6,13 +6,13 @@
 //! What the control layer knows of a host (its health checker's and outlier detector's state)
 //! comes in as `Notes`.
 
-use super::{Cluster, Member};
+use super::{Cluster, FastHash, Member};
 use crate::stats::pyjson::{newline, write_entries, write_f64, write_object, write_str};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The control layer's view of one host.
 #[derive(Default, Debug, Clone)]
@@ -44,7 +44,7 @@ impl Notes {
         let hosts = self.hosts.entry(cluster).or_default();
         for (i, key) in packed.keys.iter().enumerate() {
             if let Some(view) = packed.view(i) {
-                let note = hosts.entry(key.clone()).or_default();
+                let note = hosts.entry(key.to_owned()).or_default();
                 note.set_health(view);
             }
         }
@@ -66,9 +66,54 @@ impl HostNote {
 /// `active_hc_timeout`. A key whose first number is `ABSENT` is no host (any more).
 #[derive(Default, Debug)]
 pub struct PackedHealth {
-    pub keys: Vec<String>,
+    pub keys: Arc<PackedKeys>,
     pub records: Vec<u64>,
     pub names: Vec<Option<String>>,
+}
+
+/// The keys of a compact health view, with an index of where each is, made when first asked
+/// for. Shared (`Arc`) so that a view whose keys did not change since the last one reuses
+/// them: the control layer keeps the same keys while a cluster's hosts stay (`py::core`).
+#[derive(Default, Debug)]
+pub struct PackedKeys {
+    keys: Vec<String>,
+    index: OnceLock<HashMap<String, usize, FastHash>>,
+}
+
+impl PackedKeys {
+    pub fn new(keys: Vec<String>) -> PackedKeys {
+        PackedKeys {
+            keys,
+            index: OnceLock::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(String::as_str)
+    }
+
+    /// Where `key` is (a key given twice: its last place, as `Notes::add_health` takes it).
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.index
+            .get_or_init(|| {
+                let mut index =
+                    HashMap::with_capacity_and_hasher(self.keys.len(), FastHash::default());
+                for (i, k) in self.keys.iter().enumerate() {
+                    index.insert(k.clone(), i);
+                }
+                index
+            })
+            .get(key)
+            .copied()
+    }
 }
 
 impl PackedHealth {
@@ -303,10 +348,9 @@ pub struct HostRows {
     rows: Vec<HostRow>,
     index: HashMap<Arc<str>, usize>,
     notes: HashMap<String, HostNote>,
-    /// The health checker's view in compact form, and where each host's record is: unpacked
-    /// when a host is read (no object per host made for the copy).
+    /// The health checker's view in compact form (with where each host's record is):
+    /// unpacked when a host is read (no object per host made for the copy).
     packed: PackedHealth,
-    packed_index: HashMap<String, usize>,
     health_flags: bool,
 }
 
@@ -329,19 +373,11 @@ impl HostRows {
                 }
             }
         }
-        let mut packed = packed.unwrap_or_default();
-        // As `Notes::add_health` would: a key given twice takes its last record.
-        let packed_index = std::mem::take(&mut packed.keys)
-            .into_iter()
-            .enumerate()
-            .map(|(i, key)| (key, i))
-            .collect();
         HostRows {
             rows,
             index,
             notes: notes.hosts.remove(&*cluster.name).unwrap_or_default(),
-            packed,
-            packed_index,
+            packed: packed.unwrap_or_default(),
             health_flags: notes.health_flags,
         }
     }
@@ -375,9 +411,10 @@ impl HostRows {
 
     fn object(&self, row: &HostRow) -> Map<String, Value> {
         let health = self
-            .packed_index
-            .get(&*row.name)
-            .and_then(|&i| self.packed.view(i));
+            .packed
+            .keys
+            .position(&row.name)
+            .and_then(|i| self.packed.view(i));
         let Some(health) = health else {
             return row.annotated(self.notes.get(&*row.name), self.health_flags);
         };

@@ -473,7 +473,7 @@ fn host_rows_read_as_the_host_objects_with_the_view() {
         },
     );
     let packed = PackedHealth {
-        keys: vec![one.clone(), two.clone()],
+        keys: Arc::new(PackedKeys::new(vec![one.clone(), two.clone()])),
         records: vec![1, 0, 4, 0, 0, PackedHealth::ABSENT, 0, 0, 0, 0],
         names: vec![Some("healthy".into()), Some("unhealthy".into())],
     };

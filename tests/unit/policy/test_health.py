@@ -421,6 +421,42 @@ def test_pack_says_what_snapshot_says_with_no_object_per_host() -> None:
     assert any(r[4] for r in records)  # a timed-out unhealthy host
 
 
+def test_view_is_kept_as_hosts_come_go_and_get_results() -> None:
+    """`view()` is `pack` of its keys at every moment, with no work per read: the keys tuple
+    stays the same object until hosts come or go; a removed host's place is taken by another;
+    the records are the checker's own array, changed in place."""
+    from array import array
+
+    checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=0.0), random.Random(5))
+    assert checker.view() == ((), array("Q"))
+    keys = [f"10.0.0.{i}:80" for i in range(5)]
+    checker.set_hosts(keys, 0.0)
+
+    def packed_now() -> array[int]:
+        out: array[int] = array("Q")
+        checker.pack(checker.view()[0], out)
+        return out
+
+    view_keys, records = checker.view()
+    assert sorted(view_keys) == sorted(keys) and records == packed_now()
+    checker.record(keys[1], OK, 1.0)
+    checker.record(keys[3], TIMEOUT, 1.0)
+    assert checker.view()[0] is view_keys  # results change records, not keys
+    assert checker.view()[1] is records and records == packed_now()
+    before = records.tolist()
+    checker.record(keys[1], NET, 2.0)
+    assert records.tolist() != before  # in place: a reader copies what it keeps
+    checker.set_hosts([keys[0], keys[3], keys[4], "10.0.0.9:80"], 3.0)  # two gone, one new
+    new_keys, records = checker.view()
+    assert new_keys is not view_keys
+    assert sorted(new_keys) == sorted([keys[0], keys[3], keys[4], "10.0.0.9:80"])
+    assert records == packed_now()
+    timed_out = new_keys.index(keys[3])
+    assert records[5 * timed_out + 4] == 1  # keys[3]'s record moved with it
+    checker.set_hosts([], 4.0)
+    assert checker.view() == ((), array("Q"))
+
+
 def test_due_with_a_limit_takes_the_earliest_and_leaves_the_rest_scheduled() -> None:
     checker: HealthChecker[str] = HealthChecker(policy(initial_jitter=1.0), random.Random(7))
     keys = [f"h{i}" for i in range(20)]
