@@ -721,9 +721,15 @@ impl Runtime {
 
     /// The `meshplane_host_*` Prometheus families of every host (`cluster::host_families`).
     pub fn host_metrics(&self) -> String {
+        self.host_families().text()
+    }
+
+    /// Every host's numbers for `host_metrics`, read now (`cluster::HostFamilies`): to be
+    /// measured, then written where the caller wants the text.
+    pub fn host_families(&self) -> crate::cluster::HostFamilies {
         match self.published.load_full() {
-            Some(c) => crate::cluster::host_families(&c.clusters),
-            None => String::new(),
+            Some(c) => crate::cluster::HostFamilies::read(&c.clusters),
+            None => crate::cluster::HostFamilies::read(&[]),
         }
     }
 

@@ -121,6 +121,15 @@ async def test_core_written_host_families_equal_the_python_rendering(nursery: tr
         scrape = (await admin_get(proxy, "/stats/prometheus")).text
         assert proxy.host_metrics().decode() in scrape
 
+        # Hosts enough for the core to read and write them in two parts (one on a thread of
+        # its own): 4,200 more that sort first, so the hosts with codes are in the second part
+        # and the first host has none.
+        many = [(f"10.0.{i // 250}.{i % 250 + 1}:80", 1) for i in range(4200)]
+        core.update_endpoints(CLUSTER, many, [])
+        text = assert_same_text(proxy)
+        assert text.count("meshplane_host_weight{") == 4203
+        assert families(text)[-1] == "meshplane_host_rq_code_total"
+
 
 async def test_update_endpoints_moves_traffic(nursery: trio.Nursery) -> None:
     first = await serve_asgi(nursery, answering(200, "first"))

@@ -19,7 +19,7 @@ mod tests;
 
 pub use function::{Claim, Claimed, ConcurrencyGroup, FunctionState, Waiter};
 pub use members::{Member, Members};
-pub use metrics::host_families;
+pub use metrics::{host_families, HostFamilies};
 pub use outlier::{Outcome, Outcomes, Sample};
 pub use render::{
     clusters_text, host_statuses_json, hosts_json, HostNote, HostRow, HostRows, Notes,

@@ -484,6 +484,34 @@ fn notes_of(
     Ok(ReadNotes { notes, packed })
 }
 
+/// A new bytes object of `len` bytes, filled by `fill` with the GIL released (nothing else
+/// can see the object yet). Unlike `PyBytes::new_with` it does not first zero them: a pass
+/// over megabytes with many hosts, with the GIL held.
+fn bytes_filled(
+    py: Python<'_>,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) + Send,
+) -> PyResult<Bound<'_, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("text too long"))?;
+    // SAFETY: `PyBytes_FromStringAndSize(NULL, n)` makes a new bytes object of `n` bytes (or
+    // returns NULL with an exception set, which `from_owned_ptr_or_err` turns into the error);
+    // its buffer (`PyBytes_AsString`) is written only here, before the object is returned:
+    // no one else holds a reference to it meanwhile, with the GIL or without.
+    unsafe {
+        let bytes = Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size),
+        )?;
+        let buf = std::slice::from_raw_parts_mut(
+            pyo3::ffi::PyBytes_AsString(bytes.as_ptr()).cast::<u8>(),
+            len,
+        );
+        py.detach(|| fill(buf));
+        Ok(bytes.cast_into_unchecked())
+    }
+}
+
 /// `text` as a bytes object, copied with the GIL released (megabytes with many hosts).
 fn bytes_of<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyBytes>> {
     PyBytes::new_with(py, text.len(), |buf| {
@@ -640,10 +668,14 @@ impl Core {
 
     fn host_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let rt = self.rt.clone();
-        let text = py.detach(move || rt.host_metrics());
-        // NOTE: megabytes with many hosts: the bytes object is filled (page faults and copy)
-        // with the GIL released too; nothing else can see it yet.
-        bytes_of(py, &text)
+        let (families, len) = py.detach(move || {
+            let families = rt.host_families();
+            let len = families.len();
+            (families, len)
+        });
+        // NOTE: megabytes with many hosts: written straight into the bytes object (no text
+        // of its own to copy from), with the GIL released.
+        bytes_filled(py, len, |buf| families.write(buf))
     }
 
     /// `host_metrics()` as a `Text`: written with the GIL released and kept in the core, read
