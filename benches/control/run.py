@@ -26,7 +26,9 @@ asserted; it prints a Markdown report.
    /stats?format=json, /stats/prometheus and /clusters (text and JSON) on the admin port, from
    `scraper.py` in a process of its own (as Prometheus is): only the server's work is in this
    process, and the durations are the scraper's (request sent to last body byte read); then,
-   with every host health-checked, `Proxy.stats(hosts=False)`, `await Proxy.read_stats()`,
+   with outlier detection on every host, `Proxy.stats()`, `await Proxy.read_stats()` and GET
+   /clusters (the detector's per-host state joins those reads); then, with every host
+   health-checked, `Proxy.stats(hosts=False)`, `await Proxy.read_stats()`,
    `Proxy.stats()`, GET /stats/prometheus and GET /clusters again (the checker's per-host state joins those
    reads). Beside each stall, the most CPU time one task step of the loop took (a Trio
    instrument): the loop's own work, which neither the machine's load nor the GIL inflates
@@ -55,10 +57,15 @@ def address(i: int) -> str:
     return f"127.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}:9"
 
 
-def mesh(hosts: int, *, health: bool = False, offset: int = 0) -> dict[str, Any]:
-    """Gateway edge -> service big.bench.local -> node big with `hosts` static endpoints."""
+def mesh(hosts: int, *, health: bool = False, outliers: bool = False, offset: int = 0) -> dict[str, Any]:
+    """Gateway edge -> service big.bench.local -> node big with `hosts` static endpoints
+    (with `outliers`, outlier detection on them: 5 server errors in a row, 10 s sweeps)."""
     endpoints = [address(i + 1 + offset) for i in range(hosts)]
     listener: dict[str, Any] = {"portMapping": {"port": 8080, "protocol": "http"}}
+    if outliers:
+        listener["outlierDetection"] = {
+            "maxServerErrors": 5, "interval": {"unit": "s", "value": 10},
+            "baseEjectionDuration": {"unit": "s", "value": 30}, "maxEjectionPercent": 10}
     if health:
         listener["healthCheck"] = {"protocol": "tcp", "intervalMillis": 5000, "timeoutMillis": 2000,
                                    "healthyThreshold": 2, "unhealthyThreshold": 2}
@@ -316,6 +323,31 @@ async def loop_and_stats(n: int, rounds: int, probe_seconds: float) -> tuple[lis
                     took = statistics.median(durations)
                     stall_rows.append(f"| {n:,} | GET {path} | {beat.figure(worst)} | {ms(took)} |")
                     read_rows.append(f"| {n:,} | GET {path} | {ms(took)} |")
+        # Outlier detection on every host (no traffic: no host is ejected; the detector's
+        # per-host view joins the stats reads).
+        async with Proxy(mesh(n, outliers=True), admin="127.0.0.1:0") as proxy:
+            assert proxy.admin_address is not None
+            host, port = proxy.admin_address
+            base = f"http://{host}:{port}"
+
+            async def with_outliers() -> object:
+                return proxy.stats()
+
+            worst, took = await phase(beat, with_outliers, rounds)
+            stall_rows.append(f"| {n:,} | with outlier detection: `Proxy.stats()` (on the loop) "
+                              f"| {beat.figure(worst)} | {ms(took)} |")
+            worst, took = await phase(beat, proxy.read_stats, rounds)
+            stall_rows.append(f"| {n:,} | with outlier detection: `await Proxy.read_stats()` "
+                              f"| {beat.figure(worst)} | {ms(took)} |")
+            async with Scraper() as scraper:
+                durations = []
+
+                async def get_clusters(durations: list[float] = durations) -> None:
+                    durations.append(await scraper.get(base + "/clusters"))
+
+                worst, _ = await phase(beat, get_clusters, rounds)
+                stall_rows.append(f"| {n:,} | with outlier detection: GET /clusters | {beat.figure(worst)} "
+                                  f"| {ms(statistics.median(durations))} |")
         if probe_seconds > 0:
             async with Proxy(mesh(n, health=True), admin="127.0.0.1:0") as proxy:
                 await trio.sleep(0.05)

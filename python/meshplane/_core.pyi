@@ -168,9 +168,10 @@ class Core:
     def stats(
         self,
         hosts: bool = True,
-        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], bytes, tuple[str | None, ...]]]
         | None = None,
-        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], dict[str, Any], dict[str, dict[str, Any]]]]
+        | None = None,
         health_flags: bool = False,
     ) -> dict[str, Any]:
         """A copy of every counter, gauge and histogram (see docs/stats.md).
@@ -183,15 +184,17 @@ class Core:
     def host_metrics(self) -> bytes:
         """Every host's stats as the `meshplane_host_*` families of the Prometheus text format
         (UTF-8), exactly as `meshplane.admin.prometheus.render` writes the hosts of `stats()`;
-        written with the GIL released, without a Python object per host."""
+        written with the GIL released straight into the bytes object (from 4,096 hosts on, in
+        two halves, one on a thread of its own), without a Python object per host."""
     def host_metrics_text(self) -> Text:
         """`host_metrics()` kept in the core as a `Text` (written with the GIL released), to be
         read in pieces: no bytes object of the whole text is made."""
     def stats_hosts_json(
         self,
-        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], bytes, tuple[str | None, ...]]]
         | None = None,
-        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], dict[str, Any], dict[str, dict[str, Any]]]]
+        | None = None,
         health_flags: bool = False,
     ) -> dict[str, Any]:
         """`stats(hosts=False)`, but each cluster has "hosts" (where "membership" would be):
@@ -204,21 +207,27 @@ class Core:
         `health_flags` its `health_flags`. A cluster's health view may instead be compact,
         `(keys, records, names)` (`ActiveHealthChecks.packed()`: five native 8-byte
         numbers per key): then no Python object is read per host, and the view is unpacked
-        with the GIL released. ValueError if its sizes disagree."""
+        with the GIL released. ValueError if its sizes disagree. A cluster's outlier view may
+        instead be sparse, `(keys, clean, entries)` (`OutlierEjections.sparse()`): every
+        tracked host's key, the entry of a host that is as new, and the entries of the others;
+        a key without an entry has `clean`. Keys given as a tuple are kept by the core (with
+        the tuple) until the next view: the same tuple again is not read again."""
     def clusters_text(
         self,
-        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], bytes, tuple[str | None, ...]]]
         | None = None,
-        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], dict[str, Any], dict[str, dict[str, Any]]]]
+        | None = None,
     ) -> bytes:
         """Every host's lines of the admin API's `/clusters` text (`cluster::host::stat::value`,
         clusters and hosts sorted by name, each line ending in a newline), written with the
         GIL released; `health` and `outliers` as for `stats_hosts_json`."""
     def host_statuses_json(
         self,
-        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[list[str], bytes, tuple[str | None, ...]]]
+        health: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], bytes, tuple[str | None, ...]]]
         | None = None,
-        outliers: dict[str, dict[str, dict[str, Any]]] | None = None,
+        outliers: Mapping[str, Mapping[str, Mapping[str, Any]] | tuple[Sequence[str], dict[str, Any], dict[str, dict[str, Any]]]]
+        | None = None,
     ) -> list[tuple[str, bytes]]:
         """`[(cluster, host_statuses)]`, clusters sorted by name: each cluster's hosts as
         `/clusters?format=json` lists them, as JSON text for its place in that document

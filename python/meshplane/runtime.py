@@ -698,8 +698,8 @@ class Proxy:
     async def read_stats(self, *, hosts: bool = True) -> dict[str, Any]:
         """`stats(hosts=hosts)`, taken in a worker thread: the core's copy and the control
         layer's view merged into it. Only the copy of that view (the drivers change it on the
-        Trio thread) is made on the caller's thread, the health checker's part in steps and
-        compact (no object per host)."""
+        Trio thread) is made on the caller's thread, compact (no object per host: the health
+        checker's kept view, the outlier detector's entries of hosts that are not as new)."""
         core = self._require_core()
         view, merge = (
             await self._read_control_view() if hosts else self._control_view(hosts=False)
@@ -751,10 +751,10 @@ class Proxy:
     async def _read_control_view(
         self,
     ) -> tuple[ResilienceView | None, Callable[[dict[str, Any]], dict[str, Any]]]:
-        """`_control_view()`, with the drivers' per-host views copied in steps
-        (`Resilience.read_view`)."""
-        view = await self._resilience.read_view() if self._resilience is not None else None
-        return self._control_view(view=view)
+        """`_control_view()` (its per-host views are compact: one step; kept async for the
+        callers that awaited the copy in steps)."""
+        await trio.lowlevel.checkpoint()
+        return self._control_view()
 
     def _control_view(
         self, *, hosts: bool = True, view: ResilienceView | None = None

@@ -308,3 +308,70 @@ async def test_a_packed_health_view_renders_as_the_dict_per_host_view(nursery: t
         assert f"{hosts[3]}::active_hc".encode() not in text
         with pytest.raises(ValueError, match="8-byte numbers per key"):
             core.clusters_text({CLUSTER: (keys, records.tobytes()[:-8], VIEW_NAMES)}, None)
+
+
+async def test_sparse_outlier_and_kept_health_views_render_as_the_dict_per_host_views(
+    nursery: trio.Nursery,
+) -> None:
+    """The outlier view in sparse form (`OutlierEjections.sparse`: every key, the entry of a
+    host as new, the others' entries) and the health view with its keys as a tuple (which
+    the core keeps between calls, by the tuple) give every reader of the core what a dict per
+    host gives: also when the same tuples come again, and when new tuples with other keys, in
+    another order, follow them (nothing kept from the old ones is reused)."""
+    import random
+
+    from meshplane.policy import HealthChecker, HealthCheckPolicy, ProbeResult
+    from meshplane.policy.health import VIEW_NAMES
+
+    ok = await serve_asgi(nursery, upstream_app)
+    config = mesh(ok)
+    node = next(r for r in config["resources"] if r["name"] == CLUSTER)
+    hosts = [f"127.0.0.1:{ok}", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    node["spec"]["serviceDiscovery"] = {"static": {"endpoints": hosts}}
+    clean = {"ejected": False, "reason": None, "ejected_until": None, "ejected_for_s": None,
+             "num_ejections": 0, "backoff": 0, "success_rate": None, "local_origin_success_rate": None}
+    ejected = {**clean, "ejected": True, "reason": "consecutive_5xx", "ejected_until": 1767225600.5,
+               "ejected_for_s": 29.5, "num_ejections": 1, "backoff": 1}
+    rated = {**clean, "success_rate": 87.5}
+    policy = HealthCheckPolicy("tcp", 5.0, 2.0, 2, 2, initial_jitter=0.0)
+    checker: HealthChecker[str] = HealthChecker(policy, random.Random(5))
+    checker.set_hosts(hosts[:3], 0.0)
+    checker.record(hosts[0], ProbeResult.SUCCESS, 1.0)
+    checker.record(hosts[1], ProbeResult.TIMEOUT, 1.0)
+
+    def views(od_keys: tuple[str, ...], entries: dict[str, dict[str, Any]]) -> tuple[Any, Any, Any, Any]:
+        hc_keys, records = checker.view()
+        packed = {CLUSTER: (hc_keys, records.tobytes(), VIEW_NAMES)}
+        sparse = {CLUSTER: (od_keys, clean, entries)}
+        return (packed, sparse, {CLUSTER: checker.snapshot()},
+                {CLUSTER: {k: entries.get(k, clean) for k in od_keys}})
+
+    def same(core: Any, packed: Any, sparse: Any, hc_dicts: Any, od_dicts: Any) -> None:
+        assert core.clusters_text(packed, sparse) == core.clusters_text(hc_dicts, od_dicts)
+        assert core.host_statuses_json(packed, sparse) == core.host_statuses_json(hc_dicts, od_dicts)
+        assert core.stats_hosts_json(packed, sparse, True) == core.stats_hosts_json(hc_dicts, od_dicts, True)
+        table = core.stats(True, packed, sparse, True)["clusters"][CLUSTER]["hosts"]
+        plain = core.stats(True, hc_dicts, od_dicts, True)["clusters"][CLUSTER]["hosts"]
+        assert isinstance(table, HostTable) and table.to_dict() == plain.to_dict()
+        assert {k: table[k] for k in hosts} == plain.to_dict()
+
+    async with Proxy(config, admin="127.0.0.1:0", drain_ms=200) as proxy:
+        core = proxy._core  # type: ignore[attr-defined]
+        core.set_host_ejected(CLUSTER, hosts[1], True)
+        # "10.9.9.9:1" is tracked but no host of the core; hosts[3] is not tracked at all.
+        od_keys = (hosts[0], hosts[1], hosts[2], "10.9.9.9:1")
+        first = views(od_keys, {hosts[1]: ejected, hosts[2]: rated})
+        same(core, *first)
+        same(core, *first)  # the same tuples again: the core's kept keys
+        text = core.clusters_text(first[0], first[1])
+        assert f"{hosts[0]}::outlier_num_ejections::0".encode() in text
+        assert f"{hosts[3]}::outlier".encode() not in text
+        # New tuples, other keys in another order, other records: nothing stale is read.
+        checker.set_hosts([hosts[3], hosts[2], hosts[0]], 2.0)
+        checker.record(hosts[3], ProbeResult.SUCCESS, 3.0)
+        second = views((hosts[3], hosts[2], hosts[0]), {hosts[3]: ejected})
+        assert second[0][CLUSTER][0] is not first[0][CLUSTER][0]
+        same(core, *second)
+        text = core.clusters_text(second[0], second[1])
+        assert f"{hosts[1]}::outlier".encode() not in text
+        assert f"{hosts[1]}::active_hc".encode() not in text

@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from meshplane.policy import Eject, EjectionReason, OutlierDetector, OutlierPolicy, Sample, Uneject
+from meshplane.policy.outlier import CLEAN_STATE
 
 KINDS = ["consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure"]
 # Small grids on purpose: boundaries (`<=` on the cap, on the ejection time, on the decay
@@ -234,6 +235,9 @@ def test_ejection_invariants(p: OutlierPolicy, n: int, script: list[Any], seed: 
             state = det.state(h)
             assert state.backoff == backoff[h] <= math.ceil(cap / base) + 1
             assert state.ejected_until == until.get(h)
+        # the hosts not as new are exactly those `marked` lists (the sparse view's entries)
+        assert sorted(det.marked()) == sorted(h for h in hosts if det.state(h) != CLEAN_STATE)
+        assert det.keys() == tuple(hosts)
 
 
 @given(

@@ -10,7 +10,7 @@ discovery driver's sink: the core first, then both drivers. Imports trio, the tw
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import trio
@@ -18,7 +18,7 @@ import trio
 from meshplane._bridge import Event, TaskStatus
 from meshplane.config.resilience import ResilienceTarget
 from meshplane.drivers.health import ActiveHealthChecks, HealthSink, PackedHosts
-from meshplane.drivers.outlier import OutlierCore, OutlierEjections
+from meshplane.drivers.outlier import OutlierCore, OutlierEjections, SparseHosts
 
 __all__ = ["EndpointFanout", "Resilience", "ResilienceView", "health_flags"]
 
@@ -74,24 +74,17 @@ class Resilience:
 
     def view(self, *, hosts: bool = True) -> ResilienceView:
         """What `annotate` adds, copied now: take it on the Trio thread (the drivers change
-        their state there), apply it to a `Core.stats()` copy anywhere. The health checker's
-        per-host part is in compact form (`ActiveHealthChecks.packed`: no dict per host;
-        `annotate` makes each host's `active_hc` where it runs). `hosts=False` leaves the
-        per-host state out (empty), for stats without hosts (`Core.stats(hosts=False)`), to
-        which `annotate` adds none: with 10,000 checked hosts that copy is milliseconds of
-        the Trio loop's time."""
+        their state there), apply it to a `Core.stats()` copy anywhere. The per-host parts
+        are in compact form: the health checker's kept view (`ActiveHealthChecks.packed`)
+        and the outlier detector's entries of the hosts that are not as new
+        (`OutlierEjections.sparse`), so no dict is made per host and the copy is not
+        O(hosts) of Python work; `annotate` makes each host's part where it runs.
+        `hosts=False` leaves the per-host state out (empty), for stats without hosts
+        (`Core.stats(hosts=False)`), to which `annotate` adds none."""
         if not hosts:
             return ResilienceView(self.health.stats(), self.outliers.stats(), {}, {})
         return ResilienceView(self.health.stats(), self.outliers.stats(), self.health.packed(),
-                              self.outliers.hosts())
-
-    async def read_view(self) -> ResilienceView:
-        """`view()`, with the outlier detector's per-host part copied in steps
-        (`OutlierEjections.read_hosts`): each host as at its own step, not all at one moment.
-        The health checker's (`ActiveHealthChecks.packed`) is one copy of its kept view."""
-        hc_hosts = self.health.packed()
-        od_hosts = await self.outliers.read_hosts()
-        return ResilienceView(self.health.stats(), self.outliers.stats(), hc_hosts, od_hosts)
+                              self.outliers.sparse())
 
 
 class ResilienceView(NamedTuple):
@@ -102,7 +95,9 @@ class ResilienceView(NamedTuple):
     hc_hosts: Mapping[str, Mapping[str, dict[str, Any]] | PackedHosts]
     """Per cluster: per host, as `ActiveHealthChecks.hosts()`, or in compact form
     (`ActiveHealthChecks.packed()`, what `Resilience` gives)."""
-    od_hosts: dict[str, dict[str, dict[str, Any]]]
+    od_hosts: Mapping[str, Mapping[str, dict[str, Any]] | SparseHosts]
+    """Per cluster: per host, as `OutlierEjections.hosts()`, or in sparse form
+    (`OutlierEjections.sparse()`, what `Resilience` gives)."""
 
     def annotate(self, stats: dict[str, Any]) -> dict[str, Any]:
         """`Resilience.annotate` with this copy; touches nothing but `stats` and the copy.
@@ -119,8 +114,9 @@ class ResilienceView(NamedTuple):
                 continue
             health = hc_hosts.get(name, {})
             timeouts = _active_hc(hosts, health) if isinstance(health, tuple) else None
+            outliers = _entries(od_hosts.get(name, {}))
             for key, host in hosts.items():
-                od = od_hosts.get(name, {}).get(key)
+                od = outliers(key)
                 timeout = False
                 if timeouts is not None:
                     timeout = key in timeouts
@@ -136,6 +132,24 @@ class ResilienceView(NamedTuple):
                     host["outlier"] = od
                 host["health_flags"] = _flags(host, timeout)
         return stats
+
+
+def _entries(
+    view: Mapping[str, dict[str, Any]] | SparseHosts,
+) -> Callable[[str], dict[str, Any] | None]:
+    """A host's outlier entry (None: not tracked) from a view in either form."""
+    if not isinstance(view, tuple):
+        return view.get
+    keys, clean, entries = view
+    tracked = set(keys)
+
+    def entry(key: str) -> dict[str, Any] | None:
+        found = entries.get(key)
+        if found is None and key in tracked:
+            return dict(clean)
+        return found
+
+    return entry
 
 
 def _active_hc(hosts: dict[str, dict[str, Any]], packed: PackedHosts) -> set[str]:

@@ -42,7 +42,8 @@ from meshplane.policy._errors import PolicyError
 from meshplane.policy._outlier_policy import CONSECUTIVE_KINDS, EjectionReason, OutlierPolicy
 
 __all__ = [
-    "CONSECUTIVE_KINDS", "Decision", "Eject", "EjectionReason", "EjectionState", "OutlierDetector",
+    "CLEAN_STATE", "CONSECUTIVE_KINDS", "Decision", "Eject", "EjectionReason", "EjectionState",
+    "OutlierDetector",
     "OutlierPolicy", "Sample", "Uneject",
 ]
 
@@ -111,6 +112,13 @@ class EjectionState:
     local_origin_success_rate: float | None
 
 
+CLEAN_STATE: Final[EjectionState] = EjectionState(
+    ejected=False, reason=None, ejected_until=None, num_ejections=0, backoff=0,
+    last_ejection=None, last_unejection=None, success_rate=None, local_origin_success_rate=None,
+)
+"""`OutlierDetector.state` of a host that is as new (every host not in `marked()`)."""
+
+
 class _Monitor:
     """Envoy's DetectorHostMonitor, minus the counters the core keeps."""
 
@@ -127,6 +135,15 @@ class _Monitor:
         self.last_ejection: float | None = None
         self.last_unejection: float | None = None
         self.success_rates: dict[bool, float | None] = {False: None, True: None}
+
+    def clean(self) -> bool:
+        """As new: never ejected, no backoff, no success rate this interval (`CLEAN_STATE`
+        but for the last ejection and unejection times, which follow from never ejected)."""
+        rates = self.success_rates
+        return (
+            self.reason is None and self.num_ejections == 0 and self.backoff == 0
+            and rates[False] is None and rates[True] is None
+        )
 
 
 # --- the detector ---------------------------------------------------------------------------
@@ -146,6 +163,11 @@ class OutlierDetector(Generic[K]):
         # (mean, ejection threshold) of the last sweep per origin; -1 when not computed, as
         # Envoy's /clusters `success_rate_average` / `success_rate_ejection_threshold`.
         self._sr_summary: dict[bool, tuple[float, float]] = {False: (-1.0, -1.0), True: (-1.0, -1.0)}
+        # Hosts that may not be clean (`clean`): every host that is not is here.
+        # NOTE: so a view of 10,000 hosts needs an entry only for these (`marked`); the rest
+        # share the clean one. A dict per host was ~25 ms of the Trio loop per stats read.
+        self._marked: set[K] = set()
+        self._keys: tuple[K, ...] | None = ()  # the hosts as a tuple; None: to be made
 
     def set_hosts(self, keys: Iterable[K]) -> None:
         """Make the host set exactly `keys`. New hosts start clean; a removed host is forgotten
@@ -154,9 +176,12 @@ class OutlierDetector(Generic[K]):
         for key in [k for k in self._hosts if k not in wanted]:
             if self._hosts.pop(key).reason is not None:
                 self._active -= 1
+            self._marked.discard(key)
+            self._keys = None
         for key in wanted:
             if key not in self._hosts:
                 self._hosts[key] = _Monitor()
+                self._keys = None
 
     def on_consecutive(self, key: K, kind: str, now: float) -> list[Decision[K]]:
         """A consecutive-error counter of `key` just reached its threshold: eject at once.
@@ -185,11 +210,14 @@ class OutlierDetector(Generic[K]):
         failure-percentage ejections over `samples` (the interval just finished; hosts missing
         from it had no traffic), then backoff decay. Decisions come in that order."""
         out: list[Decision[K]] = []
+        marked = self._marked = set()  # made anew as the rates are cleared
         for key, monitor in self._hosts.items():
             monitor.success_rates = {False: None, True: None}
             if monitor.reason is not None and now >= monitor.ejected_until:
                 self._uneject(monitor, now)
                 out.append(Uneject(key))
+            if monitor.num_ejections or monitor.backoff:  # ever ejected: never clean again
+                marked.add(key)
         out += self._statistical_ejections(samples, now, local_origin=False)
         if self.policy.split_external_local_origin_errors:
             out += self._statistical_ejections(samples, now, local_origin=True)
@@ -235,6 +263,17 @@ class OutlierDetector(Generic[K]):
         """Every host of the set, in the order they were added."""
         return list(self._hosts)
 
+    def keys(self) -> tuple[K, ...]:
+        """`hosts()` as a tuple: the same object until hosts come or go (no copy per call)."""
+        if self._keys is None:
+            self._keys = tuple(self._hosts)
+        return self._keys
+
+    def marked(self) -> list[K]:
+        """The hosts whose `state` may not be `clean` (every one that is not is among them):
+        O(those), not O(hosts)."""
+        return [k for k in self._marked if not self._hosts[k].clean()]
+
     def ejected(self) -> list[K]:
         """The hosts ejected now."""
         return [k for k, m in self._hosts.items() if m.reason is not None]
@@ -275,6 +314,7 @@ class OutlierDetector(Generic[K]):
             return []
         self._active += 1
         self._enforced[reason] += 1
+        self._marked.add(key)
         monitor.reason = reason
         monitor.num_ejections += 1
         monitor.last_ejection = now
@@ -317,6 +357,7 @@ class OutlierDetector(Generic[K]):
             counted.append((key, ok, total))
             if total >= min(p.success_rate_request_volume, p.failure_percentage_request_volume):
                 monitor.success_rates[local_origin] = 100.0 * ok / total
+                self._marked.add(key)
         out = self._success_rate_pass(
             [(k, 100.0 * ok / t) for k, ok, t in counted if t >= p.success_rate_request_volume],
             local_origin, now,

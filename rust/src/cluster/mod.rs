@@ -23,7 +23,7 @@ pub use metrics::{host_families, HostFamilies};
 pub use outlier::{Outcome, Outcomes, Sample};
 pub use render::{
     clusters_text, host_statuses_json, hosts_json, HostNote, HostRow, HostRows, Notes,
-    PackedHealth, PackedKeys,
+    PackedHealth, PackedKeys, SparseOutliers,
 };
 
 use crate::balance::{Balancer, HostView};

@@ -31,6 +31,18 @@ pub struct Notes {
     pub hosts: HashMap<String, HashMap<String, HostNote>>,
     /// Whether `/stats` hosts carry `health_flags` (the control layer's drivers run).
     pub health_flags: bool,
+    /// Outlier views in sparse form, by cluster: a host they list without an `outlier` of its
+    /// own in `hosts` has theirs (`expand_outliers` gives each its note).
+    pub outliers: HashMap<String, SparseOutliers>,
+}
+
+/// An outlier detector's view of one cluster's hosts in sparse form (Python's
+/// `OutlierEjections.sparse`): every host of `keys` whose note has no `outlier` of its own
+/// has `clean` (the entry of a host that is as new), so that only the others need one.
+#[derive(Default, Debug, Clone)]
+pub struct SparseOutliers {
+    pub keys: Arc<PackedKeys>,
+    pub clean: Map<String, Value>,
 }
 
 impl Notes {
@@ -46,6 +58,21 @@ impl Notes {
             if let Some(view) = packed.view(i) {
                 let note = hosts.entry(key.to_owned()).or_default();
                 note.set_health(view);
+            }
+        }
+    }
+}
+
+impl Notes {
+    /// Give every host of the sparse outlier views (`outliers`) its note's `outlier`.
+    pub fn expand_outliers(&mut self) {
+        for (cluster, sparse) in std::mem::take(&mut self.outliers) {
+            let hosts = self.hosts.entry(cluster).or_default();
+            for key in sparse.keys.iter() {
+                let note = hosts.entry(key.to_owned()).or_default();
+                if note.outlier.is_none() {
+                    note.outlier = Some(sparse.clean.clone());
+                }
             }
         }
     }
@@ -351,6 +378,8 @@ pub struct HostRows {
     /// The health checker's view in compact form (with where each host's record is):
     /// unpacked when a host is read (no object per host made for the copy).
     packed: PackedHealth,
+    /// The outlier detector's view in sparse form, for the hosts without an entry in `notes`.
+    outliers: Option<SparseOutliers>,
     health_flags: bool,
 }
 
@@ -378,6 +407,7 @@ impl HostRows {
             index,
             notes: notes.hosts.remove(&*cluster.name).unwrap_or_default(),
             packed: packed.unwrap_or_default(),
+            outliers: notes.outliers.remove(&*cluster.name),
             health_flags: notes.health_flags,
         }
     }
@@ -410,16 +440,25 @@ impl HostRows {
     }
 
     fn object(&self, row: &HostRow) -> Map<String, Value> {
+        let note = self.notes.get(&*row.name);
         let health = self
             .packed
             .keys
             .position(&row.name)
             .and_then(|i| self.packed.view(i));
-        let Some(health) = health else {
-            return row.annotated(self.notes.get(&*row.name), self.health_flags);
-        };
-        let mut note = self.notes.get(&*row.name).cloned().unwrap_or_default();
-        note.set_health(health);
+        let clean = self.outliers.as_ref().filter(|o| {
+            note.is_none_or(|n| n.outlier.is_none()) && o.keys.position(&row.name).is_some()
+        });
+        if health.is_none() && clean.is_none() {
+            return row.annotated(note, self.health_flags);
+        }
+        let mut note = note.cloned().unwrap_or_default();
+        if let Some(health) = health {
+            note.set_health(health);
+        }
+        if let Some(sparse) = clean {
+            note.outlier = Some(sparse.clean.clone());
+        }
         row.annotated(Some(&note), self.health_flags)
     }
 }

@@ -6,7 +6,9 @@
 //! others waits for an apply in progress: endpoint changes given during one are made right
 //! after it, on the version it leaves running (`crate::runtime`).
 
-use crate::cluster::{HealthFlag, HostNote, HostRows, Notes, PackedHealth, PackedKeys};
+use crate::cluster::{
+    HealthFlag, HostNote, HostRows, Notes, PackedHealth, PackedKeys, SparseOutliers,
+};
 use crate::error::{Kind, ProxyError, Source};
 use crate::runtime::Runtime;
 use pyo3::create_exception;
@@ -54,19 +56,21 @@ fn config_error(py: Python<'_>, message: String, path: Option<String>) -> PyErr 
 #[pyclass(name = "Core", module = "meshplane._core", frozen)]
 pub struct Core {
     rt: Arc<Runtime>,
-    health_keys: HealthKeys,
+    health_keys: KeysSeen,
+    outlier_keys: KeysSeen,
 }
 
-/// The keys of the compact health views given last, by cluster, with the tuple they came in:
-/// a view whose keys are that same tuple (immutable, and kept alive here, so the same object
-/// means the same keys) reuses them, neither copied nor indexed again.
+/// The keys of the compact health views (or sparse outlier views) given last, by cluster,
+/// with the tuple they came in: a view whose keys are that same tuple (immutable, and kept
+/// alive here, so the same object means the same keys) reuses them, neither copied nor
+/// indexed again.
 // NOTE: the control layer keeps one keys tuple per cluster while its hosts stay
 // (`HealthChecker.view`); copying and indexing 10,000 keys was ~0.9 ms of every
 // `Proxy.stats()` on the Trio loop. Only the views of the last call are kept (bounded).
 #[derive(Default)]
-struct HealthKeys(std::sync::Mutex<HashMap<String, (Py<PyTuple>, Arc<PackedKeys>)>>);
+struct KeysSeen(std::sync::Mutex<HashMap<String, (Py<PyTuple>, Arc<PackedKeys>)>>);
 
-impl HealthKeys {
+impl KeysSeen {
     fn take(&self) -> HashMap<String, (Py<PyTuple>, Arc<PackedKeys>)> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -354,6 +358,7 @@ impl ReadNotes {
         for (cluster, packed) in self.packed {
             notes.add_health(cluster, packed);
         }
+        notes.expand_outliers();
         notes
     }
 }
@@ -368,22 +373,7 @@ fn packed_health<'py>(
 ) -> PyResult<(PackedHealth, Option<Bound<'py, PyTuple>>)> {
     let (keys, records, names): (Bound<'_, PyAny>, Bound<'_, PyBytes>, Bound<'_, PyAny>) =
         view.extract()?;
-    let tuple = keys.cast::<PyTuple>().ok().cloned();
-    let reused = match (&tuple, known) {
-        (Some(t), Some((seen, keys))) if t.as_ptr() == seen.as_ptr() => Some(keys.clone()),
-        _ => None,
-    };
-    let keys = match reused {
-        Some(keys) => keys,
-        None => {
-            let mut copied = Vec::with_capacity(keys.len()?);
-            for key in keys.try_iter()? {
-                breathe();
-                copied.push(key?.cast::<PyString>()?.to_str()?.to_owned());
-            }
-            Arc::new(PackedKeys::new(copied))
-        }
-    };
+    let (keys, tuple) = packed_keys(&keys, known, &mut breathe)?;
     let bytes = records.as_bytes();
     if bytes.len() != keys.len() * PackedHealth::FIELDS * 8 {
         return Err(pyo3::exceptions::PyValueError::new_err(format!(
@@ -404,6 +394,27 @@ fn packed_health<'py>(
     Ok((packed, tuple))
 }
 
+/// The keys of a compact or sparse view (a sequence of str): those of `known` if they are its
+/// tuple, else copied. Also the keys' tuple, if they came in one.
+fn packed_keys<'py>(
+    keys: &Bound<'py, PyAny>,
+    known: Option<&(Py<PyTuple>, Arc<PackedKeys>)>,
+    mut breathe: impl FnMut(),
+) -> PyResult<(Arc<PackedKeys>, Option<Bound<'py, PyTuple>>)> {
+    let tuple = keys.cast::<PyTuple>().ok().cloned();
+    if let (Some(t), Some((seen, keys))) = (&tuple, known) {
+        if t.as_ptr() == seen.as_ptr() {
+            return Ok((keys.clone(), tuple));
+        }
+    }
+    let mut copied = Vec::with_capacity(keys.len()?);
+    for key in keys.try_iter()? {
+        breathe();
+        copied.push(key?.cast::<PyString>()?.to_str()?.to_owned());
+    }
+    Ok((Arc::new(PackedKeys::new(copied)), tuple))
+}
+
 /// `Notes` from the control layer's per-host views (`ResilienceView.hc_hosts` and
 /// `od_hosts`: cluster -> host -> dict; a cluster's health view may instead be the compact
 /// `(keys, records, names)` of `PackedHealth`). Read under the GIL: one entry per host the
@@ -412,7 +423,7 @@ fn notes_of(
     health: Option<&Bound<'_, PyDict>>,
     outliers: Option<&Bound<'_, PyDict>>,
     health_flags: bool,
-    health_keys: &HealthKeys,
+    (health_keys, outlier_keys): (&KeysSeen, &KeysSeen),
 ) -> PyResult<ReadNotes> {
     let mut notes = Notes {
         health_flags,
@@ -470,16 +481,47 @@ fn notes_of(
             note.active_hc = Some(active);
         }
     }
+    if health.is_some() {
+        health_keys.keep(seen);
+    }
+    let known = if outliers.is_some() {
+        outlier_keys.take()
+    } else {
+        HashMap::new()
+    };
+    let mut seen = HashMap::new();
     for (cluster, hosts) in outliers.iter().flat_map(|d| d.iter()) {
-        let cluster = notes.hosts.entry(cluster.extract::<String>()?).or_default();
-        for (host, od) in hosts.cast::<PyDict>()?.iter() {
+        let name = cluster.extract::<String>()?;
+        let hosts = match hosts.cast::<PyTuple>() {
+            Ok(view) => {
+                // Sparse: `(keys, clean, entries)`, an entry only for hosts not as new.
+                let (keys, clean, entries): (
+                    Bound<'_, PyAny>,
+                    Bound<'_, PyDict>,
+                    Bound<'_, PyDict>,
+                ) = view.extract()?;
+                let py = view.py();
+                let (keys, tuple) = packed_keys(&keys, known.get(&name), || breathe(py))?;
+                if let Some(tuple) = tuple {
+                    seen.insert(name.clone(), (tuple.unbind(), keys.clone()));
+                }
+                let clean = py_dict_to_json(&clean)?;
+                notes
+                    .outliers
+                    .insert(name.clone(), SparseOutliers { keys, clean });
+                entries
+            }
+            Err(_) => hosts.cast_into::<PyDict>()?,
+        };
+        let cluster = notes.hosts.entry(name).or_default();
+        for (host, od) in hosts.iter() {
             breathe(host.py());
             let note: &mut HostNote = cluster.entry(host.extract::<String>()?).or_default();
             note.outlier = Some(py_dict_to_json(od.cast::<PyDict>()?)?);
         }
     }
-    if health.is_some() {
-        health_keys.keep(seen);
+    if outliers.is_some() {
+        outlier_keys.keep(seen);
     }
     Ok(ReadNotes { notes, packed })
 }
@@ -531,7 +573,8 @@ impl Core {
         })?;
         Ok(Core {
             rt: Arc::new(rt),
-            health_keys: HealthKeys::default(),
+            health_keys: KeysSeen::default(),
+            outlier_keys: KeysSeen::default(),
         })
     }
 
@@ -651,7 +694,12 @@ impl Core {
             let v = py.detach(move || rt.stats(false));
             return json_to_py(py, &v);
         }
-        let notes = notes_of(health, outliers, health_flags, &self.health_keys)?;
+        let notes = notes_of(
+            health,
+            outliers,
+            health_flags,
+            (&self.health_keys, &self.outlier_keys),
+        )?;
         // NOTE: the compact health views stay compact in the tables (unpacked per host read):
         // unpacking 10,000 into notes was most of a copy with health-checked hosts.
         let ReadNotes { notes, packed } = notes;
@@ -697,7 +745,12 @@ impl Core {
         outliers: Option<&Bound<'py, PyDict>>,
         health_flags: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let notes = notes_of(health, outliers, health_flags, &self.health_keys)?;
+        let notes = notes_of(
+            health,
+            outliers,
+            health_flags,
+            (&self.health_keys, &self.outlier_keys),
+        )?;
         let rt = self.rt.clone();
         let (doc, hosts) =
             py.detach(move || rt.stats_hosts_json(&notes.into_notes(), HOSTS_KEY_DEPTH));
@@ -719,7 +772,12 @@ impl Core {
         health: Option<&Bound<'py, PyDict>>,
         outliers: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let notes = notes_of(health, outliers, true, &self.health_keys)?;
+        let notes = notes_of(
+            health,
+            outliers,
+            true,
+            (&self.health_keys, &self.outlier_keys),
+        )?;
         let rt = self.rt.clone();
         let text = py.detach(move || rt.clusters_text(&notes.into_notes()));
         bytes_of(py, &text)
@@ -733,7 +791,12 @@ impl Core {
         health: Option<&Bound<'py, PyDict>>,
         outliers: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let notes = notes_of(health, outliers, true, &self.health_keys)?;
+        let notes = notes_of(
+            health,
+            outliers,
+            true,
+            (&self.health_keys, &self.outlier_keys),
+        )?;
         let rt = self.rt.clone();
         let statuses =
             py.detach(move || rt.host_statuses_json(&notes.into_notes(), HOSTS_KEY_DEPTH));

@@ -185,21 +185,45 @@ def test_releasing_a_cluster_the_core_no_longer_has_is_not_an_error(caplog: pyte
     assert ejections.errors == 0 and caplog.records == [] and ejections.stats() == {}
 
 
-async def test_read_hosts_in_steps_equals_hosts() -> None:
-    """The per-host view copied in steps (checkpoints between them) is the one-moment copy
-    when nothing changes meanwhile, an ejected host included."""
+def test_sparse_view_is_hosts_with_the_clean_entry_shared() -> None:
+    """`sparse()` says what `hosts()` says, with an entry only for hosts that are not as new
+    (ejected once, backed off, or with a success rate this interval); the keys tuple is the
+    same object until hosts come or go."""
     core, now = FakeCore(), [100.0]
     ejections = OutlierEjections(core, clock=lambda: now[0])
-    ejections.retarget([target(), target("d")])
-    ejections.on_event(Outlier("c", HOSTS[1], "consecutive_5xx"))
+    ejections.retarget([target(), target("d", successRateMinimumHosts=2, successRateRequestVolume=5)])
+
+    def expanded() -> dict[str, dict[str, dict[str, Any]]]:
+        return {c: {k: entries.get(k, clean) for k in keys}
+                for c, (keys, clean, entries) in ejections.sparse().items()}
 
     def settled(view: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
         # `ejected_until` is on the wall clock, which moves between two copies.
         return {c: {k: {f: v for f, v in h.items() if f != "ejected_until"} for k, h in hosts.items()}
                 for c, hosts in view.items()}
 
-    whole = ejections.hosts()
-    assert whole["c"][HOSTS[1]]["ejected"] and whole["c"][HOSTS[1]]["ejected_until"] is not None
-    assert list(whole) == ["c", "d"]
-    for step in (1, 2, 1024):
-        assert settled(await ejections.read_hosts(step)) == settled(whole)
+    sparse = ejections.sparse()
+    assert {c: entries for c, (_, _, entries) in sparse.items()} == {"c": {}, "d": {}}  # all as new
+    assert settled(expanded()) == settled(ejections.hosts())
+    ejections.on_event(Outlier("c", HOSTS[1], "consecutive_5xx"))
+    core.samples = {"d": {HOSTS[0]: [5, 5, 0, 0], HOSTS[2]: [4, 5, 0, 0]}}
+    now[0] = 111.0
+    ejections.sweep()  # "d" gets success rates for two hosts
+    sparse = ejections.sparse()
+    assert set(sparse["c"][2]) == {HOSTS[1]} and set(sparse["d"][2]) == {HOSTS[0], HOSTS[2]}
+    assert sparse["d"][2][HOSTS[2]]["success_rate"] == 80.0
+    assert settled(expanded()) == settled(ejections.hosts())
+    keys = sparse["c"][0]
+    assert ejections.sparse()["c"][0] is keys  # no host came or went
+    now[0] = 131.0
+    ejections.sweep()  # HOSTS[1] returns (ejected before: not as new); "d"'s rates are cleared
+    sparse = ejections.sparse()
+    assert core.ejected == {HOSTS[1]: False}
+    assert set(sparse["c"][2]) == {HOSTS[1]} and sparse["c"][2][HOSTS[1]]["num_ejections"] == 1
+    assert sparse["d"][2] == {}
+    assert settled(expanded()) == settled(ejections.hosts())
+    ejections.set_endpoints("c", [HOSTS[0], HOSTS[2], "10.0.0.9:80"])  # HOSTS[1] goes
+    sparse = ejections.sparse()
+    assert sparse["c"][0] is not keys and set(sparse["c"][0]) == {HOSTS[0], HOSTS[2], "10.0.0.9:80"}
+    assert sparse["c"][2] == {}
+    assert settled(expanded()) == settled(ejections.hosts())
