@@ -6,6 +6,7 @@
     PYTHONPATH=python python3 benches/control/steps.py probe --hosts 1000 --top 5
     PYTHONPATH=python python3 benches/control/steps.py rate               # the probing's pace
     PYTHONPATH=python python3 benches/control/steps.py threads            # who ran while the loop was late
+    PYTHONPATH=python python3 benches/control/steps.py threads --during /clusters   # ... with GETs
 
 A real `Proxy` with N health-checked static hosts (`run.py`'s mesh: TCP probes every second,
 all refused); after 1 s of probing, a Trio instrument records every task step over
@@ -17,7 +18,8 @@ due hosts queued, probes in flight, probes started per second, and the Trio thre
 a core (with 10,000 hosts at a 1 s interval, 10,000 probes/s keep up). `threads` sleeps 1 ms
 at a time for 3 s while probing and, for each wake-up later than `--late` ms, prints how long
 the Trio thread waited for a CPU and how much CPU each thread of the process used meanwhile
-(Linux schedstat): whether the loop waited for a core or for the GIL, and whose. Prints text;
+(Linux schedstat): whether the loop waited for a core or for the GIL, and whose (with
+`--during PATH`, while `scraper.py` GETs PATH again and again, 50 ms apart). Prints text;
 asserts nothing.
 """
 
@@ -140,7 +142,21 @@ async def main(args: argparse.Namespace) -> None:
                       f"{done / wall:6.0f} probes/s  Trio thread {(time.thread_time() - cpu) / wall:4.0%} of a core")
             return
         if args.what == "threads":
-            await late_threads(3.0, args.late)
+            if not args.during:
+                await late_threads(3.0, args.late)
+                return
+            assert proxy.admin_address is not None
+            host, port = proxy.admin_address
+            async with Scraper() as scraper, trio.open_nursery() as nursery:
+
+                async def scrape() -> None:
+                    while True:  # until cancelled, when the 3 s are up
+                        await scraper.get(f"http://{host}:{port}{args.during}")
+                        await trio.sleep(0.05)
+
+                nursery.start_soon(scrape)
+                await late_threads(3.0, args.late)
+                nursery.cancel_scope.cancel()
             return
         steps.on = True
         if args.what == "probe":
@@ -177,6 +193,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", help="probe | rate | threads | lean | an admin path such as /clusters")
     parser.add_argument("--late", type=float, default=3.0, help="threads: ms late to report")
+    parser.add_argument("--during", default="", help="threads: GET this admin path again and again meanwhile")
     parser.add_argument("--hosts", type=int, default=10000)
     parser.add_argument("--threshold", type=float, default=1.0, help="ms of CPU time")
     parser.add_argument("--top", type=int, default=8)
