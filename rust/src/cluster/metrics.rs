@@ -164,6 +164,10 @@ const BUSY: Family = family(
 
 /// A Prometheus label value, escaped (backslash, double quote, newline).
 fn escape(value: &str, out: &mut String) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -232,7 +236,7 @@ impl Out for Count {
     }
 
     fn number(&mut self, n: u64) {
-        self.0 += decimal(n, &mut [0; 20]).len();
+        self.0 += n.checked_ilog10().map_or(1, |d| d as usize + 1);
     }
 }
 
@@ -533,4 +537,40 @@ impl HostFamilies {
 /// no cluster has a host. Hosts of function clusters have `meshplane_host_busy` too.
 pub fn host_families(clusters: &[Arc<Cluster>]) -> String {
     HostFamilies::read(clusters).text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_counted_as_they_are_written() {
+        // The text is measured (`Count`) before it is written (`Write`) into a buffer of
+        // exactly that size: both must agree at every digit boundary.
+        let mut edges = vec![0, u64::MAX, u64::MAX / 10];
+        for d in 0..20 {
+            let p = 10u64.pow(d);
+            edges.extend([p - 1, p, p + 1]);
+        }
+        for n in edges {
+            let mut count = Count(0);
+            count.number(n);
+            let mut buf = vec![0; count.0];
+            let mut out = Write {
+                buf: &mut buf,
+                at: 0,
+            };
+            out.number(n);
+            assert_eq!(out.at, out.buf.len());
+            assert_eq!(std::str::from_utf8(&buf).unwrap(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        let mut out = String::new();
+        escape("plain-name:80", &mut out);
+        escape("a\\b\"c\nd", &mut out);
+        assert_eq!(out, "plain-name:80a\\\\b\\\"c\\nd");
+    }
 }
