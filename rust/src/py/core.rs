@@ -68,14 +68,17 @@ pub struct Core {
 // (`HealthChecker.view`); copying and indexing 10,000 keys was ~0.9 ms of every
 // `Proxy.stats()` on the Trio loop. Only the views of the last call are kept (bounded).
 #[derive(Default)]
-struct KeysSeen(std::sync::Mutex<HashMap<String, (Py<PyTuple>, Arc<PackedKeys>)>>);
+struct KeysSeen(std::sync::Mutex<ClusterKeys>);
+
+/// Cluster name -> the keys' tuple and what the core made of them.
+type ClusterKeys = HashMap<String, (Py<PyTuple>, Arc<PackedKeys>)>;
 
 impl KeysSeen {
-    fn take(&self) -> HashMap<String, (Py<PyTuple>, Arc<PackedKeys>)> {
+    fn take(&self) -> ClusterKeys {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn keep(&self, keys: HashMap<String, (Py<PyTuple>, Arc<PackedKeys>)>) {
+    fn keep(&self, keys: ClusterKeys) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 }
