@@ -344,18 +344,7 @@ impl HostFamilies {
         let sets: Vec<Arc<HostSet>> = clusters.iter().map(|c| c.hosts.load_full()).collect();
         let mut members: Vec<(&Cluster, &Arc<Host>, u32)> = Vec::new();
         for (cluster, set) in clusters.iter().zip(&sets) {
-            let start = members.len();
-            members.extend(set.hosts.iter().map(|m| (&***cluster, &m.host, m.weight)));
-            // By name, a name listed twice in its order (a stable sort, without its buffer).
-            let mut at: Vec<(usize, &str)> = members[start..]
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (i, &*m.1.name))
-                .collect();
-            at.sort_unstable_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(&b.0)));
-            let sorted: Vec<_> = at.iter().map(|&(i, _)| members[start + i]).collect();
-            members.truncate(start);
-            members.extend(sorted);
+            members.extend(set.by_name().map(|m| (&***cluster, &m.host, m.weight)));
         }
         let read = |hosts: &[(&Cluster, &Arc<Host>, u32)]| {
             let numbers: Vec<Numbers> = hosts

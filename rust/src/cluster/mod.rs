@@ -97,6 +97,9 @@ pub struct HostSet {
     pub hosts: Members,
     pub balancer: Balancer,
     healthy: AtomicUsize,
+    /// The hosts' places sorted by name (a name listed twice: in its order), made when first
+    /// asked for (`by_name`).
+    by_name: std::sync::OnceLock<Vec<u32>>,
 }
 
 impl HostSet {
@@ -127,7 +130,24 @@ impl HostSet {
             hosts,
             balancer,
             healthy: AtomicUsize::new(healthy),
+            by_name: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The hosts sorted by name, a name listed twice in its order (the admin API's and the
+    /// Prometheus text's order).
+    // NOTE: sorted once per host set (a set is immutable: a change publishes a new one), not
+    // at every scrape or /clusters: ~1 ms of string comparisons with 10,000 hosts.
+    pub fn by_name(&self) -> impl Iterator<Item = &Member> {
+        let order = self.by_name.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.hosts.len() as u32).collect();
+            order.sort_by(|&a, &b| {
+                let name = |i: u32| &self.hosts.get(i as usize).host.name;
+                name(a).cmp(name(b)).then(a.cmp(&b))
+            });
+            order
+        });
+        order.iter().map(|&i| self.hosts.get(i as usize))
     }
 
     pub fn pick(&self, skip: impl Fn(usize) -> bool) -> Option<usize> {

@@ -485,9 +485,7 @@ pub fn hosts_json(cluster: &Cluster, notes: &Notes, depth: usize) -> String {
 }
 
 fn sorted_members(cluster: &Cluster) -> Vec<Member> {
-    let mut hosts: Vec<Member> = cluster.hosts.load().hosts.iter().cloned().collect();
-    hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
-    hosts
+    cluster.hosts.load().by_name().cloned().collect()
 }
 
 /// `/clusters` text lines of every host (`cluster::host::stat::value`), clusters and hosts

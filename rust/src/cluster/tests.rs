@@ -507,3 +507,33 @@ fn host_rows_read_as_the_host_objects_with_the_view() {
     let objects: Vec<_> = rows.objects().map(|(k, m)| (k.to_owned(), m)).collect();
     assert_eq!(objects, [(one, first), (two, second)]);
 }
+
+#[test]
+fn host_sets_list_their_hosts_by_name_a_name_twice_in_its_order() {
+    // As a stable sort by name would: the admin texts' and the Prometheus text's order.
+    let eps: Vec<(String, u32)> = [12, 3, 250, 3, 40]
+        .iter()
+        .enumerate()
+        .map(|(w, &i)| (addr(i).to_string(), w as u32 + 1))
+        .collect();
+    let c = Cluster::build(
+        &spec("tcp", &eps),
+        Arc::new(ClusterStats::default()),
+        None,
+        ClusterSinks::default(),
+    )
+    .expect("cluster");
+    let set = c.hosts.load();
+    let listed: Vec<(String, u32)> = set
+        .by_name()
+        .map(|m| (m.host.name.to_string(), m.weight))
+        .collect();
+    let mut want: Vec<(String, u32)> = set
+        .hosts
+        .iter()
+        .map(|m| (m.host.name.to_string(), m.weight))
+        .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(listed, want);
+    assert_eq!(set.by_name().count(), set.hosts.len()); // made once, read again
+}
