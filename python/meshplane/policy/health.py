@@ -271,16 +271,14 @@ _UNKNOWN_RECORD: Final = array("Q", (_VIEW_CODE[HealthState.UNKNOWN], 0, 0, 0, 0
 """A new host's record (`HealthChecker.pack` of a host without a result)."""
 
 
-def _record_of(h: HostHealth) -> array[int]:
-    """`HealthChecker.pack`'s five numbers of `h`."""
-    return array("Q", (
-        _VIEW_CODE[h.state],
-        _VIEW_CODE[h.last_result],
-        h.num_healthy,
-        h.num_unhealthy,
-        # `flags()` says active_hc_timeout exactly when it is set and the host is not healthy.
-        h.active_hc_timeout and h.state is not HealthState.HEALTHY,
-    ))
+def _write_record(out: array[int], at: int, h: HostHealth) -> None:
+    """`HealthChecker.pack`'s five numbers of `h`, written at `out[at:at + 5]`."""
+    out[at] = _VIEW_CODE[h.state]
+    out[at + 1] = _VIEW_CODE[h.last_result]
+    out[at + 2] = h.num_healthy
+    out[at + 3] = h.num_unhealthy
+    # `flags()` says active_hc_timeout exactly when it is set and the host is not healthy.
+    out[at + 4] = h.active_hc_timeout and h.state is not HealthState.HEALTHY
 
 
 # --- many hosts -----------------------------------------------------------------------------
@@ -368,8 +366,7 @@ class HealthChecker(Generic[K]):
                 self._healthy -= 1
             if transition.current is HealthState.HEALTHY:
                 self._healthy += 1
-        at = 5 * self._slot[key]
-        self._records[at : at + 5] = _record_of(host)
+        _write_record(self._records, 5 * self._slot[key], host)
         self._schedule(key, now + host.next_delay(self._rng))
         self._compact()
         return transition
@@ -440,7 +437,9 @@ class HealthChecker(Generic[K]):
         hosts = self._hosts
         for key in keys:
             h = hosts.get(key)
-            out.extend(_ABSENT_RECORD if h is None else _record_of(h))
+            out.extend(_ABSENT_RECORD)
+            if h is not None:
+                _write_record(out, len(out) - 5, h)
 
     def _unview(self, key: K) -> None:
         """Take `key` out of the compact view: the last host moves into its place."""
