@@ -287,6 +287,7 @@ fn recorded_headers(h: &http::HeaderMap) -> [Option<&HeaderValue>; 4] {
 // request, ~70 instructions a request), the exporter frees no `Bytes` of it when the ring
 // evicts the record (a cross-thread free, ~440) and checks no value as text (~170). Inline
 // up to TEXT_INLINE bytes: no allocation of their own for most requests.
+#[cfg_attr(test, derive(Clone))]
 struct RequestText {
     /// The strings back to back, in `TextField` order, when they fit; valid UTF-8 (only
     /// `&str`s are copied in).
@@ -485,6 +486,7 @@ impl Mark {
 
 /// Everything one span records; allocated once per recorded request, as the `Arc` the
 /// exporter and the `/traces` ring share (no second allocation when it is queued).
+#[cfg_attr(test, derive(Clone))]
 pub struct SpanData {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
@@ -517,6 +519,7 @@ pub struct SpanData {
 }
 
 /// One upstream attempt: a CLIENT span, child of the request's SERVER span.
+#[cfg_attr(test, derive(Clone))]
 pub struct Attempt {
     pub span_id: [u8; 8],
     started: Moment,
