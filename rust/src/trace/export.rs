@@ -101,23 +101,23 @@ pub fn start(
                 let closed = rx.take_all(&mut fresh);
                 busy = fresh.len() >= BUSY_SPANS;
                 shared.remember_all(&fresh, &mut evicted);
-                evicted.clear();
+                shared.give_back(&mut evicted);
+                if settings.endpoint.is_none() {
+                    shared.give_back(&mut fresh);
+                }
                 for span in fresh.drain(..) {
-                    if settings.endpoint.is_none() {
-                        continue;
-                    }
                     if batch.is_empty() {
                         first_at = Instant::now();
                     }
                     batch.push(span);
                     if batch.len() >= settings.batch_spans {
                         send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
-                        batch.clear();
+                        shared.give_back(&mut batch);
                     }
                 }
                 if !batch.is_empty() && (closed || first_at.elapsed() >= BATCH_DELAY) {
                     send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
-                    batch.clear();
+                    shared.give_back(&mut batch);
                 }
                 if closed {
                     return;
