@@ -606,7 +606,10 @@ impl<K: PartialEq, const P: usize> Template<K, P> {
 /// `src` written over `dst` from `at`.
 #[inline]
 fn put(dst: &mut [u8], at: usize, src: &[u8]) {
-    dst[at..at + src.len()].copy_from_slice(src);
+    // NOTE: most optional strings are absent or empty: no call to copy nothing.
+    if !src.is_empty() {
+        dst[at..at + src.len()].copy_from_slice(src);
+    }
 }
 
 /// The most marks a span may have for its shape to be kept (two bits each in `ServerShape`).
