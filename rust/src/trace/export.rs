@@ -1578,6 +1578,7 @@ mod tests {
             plain("http://svc:8080/pq"),
             plain("http://svc/p?q=1"),
             plain("http://svc:0/p?q=1"),
+            with(&[]),
             with(&[("host", "svc:8080")]),
             with(&[("user-agent", "curl/8")]),
             with(&[("user-agent", "curl/9")]),
@@ -1653,7 +1654,7 @@ mod tests {
         }
         // The pattern served: a span after itself, after one with other ids and times, after
         // one with other strings of the same lengths.
-        eprintln!("{reused:?}");
+        eprintln!("{} cases, {reused:?}", cases.len());
         assert!(
             reused[0] > 2 * cases.len() && reused[1] > 2 * cases.len(),
             "{reused:?}"
