@@ -120,6 +120,8 @@ pub fn start(
                     shared.give_back(&mut batch);
                 }
                 if closed {
+                    // What it gave back in its last rounds: no request is left to take it.
+                    shared.drop_spare();
                     return;
                 }
             }

@@ -120,6 +120,12 @@ impl TraceShared {
         records.clear();
     }
 
+    /// Let go of the records kept for reuse (tracing stopped, or its exporter exits).
+    fn drop_spare(&self) {
+        let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(spare);
+    }
+
     fn set_capacity(&self, capacity: usize) {
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         r.capacity = capacity;
@@ -170,7 +176,7 @@ impl Exporters {
     /// No snapshot traces any more: let the exporter flush and exit.
     pub fn stop(&self) {
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        std::mem::take(&mut *self.shared.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        self.shared.drop_spare();
     }
 }
 
@@ -916,6 +922,49 @@ mod tests {
         drop(new.data.take());
         exporters.stop();
         assert_eq!(spare(), 0);
+    }
+
+    #[test]
+    fn the_exporter_gives_records_back_and_lets_go_of_them_when_it_exits() {
+        let exporters = Exporters::default();
+        // No ring and no collector: the exporter is done with a record as soon as it takes it.
+        let spec: TracingSpec =
+            serde_json::from_str(r#"{"serviceName": "t", "recentSpans": 0}"#).unwrap();
+        let tracing = exporters.tracing_for(&spec).unwrap();
+        let shared = exporters.shared.clone();
+        let spare = || shared.spare.lock().unwrap().len();
+        let until = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        let listener: Arc<str> = "l".into();
+        let record = || {
+            let arrival = Arrival {
+                scheme: "http",
+                peer: "127.0.0.1".parse().unwrap(),
+                listener: &listener,
+            };
+            let mut req = http::Request::get("/").body(()).unwrap();
+            drop(
+                tracing
+                    .begin(&mut req, arrival, W3cHeader::Present)
+                    .unwrap(),
+            );
+        };
+        record();
+        until("the record given back", &|| spare() == 1);
+        // Tracing stops: what is kept is let go of; the exporter runs on while a snapshot's
+        // tracing still sends to it, and gives back what it is sent.
+        exporters.stop();
+        assert_eq!(spare(), 0);
+        record();
+        until("the record given back after the stop", &|| spare() == 1);
+        // The last sender gone, the exporter exits and lets go of it.
+        drop(tracing);
+        until("the records let go of", &|| spare() == 0);
     }
 
     #[test]
