@@ -101,25 +101,27 @@ pub fn start(
                 let closed = rx.take_all(&mut fresh);
                 busy = fresh.len() >= BUSY_SPANS;
                 shared.remember_all(&fresh, &mut evicted);
-                evicted.clear();
+                shared.give_back(&mut evicted);
+                if settings.endpoint.is_none() {
+                    shared.give_back(&mut fresh);
+                }
                 for span in fresh.drain(..) {
-                    if settings.endpoint.is_none() {
-                        continue;
-                    }
                     if batch.is_empty() {
                         first_at = Instant::now();
                     }
                     batch.push(span);
                     if batch.len() >= settings.batch_spans {
                         send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
-                        batch.clear();
+                        shared.give_back(&mut batch);
                     }
                 }
                 if !batch.is_empty() && (closed || first_at.elapsed() >= BATCH_DELAY) {
                     send(&settings, tls.as_ref(), &shared, &mut encoder, &batch);
-                    batch.clear();
+                    shared.give_back(&mut batch);
                 }
                 if closed {
+                    // What it gave back in its last rounds: no request is left to take it.
+                    shared.drop_spare();
                     return;
                 }
             }
@@ -316,6 +318,8 @@ pub struct Encoder {
     peer: PeerText,
     authority: AuthoritySplit,
     constant: ConstantParts,
+    server: Template<ServerShape, SERVER_PARTS>,
+    client: Template<ClientShape, CLIENT_PARTS>,
 }
 
 /// The client's address as text, kept for the next span from the same client.
@@ -477,14 +481,11 @@ impl<K: std::hash::Hash + Eq + Copy> Cache<K> {
     }
 }
 
-impl ConstantParts {
-    /// The SERVER span's name, kind and constant attributes.
-    fn server(&mut self, s: &SpanData) -> &[u8] {
-        let method = method_number(&s.method);
-        if method == 0 {
-            return self.server.uncached([0; 8], server_parts(s));
-        }
-        let key = [
+/// The key of a SERVER span's constant parts (None: an extension method, not cached).
+fn server_key(s: &SpanData) -> Option<[usize; 8]> {
+    let method = method_number(&s.method);
+    (method != 0).then(|| {
+        [
             addr(&s.listener),
             opt_addr(&s.route),
             opt_addr(&s.cluster),
@@ -493,19 +494,169 @@ impl ConstantParts {
             addr(s.scheme),
             addr(version_str(s.version)),
             addr(s.details),
-        ];
-        self.server.get(key, || server_parts(s))
+        ]
+    })
+}
+
+/// The key of a CLIENT span's constant parts (None: an extension method, not cached).
+fn client_key(s: &SpanData, a: &Attempt) -> Option<[usize; 3]> {
+    let method = method_number(&s.method);
+    (method != 0).then(|| [addr(&a.host), opt_addr(&s.cluster), method])
+}
+
+impl ConstantParts {
+    /// The SERVER span's name, kind and constant attributes.
+    fn server(&mut self, s: &SpanData) -> &[u8] {
+        match server_key(s) {
+            Some(key) => self.server.get(key, || server_parts(s)),
+            None => self.server.uncached([0; 8], server_parts(s)),
+        }
     }
 
     /// A CLIENT span's name, kind and constant attributes.
     fn client(&mut self, s: &SpanData, a: &Attempt) -> &[u8] {
-        let method = method_number(&s.method);
-        if method == 0 {
-            return self.client.uncached([0; 3], client_parts(s, a));
+        match client_key(s, a) {
+            Some(key) => self.client.get(key, || client_parts(s, a)),
+            None => self.client.uncached([0; 3], client_parts(s, a)),
         }
-        let key = [addr(&a.host), opt_addr(&s.cluster), method];
-        self.client.get(key, || client_parts(s, a))
     }
+}
+
+/// The parts found last (those of the span just written), for a `Template` to keep.
+impl<K> Cache<K> {
+    fn last_parts(&self) -> Option<Pinned> {
+        self.last.as_ref().map(|(_, p)| p.clone())
+    }
+}
+
+/// A span as written last, kept as the pattern of the next span of the same shape: one whose
+/// lengths, presences, numbers and constant parts are all the same, so that its bytes are
+/// the kept ones with its own ids, times and strings written over them (`at`: where each
+/// one is in `bytes`).
+// NOTE: the spans of a run of requests to one route from one client differ only in those;
+// copying the previous one and writing them over skips every field's tag, lengths, key and
+// bounds check. A span of another shape (another route, status or length of a string) is
+// written field by field and becomes the pattern.
+struct Template<K, const P: usize> {
+    /// The shape `bytes` were written for (None: nothing kept yet).
+    key: Option<K>,
+    bytes: Vec<u8>,
+    at: [usize; P],
+    /// The constant parts `bytes` were written with: their names, whose addresses are in
+    /// `key`, stay alive while kept, so that no other name can take one of those addresses.
+    _constant: Option<Pinned>,
+    /// Spans written over `bytes` (for the tests to know the pattern served).
+    #[cfg(test)]
+    reused: usize,
+}
+
+impl<K, const P: usize> Default for Template<K, P> {
+    fn default() -> Self {
+        Template {
+            key: None,
+            bytes: Vec::new(),
+            at: [0; P],
+            _constant: None,
+            #[cfg(test)]
+            reused: 0,
+        }
+    }
+}
+
+impl<K: PartialEq, const P: usize> Template<K, P> {
+    /// The kept span appended to `out` when it has the shape `key`: the bytes appended, for
+    /// the caller to write the span's own parts over at `self.at`.
+    #[inline]
+    fn reuse<'o>(&mut self, key: &K, out: &'o mut Vec<u8>) -> Option<&'o mut [u8]> {
+        if self.key.as_ref() != Some(key) {
+            return None;
+        }
+        #[cfg(test)]
+        {
+            self.reused += 1;
+        }
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        Some(&mut out[start..])
+    }
+
+    /// Keep the span written at `out[start..]` with the shape `key`. Its body began at
+    /// `body` from `start` (as `Room::message_start` returned it) and was `body_len` bytes
+    /// long; `at` are where its parts were from `start`, as written before `message_end`
+    /// (which moves the body when its length takes other than two bytes).
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &mut self,
+        key: K,
+        constant: Option<Pinned>,
+        out: &[u8],
+        start: usize,
+        body: usize,
+        body_len: usize,
+        at: [usize; P],
+    ) {
+        let written = &out[start..];
+        let head = written.len() - body_len;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(written);
+        self.at = at.map(|p| p - body + head);
+        self.key = Some(key);
+        self._constant = constant;
+    }
+}
+
+/// `src` written over `dst` from `at`.
+#[inline]
+fn put(dst: &mut [u8], at: usize, src: &[u8]) {
+    // NOTE: most optional strings are absent or empty: no call to copy nothing.
+    if !src.is_empty() {
+        dst[at..at + src.len()].copy_from_slice(src);
+    }
+}
+
+/// The most marks a span may have for its shape to be kept (two bits each in `ServerShape`).
+const TEMPLATE_MARKS: usize = 16;
+
+/// What a SERVER span's bytes depend on other than its ids, times and strings (whose lengths
+/// are in it): its constant parts' key, the lengths and presences of its strings, its
+/// numbers, and which marks it has.
+type ServerShape = [u64; 20];
+
+/// Where a SERVER span's varying parts are (indices of `Template::at`); the marks' times
+/// from `S_MARKS` on.
+const S_TRACE_ID: usize = 0;
+const S_SPAN_ID: usize = 1;
+const S_STATE: usize = 2;
+const S_PARENT: usize = 3;
+const S_START: usize = 4;
+const S_END: usize = 5;
+const S_PATH: usize = 6;
+const S_PEER: usize = 7;
+const S_QUERY: usize = 8;
+const S_HOST: usize = 9;
+const S_USER_AGENT: usize = 10;
+const S_REQUEST_ID: usize = 11;
+const S_FLAGS: usize = 12;
+const S_MARKS: usize = 13;
+const SERVER_PARTS: usize = S_MARKS + TEMPLATE_MARKS;
+
+/// What a CLIENT span's bytes depend on other than its ids, times, path and error name (whose
+/// lengths are in it).
+type ClientShape = [u64; 7];
+
+/// Where a CLIENT span's varying parts are.
+const C_TRACE_ID: usize = 0;
+const C_SPAN_ID: usize = 1;
+const C_PARENT: usize = 2;
+const C_START: usize = 3;
+const C_END: usize = 4;
+const C_PATH: usize = 5;
+const C_ERROR: usize = 6;
+const C_ERROR_STATUS: usize = 7;
+const CLIENT_PARTS: usize = 8;
+
+fn len_or_none(s: Option<&str>) -> u64 {
+    s.map_or(0, |s| s.len() as u64 + 1)
 }
 
 fn server_parts(s: &SpanData) -> Pinned {
@@ -649,15 +800,76 @@ impl Encoder {
     fn server_span(&mut self, s: &SpanData) {
         use otlp::{key, span as f, FIELD_MAX};
         const A: u32 = f::ATTRIBUTES;
-        // Name, kind, and the method, scheme, protocol, listener, route, cluster, host and
-        // details attributes.
-        let constant = self.constant.server(s);
         let peer = self.peer.get(s.peer);
         let state = s.tracestate();
         let user_agent = s.user_agent();
         let request_id = s.request_id();
         let (path, query) = split_query(s.path_and_query());
         let (host, port) = self.authority.get(s.authority());
+        let (start_nanos, end_nanos) = (s.start_unix_nanos, s.nanos_at(s.end.unwrap_or(s.started)));
+        let shape = server_key(s)
+            .filter(|_| s.marks.len() <= TEMPLATE_MARKS)
+            .map(|c| {
+                let mut marks = s.marks.len() as u64;
+                for (i, (m, _)) in s.marks.iter().enumerate() {
+                    marks |= (*m as u64) << (8 + 2 * i);
+                }
+                let bits = u64::from(s.parent.is_some())
+                    | u64::from(s.sampled) << 1
+                    | u64::from(start_nanos != 0) << 2
+                    | u64::from(end_nanos != 0) << 3
+                    | u64::from(port.is_some()) << 4;
+                [
+                    c[0] as u64,
+                    c[1] as u64,
+                    c[2] as u64,
+                    c[3] as u64,
+                    c[4] as u64,
+                    c[5] as u64,
+                    c[6] as u64,
+                    c[7] as u64,
+                    state.len() as u64,
+                    path.len() as u64,
+                    len_or_none(query),
+                    peer.len() as u64,
+                    host.len() as u64,
+                    port.unwrap_or(0) as u64,
+                    len_or_none(user_agent),
+                    len_or_none(request_id),
+                    s.flags.len() as u64,
+                    u64::from(s.status) | u64::from(s.retries) << 16,
+                    bits,
+                    marks,
+                ]
+            });
+        if let Some(dst) = shape
+            .as_ref()
+            .and_then(|k| self.server.reuse(k, &mut self.spans))
+        {
+            let at = &self.server.at;
+            put(dst, at[S_TRACE_ID], &s.trace_id);
+            put(dst, at[S_SPAN_ID], &s.span_id);
+            put(dst, at[S_STATE], state.as_bytes());
+            if let Some(p) = &s.parent {
+                put(dst, at[S_PARENT], p);
+            }
+            put(dst, at[S_START], &start_nanos.to_le_bytes());
+            put(dst, at[S_END], &end_nanos.to_le_bytes());
+            put(dst, at[S_PATH], path.as_bytes());
+            put(dst, at[S_PEER], peer);
+            put(dst, at[S_QUERY], query.unwrap_or("").as_bytes());
+            put(dst, at[S_HOST], host.as_bytes());
+            put(dst, at[S_USER_AGENT], user_agent.unwrap_or("").as_bytes());
+            put(dst, at[S_REQUEST_ID], request_id.unwrap_or("").as_bytes());
+            put(dst, at[S_FLAGS], s.flags.as_bytes());
+            for ((_, t), at) in s.marks.iter().zip(&at[S_MARKS..]) {
+                put(dst, *at, &s.nanos_at(*t).to_le_bytes());
+            }
+            return;
+        }
+        // Name, kind, and the method, scheme, protocol, listener, route, cluster, host and
+        // details attributes.
+        let constant = self.constant.server(s);
         let error = s.is_error();
         let mut digits = [0; 5];
         // NOTE: the error type only for an error: the status in decimal was ~60 instructions
@@ -684,25 +896,38 @@ impl Encoder {
             + kind.len()
             + s.details.len();
         let start = self.spans.len();
-        let body = otlp::write_in(&mut self.spans, room, |o| {
+        let (body, at) = otlp::write_in(&mut self.spans, room, |o| {
             let body = o.message_start(2);
+            // Where each varying part starts: after it is written, its length back.
+            let mut at = [body; SERVER_PARTS];
+            let mark = |at: &mut usize, o: &otlp::Room<'_>, len: usize| *at = o.at() - len;
             o.bytes(f::TRACE_ID, &s.trace_id);
+            mark(&mut at[S_TRACE_ID], o, 16);
             o.bytes(f::SPAN_ID, &s.span_id);
+            mark(&mut at[S_SPAN_ID], o, 8);
             o.bytes(f::TRACE_STATE, state.as_bytes());
+            mark(&mut at[S_STATE], o, state.len());
             o.bytes(
                 f::PARENT_SPAN_ID,
                 s.parent.as_ref().map_or(&[][..], |p| &p[..]),
             );
+            mark(&mut at[S_PARENT], o, if s.parent.is_some() { 8 } else { 0 });
             o.slice(constant);
-            o.fixed64(f::START, s.start_unix_nanos);
-            o.fixed64(f::END, s.nanos_at(s.end.unwrap_or(s.started)));
+            o.fixed64(f::START, start_nanos);
+            mark(&mut at[S_START], o, if start_nanos != 0 { 8 } else { 0 });
+            o.fixed64(f::END, end_nanos);
+            mark(&mut at[S_END], o, if end_nanos != 0 { 8 } else { 0 });
             o.attr_str(A, key!("url.path"), path);
+            mark(&mut at[S_PATH], o, path.len());
             o.attr_bytes(A, key!("client.address"), peer);
+            mark(&mut at[S_PEER], o, peer.len());
             if let Some(q) = query {
                 o.attr_str(A, key!("url.query"), q);
+                mark(&mut at[S_QUERY], o, q.len());
             }
             if !host.is_empty() {
                 o.attr_str(A, key!("server.address"), host);
+                mark(&mut at[S_HOST], o, host.len());
             }
             if let Some(p) = port {
                 o.attr_int(A, key!("server.port"), p);
@@ -712,29 +937,43 @@ impl Encoder {
             }
             if let Some(ua) = user_agent {
                 o.attr_str(A, key!("user_agent.original"), ua);
+                mark(&mut at[S_USER_AGENT], o, ua.len());
             }
             if let Some(id) = request_id {
                 o.attr_str(A, key!("meshplane.request_id"), id);
+                mark(&mut at[S_REQUEST_ID], o, id.len());
             }
             if s.retries > 0 {
                 o.attr_int(A, key!("http.request.resend_count"), s.retries.into());
             }
             if !s.flags.is_empty() {
                 o.attr_str(A, key!("meshplane.response_flags"), &s.flags);
+                mark(&mut at[S_FLAGS], o, s.flags.len());
             }
             if error {
                 o.attr_str(A, key!("error.type"), kind);
             }
-            for (m, t) in &s.marks {
-                o.event(f::EVENTS, s.nanos_at(*t), m.name());
+            for (i, (m, t)) in s.marks.iter().enumerate() {
+                let name = m.name();
+                o.event(f::EVENTS, s.nanos_at(*t), name);
+                if let Some(at) = at.get_mut(S_MARKS + i) {
+                    // The event's time, then its name's tag and length (a byte each).
+                    mark(at, o, 8 + 2 + name.len());
+                }
             }
             if error {
                 o.error_status(f::STATUS, s.details);
             }
             o.fixed32(f::FLAGS, u32::from(s.sampled));
-            body
+            (body, at)
         });
+        let body_len = self.spans.len() - (start + body);
         otlp::message_end(&mut self.spans, start + body);
+        if let Some(shape) = shape {
+            let constant = self.constant.server.last_parts();
+            self.server
+                .keep(shape, constant, &self.spans, start, body, body_len, at);
+        }
     }
 
     /// An upstream attempt as OpenTelemetry's HTTP client semantic conventions name things: a
@@ -742,10 +981,46 @@ impl Encoder {
     fn client_span(&mut self, s: &SpanData, resend: usize, a: &Attempt) {
         use otlp::{key, span as f, FIELD_MAX};
         const A: u32 = f::ATTRIBUTES;
+        let path = s.path_and_query();
+        let (start_nanos, end_nanos) = (
+            s.nanos_at(a.started),
+            s.nanos_at(a.end.or(s.end).unwrap_or(a.started)),
+        );
+        let shape = client_key(s, a).map(|c| {
+            let bits = u64::from(a.tls)
+                | u64::from(s.sampled) << 1
+                | u64::from(start_nanos != 0) << 2
+                | u64::from(end_nanos != 0) << 3;
+            [
+                c[0] as u64,
+                c[1] as u64,
+                c[2] as u64,
+                path.len() as u64,
+                u64::from(a.status) | bits << 16,
+                resend as u64,
+                len_or_none(a.error),
+            ]
+        });
+        if let Some(dst) = shape
+            .as_ref()
+            .and_then(|k| self.client.reuse(k, &mut self.spans))
+        {
+            let at = &self.client.at;
+            put(dst, at[C_TRACE_ID], &s.trace_id);
+            put(dst, at[C_SPAN_ID], &a.span_id);
+            put(dst, at[C_PARENT], &s.span_id);
+            put(dst, at[C_START], &start_nanos.to_le_bytes());
+            put(dst, at[C_END], &end_nanos.to_le_bytes());
+            put(dst, at[C_PATH], path.as_bytes());
+            if let Some(e) = a.error {
+                put(dst, at[C_ERROR], e.as_bytes());
+                put(dst, at[C_ERROR_STATUS], e.as_bytes());
+            }
+            return;
+        }
         // Name, kind, and the method, address, port, host and cluster attributes.
         let constant = self.constant.client(s, a);
         let scheme = if a.tls { "https://" } else { "http://" };
-        let path = s.path_and_query();
         // An attempt still open when the request ended was abandoned (the client went away).
         let mut digits = [0; 5];
         let error = match (a.error, a.status) {
@@ -764,15 +1039,23 @@ impl Encoder {
             + path.len()
             + 2 * error.map_or(0, str::len);
         let start = self.spans.len();
-        let body = otlp::write_in(&mut self.spans, room, |o| {
+        let (body, at) = otlp::write_in(&mut self.spans, room, |o| {
             let body = o.message_start(2);
+            let mut at = [body; CLIENT_PARTS];
+            let mark = |at: &mut usize, o: &otlp::Room<'_>, len: usize| *at = o.at() - len;
             o.bytes(f::TRACE_ID, &s.trace_id);
+            mark(&mut at[C_TRACE_ID], o, 16);
             o.bytes(f::SPAN_ID, &a.span_id);
+            mark(&mut at[C_SPAN_ID], o, 8);
             o.bytes(f::PARENT_SPAN_ID, &s.span_id);
+            mark(&mut at[C_PARENT], o, 8);
             o.slice(constant);
-            o.fixed64(f::START, s.nanos_at(a.started));
-            o.fixed64(f::END, s.nanos_at(a.end.or(s.end).unwrap_or(a.started)));
+            o.fixed64(f::START, start_nanos);
+            mark(&mut at[C_START], o, if start_nanos != 0 { 8 } else { 0 });
+            o.fixed64(f::END, end_nanos);
+            mark(&mut at[C_END], o, if end_nanos != 0 { 8 } else { 0 });
             o.attr_str_parts(A, key!("url.full"), &[scheme, &a.host, path]);
+            mark(&mut at[C_PATH], o, path.len());
             if a.status != 0 {
                 o.attr_int(A, key!("http.response.status_code"), a.status.into());
             }
@@ -781,12 +1064,21 @@ impl Encoder {
             }
             if let Some(e) = error {
                 o.attr_str(A, key!("error.type"), e);
+                mark(&mut at[C_ERROR], o, e.len());
                 o.error_status(f::STATUS, e);
+                // The message, then the code's tag and value (a byte each).
+                mark(&mut at[C_ERROR_STATUS], o, e.len() + 2);
             }
             o.fixed32(f::FLAGS, u32::from(s.sampled));
-            body
+            (body, at)
         });
+        let body_len = self.spans.len() - (start + body);
         otlp::message_end(&mut self.spans, start + body);
+        if let Some(shape) = shape {
+            let constant = self.constant.client.last_parts();
+            self.client
+                .keep(shape, constant, &self.spans, start, body, body_len, at);
+        }
     }
 }
 
@@ -1091,6 +1383,14 @@ mod tests {
         }
     }
 
+    /// A listener's, route's, cluster's and host's names, the same `Arc`s each time.
+    fn names() -> [Arc<str>; 4] {
+        static NAMES: std::sync::OnceLock<[Arc<str>; 4]> = std::sync::OnceLock::new();
+        NAMES
+            .get_or_init(|| ["l", "r", "c", "10.0.0.1:9080"].map(Arc::from))
+            .clone()
+    }
+
     /// A recorded request of `uri` with `headers` from `peer`, through `attempts` (each an
     /// upstream status or an error), answered `status`.
     fn recorded(
@@ -1116,7 +1416,8 @@ mod tests {
                 http::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
             );
         }
-        let listener: Arc<str> = "l".into();
+        // The configuration's names, shared by every request as they are in a snapshot.
+        let [listener, route, cluster, host] = names();
         let arrival = Arrival {
             scheme: "http",
             peer: peer.parse().unwrap(),
@@ -1129,9 +1430,8 @@ mod tests {
         };
         let mut span = tracing.begin(&mut req, arrival, w3c).unwrap();
         span.mark(crate::trace::Mark::Routed);
-        span.data().route = Some("r".into());
-        span.data().cluster = Some("c".into());
-        let host: Arc<str> = "10.0.0.1:9080".into();
+        span.data().route = Some(route);
+        span.data().cluster = Some(cluster);
         for (i, outcome) in attempts.iter().enumerate() {
             span.attempt(&host, i % 2 == 1, &mut http::HeaderMap::new(), None);
             match outcome {
@@ -1242,6 +1542,125 @@ mod tests {
             Some(&Value::String(medium[..101].into()))
         );
         assert_eq!(attr(&spans[7], "url.path"), Some(&Value::String(long)));
+    }
+
+    #[test]
+    fn a_span_written_over_the_last_of_its_shape_is_the_span_written_in_full() {
+        // Spans that differ from each other in one thing each: in their ids and times only
+        // (each is recorded anew), in a string of the same length, or in a length, a
+        // presence, a number or a mark. Each written after each other (through one encoder:
+        // the one before it kept as the pattern) must be the reference's bytes.
+        let plain = |uri: &str| recorded("GET", uri, &[], "127.0.0.1", &[Ok(200)], 200);
+        let with = |headers: &[(&str, &str)]| {
+            recorded("GET", "/p?q=1", headers, "127.0.0.1", &[Ok(200)], 200)
+        };
+        let failed = |attempts: &[Result<u16, &'static str>], status| {
+            recorded(
+                "GET",
+                "http://svc:8080/p?q=1",
+                &[],
+                "127.0.0.1",
+                attempts,
+                status,
+            )
+        };
+        let parent = |p: &str| {
+            with(&[(
+                "traceparent",
+                &format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{p}-01"),
+            )])
+        };
+        let mut cases = vec![
+            plain("http://svc:8080/p?q=1"),
+            plain("http://svc:8080/p?q=1"),
+            plain("http://abc:8080/x?y=2"),
+            plain("http://svc:8081/p?q=1"),
+            plain("http://svc:8080/p?q=12"),
+            plain("http://svc:8080/p?"),
+            plain("http://svc:8080/pq"),
+            plain("http://svc/p?q=1"),
+            plain("http://svc:0/p?q=1"),
+            with(&[]),
+            with(&[("host", "svc:8080")]),
+            with(&[("user-agent", "curl/8")]),
+            with(&[("user-agent", "curl/9")]),
+            with(&[("user-agent", "")]),
+            with(&[("x-request-id", "abc")]),
+            with(&[("x-request-id", "abd")]),
+            with(&[("tracestate", "k=v")]),
+            with(&[("tracestate", "k=w")]),
+            parent("00f067aa0ba902b7"),
+            parent("00f067aa0ba902b8"),
+            recorded("GET", "/p?q=1", &[], "127.0.0.2", &[Ok(200)], 200),
+            recorded("GET", "/p?q=1", &[], "2001:db8::1", &[Ok(200)], 200),
+            recorded("POST", "/p?q=1", &[], "127.0.0.1", &[Ok(200)], 200),
+            recorded("PURGE", "/p?q=1", &[], "127.0.0.1", &[Ok(200)], 200),
+            recorded("PURGE", "/p?q=1", &[], "127.0.0.1", &[Ok(200)], 200),
+            failed(&[Ok(204)], 204),
+            failed(&[Ok(503), Err("reset"), Ok(502)], 502),
+            failed(&[Ok(503), Err("close"), Ok(502)], 502),
+            failed(&[Ok(504), Err("reset"), Ok(502)], 502),
+            failed(&[Err("connect_failure")], 503),
+            failed(&[Err("connect_timeout")], 503),
+            failed(&[Ok(503)], 503),
+            failed(&[Ok(503), Ok(503), Ok(503)], 503),
+            failed(&[Ok(200)], 0),
+            failed(&[], 0),
+        ];
+        // Flags of the same and of another length, retries, details of the same length,
+        // marks of other kinds, an attempt without an answer, another host, no end: by hand.
+        let mut other_flags = (*failed(&[Ok(503), Err("reset"), Ok(502)], 502)).clone();
+        other_flags.flags = "UFX".into();
+        let mut fewer_flags = (*failed(&[Ok(503), Err("reset"), Ok(502)], 502)).clone();
+        fewer_flags.flags = "UF".into();
+        let mut more_retries = (*failed(&[Ok(503), Err("reset"), Ok(502)], 502)).clone();
+        more_retries.retries += 1;
+        let mut other_details = (*failed(&[Ok(503), Err("reset"), Ok(502)], 502)).clone();
+        let details = "upstream_reset_before_response_startex";
+        assert_eq!(details.len(), other_details.details.len());
+        other_details.details = details;
+        let mut other_marks = (*plain("http://svc:8080/p?q=1")).clone();
+        other_marks.marks[0].0 = crate::trace::Mark::UpstreamConnected;
+        let mut abandoned = (*plain("http://svc:8080/p?q=1")).clone();
+        abandoned.attempts[0].status = 0;
+        let mut other_host = (*plain("http://svc:8080/p?q=1")).clone();
+        other_host.attempts[0].host = "10.0.0.2:9080".into();
+        let mut open = (*plain("http://svc:8080/p?q=1")).clone();
+        open.end = None;
+        open.attempts[0].end = None;
+        cases.extend(
+            [
+                other_flags,
+                fewer_flags,
+                more_retries,
+                other_details,
+                other_marks,
+                abandoned,
+                other_host,
+                open,
+            ]
+            .map(Arc::new),
+        );
+        let mut reused = [0; 2];
+        for (i, before) in cases.iter().enumerate() {
+            for (j, s) in cases.iter().enumerate() {
+                let mut encoder = Encoder::default();
+                encoder.encode_parts("t", std::slice::from_ref(before));
+                let (_, spans) = encoder.encode_parts("t", std::slice::from_ref(s));
+                let mut want = Vec::new();
+                reference_spans(&mut want, s);
+                assert!(spans == &want[..], "case {j} after case {i}");
+                reused[0] += encoder.server.reused;
+                reused[1] += encoder.client.reused;
+            }
+        }
+        // The pattern served: a span after itself, after one with other ids and times, after
+        // one with other strings of the same lengths.
+        eprintln!("{} cases, {reused:?}", cases.len());
+        assert!(
+            reused[0] > 2 * cases.len() && reused[1] > 2 * cases.len(),
+            "{reused:?}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! the thread's generator), handed to an exporter thread through a bounded queue (`try_send`:
 //! a full queue drops the spans and counts them), batched there and POSTed as OTLP/HTTP
 //! protobuf (over rustls for an `https://` collector). The exporter also keeps the most recent
-//! spans in a ring buffer for the admin API.
+//! spans in a ring buffer for the admin API, and gives the records it is done with back for
+//! the request path to fill again.
 //!
 //! Imports `config`, `stats`, `balance` (its thread-local generator) and `tls` (the exporter's
 //! client config) only.
@@ -42,7 +43,17 @@ pub struct TraceShared {
     pub export_requests: Counter,
     pub export_failures: Counter,
     recent: Mutex<Recent>,
+    /// Records the exporter is done with, cleared, for `begin` to fill again (at most
+    /// SPARE_RECORDS).
+    // NOTE: a record's allocation and its free on the exporter thread (a free across threads,
+    // ~200 instructions a recorded request with the allocation) become a pop here and a
+    // push there, under a lock taken once per batch on the exporter's side.
+    spare: Mutex<Vec<Arc<SpanData>>>,
 }
+
+/// The most records kept for reuse (`TraceShared::spare`): what a few drains of a busy
+/// exporter give back.
+const SPARE_RECORDS: usize = 1024;
 
 #[derive(Default)]
 struct Recent {
@@ -87,6 +98,32 @@ impl TraceShared {
             }
             r.spans.push_back(span.clone());
         }
+    }
+
+    /// A record the exporter is done with, cleared (its only reference), if one is kept.
+    fn take_spare(&self) -> Option<Arc<SpanData>> {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// The exporter is done with `records`: those it holds the only reference to are
+    /// cleared and kept for `begin` (up to SPARE_RECORDS), the others are dropped.
+    /// `records` is left empty.
+    fn give_back(&self, records: &mut Vec<Arc<SpanData>>) {
+        // A record also held elsewhere (by a `/traces` reader) is only dropped here.
+        records.retain_mut(|r| Arc::get_mut(r).map(SpanData::clear).is_some());
+        if !records.is_empty() {
+            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            let n = SPARE_RECORDS.saturating_sub(spare.len()).min(records.len());
+            spare.extend(records.drain(..n));
+        }
+        // Beyond the bound: freed outside the lock.
+        records.clear();
+    }
+
+    /// Let go of the records kept for reuse (tracing stopped, or its exporter exits).
+    fn drop_spare(&self) {
+        let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(spare);
     }
 
     fn set_capacity(&self, capacity: usize) {
@@ -139,6 +176,7 @@ impl Exporters {
     /// No snapshot traces any more: let the exporter flush and exit.
     pub fn stop(&self) {
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared.drop_spare();
     }
 }
 
@@ -223,36 +261,36 @@ impl Tracing {
             None => new_trace_id(self.propagation),
         };
         let span_id = nonzero_u64().to_be_bytes();
-        // NOTE: the record is allocated with its strings empty and they are copied straight
-        // into it (`RequestText`), not built on the stack and moved.
-        let mut span = ActiveSpan {
+        // NOTE: a record the exporter gave back is filled again in place (no allocation, no
+        // copy of a record built on the stack); its strings are copied straight into it
+        // (`RequestText`).
+        let mut data = self
+            .shared
+            .take_spare()
+            .unwrap_or_else(|| Arc::new(SpanData::blank(arrival.listener.clone())));
+        let d = Arc::get_mut(&mut data).expect("a spare record is the exporter's last reference");
+        d.trace_id = trace_id;
+        d.span_id = span_id;
+        d.parent = parent.map(|p: Parent| p.span_id);
+        d.sampled = sampled;
+        d.start_unix_nanos = unix_nanos();
+        d.started = Moment::now();
+        d.end = None;
+        d.method = req.method().clone();
+        d.scheme = arrival.scheme;
+        d.version = req.version();
+        d.peer = arrival.peer;
+        if !Arc::ptr_eq(&d.listener, arrival.listener) {
+            d.listener = arrival.listener.clone();
+        }
+        d.retries = 0;
+        d.status = 0;
+        d.details = "downstream_remote_disconnect";
+        d.text.fill(req);
+        let span = ActiveSpan {
             tracing: self.clone(),
-            data: Some(Arc::new(SpanData {
-                trace_id,
-                span_id,
-                parent: parent.map(|p: Parent| p.span_id),
-                sampled,
-                start_unix_nanos: unix_nanos(),
-                started: Moment::now(),
-                marks: SmallVec::new(),
-                end: None,
-                method: req.method().clone(),
-                text: RequestText::default(),
-                scheme: arrival.scheme,
-                version: req.version(),
-                peer: arrival.peer,
-                listener: arrival.listener.clone(),
-                route: None,
-                cluster: None,
-                upstream_host: None,
-                retries: 0,
-                status: 0,
-                flags: String::new(),
-                details: "downstream_remote_disconnect",
-                attempts: SmallVec::new(),
-            })),
+            data: Some(data),
         };
-        span.data().text.fill(req);
         Some(span)
     }
 }
@@ -287,6 +325,7 @@ fn recorded_headers(h: &http::HeaderMap) -> [Option<&HeaderValue>; 4] {
 // request, ~70 instructions a request), the exporter frees no `Bytes` of it when the ring
 // evicts the record (a cross-thread free, ~440) and checks no value as text (~170). Inline
 // up to TEXT_INLINE bytes: no allocation of their own for most requests.
+#[cfg_attr(test, derive(Clone))]
 struct RequestText {
     /// The strings back to back, in `TextField` order, when they fit; valid UTF-8 (only
     /// `&str`s are copied in).
@@ -343,19 +382,21 @@ impl RequestText {
         ];
         let total: usize = fields.iter().map(|f| f.map_or(0, str::len)).sum();
         let buf = if total <= TEXT_INLINE {
+            self.spilled = None;
             &mut self.inline[..]
         } else {
             &mut self.spilled.insert(vec![0; total].into_boxed_slice())[..]
         };
-        let mut at = 0;
+        let (mut at, mut present) = (0, 0);
         for (i, f) in fields.iter().enumerate() {
             if let Some(f) = f {
                 buf[at..at + f.len()].copy_from_slice(f.as_bytes());
                 at += f.len();
-                self.present |= 1 << i;
+                present |= 1 << i;
             }
             self.ends[i] = at;
         }
+        self.present = present;
     }
 
     fn get(&self, field: TextField) -> Option<&str> {
@@ -485,6 +526,7 @@ impl Mark {
 
 /// Everything one span records; allocated once per recorded request, as the `Arc` the
 /// exporter and the `/traces` ring share (no second allocation when it is queued).
+#[cfg_attr(test, derive(Clone))]
 pub struct SpanData {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
@@ -517,6 +559,7 @@ pub struct SpanData {
 }
 
 /// One upstream attempt: a CLIENT span, child of the request's SERVER span.
+#[cfg_attr(test, derive(Clone))]
 pub struct Attempt {
     pub span_id: [u8; 8],
     started: Moment,
@@ -532,6 +575,46 @@ pub struct Attempt {
 }
 
 impl SpanData {
+    /// A record of nothing yet, for `begin` to fill.
+    fn blank(listener: Arc<str>) -> Self {
+        SpanData {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            parent: None,
+            sampled: false,
+            start_unix_nanos: 0,
+            started: Moment(0),
+            marks: SmallVec::new(),
+            end: None,
+            method: Method::GET,
+            text: RequestText::default(),
+            scheme: "",
+            version: Version::HTTP_11,
+            peer: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            listener,
+            route: None,
+            cluster: None,
+            upstream_host: None,
+            retries: 0,
+            status: 0,
+            flags: String::new(),
+            details: "",
+            attempts: SmallVec::new(),
+        }
+    }
+
+    /// Back to what `blank` makes, but for what `begin` sets anyway (the ids, times,
+    /// request line, strings and listener): the names and attempts it held are let go of,
+    /// its buffers kept (a spilled text is let go of by `RequestText::fill`).
+    fn clear(&mut self) {
+        self.marks.clear();
+        self.route = None;
+        self.cluster = None;
+        self.upstream_host = None;
+        self.flags.clear();
+        self.attempts.clear();
+    }
+
     fn nanos_at(&self, t: Moment) -> u64 {
         self.start_unix_nanos + t.since(self.started)
     }
@@ -726,6 +809,162 @@ mod tests {
         };
         let span = tracing.begin(req, arrival, W3cHeader::Present).unwrap();
         (exporters, span)
+    }
+
+    /// What a record holds but its ids and times.
+    fn content(d: &SpanData) -> String {
+        let mut json = export::record(d);
+        for k in ["trace_id", "span_id", "start_unix_nano", "duration_ms"] {
+            json.as_object_mut().unwrap().remove(k);
+        }
+        format!(
+            "{json} {:?} {:?} {:?} {} {:?} {} {:?} {} {} {}",
+            d.user_agent(),
+            d.request_id(),
+            d.tracestate(),
+            d.scheme,
+            d.version,
+            d.peer,
+            d.end,
+            d.marks.len(),
+            d.text.spilled.is_some(),
+            Arc::as_ptr(&d.listener).cast::<u8>() as usize,
+        )
+    }
+
+    #[test]
+    fn a_record_given_back_is_filled_again_as_a_new_one_is() {
+        let exporters = Exporters::default();
+        let spec: TracingSpec = serde_json::from_str(r#"{"serviceName": "t"}"#).unwrap();
+        let tracing = exporters.tracing_for(&spec).unwrap();
+        let shared = &exporters.shared;
+        let spare = || shared.spare.lock().unwrap().len();
+        let (listener, other): (Arc<str>, Arc<str>) = ("l".into(), "m".into());
+        let begin = |req: &mut http::Request<()>, listener: &Arc<str>, peer: &str| {
+            let arrival = Arrival {
+                scheme: "http",
+                peer: peer.parse().unwrap(),
+                listener,
+            };
+            tracing.begin(req, arrival, W3cHeader::Present).unwrap()
+        };
+        // A record with everything set: a path spilled out of the inline room, every
+        // recorded header, a parent, marks, attempts, names, flags.
+        let mut full = http::Request::post(format!("http://svc:81/{}", "a".repeat(TEXT_INLINE)))
+            .version(Version::HTTP_2)
+            .header("user-agent", "u")
+            .header("x-request-id", "r")
+            .header("tracestate", "k=v")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(())
+            .unwrap();
+        let mut span = begin(&mut full, &other, "::1");
+        span.mark(Mark::Routed);
+        let host: Arc<str> = "h:1".into();
+        for _ in 0..3 {
+            span.attempt(&host, true, &mut http::HeaderMap::new(), None);
+            span.attempt_failed("reset");
+        }
+        let d = span.data();
+        d.route = Some(host.clone());
+        d.cluster = Some(host.clone());
+        d.upstream_host = Some(host.clone());
+        (d.retries, d.status, d.details) = (2, 503, "x");
+        d.flags.push_str("URX");
+        d.end = Some(Moment::now());
+        assert!(d.text.spilled.is_some());
+        let texts = (
+            d.user_agent(),
+            d.request_id(),
+            d.tracestate(),
+            d.authority(),
+        );
+        assert_eq!(texts, (Some("u"), Some("r"), "k=v", "svc:81"));
+        let mut records = vec![span.data.take().unwrap()];
+        shared.give_back(&mut records);
+        assert!(records.is_empty());
+        assert_eq!(spare(), 1);
+        // It lets go of the names it held.
+        assert_eq!(Arc::strong_count(&host), 1);
+        // The next recorded request takes it and holds what a new record would.
+        let plain = || {
+            http::Request::get("/p")
+                .header("host", "h")
+                .body(())
+                .unwrap()
+        };
+        let mut reused = begin(&mut plain(), &listener, "10.0.0.1");
+        assert_eq!(spare(), 0);
+        let mut new = begin(&mut plain(), &listener, "10.0.0.1");
+        assert_eq!(content(reused.data()), content(new.data()));
+        assert_ne!(reused.data().trace_id, new.data().trace_id);
+        // A record also held elsewhere (a /traces reader's) is not kept; nor are records
+        // beyond the bound.
+        let held = reused.data.take().unwrap();
+        let mut records = vec![held.clone()];
+        shared.give_back(&mut records);
+        assert_eq!((spare(), Arc::strong_count(&held)), (0, 1));
+        let mut records: Vec<_> = (0..SPARE_RECORDS + 3)
+            .map(|_| {
+                begin(&mut plain(), &listener, "10.0.0.1")
+                    .data
+                    .take()
+                    .unwrap()
+            })
+            .collect();
+        shared.give_back(&mut records);
+        assert!(records.is_empty());
+        assert_eq!(spare(), SPARE_RECORDS);
+        // Stopping lets go of them.
+        drop(new.data.take());
+        exporters.stop();
+        assert_eq!(spare(), 0);
+    }
+
+    #[test]
+    fn the_exporter_gives_records_back_and_lets_go_of_them_when_it_exits() {
+        let exporters = Exporters::default();
+        // No ring and no collector: the exporter is done with a record as soon as it takes it.
+        let spec: TracingSpec =
+            serde_json::from_str(r#"{"serviceName": "t", "recentSpans": 0}"#).unwrap();
+        let tracing = exporters.tracing_for(&spec).unwrap();
+        let shared = exporters.shared.clone();
+        let spare = || shared.spare.lock().unwrap().len();
+        let until = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        let listener: Arc<str> = "l".into();
+        let record = || {
+            let arrival = Arrival {
+                scheme: "http",
+                peer: "127.0.0.1".parse().unwrap(),
+                listener: &listener,
+            };
+            let mut req = http::Request::get("/").body(()).unwrap();
+            drop(
+                tracing
+                    .begin(&mut req, arrival, W3cHeader::Present)
+                    .unwrap(),
+            );
+        };
+        record();
+        until("the record given back", &|| spare() == 1);
+        // Tracing stops: what is kept is let go of; the exporter runs on while a snapshot's
+        // tracing still sends to it, and gives back what it is sent.
+        exporters.stop();
+        assert_eq!(spare(), 0);
+        record();
+        until("the record given back after the stop", &|| spare() == 1);
+        // The last sender gone, the exporter exits and lets go of it.
+        drop(tracing);
+        until("the records let go of", &|| spare() == 0);
     }
 
     #[test]

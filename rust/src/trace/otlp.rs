@@ -191,6 +191,12 @@ impl Room<'_> {
         dst
     }
 
+    /// Bytes written so far, from the room's start: where the next field goes.
+    #[inline]
+    pub fn at(&self) -> usize {
+        self.at
+    }
+
     #[inline]
     pub fn byte(&mut self, b: u8) {
         self.take(1)[0].write(b);
