@@ -484,7 +484,10 @@ async fn serve_http<I>(
     // keep-alive connections included.
     let service = service_fn(move |req| {
         seen.store(true, SeqCst);
-        Box::pin(handle(ctx.clone(), req))
+        // NOTE: the box is allocated before the future is made, so the future is written into
+        // it in place; `Box::pin(handle(..))` built it on the stack and then copied all of it
+        // (its whole size, not only the two arguments) into the box.
+        Box::into_pin(Box::write(Box::new_uninit(), handle(ctx.clone(), req)))
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
