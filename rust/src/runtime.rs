@@ -103,12 +103,14 @@ impl Runtime {
     pub fn new(workers: usize) -> std::io::Result<Runtime> {
         let rt = if workers <= 1 {
             tokio::runtime::Builder::new_current_thread()
+                .on_thread_park(crate::http::end_burst)
                 .enable_all()
                 .build()?
         } else {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .thread_name("meshplane-worker")
+                .on_thread_park(crate::http::end_burst)
                 .enable_all()
                 .build()?
         };

@@ -16,3 +16,4 @@ pub use compiled::{listener_tls, Action, Compiled, ListenerConfig, RetryPolicy};
 pub use conn::{ConnActivity, ConnCtx, ListenerSlot, ListenerState};
 pub use downstream::MAX_REQUEST_HEADERS;
 pub use proxy::{handle, local_reply};
+pub use upstream::end_burst;

@@ -531,7 +531,7 @@ impl<'a> Session<'a> {
                         None => head.lend(body.next(keep_copy))?,
                     };
                     let extra = head.extra_line();
-                    send_h1(h1.insert(c), req, extra, started).await
+                    send_h1(h1.insert(c), req, extra).await
                 }
                 Sender::H2(s) => {
                     let req = match unsent {

@@ -9,48 +9,57 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 pub type Sent = (Response<Incoming>, Option<Box<crate::pool::H1>>);
 
 /// A request that failed, and the request itself when hyper never wrote it.
 pub type Failed = (ProxyError, Option<Request<UpBody>>);
 
-/// Attempts that began within this long of the one before on the same thread are taken to
-/// be one burst: requests read from the same batch of ready sockets.
-const BURST_GAP: Duration = Duration::from_micros(200);
-
 thread_local! {
-    /// When the last attempt on this thread began (see `joins_burst`).
-    static LAST_ATTEMPT: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// HTTP/1.1 attempts begun on this thread since the runtime last went to poll its sockets
+    /// (`on_thread_park`), and whether the batch before had more than one (see `joins_burst`).
+    static BURST: Cell<(u32, bool)> = const { Cell::new((0, false)) };
 }
 
-/// Whether an attempt that began at `started` follows the one before it on this thread within
-/// `BURST_GAP`; it becomes "the one before" for the next.
-fn joins_burst(started: Instant) -> bool {
-    LAST_ATTEMPT
-        .with(|last| last.replace(Some(started)))
-        .is_some_and(|prev| started.saturating_duration_since(prev) < BURST_GAP)
+/// Whether an attempt that begins now should wait for the rest of its batch: it is not the
+/// first attempt of the batch of ready tasks the runtime is running, or the batch before had
+/// more than one (the thread is busy: requests arrive faster than it parks).
+fn joins_burst() -> bool {
+    BURST.with(|b| {
+        let (n, busy) = b.get();
+        b.set((n.saturating_add(1), busy));
+        busy || n > 0
+    })
+}
+
+/// The runtime's `on_thread_park` hook: the thread has run every ready task (yielded ones run
+/// after it has polled its sockets), so the next attempt begins a new batch.
+pub fn end_burst() {
+    BURST.with(|b| {
+        let (n, _) = b.get();
+        b.set((0, n > 1));
+    });
 }
 
 /// Send on an HTTP/1.1 connection we hold, with `extra` as one more header line (see
 /// `H1::send`). The connection stays with the caller, who takes the head back from it
-/// (`H1::take_sent_head`) whatever happens here. `started` is when the attempt began.
+/// (`H1::take_sent_head`) whatever happens here.
 pub async fn send_h1(
     c: &mut crate::pool::H1,
     req: Request<UpBody>,
     extra: Option<(http::HeaderName, http::HeaderValue)>,
-    started: Instant,
 ) -> Result<Response<Incoming>, Failed> {
     // NOTE: under load one poll of the runtime's sockets finds many requests ready, and each
     // used to be written upstream as soon as it was read: read, write, read, write. Every write
     // to an upstream that had caught up and gone to sleep woke it again (nginx under wrk -c50:
     // 0.13-0.17 wake-ups per request, 0.03-0.06 behind HAProxy, which reads a batch and then
-    // writes it). An attempt that follows another within BURST_GAP yields once first, so the
-    // runtime reads the rest of the batch before these writes go out together; a lone request
-    // is written at once (a yield costs ~1,600 instructions). benches/README.md, "Writes in
-    // batches".
-    if joins_burst(started) {
+    // writes it). An attempt that follows another in the same batch of ready tasks (the runtime
+    // has not parked since the one before), or any attempt while batches hold more than one,
+    // yields once first, so the runtime reads the rest of the batch before these writes go
+    // out together; a lone request at low load is written at once (a yield costs ~1,600
+    // instructions). No clock is read: the batches are the runtime's own (`end_burst`).
+    // benches/README.md, "Writes in batches".
+    if joins_burst() {
         tokio::task::yield_now().await;
     }
     if let Err(req) = c.send(req, extra) {
@@ -115,9 +124,14 @@ pub async fn acquire(
     // NOTE: connecting is boxed: its future (TCP, TLS and HTTP/2 handshakes) is ~7.9 KB, and
     // unboxed it made every request's future that large, although most requests take an idle
     // connection above; hyper keeps each connection's request future in a box of that size
-    // and the request path moved it around (memcpy was 23% of user-space instructions).
+    // and the request path moved it around (memcpy was 23% of user-space instructions). The
+    // box is allocated first and the future written into it in place (`Box::write`), not
+    // built on the stack and copied (as `Box::pin(connect(..))` did, ~7.9 KB per connect).
     if cluster.try_reserve_connection() {
-        return Ok((Box::pin(connect(cluster, host)).await?, false));
+        return Ok((
+            Box::into_pin(Box::write(Box::new_uninit(), connect(cluster, host))).await?,
+            false,
+        ));
     }
     cluster.stats.cx_overflow.inc();
     // At max_connections: wait as a pending request, if the pending limit allows.
@@ -136,7 +150,10 @@ pub async fn acquire(
             return Ok((s, true));
         }
         if cluster.try_reserve_connection() {
-            return Ok((Box::pin(connect(cluster, host)).await?, false));
+            return Ok((
+                Box::into_pin(Box::write(Box::new_uninit(), connect(cluster, host))).await?,
+                false,
+            ));
         }
         // Connections idle on other hosts hold slots this host needs: close one.
         cluster.reclaim_idle_connection(host);
@@ -197,4 +214,38 @@ fn classify(e: hyper::Error) -> ProxyError {
     );
     pe.closed_before_response = closed;
     pe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{end_burst, joins_burst};
+
+    /// Which attempts wait for their batch: every one but the first of a batch, and every one
+    /// (the first too) after a batch of more than one; a batch of one ends that.
+    #[test]
+    fn attempts_yield_after_the_first_of_a_batch_and_while_batches_hold_more_than_one() {
+        // Its own thread: the state is per thread.
+        std::thread::spawn(|| {
+            end_burst();
+            end_burst();
+            assert!(!joins_burst(), "a lone attempt after a quiet batch");
+            end_burst();
+            assert!(!joins_burst(), "the first of a batch after a batch of one");
+            assert!(joins_burst(), "the second of a batch");
+            assert!(joins_burst(), "the third of a batch");
+            end_burst();
+            assert!(joins_burst(), "the first of a batch after a batch of three");
+            end_burst();
+            assert!(!joins_burst(), "the batch before held one: quiet again");
+            assert!(joins_burst(), "the second of that batch");
+            end_burst();
+            end_burst();
+            assert!(
+                !joins_burst(),
+                "after an empty batch the thread is quiet again"
+            );
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -282,7 +282,10 @@ impl Pool {
             }
             _ => {
                 let io: Box<dyn UpIo> = Box::new(io);
-                let conn = http1::Builder::new().handshake_inline(TokioIo::new(io));
+                // NOTE: one `send` per request, not `writev` (see the listener's builder).
+                let conn = http1::Builder::new()
+                    .writev(false)
+                    .handshake_inline(TokioIo::new(io));
                 Ok(Sender::H1(Box::new(H1 {
                     conn,
                     _guard: Box::new(guard),
