@@ -133,7 +133,7 @@ fn never_picks_a_skipped_or_unhealthy_host_when_a_candidate_exists() {
             let hosts = HostTable::new(&weights);
             for round in 0..3_000 {
                 for i in 0..n {
-                    hosts.set_healthy(i, rng.next() % 4 != 0);
+                    hosts.set_healthy(i, !rng.next().is_multiple_of(4));
                     hosts.set_active(i, (rng.next() % 5) as u32);
                 }
                 // From nothing skipped to nearly everything skipped, as retries go.
@@ -481,7 +481,7 @@ fn picks_survive_concurrent_health_flips() {
                         break;
                     }
                     let i = (rng.next() % 4) as usize;
-                    hosts.set_healthy(i, rng.next() % 2 == 0);
+                    hosts.set_healthy(i, rng.next().is_multiple_of(2));
                 }
             });
             let pickers: Vec<_> = (0..2)

@@ -263,7 +263,7 @@ impl JsonToPy {
     ) -> PyResult<Bound<'py, PyAny>> {
         use serde_json::Value::*;
         self.converted += 1;
-        if self.converted % VALUES_PER_GIL_HOLD == 0 {
+        if self.converted.is_multiple_of(VALUES_PER_GIL_HOLD) {
             py.detach(|| ());
         }
         Ok(match v {
@@ -445,7 +445,7 @@ fn notes_of(
     let mut walked = 0usize;
     let mut breathe = |py: Python<'_>| {
         walked += 1;
-        if walked % HOSTS_PER_GIL_HOLD == 0 {
+        if walked.is_multiple_of(HOSTS_PER_GIL_HOLD) {
             py.detach(std::thread::yield_now);
         }
     };
